@@ -59,7 +59,7 @@ class SAEConfig:
         for p in prefixes:
             if isinstance(p, bool) or not isinstance(p, int) or p <= 0:
                 raise ValueError(f"prefixes must be positive integers, got {prefixes}")
-        if any(b <= a for a, b in zip(prefixes, prefixes[1:])):
+        if any(b <= a for a, b in zip(prefixes, prefixes[1:], strict=False)):
             raise ValueError(f"prefixes must be strictly increasing, got {prefixes}")
         if prefixes[-1] > self.n_latents:
             raise ValueError(

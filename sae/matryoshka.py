@@ -252,7 +252,7 @@ class MatryoshkaSAE(nn.Module):
         denom = ((xn - xn.mean(0)) ** 2).sum().clamp_min(1e-12)
         nmses = [((xn - r) ** 2).sum() / denom for r in recons]
         weights = self.config.prefix_weights
-        recon_loss = sum(w * e for w, e in zip(weights, nmses))
+        recon_loss = sum(w * e for w, e in zip(weights, nmses, strict=True))
         aux_loss = xn.new_zeros(())
         if aux_code is not None:
             # AuxK: dead latents learn to explain what the live ones miss (Gao et al. 2024).
@@ -272,7 +272,7 @@ class MatryoshkaSAE(nn.Module):
             "l0": float((code.vals > 0).sum()) / xn.shape[0],
             "dead_frac": float(self.dead_mask.float().mean()),
         }
-        for m, e in zip(self.config.prefixes, nm):
+        for m, e in zip(self.config.prefixes, nm, strict=True):
             parts[f"nmse_{m}"] = e
         return total, parts
 
