@@ -1,0 +1,343 @@
+"""Load any Hugging Face image-text-to-text model and run it on camera frames.
+
+`load_vlm("tiny")` loads the embedded tiny model from `agents/tiny_vlm/`; any other string is a
+local directory or a hub id (e.g. "HuggingFaceTB/SmolVLM-Instruct"), loaded through
+`AutoModelForImageTextToText` / `AutoProcessor` with `trust_remote_code=False`. Loading is
+offline by default (`local_files_only=True`): a model that is not in the local cache fails at
+once with an error that names the id and says how to pass a local path, instead of hanging on
+the network.
+
+`VLMBackend` wraps model + processor: chat-template prompts, preprocessing, next-token logits,
+P(yes) over answer-token variants, image-token positions and batched inference for datasets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from agents.tiny_model import FRAGILE_QUESTION, TINY_VLM_DIR
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: Spellings of an answer word whose first tokens are summed into P(word).
+ANSWER_VARIANTS = ("{w}", " {w}", "{W}", " {W}", "{U}", " {U}")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """Map "auto" | "cpu" | "cuda" | "cuda:N" | "mps" to an available torch device.
+
+    "auto" picks cuda, then mps, then cpu. Raises ValueError for an unknown name or an
+    accelerator that is not available here.
+    """
+    name = str(device)
+    base = name.split(":", 1)[0]
+    if base not in DEVICES:
+        raise ValueError(f"device={device!r}: expected one of {', '.join(DEVICES)} (or 'cuda:N')")
+    if base == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available here; use 'cpu' or 'auto'")
+    if base == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError(f"device={device!r}: MPS is not available here; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:
+    """Map "float32" | "bfloat16" | "float16" (or a torch dtype among them) to a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"dtype={dtype}: expected one of {', '.join(DTYPES)}")
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_model_path(model: str | Path) -> tuple[str, bool]:
+    """Return (path or hub id, is_local). "tiny" means the shipped tiny checkpoint."""
+    text = str(model)
+    if not text:
+        raise ValueError("model='': pass 'tiny', a local directory or a hub id")
+    if text == "tiny":
+        if not (TINY_VLM_DIR / "config.json").is_file():
+            raise FileNotFoundError(
+                f"the tiny checkpoint is missing from {TINY_VLM_DIR}; run `physteer train-tiny`"
+            )
+        return str(TINY_VLM_DIR), True
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"model={text!r}: directory has no config.json (not a saved model)")
+        return str(path), True
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise ValueError(f"model={text!r}: no such directory")
+    return text, False
+
+
+def load_vlm(
+    model: str | Path = "tiny",
+    device: str = "auto",
+    dtype: str | torch.dtype = "float32",
+    allow_download: bool = False,
+) -> VLMBackend:
+    """Load an image-text-to-text model and its processor.
+
+    Args:
+        model: "tiny" (the shipped checkpoint), a local directory written by `save_pretrained`,
+            or a hub id such as "HuggingFaceTB/SmolVLM-Instruct".
+        device: "auto" | "cpu" | "cuda" | "cuda:N" | "mps".
+        dtype: "float32" | "bfloat16" | "float16".
+        allow_download: when False (default) nothing is fetched from the network: a hub id
+            must already be in the local Hugging Face cache.
+
+    Raises:
+        ValueError: bad device/dtype, or weights not available offline (the message names
+            the id and how to pass a local path).
+    """
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    source, is_local = resolve_model_path(model)
+    offline = not allow_download
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        processor = AutoProcessor.from_pretrained(
+            source, trust_remote_code=False, local_files_only=offline or is_local
+        )
+        vlm = AutoModelForImageTextToText.from_pretrained(
+            source,
+            trust_remote_code=False,
+            local_files_only=offline or is_local,
+            dtype=torch_dtype,
+        )
+    except (OSError, ValueError) as exc:
+        if is_local:
+            raise ValueError(f"model={source!r}: could not load the local checkpoint: {exc}") from exc
+        raise ValueError(
+            f"model {source!r} is not available offline (not in the local Hugging Face cache). "
+            "Download it where there is network (`huggingface-cli download "
+            f"{source} --local-dir DIR`) and pass that directory as the model "
+            "(e.g. --model DIR or load_vlm('DIR')), or pass allow_download=True."
+        ) from exc
+    finally:
+        if offline:
+            if previous is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = previous
+    vlm = vlm.to(torch_device).eval()
+    return VLMBackend(vlm, processor, name=str(model))
+
+
+def find_decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The text decoder's layer list of a VLM (Idefics3/SmolVLM, LLaVA, Qwen-VL, ... layouts)."""
+    inner = getattr(model, "model", model)
+    for attr in ("text_model", "language_model"):
+        lm = getattr(inner, attr, None)
+        if lm is not None:
+            lm = getattr(lm, "model", lm)
+            if isinstance(getattr(lm, "layers", None), torch.nn.ModuleList):
+                return lm.layers
+    best: torch.nn.ModuleList | None = None
+    for name, module in model.named_modules():
+        if name.endswith("layers") and isinstance(module, torch.nn.ModuleList) and "vision" not in name:
+            if len(module) and hasattr(module[0], "mlp") and (best is None or len(module) > len(best)):
+                best = module
+    if best is None:
+        raise ValueError(f"{type(model).__name__}: no text decoder layers found")
+    return best
+
+
+def image_token_id(model: torch.nn.Module, processor: object) -> int:
+    """Id of the image placeholder token whose positions receive image features."""
+    for owner in (model.config, processor):
+        for attr in ("image_token_id", "image_token_index"):
+            value = getattr(owner, attr, None)
+            if isinstance(value, int):
+                return value
+    raise ValueError(f"{type(model).__name__}: cannot find the image token id")
+
+
+@dataclass
+class VLMBackend:
+    """A loaded VLM with its processor and helpers for single frames and batches."""
+
+    model: torch.nn.Module
+    processor: object
+    name: str = "model"
+
+    def __post_init__(self) -> None:
+        tok = self.tokenizer
+        tok.padding_side = "left"  # the last position is the next-token position for every row
+        self.image_token_id = image_token_id(self.model, self.processor)
+        self.layers = find_decoder_layers(self.model)
+        self._answer_cache: dict[str, list[int]] = {}
+
+    @property
+    def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer
+        """The processor's tokenizer."""
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the model's parameters."""
+        return next(self.model.parameters()).dtype
+
+    @property
+    def n_layers(self) -> int:
+        """Number of text decoder layers."""
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the text decoder's residual stream."""
+        cfg = getattr(self.model.config, "text_config", self.model.config)
+        return int(cfg.hidden_size)
+
+    def prompt(self, question: str) -> str:
+        """The chat-template prompt for one image followed by `question`."""
+        messages = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+        ]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+    def prepare(self, images: Sequence[np.ndarray], question: str = FRAGILE_QUESTION) -> dict:
+        """Processor inputs for a batch of H×W×3 uint8 images, each with the same question."""
+        if len(images) == 0:
+            raise ValueError("images: empty batch")
+        for i, img in enumerate(images):
+            arr = np.asarray(img)
+            if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+                raise ValueError(
+                    f"images[{i}]: expected H×W×3 uint8, got shape {arr.shape} dtype {arr.dtype}"
+                )
+        text = [self.prompt(question)] * len(images)
+        inputs = self.processor(
+            text=text, images=[[np.asarray(img)] for img in images], return_tensors="pt", padding=True
+        )
+        out = {}
+        for key, value in inputs.items():
+            if torch.is_tensor(value):
+                value = value.to(self.device)
+                if value.is_floating_point():
+                    value = value.to(self.dtype)
+            out[key] = value
+        return out
+
+    def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Boolean mask (B × T) of image-token positions in `input_ids`."""
+        return input_ids == self.image_token_id
+
+    @torch.no_grad()
+    def forward(self, inputs: dict, **kwargs) -> object:
+        """Run the model on prepared inputs (no grad); kwargs go to the model's forward."""
+        return self.model(**inputs, **kwargs)
+
+    @torch.no_grad()
+    def next_token_logits(
+        self, images: Sequence[np.ndarray], question: str = FRAGILE_QUESTION
+    ) -> torch.Tensor:
+        """Next-token logits (B × vocab, float32) after the prompt for each image."""
+        out = self.model(**self.prepare(images, question))
+        return out.logits[:, -1, :].float()
+
+    def answer_token_ids(self, word: str) -> list[int]:
+        """Ids of the first token of each spelling of `word` ("yes", " yes", "Yes", ...).
+
+        Spellings whose first token is unknown to the tokenizer are skipped.
+        """
+        if word in self._answer_cache:
+            return self._answer_cache[word]
+        tok = self.tokenizer
+        ids: list[int] = []
+        for pattern in ANSWER_VARIANTS:
+            text = pattern.format(w=word.lower(), W=word.capitalize(), U=word.upper())
+            enc = tok(text, add_special_tokens=False)["input_ids"]
+            if not enc:
+                continue
+            first = enc[0]
+            if first == tok.unk_token_id or tok.decode([first]).strip() == "":
+                continue
+            if first not in ids:
+                ids.append(first)
+        if not ids:
+            raise ValueError(f"answer word {word!r}: no spelling of it is a token of this model")
+        self._answer_cache[word] = ids
+        return ids
+
+    def answer_probs(self, logits: torch.Tensor, words: Sequence[str]) -> torch.Tensor:
+        """P(word) for each word, from next-token `logits` (B × vocab), renormalised over `words`.
+
+        Each word's probability is the sum over the first tokens of its spellings; a token shared
+        by two words (e.g. a bare space) is dropped from both so the answer stays unambiguous.
+        """
+        id_sets = [set(self.answer_token_ids(w)) for w in words]
+        shared = set().union(*[a & b for i, a in enumerate(id_sets) for b in id_sets[i + 1 :]])
+        probs = torch.softmax(logits.float(), dim=-1)
+        cols = []
+        for word, ids in zip(words, id_sets, strict=True):
+            keep = sorted(ids - shared)
+            if not keep:
+                raise ValueError(f"answer word {word!r}: all its tokens are shared with other answers")
+            cols.append(probs[:, keep].sum(dim=-1))
+        mass = torch.stack(cols, dim=-1)
+        return mass / mass.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+
+    def prob_yes(
+        self, images: Sequence[np.ndarray], question: str = FRAGILE_QUESTION
+    ) -> np.ndarray:
+        """P(yes) among {yes, no} for each image (shape B)."""
+        logits = self.next_token_logits(images, question)
+        return self.answer_probs(logits, ("yes", "no"))[:, 0].cpu().numpy()
+
+    def batches(
+        self, images: Sequence[np.ndarray] | np.ndarray, batch_size: int = 16
+    ) -> Iterator[tuple[int, Sequence[np.ndarray]]]:
+        """Yield (start index, batch) over a dataset of images."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        for start in range(0, len(images), batch_size):
+            yield start, images[start : start + batch_size]
+
+    def batched_prob_yes(
+        self,
+        images: Sequence[np.ndarray] | np.ndarray,
+        question: str = FRAGILE_QUESTION,
+        batch_size: int = 16,
+    ) -> np.ndarray:
+        """P(yes) for every image of a dataset, `batch_size` images per forward."""
+        return np.concatenate(
+            [self.prob_yes(batch, question) for _, batch in self.batches(images, batch_size)]
+        )
+
+    def batched_answers(
+        self,
+        images: Sequence[np.ndarray] | np.ndarray,
+        question: str,
+        words: Sequence[str],
+        batch_size: int = 16,
+    ) -> np.ndarray:
+        """Probabilities over `words` (N × len(words)) for every image of a dataset."""
+        rows = []
+        for _, batch in self.batches(images, batch_size):
+            rows.append(self.answer_probs(self.next_token_logits(batch, question), words).cpu())
+        return torch.cat(rows).numpy()
