@@ -1,0 +1,152 @@
+"""A scripted pick-and-place expert whose handling is set by a profile.
+
+The expert reads only what a controller with a pose estimate would have (end-effector,
+object and bin positions, finger width, whether it holds the object) from the env's info.
+Fragility is not among its inputs: the profile decides how it handles the object, and an
+agent (oracle or VLM) decides which profile to use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+MAX_EE_STEP = 0.04  # must match EnvConfig.max_ee_step: converts metres to action units
+
+
+@dataclass(frozen=True)
+class HandlingProfile:
+    """How to handle the object.
+
+    Attributes:
+        name: label for logs.
+        grip: gripper action while holding (force = grip × the gripper's max force).
+        speed: largest |Δ| action per axis while moving (1 = max step).
+        release_height: end-effector height above the bin floor at release (m).
+    """
+
+    name: str
+    grip: float
+    speed: float
+    release_height: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.grip <= 1:
+            raise ValueError(f"grip {self.grip} must be in (0, 1]")
+        if not 0 < self.speed <= 1:
+            raise ValueError(f"speed {self.speed} must be in (0, 1]")
+        if not 0.02 <= self.release_height <= 0.35:
+            raise ValueError(f"release_height {self.release_height} must be in [0.02, 0.35] m")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for logs."""
+        return asdict(self)
+
+
+PROFILES: dict[str, HandlingProfile] = {
+    "gentle": HandlingProfile("gentle", grip=0.15, speed=0.5, release_height=0.05),
+    "firm": HandlingProfile("firm", grip=1.0, speed=1.0, release_height=0.22),
+}
+
+HOVER = 0.12  # approach height above the table
+GRASP_Z = 0.028  # ee height that puts the fingertips around the object's middle
+CARRY = 0.16  # carry height
+CLOSE_STEPS = 10  # steps to let the velocity-limited fingers close
+
+
+def get_profile(profile: str | HandlingProfile) -> HandlingProfile:
+    """Resolve a profile name (see PROFILES) or pass a HandlingProfile through."""
+    if isinstance(profile, HandlingProfile):
+        return profile
+    if profile not in PROFILES:
+        raise ValueError(f"handling profile {profile!r} is unknown; choose one of {sorted(PROFILES)}")
+    return PROFILES[profile]
+
+
+class ScriptedExpert:
+    """State machine: approach, descend, close, lift, carry, lower, release, retreat.
+
+    Args:
+        profile: "gentle", "firm" or a HandlingProfile; may be changed between steps
+            (e.g. by a planner deciding the object is fragile).
+    """
+
+    PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "retreat")
+
+    def __init__(self, profile: str | HandlingProfile = "gentle") -> None:
+        self.profile = get_profile(profile)
+        self.reset()
+
+    @property
+    def profile(self) -> HandlingProfile:
+        """The handling profile in use."""
+        return self._profile
+
+    @profile.setter
+    def profile(self, value: str | HandlingProfile) -> None:
+        self._profile = get_profile(value)
+
+    def reset(self) -> None:
+        """Start a new episode from the first phase."""
+        self.phase = "approach"
+        self._timer = 0
+
+    def _move(self, ee: np.ndarray, target: np.ndarray, gripper: float, speed: float) -> np.ndarray:
+        delta = np.clip((target - ee) / MAX_EE_STEP, -speed, speed)
+        return np.array([*delta, gripper], dtype=np.float32)
+
+    def act(self, info: dict[str, Any]) -> np.ndarray:
+        """Return the next action (Δx, Δy, Δz, gripper) from the env's info dict."""
+        ee = np.asarray(info["ee_pos"], dtype=np.float64)
+        obj = np.asarray(info["object_pos"], dtype=np.float64)
+        bin_pos = np.asarray(info["bin_pos"], dtype=np.float64)
+        holding = bool(info["holding"])
+        prof = self.profile
+        grip = prof.grip
+        fast = max(prof.speed, 0.5)  # free-space moves need not be slow
+        self._timer += 1
+
+        if self.phase == "approach":
+            target = np.array([obj[0], obj[1], HOVER])
+            if np.linalg.norm(target - ee) < 0.01:
+                self._next("descend")
+            return self._move(ee, target, -1.0, fast)
+        if self.phase == "descend":
+            target = np.array([obj[0], obj[1], GRASP_Z])
+            if abs(ee[2] - GRASP_Z) < 0.006 or self._timer > 40:
+                self._next("close")
+            return self._move(ee, target, -1.0, fast)
+        if self.phase == "close":
+            if self._timer >= CLOSE_STEPS:
+                self._next("lift")
+            return self._move(ee, np.array([obj[0], obj[1], GRASP_Z]), grip, 0.2)
+        if self.phase == "lift":
+            target = np.array([ee[0], ee[1], CARRY])
+            if ee[2] > CARRY - 0.01:
+                self._next("carry")
+            if not holding and self._timer > 5 and obj[2] < 0.05:
+                self._next("approach")  # lost it: try again
+            return self._move(ee, target, grip, prof.speed)
+        if self.phase == "carry":
+            target = np.array([bin_pos[0], bin_pos[1], CARRY])
+            if np.linalg.norm(target[:2] - ee[:2]) < 0.01:
+                self._next("lower")
+            return self._move(ee, target, grip, prof.speed)
+        if self.phase == "lower":
+            z = bin_pos[2] + prof.release_height
+            target = np.array([bin_pos[0], bin_pos[1], max(z, GRASP_Z)])
+            if ee[2] < target[2] + 0.008 or (ee[2] <= target[2] + 0.03 and self._timer > 40):
+                self._next("release")
+            return self._move(ee, target, grip, prof.speed)
+        if self.phase == "release":
+            if self._timer >= 6:
+                self._next("retreat")
+            return np.array([0.0, 0.0, 0.0, -1.0], dtype=np.float32)
+        # retreat: move up and wait
+        return self._move(ee, np.array([ee[0], ee[1], CARRY]), -1.0, fast)
+
+    def _next(self, phase: str) -> None:
+        self.phase = phase
+        self._timer = 0

@@ -1,0 +1,191 @@
+"""A thin wrapper around one PyBullet physics client.
+
+Every call carries this client's `physicsClientId`, so several environments can live in one
+process without sharing a world. The wrapper only adds what the scene needs: building boxes
+and cylinders, reading contacts, and rendering a camera frame with TinyRenderer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pybullet as p
+import pybullet_data
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A fixed pinhole camera: where it is, what it looks at, and its field of view."""
+
+    eye: tuple[float, float, float] = (0.44, 0.06, 0.50)
+    target: tuple[float, float, float] = (-0.04, 0.06, 0.0)
+    up: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    fov_deg: float = 42.0
+    near: float = 0.05
+    far: float = 3.0
+
+
+@dataclass(frozen=True)
+class Lighting:
+    """TinyRenderer light settings; varied per episode as a nuisance factor."""
+
+    direction: tuple[float, float, float] = (0.4, -0.3, 1.0)
+    ambient: float = 0.6
+    diffuse: float = 0.35
+    specular: float = 0.05
+
+
+class Sim:
+    """One PyBullet client in DIRECT (headless) or GUI mode.
+
+    Args:
+        timestep: physics step in seconds.
+        gui: open the PyBullet GUI (needs a display).
+    """
+
+    def __init__(self, timestep: float = 1.0 / 240.0, gui: bool = False) -> None:
+        self.timestep = timestep
+        self.client = p.connect(p.GUI if gui else p.DIRECT)
+        if self.client < 0:
+            raise RuntimeError("could not connect to PyBullet (GUI needs a display)")
+        self.reset()
+
+    def reset(self) -> None:
+        """Empty the world: no bodies, gravity on, our timestep."""
+        p.resetSimulation(physicsClientId=self.client)
+        p.setGravity(0, 0, -9.81, physicsClientId=self.client)
+        p.setTimeStep(self.timestep, physicsClientId=self.client)
+        p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=self.client)
+
+    def close(self) -> None:
+        """Disconnect the client; the object is unusable afterwards."""
+        if self.client >= 0 and p.isConnected(self.client):
+            p.disconnect(self.client)
+        self.client = -1
+
+    def step(self) -> None:
+        """Advance physics by one timestep."""
+        p.stepSimulation(physicsClientId=self.client)
+
+    # --- building ---------------------------------------------------------------------------
+    def create_box(
+        self,
+        half_extents: tuple[float, float, float],
+        position: tuple[float, float, float],
+        mass: float = 0.0,
+        rgba: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 1.0),
+        orientation: tuple[float, float, float, float] = (0, 0, 0, 1),
+        lateral_friction: float = 1.0,
+    ) -> int:
+        """Create a box body and return its id (mass 0 makes it static)."""
+        c = self.client
+        col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half_extents, physicsClientId=c)
+        vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half_extents, rgbaColor=rgba, physicsClientId=c)
+        body = p.createMultiBody(mass, col, vis, position, orientation, physicsClientId=c)
+        p.changeDynamics(body, -1, lateralFriction=lateral_friction, physicsClientId=c)
+        return body
+
+    def create_textured_cube(
+        self,
+        half: float,
+        position: tuple[float, float, float],
+        mass: float = 0.0,
+        orientation: tuple[float, float, float, float] = (0, 0, 0, 1),
+        lateral_friction: float = 1.0,
+    ) -> int:
+        """Create a cube whose visual is pybullet_data's cube.obj (full texture on every face).
+
+        A GEOM_BOX visual maps textures so that each face shows only a texel or two; the mesh
+        has proper per-face UVs, so a surface pattern is actually visible.
+        """
+        c = self.client
+        col = p.createCollisionShape(p.GEOM_BOX, halfExtents=(half, half, half), physicsClientId=c)
+        vis = p.createVisualShape(
+            p.GEOM_MESH, fileName="cube.obj", meshScale=(2 * half,) * 3, physicsClientId=c
+        )
+        body = p.createMultiBody(mass, col, vis, position, orientation, physicsClientId=c)
+        p.changeDynamics(body, -1, lateralFriction=lateral_friction, physicsClientId=c)
+        return body
+
+    def create_cylinder(
+        self,
+        radius: float,
+        height: float,
+        position: tuple[float, float, float],
+        mass: float = 0.0,
+        rgba: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 1.0),
+        orientation: tuple[float, float, float, float] = (0, 0, 0, 1),
+        lateral_friction: float = 1.0,
+    ) -> int:
+        """Create an upright cylinder body and return its id."""
+        c = self.client
+        col = p.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height, physicsClientId=c)
+        vis = p.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=rgba, physicsClientId=c)
+        body = p.createMultiBody(mass, col, vis, position, orientation, physicsClientId=c)
+        p.changeDynamics(body, -1, lateralFriction=lateral_friction, physicsClientId=c)
+        return body
+
+    def apply_texture(self, body: int, texture_path: str) -> None:
+        """Load an image file as a texture and put it on `body` (white tint keeps its colors)."""
+        tex = p.loadTexture(texture_path, physicsClientId=self.client)
+        p.changeVisualShape(
+            body, -1, textureUniqueId=tex, rgbaColor=(1, 1, 1, 1), physicsClientId=self.client
+        )
+
+    def remove(self, body: int) -> None:
+        """Remove a body from the world."""
+        p.removeBody(body, physicsClientId=self.client)
+
+    # --- reading ----------------------------------------------------------------------------
+    def pose(self, body: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (position, quaternion xyzw) of a body's base."""
+        pos, orn = p.getBasePositionAndOrientation(body, physicsClientId=self.client)
+        return np.asarray(pos, dtype=np.float64), np.asarray(orn, dtype=np.float64)
+
+    def velocity(self, body: int) -> np.ndarray:
+        """Return the linear velocity of a body's base."""
+        lin, _ = p.getBaseVelocity(body, physicsClientId=self.client)
+        return np.asarray(lin, dtype=np.float64)
+
+    def contacts(self, body_a: int, body_b: int | None = None) -> list[tuple]:
+        """Return PyBullet contact points of `body_a` (optionally only those with `body_b`)."""
+        if body_b is None:
+            return p.getContactPoints(bodyA=body_a, physicsClientId=self.client)
+        return p.getContactPoints(bodyA=body_a, bodyB=body_b, physicsClientId=self.client)
+
+    # --- rendering --------------------------------------------------------------------------
+    def render(self, width: int, height: int, camera: Camera, lighting: Lighting) -> np.ndarray:
+        """Render an RGB uint8 frame (height × width × 3) with TinyRenderer."""
+        c = self.client
+        view = p.computeViewMatrix(camera.eye, camera.target, camera.up, physicsClientId=c)
+        proj = p.computeProjectionMatrixFOV(
+            camera.fov_deg, width / height, camera.near, camera.far, physicsClientId=c
+        )
+        _, _, rgba, _, _ = p.getCameraImage(
+            width,
+            height,
+            view,
+            proj,
+            renderer=p.ER_TINY_RENDERER,
+            lightDirection=lighting.direction,
+            lightAmbientCoeff=lighting.ambient,
+            lightDiffuseCoeff=lighting.diffuse,
+            lightSpecularCoeff=lighting.specular,
+            shadow=0,
+            flags=p.ER_NO_SEGMENTATION_MASK,
+            physicsClientId=c,
+        )
+        return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
+
+    def render_segmentation(self, width: int, height: int, camera: Camera) -> np.ndarray:
+        """Render the body-id segmentation mask (for measuring how large things appear)."""
+        c = self.client
+        view = p.computeViewMatrix(camera.eye, camera.target, camera.up, physicsClientId=c)
+        proj = p.computeProjectionMatrixFOV(
+            camera.fov_deg, width / height, camera.near, camera.far, physicsClientId=c
+        )
+        _, _, _, _, seg = p.getCameraImage(
+            width, height, view, proj, renderer=p.ER_TINY_RENDERER, physicsClientId=c
+        )
+        return np.asarray(seg, dtype=np.int64).reshape(height, width)

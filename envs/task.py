@@ -1,0 +1,130 @@
+"""The pick-and-place task: table, bin, one object; instruction, success and reward.
+
+The task owns the objects in the world (not the robot) and judges the episode. It knows
+nothing about rendering or the action space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.objects import OBJECT_SIZE, ObjectSpec, spawn, spawn_fragments
+from envs.sim import Sim
+
+TABLE_COLOR = (0.78, 0.74, 0.68, 1.0)
+BIN_COLOR = (0.30, 0.32, 0.35, 1.0)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things are on the table (table top at z = 0).
+
+    Attributes:
+        object_center: centre of the region objects spawn in.
+        object_range: half-size (x, y) of that region.
+        bin_center: centre of the bin floor.
+        bin_inner: inner half-size (x, y) of the bin.
+        bin_wall_height: wall height (m).
+    """
+
+    object_center: tuple[float, float] = (0.0, -0.06)
+    object_range: tuple[float, float] = (0.07, 0.05)
+    bin_center: tuple[float, float] = (0.0, 0.17)
+    bin_inner: tuple[float, float] = (0.09, 0.07)
+    bin_wall_height: float = 0.035
+
+
+class PickTask:
+    """Builds the static scene and the object, and evaluates success and reward."""
+
+    def __init__(self, sim: Sim, layout: Layout = Layout()) -> None:
+        self.sim = sim
+        self.layout = layout
+        self.object_id: int | None = None
+        self.fragment_ids: list[int] = []
+        self.spec: ObjectSpec | None = None
+        self._build_static()
+
+    def _build_static(self) -> None:
+        s, lay = self.sim, self.layout
+        self.table_id = s.create_box((0.7, 0.6, 0.02), (-0.2, 0.0, -0.02), rgba=TABLE_COLOR)
+        bx, by = lay.bin_center
+        ix, iy = lay.bin_inner
+        h, t = lay.bin_wall_height, 0.006
+        self.bin_ids = [
+            s.create_box((ix + 2 * t, iy + 2 * t, 0.003), (bx, by, 0.003), rgba=BIN_COLOR),
+            s.create_box((t, iy + 2 * t, h / 2), (bx - ix - t, by, h / 2), rgba=BIN_COLOR),
+            s.create_box((t, iy + 2 * t, h / 2), (bx + ix + t, by, h / 2), rgba=BIN_COLOR),
+            s.create_box((ix, t, h / 2), (bx, by - iy - t, h / 2), rgba=BIN_COLOR),
+            s.create_box((ix, t, h / 2), (bx, by + iy + t, h / 2), rgba=BIN_COLOR),
+        ]
+
+    @property
+    def bin_position(self) -> np.ndarray:
+        """Centre of the bin floor."""
+        return np.array([*self.layout.bin_center, 0.006])
+
+    def instruction(self) -> str:
+        """The instruction names the color, never the material: the agent must see fragility."""
+        assert self.spec is not None
+        return f"Put the {self.spec.color} object in the bin."
+
+    def place_object(self, spec: ObjectSpec, rng: np.random.Generator) -> None:
+        """Spawn the object at a random pose in the spawn region."""
+        lay = self.layout
+        xy = np.asarray(lay.object_center) + rng.uniform(-1, 1, 2) * np.asarray(lay.object_range)
+        yaw = float(rng.uniform(-np.pi / 9, np.pi / 9))
+        self.spec = spec
+        self.fragment_ids = []
+        self.object_id = spawn(self.sim, spec, (float(xy[0]), float(xy[1])), yaw)
+
+    def shatter(self, rng: np.random.Generator) -> None:
+        """Replace the object by fragments that keep its position and velocity."""
+        assert self.object_id is not None and self.spec is not None
+        pos, _ = self.sim.pose(self.object_id)
+        vel = self.sim.velocity(self.object_id)
+        self.sim.remove(self.object_id)
+        self.object_id = None
+        self.fragment_ids = spawn_fragments(self.sim, self.spec, pos, vel, rng)
+
+    def object_position(self) -> np.ndarray:
+        """Object centre, or the mean of its fragments once broken."""
+        if self.object_id is not None:
+            return self.sim.pose(self.object_id)[0]
+        return np.mean([self.sim.pose(b)[0] for b in self.fragment_ids], axis=0)
+
+    def object_velocity(self) -> np.ndarray:
+        """Object velocity, or the mean fragment velocity once broken."""
+        if self.object_id is not None:
+            return self.sim.velocity(self.object_id)
+        return np.mean([self.sim.velocity(b) for b in self.fragment_ids], axis=0)
+
+    def in_bin(self, position: np.ndarray) -> bool:
+        """Whether a point lies inside the bin's walls, below their top."""
+        lay = self.layout
+        d = np.abs(position[:2] - np.asarray(lay.bin_center))
+        return bool(
+            d[0] < lay.bin_inner[0] and d[1] < lay.bin_inner[1]
+            and position[2] < lay.bin_wall_height + OBJECT_SIZE / 2
+        )
+
+    def is_success(self, holding: bool) -> bool:
+        """Intact, inside the bin, released and at rest."""
+        if self.object_id is None or holding:
+            return False
+        pos = self.object_position()
+        return self.in_bin(pos) and float(np.linalg.norm(self.object_velocity())) < 0.05
+
+    def reward(self, ee_position: np.ndarray, holding: bool, success: bool, broke_now: bool) -> float:
+        """Dense shaping (reach, then carry toward the bin) plus a success bonus."""
+        obj = self.object_position()
+        reach = float(np.linalg.norm(ee_position - obj))
+        carry = float(np.linalg.norm(obj[:2] - self.bin_position[:2]))
+        r = -0.5 * reach - carry + (0.5 if holding else 0.0)
+        if success:
+            r += 10.0
+        if broke_now:
+            r -= 5.0
+        return r
