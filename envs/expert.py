@@ -47,7 +47,7 @@ class HandlingProfile:
 
 PROFILES: dict[str, HandlingProfile] = {
     "gentle": HandlingProfile("gentle", grip=0.15, speed=0.5, release_height=0.05),
-    "firm": HandlingProfile("firm", grip=1.0, speed=1.0, release_height=0.22),
+    "firm": HandlingProfile("firm", grip=1.0, speed=1.0, release_height=0.15),
 }
 
 HOVER = 0.12  # approach height above the table
@@ -106,6 +106,7 @@ class ScriptedExpert:
         prof = self.profile
         grip = prof.grip
         fast = max(prof.speed, 0.5)  # free-space moves need not be slow
+        carry = max(CARRY, bin_pos[2] + prof.release_height + 0.02)
         self._timer += 1
 
         if self.phase == "approach":
@@ -123,14 +124,14 @@ class ScriptedExpert:
                 self._next("lift")
             return self._move(ee, np.array([obj[0], obj[1], GRASP_Z]), grip, 0.2)
         if self.phase == "lift":
-            target = np.array([ee[0], ee[1], CARRY])
-            if ee[2] > CARRY - 0.01:
+            target = np.array([ee[0], ee[1], carry])
+            if ee[2] > carry - 0.01:
                 self._next("carry")
             if not holding and self._timer > 5 and obj[2] < 0.05:
                 self._next("approach")  # lost it: try again
             return self._move(ee, target, grip, prof.speed)
         if self.phase == "carry":
-            target = np.array([bin_pos[0], bin_pos[1], CARRY])
+            target = np.array([bin_pos[0], bin_pos[1], carry])
             if np.linalg.norm(target[:2] - ee[:2]) < 0.01:
                 self._next("lower")
             return self._move(ee, target, grip, prof.speed)

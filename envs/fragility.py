@@ -21,7 +21,7 @@ class FragilityConfig:
     """
 
     threshold: float = 15.0
-    tau: float = 0.02
+    tau: float = 0.01
 
 
 @dataclass

@@ -86,7 +86,7 @@ def texture_array(spec: ObjectSpec) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def texture_path(spec: ObjectSpec) -> str:
     """Write the texture PNG once per process and return its path."""
     folder = _texture_dir()

@@ -86,6 +86,12 @@ class Sim:
         p.changeDynamics(body, -1, lateralFriction=lateral_friction, physicsClientId=c)
         return body
 
+    def create_collider(self, half_extents: tuple[float, float, float], position: tuple[float, float, float]) -> int:
+        """Create a static, invisible box (collision only)."""
+        c = self.client
+        col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half_extents, physicsClientId=c)
+        return p.createMultiBody(0.0, col, -1, position, physicsClientId=c)
+
     def create_textured_cube(
         self,
         half: float,

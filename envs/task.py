@@ -50,6 +50,15 @@ class PickTask:
     def _build_static(self) -> None:
         s, lay = self.sim, self.layout
         self.table_id = s.create_box((0.7, 0.6, 0.02), (-0.2, 0.0, -0.02), rgba=TABLE_COLOR)
+        # Invisible fences at the table's edges: a flung object stays on the table (and
+        # costs no rendering time).
+        for half, pos in (
+            ((0.7, 0.01, 0.25), (-0.2, 0.61, 0.25)),
+            ((0.7, 0.01, 0.25), (-0.2, -0.61, 0.25)),
+            ((0.01, 0.6, 0.25), (0.51, 0.0, 0.25)),
+            ((0.01, 0.6, 0.25), (-0.91, 0.0, 0.25)),
+        ):
+            s.create_collider(half, pos)
         bx, by = lay.bin_center
         ix, iy = lay.bin_inner
         h, t = lay.bin_wall_height, 0.006
