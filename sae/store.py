@@ -65,6 +65,13 @@ class ActivationStore:
                 raise ValueError(f"d must be a positive int, got {d!r}")
             self.manifest = {"version": 1, "d": d, "dtype": dtype, "shards": [], "n_rows": 0}
 
+    @classmethod
+    def open(cls, root: str | Path) -> ActivationStore:
+        """Open an existing store; FileNotFoundError if `root` has no store.json."""
+        if not (Path(root) / MANIFEST).is_file():
+            raise FileNotFoundError(f"no activation store at {root} (missing {MANIFEST})")
+        return cls(root)
+
     # ------------------------------------------------------------------ info
     @property
     def d(self) -> int | None:
@@ -261,8 +268,8 @@ def _check_on_error(on_error: str) -> None:
 def _meta_table(meta: list[dict[str, Any]] | dict[str, Any] | pa.Table | None, n: int) -> pa.Table:
     """Normalise metadata to a Table of n rows with every standard column (nulls if missing)."""
     if meta is None:
-        table = pa.table({})
-    elif isinstance(meta, pa.Table):
+        return pa.table({col: pa.nulls(n) for col in META_COLUMNS})
+    if isinstance(meta, pa.Table):
         table = meta
     elif isinstance(meta, dict):
         table = pa.table({k: list(np.asarray(v).tolist()) if isinstance(v, np.ndarray) else list(v)
@@ -271,7 +278,7 @@ def _meta_table(meta: list[dict[str, Any]] | dict[str, Any] | pa.Table | None, n
         table = pa.Table.from_pylist(meta)
     else:
         raise ValueError(f"meta must be a list of row dicts, a dict of columns or a Table, got {type(meta).__name__}")
-    if meta is not None and table.num_rows != n:
+    if table.num_rows != n:
         raise ValueError(f"metadata has {table.num_rows} rows but acts have {n} rows")
     for col in META_COLUMNS:
         if col not in table.column_names:
