@@ -126,7 +126,9 @@ def load_vlm(
         )
     except (OSError, ValueError) as exc:
         if is_local:
-            raise ValueError(f"model={source!r}: could not load the local checkpoint: {exc}") from exc
+            raise ValueError(
+                f"model={source!r}: could not load the local checkpoint: {exc}"
+            ) from exc
         raise ValueError(
             f"model {source!r} is not available offline (not in the local Hugging Face cache). "
             "Download it where there is network (`huggingface-cli download "
@@ -154,8 +156,16 @@ def find_decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
                 return lm.layers
     best: torch.nn.ModuleList | None = None
     for name, module in model.named_modules():
-        if name.endswith("layers") and isinstance(module, torch.nn.ModuleList) and "vision" not in name:
-            if len(module) and hasattr(module[0], "mlp") and (best is None or len(module) > len(best)):
+        if (
+            name.endswith("layers")
+            and isinstance(module, torch.nn.ModuleList)
+            and "vision" not in name
+        ):
+            if (
+                len(module)
+                and hasattr(module[0], "mlp")
+                and (best is None or len(module) > len(best))
+            ):
                 best = module
     if best is None:
         raise ValueError(f"{type(model).__name__}: no text decoder layers found")
@@ -232,7 +242,10 @@ class VLMBackend:
                 )
         text = [self.prompt(question)] * len(images)
         inputs = self.processor(
-            text=text, images=[[np.asarray(img)] for img in images], return_tensors="pt", padding=True
+            text=text,
+            images=[[np.asarray(img)] for img in images],
+            return_tensors="pt",
+            padding=True,
         )
         out = {}
         for key, value in inputs.items():
@@ -297,7 +310,9 @@ class VLMBackend:
         for word, ids in zip(words, id_sets, strict=True):
             keep = sorted(ids - shared)
             if not keep:
-                raise ValueError(f"answer word {word!r}: all its tokens are shared with other answers")
+                raise ValueError(
+                    f"answer word {word!r}: all its tokens are shared with other answers"
+                )
             cols.append(probs[:, keep].sum(dim=-1))
         mass = torch.stack(cols, dim=-1)
         return mass / mass.sum(dim=-1, keepdim=True).clamp_min(1e-30)

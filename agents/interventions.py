@@ -260,7 +260,9 @@ class NeuronOverride(HookHandle):
             0 <= int(self.neuron_ids.min()) and int(self.neuron_ids.max()) < n
         ):
             bad = [i for i in self.neuron_ids.tolist() if not 0 <= i < n]
-            raise ValueError(f"neuron ids {bad[:10]}: valid neurons of layer {self.layer} are 0..{n - 1}")
+            raise ValueError(
+                f"neuron ids {bad[:10]}: valid neurons of layer {self.layer} are 0..{n - 1}"
+            )
 
     def _install(self, view: ModelView) -> list[torch.utils.hooks.RemovableHandle]:
         return [self._down_proj(view).register_forward_pre_hook(self._hook, prepend=True)]

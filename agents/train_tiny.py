@@ -1,0 +1,330 @@
+"""Train the embedded tiny VLM on fresh env renders (`physteer train-tiny`).
+
+The model learns to answer two questions about a frame with one word:
+"Is the object fragile? Answer yes or no." → " yes" / " no" and
+"What color is the object? Answer red or blue." → " red" / " blue" (each followed by
+<end_of_utterance>). Frames come from `envs.dataset.render_labeled_frames`: balanced over
+color × material × shade × shape with random pose, lighting and arm configuration. Each image is
+encoded once per step and both questions are answered from the same image features.
+
+Evaluation uses renders from env seeds disjoint from the training seeds, per
+(color, material, shade) cell, and a linear probe (logistic regression, stratified 5-fold CV)
+for fragility on the layer-L image-token activations (mean over image tokens) of the trained
+model and of the same architecture with random weights.
+
+Deterministic under `seed` at a fixed thread count (torch seeds, a seeded data order and seeded
+flips; the renders are deterministic in their env seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.backend import VLMBackend
+from agents.taps import ResidualTap
+from agents.tiny_model import (
+    COLOR_QUESTION,
+    FRAGILE_QUESTION,
+    TINY_VLM_DIR,
+    build_tiny_model,
+    count_parameters,
+    save_tiny,
+)
+
+CELL_KEYS = ("color", "material", "shade")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of `train_tiny` (all of them are recorded in the training report)."""
+
+    n_train: int = 2400
+    n_eval: int = 320
+    seed: int = 0
+    train_seed: int = 0  # first env seed of the training renders
+    eval_seed: int = 1_000_000  # first env seed of the held-out renders
+    epochs: int = 8
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 40
+    flip_prob: float = 0.5
+    probe_layer: int = 2
+    threads: int = 2
+    out_dir: str = str(TINY_VLM_DIR)
+    cache_dir: str = "runs/train-tiny"
+
+    def validate(self) -> None:
+        """Raise ValueError on an out-of-range setting."""
+        for name in ("n_train", "n_eval", "epochs", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.n_eval < 16:
+            raise ValueError(
+                f"n_eval={self.n_eval}: need >= 16 for every (color, material, shade) cell"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr}: must be > 0")
+        if not 0 <= self.flip_prob <= 1:
+            raise ValueError(f"flip_prob={self.flip_prob}: must be in [0, 1]")
+        train = range(self.train_seed, self.train_seed + self.n_train)
+        held = range(self.eval_seed, self.eval_seed + self.n_eval)
+        if train.start < held.stop and held.start < train.stop:
+            raise ValueError(
+                f"training seeds {train.start}..{train.stop - 1} overlap evaluation seeds "
+                f"{held.start}..{held.stop - 1}: choose disjoint train_seed / eval_seed"
+            )
+
+
+def load_frames(
+    n: int, seed: int, cache_dir: str | Path | None, log: Callable[[str], None] = print
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Render (or load cached) labelled frames from env seeds seed..seed+n-1."""
+    from envs.dataset import render_labeled_frames
+
+    path = Path(cache_dir) / f"frames_{n}_{seed}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        data = np.load(path, allow_pickle=False)
+        return data["images"], json.loads(str(data["labels"]))
+    t0 = time.time()
+    images, labels = render_labeled_frames(n, seed=seed, image_size=384)
+    log(f"rendered {n} frames from seed {seed} in {time.time() - t0:.0f}s")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, images=images, labels=json.dumps(labels))
+        tmp.replace(path)
+    return images, labels
+
+
+def pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 B×H×W×3 → the processor's pixel_values (B×1×3×H×W, (x/255 − 0.5)/0.5)."""
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255.0
+    return ((x - 0.5) / 0.5).unsqueeze(1)
+
+
+class _Prompts:
+    """Token ids of the two training sequences: prompt + answer + <end_of_utterance>."""
+
+    def __init__(self, backend: VLMBackend) -> None:
+        tok = backend.tokenizer
+        self.eou = tok.convert_tokens_to_ids("<end_of_utterance>")
+        self.questions = {}
+        for key, question, answers in (
+            ("fragile", FRAGILE_QUESTION, (" yes", " no")),
+            ("color", COLOR_QUESTION, (" red", " blue")),
+        ):
+            # The processor expands <image> into the 81 image tokens and their delimiters.
+            blank = np.zeros((384, 384, 3), dtype=np.uint8)
+            ids = backend.prepare([blank], question)["input_ids"][0].tolist()
+            answer_ids = [tok(a, add_special_tokens=False)["input_ids"] for a in answers]
+            if any(len(a) != 1 for a in answer_ids):
+                raise ValueError(f"answers {answers} must be single tokens of the tokenizer")
+            self.questions[key] = (torch.tensor(ids), [a[0] for a in answer_ids])
+
+
+def _batch_loss(
+    model: torch.nn.Module, prompts: _Prompts, pix: torch.Tensor, labels: list[dict[str, Any]]
+) -> torch.Tensor:
+    """Cross-entropy on answer + <end_of_utterance> for both questions, one image encoding."""
+    inner = model.model
+    feats = inner.get_image_features(pix, return_dict=True).pooler_output
+    feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
+    loss = torch.zeros(())
+    for key, (prompt_ids, (pos_id, neg_id)) in prompts.questions.items():
+        positive = [
+            lab["material"] == "fragile" if key == "fragile" else lab["color"] == "red"
+            for lab in labels
+        ]
+        answers = torch.tensor([pos_id if p else neg_id for p in positive])
+        batch = len(labels)
+        ids = torch.cat(
+            [
+                prompt_ids.expand(batch, -1),
+                answers[:, None],
+                torch.full((batch, 1), prompts.eou),
+            ],
+            dim=1,
+        )
+        embeds = inner.get_input_embeddings()(ids)
+        embeds = inner.inputs_merger(input_ids=ids, inputs_embeds=embeds, image_hidden_states=feats)
+        logits = model(inputs_embeds=embeds, use_cache=False).logits
+        n = prompt_ids.numel()
+        pred = logits[:, n - 1 : n + 1].reshape(-1, logits.shape[-1])
+        target = ids[:, n : n + 2].reshape(-1)
+        loss = loss + torch.nn.functional.cross_entropy(pred, target)
+    return loss
+
+
+def evaluate(
+    backend: VLMBackend, images: np.ndarray, labels: list[dict[str, Any]], batch_size: int = 16
+) -> dict[str, Any]:
+    """Fragility and color accuracy overall and per (color, material, shade) cell."""
+    p_yes = backend.batched_answers(images, FRAGILE_QUESTION, ("yes", "no"), batch_size)[:, 0]
+    p_red = backend.batched_answers(images, COLOR_QUESTION, ("red", "blue"), batch_size)[:, 0]
+    frag_ok = (p_yes >= 0.5) == np.array([lab["material"] == "fragile" for lab in labels])
+    color_ok = (p_red >= 0.5) == np.array([lab["color"] == "red" for lab in labels])
+    cells: dict[str, dict[str, float]] = {}
+    keys = ["/".join(lab[k] for k in CELL_KEYS) for lab in labels]
+    for cell in sorted(set(keys)):
+        idx = np.array([k == cell for k in keys])
+        cells[cell] = {
+            "n": int(idx.sum()),
+            "fragility_acc": float(frag_ok[idx].mean()),
+            "color_acc": float(color_ok[idx].mean()),
+        }
+    return {
+        "fragility_acc": float(frag_ok.mean()),
+        "color_acc": float(color_ok.mean()),
+        "min_cell_fragility_acc": min(c["fragility_acc"] for c in cells.values()),
+        "min_cell_color_acc": min(c["color_acc"] for c in cells.values()),
+        "cells": cells,
+    }
+
+
+def pooled_activations(
+    backend: VLMBackend, images: np.ndarray, layer: int, batch_size: int = 16
+) -> np.ndarray:
+    """(N × d) layer-`layer` residual stream, mean over image tokens, fragility prompt."""
+    tap = ResidualTap(layer, include_last=False).attach(backend)
+    rows = []
+    try:
+        for _, batch in backend.batches(images, batch_size):
+            backend.forward(backend.prepare(batch, FRAGILE_QUESTION))
+            rows.append(tap.pooled().cpu().numpy())
+    finally:
+        tap.remove()
+    return np.concatenate(rows)
+
+
+def probe_accuracy(features: np.ndarray, target: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Stratified 5-fold CV accuracy of a standardised logistic-regression probe."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    scores = cross_val_score(probe, features, target, cv=folds)
+    return {"mean": float(scores.mean()), "std": float(scores.std()), "folds": scores.tolist()}
+
+
+def probe_report(
+    trained: VLMBackend,
+    random: VLMBackend,
+    images: np.ndarray,
+    labels: list[dict[str, Any]],
+    layer: int,
+) -> dict[str, Any]:
+    """Fragility (and color, shade) probes on trained vs random-weight activations."""
+    out: dict[str, Any] = {"layer": layer, "n": len(labels)}
+    feats = {
+        "trained": pooled_activations(trained, images, layer),
+        "random": pooled_activations(random, images, layer),
+    }
+    for factor, positive in (("material", "fragile"), ("color", "red"), ("shade", "pale")):
+        y = np.array([lab[factor] == positive for lab in labels], dtype=int)
+        out[factor] = {name: probe_accuracy(x, y) for name, x in feats.items()}
+    return out
+
+
+def train_tiny(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train, evaluate, probe and save the tiny model; returns the report (also saved as JSON)."""
+    cfg.validate()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    t_start = time.time()
+    images, labels = load_frames(cfg.n_train, cfg.train_seed, cfg.cache_dir, log)
+    ev_images, ev_labels = load_frames(cfg.n_eval, cfg.eval_seed, cfg.cache_dir, log)
+    overlap = {lab["seed"] for lab in labels} & {lab["seed"] for lab in ev_labels}
+    if overlap:
+        raise ValueError(f"evaluation frames reuse training seeds {sorted(overlap)[:5]}")
+    t_render = time.time() - t_start
+
+    model, processor = build_tiny_model(seed=cfg.seed)
+    random_backend = VLMBackend(build_tiny_model(seed=cfg.seed)[0], processor, name="random")
+    backend = VLMBackend(model, processor, name="tiny")
+    prompts = _Prompts(backend)
+    log(f"tiny model: {count_parameters(model):,} parameters")
+
+    steps_per_epoch = math.ceil(cfg.n_train / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    gen = np.random.default_rng(cfg.seed)
+    history = []
+    step = 0
+    model.train()
+    for epoch in range(cfg.epochs):
+        order = gen.permutation(cfg.n_train)
+        running = []
+        for start in range(0, cfg.n_train, cfg.batch_size):
+            idx = np.sort(order[start : start + cfg.batch_size])
+            batch = images[idx]
+            flips = gen.random(len(idx)) < cfg.flip_prob
+            batch = np.where(flips[:, None, None, None], batch[:, :, ::-1], batch)
+            loss = _batch_loss(model, prompts, pixels(batch), [labels[i] for i in idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            running.append(loss.item())
+            step += 1
+            if step % 25 == 0:
+                log(
+                    f"epoch {epoch} step {step}/{total} loss {np.mean(running[-25:]):.4f} "
+                    f"({time.time() - t_start:.0f}s)"
+                )
+        model.eval()
+        quick = evaluate(backend, ev_images[:64], ev_labels[:64])
+        model.train()
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": float(np.mean(running)),
+                "val_fragility_acc": quick["fragility_acc"],
+                "val_color_acc": quick["color_acc"],
+            }
+        )
+        log(
+            f"epoch {epoch}: loss {history[-1]['loss']:.4f} held-out(64) fragility "
+            f"{quick['fragility_acc']:.3f} color {quick['color_acc']:.3f} ({time.time() - t_start:.0f}s)"
+        )
+    model.eval()
+    t_train = time.time() - t_start - t_render
+
+    report: dict[str, Any] = {
+        "config": asdict(cfg),
+        "parameters": count_parameters(model),
+        "train_seeds": [cfg.train_seed, cfg.train_seed + cfg.n_train - 1],
+        "eval_seeds": [cfg.eval_seed, cfg.eval_seed + cfg.n_eval - 1],
+        "render_seconds": round(t_render, 1),
+        "train_seconds": round(t_train, 1),
+        "history": history,
+        "eval": evaluate(backend, ev_images, ev_labels),
+        "eval_random_weights": evaluate(random_backend, ev_images, ev_labels),
+        "probe": probe_report(backend, random_backend, ev_images, ev_labels, cfg.probe_layer),
+        "torch": torch.__version__,
+    }
+    out = save_tiny(model, processor, cfg.out_dir)
+    (out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log(f"saved to {out} ({time.time() - t_start:.0f}s total)")
+    return report

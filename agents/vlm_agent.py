@@ -1,0 +1,122 @@
+"""VLMAgent: a vision-language model decides the handling, the scripted expert executes it.
+
+Planner mode: every `decide_every` steps the agent asks the VLM "Is the object fragile? Answer
+yes or no." about the current camera frame (through the processor's chat template), reads
+P(yes) from the next-token distribution over the spellings of "yes" and "no", and sets the
+expert's handling profile: gentle when P(fragile) >= threshold, firm otherwise. The decision and
+P(fragile) are in `agent.last_decision` for logging; `agent.tap` holds the residual stream of
+the last VLM forward at the image tokens and the last token.
+
+    agent = VLMAgent("tiny", decide_every=10, threshold=0.5, tap_layer=2)
+    with AddVector(v, 4.0, layer=2).attach(agent.backend):
+        action = agent.act(obs, info)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents.backend import VLMBackend, load_vlm
+from agents.protocol import DEFAULT_PROFILE_FOR, check_profile_map
+from agents.taps import ResidualTap
+from agents.tiny_model import FRAGILE_QUESTION
+from envs.expert import HandlingProfile, ScriptedExpert
+
+
+def default_tap_layer(n_layers: int) -> int:
+    """Two thirds of the way up the decoder (16 of SmolVLM-Instruct's 24; 2 of the tiny 4)."""
+    return max(0, min(n_layers - 1, (2 * n_layers) // 3))
+
+
+class VLMAgent:
+    """A VLM planner over the scripted expert (see module docstring)."""
+
+    def __init__(
+        self,
+        model: VLMBackend | str = "tiny",
+        decide_every: int = 10,
+        threshold: float = 0.5,
+        tap_layer: int | None | str = "default",
+        question: str = FRAGILE_QUESTION,
+        profile_for: dict[str, str | HandlingProfile] | None = None,
+        device: str = "auto",
+        dtype: str = "float32",
+    ) -> None:
+        """Args:
+        model: a loaded VLMBackend, "tiny", a local directory or a hub id (see load_vlm).
+        decide_every: steps between VLM queries (1 = every step); the first step always asks.
+        threshold: P(fragile) at or above which the object is handled as fragile.
+        tap_layer: decoder layer of the residual tap, "default" (2/3 depth) or None (no tap).
+        question: the yes/no question asked about the frame.
+        profile_for: material → handling profile (default gentle for fragile, firm for rigid).
+        device, dtype: used when `model` is not already loaded.
+        """
+        if isinstance(decide_every, bool) or not isinstance(decide_every, int) or decide_every < 1:
+            raise ValueError(f"decide_every={decide_every!r}: must be an int >= 1")
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold={threshold!r}: must be in [0, 1]")
+        self.backend = model if isinstance(model, VLMBackend) else load_vlm(model, device, dtype)
+        self.decide_every = decide_every
+        self.threshold = float(threshold)
+        self.question = question
+        self.profile_for = check_profile_map(profile_for or DEFAULT_PROFILE_FOR)
+        self.expert = ScriptedExpert(self.profile_for["rigid"])
+        self.tap: ResidualTap | None = None
+        if tap_layer == "default":
+            tap_layer = default_tap_layer(self.backend.n_layers)
+        if tap_layer is not None:
+            self.tap = ResidualTap(tap_layer).attach(self.backend)
+        self.last_decision: dict[str, Any] | None = None
+        self.decisions: list[dict[str, Any]] = []
+        self.step = 0
+        self.seed: int | None = None
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode: expert phase, step counter and decision history are reset."""
+        self.seed = seed
+        self.expert.reset()
+        self.step = 0
+        self.last_decision = None
+        self.decisions = []
+        if self.tap is not None:
+            self.tap.clear()
+
+    def p_fragile(self, image: np.ndarray) -> float:
+        """P(yes) to the fragility question for one H×W×3 uint8 frame."""
+        return float(self.backend.prob_yes([image], self.question)[0])
+
+    def decide(self, image: np.ndarray) -> dict[str, Any]:
+        """Query the VLM about `image` and set the expert's profile; returns the decision."""
+        p = self.p_fragile(image)
+        fragile = p >= self.threshold
+        profile = self.profile_for["fragile" if fragile else "rigid"]
+        self.expert.profile = profile
+        decision = {
+            "step": self.step,
+            "p_fragile": p,
+            "fragile": bool(fragile),
+            "profile": profile.name,
+            "threshold": self.threshold,
+            "decided": True,
+        }
+        self.decisions.append(decision)
+        return decision
+
+    def act(self, obs: dict[str, np.ndarray] | np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """Decide (every `decide_every` steps) and return the expert's action (4,) float32."""
+        if self.step % self.decide_every == 0:
+            image = obs.get("image") if isinstance(obs, dict) else obs
+            if image is None:
+                raise ValueError("obs has no 'image': VLMAgent needs obs_mode 'rgb' or 'rgb+state'")
+            self.last_decision = self.decide(np.asarray(image))
+        else:
+            self.last_decision = {**self.last_decision, "step": self.step, "decided": False}
+        self.step += 1
+        return self.expert.act(info)
+
+    def close(self) -> None:
+        """Detach the tap from the model."""
+        if self.tap is not None:
+            self.tap.remove()

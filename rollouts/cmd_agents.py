@@ -1,0 +1,170 @@
+"""`physteer train-tiny` (train the embedded tiny VLM) and `physteer agent-eval` (closed loop)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `train-tiny` and `agent-eval` sub-commands."""
+    from agents.train_tiny import TrainConfig
+
+    d = TrainConfig()
+    p = subparsers.add_parser("train-tiny", help="train the embedded tiny VLM on fresh env renders")
+    p.add_argument(
+        "--n-train", type=int, default=d.n_train, help=f"training frames (default {d.n_train})"
+    )
+    p.add_argument(
+        "--n-eval", type=int, default=d.n_eval, help=f"held-out frames (default {d.n_eval})"
+    )
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed, help="torch / data-order seed")
+    p.add_argument(
+        "--train-seed", type=int, default=d.train_seed, help="first env seed of training renders"
+    )
+    p.add_argument(
+        "--eval-seed", type=int, default=d.eval_seed, help="first env seed of held-out renders"
+    )
+    p.add_argument(
+        "--probe-layer", type=int, default=d.probe_layer, help="decoder layer of the probe"
+    )
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default 2)")
+    p.add_argument(
+        "--out", default=d.out_dir, help="checkpoint directory (default agents/tiny_vlm)"
+    )
+    p.add_argument("--cache", default=d.cache_dir, help="render cache folder ('' for none)")
+    p.set_defaults(func=run_train_tiny)
+
+    e = subparsers.add_parser("agent-eval", help="VLMAgent in closed loop over color × material")
+    e.add_argument("--model", default="tiny", help="'tiny', a local directory or a cached hub id")
+    e.add_argument("--seeds", type=int, default=25, help="episodes per combination (default 25)")
+    e.add_argument("--first-seed", type=int, default=2_000_000, help="first env seed")
+    e.add_argument("--decide-every", type=int, default=10)
+    e.add_argument("--threshold", type=float, default=0.5)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--dtype", default="float32")
+    e.add_argument("--oracle", action="store_true", help="use the ScriptedAgent instead")
+    e.add_argument("--out", default="runs/agent-eval", help="folder for summary.json")
+    e.set_defaults(func=run_agent_eval)
+
+
+def run_train_tiny(args: argparse.Namespace) -> int:
+    """Train the tiny model and print its held-out accuracy and probe table."""
+    from agents.train_tiny import TrainConfig, train_tiny
+
+    cfg = TrainConfig(
+        n_train=args.n_train,
+        n_eval=args.n_eval,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        train_seed=args.train_seed,
+        eval_seed=args.eval_seed,
+        probe_layer=args.probe_layer,
+        threads=args.threads,
+        out_dir=args.out,
+        cache_dir=args.cache,
+    )
+    console = Console()
+    report = train_tiny(cfg, log=console.print)
+    table = Table(title="tiny VLM, held-out renders per (color, material, shade) cell")
+    for col in ("cell", "n", "fragility acc", "color acc"):
+        table.add_column(col)
+    for cell, r in report["eval"]["cells"].items():
+        table.add_row(cell, str(r["n"]), f"{r['fragility_acc']:.3f}", f"{r['color_acc']:.3f}")
+    console.print(table)
+    probe = Table(
+        title=f"linear probe (5-fold CV), layer {report['probe']['layer']} image-token mean"
+    )
+    for col in ("factor", "trained", "random weights"):
+        probe.add_column(col)
+    for factor in ("material", "color", "shade"):
+        r = report["probe"][factor]
+        probe.add_row(factor, f"{r['trained']['mean']:.3f}", f"{r['random']['mean']:.3f}")
+    console.print(probe)
+    return 0
+
+
+def run_agent_eval(args: argparse.Namespace) -> int:
+    """Run the agent on every color × material combination; print outcome rates."""
+    from agents.protocol import ScriptedAgent
+    from agents.vlm_agent import VLMAgent
+    from envs import COLORS, MATERIALS, FrankaPickEnv
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    console = Console()
+    if args.oracle:
+        agent = ScriptedAgent()
+    else:
+        agent = VLMAgent(
+            args.model,
+            decide_every=args.decide_every,
+            threshold=args.threshold,
+            device=args.device,
+            dtype=args.dtype,
+        )
+    env = FrankaPickEnv(obs_mode="rgb+state", image_size=384)
+    rows = []
+    t0 = time.time()
+    try:
+        for color in COLORS:
+            for material in MATERIALS:
+                for k in range(args.seeds):
+                    seed = args.first_seed + k
+                    obs, info = env.reset(seed=seed, options={"color": color, "material": material})
+                    agent.reset(seed)
+                    done = False
+                    first = None
+                    while not done:
+                        action = agent.act(obs, info)
+                        first = first or agent.last_decision
+                        obs, _, terminated, truncated, info = env.step(action)
+                        done = terminated or truncated
+                    rows.append(
+                        {
+                            "color": color,
+                            "material": material,
+                            "seed": seed,
+                            "success": bool(info["success"]),
+                            "broken": bool(info["broken"]),
+                            "p_fragile": (first or {}).get("p_fragile"),
+                            "profile": (first or {}).get("profile"),
+                        }
+                    )
+    finally:
+        env.close()
+    table = Table(
+        title=f"closed loop, {args.seeds} seeds per combination ({time.time() - t0:.0f}s)"
+    )
+    for col in ("color", "material", "success", "intact", "gentle chosen"):
+        table.add_column(col)
+    summary = {}
+    for color in COLORS:
+        for material in MATERIALS:
+            sel = [r for r in rows if r["color"] == color and r["material"] == material]
+            s = {
+                "n": len(sel),
+                "success": sum(r["success"] for r in sel) / len(sel),
+                "intact": sum(not r["broken"] for r in sel) / len(sel),
+                "gentle": sum(r["profile"] == "gentle" for r in sel) / len(sel),
+            }
+            summary[f"{color}/{material}"] = s
+            table.add_row(
+                color, material, f"{s['success']:.2f}", f"{s['intact']:.2f}", f"{s['gentle']:.2f}"
+            )
+    console.print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps({"summary": summary, "episodes": rows}, indent=2))
+    console.print(f"wrote {out / 'summary.json'}")
+    return 0
