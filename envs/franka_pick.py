@@ -17,7 +17,7 @@ from gymnasium import spaces
 
 from envs.fragility import ForceTracker, FragilityConfig
 from envs.objects import COLORS, MATERIALS, SHADES, SHAPES, ObjectSpec
-from envs.robot import GripperConfig, Panda
+from envs.robot import FINGER_JOINTS, GripperConfig, Panda
 from envs.sim import Camera, Lighting, Sim
 from envs.task import Layout, PickTask
 
@@ -39,7 +39,8 @@ class EnvConfig:
         image_size: camera frame width = height (px).
         obs_mode: "rgb", "state" or "rgb+state".
         max_steps: steps before truncation.
-        substeps: physics steps per env step (1/240 s each).
+        timestep: physics step (s).
+        substeps: physics steps per env step (control period = timestep × substeps).
         max_ee_step: end-effector displacement (m) at action magnitude 1.
         workspace_low / workspace_high: bounds the end-effector target is clipped to.
         cheap_arm_visuals: render the arm with low-poly meshes (faster, see robot.py).
@@ -48,7 +49,8 @@ class EnvConfig:
     image_size: int = 384
     obs_mode: str = "rgb+state"
     max_steps: int = 200
-    substeps: int = 10
+    timestep: float = 1.0 / 160.0
+    substeps: int = 6
     max_ee_step: float = 0.04
     workspace_low: tuple[float, float, float] = (-0.2, -0.22, 0.012)
     workspace_high: tuple[float, float, float] = (0.2, 0.3, 0.4)
@@ -104,7 +106,7 @@ class FrankaPickEnv(gym.Env):
             obs["state"] = spaces.Box(-10.0, 10.0, (STATE_SIZE,), np.float32)
         self.observation_space = spaces.Dict(obs)
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
-        self.sim = Sim(gui=render_mode == "human")
+        self.sim = Sim(timestep=cfg.timestep, gui=render_mode == "human")
         self._episode_index = 0
         self._seeded = False
         self.robot: Panda | None = None
@@ -142,7 +144,8 @@ class FrankaPickEnv(gym.Env):
         self._broken: dict[str, Any] | None = None
         self._impact_speed = 0.0
         self._was_free = False
-        self._target = self.robot.ee_position()
+        self._finger_forces = (0.0, 0.0)
+        self._spec_dict = spec.to_dict()
         return self._observation(), self._info(success=False)
 
     def _draw_spec(self, index: int, options: dict[str, Any]) -> ObjectSpec:
@@ -203,17 +206,21 @@ class FrankaPickEnv(gym.Env):
         return self._observation(), reward, terminated, truncated, self._info(success)
 
     def _track_forces(self) -> str | None:
-        obj = self.task.object_id
-        left, right = self.robot.finger_contacts(obj)
-        other = 0.0
+        # One contact query per substep, split by what the object touches.
+        left = right = other = 0.0
         touching_world = False
-        for pt in self.sim.contacts(obj):
-            if pt[2] == self.robot.body and pt[4] in (9, 10):
-                continue
-            other += pt[9]
-            touching_world = touching_world or pt[2] != self.robot.body
+        robot = self.robot.body
+        for pt in self.sim.contacts(self.task.object_id):
+            if pt[2] == robot and pt[4] == FINGER_JOINTS[0]:
+                left += pt[9]
+            elif pt[2] == robot and pt[4] == FINGER_JOINTS[1]:
+                right += pt[9]
+            else:
+                other += pt[9]
+                touching_world = touching_world or pt[2] != robot
+        self._finger_forces = (left, right)
         # Impact speed: the speed at which a free-flying object first touches the world again.
-        velocity = self.sim.velocity(obj)
+        velocity = self.sim.velocity(self.task.object_id)
         if touching_world and self._was_free:
             self._impact_speed = max(self._impact_speed, float(np.linalg.norm(self._last_velocity)))
         self._was_free = not touching_world and (left + right) == 0.0
@@ -221,10 +228,10 @@ class FrankaPickEnv(gym.Env):
         return self.forces.update(max(left, right), other)
 
     def _holding(self) -> bool:
-        obj = self.task.object_id
-        if obj is None:
+        """Both fingers press on the (intact) object and it is off the table."""
+        if self.task.object_id is None:
             return False
-        left, right = self.robot.finger_contacts(obj)
+        left, right = self._finger_forces
         return left > 0 and right > 0 and self.task.object_position()[2] > 0.035
 
     # --- observations -----------------------------------------------------------------------
@@ -253,7 +260,7 @@ class FrankaPickEnv(gym.Env):
         broken = self._broken or {}
         return {
             "step": self._steps,
-            "object": t.spec.to_dict(),
+            "object": dict(self._spec_dict),
             "instruction": t.instruction(),
             "holding": self._holding(),
             "broken": self._broken is not None,

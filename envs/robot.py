@@ -127,7 +127,7 @@ class Panda:
             upperLimits=ul,
             jointRanges=jr,
             restPoses=list(REST_POSE),
-            maxNumIterations=50,
+            maxNumIterations=20,
             residualThreshold=1e-4,
             physicsClientId=self.sim.client,
         )
