@@ -235,7 +235,9 @@ def train_sae(
         start, history = int(state["step"]), list(state["history"])
     else:
         with torch.random.fork_rng():  # seeded init without disturbing the caller's RNG
-            torch.manual_seed(train.seed)
+            # A derived seed, so the init is not the stream torch.manual_seed(seed) gives to
+            # anyone else (e.g. synthetic data generated with the same small seed).
+            torch.manual_seed(int(np.random.SeedSequence([train.seed, 1]).generate_state(1)[0]))
             sae = MatryoshkaSAE(config)
         sae.init_from_data(stream.init_sample(train.init_rows))
         opt = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.betas)

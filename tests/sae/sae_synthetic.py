@@ -9,9 +9,11 @@ import torch
 def planted_dictionary(n: int, d: int = 32, n_atoms: int = 64, s: int = 3, noise: float = 0.01, seed: int = 0):
     """x = sum of s random unit atoms (Zipf-like frequencies, magnitudes in [0.5, 1.5]) + noise.
 
-    Returns (x (n, d) float32, atoms (n_atoms, d) unit rows).
+    Returns (x (n, d) float32, atoms (n_atoms, d) unit rows). The generator seed is offset so
+    the atoms never coincide with an SAE's random init under a small seed (torch.manual_seed(s)
+    then randn would reproduce them, and "recovery" would be trivially true).
     """
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(987_654_321 + seed)
     atoms = torch.randn(n_atoms, d, generator=g)
     atoms /= atoms.norm(dim=1, keepdim=True)
     p = 1.0 / torch.arange(1, n_atoms + 1).float() ** 0.5

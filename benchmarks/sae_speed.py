@@ -1,0 +1,163 @@
+"""SAE training speed and quality: ours vs dense PyTorch baselines, measured in one run.
+
+For each shape (default 2048 -> 8192 and 64 -> 256) on synthetic planted-dictionary data:
+training tokens/s and held-out FVE after the same token budget, for
+
+  ours             sae.train_sae (Matryoshka top-k + AuxK, sparse encoder backward and decoder)
+  dense-matryoshka the same Matryoshka top-k objective written with dense matmuls (the usual
+                   implementation, e.g. SAELens-style: dense code z, z @ W_dec per prefix)
+  dense-topk       a plain dense TopK SAE (single prefix, no AuxK): the simplest baseline
+
+and prints ratios ours / baseline. SAELens itself is used only if `import sae_lens` works.
+
+    OMP_NUM_THREADS=1 python benchmarks/sae_speed.py            # < 2 min on one core
+    python benchmarks/sae_speed.py --tokens-big 65536 --tokens-small 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from sae import SAEConfig, TrainConfig, fve, train_sae
+
+
+def synthetic(n: int, d: int, n_atoms: int, s: int, seed: int) -> torch.Tensor:
+    """Sums of s random unit atoms (Zipf-like frequencies) plus small noise.
+
+    The atoms are fixed (their own generator seed, distinct from any seed used to initialise a
+    model: with the same seed, a model's random init would *be* the planted dictionary);
+    `seed` draws the codes, so a different seed gives held-out samples of the same dictionary.
+    """
+    atoms = torch.randn(n_atoms, d, generator=torch.Generator().manual_seed(987_654_321))
+    atoms /= atoms.norm(dim=1, keepdim=True)
+    g = torch.Generator().manual_seed(seed + 1)
+    p = 1.0 / torch.arange(1, n_atoms + 1).float() ** 0.5
+    idx = torch.multinomial((p / p.sum()).expand(n, -1), s, replacement=False, generator=g)
+    z = torch.zeros(n, n_atoms).scatter(1, idx, torch.rand(n, s, generator=g) + 0.5)
+    return z @ atoms + 0.01 * torch.randn(n, d, generator=g)
+
+
+class DenseSAE(torch.nn.Module):
+    """Dense top-k SAE: dense pre-activations, dense code, dense decode per prefix."""
+
+    def __init__(self, d: int, n: int, k: int, prefixes: tuple[int, ...], x: torch.Tensor) -> None:
+        super().__init__()
+        w = torch.randn(n, d)
+        w /= w.norm(dim=1, keepdim=True)
+        self.W_dec = torch.nn.Parameter(w)
+        self.W_enc = torch.nn.Parameter(w.T.clone())
+        self.b_enc = torch.nn.Parameter(torch.zeros(n))
+        self.mean = x.mean(0)
+        self.scale = float(((x - self.mean) ** 2).sum(1).mean().sqrt() / math.sqrt(d))
+        self.b_dec = torch.nn.Parameter(torch.zeros(d))
+        self.k, self.prefixes = k, prefixes
+
+    def code(self, xn: torch.Tensor) -> torch.Tensor:
+        pre = (xn - self.b_dec) @ self.W_enc + self.b_enc
+        v, i = pre.topk(self.k, dim=1)
+        return torch.zeros_like(pre).scatter(1, i, v.relu())
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        xn = (x - self.mean) / self.scale
+        z = self.code(xn)
+        den = ((xn - xn.mean(0)) ** 2).sum()
+        return sum(((xn - self.b_dec - z[:, :m] @ self.W_dec[:m]) ** 2).sum() / den for m in self.prefixes) / len(
+            self.prefixes
+        )
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        xn = (x - self.mean) / self.scale
+        return (self.b_dec + self.code(xn) @ self.W_dec) * self.scale + self.mean
+
+
+def train_dense(model: DenseSAE, x: torch.Tensor, steps: int, batch: int, tc: TrainConfig) -> float:
+    """Adam with unit-norm decoder rows and our lr schedule; returns steady-state seconds."""
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    t0 = None
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = tc.lr_at(step, steps)
+        if step == 1:
+            t0 = time.perf_counter()  # exclude the first (warm-up) step, as for ours
+        xb = x[(step * batch) % (x.shape[0] - batch + 1) :][:batch]
+        loss = model.loss(xb)
+        opt.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            g, w = model.W_dec.grad, model.W_dec
+            g.sub_((g * w).sum(1, keepdim=True) * w)
+        opt.step()
+        with torch.no_grad():
+            model.W_dec.div_(model.W_dec.norm(dim=1, keepdim=True))
+    return time.perf_counter() - t0 if t0 else float("nan")
+
+
+def bench_shape(d: int, n: int, k: int, prefixes: tuple[int, ...], tokens: int, batch: int, lr: float) -> dict:
+    """Train all variants on the same data and token budget; returns tokens/s and FVE."""
+    steps = max(2, tokens // batch)
+    x = synthetic(steps * batch, d, n // 2, max(1, k // 2), seed=0)
+    held = synthetic(1024, d, n // 2, max(1, k // 2), seed=1)
+    out = {}
+    # Ours: time two runs (1 step and `steps` steps) and take the difference, so setup and
+    # the first step are excluded exactly as for the baselines.
+    cfg = SAEConfig(d_in=d, n_latents=n, k=k, prefixes=prefixes)
+    tc = dict(lr=lr, batch_size=batch, warmup_steps=max(1, steps // 10), seed=0, init_rows=4096)
+    t = time.perf_counter()
+    train_sae(x, cfg, TrainConfig(steps=1, **tc), progress=False)
+    t1 = time.perf_counter() - t
+    t = time.perf_counter()
+    res = train_sae(x, cfg, TrainConfig(steps=steps, **tc), progress=False)
+    tn = time.perf_counter() - t
+    with torch.no_grad():
+        out["ours"] = ((steps - 1) * batch / (tn - t1), fve(held, res.sae(held)))
+    for name, pref in (("dense-matryoshka", prefixes), ("dense-topk", (n,))):
+        torch.manual_seed(0)
+        model = DenseSAE(d, n, k, pref, x[:4096])
+        secs = train_dense(model, x, steps, batch, TrainConfig(steps=steps, **tc))
+        out[name] = ((steps - 1) * batch / secs, fve(held, model.reconstruct(held)))
+    try:
+        import sae_lens  # noqa: F401
+    except ImportError:
+        out["sae_lens"] = None
+    return {"steps": steps, "tokens": steps * batch, **out}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print a table of tokens/s, FVE and ratios."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens-big", type=int, default=6144, help="token budget at 2048 -> 8192")
+    ap.add_argument("--tokens-small", type=int, default=262144, help="token budget at 64 -> 256")
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--skip-big", action="store_true", help="only the 64 -> 256 shape")
+    args = ap.parse_args(argv)
+    shapes = [] if args.skip_big else [(2048, 8192, 16, (64, 256, 1024, 4096, 8192), args.tokens_big)]
+    shapes.append((64, 256, 8, (8, 32, 128, 256), args.tokens_small))
+    console = Console()
+    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    table = Table(title="SAE training: ours vs dense baselines (same data, same token budget)")
+    for col in ("shape", "tokens", "variant", "tokens/s", "FVE held-out", "speed ours/this", "FVE ours - this"):
+        table.add_column(col, justify="right")
+    sae_lens_missing = False
+    for d, n, k, prefixes, tokens in shapes:
+        r = bench_shape(d, n, k, prefixes, tokens, args.batch, args.lr)
+        ours_tps, ours_fve = r["ours"]
+        for name in ("ours", "dense-matryoshka", "dense-topk"):
+            tps, f = r[name]
+            table.add_row(f"{d}->{n} k{k}", str(r["tokens"]), name, f"{tps:,.0f}", f"{f:.3f}",
+                          f"{ours_tps / tps:.2f}x", f"{ours_fve - f:+.3f}")  # fmt: skip
+        sae_lens_missing = r.get("sae_lens", None) is None
+    console.print(table)
+    if sae_lens_missing:
+        console.print("SAELens: `import sae_lens` failed (not installed) - its trainer was not measured.")
+
+
+if __name__ == "__main__":
+    main()
