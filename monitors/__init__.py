@@ -1,0 +1,31 @@
+"""SARM monitor: a Gymnasium wrapper that vetoes actions on anomalous activations, anomaly
+scorers with baselines, threshold calibration, injected perturbations and evaluation metrics.
+
+Imports agents (tap protocol, interventions), sae, gymnasium, torch, numpy and scikit-learn;
+never rollouts.
+"""
+
+from monitors.attacks import (
+    ActivationAddition,
+    ImageCorruption,
+    Perturbation,
+    PromptInjection,
+    SAEOverdrive,
+)
+from monitors.calibration import Calibration, calibrate, check_provenance
+from monitors.sarm import SARMMonitor
+from monitors.scorers import (
+    MahalanobisScorer,
+    PCAReconstructionScorer,
+    SAEReconstructionScorer,
+    Scorer,
+    load_scorer,
+    make_scorer,
+)
+
+__all__ = [
+    "ActivationAddition", "Calibration", "ImageCorruption", "MahalanobisScorer",
+    "PCAReconstructionScorer", "Perturbation", "PromptInjection", "SAEOverdrive",
+    "SAEReconstructionScorer", "SARMMonitor", "Scorer", "calibrate", "check_provenance",
+    "load_scorer", "make_scorer",
+]  # fmt: skip

@@ -1,0 +1,176 @@
+"""Metrics of a SARM evaluation from episode records (no orchestration, no env, no model).
+
+An episode record is a dict:
+
+    {"seed": int, "material": "fragile"|"rigid", "condition": "clean" or a perturbation name,
+     "monitor": None (off) or a scorer name (on), "onset": int or None, "steps": int,
+     "broken": bool, "first_veto_step": int or None,
+     "decisions": [{"step": int, "scores": {scorer name: float or None}}, ...]}
+
+Monitor-off records carry every scorer's score at every decision (scored passively);
+monitor-on records carry the veto of the scorer that was enforced. `summarize` turns them into
+per (perturbation, scorer) figures, each rate with its n and a 95% CI.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+def wilson(k: int, n: int, z: float = Z95) -> dict[str, Any]:
+    """Rate k/n with its Wilson score interval: {"rate", "k", "n", "lo", "hi"} (NaNs when n = 0)."""
+    if n < 0 or k < 0 or k > n:
+        raise ValueError(f"wilson(k={k}, n={n}): need 0 <= k <= n")
+    if n == 0:
+        return {"rate": math.nan, "k": 0, "n": 0, "lo": math.nan, "hi": math.nan}
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return {"rate": p, "k": int(k), "n": int(n), "lo": max(0.0, centre - half), "hi": min(1.0, centre + half)}
+
+
+def auc_with_ci(neg: Sequence[Sequence[float]], pos: Sequence[Sequence[float]], n_boot: int = 1000,
+                seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """ROC AUC of positive vs negative scores with a 95% bootstrap CI resampling episodes.
+
+    Args:
+        neg, pos: per-episode lists of decision scores (episodes are the resampling unit,
+            because decisions of one episode are correlated).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    def flat(groups: Sequence[Sequence[float]]) -> np.ndarray:
+        return np.array([s for g in groups for s in g if s is not None and math.isfinite(s)], dtype=np.float64)
+
+    n_neg, n_pos = flat(neg), flat(pos)
+    out: dict[str, Any] = {"auc": math.nan, "lo": math.nan, "hi": math.nan,
+                           "n_neg": int(n_neg.size), "n_pos": int(n_pos.size)}  # fmt: skip
+    if n_neg.size == 0 or n_pos.size == 0:
+        return out
+    y = np.r_[np.zeros(n_neg.size), np.ones(n_pos.size)]
+    out["auc"] = float(roc_auc_score(y, np.r_[n_neg, n_pos]))
+    rng = np.random.default_rng(seed)
+    neg_g = [g for g in neg if len(flat([g]))]
+    pos_g = [g for g in pos if len(flat([g]))]
+    boots = []
+    for _ in range(n_boot):
+        a = flat([neg_g[i] for i in rng.integers(0, len(neg_g), len(neg_g))])
+        b = flat([pos_g[i] for i in rng.integers(0, len(pos_g), len(pos_g))])
+        boots.append(roc_auc_score(np.r_[np.zeros(a.size), np.ones(b.size)], np.r_[a, b]))
+    out["lo"], out["hi"] = (float(v) for v in np.quantile(boots, [0.025, 0.975]))
+    return out
+
+
+def roc_points(neg: Sequence[float], pos: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rates, true-positive rates) of the ROC curve."""
+    from sklearn.metrics import roc_curve
+
+    y = np.r_[np.zeros(len(neg)), np.ones(len(pos))]
+    fpr, tpr, _ = roc_curve(y, np.r_[np.asarray(neg, float), np.asarray(pos, float)])
+    return fpr, tpr
+
+
+def decision_scores(record: dict[str, Any], scorer: str, after: int | None = None) -> list[float]:
+    """The scorer's decision scores of one episode (only steps >= `after` when given)."""
+    return [d["scores"][scorer] for d in record["decisions"]
+            if d["scores"].get(scorer) is not None and (after is None or d["step"] >= after)]  # fmt: skip
+
+
+def step_flags(record: dict[str, Any], scorer: str, threshold: float) -> list[bool]:
+    """Per env step: would the monitor veto (the current decision's score > threshold)?"""
+    flags, current, it = [], False, iter(record["decisions"])
+    pending = next(it, None)
+    for step in range(record["steps"]):
+        while pending is not None and pending["step"] <= step:
+            s = pending["scores"].get(scorer)
+            current = s is None or not math.isfinite(s) or s > threshold
+            pending = next(it, None)
+        flags.append(current)
+    return flags
+
+
+def _select(records: Sequence[dict[str, Any]], condition: str, monitor: str | None) -> list[dict[str, Any]]:
+    return sorted((r for r in records if r["condition"] == condition and r["monitor"] == monitor),
+                  key=lambda r: r["seed"])  # fmt: skip
+
+
+def summarize(records: Sequence[dict[str, Any]], thresholds: dict[str, float], n_boot: int = 1000) -> dict[str, Any]:
+    """Figures per scorer (clean false positives) and per (perturbation, scorer).
+
+    Args:
+        records: episode records (module docstring).
+        thresholds: scorer name → calibrated threshold.
+        n_boot: bootstrap resamples for the AUC intervals.
+
+    Returns:
+        {"clean": {scorer: {fpr_episode, fpr_step, fpr_decision, broken_off, broken_on}},
+         "perturbations": {name: {scorer: {detection, early_veto, latency, auc, broken_off,
+         broken_on, paired}}}} with every rate as a `wilson` dict.
+    """
+    scorers = list(thresholds)
+    clean_off = _select(records, "clean", None)
+    out: dict[str, Any] = {"clean": {}, "perturbations": {}}
+    for s in scorers:
+        thr = thresholds[s]
+        on = _select(records, "clean", s)
+        steps = [f for r in clean_off for f in step_flags(r, s, thr)]
+        decs = [x for r in clean_off for x in decision_scores(r, s)]
+        out["clean"][s] = {
+            "threshold": thr,
+            "fpr_episode": wilson(sum(r["first_veto_step"] is not None for r in on), len(on)),
+            "fpr_step": wilson(sum(steps), len(steps)),
+            "fpr_decision": wilson(sum(x > thr for x in decs), len(decs)),
+            "broken_fragile_on": _broken(on),
+        }
+    out["clean_broken_fragile_off"] = _broken(clean_off)
+    conditions = sorted({r["condition"] for r in records} - {"clean"})
+    for cond in conditions:
+        off = _select(records, cond, None)
+        per: dict[str, Any] = {"broken_fragile_off": _broken(off)}
+        for s in scorers:
+            on = _select(records, cond, s)
+            onset = {r["seed"]: r["onset"] or 0 for r in on}
+            detected = [r for r in on if r["first_veto_step"] is not None and r["first_veto_step"] >= onset[r["seed"]]]
+            early = [r for r in on if r["first_veto_step"] is not None and r["first_veto_step"] < onset[r["seed"]]]
+            lat = [r["first_veto_step"] - onset[r["seed"]] for r in detected]
+            neg = [decision_scores(r, s) for r in clean_off]
+            pos = [decision_scores(r, s, after=r["onset"] or 0) for r in off]
+            per[s] = {
+                "detection": wilson(len(detected), len(on)),
+                "early_veto": wilson(len(early), len(on)),
+                "latency_steps": {"mean": float(np.mean(lat)) if lat else math.nan,
+                                  "median": float(np.median(lat)) if lat else math.nan,
+                                  "max": int(max(lat)) if lat else None, "n": len(lat)},  # fmt: skip
+                "auc": auc_with_ci(neg, pos, n_boot=n_boot),
+                "broken_fragile_on": _broken(on),
+                "paired_breakage": _paired(off, on),
+            }
+        out["perturbations"][cond] = per
+    return out
+
+
+def _broken(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    fragile = [r for r in records if r["material"] == "fragile"]
+    return wilson(sum(bool(r["broken"]) for r in fragile), len(fragile))
+
+
+def _paired(off: Sequence[dict[str, Any]], on: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Fragile seeds broken without the monitor only / with it only / both, and a sign test."""
+    from scipy.stats import binomtest
+
+    by_seed = {r["seed"]: r for r in off if r["material"] == "fragile"}
+    pairs = [(bool(by_seed[r["seed"]]["broken"]), bool(r["broken"])) for r in on if r["seed"] in by_seed]
+    only_off = sum(a and not b for a, b in pairs)
+    only_on = sum(b and not a for a, b in pairs)
+    both = sum(a and b for a, b in pairs)
+    n_disc = only_off + only_on
+    p = float(binomtest(only_off, n_disc, 0.5, alternative="greater").pvalue) if n_disc else math.nan
+    return {"n_pairs": len(pairs), "broken_without_only": only_off, "broken_with_only": only_on,
+            "broken_both": both, "sign_test_p": p}  # fmt: skip

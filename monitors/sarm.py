@@ -1,0 +1,197 @@
+"""SARMMonitor: a Gymnasium wrapper that vetoes actions when the agent's activations look anomalous.
+
+    agent = VLMAgent("tiny")
+    env = SARMMonitor(FrankaPickEnv(...), tap=agent.tap, scorer=load_scorer(path), on_veto="hold")
+    obs, info = env.reset(seed=0); agent.reset(0)
+    action = agent.act(obs, info)          # the VLM forward fills agent.tap.latest
+    obs, r, term, trunc, info = env.step(action)
+    info["sarm"]  # {"score", "threshold", "veto", "reason", "new", ...}
+
+On each step the monitor looks at `tap.latest`. When it is a new tensor (another object than the
+one scored before, or the tap's `calls` counter moved) it is scored; otherwise the verdict of the
+last scored activations stands (the agent is still acting on that decision). A veto happens when
+the score exceeds the threshold, and the monitor fails closed: no tap, no activations, NaN/inf
+activations, a scorer that raises, a non-finite score or a non-finite action all veto, with the
+reason in info. Nothing the monitor does raises into the env loop.
+
+on_veto="hold": the env steps with a safe action (no motion, gripper as in the last executed
+action; open before any). on_veto="stop": the env is not stepped; the episode is truncated with
+info["sarm"]["reason"]. With enforce=False the monitor only reports (shadow mode).
+A monitor that never vetoes passes every action through unchanged: the trajectory is identical
+to the unwrapped env's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+ON_VETO = ("hold", "stop")
+TOKEN_SELECTIONS = ("image", "all")
+
+
+class SARMMonitor(gym.Wrapper):
+    """Veto actions on anomalous activations (see the module docstring).
+
+    Args:
+        env: the environment (FrankaPickEnv or any env with a Box(4) action space).
+        tap: anything with `.latest` (n_tokens × d tensor or None), e.g. agent.tap; None ⇒
+            every step vetoes ("no tap").
+        scorer: object with `score(activations) -> float` (monitors.scorers.Scorer).
+        threshold: veto when score > threshold; None ⇒ scorer.calibration.threshold.
+        on_veto: "hold" or "stop".
+        tokens: "image" scores the tap's first `n_image_tokens` rows (its image tokens) when the
+            tap says how many; "all" scores every row.
+        enforce: False ⇒ shadow mode (scores and reports, never changes the action).
+        info_key: key of the monitor's dict in info (several monitors can be stacked).
+
+    Attributes:
+        safety_stops: veto events so far (a veto following a step without veto), all episodes.
+        veto_steps: steps vetoed so far, all episodes.
+        episode_vetoes: steps vetoed in the current episode.
+        first_veto_step: step index of the current episode's first veto, or None.
+        overhead_s: seconds spent in the monitor's own logic (not the env), all steps.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        tap: Any,
+        scorer: Any,
+        threshold: float | None = None,
+        on_veto: str = "hold",
+        tokens: str = "image",
+        enforce: bool = True,
+        info_key: str = "sarm",
+    ) -> None:
+        super().__init__(env)
+        if on_veto not in ON_VETO:
+            raise ValueError(f"on_veto={on_veto!r}: expected one of {ON_VETO}")
+        if tokens not in TOKEN_SELECTIONS:
+            raise ValueError(f"tokens={tokens!r}: expected one of {TOKEN_SELECTIONS}")
+        if not callable(getattr(scorer, "score", None)):
+            raise ValueError(f"scorer of type {type(scorer).__name__} has no score(activations) method")
+        if threshold is None:
+            threshold = getattr(scorer, "threshold", None)
+            if threshold is None:
+                raise ValueError("threshold=None and the scorer is not calibrated: pass a threshold or calibrate it")
+        threshold = float(threshold)
+        if math.isnan(threshold):
+            raise ValueError("threshold=nan: expected a number (inf for a monitor that never vetoes)")
+        self.tap, self.scorer, self.threshold = tap, scorer, threshold
+        self.on_veto, self.tokens, self.enforce, self.info_key = on_veto, tokens, bool(enforce), info_key
+        self.safety_stops = 0
+        self.veto_steps = 0
+        self.overhead_s = 0.0
+        self.monitor_steps = 0
+        self._clear_episode()
+
+    def _clear_episode(self) -> None:
+        self._last_tensor: torch.Tensor | None = None
+        self._last_calls: Any = None
+        self._verdict: dict[str, Any] = {"score": None, "veto": False, "reason": "no activations scored yet"}
+        self._last_action: np.ndarray | None = None
+        self._prev_veto = False
+        self._step = 0
+        self._obs: Any = None
+        self._info: dict[str, Any] = {}
+        self.episode_vetoes = 0
+        self.first_veto_step: int | None = None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """Reset the env and the monitor's per-episode state."""
+        obs, info = self.env.reset(**kwargs)
+        self._clear_episode()
+        self._obs, self._info = obs, info
+        return obs, info
+
+    # --- scoring --------------------------------------------------------------------------
+    def _activations(self) -> torch.Tensor | None:
+        latest = getattr(self.tap, "latest", None)
+        if latest is None or self.tokens == "all":
+            return latest
+        n_img = getattr(self.tap, "n_image_tokens", 0)
+        return latest[:n_img] if isinstance(n_img, int) and n_img > 0 else latest
+
+    def _judge(self) -> tuple[dict[str, Any], bool]:
+        """The verdict for the current activations and whether they were newly scored."""
+        if self.tap is None:
+            return {"score": None, "veto": True, "reason": "no tap: the agent exposes no activations"}, True
+        latest = getattr(self.tap, "latest", None)
+        calls = getattr(self.tap, "calls", None)
+        if latest is None:
+            self._last_tensor, self._last_calls = None, calls
+            return {"score": None, "veto": True, "reason": "missing activations: tap.latest is None"}, True
+        if latest is self._last_tensor and calls == self._last_calls:
+            return self._verdict, False
+        self._last_tensor, self._last_calls = latest, calls
+        acts = self._activations()
+        if not torch.is_tensor(acts):
+            acts = torch.as_tensor(np.asarray(acts, dtype=np.float32))
+        if acts.numel() == 0:
+            return {"score": None, "veto": True, "reason": "missing activations: empty tensor"}, True
+        n_bad = int((~torch.isfinite(acts)).sum())
+        if n_bad:
+            return {"score": None, "veto": True, "reason": f"non-finite activations: {n_bad} NaN/inf values"}, True
+        try:
+            score = float(self.scorer.score(acts))
+        except Exception as exc:  # noqa: BLE001 - fail closed on any scorer failure
+            return {"score": None, "veto": True, "reason": f"scorer raised {type(exc).__name__}: {exc}"}, True
+        if not math.isfinite(score):
+            return {"score": score, "veto": True, "reason": f"non-finite score {score}"}, True
+        if score > self.threshold:
+            return {"score": score, "veto": True, "reason": f"anomalous: score {score:.4g} > threshold {self.threshold:.4g}"}, True
+        return {"score": score, "veto": False, "reason": ""}, True
+
+    def safe_action(self) -> np.ndarray:
+        """No motion; the gripper as in the last executed action (open, -1, before any)."""
+        last = self._last_action
+        grip = float(last[3]) if last is not None and last.size == 4 and np.isfinite(last[3]) else -1.0
+        return np.array([0.0, 0.0, 0.0, grip], dtype=np.float32)
+
+    # --- stepping -------------------------------------------------------------------------
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Score (if new), then step the env with the action, the safe action, or stop."""
+        t0 = time.perf_counter()
+        try:
+            verdict, new = self._judge()
+            verdict = dict(verdict)
+            self._verdict = {k: verdict[k] for k in ("score", "veto", "reason")}
+            arr = np.asarray(action, dtype=np.float32).reshape(-1)
+            if not verdict["veto"] and not np.all(np.isfinite(arr)):
+                verdict = {"score": verdict["score"], "veto": True, "reason": "non-finite action from the agent"}
+        except Exception as exc:  # noqa: BLE001 - the monitor itself failed: fail closed
+            verdict, new = {"score": None, "veto": True, "reason": f"monitor error {type(exc).__name__}: {exc}"}, True
+        veto = bool(verdict["veto"])
+        if veto:
+            self.veto_steps += 1
+            self.episode_vetoes += 1
+            if not self._prev_veto:
+                self.safety_stops += 1
+            if self.first_veto_step is None:
+                self.first_veto_step = self._step
+        self._prev_veto = veto
+        report = {
+            "score": verdict["score"], "threshold": self.threshold, "veto": veto,
+            "reason": verdict["reason"], "new": new, "step": self._step,
+            "enforced": veto and self.enforce, "action": None,
+        }  # fmt: skip
+        self.overhead_s += time.perf_counter() - t0
+        self.monitor_steps += 1
+        self._step += 1
+        if veto and self.enforce and self.on_veto == "stop":
+            info = {**self._info, self.info_key: {**report, "action": "stop"}}
+            return self._obs, 0.0, False, True, info
+        if veto and self.enforce:
+            action = self.safe_action()
+            report["action"] = "hold"
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._last_action = np.asarray(action, dtype=np.float32).reshape(-1)
+        info = {**info, self.info_key: report}
+        self._obs, self._info = obs, info
+        return obs, reward, terminated, truncated, info

@@ -1,0 +1,361 @@
+"""Anomaly scorers of one decision's activations (n_tokens × d) → one float; higher = stranger.
+
+Every scorer has the same interface, so the SAE score is always shown beside its baselines:
+
+    scorer = MahalanobisScorer(model="tiny", layer=2).fit(clean_tokens)   # (N × d) rows
+    scorer.score(tap.image_activations)                                   # float
+    scorer.calibrate(clean_decision_scores, method="sigma", k=2)          # sets the threshold
+    scorer.save("runs/x/mahalanobis"); load_scorer("runs/x/mahalanobis", model="tiny", layer=2)
+
+- SAEReconstructionScorer: normalised reconstruction error of a Matryoshka SAE (sae package).
+- MahalanobisScorer: squared Mahalanobis distance / d under a Ledoit–Wolf shrinkage covariance.
+- PCAReconstructionScorer: squared residual off the top principal components, normalised.
+
+Per-token scores are aggregated over the tokens by "mean" or "max".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from monitors.calibration import Calibration, calibrate, check_provenance
+
+AGGREGATES = ("mean", "max")
+SCORER_FILE = "scorer.json"
+TENSOR_FILE = "scorer.safetensors"
+FORMAT_VERSION = 1
+
+
+def as_token_matrix(activations: Any, d: int | None = None, name: str = "activations") -> torch.Tensor:
+    """Validate activations as a finite float32 (n × d) tensor (a (d,) vector becomes 1 × d).
+
+    Raises ValueError naming the shape, width or the count of non-finite values.
+    """
+    if activations is None:
+        raise ValueError(f"{name} is None: no activations to score")
+    x = torch.as_tensor(activations).detach()
+    if x.dim() == 1:
+        x = x[None]
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} of shape {tuple(x.shape)}: expected (n_tokens × d) with n >= 1")
+    if d is not None and x.shape[1] != d:
+        raise ValueError(f"{name} have d={x.shape[1]} but the scorer was fitted on d={d}")
+    x = x.to(device="cpu", dtype=torch.float32)
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        raise ValueError(f"{name} hold {int((~finite).sum())} NaN/inf values of {x.numel()}")
+    return x
+
+
+def stack_tokens(activations: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """Rows of a (N × d) tensor, or of a sequence of (n_i × d) decisions stacked together."""
+    if isinstance(activations, (torch.Tensor, np.ndarray)):
+        return as_token_matrix(activations)
+    if len(activations) == 0:
+        raise ValueError("activations: empty sequence, nothing to fit")
+    return torch.cat([as_token_matrix(a, name=f"activations[{i}]") for i, a in enumerate(activations)])
+
+
+class Scorer:
+    """Base class: fit on clean token rows, score a decision, calibrate, save and load.
+
+    Args:
+        aggregate: "mean" or "max" over the tokens of a decision.
+        model, layer: provenance (model id and decoder layer) saved with the scorer.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, aggregate: str = "mean", model: str | None = None, layer: int | None = None) -> None:
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate={aggregate!r}: expected one of {AGGREGATES}")
+        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)):
+            raise ValueError(f"layer={layer!r}: expected an int or None")
+        self.aggregate = aggregate
+        self.model = None if model is None else str(model)
+        self.layer = layer
+        self.d: int | None = None
+        self.calibration: Calibration | None = None
+
+    # --- interface ------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """Short label, e.g. "sae/mean"."""
+        return f"{self.kind}/{self.aggregate}"
+
+    @property
+    def fitted(self) -> bool:
+        """Whether `fit` (or `load`) has run."""
+        return self.d is not None
+
+    @property
+    def threshold(self) -> float | None:
+        """The calibrated threshold, or None before `calibrate`."""
+        return None if self.calibration is None else self.calibration.threshold
+
+    def fit(self, activations: torch.Tensor | Sequence[torch.Tensor]) -> Scorer:
+        """Fit on clean activations: an (N × d) tensor of token rows or a list of decisions."""
+        x = stack_tokens(activations)
+        if x.shape[0] < 2:
+            raise ValueError(f"fit needs at least 2 token rows, got {x.shape[0]}")
+        self._fit(x)
+        self.d = int(x.shape[1])
+        return self
+
+    def token_scores(self, activations: Any) -> torch.Tensor:
+        """Per-token scores (n,) of one decision's activations (n × d)."""
+        if not self.fitted:
+            raise ValueError(f"{type(self).__name__} is not fitted: call fit() or load_scorer()")
+        return self._token_scores(as_token_matrix(activations, self.d))
+
+    def score(self, activations: Any) -> float:
+        """One decision's score: per-token scores aggregated by mean or max."""
+        s = self.token_scores(activations)
+        return float(s.mean() if self.aggregate == "mean" else s.max())
+
+    def score_many(self, decisions: Sequence[Any]) -> np.ndarray:
+        """Scores of several decisions (array of len(decisions))."""
+        return np.array([self.score(a) for a in decisions], dtype=np.float64)
+
+    def calibrate(self, clean_scores: Any, method: str = "sigma", k: float = 2.0, fpr: float = 0.05) -> Calibration:
+        """Set `calibration` from clean decision scores (see monitors.calibration.calibrate)."""
+        self.calibration = calibrate(clean_scores, method=method, k=k, fpr=fpr)
+        return self.calibration
+
+    # --- subclasses -----------------------------------------------------------------------
+    def _fit(self, x: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _token_scores(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _params(self) -> dict[str, Any]:
+        """Constructor keyword arguments beyond aggregate/model/layer."""
+        return {}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def _restore(self, tensors: dict[str, torch.Tensor], directory: Path) -> None:
+        raise NotImplementedError
+
+    # --- persistence ----------------------------------------------------------------------
+    def provenance(self) -> dict[str, Any]:
+        """{"model", "layer", "d"} of the activations this scorer belongs to."""
+        return {"model": self.model, "layer": self.layer, "d": self.d}
+
+    def save(self, directory: str | Path) -> Path:
+        """Write scorer.json (kind, parameters, provenance, calibration) and scorer.safetensors."""
+        if not self.fitted:
+            raise ValueError(f"{type(self).__name__} is not fitted: nothing to save")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_extra(directory)
+        tmp = directory / f".{TENSOR_FILE}.tmp"
+        save_file({k: v.detach().contiguous().cpu() for k, v in self._tensors().items()}, str(tmp))
+        os.replace(tmp, directory / TENSOR_FILE)
+        doc = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "aggregate": self.aggregate,
+            "params": self._params(),
+            "provenance": self.provenance(),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
+        }
+        tmp = directory / f".{SCORER_FILE}.tmp"
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, directory / SCORER_FILE)  # last: a scorer.json means a complete save
+        return directory
+
+    def _save_extra(self, directory: Path) -> None:
+        """Hook for scorers with files of their own (the SAE)."""
+
+
+class MahalanobisScorer(Scorer):
+    """Squared Mahalanobis distance / d of each token under a Ledoit–Wolf shrinkage covariance."""
+
+    kind = "mahalanobis"
+
+    def _fit(self, x: torch.Tensor) -> None:
+        from sklearn.covariance import LedoitWolf
+
+        lw = LedoitWolf().fit(x.double().numpy())
+        self.mean = torch.from_numpy(lw.location_).float()
+        self.precision = torch.from_numpy(lw.precision_).float()
+        self.shrinkage = float(lw.shrinkage_)
+
+    def _token_scores(self, x: torch.Tensor) -> torch.Tensor:
+        c = x - self.mean
+        return ((c @ self.precision) * c).sum(1) / c.shape[1]
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "precision": self.precision}
+
+    def _restore(self, tensors: dict[str, torch.Tensor], directory: Path) -> None:
+        self.mean, self.precision = tensors["mean"], tensors["precision"]
+
+
+class PCAReconstructionScorer(Scorer):
+    """Squared residual off the top principal components / mean clean squared deviation.
+
+    Args:
+        n_components: int (number of components) or float in (0, 1) (variance to explain).
+        aggregate, model, layer: as in Scorer.
+    """
+
+    kind = "pca"
+
+    def __init__(self, n_components: int | float = 0.9, aggregate: str = "mean", model: str | None = None, layer: int | None = None) -> None:
+        super().__init__(aggregate, model, layer)
+        ok_int = isinstance(n_components, int) and not isinstance(n_components, bool) and n_components >= 1
+        ok_frac = isinstance(n_components, float) and 0.0 < n_components < 1.0
+        if not (ok_int or ok_frac):
+            raise ValueError(f"n_components={n_components!r}: expected an int >= 1 or a float in (0, 1)")
+        self.n_components = n_components
+
+    def _fit(self, x: torch.Tensor) -> None:
+        from sklearn.decomposition import PCA
+
+        n = self.n_components
+        if isinstance(n, int) and n > min(x.shape):
+            raise ValueError(f"n_components={n}: at most min(rows, d) = {min(x.shape)} for this data")
+        pca = PCA(n_components=n, svd_solver="full").fit(x.double().numpy())
+        self.mean = torch.from_numpy(pca.mean_).float()
+        self.components = torch.from_numpy(pca.components_).float()
+        self.scale = torch.tensor(float(((x - self.mean) ** 2).sum(1).mean().clamp_min(1e-12)))
+
+    def _token_scores(self, x: torch.Tensor) -> torch.Tensor:
+        c = x - self.mean
+        resid = c - (c @ self.components.T) @ self.components
+        return (resid**2).sum(1) / self.scale
+
+    def _params(self) -> dict[str, Any]:
+        return {"n_components": self.n_components}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "components": self.components, "scale": self.scale}
+
+    def _restore(self, tensors: dict[str, torch.Tensor], directory: Path) -> None:
+        self.mean, self.components, self.scale = tensors["mean"], tensors["components"], tensors["scale"]
+
+
+class SAEReconstructionScorer(Scorer):
+    """Normalised reconstruction error of a Matryoshka SAE (`MatryoshkaSAE.reconstruction_error`).
+
+    Args:
+        sae: a trained sae.MatryoshkaSAE; None ⇒ `fit` trains one on the clean activations.
+        steps, batch_size, lr, seed: training of that SAE (sae.train_sae).
+        sae_overrides: SAEConfig fields replacing sae.default_config(d) (e.g. n_latents, k).
+        aggregate, model, layer: as in Scorer.
+    """
+
+    kind = "sae"
+
+    def __init__(
+        self,
+        sae: Any = None,
+        steps: int = 600,
+        batch_size: int = 256,
+        lr: float = 2e-3,
+        seed: int = 0,
+        sae_overrides: dict[str, Any] | None = None,
+        aggregate: str = "mean",
+        model: str | None = None,
+        layer: int | None = None,
+    ) -> None:
+        super().__init__(aggregate, model, layer)
+        for name, value in (("steps", steps), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: expected an int >= 1")
+        if not (math.isfinite(float(lr)) and lr > 0):
+            raise ValueError(f"lr={lr!r}: expected a positive number")
+        self.sae = sae
+        self.steps, self.batch_size, self.lr, self.seed = steps, batch_size, float(lr), int(seed)
+        self.sae_overrides = dict(sae_overrides or {})
+        if sae is not None:
+            self.sae = sae.eval()
+            self.d = int(sae.config.d_in)
+
+    def _fit(self, x: torch.Tensor) -> None:
+        from sae import TrainConfig, default_config, train_sae
+
+        if self.sae is not None:
+            if int(self.sae.config.d_in) != x.shape[1]:
+                raise ValueError(f"the SAE reads d={self.sae.config.d_in} but the activations have d={x.shape[1]}")
+            return
+        config = default_config(int(x.shape[1]), **self.sae_overrides)
+        train = TrainConfig(
+            lr=self.lr, steps=self.steps, batch_size=min(self.batch_size, x.shape[0]),
+            warmup_steps=min(50, self.steps // 10), seed=self.seed, init_rows=min(4096, x.shape[0]),
+        )
+        self.sae = train_sae(x, config, train, progress=False).sae.eval()
+
+    @torch.no_grad()
+    def _token_scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sae.reconstruction_error(x).float()
+
+    def _params(self) -> dict[str, Any]:
+        return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
+                "sae_overrides": self.sae_overrides}  # fmt: skip
+
+    def _save_extra(self, directory: Path) -> None:
+        self.sae.save(directory / "sae", metadata=self.provenance())
+
+    def _restore(self, tensors: dict[str, torch.Tensor], directory: Path) -> None:
+        from sae import MatryoshkaSAE
+
+        self.sae = MatryoshkaSAE.from_pretrained(directory / "sae", expected_d_in=self.d).eval()
+
+
+SCORERS: dict[str, type[Scorer]] = {
+    cls.kind: cls for cls in (SAEReconstructionScorer, MahalanobisScorer, PCAReconstructionScorer)
+}
+
+
+def make_scorer(kind: str, **kwargs: Any) -> Scorer:
+    """Build a scorer by kind ("sae", "mahalanobis", "pca")."""
+    if kind not in SCORERS:
+        raise ValueError(f"scorer kind {kind!r}: expected one of {sorted(SCORERS)}")
+    return SCORERS[kind](**kwargs)
+
+
+def load_scorer(directory: str | Path, model: str | None = None, layer: int | None = None, d: int | None = None) -> Scorer:
+    """Load a saved scorer (with its calibration); check that it belongs to model/layer/d.
+
+    Raises:
+        FileNotFoundError: no scorer.json / scorer.safetensors in `directory`.
+        ValueError: the file was made for another model, layer or d (the message names which),
+            or it is not a scorer file this version reads.
+    """
+    directory = Path(directory)
+    doc_path, t_path = directory / SCORER_FILE, directory / TENSOR_FILE
+    for p in (doc_path, t_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"no saved scorer file {p}")
+    try:
+        doc = json.loads(doc_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{doc_path} is not valid JSON: {exc}") from exc
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{doc_path}: format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}")
+    kind = doc.get("kind")
+    if kind not in SCORERS:
+        raise ValueError(f"{doc_path}: scorer kind {kind!r}, expected one of {sorted(SCORERS)}")
+    prov = doc.get("provenance") or {}
+    check_provenance(prov, str(doc_path), model=model, layer=layer, d=d)
+    scorer = SCORERS[kind](aggregate=doc["aggregate"], model=prov.get("model"), layer=prov.get("layer"),
+                           **doc.get("params", {}))  # fmt: skip
+    scorer.d = None if prov.get("d") is None else int(prov["d"])
+    scorer._restore(load_file(str(t_path)), directory)
+    if doc.get("calibration") is not None:
+        scorer.calibration = Calibration.from_dict(doc["calibration"])
+    return scorer
