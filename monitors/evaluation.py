@@ -33,7 +33,13 @@ def wilson(k: int, n: int, z: float = Z95) -> dict[str, Any]:
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return {"rate": p, "k": int(k), "n": int(n), "lo": max(0.0, centre - half), "hi": min(1.0, centre + half)}
+    return {
+        "rate": p,
+        "k": int(k),
+        "n": int(n),
+        "lo": max(0.0, centre - half),
+        "hi": min(1.0, centre + half),
+    }
 
 
 def auc_with_ci(neg: Sequence[Sequence[float]], pos: Sequence[Sequence[float]], n_boot: int = 1000,
@@ -47,7 +53,9 @@ def auc_with_ci(neg: Sequence[Sequence[float]], pos: Sequence[Sequence[float]], 
     from sklearn.metrics import roc_auc_score
 
     def flat(groups: Sequence[Sequence[float]]) -> np.ndarray:
-        return np.array([s for g in groups for s in g if s is not None and math.isfinite(s)], dtype=np.float64)
+        return np.array(
+            [s for g in groups for s in g if s is not None and math.isfinite(s)], dtype=np.float64
+        )
 
     n_neg, n_pos = flat(neg), flat(pos)
     out: dict[str, Any] = {"auc": math.nan, "lo": math.nan, "hi": math.nan,
@@ -96,12 +104,16 @@ def step_flags(record: dict[str, Any], scorer: str, threshold: float) -> list[bo
     return flags
 
 
-def _select(records: Sequence[dict[str, Any]], condition: str, monitor: str | None) -> list[dict[str, Any]]:
+def _select(
+    records: Sequence[dict[str, Any]], condition: str, monitor: str | None
+) -> list[dict[str, Any]]:
     return sorted((r for r in records if r["condition"] == condition and r["monitor"] == monitor),
                   key=lambda r: r["seed"])  # fmt: skip
 
 
-def summarize(records: Sequence[dict[str, Any]], thresholds: dict[str, float], n_boot: int = 1000) -> dict[str, Any]:
+def summarize(
+    records: Sequence[dict[str, Any]], thresholds: dict[str, float], n_boot: int = 1000
+) -> dict[str, Any]:
     """Figures per scorer (clean false positives) and per (perturbation, scorer).
 
     Args:
@@ -137,17 +149,28 @@ def summarize(records: Sequence[dict[str, Any]], thresholds: dict[str, float], n
         for s in scorers:
             on = _select(records, cond, s)
             onset = {r["seed"]: r["onset"] or 0 for r in on}
-            detected = [r for r in on if r["first_veto_step"] is not None and r["first_veto_step"] >= onset[r["seed"]]]
-            early = [r for r in on if r["first_veto_step"] is not None and r["first_veto_step"] < onset[r["seed"]]]
+            detected = [
+                r
+                for r in on
+                if r["first_veto_step"] is not None and r["first_veto_step"] >= onset[r["seed"]]
+            ]
+            early = [
+                r
+                for r in on
+                if r["first_veto_step"] is not None and r["first_veto_step"] < onset[r["seed"]]
+            ]
             lat = [r["first_veto_step"] - onset[r["seed"]] for r in detected]
             neg = [decision_scores(r, s) for r in clean_off]
             pos = [decision_scores(r, s, after=r["onset"] or 0) for r in off]
             per[s] = {
                 "detection": wilson(len(detected), len(on)),
                 "early_veto": wilson(len(early), len(on)),
-                "latency_steps": {"mean": float(np.mean(lat)) if lat else math.nan,
-                                  "median": float(np.median(lat)) if lat else math.nan,
-                                  "max": int(max(lat)) if lat else None, "n": len(lat)},  # fmt: skip
+                "latency_steps": {
+                    "mean": float(np.mean(lat)) if lat else math.nan,
+                    "median": float(np.median(lat)) if lat else math.nan,
+                    "max": int(max(lat)) if lat else None,
+                    "n": len(lat),
+                },  # fmt: skip
                 "auc": auc_with_ci(neg, pos, n_boot=n_boot),
                 "broken_fragile_on": _broken(on),
                 "paired_breakage": _paired(off, on),
@@ -166,11 +189,17 @@ def _paired(off: Sequence[dict[str, Any]], on: Sequence[dict[str, Any]]) -> dict
     from scipy.stats import binomtest
 
     by_seed = {r["seed"]: r for r in off if r["material"] == "fragile"}
-    pairs = [(bool(by_seed[r["seed"]]["broken"]), bool(r["broken"])) for r in on if r["seed"] in by_seed]
+    pairs = [
+        (bool(by_seed[r["seed"]]["broken"]), bool(r["broken"])) for r in on if r["seed"] in by_seed
+    ]
     only_off = sum(a and not b for a, b in pairs)
     only_on = sum(b and not a for a, b in pairs)
     both = sum(a and b for a, b in pairs)
     n_disc = only_off + only_on
-    p = float(binomtest(only_off, n_disc, 0.5, alternative="greater").pvalue) if n_disc else math.nan
+    p = (
+        float(binomtest(only_off, n_disc, 0.5, alternative="greater").pvalue)
+        if n_disc
+        else math.nan
+    )
     return {"n_pairs": len(pairs), "broken_without_only": only_off, "broken_with_only": only_on,
             "broken_both": both, "sign_test_p": p}  # fmt: skip

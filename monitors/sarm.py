@@ -75,16 +75,27 @@ class SARMMonitor(gym.Wrapper):
         if tokens not in TOKEN_SELECTIONS:
             raise ValueError(f"tokens={tokens!r}: expected one of {TOKEN_SELECTIONS}")
         if not callable(getattr(scorer, "score", None)):
-            raise ValueError(f"scorer of type {type(scorer).__name__} has no score(activations) method")
+            raise ValueError(
+                f"scorer of type {type(scorer).__name__} has no score(activations) method"
+            )
         if threshold is None:
             threshold = getattr(scorer, "threshold", None)
             if threshold is None:
-                raise ValueError("threshold=None and the scorer is not calibrated: pass a threshold or calibrate it")
+                raise ValueError(
+                    "threshold=None and the scorer is not calibrated: pass a threshold or calibrate it"
+                )
         threshold = float(threshold)
         if math.isnan(threshold):
-            raise ValueError("threshold=nan: expected a number (inf for a monitor that never vetoes)")
+            raise ValueError(
+                "threshold=nan: expected a number (inf for a monitor that never vetoes)"
+            )
         self.tap, self.scorer, self.threshold = tap, scorer, threshold
-        self.on_veto, self.tokens, self.enforce, self.info_key = on_veto, tokens, bool(enforce), info_key
+        self.on_veto, self.tokens, self.enforce, self.info_key = (
+            on_veto,
+            tokens,
+            bool(enforce),
+            info_key,
+        )
         self.safety_stops = 0
         self.veto_steps = 0
         self.overhead_s = 0.0
@@ -94,7 +105,11 @@ class SARMMonitor(gym.Wrapper):
     def _clear_episode(self) -> None:
         self._last_tensor: torch.Tensor | None = None
         self._last_calls: Any = None
-        self._verdict: dict[str, Any] = {"score": None, "veto": False, "reason": "no activations scored yet"}
+        self._verdict: dict[str, Any] = {
+            "score": None,
+            "veto": False,
+            "reason": "no activations scored yet",
+        }
         self._last_action: np.ndarray | None = None
         self._prev_veto = False
         self._step = 0
@@ -121,12 +136,20 @@ class SARMMonitor(gym.Wrapper):
     def _judge(self) -> tuple[dict[str, Any], bool]:
         """The verdict for the current activations and whether they were newly scored."""
         if self.tap is None:
-            return {"score": None, "veto": True, "reason": "no tap: the agent exposes no activations"}, True
+            return {
+                "score": None,
+                "veto": True,
+                "reason": "no tap: the agent exposes no activations",
+            }, True
         latest = getattr(self.tap, "latest", None)
         calls = getattr(self.tap, "calls", None)
         if latest is None:
             self._last_tensor, self._last_calls = None, calls
-            return {"score": None, "veto": True, "reason": "missing activations: tap.latest is None"}, True
+            return {
+                "score": None,
+                "veto": True,
+                "reason": "missing activations: tap.latest is None",
+            }, True
         if latest is self._last_tensor and calls == self._last_calls:
             return self._verdict, False
         self._last_tensor, self._last_calls = latest, calls
@@ -134,24 +157,42 @@ class SARMMonitor(gym.Wrapper):
         if not torch.is_tensor(acts):
             acts = torch.as_tensor(np.asarray(acts, dtype=np.float32))
         if acts.numel() == 0:
-            return {"score": None, "veto": True, "reason": "missing activations: empty tensor"}, True
+            return {
+                "score": None,
+                "veto": True,
+                "reason": "missing activations: empty tensor",
+            }, True
         n_bad = int((~torch.isfinite(acts)).sum())
         if n_bad:
-            return {"score": None, "veto": True, "reason": f"non-finite activations: {n_bad} NaN/inf values"}, True
+            return {
+                "score": None,
+                "veto": True,
+                "reason": f"non-finite activations: {n_bad} NaN/inf values",
+            }, True
         try:
             score = float(self.scorer.score(acts))
         except Exception as exc:  # noqa: BLE001 - fail closed on any scorer failure
-            return {"score": None, "veto": True, "reason": f"scorer raised {type(exc).__name__}: {exc}"}, True
+            return {
+                "score": None,
+                "veto": True,
+                "reason": f"scorer raised {type(exc).__name__}: {exc}",
+            }, True
         if not math.isfinite(score):
             return {"score": score, "veto": True, "reason": f"non-finite score {score}"}, True
         if score > self.threshold:
-            return {"score": score, "veto": True, "reason": f"anomalous: score {score:.4g} > threshold {self.threshold:.4g}"}, True
+            return {
+                "score": score,
+                "veto": True,
+                "reason": f"anomalous: score {score:.4g} > threshold {self.threshold:.4g}",
+            }, True
         return {"score": score, "veto": False, "reason": ""}, True
 
     def safe_action(self) -> np.ndarray:
         """No motion; the gripper as in the last executed action (open, -1, before any)."""
         last = self._last_action
-        grip = float(last[3]) if last is not None and last.size == 4 and np.isfinite(last[3]) else -1.0
+        grip = (
+            float(last[3]) if last is not None and last.size == 4 and np.isfinite(last[3]) else -1.0
+        )
         return np.array([0.0, 0.0, 0.0, grip], dtype=np.float32)
 
     # --- stepping -------------------------------------------------------------------------
@@ -164,9 +205,20 @@ class SARMMonitor(gym.Wrapper):
             self._verdict = {k: verdict[k] for k in ("score", "veto", "reason")}
             arr = np.asarray(action, dtype=np.float32).reshape(-1)
             if not verdict["veto"] and not np.all(np.isfinite(arr)):
-                verdict = {"score": verdict["score"], "veto": True, "reason": "non-finite action from the agent"}
+                verdict = {
+                    "score": verdict["score"],
+                    "veto": True,
+                    "reason": "non-finite action from the agent",
+                }
         except Exception as exc:  # noqa: BLE001 - the monitor itself failed: fail closed
-            verdict, new = {"score": None, "veto": True, "reason": f"monitor error {type(exc).__name__}: {exc}"}, True
+            verdict, new = (
+                {
+                    "score": None,
+                    "veto": True,
+                    "reason": f"monitor error {type(exc).__name__}: {exc}",
+                },
+                True,
+            )
         veto = bool(verdict["veto"])
         if veto:
             self.veto_steps += 1

@@ -35,7 +35,9 @@ TENSOR_FILE = "scorer.safetensors"
 FORMAT_VERSION = 1
 
 
-def as_token_matrix(activations: Any, d: int | None = None, name: str = "activations") -> torch.Tensor:
+def as_token_matrix(
+    activations: Any, d: int | None = None, name: str = "activations"
+) -> torch.Tensor:
     """Validate activations as a finite float32 (n × d) tensor (a (d,) vector becomes 1 × d).
 
     Raises ValueError naming the shape, width or the count of non-finite values.
@@ -62,7 +64,9 @@ def stack_tokens(activations: torch.Tensor | Sequence[torch.Tensor]) -> torch.Te
         return as_token_matrix(activations)
     if len(activations) == 0:
         raise ValueError("activations: empty sequence, nothing to fit")
-    return torch.cat([as_token_matrix(a, name=f"activations[{i}]") for i, a in enumerate(activations)])
+    return torch.cat(
+        [as_token_matrix(a, name=f"activations[{i}]") for i, a in enumerate(activations)]
+    )
 
 
 class Scorer:
@@ -75,7 +79,9 @@ class Scorer:
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, aggregate: str = "mean", model: str | None = None, layer: int | None = None) -> None:
+    def __init__(
+        self, aggregate: str = "mean", model: str | None = None, layer: int | None = None
+    ) -> None:
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate={aggregate!r}: expected one of {AGGREGATES}")
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)):
@@ -126,7 +132,9 @@ class Scorer:
         """Scores of several decisions (array of len(decisions))."""
         return np.array([self.score(a) for a in decisions], dtype=np.float64)
 
-    def calibrate(self, clean_scores: Any, method: str = "sigma", k: float = 2.0, fpr: float = 0.05) -> Calibration:
+    def calibrate(
+        self, clean_scores: Any, method: str = "sigma", k: float = 2.0, fpr: float = 0.05
+    ) -> Calibration:
         """Set `calibration` from clean decision scores (see monitors.calibration.calibrate)."""
         self.calibration = calibrate(clean_scores, method=method, k=k, fpr=fpr)
         return self.calibration
@@ -214,12 +222,24 @@ class PCAReconstructionScorer(Scorer):
 
     kind = "pca"
 
-    def __init__(self, n_components: int | float = 0.9, aggregate: str = "mean", model: str | None = None, layer: int | None = None) -> None:
+    def __init__(
+        self,
+        n_components: int | float = 0.9,
+        aggregate: str = "mean",
+        model: str | None = None,
+        layer: int | None = None,
+    ) -> None:
         super().__init__(aggregate, model, layer)
-        ok_int = isinstance(n_components, int) and not isinstance(n_components, bool) and n_components >= 1
+        ok_int = (
+            isinstance(n_components, int)
+            and not isinstance(n_components, bool)
+            and n_components >= 1
+        )
         ok_frac = isinstance(n_components, float) and 0.0 < n_components < 1.0
         if not (ok_int or ok_frac):
-            raise ValueError(f"n_components={n_components!r}: expected an int >= 1 or a float in (0, 1)")
+            raise ValueError(
+                f"n_components={n_components!r}: expected an int >= 1 or a float in (0, 1)"
+            )
         self.n_components = n_components
 
     def _fit(self, x: torch.Tensor) -> None:
@@ -227,7 +247,9 @@ class PCAReconstructionScorer(Scorer):
 
         n = self.n_components
         if isinstance(n, int) and n > min(x.shape):
-            raise ValueError(f"n_components={n}: at most min(rows, d) = {min(x.shape)} for this data")
+            raise ValueError(
+                f"n_components={n}: at most min(rows, d) = {min(x.shape)} for this data"
+            )
         pca = PCA(n_components=n, svd_solver="full").fit(x.double().numpy())
         self.mean = torch.from_numpy(pca.mean_).float()
         self.components = torch.from_numpy(pca.components_).float()
@@ -245,7 +267,11 @@ class PCAReconstructionScorer(Scorer):
         return {"mean": self.mean, "components": self.components, "scale": self.scale}
 
     def _restore(self, tensors: dict[str, torch.Tensor], directory: Path) -> None:
-        self.mean, self.components, self.scale = tensors["mean"], tensors["components"], tensors["scale"]
+        self.mean, self.components, self.scale = (
+            tensors["mean"],
+            tensors["components"],
+            tensors["scale"],
+        )
 
 
 class SAEReconstructionScorer(Scorer):
@@ -290,12 +316,18 @@ class SAEReconstructionScorer(Scorer):
 
         if self.sae is not None:
             if int(self.sae.config.d_in) != x.shape[1]:
-                raise ValueError(f"the SAE reads d={self.sae.config.d_in} but the activations have d={x.shape[1]}")
+                raise ValueError(
+                    f"the SAE reads d={self.sae.config.d_in} but the activations have d={x.shape[1]}"
+                )
             return
         config = default_config(int(x.shape[1]), **self.sae_overrides)
         train = TrainConfig(
-            lr=self.lr, steps=self.steps, batch_size=min(self.batch_size, x.shape[0]),
-            warmup_steps=min(50, self.steps // 10), seed=self.seed, init_rows=min(4096, x.shape[0]),
+            lr=self.lr,
+            steps=self.steps,
+            batch_size=min(self.batch_size, x.shape[0]),
+            warmup_steps=min(50, self.steps // 10),
+            seed=self.seed,
+            init_rows=min(4096, x.shape[0]),
         )
         self.sae = train_sae(x, config, train, progress=False).sae.eval()
 
@@ -328,7 +360,9 @@ def make_scorer(kind: str, **kwargs: Any) -> Scorer:
     return SCORERS[kind](**kwargs)
 
 
-def load_scorer(directory: str | Path, model: str | None = None, layer: int | None = None, d: int | None = None) -> Scorer:
+def load_scorer(
+    directory: str | Path, model: str | None = None, layer: int | None = None, d: int | None = None
+) -> Scorer:
     """Load a saved scorer (with its calibration); check that it belongs to model/layer/d.
 
     Raises:
@@ -346,7 +380,9 @@ def load_scorer(directory: str | Path, model: str | None = None, layer: int | No
     except json.JSONDecodeError as exc:
         raise ValueError(f"{doc_path} is not valid JSON: {exc}") from exc
     if doc.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{doc_path}: format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise ValueError(
+            f"{doc_path}: format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
     kind = doc.get("kind")
     if kind not in SCORERS:
         raise ValueError(f"{doc_path}: scorer kind {kind!r}, expected one of {sorted(SCORERS)}")
