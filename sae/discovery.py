@@ -96,6 +96,8 @@ class _Design:
                          for i, (c, m) in enumerate(zip(color, material, strict=True))])  # fmt: skip
         self.keep, self.n_dropped = keep, int((~keep).sum())
         rows = np.flatnonzero(keep)
+        if len(rows) == 0:
+            raise ValueError(f"none of the {n} rows has both a color and a material label")
         mats = sorted({str(material[i]) for i in rows})
         if set(mats) != set(material_levels):
             raise ValueError(f"material levels found {mats}, expected exactly {list(material_levels)}")

@@ -165,7 +165,11 @@ class MatryoshkaSAE(nn.Module):
         return self._encode_normalized(self._normalize(self._check_input(x)))[0]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latents (batch, n_latents): a dense tensor with exactly k nonzeros per row (top-k)."""
+        """Latents (batch, n_latents), dense: k selected per row (top-k), ReLU-ed values.
+
+        A selected latent whose pre-activation is <= 0 stays 0, so a row can rarely have fewer
+        than k nonzeros; BatchTopK at inference uses the learned threshold instead.
+        """
         code = self.encode_sparse(x)
         z = code.vals.new_zeros(code.batch_size, self.config.n_latents)
         return z.index_put((code.rows, code.cols), code.vals)
