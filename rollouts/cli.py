@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "rollouts.cmd_env",
     "rollouts.cmd_agents",
     "rollouts.cmd_sae",
+    "rollouts.cmd_collect",
+    "rollouts.cmd_run",
 ]
 
 

@@ -1,0 +1,107 @@
+"""Collect tap-layer activations of balanced env renders into an ActivationStore.
+
+Every image contributes its image tokens (81 for a 384² frame) as rows, each with metadata
+(image id, token position, color, material, shade, shape, seed, layer, model). The
+difference-of-means steering vector (mean fragile − mean rigid over image tokens) is saved
+beside the store as `dom_vector.safetensors`, since every steering experiment needs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from envs.dataset import render_labeled_frames
+from sae.store import ActivationStore
+
+
+def collect_activations(
+    backend: Any,
+    layer: int,
+    store_dir: str | Path,
+    n_images: int,
+    seed: int = 0,
+    batch_size: int = 16,
+    frames_per_chunk: int = 64,
+    progress: Any = None,
+) -> ActivationStore:
+    """Render `n_images` balanced frames, run the VLM in batches, append image-token activations.
+
+    Args:
+        backend: a loaded agents.backend.VLMBackend.
+        layer: decoder layer to tap.
+        store_dir: the store folder (created; must be new or hold the same d).
+        n_images: number of frames (multiples of 16 are exactly balanced).
+        seed: first env seed of the frames.
+        batch_size: images per VLM forward.
+        frames_per_chunk: frames rendered before each forward pass (memory bound).
+        progress: optional callable(n_done) after each chunk.
+    """
+    from agents.taps import ResidualTap
+
+    if n_images < 1:
+        raise ValueError(f"n_images must be ≥ 1, got {n_images}")
+    store = ActivationStore(store_dir, d=backend.hidden_size)
+    if len(store):
+        raise ValueError(f"store {store_dir} already holds {len(store)} rows; collect into a new folder")
+    sums = {m: torch.zeros(backend.hidden_size, dtype=torch.float64) for m in ("fragile", "rigid")}
+    counts = {"fragile": 0, "rigid": 0}
+    with ResidualTap(layer, include_last=False).attach(backend) as tap:
+        done = 0
+        while done < n_images:
+            n = min(frames_per_chunk, n_images - done)
+            images, labels = render_labeled_frames(n, seed=seed + done, image_size=384)
+            acts, meta = [], []
+            for start, batch in backend.batches(images, batch_size):
+                backend.prob_yes(batch)  # one forward; the tap records layer `layer`
+                block = tap.latest_batch.cpu()  # B × 81 × d
+                for b in range(block.shape[0]):
+                    lab = labels[start + b]
+                    image_id = done + start + b
+                    acts.append(block[b])
+                    pos = tap.positions_batch[b].tolist()
+                    meta.extend({
+                        "image_id": image_id, "token_position": p, "token_index": t,
+                        "color": lab["color"], "material": lab["material"], "shade": lab["shade"],
+                        "shape": lab["shape"], "episode": lab["seed"], "step": lab["step"],
+                        "layer": layer, "model": backend.name,
+                    } for t, p in enumerate(pos))
+                    sums[lab["material"]] += block[b].double().sum(0)
+                    counts[lab["material"]] += block[b].shape[0]
+            store.append(torch.cat(acts), meta)
+            done += n
+            if progress is not None:
+                progress(done)
+    if min(counts.values()) > 0:
+        dom = (sums["fragile"] / counts["fragile"] - sums["rigid"] / counts["rigid"]).float()
+        save_file({"dom": dom.contiguous()}, str(Path(store_dir) / "dom_vector.safetensors"),
+                  metadata={"layer": str(layer), "model": backend.name, "n_images": str(n_images)})
+    return store
+
+
+def load_dom_vector(path: str | Path) -> torch.Tensor:
+    """The difference-of-means vector saved by `collect_activations`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "dom_vector.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"no steering vector at {path} (run `physteer collect`)")
+    return load_file(str(path))["dom"]
+
+
+def mean_pooled(store: ActivationStore) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Per-image mean activations and labels (for probes and quick checks)."""
+    acts, meta = store.load_all()
+    meta = meta.to_pylist() if hasattr(meta, "to_pylist") else meta
+    ids = np.array([m["image_id"] for m in meta])
+    order = np.unique(ids)
+    x = acts.numpy() if hasattr(acts, "numpy") else np.asarray(acts)
+    pooled = np.stack([x[ids == i].mean(0) for i in order])
+    first = {m["image_id"]: m for m in reversed(meta)}
+    return pooled, [first[i] for i in order]

@@ -1,0 +1,188 @@
+"""Experimental conditions: what is done to the agent in an episode.
+
+A condition is written as a short string, so experiments read like their configuration:
+
+    unsteered                 no intervention
+    sae:fragility:-2          discovered fragility feature set to (rigid level − 2 × effect)
+    sae:fragility:+3          ... to (rigid level + 3 × effect): toward fragile
+    sae:17:8.0                SAE latent 17 set to 8.0 (raw value)
+    dom:+4                    add 4 × (mean fragile − mean rigid) activation at the image tokens
+    random:+4                 a random direction with the norm of that vector (control)
+    neuron:fragile:5          FFN neuron cluster for the word "fragile" clamped to 5
+    neuron-random:5           a random cluster of the same size and layer (control)
+
+SAE magnitudes for `fragility` are in units of the feature's material effect
+(fragile mean − rigid mean over the discovery set), so a sign means the same on any SAE:
+0 is the rigid level, 1 the fragile level. Everything is validated before an episode runs.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+KINDS = ("unsteered", "sae", "dom", "random", "neuron", "neuron-random")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One parsed condition (see module docstring for the syntax)."""
+
+    name: str
+    kind: str
+    magnitude: float = 0.0
+    feature: str | None = None  # "fragility" or a latent index as text (sae)
+    concept: str | None = None  # neuron concept word
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for config.json."""
+        return asdict(self)
+
+    @property
+    def needs_sae(self) -> bool:
+        """Whether this condition needs an SAE checkpoint."""
+        return self.kind == "sae"
+
+    @property
+    def needs_dom(self) -> bool:
+        """Whether this condition needs the difference-of-means vector."""
+        return self.kind in ("dom", "random")
+
+
+def parse_condition(text: str) -> Condition:
+    """Parse a condition string; ValueError naming the string and the allowed forms."""
+    parts = text.strip().split(":")
+    kind = parts[0]
+    usage = (
+        f"condition {text!r} is not understood; allowed: unsteered, sae:<fragility|latent>:<value>, "
+        "dom:<scale>, random:<scale>, neuron:<word>:<value>, neuron-random:<value>"
+    )
+    try:
+        if kind == "unsteered" and len(parts) == 1:
+            return Condition(text, kind)
+        if kind == "sae" and len(parts) == 3:
+            feature = parts[1]
+            if feature != "fragility" and not feature.isdigit():
+                raise ValueError
+            return Condition(text, kind, float(parts[2]), feature=feature)
+        if kind in ("dom", "random") and len(parts) == 2:
+            return Condition(text, kind, float(parts[1]))
+        if kind == "neuron" and len(parts) == 3 and parts[1]:
+            return Condition(text, kind, float(parts[2]), concept=parts[1])
+        if kind == "neuron-random" and len(parts) == 2:
+            return Condition(text, kind, float(parts[1]))
+    except ValueError:
+        raise ValueError(usage) from None
+    raise ValueError(usage)
+
+
+def parse_conditions(texts: list[str]) -> list[Condition]:
+    """Parse a list of conditions; names must be unique."""
+    conditions = [parse_condition(t) for t in texts]
+    names = [c.name for c in conditions]
+    if len(set(names)) != len(names):
+        raise ValueError(f"conditions must be unique, got {names}")
+    if not conditions:
+        raise ValueError("give at least one condition (e.g. unsteered)")
+    return conditions
+
+
+@dataclass
+class SteeringResources:
+    """What steered conditions need, loaded once: an SAE, the discovered feature, the vector.
+
+    Attributes:
+        sae: a MatryoshkaSAE (or None).
+        fragility_feature: index of the discovered fragility feature.
+        feature_levels: (rigid mean, fragile mean) activation of that feature.
+        prefix: Matryoshka prefix to decode through (None = full dictionary).
+        dom_vector: mean fragile − mean rigid activation at the tap layer (d,).
+    """
+
+    sae: Any = None
+    fragility_feature: int | None = None
+    feature_levels: tuple[float, float] | None = None
+    prefix: int | None = None
+    dom_vector: torch.Tensor | None = None
+
+    @classmethod
+    def load(cls, sae_dir: str | None = None, discovery: str | None = None, vector: str | None = None) -> SteeringResources:
+        """Load from an SAE checkpoint folder, a discovery JSON and a steering-vector file."""
+        res = cls()
+        if sae_dir:
+            from sae.matryoshka import MatryoshkaSAE
+
+            res.sae = MatryoshkaSAE.from_pretrained(sae_dir)
+            res.sae.eval()
+        if discovery:
+            path = Path(discovery)
+            if not path.exists():
+                raise FileNotFoundError(f"discovery file {path} does not exist (run `physteer discover`)")
+            data = json.loads(path.read_text())
+            if not data.get("fragility"):
+                raise ValueError(f"discovery file {path} lists no fragility feature: SAE steering has nothing to steer")
+            f = int(data["fragility"][0])
+            effect = next(e for e in data["features"] if int(e["feature"]) == f)
+            means = effect["cell_means"]
+            fragile = float(np.mean([v for k, v in means.items() if "fragile" in k]))
+            rigid = float(np.mean([v for k, v in means.items() if "rigid" in k]))
+            res.fragility_feature, res.feature_levels, res.prefix = f, (rigid, fragile), effect.get("prefix")
+        if vector:
+            from safetensors.torch import load_file
+
+            path = Path(vector)
+            if not path.exists():
+                raise FileNotFoundError(f"steering vector file {path} does not exist")
+            res.dom_vector = load_file(str(path))["dom"]
+        return res
+
+
+def check_resources(conditions: list[Condition], res: SteeringResources, n_latents: int | None = None) -> None:
+    """Fail before any episode if a condition lacks what it needs."""
+    for c in conditions:
+        if c.needs_sae and res.sae is None:
+            raise ValueError(f"condition {c.name!r} needs an SAE: pass --sae DIR")
+        if c.kind == "sae" and c.feature == "fragility" and res.fragility_feature is None:
+            raise ValueError(f"condition {c.name!r} needs a discovered fragility feature: pass --discovery FILE")
+        if c.kind == "sae" and c.feature != "fragility":
+            n = int(res.sae.n_latents)
+            if not 0 <= int(c.feature) < n:
+                raise ValueError(f"condition {c.name!r}: feature {c.feature} is out of range; the SAE has latents 0..{n - 1}")
+        if c.needs_dom and res.dom_vector is None:
+            raise ValueError(f"condition {c.name!r} needs a difference-of-means vector: pass --vector FILE")
+
+
+def build_intervention(c: Condition, res: SteeringResources, backend: Any, layer: int, seed: int = 0) -> AbstractContextManager:
+    """The intervention for a condition, ready to `attach(backend)` (or a no-op context)."""
+    from agents.interventions import AddVector, SAEFeatureSteering
+
+    if c.kind == "unsteered":
+        return nullcontext()
+    if c.kind == "sae":
+        if c.feature == "fragility":
+            rigid, fragile = res.feature_levels
+            feature, value, prefix = res.fragility_feature, rigid + c.magnitude * (fragile - rigid), res.prefix
+        else:
+            feature, value, prefix = int(c.feature), c.magnitude, None
+        return SAEFeatureSteering(res.sae, feature, value, prefix=prefix, layer=layer).attach(backend)
+    if c.kind == "dom":
+        return AddVector(res.dom_vector, c.magnitude, layer=layer).attach(backend)
+    if c.kind == "random":
+        g = torch.Generator().manual_seed(seed)
+        direction = torch.randn(res.dom_vector.shape, generator=g)
+        direction = direction / direction.norm() * res.dom_vector.norm()
+        return AddVector(direction, c.magnitude, layer=layer).attach(backend)
+    from agents.neurons import random_cluster, select_cluster
+
+    if c.kind == "neuron":
+        return select_cluster(backend, c.concept).override(c.magnitude).attach(backend)
+    if c.kind == "neuron-random":
+        ref = select_cluster(backend, "fragile")
+        return random_cluster(backend, ref.layer, len(ref.neuron_ids), seed=seed, exclude=ref.neuron_ids).override(c.magnitude).attach(backend)
+    raise ValueError(f"unknown condition kind {c.kind!r}; allowed: {KINDS}")

@@ -1,0 +1,148 @@
+"""Run folders: config.json, per-episode files written atomically, merged Parquet tables.
+
+Layout of runs/<name>/:
+
+    config.json                      everything needed to replay
+    episodes/<condition>/seed_<s>.parquet   one row per finished episode (atomic)
+    steps/<condition>/seed_<s>.parquet      one row per step
+    activations/<condition>/seed_<s>.safetensors   decision / holding-state activations
+    videos/<condition>/seed_<s>.mp4
+    episodes.parquet, steps.parquet  merged tables (rewritten when a run completes)
+
+An episode counts as finished only when its episode row exists; rows are written last, so an
+interrupted run keeps every finished episode and a rerun completes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes to `path` through a temp file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (sorted keys, indented)."""
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def atomic_write_table(path: Path, rows: list[dict[str, Any]] | pa.Table) -> None:
+    """Write rows (or a table) as Parquet atomically."""
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def safe_name(condition: str) -> str:
+    """A folder name for a condition string (':' and '+' are awkward in paths)."""
+    return condition.replace(":", "_").replace("+", "p").replace("/", "_")
+
+
+class RunLog:
+    """Paths and reads/writes of one run folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def episode_path(self, condition: str, seed: int, kind: str = "episodes", ext: str = "parquet") -> Path:
+        """Path of one episode's file of a kind (episodes, steps, activations, videos)."""
+        return self.root / kind / safe_name(condition) / f"seed_{seed}.{ext}"
+
+    def is_done(self, condition: str, seed: int) -> bool:
+        """Whether this episode has finished (its episode row exists and reads)."""
+        path = self.episode_path(condition, seed)
+        if not path.exists():
+            return False
+        try:
+            pq.read_metadata(path)
+        except Exception:  # a corrupt leftover: treat as not done, it will be rerun
+            return False
+        return True
+
+    def write_config(self, config: dict[str, Any], resume: bool = True) -> None:
+        """Write config.json; refuse to mix a different config into an existing run."""
+        path = self.root / "config.json"
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path} is corrupt ({exc}); move it away or choose another --name") from None
+            if old != json.loads(json.dumps(config, default=str)):
+                changed = sorted(k for k in set(old) | set(config) if old.get(k) != json.loads(json.dumps(config.get(k), default=str)))
+                raise ValueError(
+                    f"run folder {self.root} holds a different experiment (fields differ: {changed}); "
+                    "use another --name, or --overwrite to start afresh"
+                )
+            if not resume:
+                raise ValueError(f"run folder {self.root} exists; pass --resume or --overwrite")
+        atomic_write_json(path, config)
+
+    def read_config(self) -> dict[str, Any]:
+        """Read config.json (FileNotFoundError naming the folder if absent)."""
+        path = self.root / "config.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{self.root} is not a run folder (no config.json)")
+        return json.loads(path.read_text())
+
+    def write_episode(self, condition: str, seed: int, episode: dict[str, Any], steps: list[dict[str, Any]]) -> None:
+        """Write steps first, then the episode row that marks the episode finished."""
+        atomic_write_table(self.episode_path(condition, seed, "steps"), steps)
+        atomic_write_table(self.episode_path(condition, seed, "episodes"), [episode])
+
+    def merge(self, kind: str) -> pa.Table:
+        """Concatenate every per-episode file of a kind; errors name the unreadable file."""
+        files = sorted((self.root / kind).glob("*/seed_*.parquet"))
+        tables = []
+        for f in files:
+            try:
+                tables.append(pq.read_table(f))
+            except Exception as exc:
+                raise ValueError(f"log file {f} is unreadable ({exc}); delete it and rerun to redo that episode") from None
+        if not tables:
+            return pa.table({})
+        return pa.concat_tables(tables, promote_options="default")
+
+    def finalize(self) -> tuple[Path, Path]:
+        """Write the merged episodes.parquet and steps.parquet; return their paths."""
+        episodes = self.merge("episodes")
+        if episodes.num_rows:
+            episodes = episodes.sort_by([("condition", "ascending"), ("seed", "ascending")])
+        atomic_write_table(self.root / "episodes.parquet", episodes)
+        atomic_write_table(self.root / "steps.parquet", self.merge("steps"))
+        return self.root / "episodes.parquet", self.root / "steps.parquet"
+
+    def read_episodes(self) -> pa.Table:
+        """The merged episode table (from episodes.parquet, or the per-episode files)."""
+        path = self.root / "episodes.parquet"
+        if path.exists():
+            try:
+                return pq.read_table(path)
+            except Exception as exc:
+                raise ValueError(f"{path} is unreadable ({exc}); rerun the experiment to rebuild it") from None
+        return self.merge("episodes")

@@ -1,0 +1,156 @@
+"""Reports: steered vs unsteered tables with CIs and paired tests, dose-response plots.
+
+Each comparison pairs episodes by seed against the baseline condition (the first one, normally
+`unsteered`): binary outcomes get Wilson intervals and an exact McNemar test, continuous ones a
+bootstrap interval of the paired difference and a Wilcoxon signed-rank test.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from rollouts.logs import RunLog, atomic_write_json
+from rollouts.stats import bootstrap_mean, mcnemar, paired_difference, wilcoxon, wilson
+
+BINARY = ("success", "broken")
+CONTINUOUS = ("peak_force", "steps", "p_fragile_mean")
+
+
+def _by_condition(rows: list[dict]) -> dict[str, dict[int, dict]]:
+    out: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        out.setdefault(r["condition"], {})[int(r["seed"])] = r
+    return out
+
+
+def compare_conditions(rows: list[dict], baseline: str) -> list[dict[str, Any]]:
+    """Per condition: outcome estimates and paired tests against `baseline` on shared seeds."""
+    by = _by_condition(rows)
+    if baseline not in by:
+        raise ValueError(f"baseline condition {baseline!r} has no episodes; conditions: {sorted(by)}")
+    results = []
+    for name, eps in by.items():
+        seeds = sorted(set(eps) & set(by[baseline]))
+        res: dict[str, Any] = {"condition": name, "n": len(eps), "n_paired": len(seeds)}
+        for k in BINARY:
+            v = np.array([eps[s][k] for s in sorted(eps)], dtype=bool)
+            res[k] = wilson(int(v.sum()), len(v)).to_dict()
+            if name != baseline and seeds:
+                a = np.array([by[baseline][s][k] for s in seeds], dtype=bool)
+                b = np.array([eps[s][k] for s in seeds], dtype=bool)
+                res[f"{k}_diff"] = paired_difference(a.astype(float), b.astype(float)).to_dict()
+                res[f"{k}_p"] = mcnemar(a, b)
+        for k in CONTINUOUS:
+            v = np.array([eps[s][k] for s in sorted(eps)], dtype=float)
+            res[k] = bootstrap_mean(v).to_dict()
+            if name != baseline and seeds:
+                a = np.array([by[baseline][s][k] for s in seeds], dtype=float)
+                b = np.array([eps[s][k] for s in seeds], dtype=float)
+                res[f"{k}_diff"] = paired_difference(a, b).to_dict()
+                res[f"{k}_p"] = wilcoxon(a, b)
+        results.append(res)
+    return results
+
+
+def _fmt(e: dict, pct: bool = False) -> str:
+    if e is None or e["n"] == 0 or math.isnan(e["value"]):
+        return "–"
+    f = (lambda x: f"{100 * x:.0f}%") if pct else (lambda x: f"{x:.3g}")
+    return f"{f(e['value'])} [{f(e['low'])}, {f(e['high'])}]"
+
+
+def _fmt_diff(res: dict, key: str, pct: bool = False) -> str:
+    d = res.get(f"{key}_diff")
+    if d is None:
+        return "(baseline)"
+    return f"{_fmt(d, pct)} p={res[f'{key}_p']:.3g}"
+
+
+def steering_table(results: list[dict], baseline: str) -> Table:
+    """A rich table of the comparison (rates, means, paired differences with p-values)."""
+    t = Table(title=f"Steered vs {baseline} (95% CIs; paired by seed: McNemar / Wilcoxon)")
+    for col in ("condition", "n", "success", "broken", "Δ broken vs base", "peak force N", "steps", "Δ steps", "P(fragile)", "Δ P(fragile)"):
+        t.add_column(col)
+    for r in results:
+        t.add_row(
+            r["condition"], str(r["n"]), _fmt(r["success"], True), _fmt(r["broken"], True),
+            _fmt_diff(r, "broken", True), _fmt(r["peak_force"]), _fmt(r["steps"]), _fmt_diff(r, "steps"),
+            _fmt(r["p_fragile_mean"]), _fmt_diff(r, "p_fragile_mean"),
+        )
+    return t
+
+
+def markdown_table(results: list[dict], baseline: str) -> str:
+    """The same comparison as a Markdown table."""
+    head = "| condition | n | success | broken | Δ broken vs base | peak force (N) | steps | Δ steps | P(fragile) | Δ P(fragile) |"
+    lines = [head, "|" + "---|" * 10]
+    for r in results:
+        lines.append(
+            f"| {r['condition']} | {r['n']} | {_fmt(r['success'], True)} | {_fmt(r['broken'], True)} | "
+            f"{_fmt_diff(r, 'broken', True)} | {_fmt(r['peak_force'])} | {_fmt(r['steps'])} | {_fmt_diff(r, 'steps')} | "
+            f"{_fmt(r['p_fragile_mean'])} | {_fmt_diff(r, 'p_fragile_mean')} |"
+        )
+    return "\n".join(lines)
+
+
+def dose_response_plot(results: list[dict], path: Path) -> Path | None:
+    """Magnitude vs P(fragile) and breakage per steering kind (points with 95% CIs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rollouts.conditions import parse_condition
+
+    series: dict[str, list[tuple[float, dict]]] = {}
+    for r in results:
+        c = parse_condition(r["condition"])
+        if c.kind == "unsteered":
+            continue
+        key = f"{c.kind}:{c.feature}" if c.feature else c.kind
+        series.setdefault(key, []).append((c.magnitude, r))
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for key, pts in series.items():
+        pts.sort(key=lambda x: x[0])
+        xs = [m for m, _ in pts]
+        for ax, metric in zip(axes, ("p_fragile_mean", "broken"), strict=True):
+            v = np.array([r[metric]["value"] for _, r in pts])
+            lo = v - np.array([r[metric]["low"] for _, r in pts])
+            hi = np.array([r[metric]["high"] for _, r in pts]) - v
+            ax.errorbar(xs, v, yerr=[lo, hi], marker="o", capsize=3, label=key)
+    axes[0].set(xlabel="steering magnitude", ylabel="mean P(fragile)", title="P(fragile)")
+    axes[1].set(xlabel="steering magnitude", ylabel="breakage rate", title="Breakage")
+    axes[0].legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def steering_report(run_dir: str | Path, console: Console | None = None, baseline: str | None = None) -> dict[str, Any]:
+    """Build the steering comparison for a run: terminal table, report.md, summary.json, PNG."""
+    log = RunLog(run_dir)
+    rows = log.read_episodes().to_pylist()
+    if not rows:
+        raise ValueError(f"{run_dir} has no finished episodes")
+    baseline = baseline or log.read_config()["conditions"][0]
+    results = compare_conditions(rows, baseline)
+    if console is not None:
+        console.print(steering_table(results, baseline))
+    plot = dose_response_plot(results, log.root / "dose_response.png")
+    md = [f"# Steering report: {log.root.name}", "", markdown_table(results, baseline), ""]
+    if plot:
+        md += ["![dose response](dose_response.png)", ""]
+    (log.root / "report.md").write_text("\n".join(md))
+    summary = {"baseline": baseline, "conditions": results}
+    atomic_write_json(log.root / "summary.json", summary)
+    return summary
