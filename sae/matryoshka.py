@@ -12,6 +12,7 @@ Decoder rows are kept at unit norm so latent values are comparable across featur
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -208,8 +209,9 @@ class MatryoshkaSAE(nn.Module):
 
     def decode_prefix(self, z: torch.Tensor, m: int) -> torch.Tensor:
         """Reconstruct raw activations using only the first `m` latents (1 <= m <= n_latents)."""
-        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= self.config.n_latents:
+        if isinstance(m, bool) or not isinstance(m, numbers.Integral) or not 1 <= m <= self.config.n_latents:
             raise ValueError(f"prefix m must be an int in [1, {self.config.n_latents}], got {m!r}")
+        m = int(m)
         code = self._dense_to_code(z, m)
         return self._denormalize(
             self.b_dec + bag_sum(code.rows, code.cols, code.vals, self.W_dec, code.batch_size)
