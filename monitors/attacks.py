@@ -202,6 +202,40 @@ class ActivationAddition(Perturbation):
         self._hook = None
 
 
+class SAEView:
+    """Adapter giving a sae.MatryoshkaSAE the `n_latents` / `d_in` attributes that
+    agents.interventions.SAEFeatureSteering expects (MatryoshkaSAE keeps them in `.config`)."""
+
+    def __init__(self, sae: Any) -> None:
+        self.sae = sae
+        cfg = getattr(sae, "config", None)
+        self.n_latents = int(getattr(sae, "n_latents", None) or cfg.n_latents)
+        self.d_in = int(getattr(sae, "d_in", None) or cfg.d_in)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents of raw activations."""
+        return self.sae.encode(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw activations from latents."""
+        return self.sae.decode(z)
+
+    def decode_prefix(self, z: torch.Tensor, m: int) -> torch.Tensor:
+        """Raw activations from the first m latents."""
+        return self.sae.decode_prefix(z, int(m))
+
+    def parameters(self) -> Any:
+        """The wrapped SAE's parameters (device and dtype are read from them)."""
+        return self.sae.parameters()
+
+
+def as_steerable(sae: Any) -> Any:
+    """`sae` itself if it has n_latents and d_in, else an SAEView of it."""
+    if hasattr(sae, "n_latents") and hasattr(sae, "d_in"):
+        return sae
+    return SAEView(sae)
+
+
 def contrast_feature(sae: Any, clean: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor | Sequence[torch.Tensor],
                      prefix: int | None = None) -> int:  # fmt: skip
     """The SAE latent (within `prefix`) whose mean activation rises most from `clean` to `target`."""
@@ -240,6 +274,7 @@ class SAEOverdrive(Perturbation):
                  onset_step: int = 0, prefix: int | None = None, mode: str = "delta",
                  positions: str = "image") -> None:  # fmt: skip
         super().__init__(onset_step, magnitude)
+        sae = as_steerable(sae)
         # Validate now (feature range, prefix, mode), not at onset in the middle of an episode.
         SAEFeatureSteering(sae, feature, self.magnitude, prefix, mode, layer, positions)
         self.sae, self.feature, self.layer, self.prefix, self.mode, self.positions = (
