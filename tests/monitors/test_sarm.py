@@ -146,7 +146,7 @@ def test_shadow_mode_reports_but_does_not_change_actions():
     mon = SARMMonitor(make_env(), tap, CountingScorer(5.0), threshold=1.0, enforce=False)
     rows = rollout(mon, tap, n=15)
     plain = rollout(make_env(), n=15)
-    for (s0, _, _), (s1, _, i1) in zip(plain, rows, strict=True):
+    for (s0, _, _), (s1, _, _) in zip(plain, rows, strict=True):
         np.testing.assert_array_equal(s0, s1)
     assert all(i["sarm"]["veto"] and not i["sarm"]["enforced"] for _, r, i in rows if r is not None)
 
