@@ -33,13 +33,9 @@ def wilson(k: int, n: int, z: float = Z95) -> dict[str, Any]:
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return {
-        "rate": p,
-        "k": int(k),
-        "n": int(n),
-        "lo": max(0.0, centre - half),
-        "hi": min(1.0, centre + half),
-    }
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return {"rate": p, "k": int(k), "n": int(n), "lo": lo, "hi": hi}
 
 
 def auc_with_ci(neg: Sequence[Sequence[float]], pos: Sequence[Sequence[float]], n_boot: int = 1000,
