@@ -74,6 +74,16 @@ class MatryoshkaSAE(nn.Module):
         self.register_buffer("prefix_bounds", torch.tensor(config.prefixes, dtype=torch.long))
         self.reset_parameters()
 
+    @property
+    def d_in(self) -> int:
+        """Input width (the residual stream's d)."""
+        return self.config.d_in
+
+    @property
+    def n_latents(self) -> int:
+        """Dictionary size."""
+        return self.config.n_latents
+
     # ----------------------------------------------------------------- initialisation
     def reset_parameters(self) -> None:
         """Random unit-norm decoder rows; encoder = decoder (transpose init, Gao et al.)."""

@@ -1,0 +1,119 @@
+"""A small experiment on the embedded tiny model writes every file; replay is exact; resume
+after SIGINT gives the same results as an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from safetensors.torch import load_file
+
+from rollouts.collect import collect_activations
+from rollouts.replay import replay
+from rollouts.runner import ExperimentConfig, run_experiment
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from agents.backend import load_vlm
+
+    backend = load_vlm("tiny")
+    root = tmp_path_factory.mktemp("store")
+    collect_activations(backend, 2, root / "store", n_images=32, seed=500_000)
+    return root / "store"
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, store):
+    out = tmp_path_factory.mktemp("runs")
+    cfg = ExperimentConfig(
+        name="small", out=str(out), conditions=["unsteered", "dom:+4"], seeds=[0, 1, 2, 3],
+        vector=str(store / "dom_vector.safetensors"), videos=1,
+    )
+    root = run_experiment(cfg, progress=False)
+    return cfg, root
+
+
+def test_writes_every_file(small_run):
+    cfg, root = small_run
+    assert json.loads((root / "config.json").read_text())["conditions"] == ["unsteered", "dom:+4"]
+    episodes = pq.read_table(root / "episodes.parquet").to_pylist()
+    assert len(episodes) == 8
+    assert {e["condition"] for e in episodes} == {"unsteered", "dom:+4"}
+    for e in episodes:
+        assert e["decisions"] >= 1 and 0.0 <= e["p_fragile_first"] <= 1.0
+    steps = pq.read_table(root / "steps.parquet")
+    assert steps.num_rows == sum(e["steps"] for e in episodes)
+    acts = load_file(str(root / "activations" / "unsteered" / "seed_0.safetensors"))
+    assert acts["decision"].ndim == 3 and acts["decision"].shape[1] == 82  # 81 image tokens + last
+    assert (root / "videos" / "unsteered" / "seed_0.mp4").stat().st_size > 1000
+    assert list((root / "videos").glob("side_by_side_*seed_0.mp4"))
+    for name in ("report.md", "summary.json", "dose_response.png"):
+        assert (root / name).exists(), name
+
+
+def test_paired_seeds_see_the_same_scenes(small_run):
+    _, root = small_run
+    rows = pq.read_table(root / "episodes.parquet").to_pylist()
+    by = {(r["condition"], r["seed"]): r for r in rows}
+    for seed in range(4):
+        a, b = by["unsteered", seed], by["dom:+4", seed]
+        assert (a["color"], a["material"], a["shape"], a["shade"]) == (b["color"], b["material"], b["shape"], b["shade"])
+
+
+def test_replay_is_exact(small_run):
+    _, root = small_run
+    result = replay(root, "dom:+4/2")
+    assert result["actions_equal"] and result["outcome_equal"], result["differences"]
+
+
+def test_rerun_is_a_no_op(small_run):
+    cfg, root = small_run
+    before = pq.read_table(root / "episodes.parquet").to_pylist()
+    t0 = time.time()
+    run_experiment(cfg, progress=False)
+    assert time.time() - t0 < 30  # nothing re-ran
+    assert pq.read_table(root / "episodes.parquet").to_pylist() == before
+
+
+def _without_timing(rows):
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+
+def test_sigint_keeps_finished_episodes_and_resume_matches(tmp_path):
+    args = [sys.executable, "-m", "rollouts.cli", "run", "--out", str(tmp_path), "--seeds", "0-5", "--conditions", "unsteered"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*args, "--name", "interrupted"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done_dir = tmp_path / "interrupted" / "episodes" / "unsteered"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(done_dir.glob("seed_*.parquet"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    finished = len(list(done_dir.glob("seed_*.parquet")))
+    assert 2 <= finished < 6, f"interrupt came too late or too early ({finished} finished)"
+    assert not (tmp_path / "interrupted" / "episodes.parquet").exists()
+    subprocess.run([*args, "--name", "interrupted"], env=env, check=True, capture_output=True)
+    subprocess.run([*args, "--name", "straight"], env=env, check=True, capture_output=True)
+    resumed = pq.read_table(tmp_path / "interrupted" / "episodes.parquet").to_pylist()
+    straight = pq.read_table(tmp_path / "straight" / "episodes.parquet").to_pylist()
+    assert len(resumed) == 6
+    assert _without_timing(resumed) == _without_timing(straight)
+    a = pq.read_table(tmp_path / "interrupted" / "steps.parquet").to_pandas()
+    b = pq.read_table(tmp_path / "straight" / "steps.parquet").to_pandas()
+    np.testing.assert_array_equal(a[["a_dx", "a_dy", "a_dz", "a_grip"]].to_numpy(), b[["a_dx", "a_dy", "a_dz", "a_grip"]].to_numpy())
+
+
+def test_parallel_workers_match_serial(tmp_path):
+    common = dict(out=str(tmp_path), conditions=["unsteered"], seeds=[0, 1], agent="scripted")
+    serial = run_experiment(ExperimentConfig(name="serial", **common), progress=False)
+    parallel = run_experiment(ExperimentConfig(name="parallel", workers=2, **common), progress=False)
+    a = _without_timing(pq.read_table(Path(serial) / "episodes.parquet").to_pylist())
+    b = _without_timing(pq.read_table(Path(parallel) / "episodes.parquet").to_pylist())
+    assert a == b
