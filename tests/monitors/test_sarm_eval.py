@@ -1,0 +1,77 @@
+"""`physteer sarm-eval` end to end on a random-weight tiny model (small and fast)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.tiny_model import build_tiny_model, save_tiny
+from rollouts.cli import main
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    model, processor = build_tiny_model(seed=0)
+    return save_tiny(model, processor, tmp_path_factory.mktemp("tiny_random"))
+
+
+@pytest.fixture(scope="module")
+def run(random_model, tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        rc = main([
+            "sarm-eval", "--model", str(random_model), "--fit-episodes", "4", "--episodes", "2",
+            "--perturbations", "ta2,noise", "--sae-steps", "60", "--max-steps", "40",
+            "--name", "smoke",
+        ])  # fmt: skip
+    finally:
+        os.chdir(cwd)
+    assert rc == 0
+    return work / "runs" / "smoke"
+
+
+def test_outputs(run):
+    for name in ("summary.json", "roc.png", "timeline_sae-mean.png", "timeline_pca-mean.png"):
+        assert (run / name).is_file(), name
+    for scorer in ("sae-mean", "mahalanobis-mean", "pca-mean"):
+        assert (run / "scorers" / scorer / "scorer.json").is_file()
+    doc = json.loads((run / "summary.json").read_text())
+    summ = doc["summary"]
+    assert set(summ["clean"]) == {"sae/mean", "mahalanobis/mean", "pca/mean"}
+    assert set(summ["perturbations"]) == {"ta2x4", "noise"}
+    for per in summ["perturbations"].values():
+        for s in summ["clean"]:
+            r = per[s]
+            assert r["detection"]["n"] == 2 and 0 <= r["detection"]["rate"] <= 1
+            assert r["auc"]["n_neg"] > 0 and r["auc"]["n_pos"] > 0
+    # 2 seeds × 3 conditions × (1 off + 3 on)
+    assert len(doc["records"]) == 24
+
+
+def test_monitor_on_vetoes_where_the_monitor_off_scores_cross(run):
+    """Until its first veto, a monitored episode is the unmonitored one: same decisions, same
+    scores, so its first veto is at the first decision whose passive score crossed."""
+    doc = json.loads((run / "summary.json").read_text())
+    thresholds = {s: r["threshold"] for s, r in doc["summary"]["clean"].items()}
+    off = {(r["seed"], r["condition"]): r for r in doc["records"] if r["monitor"] is None}
+    for r in doc["records"]:
+        if r["monitor"] is None:
+            continue
+        s = r["monitor"]
+        ref = off[(r["seed"], r["condition"])]
+        crossing = next(
+            (d["step"] for d in ref["decisions"] if d["scores"][s] > thresholds[s]), None
+        )
+        assert r["first_veto_step"] == crossing, (s, r["condition"], r["seed"])
+
+
+def test_bad_cli_input(random_model, capsys):
+    assert main(["sarm-eval", "--model", str(random_model), "--scorers", "knn"]) == 2
+    assert "scorer 'knn'" in capsys.readouterr().err
+    assert main(["sarm-eval", "--model", str(random_model), "--perturbations", "laser"]) == 2
+    assert "perturbation 'laser'" in capsys.readouterr().err
