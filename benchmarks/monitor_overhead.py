@@ -1,0 +1,112 @@
+"""SARM monitor overhead per control step, as a ratio to the unmonitored agent step, in one run.
+
+For each scorer, episodes alternate between the plain env and the env wrapped in a SARMMonitor
+that never vetoes (threshold = inf, so both see the same trajectories). Per step we time:
+- agent: `agent.act` (the VLM forward at decision steps, the expert otherwise), frame render
+  at decision steps excluded;
+- monitor: the wrapper's own work (`SARMMonitor.overhead_s`: reading the tap, scoring new
+  activations, bookkeeping), the env step excluded.
+Ratios: monitor / agent (the target, ≤ 1%); monitor / whole unmonitored control step (render
+at decision steps + act + env step); and the A/B ratio of whole control steps with vs without
+the wrapper, minus 1 (noisier: two measurements).
+
+    OMP_NUM_THREADS=1 python benchmarks/monitor_overhead.py [--model tiny] [--episodes 4]
+
+Without the trained checkpoint (agents/tiny_vlm/) it uses a random-weight tiny model: same
+architecture, same cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+
+def load_agent(model: str, decide_every: int):  # noqa: ANN201
+    from agents.backend import VLMBackend
+    from agents.tiny_model import TINY_VLM_DIR, build_tiny_model
+    from agents.vlm_agent import VLMAgent
+
+    if model == "tiny" and not (TINY_VLM_DIR / "model.safetensors").is_file():
+        m, p = build_tiny_model(seed=0)
+        return VLMAgent(VLMBackend(m, p), decide_every=decide_every), "tiny (random weights)"
+    return VLMAgent(model, decide_every=decide_every, device="cpu"), model
+
+
+def episode(env, agent, seed: int, tokens: list | None = None) -> dict[str, float]:  # noqa: ANN001
+    """One episode; returns summed agent time, whole-step time and the step count."""
+    obs, info = env.reset(seed=seed)
+    agent.reset(seed)
+    t_agent = t_total = 0.0
+    steps, done = 0, False
+    while not done:
+        t0 = time.perf_counter()
+        view = obs
+        if agent.step % agent.decide_every == 0:
+            view = {**obs, "image": env.unwrapped.render()}
+        t1 = time.perf_counter()
+        action = agent.act(view, info)
+        t_agent += time.perf_counter() - t1
+        if tokens is not None and agent.last_decision.get("decided"):
+            tokens.append(agent.tap.image_activations.clone())
+        obs, _, term, trunc, info = env.step(action)
+        t_total += time.perf_counter() - t0
+        steps += 1
+        done = term or trunc
+    return {"agent": t_agent, "total": t_total, "steps": steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--episodes", type=int, default=4, help="episode pairs per scorer")
+    parser.add_argument("--decide-every", type=int, default=10)
+    parser.add_argument("--max-steps", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from envs import FrankaPickEnv
+    from monitors.sarm import SARMMonitor
+    from monitors.scorers import make_scorer
+
+    agent, label = load_agent(args.model, args.decide_every)
+    env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state", max_steps=args.max_steps)
+    tokens: list = []
+    for seed in range(2):
+        episode(env, agent, 10_000 + seed, tokens)
+    table = Table(title=f"SARM overhead per step, {label}, decide every {args.decide_every}")
+    for col in ("scorer", "agent ms/step", "control step ms", "monitor ms/step",
+                "monitor / agent", "monitor / control step", "A/B step ratio − 1", "target"):  # fmt: skip
+        table.add_column(col)
+    for kind in ("sae", "mahalanobis", "pca"):
+        scorer = make_scorer(kind, **({"steps": 200} if kind == "sae" else {})).fit(tokens)
+        mon = SARMMonitor(env, agent.tap, scorer, threshold=math.inf)
+        plain_steps, mon_steps, agent_t, agent_n = [], [], 0.0, 0
+        mon.overhead_s, mon.monitor_steps = 0.0, 0
+        for i in range(args.episodes):
+            seed = 20_000 + i
+            a = episode(env, agent, seed)
+            b = episode(mon, agent, seed)
+            plain_steps.append(a["total"] / a["steps"])
+            mon_steps.append(b["total"] / b["steps"])
+            agent_t += a["agent"] + b["agent"]
+            agent_n += a["steps"] + b["steps"]
+        agent_ms = 1000 * agent_t / agent_n
+        mon_ms = 1000 * mon.overhead_s / mon.monitor_steps
+        step_ms = 1000 * statistics.mean(plain_steps)
+        ab = statistics.median(mon_steps) / statistics.median(plain_steps) - 1
+        table.add_row(kind, f"{agent_ms:.3f}", f"{step_ms:.3f}", f"{mon_ms:.4f}",
+                      f"{mon_ms / agent_ms:.2%}", f"{mon_ms / step_ms:.2%}", f"{ab:+.2%}", "≤ 1%")  # fmt: skip
+    env.close()
+    Console(width=160).print(table)
+
+
+if __name__ == "__main__":
+    main()
