@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "rollouts.cmd_sae",
     "rollouts.cmd_collect",
     "rollouts.cmd_run",
+    "rollouts.cmd_demo",
     "rollouts.cmd_monitors",
 ]
 

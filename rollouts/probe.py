@@ -133,6 +133,9 @@ def _oof(make, X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_splits: int, 
 
     oof = np.zeros(y.shape, dtype=float)
     for train, test in GroupKFold(n_splits=n_splits).split(X, y, groups):
+        if classify and len(np.unique(y[train])) < 2:
+            oof[test] = y[train].mean()  # a fold without both outcomes can only predict the base rate
+            continue
         model = make().fit(X[train], y[train])
         oof[test] = model.predict_proba(X[test])[:, 1] if classify else model.predict(X[test])
     full = make().fit(X, y)
@@ -192,8 +195,10 @@ def fit_probes(data: ProbeData, n_splits: int = 5, seed: int = 0) -> list[ProbeR
             yy = y_shuf if pname.startswith("shuffled") else y[order]
             XX = X[order]
             gg = groups[order]
-            if pname == "mean":
-                oof = np.full(yy.shape, yy.mean(0)) if not classify else np.full(len(yy), yy.mean())
+            if pname == "mean" and classify:
+                oof = fit = np.full(len(yy), yy.mean())  # a constant score: AUROC 0.5 by definition
+            elif pname == "mean":
+                oof = np.full(yy.shape, yy.mean(0))
                 # the mean predictor is cross-validated too: each fold predicts the training mean
                 from sklearn.model_selection import GroupKFold
 

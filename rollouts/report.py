@@ -145,7 +145,7 @@ def steering_report(run_dir: str | Path, console: Console | None = None, baselin
     baseline = baseline or log.read_config()["conditions"][0]
     results = compare_conditions(rows, baseline)
     if console is not None:
-        console.print(steering_table(results, baseline))
+        console.print(steering_table(results, baseline), width=max(console.width, 150))
     plot = dose_response_plot(results, log.root / "dose_response.png")
     md = [f"# Steering report: {log.root.name}", "", markdown_table(results, baseline), ""]
     if plot:

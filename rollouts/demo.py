@@ -1,0 +1,227 @@
+"""`physteer demo`: the main job end to end on the embedded tiny model.
+
+    collect → train SAE → discover → steered vs unsteered → SARM under perturbations → probe → report
+
+Each stage writes into runs/<name>/<stage>/ and is skipped when its output already exists, so
+an interrupted demo resumes where it stopped. `DemoConfig` holds every knob; `quick()` is the
+small version the tests run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from rollouts.logs import atomic_write_json
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of each stage of the demo (defaults: ≤ 15 minutes on 2 CPU cores)."""
+
+    name: str = "demo"
+    out: str = "runs"
+    model: str = "tiny"
+    images: int = 512  # frames collected for the SAE (× 81 image tokens)
+    sae_steps: int = 1500
+    seeds: int = 12  # paired seeds per steering experiment
+    toward_rigid: float = -2.0  # SAE steering on fragile objects, in units of the feature's effect
+    toward_fragile: float = 3.0  # SAE steering on rigid objects
+    dom_scale: float = 4.0
+    sarm_fit_episodes: int = 8
+    sarm_episodes: int = 6
+    sarm_perturbations: tuple[str, ...] = ("ta2", "random", "sae50", "noise", "prompt")
+    probe_episodes: int = 40
+    videos: int = 2
+    workers: int = 2
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> DemoConfig:
+        """A minutes-long version for tests and smoke runs."""
+        base = dict(images=64, sae_steps=200, seeds=2, sarm_fit_episodes=4, sarm_episodes=1,
+                    sarm_perturbations=("ta2",), probe_episodes=10, videos=1, workers=1)
+        base.update(overrides)
+        return cls(**base)
+
+    @property
+    def root(self) -> Path:
+        """The demo's run folder."""
+        return Path(self.out) / self.name
+
+
+def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
+    """Run every stage (skipping finished ones); returns the path of report.md."""
+    console = console or Console()
+    root = cfg.root
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(root / "demo_config.json", asdict(cfg))
+    timings: dict[str, float] = {}
+    t_all = time.time()
+
+    def stage(name: str) -> None:
+        timings[name] = time.time()
+        console.rule(f"[bold]{name}")
+
+    def done(name: str) -> None:
+        timings[name] = time.time() - timings[name]
+
+    from agents.backend import load_vlm
+    from agents.vlm_agent import default_tap_layer
+
+    backend = load_vlm(cfg.model)
+    layer = default_tap_layer(backend.n_layers)
+
+    stage("1. collect activations")
+    store_dir = root / "store"
+    if not (store_dir / "dom_vector.safetensors").exists():
+        import shutil
+
+        from rollouts.collect import collect_activations
+
+        shutil.rmtree(store_dir, ignore_errors=True)  # a half-written store from an interrupted run
+        collect_activations(backend, layer, store_dir, cfg.images, seed=1_000_000)
+    from sae import ActivationStore
+
+    store = ActivationStore.open(store_dir)
+    console.print(f"{store} at layer {layer}")
+    done("1. collect activations")
+
+    stage("2. train SAE")
+    from sae import TrainConfig, default_config, evaluate, train_sae
+    from sae.matryoshka import MatryoshkaSAE
+
+    sae_dir = root / "sae"
+    if not (sae_dir / "sae" / "config.json").exists():
+        train_sae(store, default_config(store.d), TrainConfig(steps=cfg.sae_steps, batch_size=1024, seed=0, out_dir=str(sae_dir)),
+                  resume=(sae_dir / "checkpoints").exists())
+    sae = MatryoshkaSAE.from_pretrained(sae_dir / "sae", expected_d_in=store.d)
+    metrics = evaluate(sae, store)
+    console.print(f"FVE {metrics.fve:.3f}, L0 {metrics.l0:.1f}, dead {metrics.dead_fraction:.1%}")
+    done("2. train SAE")
+
+    stage("3. discover fragility features")
+    from sae import discover_store
+    from sae.discovery_report import render_table, save_plot, write_json
+
+    discovery_path = root / "discovery" / "discovery.json"
+    if not discovery_path.exists():
+        result = discover_store(sae, store, threshold=0.5, n_boot=300)
+        save_plot(result, root / "discovery" / "discovery.png")
+        write_json(result, discovery_path)
+        render_table(result, console, top=8)
+    discovery = json.loads(discovery_path.read_text())
+    has_feature = bool(discovery.get("fragility"))
+    console.print(f"fragility features: {discovery.get('fragility')}; color features excluded: {len(discovery.get('color', []))}")
+    done("3. discover fragility features")
+
+    stage("4. steered vs unsteered")
+    from rollouts.report import steering_report
+    from rollouts.runner import ExperimentConfig, run_experiment
+
+    steering = {}
+    for material, sae_mag, sign in (("fragile", cfg.toward_rigid, -1), ("rigid", cfg.toward_fragile, +1)):
+        conditions = ["unsteered", f"dom:{sign * cfg.dom_scale:+g}", f"random:{sign * cfg.dom_scale:+g}"]
+        if has_feature:
+            conditions.insert(1, f"sae:fragility:{sae_mag:+g}")
+        exp = ExperimentConfig(
+            name=f"steer_{material}", out=str(root), conditions=conditions, seeds=list(range(cfg.seeds)),
+            material=material, model=cfg.model, layer=layer, sae=str(sae_dir / "sae"),
+            discovery=str(discovery_path) if has_feature else None, vector=str(store_dir / "dom_vector.safetensors"),
+            videos=cfg.videos, workers=cfg.workers,
+        )
+        run_dir = run_experiment(exp)
+        console.print(f"[bold]{material} objects[/bold]")
+        steering[material] = steering_report(run_dir, console=console)
+    done("4. steered vs unsteered")
+
+    stage("5. SARM monitor under perturbations")
+    from rollouts.cmd_monitors import SarmEvalConfig, print_summary, run_sarm_eval
+
+    sarm_dir = root / "sarm"
+    if not (sarm_dir / "summary.json").exists():
+        doc = run_sarm_eval(SarmEvalConfig(
+            model=cfg.model, layer=layer, fit_episodes=cfg.sarm_fit_episodes, episodes=cfg.sarm_episodes,
+            perturbations=cfg.sarm_perturbations, out=str(sarm_dir), threads=1,
+        ), log=console.print)
+    else:
+        doc = json.loads((sarm_dir / "summary.json").read_text())
+    print_summary(doc)
+    done("5. SARM monitor under perturbations")
+
+    stage("6. world-model probe")
+    from rollouts.probe import broken_verdict, collect_probe_data, fit_probes, probe_table_markdown
+
+    probe_path = root / "probe" / "probe.json"
+    if not probe_path.exists():
+        data = collect_probe_data(backend, layer, cfg.probe_episodes)
+        rows = [asdict(r) for r in fit_probes(data)]
+        atomic_write_json(probe_path, {"rows": rows, "n_rows": int(len(data.groups))})
+    from rollouts.probe import ProbeRow
+
+    probe_rows = [ProbeRow(**r) for r in json.loads(probe_path.read_text())["rows"]]
+    verdict = broken_verdict(probe_rows)
+    console.print(probe_table_markdown(probe_rows))
+    console.print(verdict)
+    done("6. world-model probe")
+
+    stage("7. report")
+    report = _write_report(cfg, root, metrics, discovery, steering, doc, probe_rows, verdict, timings, time.time() - t_all)
+    console.print(f"\nReport: {report.resolve()}")
+    console.print(f"Videos: {(root / 'steer_fragile' / 'videos').resolve()} and {(root / 'steer_rigid' / 'videos').resolve()}")
+    return report
+
+
+def _write_report(cfg, root, metrics, discovery, steering, sarm, probe_rows, verdict, timings, wall) -> Path:
+    from rollouts.probe import probe_table_markdown
+    from rollouts.report import markdown_table
+
+    md = [f"# physteer demo report ({cfg.model})", "",
+          f"Wall time {wall / 60:.1f} min. Every figure: value [95% CI] (n).", ""]
+    md += ["## SAE", "", f"FVE {metrics.fve:.3f}, L0 {metrics.l0:.1f}, dead latents {metrics.dead_fraction:.1%}.", ""]
+    md += ["## Decorrelated discovery", "",
+           f"Fragility features: {discovery.get('fragility')}; color features (excluded): {discovery.get('color')}.",
+           "", "![discovery](discovery/discovery.png)", ""]
+    for material, summary in steering.items():
+        md += [f"## Steering on {material} objects ({cfg.seeds} paired seeds)", "",
+               markdown_table(summary["conditions"], summary["baseline"]), "",
+               f"![dose response](steer_{material}/dose_response.png)", ""]
+    md += ["## SARM monitor", "", _sarm_markdown(sarm), "", "![roc](sarm/roc.png)", ""]
+    md += ["## World-model probe (holding state → after release)", "", probe_table_markdown(probe_rows), "", verdict, ""]
+    md += ["## Stage timings", ""] + [f"- {k}: {v:.0f} s" for k, v in timings.items()]
+    path = root / "report.md"
+    path.write_text("\n".join(md))
+    atomic_write_json(root / "summary.json", {
+        "sae": {"fve": metrics.fve, "l0": metrics.l0, "dead_fraction": metrics.dead_fraction},
+        "discovery": {"fragility": discovery.get("fragility"), "color": discovery.get("color")},
+        "steering": steering, "sarm": sarm.get("summary"),
+        "probe": [asdict(r) for r in probe_rows], "probe_verdict": verdict, "timings_s": timings, "wall_s": wall,
+    })
+    return path
+
+
+def _rate(r: dict[str, Any]) -> str:
+    if not r or r.get("n", 0) == 0:
+        return "–"
+    return f"{r['rate']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}] (n={r['n']})"
+
+
+def _sarm_markdown(doc: dict[str, Any]) -> str:
+    """SARM figures as Markdown: clean false positives per scorer, then each perturbation × scorer."""
+    summary = doc.get("summary", {})
+    lines = ["| scorer | threshold | FPR (episodes) | FPR (steps) |", "|---|---|---|---|"]
+    for s, r in summary.get("clean", {}).items():
+        lines.append(f"| {s} | {r['threshold']:.4g} | {_rate(r['fpr_episode'])} | {_rate(r['fpr_step'])} |")
+    lines += ["", "| perturbation | scorer | detection | veto before onset | AUC [95% CI] | fragile broken off | fragile broken on |",
+              "|---|---|---|---|---|---|---|"]
+    for cond, per in summary.get("perturbations", {}).items():
+        for s in summary.get("clean", {}):
+            r, a = per[s], per[s]["auc"]
+            auc = "–" if a.get("auc") is None or a["auc"] != a["auc"] else f"{a['auc']:.2f} [{a['lo']:.2f}, {a['hi']:.2f}]"
+            lines.append(f"| {cond} | {s} | {_rate(r['detection'])} | {_rate(r['early_veto'])} | {auc} | "
+                         f"{_rate(per['broken_fragile_off'])} | {_rate(r['broken_fragile_on'])} |")
+    return "\n".join(lines)
