@@ -52,7 +52,7 @@ def test_forced_spec():
 
 
 def test_material_is_not_in_mean_color():
-    """The textures of both materials have the same mean color (no lightness shortcut)."""
+    """Both materials have the same mean color (no lightness shortcut); only fragile is patterned."""
     from envs.objects import ObjectSpec, texture_array
 
     for color in ("red", "blue"):
@@ -61,5 +61,4 @@ def test_material_is_not_in_mean_color():
                 f = texture_array(ObjectSpec(color, "fragile", shade, shape)).astype(float)
                 r = texture_array(ObjectSpec(color, "rigid", shade, shape)).astype(float)
                 np.testing.assert_allclose(f.mean((0, 1)), r.mean((0, 1)), atol=1e-6)
-                np.testing.assert_allclose(f.std((0, 1)), r.std((0, 1)), atol=1e-6)
-                assert not np.array_equal(f, r)
+                assert f.std((0, 1)).min() > 50 and r.std((0, 1)).max() == 0
