@@ -25,7 +25,7 @@ def doc(tmp_path_factory):
     from rollouts.cmd_monitors import SarmEvalConfig, run_sarm_eval
 
     cfg = SarmEvalConfig(
-        model="tiny", scorers=("sae",), perturbations=("ta2",), fit_episodes=16, episodes=12,
+        model="tiny", scorers=("sae",), perturbations=("ta2",), fit_episodes=32, episodes=12,
         k=2.0, on_veto="stop", n_boot=200, plots=False,
         out=str(tmp_path_factory.mktemp("sarm") / "trained"),
     )  # fmt: skip
