@@ -12,6 +12,10 @@ Evaluation uses renders from env seeds disjoint from the training seeds, per
 for fragility on the layer-L image-token activations (mean over image tokens) of the trained
 model and of the same architecture with random weights.
 
+Augmentation: horizontal flips; optionally (`zoom_prob` > 0, off by default) zooms of
+1–`max_zoom`× on the object, so the material pattern is also seen at coarser scales than the
+14-px patches; evaluation always uses unzoomed frames.
+
 Deterministic under `seed` at a fixed thread count (torch seeds, a seeded data order and seeded
 flips; the renders are deterministic in their env seeds).
 """
@@ -58,6 +62,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 40
     flip_prob: float = 0.5
+    zoom_prob: float = 0.0  # share of training images zoomed in on the object (0 = off)
+    max_zoom: float = 3.0  # zoom factor drawn uniformly from [1, max_zoom]
     probe_layer: int = 2
     threads: int = 2
     out_dir: str = str(TINY_VLM_DIR)
@@ -76,6 +82,10 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr}: must be > 0")
         if not 0 <= self.flip_prob <= 1:
             raise ValueError(f"flip_prob={self.flip_prob}: must be in [0, 1]")
+        if not 0 <= self.zoom_prob <= 1:
+            raise ValueError(f"zoom_prob={self.zoom_prob}: must be in [0, 1]")
+        if not self.max_zoom >= 1:
+            raise ValueError(f"max_zoom={self.max_zoom}: must be >= 1")
         train = range(self.train_seed, self.train_seed + self.n_train)
         held = range(self.eval_seed, self.eval_seed + self.n_eval)
         if train.start < held.stop and held.start < train.stop:
@@ -110,6 +120,36 @@ def pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 B×H×W×3 → the processor's pixel_values (B×1×3×H×W, (x/255 − 0.5)/0.5)."""
     x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255.0
     return ((x - 0.5) / 0.5).unsqueeze(1)
+
+
+def object_centers(images: np.ndarray) -> np.ndarray:
+    """(N × 2) pixel centre (x, y) of the saturated (red/blue) object, NaN when none is visible.
+
+    The scene is grey/beige apart from the object, so saturation locates it.
+    """
+    centers = np.full((len(images), 2), np.nan)
+    for i, img in enumerate(images):
+        x = img.astype(np.int16)
+        hi, lo = x.max(-1), x.min(-1)
+        mask = ((hi - lo) * 4 > hi) & (hi > 40)  # saturation > 0.25
+        ys, xs = np.nonzero(mask)
+        if len(xs) >= 20:
+            centers[i] = (np.median(xs), np.median(ys))
+    return centers
+
+
+def zoom_on(image: np.ndarray, center: np.ndarray, zoom: float) -> np.ndarray:
+    """Crop a (size/zoom)² window around `center` (kept inside the frame), resize to size²."""
+    from PIL import Image
+
+    size = image.shape[0]
+    crop = int(round(size / zoom))
+    if crop >= size or np.isnan(center).any():
+        return image
+    x0 = int(np.clip(round(center[0] - crop / 2), 0, size - crop))
+    y0 = int(np.clip(round(center[1] - crop / 2), 0, size - crop))
+    window = Image.fromarray(np.ascontiguousarray(image[y0 : y0 + crop, x0 : x0 + crop]))
+    return np.asarray(window.resize((size, size), Image.BILINEAR))
 
 
 class _Prompts:
@@ -269,6 +309,7 @@ def train_tiny(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     gen = np.random.default_rng(cfg.seed)
+    centers = object_centers(images)
     history = []
     step = 0
     model.train()
@@ -277,8 +318,13 @@ def train_tiny(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str
         running = []
         for start in range(0, cfg.n_train, cfg.batch_size):
             idx = np.sort(order[start : start + cfg.batch_size])
-            batch = images[idx]
+            batch = images[idx].copy()
             flips = gen.random(len(idx)) < cfg.flip_prob
+            zooms = np.where(
+                gen.random(len(idx)) < cfg.zoom_prob, gen.uniform(1.0, cfg.max_zoom, len(idx)), 1.0
+            )
+            for j, i in enumerate(idx):
+                batch[j] = zoom_on(batch[j], centers[i], zooms[j])
             batch = np.where(flips[:, None, None, None], batch[:, :, ::-1], batch)
             loss = _batch_loss(model, prompts, pixels(batch), [labels[i] for i in idx])
             opt.zero_grad(set_to_none=True)

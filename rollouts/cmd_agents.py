@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--probe-layer", type=int, default=d.probe_layer, help="decoder layer of the probe"
     )
+    p.add_argument(
+        "--zoom-prob", type=float, default=d.zoom_prob, help="share of zoomed images (default 0)"
+    )
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default 2)")
     p.add_argument(
         "--out", default=d.out_dir, help="checkpoint directory (default agents/tiny_vlm)"
@@ -70,6 +73,7 @@ def run_train_tiny(args: argparse.Namespace) -> int:
         train_seed=args.train_seed,
         eval_seed=args.eval_seed,
         probe_layer=args.probe_layer,
+        zoom_prob=args.zoom_prob,
         threads=args.threads,
         out_dir=args.out,
         cache_dir=args.cache,

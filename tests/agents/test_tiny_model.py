@@ -63,3 +63,18 @@ def test_saved_model_loads_like_a_hub_model(tiny_dir, backend, frames):
     a = backend.next_token_logits(frames[:1], FRAGILE_QUESTION)
     b = again.next_token_logits(frames[:1], FRAGILE_QUESTION)
     assert torch.equal(a, b)
+
+
+def test_zoom_augmentation_centres_on_the_object():
+    from agents.train_tiny import object_centers, zoom_on
+
+    img = np.full((384, 384, 3), 180, dtype=np.uint8)
+    img[200:260, 60:120] = (200, 30, 30)  # a saturated red square
+    c = object_centers(img[None])[0]
+    assert abs(c[0] - 89.5) < 1 and abs(c[1] - 229.5) < 1
+    assert np.array_equal(zoom_on(img, c, 1.0), img)
+    zoomed = zoom_on(img, c, 3.0)
+    assert zoomed.shape == img.shape
+    red = (zoomed[..., 0] > 190) & (zoomed[..., 1] < 60)
+    assert red.mean() > 4 * ((img[..., 0] == 200).mean())  # the object fills more of the frame
+    assert np.isnan(object_centers(np.full((1, 384, 384, 3), 128, np.uint8))).all()
