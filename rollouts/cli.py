@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "rollouts.cmd_collect",
     "rollouts.cmd_run",
     "rollouts.cmd_demo",
+    "rollouts.cmd_bench",
     "rollouts.cmd_monitors",
 ]
 
