@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sae", default=None, help="SAE checkpoint folder (sae:* conditions)")
     p.add_argument("--discovery", default=None, help="discovery.json (sae:fragility:* conditions)")
     p.add_argument("--vector", default=None, help="steering vector .safetensors with 'dom' (dom:/random: conditions)")
+    p.add_argument("--monitor", default=None, help="saved SARM scorer folder (e.g. runs/sarm-eval/scorers/sae-mean): run every episode monitored")
+    p.add_argument("--on-veto", choices=["hold", "stop"], default="hold")
     p.add_argument("--videos", type=int, default=0, help="record MP4s for the first N seeds")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
@@ -55,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         name=args.name, out=args.out, conditions=[c for c in args.conditions.split(",") if c],
         seeds=args.seeds, material=args.material, agent=args.agent, model=args.model, layer=args.layer,
         decide_every=args.decide_every, threshold=args.threshold, sae=args.sae, discovery=args.discovery,
-        vector=args.vector, videos=args.videos, workers=args.workers,
+        vector=args.vector, monitor=args.monitor, on_veto=args.on_veto, videos=args.videos, workers=args.workers,
     )
     root = run_experiment(cfg, overwrite=args.overwrite)
     from rollouts.report import steering_report

@@ -53,6 +53,9 @@ class ExperimentConfig:
         image_size: camera frame size.
         max_steps: steps before truncation.
         sae, discovery, vector: resources for steered conditions.
+        monitor: a saved SARM scorer folder (`physteer sarm-eval` writes them under scorers/):
+            every episode runs under SARMMonitor with it (None = no monitor).
+        on_veto: "hold" (safe action) or "stop" (truncate) when the monitor vetoes.
         videos: record MP4s for the first this-many seeds of each condition.
         workers: processes (1 = in this process).
         out: parent folder of run folders.
@@ -72,6 +75,8 @@ class ExperimentConfig:
     sae: str | None = None
     discovery: str | None = None
     vector: str | None = None
+    monitor: str | None = None
+    on_veto: str = "hold"
     videos: int = 0
     workers: int = 1
     out: str = "runs"
@@ -87,6 +92,10 @@ class ExperimentConfig:
         if self.workers < 1 or self.videos < 0:
             raise ValueError(f"workers ({self.workers}) must be ≥ 1 and videos ({self.videos}) ≥ 0")
         conditions = parse_conditions(self.conditions)
+        if self.on_veto not in ("hold", "stop"):
+            raise ValueError(f"on_veto {self.on_veto!r} is not allowed; choose 'hold' or 'stop'")
+        if self.monitor is not None and self.agent != "vlm":
+            raise ValueError("a SARM monitor needs agent='vlm' (it reads the agent's activations)")
         if self.agent == "scripted" and any(c.kind != "unsteered" for c in conditions):
             raise ValueError("steered conditions need agent='vlm' (the scripted agent has no activations)")
         return conditions
@@ -123,17 +132,28 @@ class EpisodeRunner:
 
             self.agent = ScriptedAgent()
             self.layer = None
+        self.episode_env = self.env
+        if cfg.monitor:
+            from monitors.sarm import SARMMonitor
+            from monitors.scorers import load_scorer
+
+            scorer = load_scorer(cfg.monitor, layer=self.layer, d=self.agent.backend.hidden_size)
+            self.episode_env = SARMMonitor(self.env, self.agent.tap, scorer, on_veto=cfg.on_veto)
 
     def run(self, condition: Condition, seed: int, record_video: bool = False) -> tuple[dict, list[dict], dict, list]:
         """One episode under `condition`: (episode row, step rows, activations, video frames)."""
         backend = getattr(self.agent, "backend", None)
         with build_intervention(condition, self.resources, backend, self.layer, seed=seed):
-            return run_episode(self.env, self.agent, condition.name, seed, self.cfg.material, record_video)
+            return run_episode(self.episode_env, self.agent, condition.name, seed, self.cfg.material, record_video)
 
 
-def run_episode(env: FrankaPickEnv, agent: Any, condition: str, seed: int, material: str | None, record_video: bool = False):
-    """Run one closed-loop episode; see EpisodeRunner.run for what it returns."""
+def run_episode(env: Any, agent: Any, condition: str, seed: int, material: str | None, record_video: bool = False):
+    """Run one closed-loop episode; see EpisodeRunner.run for what it returns.
+
+    `env` is a FrankaPickEnv, possibly wrapped (e.g. by a SARMMonitor).
+    """
     t0 = time.perf_counter()
+    base = env.unwrapped
     options = {"material": material} if material else None
     obs, info = env.reset(seed=seed, options=options)
     agent.reset(seed)
@@ -142,6 +162,7 @@ def run_episode(env: FrankaPickEnv, agent: Any, condition: str, seed: int, mater
     steps, frames, decision_acts, decision_steps = [], [], [], []
     holding_act = None
     total_reward, done, p_last = 0.0, False, float("nan")
+    vetoes, first_veto = 0, None
     while not done:
         step = info["step"]
         needs_image = decide_every is not None and step % decide_every == 0
@@ -160,15 +181,25 @@ def run_episode(env: FrankaPickEnv, agent: Any, condition: str, seed: int, mater
         p_last = float(decision.get("p_fragile", p_last))
         if record_video:
             lines = [f"{condition} | seed {seed}", f"step {step}  P(fragile) {p_last:.2f}  {decision.get('profile', '')}"]
-            frames.append(annotate(obs["image"], lines, banner="BROKEN" if info["broken"] else None))
+            sarm = info.get("sarm")
+            if sarm:
+                lines.append(f"monitor {sarm['score']:.3g} / {sarm['threshold']:.3g}")
+            banner = "BROKEN" if info["broken"] else ("VETO" if sarm and sarm["veto"] else None)
+            frames.append(annotate(obs["image"], lines, banner=banner))
         obs, reward, terminated, truncated, info = env.step(action)
+        sarm = info.get("sarm") or {}
+        if sarm.get("veto"):
+            vetoes += 1
+            first_veto = step if first_veto is None else first_veto
         total_reward += reward
         done = terminated or truncated
         steps.append({
             "condition": condition, "seed": seed, "step": step,
             "a_dx": float(action[0]), "a_dy": float(action[1]), "a_dz": float(action[2]), "a_grip": float(action[3]),
             "p_fragile": p_last, "decided": bool(decision.get("decided", False)), "profile": decision.get("profile"),
-            "holding": bool(info["holding"]), "broken": bool(info["broken"]), "grip_force": float(env.forces.grip),
+            "holding": bool(info["holding"]), "broken": bool(info["broken"]), "grip_force": float(base.forces.grip),
+            "sarm_score": float("nan") if sarm.get("score") is None else float(sarm["score"]),
+            "sarm_veto": bool(sarm.get("veto", False)),
             "ee_z": float(info["ee_pos"][2]), "object_z": float(info["object_pos"][2]), "reward": float(reward),
         })
     if record_video:
@@ -184,7 +215,8 @@ def run_episode(env: FrankaPickEnv, agent: Any, condition: str, seed: int, mater
         "p_fragile_first": float(p[0]) if len(p) else float("nan"),
         "p_fragile_mean": float(p.mean()) if len(p) else float("nan"),
         "decisions": len(p), "profile_first": profiles[0] if profiles else None,
-        "final_object_z": float(info["object_pos"][2]), "wall_s": time.perf_counter() - t0,
+        "final_object_z": float(info["object_pos"][2]), "vetoes": vetoes, "first_veto_step": first_veto,
+        "sarm_reason": (info.get("sarm") or {}).get("reason"), "wall_s": time.perf_counter() - t0,
     }
     acts = {}
     if decision_acts:
