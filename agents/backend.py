@@ -92,6 +92,7 @@ def load_vlm(
     device: str = "auto",
     dtype: str | torch.dtype = "float32",
     allow_download: bool = False,
+    image_splitting: bool | None = None,
 ) -> VLMBackend:
     """Load an image-text-to-text model and its processor.
 
@@ -102,6 +103,9 @@ def load_vlm(
         dtype: "float32" | "bfloat16" | "float16".
         allow_download: when False (default) nothing is fetched from the network: a hub id
             must already be in the local Hugging Face cache.
+        image_splitting: for processors that split images into crops (SmolVLM/Idefics3), force
+            it on or off; False gives 81 image tokens per 384×384 image as in the reference.
+            None keeps the processor's setting.
 
     Raises:
         ValueError: bad device/dtype, or weights not available offline (the message names
@@ -141,6 +145,13 @@ def load_vlm(
                 os.environ.pop("HF_HUB_OFFLINE", None)
             else:
                 os.environ["HF_HUB_OFFLINE"] = previous
+    if image_splitting is not None:
+        image_processor = getattr(processor, "image_processor", None)
+        if image_processor is None or not hasattr(image_processor, "do_image_splitting"):
+            raise ValueError(
+                f"image_splitting={image_splitting}: the processor of {source!r} has no image splitting"
+            )
+        image_processor.do_image_splitting = bool(image_splitting)
     vlm = vlm.to(torch_device).eval()
     return VLMBackend(vlm, processor, name=str(model))
 

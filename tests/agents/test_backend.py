@@ -70,3 +70,10 @@ def test_bad_images_are_rejected(backend):
         backend.prepare([np.zeros((384, 384), dtype=np.uint8)])
     with pytest.raises(ValueError, match="empty"):
         backend.prepare([])
+
+
+def test_image_splitting_switch(tiny_dir, frames):
+    b = load_vlm(str(tiny_dir), device="cpu", image_splitting=True)
+    assert b.processor.image_processor.do_image_splitting is True
+    b = load_vlm(str(tiny_dir), device="cpu", image_splitting=False)
+    assert int(b.image_positions(b.prepare(frames[:1])["input_ids"]).sum()) == 81
