@@ -83,6 +83,11 @@ class VLMAgent:
         if self.tap is not None:
             self.tap.clear()
 
+    @property
+    def needs_image(self) -> bool:
+        """True when the next `act` queries the VLM (a runner may render only then)."""
+        return self.step % self.decide_every == 0
+
     def p_fragile(self, image: np.ndarray) -> float:
         """P(yes) to the fragility question for one H×W×3 uint8 frame."""
         return float(self.backend.prob_yes([image], self.question)[0])
@@ -106,7 +111,7 @@ class VLMAgent:
 
     def act(self, obs: dict[str, np.ndarray] | np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Decide (every `decide_every` steps) and return the expert's action (4,) float32."""
-        if self.step % self.decide_every == 0:
+        if self.needs_image:
             image = obs.get("image") if isinstance(obs, dict) else obs
             if image is None:
                 raise ValueError("obs has no 'image': VLMAgent needs obs_mode 'rgb' or 'rgb+state'")

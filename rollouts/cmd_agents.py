@@ -117,7 +117,8 @@ def run_agent_eval(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
         )
-    env = FrankaPickEnv(obs_mode="rgb+state", image_size=384)
+    # State observations; the camera frame is rendered only when the agent will read it.
+    env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=384)
     rows = []
     t0 = time.time()
     try:
@@ -130,6 +131,8 @@ def run_agent_eval(args: argparse.Namespace) -> int:
                     done = False
                     first = None
                     while not done:
+                        if getattr(agent, "needs_image", False):
+                            obs = {**obs, "image": env.render()}
                         action = agent.act(obs, info)
                         first = first or agent.last_decision
                         obs, _, terminated, truncated, info = env.step(action)

@@ -44,6 +44,7 @@ def test_vlm_agent_decides_every_n_steps(backend, frames):
         for step in range(7):
             agent.act({"image": frames[step % 2]}, fake_info())
             calls.append(agent.last_decision["decided"])
+            assert agent.needs_image == ((step + 1) % 3 == 0)
             assert set(agent.last_decision) >= {"p_fragile", "fragile", "profile", "threshold"}
             assert agent.expert.profile.name == agent.last_decision["profile"]
         assert calls == [True, False, False, True, False, False, True]

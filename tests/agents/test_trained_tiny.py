@@ -78,7 +78,7 @@ def test_closed_loop_vlm_agent(trained):
                     agent.reset(seed)
                     done = False
                     while not done:
-                        if agent.step % agent.decide_every == 0:
+                        if agent.needs_image:
                             obs = {**obs, "image": env.render()}
                         obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
                         done = terminated or truncated
