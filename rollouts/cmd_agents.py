@@ -153,7 +153,7 @@ def run_agent_eval(args: argparse.Namespace) -> int:
     table = Table(
         title=f"closed loop, {args.seeds} seeds per combination ({time.time() - t0:.0f}s)"
     )
-    for col in ("color", "material", "success", "intact", "gentle chosen"):
+    for col in ("color", "material", "success", "intact", "gentle chosen", "right profile"):
         table.add_column(col)
     summary = {}
     for color in COLORS:
@@ -165,9 +165,16 @@ def run_agent_eval(args: argparse.Namespace) -> int:
                 "intact": sum(not r["broken"] for r in sel) / len(sel),
                 "gentle": sum(r["profile"] == "gentle" for r in sel) / len(sel),
             }
+            right = "gentle" if material == "fragile" else "firm"
+            s["right_profile"] = sum(r["profile"] == right for r in sel) / len(sel)
             summary[f"{color}/{material}"] = s
             table.add_row(
-                color, material, f"{s['success']:.2f}", f"{s['intact']:.2f}", f"{s['gentle']:.2f}"
+                color,
+                material,
+                f"{s['success']:.2f}",
+                f"{s['intact']:.2f}",
+                f"{s['gentle']:.2f}",
+                f"{s['right_profile']:.2f}",
             )
     console.print(table)
     out = Path(args.out)

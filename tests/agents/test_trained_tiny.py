@@ -82,10 +82,13 @@ def test_closed_loop_vlm_agent(trained):
                             obs = {**obs, "image": env.render()}
                         obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
                         done = terminated or truncated
-                    results.append((material, info["success"], info["broken"]))
+                    right = agent.decisions[0]["fragile"] == (material == "fragile")
+                    results.append((material, info["success"], info["broken"], right))
     finally:
         env.close()
         agent.close()
     fragile = [r for r in results if r[0] == "fragile"]
-    assert np.mean([not broken for _, _, broken in fragile]) >= 0.9, results
-    assert np.mean([ok for _, ok, _ in results]) >= 0.9, results
+    assert np.mean([not r[2] for r in fragile]) >= 0.9, results
+    assert np.mean([r[1] for r in results]) >= 0.9, results
+    # always-gentle would pass the two above: the decisions themselves must be right
+    assert np.mean([r[3] for r in results]) >= 0.9, results
