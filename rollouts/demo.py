@@ -33,8 +33,8 @@ class DemoConfig:
     toward_rigid: float = -2.0  # SAE steering on fragile objects, in units of the feature's effect
     toward_fragile: float = 3.0  # SAE steering on rigid objects
     dom_scale: float = 4.0
-    sarm_fit_episodes: int = 8
-    sarm_episodes: int = 6
+    sarm_fit_episodes: int = 24  # calibration needs many clean episodes (scores vary by episode)
+    sarm_episodes: int = 8
     sarm_perturbations: tuple[str, ...] = ("ta2", "random", "sae50", "noise", "prompt")
     probe_episodes: int = 40
     videos: int = 2
