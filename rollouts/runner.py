@@ -263,10 +263,9 @@ def _execute(cfg: ExperimentConfig, jobs: list[tuple[str, int, bool]], progress:
                 _run_jobs_cached(cfg, [job])
                 bar.advance(task)
             return
-        chunks = [jobs[i:: cfg.workers] for i in range(cfg.workers)]
         with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
             # One job per task keeps progress live; each worker process loads the model once.
-            futures = [pool.submit(_worker_job, asdict(cfg), job) for chunk in chunks for job in chunk]
+            futures = [pool.submit(_worker_job, asdict(cfg), job) for job in jobs]
             for fut in as_completed(futures):
                 fut.result()
                 bar.advance(task)
