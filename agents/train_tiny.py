@@ -63,6 +63,7 @@ class TrainConfig:
     warmup_steps: int = 40
     flip_prob: float = 0.5
     zoom_prob: float = 0.0  # share of training images zoomed in on the object (0 = off)
+    aux_weight: float = 0.0  # weight of the training-only fragility loss on image tokens
     max_zoom: float = 3.0  # zoom factor drawn uniformly from [1, max_zoom]
     probe_layer: int = 2
     threads: int = 2
@@ -84,6 +85,8 @@ class TrainConfig:
             raise ValueError(f"flip_prob={self.flip_prob}: must be in [0, 1]")
         if not 0 <= self.zoom_prob <= 1:
             raise ValueError(f"zoom_prob={self.zoom_prob}: must be in [0, 1]")
+        if not self.aux_weight >= 0:
+            raise ValueError(f"aux_weight={self.aux_weight}: must be >= 0")
         if not self.max_zoom >= 1:
             raise ValueError(f"max_zoom={self.max_zoom}: must be >= 1")
         train = range(self.train_seed, self.train_seed + self.n_train)
@@ -173,13 +176,30 @@ class _Prompts:
 
 
 def _batch_loss(
-    model: torch.nn.Module, prompts: _Prompts, pix: torch.Tensor, labels: list[dict[str, Any]]
+    model: torch.nn.Module,
+    prompts: _Prompts,
+    pix: torch.Tensor,
+    labels: list[dict[str, Any]],
+    aux_head: torch.nn.Module | None = None,
+    aux_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Cross-entropy on answer + <end_of_utterance> for both questions, one image encoding."""
+    """Cross-entropy on answer + <end_of_utterance> for both questions, one image encoding.
+
+    With `aux_head`, adds `aux_weight` × a multiple-instance fragility loss on the image tokens
+    (a linear score per token, log-sum-exp pooled over the 81 tokens of an image): a training-only
+    shortcut for gradients into the vision tower; the head is not part of the saved model.
+    """
     inner = model.model
     feats = inner.get_image_features(pix, return_dict=True).pooler_output
     feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
     loss = torch.zeros(())
+    if aux_head is not None and aux_weight > 0:
+        scores = aux_head(feats.view(len(labels), -1, feats.shape[-1])).squeeze(-1)
+        pooled = torch.logsumexp(scores, dim=1) - math.log(scores.shape[1])
+        target = torch.tensor([float(lab["material"] == "fragile") for lab in labels])
+        loss = loss + aux_weight * torch.nn.functional.binary_cross_entropy_with_logits(
+            pooled, target
+        )
     for key, (prompt_ids, (pos_id, neg_id)) in prompts.questions.items():
         positive = [
             lab["material"] == "fragile" if key == "fragile" else lab["color"] == "red"
@@ -299,7 +319,9 @@ def train_tiny(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str
 
     steps_per_epoch = math.ceil(cfg.n_train / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    aux_head = torch.nn.Linear(model.config.text_config.hidden_size, 1)
+    params = list(model.parameters()) + (list(aux_head.parameters()) if cfg.aux_weight > 0 else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -326,7 +348,9 @@ def train_tiny(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str
             for j, i in enumerate(idx):
                 batch[j] = zoom_on(batch[j], centers[i], zooms[j])
             batch = np.where(flips[:, None, None, None], batch[:, :, ::-1], batch)
-            loss = _batch_loss(model, prompts, pixels(batch), [labels[i] for i in idx])
+            loss = _batch_loss(
+                model, prompts, pixels(batch), [labels[i] for i in idx], aux_head, cfg.aux_weight
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -39,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--zoom-prob", type=float, default=d.zoom_prob, help="share of zoomed images (default 0)"
     )
+    p.add_argument(
+        "--aux-weight",
+        type=float,
+        default=d.aux_weight,
+        help="weight of the training-only fragility loss on image tokens",
+    )
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default 2)")
     p.add_argument(
         "--out", default=d.out_dir, help="checkpoint directory (default agents/tiny_vlm)"
@@ -74,6 +80,7 @@ def run_train_tiny(args: argparse.Namespace) -> int:
         eval_seed=args.eval_seed,
         probe_layer=args.probe_layer,
         zoom_prob=args.zoom_prob,
+        aux_weight=args.aux_weight,
         threads=args.threads,
         out_dir=args.out,
         cache_dir=args.cache,

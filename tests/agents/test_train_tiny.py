@@ -25,6 +25,7 @@ def test_train_tiny_is_deterministic_and_saves_a_loadable_checkpoint(tmp_path):
             out_dir=str(tmp_path / run),
             cache_dir=str(tmp_path / "cache"),
             zoom_prob=0.5,
+            aux_weight=0.5,
         )
         reports.append(train_tiny(cfg, log=lambda msg: None))
         weights.append(load_file(str(tmp_path / run / "model.safetensors")))
