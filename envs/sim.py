@@ -84,8 +84,11 @@ class Sim:
         c = self.client
         col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half_extents, physicsClientId=c)
         vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half_extents, rgbaColor=rgba, physicsClientId=c)
-        body = p.createMultiBody(mass, col, vis, position, orientation, physicsClientId=c)
-        p.changeDynamics(body, -1, lateralFriction=lateral_friction, physicsClientId=c)
+        return self._body(col, vis, position, mass, orientation, lateral_friction)
+
+    def _body(self, col: int, vis: int, position, mass: float, orientation, lateral_friction: float) -> int:
+        body = p.createMultiBody(mass, col, vis, position, orientation, physicsClientId=self.client)
+        p.changeDynamics(body, -1, lateralFriction=lateral_friction, physicsClientId=self.client)
         return body
 
     def create_collider(self, half_extents: tuple[float, float, float], position: tuple[float, float, float]) -> int:
@@ -112,9 +115,7 @@ class Sim:
         vis = p.createVisualShape(
             p.GEOM_MESH, fileName="cube.obj", meshScale=(2 * half,) * 3, physicsClientId=c
         )
-        body = p.createMultiBody(mass, col, vis, position, orientation, physicsClientId=c)
-        p.changeDynamics(body, -1, lateralFriction=lateral_friction, physicsClientId=c)
-        return body
+        return self._body(col, vis, position, mass, orientation, lateral_friction)
 
     def create_cylinder(
         self,
@@ -130,9 +131,7 @@ class Sim:
         c = self.client
         col = p.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height, physicsClientId=c)
         vis = p.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=rgba, physicsClientId=c)
-        body = p.createMultiBody(mass, col, vis, position, orientation, physicsClientId=c)
-        p.changeDynamics(body, -1, lateralFriction=lateral_friction, physicsClientId=c)
-        return body
+        return self._body(col, vis, position, mass, orientation, lateral_friction)
 
     def apply_texture(self, body: int, texture_path: str) -> None:
         """Load an image file as a texture and put it on `body` (white tint keeps its colors)."""
