@@ -1,0 +1,12 @@
+"""physteer.agents: agents that act in the FrankaPick env, and the model internals they expose.
+
+- agents.protocol: the Agent protocol (reset, act, tap) and the oracle ScriptedAgent.
+- agents.backend: load any Hugging Face image-text-to-text model (load_vlm) and run it.
+- agents.vlm_agent: VLMAgent, a VLM planner over the scripted expert.
+- agents.tiny_model / agents.train_tiny: the embedded tiny SmolVLM-architecture model.
+- agents.taps: ResidualTap, the residual stream at image tokens and the last token.
+- agents.interventions / agents.neurons: AddVector, SAEFeatureSteering, NeuronOverride and
+  neuron-cluster selection by value-vector vocabulary projection.
+
+Submodules are imported on demand so that `import agents` stays light.
+"""

@@ -119,11 +119,14 @@ class SAELike(Protocol):
     n_latents: int
     d_in: int
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(n × d_in) activations → (n × n_latents) latents."""
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(n × n_latents) latents → (n × d_in) reconstruction with every latent."""
 
-    def decode_prefix(self, z: torch.Tensor, m: int) -> torch.Tensor: ...
+    def decode_prefix(self, z: torch.Tensor, m: int) -> torch.Tensor:
+        """Reconstruction from the first `m` latents only (a Matryoshka prefix)."""
 
 
 SAE_MODES = ("delta", "replace")
