@@ -37,7 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--probe-layer", type=int, default=d.probe_layer, help="decoder layer of the probe"
     )
     p.add_argument(
-        "--zoom-prob", type=float, default=d.zoom_prob, help="share of zoomed images (default 0)"
+        "--zoom-prob",
+        type=float,
+        default=d.zoom_prob,
+        help=f"share of zoomed images (default {d.zoom_prob})",
     )
     p.add_argument(
         "--aux-weight",
