@@ -3,23 +3,27 @@
 A condition is written as a short string, so experiments read like their configuration:
 
     unsteered                 no intervention
-    sae:fragility:-2          discovered fragility feature set to (rigid level − 2 × effect)
-    sae:fragility:+3          ... to (rigid level + 3 × effect): toward fragile
+    sae:fragility:-0.5        the discovered fragility features set to (rigid level − 0.5 × effect)
+    sae:fragility:+2          ... to (rigid level + 2 × effect): toward fragile
     sae:17:8.0                SAE latent 17 set to 8.0 (raw value)
     dom:+4                    add 4 × (mean fragile − mean rigid) activation at the image tokens
     random:+4                 a random direction with the norm of that vector (control)
     neuron:fragile:5          FFN neuron cluster for the word "fragile" clamped to 5
     neuron-random:5           a random cluster of the same size and layer (control)
 
-SAE magnitudes for `fragility` are in units of the feature's material effect
+SAE magnitudes for `fragility` are in units of each feature's material effect
 (fragile mean − rigid mean over the discovery set), so a sign means the same on any SAE:
-0 is the rigid level, 1 the fragile level. Everything is validated before an episode runs.
+0 is the rigid level, 1 the fragile level. `fragility` steers the top FRAGILITY_TOP discovered
+fragility features together: fragility is spread over many redundant latents (on the tiny
+model, setting any single one leaves P(fragile) unchanged; thirty together flip it). Steering
+is in "delta" mode: one hook per feature, each adding its decoded change.
+Everything is validated before an episode runs.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 
 KINDS = ("unsteered", "sae", "dom", "random", "neuron", "neuron-random")
+FRAGILITY_TOP = 30
 
 
 @dataclass(frozen=True)
@@ -99,16 +104,13 @@ class SteeringResources:
 
     Attributes:
         sae: a MatryoshkaSAE (or None).
-        fragility_feature: index of the discovered fragility feature.
-        feature_levels: (rigid mean, fragile mean) activation of that feature.
-        prefix: Matryoshka prefix to decode through (None = full dictionary).
+        fragility_features: [(latent, rigid mean, fragile mean)] of the top discovered
+            fragility features (at most FRAGILITY_TOP).
         dom_vector: mean fragile − mean rigid activation at the tap layer (d,).
     """
 
     sae: Any = None
-    fragility_feature: int | None = None
-    feature_levels: tuple[float, float] | None = None
-    prefix: int | None = None
+    fragility_features: list[tuple[int, float, float]] | None = None
     dom_vector: torch.Tensor | None = None
 
     @classmethod
@@ -127,12 +129,13 @@ class SteeringResources:
             data = json.loads(path.read_text())
             if not data.get("fragility"):
                 raise ValueError(f"discovery file {path} lists no fragility feature: SAE steering has nothing to steer")
-            f = int(data["fragility"][0])
-            effect = next(e for e in data["features"] if int(e["feature"]) == f)
-            means = effect["cell_means"]
-            fragile = float(np.mean([v for k, v in means.items() if "fragile" in k]))
-            rigid = float(np.mean([v for k, v in means.items() if "rigid" in k]))
-            res.fragility_feature, res.feature_levels, res.prefix = f, (rigid, fragile), effect.get("prefix")
+            effects = {int(e["feature"]): e for e in data["features"]}
+            res.fragility_features = []
+            for f in data["fragility"][:FRAGILITY_TOP]:
+                means = effects[int(f)]["cell_means"]
+                fragile = float(np.mean([v for k, v in means.items() if "fragile" in k]))
+                rigid = float(np.mean([v for k, v in means.items() if "rigid" in k]))
+                res.fragility_features.append((int(f), rigid, fragile))
         if vector:
             from safetensors.torch import load_file
 
@@ -148,7 +151,7 @@ def check_resources(conditions: list[Condition], res: SteeringResources, n_laten
     for c in conditions:
         if c.needs_sae and res.sae is None:
             raise ValueError(f"condition {c.name!r} needs an SAE: pass --sae DIR")
-        if c.kind == "sae" and c.feature == "fragility" and res.fragility_feature is None:
+        if c.kind == "sae" and c.feature == "fragility" and not res.fragility_features:
             raise ValueError(f"condition {c.name!r} needs a discovered fragility feature: pass --discovery FILE")
         if c.kind == "sae" and c.feature != "fragility":
             n = int(res.sae.n_latents)
@@ -165,12 +168,13 @@ def build_intervention(c: Condition, res: SteeringResources, backend: Any, layer
     if c.kind == "unsteered":
         return nullcontext()
     if c.kind == "sae":
-        if c.feature == "fragility":
-            rigid, fragile = res.feature_levels
-            feature, value, prefix = res.fragility_feature, rigid + c.magnitude * (fragile - rigid), res.prefix
-        else:
-            feature, value, prefix = int(c.feature), c.magnitude, None
-        return SAEFeatureSteering(res.sae, feature, value, prefix=prefix, layer=layer).attach(backend)
+        if c.feature != "fragility":
+            return SAEFeatureSteering(res.sae, int(c.feature), c.magnitude, layer=layer).attach(backend)
+        stack = ExitStack()  # one hook per feature; removing the stack removes them all
+        for feature, rigid, fragile in res.fragility_features:
+            value = rigid + c.magnitude * (fragile - rigid)
+            stack.enter_context(SAEFeatureSteering(res.sae, feature, value, layer=layer).attach(backend))
+        return stack
     if c.kind == "dom":
         return AddVector(res.dom_vector, c.magnitude, layer=layer).attach(backend)
     if c.kind == "random":

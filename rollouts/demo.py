@@ -30,9 +30,9 @@ class DemoConfig:
     images: int = 512  # frames collected for the SAE (× 81 image tokens)
     sae_steps: int = 1500
     seeds: int = 12  # paired seeds per steering experiment
-    toward_rigid: float = -2.0  # SAE steering on fragile objects, in units of the feature's effect
-    toward_fragile: float = 3.0  # SAE steering on rigid objects
-    dom_scale: float = 4.0
+    toward_rigid: float = -0.5  # SAE steering on fragile objects, in units of the features' effect
+    toward_fragile: float = 2.0  # SAE steering on rigid objects
+    dom_scale: float = 2.0
     sarm_fit_episodes: int = 24  # calibration needs many clean episodes (scores vary by episode)
     sarm_episodes: int = 8
     sarm_perturbations: tuple[str, ...] = ("ta2", "random", "sae50", "noise", "prompt")
