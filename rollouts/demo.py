@@ -27,9 +27,9 @@ class DemoConfig:
     name: str = "demo"
     out: str = "runs"
     model: str = "tiny"
-    images: int = 512  # frames collected for the SAE (× 81 image tokens)
+    images: int = 2048  # frames collected for the SAE (× 81 image tokens)
     sae_steps: int = 1500
-    seeds: int = 12  # paired seeds per steering experiment
+    seeds: int = 20  # paired seeds per steering experiment
     toward_rigid: float = -0.5  # SAE steering on fragile objects, in units of the features' effect
     toward_fragile: float = 2.0  # SAE steering on rigid objects
     dom_scale: float = 2.0
