@@ -243,6 +243,9 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: boo
     _execute(cfg, jobs, progress)
     log.finalize()
     _side_by_side_videos(cfg, conditions, log, video_seeds)
+    from rollouts.report import steering_report
+
+    steering_report(log.root)  # report.md, summary.json, dose_response.png
     return log.root
 
 
