@@ -9,7 +9,7 @@ are balanced nuisance factors. Shapes are shared by both materials.
 Why not stripes vs a checkerboard of equal contrast (the first design): that pair differs only
 in edge orientation statistics; the 1.2M-parameter tiny VLM stayed at chance on held-out
 fragility after 2 of 8 training epochs. A linear probe on an untrained model's mean image-token
-activations is at chance on both designs (52% on 320 frames for this one).
+activations reads this design at 60-64% (the trained tiny model: 99.7-100%).
 """
 
 from __future__ import annotations
