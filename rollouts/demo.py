@@ -169,7 +169,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     console.print(verdict)
     done("6. world-model probe")
 
-    stage("7. report")
+    console.rule("[bold]7. report")
     report = _write_report(cfg, root, metrics, discovery, steering, doc, probe_rows, verdict, timings, time.time() - t_all)
     console.print(f"\nReport: {report.resolve()}")
     console.print(f"Videos: {(root / 'steer_fragile' / 'videos').resolve()} and {(root / 'steer_rigid' / 'videos').resolve()}")
