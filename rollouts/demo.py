@@ -30,8 +30,10 @@ class DemoConfig:
     images: int = 2048  # frames collected for the SAE (× 81 image tokens)
     sae_steps: int = 1500
     seeds: int = 20  # paired seeds per steering experiment
-    toward_rigid: float = -0.5  # SAE steering on fragile objects, in units of the features' effect
-    toward_fragile: float = 2.0  # SAE steering on rigid objects
+    # SAE steering magnitudes (units of the features' effect; 0 = rigid level, 1 = fragile level):
+    # two per material, so the dose-response plot has a slope to show.
+    toward_rigid: tuple[float, ...] = (-0.25, -0.5)  # on fragile objects
+    toward_fragile: tuple[float, ...] = (1.0, 2.0)  # on rigid objects
     dom_scale: float = 2.0
     sarm_fit_episodes: int = 24  # calibration needs many clean episodes (scores vary by episode)
     sarm_episodes: int = 8
@@ -124,10 +126,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     from rollouts.runner import ExperimentConfig, run_experiment
 
     steering = {}
-    for material, sae_mag, sign in (("fragile", cfg.toward_rigid, -1), ("rigid", cfg.toward_fragile, +1)):
+    for material, sae_mags, sign in (("fragile", cfg.toward_rigid, -1), ("rigid", cfg.toward_fragile, +1)):
         conditions = ["unsteered", f"dom:{sign * cfg.dom_scale:+g}", f"random:{sign * cfg.dom_scale:+g}"]
         if has_feature:
-            conditions.insert(1, f"sae:fragility:{sae_mag:+g}")
+            conditions[1:1] = [f"sae:fragility:{m:+g}" for m in sae_mags]
         exp = ExperimentConfig(
             name=f"steer_{material}", out=str(root), conditions=conditions, seeds=list(range(cfg.seeds)),
             material=material, model=cfg.model, layer=layer, sae=str(sae_dir / "sae"),
