@@ -162,13 +162,18 @@ class Sim:
         return p.getContactPoints(bodyA=body_a, bodyB=body_b, physicsClientId=self.client)
 
     # --- rendering --------------------------------------------------------------------------
-    def render(self, width: int, height: int, camera: Camera, lighting: Lighting) -> np.ndarray:
-        """Render an RGB uint8 frame (height × width × 3) with TinyRenderer."""
+    def _matrices(self, width: int, height: int, camera: Camera) -> tuple[list, list]:
         c = self.client
         view = p.computeViewMatrix(camera.eye, camera.target, camera.up, physicsClientId=c)
         proj = p.computeProjectionMatrixFOV(
             camera.fov_deg, width / height, camera.near, camera.far, physicsClientId=c
         )
+        return view, proj
+
+    def render(self, width: int, height: int, camera: Camera, lighting: Lighting) -> np.ndarray:
+        """Render an RGB uint8 frame (height × width × 3) with TinyRenderer."""
+        c = self.client
+        view, proj = self._matrices(width, height, camera)
         _, _, rgba, _, _ = p.getCameraImage(
             width,
             height,
@@ -188,10 +193,7 @@ class Sim:
     def render_segmentation(self, width: int, height: int, camera: Camera) -> np.ndarray:
         """Render the body-id segmentation mask (for measuring how large things appear)."""
         c = self.client
-        view = p.computeViewMatrix(camera.eye, camera.target, camera.up, physicsClientId=c)
-        proj = p.computeProjectionMatrixFOV(
-            camera.fov_deg, width / height, camera.near, camera.far, physicsClientId=c
-        )
+        view, proj = self._matrices(width, height, camera)
         _, _, _, _, seg = p.getCameraImage(
             width, height, view, proj, renderer=p.ER_TINY_RENDERER, physicsClientId=c
         )
