@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from rollouts.conditions import parse_conditions
 from rollouts.logs import RunLog
 from rollouts.runner import EpisodeRunner, ExperimentConfig
 
@@ -56,8 +55,7 @@ def replay(run_dir: str | Path, episode: str, video: bool = False) -> dict[str, 
     logged = pq.read_table(ep_path).to_pylist()[0]
     logged_steps = pq.read_table(steps_path).to_pydict()
     runner = EpisodeRunner(cfg)
-    cond = {c.name: c for c in parse_conditions(cfg.conditions)}[condition]
-    new, steps, _, frames = runner.run(cond, seed, record_video=video)
+    new, steps, _, frames = runner.run(runner.conditions[condition], seed, record_video=video)
     cols = ("a_dx", "a_dy", "a_dz", "a_grip")
     old_actions = np.array([logged_steps[c] for c in cols]).T
     new_actions = np.array([[s[c] for c in cols] for s in steps])

@@ -119,6 +119,7 @@ class EpisodeRunner:
     def __init__(self, cfg: ExperimentConfig) -> None:
         torch.set_num_threads(1)  # determinism across processes, and one core per worker
         self.cfg = cfg
+        self.conditions = {c.name: c for c in parse_conditions(cfg.conditions)}
         self.env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=cfg.image_size, max_steps=cfg.max_steps)
         self.resources = SteeringResources.load(cfg.sae, cfg.discovery, cfg.vector)
         if cfg.agent == "vlm":
@@ -298,10 +299,8 @@ def _run_jobs_cached(cfg: ExperimentConfig, jobs: list[tuple[str, int, bool]]) -
 
 def _write_job(runner: EpisodeRunner, job: tuple[str, int, bool]) -> tuple[str, int]:
     name, seed, video = job
-    cfg = runner.cfg
-    conditions = {c.name: c for c in parse_conditions(cfg.conditions)}
-    log = RunLog(cfg.run_dir)
-    episode, steps, acts, frames = runner.run(conditions[name], seed, record_video=video)
+    log = RunLog(runner.cfg.run_dir)
+    episode, steps, acts, frames = runner.run(runner.conditions[name], seed, record_video=video)
     if acts:
         path = log.episode_path(name, seed, "activations", "safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
