@@ -36,34 +36,72 @@ def bag_sum(
     )
 
 
-class GatherPreacts(torch.autograd.Function):
-    """Pre-activations `xc[rows] . W[cols] + b[cols]`, already computed, with a sparse backward.
+def topk_indices(pre: torch.Tensor, k: int, group: int = 4) -> torch.Tensor:
+    """Column indices of the k largest entries of each row of `pre` (batch, n), unordered.
 
-    forward(xc, W, b, rows, cols, selected) returns `selected` (computed under no_grad from
-    the dense pre-activations, so the forward costs nothing extra); backward computes the
-    gradients of xc, W and b touching only the selected (row, col) pairs.
+    Two-level selection, exact: an entry in a row's top k lies in a group (of `group`
+    consecutive columns) whose maximum is among the k largest group maxima, since otherwise k
+    group maxima beat it. So take the top-k groups by their max, then the top k of their k *
+    group entries. On CPU torch.topk costs about linear in the row length, so this is ~25%
+    cheaper at n = 512, k = 16 than one topk over the row. Ties may resolve differently.
+    """
+    B, n = pre.shape
+    if n % group or n // group < 2 * k:  # too few groups to gain anything
+        return pre.topk(k, dim=1, sorted=False).indices
+    groups = pre.view(B, n // group, group).amax(2).topk(k, dim=1, sorted=False).indices
+    cand = (groups[:, :, None] * group + torch.arange(group, device=pre.device)).view(B, k * group)
+    return cand.gather(1, pre.gather(1, cand).topk(k, dim=1, sorted=False).indices)
+
+
+class GatherPreacts(torch.autograd.Function):
+    """Pre-activations `(xn[rows] - b_dec) . W[cols] + b[cols]`, already computed, with a sparse backward.
+
+    forward(xn, W, b, b_dec, rows, cols, selected) returns `selected` (computed under no_grad
+    from the dense pre-activations, so the forward costs nothing extra); backward computes the
+    gradients touching only the selected (row, col) pairs. The gradient of b_dec needs no
+    (batch x d) intermediate: it is minus the column sums of G times W, i.e. -grad_b @ W.
     """
 
     @staticmethod
-    def forward(ctx, xc, W, b, rows, cols, selected):  # type: ignore[override]
+    def forward(ctx, xn, W, b, b_dec, rows, cols, selected):  # type: ignore[override]
         """Save what backward needs and pass the selected pre-activations through."""
-        ctx.save_for_backward(xc, W, rows, cols)
+        ctx.save_for_backward(xn, W, b_dec, rows, cols)
         ctx.n_b = b.shape[0]
         return selected.clone()
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        """Sparse gradients: grad_xc = G W, grad_W = G^T xc, grad_b = column sums of G."""
-        xc, W, rows, cols = ctx.saved_tensors
-        grad_xc = grad_W = grad_b = None
+        """Sparse gradients: grad_xn = G W, grad_W = G^T (xn - b_dec), grad_b = column sums of G."""
+        xn, W, b_dec, rows, cols = ctx.saved_tensors
+        grad_xn = grad_W = grad_b = grad_b_dec = None
         grad = grad.contiguous()
+        col_sums = grad.new_zeros(ctx.n_b).index_add_(0, cols, grad)
         if ctx.needs_input_grad[0]:
             order = torch.argsort(rows, stable=True)
-            grad_xc = bag_sum(rows[order], cols[order], grad[order], W, xc.shape[0])
+            grad_xn = bag_sum(rows[order], cols[order], grad[order], W, xn.shape[0])
         if ctx.needs_input_grad[1]:
-            # Transpose trick: bags are latents, the table is the batch of inputs.
+            # Transpose trick: bags are latents, the table is the batch of centred inputs.
             order = torch.argsort(cols, stable=True)
-            grad_W = bag_sum(cols[order], rows[order], grad[order], xc, W.shape[0])
+            grad_W = bag_sum(cols[order], rows[order], grad[order], xn - b_dec, W.shape[0])
         if ctx.needs_input_grad[2]:
-            grad_b = grad.new_zeros(ctx.n_b).index_add_(0, cols, grad)
-        return grad_xc, grad_W, grad_b, None, None, None
+            grad_b = col_sums
+        if ctx.needs_input_grad[3]:
+            grad_b_dec = -(col_sums @ W)
+        return grad_xn, grad_W, grad_b, grad_b_dec, None, None, None
+
+
+def prefix_increments(
+    rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, table: torch.Tensor,
+    bounds: torch.Tensor, n_rows: int,
+) -> torch.Tensor:
+    """Per-row sums over each prefix bucket: out[r, g] = sum of vals * table[cols] for cols in
+    [bounds[g-1], bounds[g]) (bounds[-1] = 0), as an (n_rows, len(bounds), d) tensor.
+
+    Entries must be ordered by row, then by col, so every (row, bucket) bag is contiguous and
+    one embedding_bag call (one backward) serves all prefixes. cumsum over dim 1 gives the
+    nested prefix reconstructions.
+    """
+    n_buckets = bounds.numel()
+    bucket = torch.bucketize(cols, bounds, right=True)
+    out = bag_sum(rows * n_buckets + bucket, cols, vals, table, n_rows * n_buckets)
+    return out.view(n_rows, n_buckets, table.shape[1])

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sae._io import atomic_save_safetensors, atomic_write_json
-from sae._sparse import GatherPreacts, bag_sum
+from sae._sparse import GatherPreacts, bag_sum, prefix_increments, topk_indices
 from sae.config import SAEConfig
 
 WEIGHTS_FILE = "sae.safetensors"
@@ -32,7 +32,7 @@ FORMAT_VERSION = 1
 
 
 class SparseCode(NamedTuple):
-    """Active latents as a flat COO list; `rows` is sorted ascending."""
+    """Active latents as a flat COO list, ordered by row and then by column."""
 
     rows: torch.Tensor
     cols: torch.Tensor
@@ -134,25 +134,27 @@ class MatryoshkaSAE(nn.Module):
         return self.steps_since_fired > self.config.dead_steps_threshold
 
     # ----------------------------------------------------------------- encoding
-    def _select(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Choose active (rows, cols) from dense pre-activations; rows sorted ascending."""
+    def _select(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Active (rows, cols, pre-activations) from dense pre-activations, ordered by row then
+        column (the order `prefix_increments` needs)."""
         B, n = pre.shape
         k = self.config.k
         if self.config.batch_topk and self.training:
             flat = pre.relu().flatten()
             idx = flat.topk(min(k * B, flat.numel()), sorted=False).indices.sort().values
-            return idx // n, idx % n
+            return idx // n, idx % n, flat[idx]
         if self.config.batch_topk and self.threshold >= 0:
-            return (pre > self.threshold).nonzero(as_tuple=True)
-        cols = pre.topk(k, dim=1, sorted=False).indices.flatten()
-        return torch.arange(B, device=pre.device).repeat_interleave(k), cols
+            rows, cols = (pre > self.threshold).nonzero(as_tuple=True)
+            return rows, cols, pre[rows, cols]
+        cols = topk_indices(pre, k).sort(dim=1).values
+        rows = torch.arange(B, device=pre.device).repeat_interleave(k)
+        return rows, cols.flatten(), pre.gather(1, cols).flatten()
 
     def _encode_normalized(self, xn: torch.Tensor, aux: bool = False):
         """Sparse code of normalised inputs; with `aux`, also the AuxK code over dead latents."""
-        xc = xn - self.b_dec
         with torch.no_grad():
-            pre = F.linear(xc, self.W_enc, self.b_enc)
-            rows, cols = self._select(pre)
+            pre = F.linear(xn - self.b_dec, self.W_enc, self.b_enc)
+            rows, cols, selected = self._select(pre)
             n_main = rows.numel()
             if aux:
                 dead = self.dead_mask
@@ -162,9 +164,9 @@ class MatryoshkaSAE(nn.Module):
                     a_cols = masked.topk(n_aux, dim=1, sorted=False).indices.flatten()
                     a_rows = torch.arange(xn.shape[0], device=xn.device).repeat_interleave(n_aux)
                     rows, cols = torch.cat([rows, a_rows]), torch.cat([cols, a_cols])
-            selected = pre[rows, cols]
+                    selected = torch.cat([selected, pre[a_rows, a_cols]])
         # One gather for main + aux so the sparse backward runs once.
-        vals = GatherPreacts.apply(xc, self.W_enc, self.b_enc, rows, cols, selected).relu()
+        vals = GatherPreacts.apply(xn, self.W_enc, self.b_enc, self.b_dec, rows, cols, selected).relu()
         main = SparseCode(rows[:n_main], cols[:n_main], vals[:n_main], xn.shape[0])
         if not aux:
             return main, None
@@ -187,14 +189,17 @@ class MatryoshkaSAE(nn.Module):
 
     # ----------------------------------------------------------------- decoding
     def _decode_prefixes(self, code: SparseCode) -> list[torch.Tensor]:
-        """Normalised reconstructions, one per prefix, built incrementally bucket by bucket."""
-        bucket = torch.bucketize(code.cols, self.prefix_bounds, right=True)
-        out, acc = [], self.b_dec.expand(code.batch_size, -1)
-        for b in range(len(self.config.prefixes)):
-            sel = bucket == b
-            acc = acc + bag_sum(
-                code.rows[sel], code.cols[sel], code.vals[sel], self.W_dec, code.batch_size
-            )
+        """Normalised reconstructions, one (batch, d_in) tensor per prefix.
+
+        One bag sum per (sample, prefix bucket), accumulated bucket by bucket (explicit adds:
+        cumsum over the middle dim of (batch, buckets, d) is several times slower on CPU).
+        """
+        inc = prefix_increments(
+            code.rows, code.cols, code.vals, self.W_dec, self.prefix_bounds, code.batch_size
+        )
+        out, acc = [], self.b_dec
+        for part in inc.unbind(1):  # unbind: one backward op, not a zero-filled grad per slice
+            acc = acc + part
             out.append(acc)
         return out
 
