@@ -8,6 +8,7 @@ beside the store as `dom_vector.safetensors`, since every steering experiment ne
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,26 @@ from safetensors.torch import save_file
 
 from envs.dataset import render_labeled_frames
 from sae.store import ActivationStore
+
+
+def image_token_activations(
+    backend: Any, tap: Any, images: np.ndarray, batch_size: int = 16
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """The VLM stage of collection: one forward per batch, the tap's image tokens on the CPU.
+
+    Args:
+        backend: a loaded agents.backend.VLMBackend.
+        tap: an agents.taps.ResidualTap attached to `backend` (include_last=False).
+        images: N × H × W × 3 uint8 frames.
+        batch_size: images per forward.
+
+    Yields:
+        (index of the batch's first image, B × n_image_tokens × d activations,
+        B × n_image_tokens token positions), both on the CPU.
+    """
+    for start, batch in backend.batches(images, batch_size):
+        backend.prob_yes(batch)  # one forward; the tap records its layer
+        yield start, tap.latest_batch.cpu(), tap.positions_batch.cpu()
 
 
 def collect_activations(
@@ -56,14 +77,13 @@ def collect_activations(
             n = min(frames_per_chunk, n_images - done)
             images, labels = render_labeled_frames(n, seed=seed + done, image_size=384)
             acts, meta = [], []
-            for start, batch in backend.batches(images, batch_size):
-                backend.prob_yes(batch)  # one forward; the tap records layer `layer`
-                block = tap.latest_batch.cpu()  # B × 81 × d
+            batches = image_token_activations(backend, tap, images, batch_size)
+            for start, block, positions in batches:
                 for b in range(block.shape[0]):
                     lab = labels[start + b]
                     image_id = done + start + b
                     acts.append(block[b])
-                    pos = tap.positions_batch[b].tolist()
+                    pos = positions[b].tolist()
                     meta.extend({
                         "image_id": image_id, "token_position": p, "token_index": t,
                         "color": lab["color"], "material": lab["material"], "shade": lab["shade"],
@@ -97,7 +117,7 @@ def load_dom_vector(path: str | Path) -> torch.Tensor:
 
 def mean_pooled(store: ActivationStore) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Per-image mean activations and labels (for probes and quick checks)."""
-    acts, meta = store.load_all()
+    acts, meta = store.load_all(with_metadata=True)
     meta = meta.to_pylist() if hasattr(meta, "to_pylist") else meta
     ids = np.array([m["image_id"] for m in meta])
     order = np.unique(ids)
