@@ -18,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="tiny")
     p.add_argument("--layer", type=int, default=None, help="decoder layer (default: 2/3 depth)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--random-weights", type=int, metavar="SEED", default=None,
+                   help="the discovery control: same architecture, freshly initialised weights (seeded)")
     p.set_defaults(func=cmd_collect)
 
 
@@ -28,6 +30,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from rollouts.collect import collect_activations
 
     backend = load_vlm(args.model)
+    if args.random_weights is not None:
+        from rollouts.collect import random_weights_backend
+
+        backend = random_weights_backend(backend, seed=args.random_weights)
     layer = default_tap_layer(backend.n_layers) if args.layer is None else args.layer
     console = Console()
     with Progress(console=console, transient=True) as bar:

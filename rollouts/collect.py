@@ -125,3 +125,20 @@ def mean_pooled(store: ActivationStore) -> tuple[np.ndarray, list[dict[str, Any]
     pooled = np.stack([x[ids == i].mean(0) for i in order])
     first = {m["image_id"]: m for m in reversed(meta)}
     return pooled, [first[i] for i in order]
+
+
+def random_weights_backend(backend: Any, seed: int = 0) -> Any:
+    """The same architecture and processor as `backend` with freshly initialised weights.
+
+    This is the discovery control: an SAE trained on a random-weight model's activations of
+    the same images must find no fragility feature, or discovery is picking up something other
+    than what the trained model learned (pixel statistics passed through any network).
+    """
+    from agents.backend import VLMBackend
+
+    model = backend.model
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        fresh = type(model)(model.config)  # transformers' own initialisation of this architecture
+    fresh = fresh.to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype).eval()
+    return VLMBackend(fresh, backend.processor, name=f"{backend.name} (random weights, seed {seed})")

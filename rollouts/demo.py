@@ -29,6 +29,9 @@ class DemoConfig:
     model: str = "tiny"
     images: int = 2048  # frames collected for the SAE (× 81 image tokens)
     sae_steps: int = 1500
+    # Dictionary size = sae_expansion x d (the reference uses 4x). The tiny model's d = 128
+    # activations are low-rank: at 4x about 20% of the latents never fire, at 2x under 5%.
+    sae_expansion: float = 2.0
     seeds: int = 20  # paired seeds per steering experiment
     # SAE steering magnitudes (units of the features' effect; 0 = rigid level, 1 = fragile level):
     # two per material, so the dose-response plot has a slope to show.
@@ -98,8 +101,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     from sae.matryoshka import MatryoshkaSAE
 
     sae_dir = root / "sae"
+    sae_config = default_config(store.d, n_latents=max(8, round(cfg.sae_expansion * store.d)))
     if not (sae_dir / "sae" / "config.json").exists():
-        train_sae(store, default_config(store.d), TrainConfig(steps=cfg.sae_steps, batch_size=1024, seed=0, out_dir=str(sae_dir)),
+        train_sae(store, sae_config, TrainConfig(steps=cfg.sae_steps, batch_size=1024, seed=0, out_dir=str(sae_dir)),
                   resume=(sae_dir / "checkpoints").exists())
     sae = MatryoshkaSAE.from_pretrained(sae_dir / "sae", expected_d_in=store.d)
     metrics = evaluate(sae, store)
@@ -120,6 +124,12 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     has_feature = bool(discovery.get("fragility"))
     console.print(f"fragility features: {discovery.get('fragility')}; color features excluded: {len(discovery.get('color', []))}")
     done("3. discover fragility features")
+
+    stage("3b. discovery control: random-weight model")
+    control = _discovery_control(cfg, root / "control", backend, layer, sae_config)
+    console.print(f"random-weight control: fragility features {control['fragility']} (expected none); "
+                  f"strongest material score {control['strongest_material_score']:+.2f}")
+    done("3b. discovery control: random-weight model")
 
     stage("4. steered vs unsteered")
     from rollouts.report import steering_report
@@ -172,13 +182,41 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     done("6. world-model probe")
 
     console.rule("[bold]7. report")
-    report = _write_report(cfg, root, metrics, discovery, steering, doc, probe_rows, verdict, timings, time.time() - t_all)
+    report = _write_report(cfg, root, metrics, discovery, control, steering, doc, probe_rows, verdict, timings,
+                           time.time() - t_all)
     console.print(f"\nReport: {report.resolve()}")
     console.print(f"Videos: {(root / 'steer_fragile' / 'videos').resolve()} and {(root / 'steer_rigid' / 'videos').resolve()}")
     return report
 
 
-def _write_report(cfg, root, metrics, discovery, steering, sarm, probe_rows, verdict, timings, wall) -> Path:
+def _discovery_control(cfg: DemoConfig, folder: Path, backend: Any, layer: int, sae_config: Any) -> dict[str, Any]:
+    """Stages 1-3 again on a random-weight copy of the model (same images, SAE config, steps and
+    threshold). A discovery that also finds fragility features here would be reading pixel
+    statistics that any network passes through, not what the trained model learned."""
+    from rollouts.collect import collect_activations, random_weights_backend
+    from sae import TrainConfig, discover_store, evaluate, train_sae
+
+    path = folder / "control.json"
+    if not path.exists():
+        import shutil
+
+        shutil.rmtree(folder / "store", ignore_errors=True)  # a half-written store from an interrupted run
+        store = collect_activations(random_weights_backend(backend, seed=0), layer, folder / "store", cfg.images,
+                                    seed=1_000_000)  # fmt: skip
+        sae = train_sae(store, sae_config, TrainConfig(steps=cfg.sae_steps, batch_size=1024, seed=0), progress=False).sae
+        result = discover_store(sae, store, threshold=0.5, n_boot=300)
+        top = result.features[0] if result.features else None
+        atomic_write_json(path, {
+            "model": store.load_metadata().column("model")[0].as_py(), "fve": evaluate(sae, store).fve,
+            "fragility": result.fragility, "threshold": result.threshold,
+            "strongest_feature": top.feature if top else None,
+            "strongest_material_score": top.material_score if top else 0.0,
+            "strongest_material_d": top.material_d if top else {},
+        })
+    return json.loads(path.read_text())
+
+
+def _write_report(cfg, root, metrics, discovery, control, steering, sarm, probe_rows, verdict, timings, wall) -> Path:
     from rollouts.probe import probe_table_markdown
     from rollouts.report import markdown_table
 
@@ -187,7 +225,11 @@ def _write_report(cfg, root, metrics, discovery, steering, sarm, probe_rows, ver
     md += ["## SAE", "", f"FVE {metrics.fve:.3f}, L0 {metrics.l0:.1f}, dead latents {metrics.dead_fraction:.1%}.", ""]
     md += ["## Decorrelated discovery", "",
            f"Fragility features: {discovery.get('fragility')}; color features (excluded): {discovery.get('color')}.",
-           "", "![discovery](discovery/discovery.png)", ""]
+           "", "![discovery](discovery/discovery.png)", "",
+           "Control: the same collection, SAE and discovery (threshold |d| ≥ "
+           f"{control['threshold']:g} in every context) on {control['model']}: fragility features "
+           f"{control['fragility'] or 'none'} (expected none); its strongest latent's material score is "
+           f"{control['strongest_material_score']:+.2f} (SAE FVE {control['fve']:.3f}).", ""]
     for material, summary in steering.items():
         md += [f"## Steering on {material} objects ({cfg.seeds} paired seeds)", "",
                markdown_table(summary["conditions"], summary["baseline"]), "",
@@ -200,6 +242,7 @@ def _write_report(cfg, root, metrics, discovery, steering, sarm, probe_rows, ver
     atomic_write_json(root / "summary.json", {
         "sae": {"fve": metrics.fve, "l0": metrics.l0, "dead_fraction": metrics.dead_fraction},
         "discovery": {"fragility": discovery.get("fragility"), "color": discovery.get("color")},
+        "discovery_control": control,
         "steering": steering, "sarm": sarm.get("summary"),
         "probe": [asdict(r) for r in probe_rows], "probe_verdict": verdict, "timings_s": timings, "wall_s": wall,
     })

@@ -1,0 +1,63 @@
+"""SAE acceptance on the embedded tiny model: real tap-layer activations of 2,048 renders.
+
+The trained model: FVE >= 0.9 at the default k, < 10% dead latents, and a fragility feature
+whose standardised material difference is >= 1 in every color x shade context. The control: the
+same pipeline (same images, SAE config, steps and threshold) on a random-weight copy of the
+model finds no fragility feature. Slow (about 3 minutes per model on 2 cores), so both models
+share one module-scoped run.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.backend import load_vlm
+from agents.vlm_agent import default_tap_layer
+from rollouts.collect import collect_activations, random_weights_backend
+from sae import TrainConfig, default_config, discover_store, evaluate, train_sae
+
+IMAGES = 2048  # the issue asks for >= 2,000; a multiple of 16 is exactly balanced
+STEPS = 1500
+THRESHOLD = 0.5  # discovery's per-context |Cohen's d| threshold (the CLI default)
+
+
+def _pipeline(backend, folder):  # noqa: ANN001, ANN202
+    layer = default_tap_layer(backend.n_layers)
+    store = collect_activations(backend, layer, folder / "store", IMAGES, seed=1_000_000, batch_size=32)
+    config = default_config(store.d, n_latents=2 * store.d)  # the demo's dictionary size
+    sae = train_sae(store, config, TrainConfig(steps=STEPS, batch_size=1024, seed=0), progress=False).sae
+    metrics = evaluate(sae, store)
+    discovery = discover_store(sae, store, threshold=THRESHOLD, n_boot=200)
+    return config, metrics, discovery
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):  # noqa: ANN001, ANN201
+    trained = load_vlm("tiny")
+    root = tmp_path_factory.mktemp("tiny_sae")
+    return {
+        "trained": _pipeline(trained, root / "trained"),
+        "random": _pipeline(random_weights_backend(trained, seed=0), root / "random"),
+    }
+
+
+def test_trained_model_sae_quality(runs):  # noqa: ANN001
+    config, metrics, _ = runs["trained"]
+    assert config.k == 16  # the default k for d = 128
+    assert metrics.fve >= 0.9, metrics.fve
+    assert metrics.dead_fraction < 0.10, metrics.dead_fraction
+
+
+def test_trained_model_has_fragility_feature_in_every_context(runs):  # noqa: ANN001
+    _, _, discovery = runs["trained"]
+    colors = {c.split("/")[0] for f in discovery.features for c in f.material_d}
+    assert colors == {"red", "blue"}, colors
+    strong = [f for f in discovery.features
+              if f.feature in discovery.fragility and min(abs(d) for d in f.material_d.values()) >= 1.0]  # fmt: skip
+    assert strong, [(f.feature, f.material_d) for f in discovery.features[:5]]
+
+
+def test_random_weight_control_finds_no_fragility_feature(runs):  # noqa: ANN001
+    _, metrics, discovery = runs["random"]
+    assert metrics.fve >= 0.5  # the control SAE is a real fit, not a broken one
+    assert discovery.fragility == [], [(f.feature, f.material_d) for f in discovery.features[:5]]
