@@ -5,12 +5,13 @@ that never vetoes (threshold = inf, so both see the same trajectories). Per step
 - agent: `agent.act` (the VLM forward at decision steps, the expert otherwise), frame render
   at decision steps excluded;
 - monitor: the wrapper's own work (`SARMMonitor.overhead_s`: reading the tap, scoring new
-  activations, bookkeeping), the env step excluded.
+  activations, bookkeeping before and after the env step), the env step excluded.
 Ratios: monitor / agent (the target, ≤ 1%); monitor / whole unmonitored control step (render
 at decision steps + act + env step); and the A/B ratio of whole control steps with vs without
 the wrapper, minus 1 (noisier: two measurements).
 
     OMP_NUM_THREADS=1 python benchmarks/monitor_overhead.py [--model tiny] [--episodes 4]
+        [--scorers sae,mahalanobis,pca] [--sae-latents 256]
 
 Without the trained checkpoint (agents/tiny_vlm/) it uses a random-weight tiny model: same
 architecture, same cost.
@@ -69,6 +70,9 @@ def main() -> None:
     parser.add_argument("--decide-every", type=int, default=10)
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--scorers", default="sae,mahalanobis,pca", help="comma-separated kinds")
+    parser.add_argument("--sae-latents", type=int, default=None,
+                        help="SAE dictionary size (default: sae.default_config, 4 × d)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -85,8 +89,14 @@ def main() -> None:
     for col in ("scorer", "agent ms/step", "control step ms", "monitor ms/step",
                 "monitor / agent", "monitor / control step", "A/B step ratio − 1", "target"):  # fmt: skip
         table.add_column(col)
-    for kind in ("sae", "mahalanobis", "pca"):
-        scorer = make_scorer(kind, **({"steps": 200} if kind == "sae" else {})).fit(tokens)
+    sae_kwargs: dict = {"steps": 200}
+    if args.sae_latents is not None:
+        sae_kwargs["sae_overrides"] = {"n_latents": args.sae_latents}
+    for kind in args.scorers.split(","):
+        scorer = make_scorer(kind, **(sae_kwargs if kind == "sae" else {})).fit(tokens)
+        name = kind
+        if kind == "sae":
+            name = f"sae ({scorer.sae.n_latents} latents, k {scorer.sae.config.k})"
         mon = SARMMonitor(env, agent.tap, scorer, threshold=math.inf)
         plain_steps, mon_steps, agent_t, agent_n = [], [], 0.0, 0
         mon.overhead_s, mon.monitor_steps = 0.0, 0
@@ -102,7 +112,7 @@ def main() -> None:
         mon_ms = 1000 * mon.overhead_s / mon.monitor_steps
         step_ms = 1000 * statistics.mean(plain_steps)
         ab = statistics.median(mon_steps) / statistics.median(plain_steps) - 1
-        table.add_row(kind, f"{agent_ms:.3f}", f"{step_ms:.3f}", f"{mon_ms:.4f}",
+        table.add_row(name, f"{agent_ms:.3f}", f"{step_ms:.3f}", f"{mon_ms:.4f}",
                       f"{mon_ms / agent_ms:.2%}", f"{mon_ms / step_ms:.2%}", f"{ab:+.2%}", "≤ 1%")  # fmt: skip
     env.close()
     Console(width=160).print(table)

@@ -31,8 +31,21 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from monitors.scorers import Scorer, all_finite, count_nonfinite
+
 ON_VETO = ("hold", "stop")
 TOKEN_SELECTIONS = ("image", "all")
+
+
+def _validates_input(scorer: Any) -> bool:
+    """Whether `scorer.score` raises on NaN/inf activations: a Scorer whose score path is the
+    base class's (it validates through as_token_matrix)."""
+    cls = type(scorer)
+    return (
+        isinstance(scorer, Scorer)
+        and cls.score is Scorer.score
+        and cls.token_scores is Scorer.token_scores
+    )
 
 
 class SARMMonitor(gym.Wrapper):
@@ -126,9 +139,9 @@ class SARMMonitor(gym.Wrapper):
         return obs, info
 
     # --- scoring --------------------------------------------------------------------------
-    def _activations(self) -> torch.Tensor | None:
-        latest = getattr(self.tap, "latest", None)
-        if latest is None or self.tokens == "all":
+    def _activations(self, latest: Any) -> Any:
+        """The rows of `latest` to score (see `tokens`)."""
+        if self.tokens == "all":
             return latest
         n_img = getattr(self.tap, "n_image_tokens", 0)
         return latest[:n_img] if isinstance(n_img, int) and n_img > 0 else latest
@@ -153,7 +166,7 @@ class SARMMonitor(gym.Wrapper):
         if latest is self._last_tensor and calls == self._last_calls:
             return self._verdict, False
         self._last_tensor, self._last_calls = latest, calls
-        acts = self._activations()
+        acts = self._activations(latest)
         if not torch.is_tensor(acts):
             acts = torch.as_tensor(np.asarray(acts, dtype=np.float32))
         if acts.numel() == 0:
@@ -162,16 +175,17 @@ class SARMMonitor(gym.Wrapper):
                 "veto": True,
                 "reason": "missing activations: empty tensor",
             }, True
-        n_bad = int((~torch.isfinite(acts)).sum())
-        if n_bad:
-            return {
-                "score": None,
-                "veto": True,
-                "reason": f"non-finite activations: {n_bad} NaN/inf values",
-            }, True
+        # A Scorer refuses NaN/inf activations itself (ValueError), so the check runs here only
+        # for other scorers, which might turn them into a finite score, or after a failure, to
+        # name the reason: one finiteness pass per decision instead of two.
+        validates = _validates_input(self.scorer)
+        if not validates and not all_finite(acts):
+            return self._non_finite(acts), True
         try:
             score = float(self.scorer.score(acts))
         except Exception as exc:  # noqa: BLE001 - fail closed on any scorer failure
+            if validates and not all_finite(acts):
+                return self._non_finite(acts), True
             return {
                 "score": None,
                 "veto": True,
@@ -187,6 +201,14 @@ class SARMMonitor(gym.Wrapper):
             }, True
         return {"score": score, "veto": False, "reason": ""}, True
 
+    @staticmethod
+    def _non_finite(acts: torch.Tensor) -> dict[str, Any]:
+        return {
+            "score": None,
+            "veto": True,
+            "reason": f"non-finite activations: {count_nonfinite(acts)} NaN/inf values",
+        }
+
     def safe_action(self) -> np.ndarray:
         """No motion; the gripper as in the last executed action (open, -1, before any)."""
         last = self._last_action
@@ -199,12 +221,16 @@ class SARMMonitor(gym.Wrapper):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """Score (if new), then step the env with the action, the safe action, or stop."""
         t0 = time.perf_counter()
+        arr = None
         try:
             verdict, new = self._judge()
-            verdict = dict(verdict)
-            self._verdict = {k: verdict[k] for k in ("score", "veto", "reason")}
+            # Verdict dicts are never mutated (the report below is a new dict), so the stored
+            # verdict needs no copy.
+            self._verdict = verdict
             arr = np.asarray(action, dtype=np.float32).reshape(-1)
-            if not verdict["veto"] and not np.all(np.isfinite(arr)):
+            # A Python loop over the few action values is cheaper than numpy's isfinite + all
+            # on a cold cache (the VLM forward and the physics step run between two calls).
+            if not verdict["veto"] and not all(map(math.isfinite, arr.tolist())):
                 verdict = {
                     "score": verdict["score"],
                     "veto": True,
@@ -233,17 +259,21 @@ class SARMMonitor(gym.Wrapper):
             "reason": verdict["reason"], "new": new, "step": self._step,
             "enforced": veto and self.enforce, "action": None,
         }  # fmt: skip
-        self.overhead_s += time.perf_counter() - t0
         self.monitor_steps += 1
         self._step += 1
         if veto and self.enforce and self.on_veto == "stop":
             info = {**self._info, self.info_key: {**report, "action": "stop"}}
+            self.overhead_s += time.perf_counter() - t0
             return self._obs, 0.0, False, True, info
         if veto and self.enforce:
-            action = self.safe_action()
+            action = arr = self.safe_action()
             report["action"] = "hold"
+        t_env = time.perf_counter()
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self._last_action = np.asarray(action, dtype=np.float32).reshape(-1)
+        t_back = time.perf_counter()
+        self._last_action = arr if arr is not None else np.asarray(action, np.float32).reshape(-1)
         info = {**info, self.info_key: report}
         self._obs, self._info = obs, info
+        # Everything but the env step is the monitor's cost, the bookkeeping after it included.
+        self.overhead_s += (t_env - t0) + (time.perf_counter() - t_back)
         return obs, reward, terminated, truncated, info

@@ -16,6 +16,7 @@ Per-token scores are aggregated over the tokens by "mean" or "max".
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from monitors.calibration import Calibration, calibrate, check_provenance
@@ -52,10 +54,28 @@ def as_token_matrix(
     if d is not None and x.shape[1] != d:
         raise ValueError(f"{name} have d={x.shape[1]} but the scorer was fitted on d={d}")
     x = x.to(device="cpu", dtype=torch.float32)
-    finite = torch.isfinite(x)
-    if not bool(finite.all()):
-        raise ValueError(f"{name} hold {int((~finite).sum())} NaN/inf values of {x.numel()}")
+    if not all_finite(x):
+        raise ValueError(f"{name} hold {count_nonfinite(x)} NaN/inf values of {x.numel()}")
     return x
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether every value of `x` is finite (no NaN/inf).
+
+    NaN and inf propagate through a sum, so a finite sum proves every value finite in one
+    reduction; only a non-finite sum (which may also be an overflow of finite values) needs the
+    elementwise check. `torch.isfinite(x).all()` is several kernels: about 4× slower on one
+    decision's tokens in the control loop, and this check runs twice per scored decision
+    (monitor and scorer).
+    """
+    if math.isfinite(float(x.sum())):
+        return True
+    return bool(torch.isfinite(x).all())
+
+
+def count_nonfinite(x: torch.Tensor) -> int:
+    """Number of NaN/inf values of `x` (for error messages: only called when there are some)."""
+    return int((~torch.isfinite(x)).sum())
 
 
 def stack_tokens(activations: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -331,9 +351,8 @@ class SAEReconstructionScorer(Scorer):
         )
         self.sae = train_sae(x, config, train, progress=False).sae.eval()
 
-    @torch.no_grad()
     def _token_scores(self, x: torch.Tensor) -> torch.Tensor:
-        return self.sae.reconstruction_error(x).float()
+        return sae_reconstruction_error(self.sae, x).float()
 
     def _params(self) -> dict[str, Any]:
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
@@ -346,6 +365,95 @@ class SAEReconstructionScorer(Scorer):
         from sae import MatryoshkaSAE
 
         self.sae = MatryoshkaSAE.from_pretrained(directory / "sae", expected_d_in=self.d).eval()
+
+
+@functools.cache
+def _topk_groups(n: int, k: int) -> int:
+    """Group size c for `row_topk` over n columns (1: no grouping, plain topk is as cheap)."""
+    best, cost = 1, n
+    for c in (2, 4, 8, 16, 32):
+        # Groups must tile the row and outnumber k, or there is nothing to prune.
+        if n % c == 0 and n // c > k and n // c + k * c < cost:
+            best, cost = c, n // c + k * c
+    return best if cost <= n // 2 else 1
+
+
+def row_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest entries of each row of `pre` (B × n): (values, column indices), unordered.
+
+    The same entries as `pre.topk(k, dim=1)` (up to exact ties), found by selecting among
+    fewer candidates. torch.topk runs a quickselect per row whose branches depend on the data:
+    on fresh data, as every monitor decision is, mispredicted branches make it cost more than
+    the SAE's encoder matmul (~4× its cost on a re-used tensor, so micro-benchmarks that
+    repeat one input hide it). So split each row into n/c groups of c columns and keep the k
+    groups with the largest maxima: every top-k entry lies in one of them (a group whose max
+    is not among the k largest maxima is outranked entirely by those k maxima). Then select
+    among those k·c candidates: ~n/c + k·c entries go through quickselect instead of n.
+    Group j is the columns j, j + n/c, j + 2n/c, ...: its maxima are then an elementwise max
+    of c contiguous slices, much cheaper than a max over c adjacent columns.
+
+    Args:
+        pre: (B × n) contiguous tensor.
+        k: entries per row, 1 <= k <= n.
+
+    Returns:
+        values (B × k) and their column indices into `pre` (B × k, int64).
+    """
+    B, n = pre.shape
+    c = _topk_groups(n, k)
+    if c == 1:
+        return pre.topk(k, dim=1, sorted=False)
+    g = n // c
+    top = pre.view(B, c, g).amax(1).topk(k, dim=1, sorted=False).indices  # (B, k) group ids
+    cand = (top.unsqueeze(2) + torch.arange(0, n, g, device=pre.device)).view(B, k * c)
+    vals, j = pre.gather(1, cand).topk(k, dim=1, sorted=False)
+    return vals, cand.gather(1, j)
+
+
+@torch.inference_mode()
+def sae_reconstruction_error(sae: Any, x: torch.Tensor) -> torch.Tensor:
+    """`sae.reconstruction_error(x)` for inference, from the SAE's public tensors in a few ops.
+
+    The SAE's own path is built for training: input checks, COO codes sorted by column, a
+    custom autograd gather, bag offsets from bincount/cumsum. On one decision (81 tokens) that
+    bookkeeping is a large share of the cost, so the monitor's hot path computes the same
+    thing directly: the same normalisation and encoder ops (so the same latents are selected),
+    then a fixed-size embedding bag over each token's k latents (top-k, via `row_topk`) or a
+    thresholded sparse sum (BatchTopK at inference). Equal to the SAE's method up to float
+    summation order. An SAE in training mode (BatchTopK then selects over the batch), or of
+    another class than MatryoshkaSAE (which may compute its error otherwise), goes through its
+    own `reconstruction_error`.
+
+    Args:
+        sae: a sae.MatryoshkaSAE (W_enc, b_enc, W_dec, b_dec, x_mean, x_scale, threshold,
+            config.k, config.batch_topk, config.d_in).
+        x: (n × d_in) activations, already validated (finite, 2-D).
+
+    Returns:
+        (n,) per-token ||x_n - x_n_hat||² / d_in in normalised units.
+    """
+    from sae import MatryoshkaSAE
+
+    if sae.training or type(sae) is not MatryoshkaSAE:
+        return sae.reconstruction_error(x)
+    cfg = sae.config
+    x = x.to(sae.W_enc.dtype)
+    xc = (x - sae.x_mean) / sae.x_scale - sae.b_dec  # x_n - b_dec, as the SAE computes it
+    pre = F.linear(xc, sae.W_enc, sae.b_enc)
+    if cfg.batch_topk and float(sae.threshold) >= 0:
+        # Learned BatchTopK threshold: a variable number of latents per token.
+        active = pre > sae.threshold
+        rows, cols = active.nonzero(as_tuple=True)
+        counts = active.sum(1)
+        offsets = counts.cumsum(0) - counts
+        # Values above a threshold >= 0 are positive: the SAE's ReLU leaves them as they are.
+        vals = pre[rows, cols]
+        delta = F.embedding_bag(cols, sae.W_dec, offsets, mode="sum", per_sample_weights=vals)
+    else:
+        vals, cols = row_topk(pre, cfg.k)
+        delta = F.embedding_bag(cols, sae.W_dec, mode="sum", per_sample_weights=vals.relu())
+    resid = xc - delta  # x_n - (b_dec + decoded latents)
+    return (resid * resid).sum(1) / cfg.d_in
 
 
 SCORERS: dict[str, type[Scorer]] = {

@@ -106,6 +106,28 @@ def test_fail_closed_vetoes_with_reason(case, reason, on_veto):
         assert not trunc and sarm["action"] == "hold"
 
 
+class NanBlindScorer(MahalanobisScorer):
+    """A Scorer whose own score() skips the base class's input validation."""
+
+    def score(self, activations):
+        return 0.0
+
+
+@pytest.mark.parametrize("scorer_cls", [MahalanobisScorer, NanBlindScorer])
+def test_non_finite_activations_veto_with_a_real_scorer(scorer_cls):
+    tap = FakeTap()
+    acts = synthetic(4)
+    acts[1, 2], acts[3, 0] = float("nan"), float("-inf")
+    tap.emit(acts)
+    scorer = scorer_cls().fit(synthetic(200))
+    mon, (_, _, _, _, info) = run_fail_case(tap, scorer)
+    assert info["sarm"]["veto"] and info["sarm"]["score"] is None
+    assert "non-finite activations: 2 NaN/inf values" in info["sarm"]["reason"]
+    tap.emit(synthetic(4, seed=1))  # finite again: scored
+    _, _, _, _, info = mon.step(np.zeros(4, dtype=np.float32))
+    assert math.isfinite(info["sarm"]["score"]) and "non-finite" not in info["sarm"]["reason"]
+
+
 def test_hold_is_no_motion_with_gripper_kept():
     tap, scorer = FakeTap(), CountingScorer(0.0)
     env = make_env()

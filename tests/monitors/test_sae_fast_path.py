@@ -1,0 +1,123 @@
+"""The SAE scorer's inference path matches `MatryoshkaSAE.reconstruction_error`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monitors.scorers import SAEReconstructionScorer, all_finite, row_topk, sae_reconstruction_error
+from sae import MatryoshkaSAE
+from sae.config import SAEConfig
+
+D = 32
+
+
+def make_sae(n_latents: int, k: int, batch_topk: bool = False, seed: int = 0) -> MatryoshkaSAE:
+    """An SAE with untied random weights, biases and a fitted normalisation (not an identity)."""
+    torch.manual_seed(seed)
+    prefixes = (n_latents // 4, n_latents) if n_latents >= 8 else ()
+    sae = MatryoshkaSAE(SAEConfig(d_in=D, n_latents=n_latents, k=k, prefixes=prefixes,
+                                  batch_topk=batch_topk))  # fmt: skip
+    with torch.no_grad():
+        sae.W_enc.normal_(0, D**-0.5)
+        sae.b_enc.normal_(0, 0.3)
+    sae.init_from_data(torch.randn(500, D) * 3 + 1, median=False)
+    return sae.eval()
+
+
+def inputs(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, D, generator=g) * 3 + 1
+
+
+@torch.no_grad()
+def reference(sae: MatryoshkaSAE, x: torch.Tensor) -> torch.Tensor:
+    return sae.reconstruction_error(x)
+
+
+@pytest.mark.parametrize(
+    "n, k", [(512, 16), (256, 16), (96, 4), (100, 7), (64, 32), (8, 3), (16, 16)]
+)
+def test_row_topk_selects_the_same_entries_as_topk(n, k):
+    for seed in range(3):
+        pre = torch.randn(81, n, generator=torch.Generator().manual_seed(seed))
+        vals, cols = row_topk(pre, k)
+        ref_vals, ref_cols = pre.topk(k, dim=1)
+        torch.testing.assert_close(cols.sort(1).values, ref_cols.sort(1).values, rtol=0, atol=0)
+        torch.testing.assert_close(vals.sort(1).values, ref_vals.sort(1).values, rtol=0, atol=0)
+        torch.testing.assert_close(pre.gather(1, cols), vals, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("n_latents, k", [(512, 16), (256, 16), (100, 5), (8, 8)])
+def test_topk_sae_error_matches_the_sae(n_latents, k):
+    sae = make_sae(n_latents, k)
+    for seed, n in ((0, 81), (1, 81), (2, 1), (3, 7)):
+        x = inputs(n, seed)
+        torch.testing.assert_close(sae_reconstruction_error(sae, x), reference(sae, x),
+                                   rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.4, 1e9])  # 1e9: no latent fires at all
+def test_batch_topk_sae_with_a_learned_threshold_matches_the_sae(threshold):
+    sae = make_sae(256, 16, batch_topk=True)
+    sae.threshold.fill_(threshold)
+    for seed in range(3):
+        x = inputs(81, seed)
+        out = sae_reconstruction_error(sae, x)
+        torch.testing.assert_close(out, reference(sae, x), rtol=1e-5, atol=1e-6)
+    if threshold == 0.4:  # a variable number of latents per token: not a fixed-k code
+        counts = (sae.encode(x) > 0).sum(1)
+        assert counts.min() != counts.max()
+
+
+def test_batch_topk_sae_before_a_threshold_is_learned_uses_topk():
+    sae = make_sae(256, 16, batch_topk=True)
+    assert float(sae.threshold) < 0
+    x = inputs(81, 5)
+    torch.testing.assert_close(sae_reconstruction_error(sae, x), reference(sae, x),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
+def test_sae_in_training_mode_uses_its_own_method():
+    sae = make_sae(256, 16, batch_topk=True).train()
+    x = inputs(81, 6)
+    assert torch.equal(sae_reconstruction_error(sae, x), reference(sae, x))
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "max"])
+def test_scorer_scores_with_the_fast_path(aggregate):
+    sae = make_sae(512, 16)
+    scorer = SAEReconstructionScorer(sae=sae, aggregate=aggregate)
+    x = inputs(81, 7) + 2.0
+    ref = reference(sae, x)
+    torch.testing.assert_close(scorer.token_scores(x), ref, rtol=1e-5, atol=1e-6)
+    expected = float(ref.mean() if aggregate == "mean" else ref.max())
+    assert scorer.score(x) == pytest.approx(expected, rel=1e-5)
+
+
+def test_all_finite():
+    x = torch.randn(81, D)
+    assert all_finite(x)
+    assert all_finite(torch.full((4, 4), 3e38))  # the sum overflows; every value is finite
+    assert all_finite(torch.arange(10))
+    assert all_finite(x.bfloat16())
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        y = x.clone()
+        y[40, 3] = bad
+        assert not all_finite(y)
+    y = x.clone()
+    y[0, 0], y[1, 1] = float("inf"), float("-inf")  # the sum is NaN, not inf
+    assert not all_finite(y)
+
+
+def test_an_sae_subclass_keeps_its_own_error():
+    class Doubled(MatryoshkaSAE):
+        def reconstruction_error(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().reconstruction_error(x)
+
+    sae = make_sae(64, 4)
+    doubled = Doubled(sae.config)
+    doubled.load_state_dict(sae.state_dict())
+    doubled.eval()
+    x = inputs(9, 8)
+    torch.testing.assert_close(sae_reconstruction_error(doubled, x), 2 * reference(sae, x))
