@@ -16,7 +16,6 @@ Per-token scores are aggregated over the tokens by "mean" or "max".
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from monitors.calibration import Calibration, calibrate, check_provenance
+from sae import row_topk
 
 AGGREGATES = ("mean", "max")
 SCORER_FILE = "scorer.json"
@@ -365,49 +365,6 @@ class SAEReconstructionScorer(Scorer):
         from sae import MatryoshkaSAE
 
         self.sae = MatryoshkaSAE.from_pretrained(directory / "sae", expected_d_in=self.d).eval()
-
-
-@functools.cache
-def _topk_groups(n: int, k: int) -> int:
-    """Group size c for `row_topk` over n columns (1: no grouping, plain topk is as cheap)."""
-    best, cost = 1, n
-    for c in (2, 4, 8, 16, 32):
-        # Groups must tile the row and outnumber k, or there is nothing to prune.
-        if n % c == 0 and n // c > k and n // c + k * c < cost:
-            best, cost = c, n // c + k * c
-    return best if cost <= n // 2 else 1
-
-
-def row_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest entries of each row of `pre` (B × n): (values, column indices), unordered.
-
-    The same entries as `pre.topk(k, dim=1)` (up to exact ties), found by selecting among
-    fewer candidates. torch.topk runs a quickselect per row whose branches depend on the data:
-    on fresh data, as every monitor decision is, mispredicted branches make it cost more than
-    the SAE's encoder matmul (~4× its cost on a re-used tensor, so micro-benchmarks that
-    repeat one input hide it). So split each row into n/c groups of c columns and keep the k
-    groups with the largest maxima: every top-k entry lies in one of them (a group whose max
-    is not among the k largest maxima is outranked entirely by those k maxima). Then select
-    among those k·c candidates: ~n/c + k·c entries go through quickselect instead of n.
-    Group j is the columns j, j + n/c, j + 2n/c, ...: its maxima are then an elementwise max
-    of c contiguous slices, much cheaper than a max over c adjacent columns.
-
-    Args:
-        pre: (B × n) contiguous tensor.
-        k: entries per row, 1 <= k <= n.
-
-    Returns:
-        values (B × k) and their column indices into `pre` (B × k, int64).
-    """
-    B, n = pre.shape
-    c = _topk_groups(n, k)
-    if c == 1:
-        return pre.topk(k, dim=1, sorted=False)
-    g = n // c
-    top = pre.view(B, c, g).amax(1).topk(k, dim=1, sorted=False).indices  # (B, k) group ids
-    cand = (top.unsqueeze(2) + torch.arange(0, n, g, device=pre.device)).view(B, k * c)
-    vals, j = pre.gather(1, cand).topk(k, dim=1, sorted=False)
-    return vals, cand.gather(1, j)
 
 
 @torch.inference_mode()

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sae._io import atomic_save_safetensors, atomic_write_json
-from sae._sparse import GatherPreacts, bag_sum, prefix_increments, topk_indices
+from sae._sparse import GatherPreacts, bag_sum, prefix_increments, row_topk
 from sae.config import SAEConfig
 
 WEIGHTS_FILE = "sae.safetensors"
@@ -146,7 +146,7 @@ class MatryoshkaSAE(nn.Module):
         if self.config.batch_topk and self.threshold >= 0:
             rows, cols = (pre > self.threshold).nonzero(as_tuple=True)
             return rows, cols, pre[rows, cols]
-        cols = topk_indices(pre, k).sort(dim=1).values
+        cols = row_topk(pre, k)[1].sort(dim=1).values
         rows = torch.arange(B, device=pre.device).repeat_interleave(k)
         return rows, cols.flatten(), pre.gather(1, cols).flatten()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monitors.scorers import SAEReconstructionScorer, all_finite, row_topk, sae_reconstruction_error
-from sae import MatryoshkaSAE
+from monitors.scorers import SAEReconstructionScorer, all_finite, sae_reconstruction_error
+from sae import MatryoshkaSAE, row_topk
 from sae.config import SAEConfig
 
 D = 32
