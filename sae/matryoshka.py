@@ -32,7 +32,7 @@ FORMAT_VERSION = 1
 
 
 class SparseCode(NamedTuple):
-    """Active latents as a flat COO list, ordered by row and then by column."""
+    """Active latents as a flat COO list, ordered by row and then by column (AuxK codes: by row)."""
 
     rows: torch.Tensor
     cols: torch.Tensor
@@ -142,7 +142,7 @@ class MatryoshkaSAE(nn.Module):
         if self.config.batch_topk and self.training:
             flat = pre.relu().flatten()
             idx = flat.topk(min(k * B, flat.numel()), sorted=False).indices.sort().values
-            return idx // n, idx % n, flat[idx]
+            return idx // n, idx % n, pre.flatten()[idx]
         if self.config.batch_topk and self.threshold >= 0:
             rows, cols = (pre > self.threshold).nonzero(as_tuple=True)
             return rows, cols, pre[rows, cols]
