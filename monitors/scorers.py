@@ -25,11 +25,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from monitors.calibration import Calibration, calibrate, check_provenance
-from sae import row_topk
 
 AGGREGATES = ("mean", "max")
 SCORER_FILE = "scorer.json"
@@ -351,8 +349,9 @@ class SAEReconstructionScorer(Scorer):
         )
         self.sae = train_sae(x, config, train, progress=False).sae.eval()
 
+    @torch.inference_mode()
     def _token_scores(self, x: torch.Tensor) -> torch.Tensor:
-        return sae_reconstruction_error(self.sae, x).float()
+        return self.sae.reconstruction_error(x).float()
 
     def _params(self) -> dict[str, Any]:
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
@@ -365,52 +364,6 @@ class SAEReconstructionScorer(Scorer):
         from sae import MatryoshkaSAE
 
         self.sae = MatryoshkaSAE.from_pretrained(directory / "sae", expected_d_in=self.d).eval()
-
-
-@torch.inference_mode()
-def sae_reconstruction_error(sae: Any, x: torch.Tensor) -> torch.Tensor:
-    """`sae.reconstruction_error(x)` for inference, from the SAE's public tensors in a few ops.
-
-    The SAE's own path is built for training: input checks, COO codes sorted by column, a
-    custom autograd gather, bag offsets from bincount/cumsum. On one decision (81 tokens) that
-    bookkeeping is a large share of the cost, so the monitor's hot path computes the same
-    thing directly: the same normalisation and encoder ops (so the same latents are selected),
-    then a fixed-size embedding bag over each token's k latents (top-k, via `row_topk`) or a
-    thresholded sparse sum (BatchTopK at inference). Equal to the SAE's method up to float
-    summation order. An SAE in training mode (BatchTopK then selects over the batch), or of
-    another class than MatryoshkaSAE (which may compute its error otherwise), goes through its
-    own `reconstruction_error`.
-
-    Args:
-        sae: a sae.MatryoshkaSAE (W_enc, b_enc, W_dec, b_dec, x_mean, x_scale, threshold,
-            config.k, config.batch_topk, config.d_in).
-        x: (n × d_in) activations, already validated (finite, 2-D).
-
-    Returns:
-        (n,) per-token ||x_n - x_n_hat||² / d_in in normalised units.
-    """
-    from sae import MatryoshkaSAE
-
-    if sae.training or type(sae) is not MatryoshkaSAE:
-        return sae.reconstruction_error(x)
-    cfg = sae.config
-    x = x.to(sae.W_enc.dtype)
-    xc = (x - sae.x_mean) / sae.x_scale - sae.b_dec  # x_n - b_dec, as the SAE computes it
-    pre = F.linear(xc, sae.W_enc, sae.b_enc)
-    if cfg.batch_topk and float(sae.threshold) >= 0:
-        # Learned BatchTopK threshold: a variable number of latents per token.
-        active = pre > sae.threshold
-        rows, cols = active.nonzero(as_tuple=True)
-        counts = active.sum(1)
-        offsets = counts.cumsum(0) - counts
-        # Values above a threshold >= 0 are positive: the SAE's ReLU leaves them as they are.
-        vals = pre[rows, cols]
-        delta = F.embedding_bag(cols, sae.W_dec, offsets, mode="sum", per_sample_weights=vals)
-    else:
-        vals, cols = row_topk(pre, cfg.k)
-        delta = F.embedding_bag(cols, sae.W_dec, mode="sum", per_sample_weights=vals.relu())
-    resid = xc - delta  # x_n - (b_dec + decoded latents)
-    return (resid * resid).sum(1) / cfg.d_in
 
 
 SCORERS: dict[str, type[Scorer]] = {

@@ -249,12 +249,29 @@ class MatryoshkaSAE(nn.Module):
 
         Normalised inputs have mean squared norm d_in over the data the SAE was fitted on, so
         this is the sample's squared error relative to the average activation variance
-        (about 1 - FVE for a typical sample). Used as the SARM anomaly score.
+        (about 1 - FVE for a typical sample). Used as the SARM anomaly score, once per agent
+        decision, so the eval-mode path is lean: the same latents as `encode` (per-sample
+        top-k, or the learned BatchTopK threshold), decoded by one embedding bag without the
+        training path's COO bookkeeping; equal to it up to float summation order.
         """
         xn = self._normalize(self._check_input(x))
-        code = self._encode_normalized(xn)[0]
-        full = self.b_dec + bag_sum(code.rows, code.cols, code.vals, self.W_dec, code.batch_size)
-        return ((xn - full) ** 2).sum(1) / self.config.d_in
+        xc = xn - self.b_dec
+        if self.training:  # BatchTopK selects over the whole batch while training
+            code = self._encode_normalized(xn)[0]
+            delta = bag_sum(code.rows, code.cols, code.vals, self.W_dec, code.batch_size)
+        elif self.config.batch_topk and self.threshold >= 0:
+            pre = F.linear(xc, self.W_enc, self.b_enc)
+            active = pre > self.threshold  # a variable number of latents per sample
+            rows, cols = active.nonzero(as_tuple=True)
+            counts = active.sum(1)
+            # Values above a threshold >= 0 are positive: the ReLU leaves them as they are.
+            delta = F.embedding_bag(cols, self.W_dec, counts.cumsum(0) - counts, mode="sum",
+                                    per_sample_weights=pre[rows, cols])  # fmt: skip
+        else:
+            vals, cols = row_topk(F.linear(xc, self.W_enc, self.b_enc), self.config.k)
+            delta = F.embedding_bag(cols, self.W_dec, mode="sum", per_sample_weights=vals.relu())
+        resid = xc - delta  # x_n - (b_dec + decoded latents)
+        return (resid * resid).sum(1) / self.config.d_in
 
     # ----------------------------------------------------------------- training
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
