@@ -17,6 +17,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from sae._native import native_row_topk
+
 
 def bag_offsets(rows: torch.Tensor, n_bags: int) -> torch.Tensor:
     """Start offset of each bag for `rows` sorted ascending (empty bags allowed)."""
@@ -33,9 +35,40 @@ def bag_sum(
     """
     if cols.numel() == 0:
         return table.new_zeros(n_bags, table.shape[1]) + 0.0 * vals.sum()
-    return F.embedding_bag(
-        cols, table, bag_offsets(rows, n_bags), mode="sum", per_sample_weights=vals.to(table.dtype)
-    )
+    vals = vals.to(table.dtype)
+    offsets = bag_offsets(rows, n_bags)
+    if not table.requires_grad or not torch.is_grad_enabled():
+        return F.embedding_bag(cols, table, offsets, mode="sum", per_sample_weights=vals)
+    # embedding_bag's own table gradient is a slow scatter on CPU; _TableGrad computes it as
+    # a bag sum with the roles swapped. embedding_bag still provides the gradient of vals.
+    out = F.embedding_bag(cols, table.detach(), offsets, mode="sum", per_sample_weights=vals)
+    return _TableGrad.apply(out, table, rows, cols, vals.detach())
+
+
+class _TableGrad(torch.autograd.Function):
+    """Identity on `out` (a bag sum of `table` rows) that adds the table's gradient:
+    grad_table[c] = sum over entries with cols == c of vals * grad_out[rows], itself a bag sum
+    with bags = columns and table = grad_out."""
+
+    @staticmethod
+    def forward(ctx, out, table, rows, cols, vals):  # type: ignore[override]
+        """Pass `out` through; remember the entries."""
+        ctx.save_for_backward(rows, cols, vals)
+        ctx.n_table = table.shape[0]
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        """grad for out unchanged; grad for table by the transposed bag sum."""
+        rows, cols, vals = ctx.saved_tensors
+        grad_table = None
+        if ctx.needs_input_grad[1]:
+            order = torch.argsort(cols, stable=True)
+            grad_table = F.embedding_bag(
+                rows[order], grad.contiguous(), bag_offsets(cols[order], ctx.n_table), mode="sum",
+                per_sample_weights=vals[order],
+            )
+        return grad, grad_table, None, None, None
 
 
 @functools.cache
@@ -50,10 +83,11 @@ def _topk_groups(n: int, k: int) -> int:
 
 
 def row_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest entries of each row of `pre` (B × n): (values, column indices), unordered.
+    """The k largest entries of each row of `pre` (B × n): (values, column indices), each row
+    ordered by column (the order the sparse decoder wants).
 
-    The same entries as `pre.topk(k, dim=1)` (up to exact ties), found by selecting among
-    fewer candidates. torch.topk runs a quickselect per row whose branches depend on the data:
+    The same entries as `pre.topk(k, dim=1)` (up to exact ties). On CPU float32 the native
+    kernel in sae/_topk.c does it (see sae/_native.py); otherwise torch, as follows. torch.topk runs a quickselect per row whose branches depend on the data:
     on fresh data, as every monitor decision is, mispredicted branches make it cost more than
     the SAE's encoder matmul (~4× its cost on a re-used tensor, so micro-benchmarks that
     repeat one input hide it). So split each row into n/c groups of c columns and keep the k
@@ -70,15 +104,20 @@ def row_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         values (B × k) and their column indices into `pre` (B × k, int64).
     """
+    found = native_row_topk(pre, k)
+    if found is not None:
+        return found
     B, n = pre.shape
     c = _topk_groups(n, k)
     if c == 1:
-        return pre.topk(k, dim=1, sorted=False)
+        cols = pre.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
+        return pre.gather(1, cols), cols
     g = n // c
     top = pre.view(B, c, g).amax(1).topk(k, dim=1, sorted=False).indices  # (B, k) group ids
     cand = (top.unsqueeze(2) + torch.arange(0, n, g, device=pre.device)).view(B, k * c)
-    vals, j = pre.gather(1, cand).topk(k, dim=1, sorted=False)
-    return vals, cand.gather(1, j)
+    j = pre.gather(1, cand).topk(k, dim=1, sorted=False).indices
+    cols = cand.gather(1, j).sort(dim=1).values
+    return pre.gather(1, cols), cols
 
 
 class GatherPreacts(torch.autograd.Function):

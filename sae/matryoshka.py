@@ -146,9 +146,9 @@ class MatryoshkaSAE(nn.Module):
         if self.config.batch_topk and self.threshold >= 0:
             rows, cols = (pre > self.threshold).nonzero(as_tuple=True)
             return rows, cols, pre[rows, cols]
-        cols = row_topk(pre, k)[1].sort(dim=1).values
+        vals, cols = row_topk(pre, k)
         rows = torch.arange(B, device=pre.device).repeat_interleave(k)
-        return rows, cols.flatten(), pre.gather(1, cols).flatten()
+        return rows, cols.flatten(), vals.flatten()
 
     def _encode_normalized(self, xn: torch.Tensor, aux: bool = False):
         """Sparse code of normalised inputs; with `aux`, also the AuxK code over dead latents."""
