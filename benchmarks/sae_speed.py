@@ -5,7 +5,7 @@ model's width 128 -> 512 (default_config(128): k 16, prefixes 16/64/256/512), ba
 synthetic planted-dictionary data. For each: training tokens/s and held-out FVE after the same
 token budget, over a learning-rate grid, for
 
-  ours             sae.train_sae (Matryoshka top-k + AuxK: two-level top-k, sparse encoder
+  ours             sae.train_sae (Matryoshka top-k + AuxK: native exact top-k, sparse encoder
                    backward, one bag-sum decoder for all prefixes)
   dense-matryoshka the same Matryoshka top-k objective written with dense matmuls (the usual
                    implementation: dense code z, z @ W_dec per prefix)
