@@ -72,6 +72,15 @@ class _ResidualIntervention(HookHandle):
         """Return the new (n × d) values for the selected positions, or None for no change."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def edit(self, hidden: torch.Tensor) -> torch.Tensor:
+        """What this intervention makes of residual vectors `hidden` (n × d) at its layer, with
+        no model attached: for offline analysis, e.g. how far a steering moves activations."""
+        if hidden.ndim != 2:
+            raise ValueError(f"hidden must be (n, d), got shape {tuple(hidden.shape)}")
+        edited = self._edit(hidden)
+        return hidden.clone() if edited is None else edited
+
 
 class AddVector(_ResidualIntervention):
     """h ← h + scale · vector at `positions` of decoder layer `layer`'s output."""

@@ -161,27 +161,37 @@ def check_resources(conditions: list[Condition], res: SteeringResources, n_laten
             raise ValueError(f"condition {c.name!r} needs a difference-of-means vector: pass --vector FILE")
 
 
-def build_intervention(c: Condition, res: SteeringResources, backend: Any, layer: int, seed: int = 0) -> AbstractContextManager:
-    """The intervention for a condition, ready to `attach(backend)` (or a no-op context)."""
+def residual_interventions(c: Condition, res: SteeringResources, layer: int, seed: int = 0) -> list[Any]:
+    """The residual-stream interventions of a sae, dom or random condition, not yet attached
+    (applied in order; `[]` for unsteered). Neuron conditions edit FFN inputs: ValueError."""
     from agents.interventions import AddVector, SAEFeatureSteering
 
     if c.kind == "unsteered":
-        return nullcontext()
+        return []
     if c.kind == "sae":
         if c.feature != "fragility":
-            return SAEFeatureSteering(res.sae, int(c.feature), c.magnitude, layer=layer).attach(backend)
-        stack = ExitStack()  # one hook per feature; removing the stack removes them all
-        for feature, rigid, fragile in res.fragility_features:
-            value = rigid + c.magnitude * (fragile - rigid)
-            stack.enter_context(SAEFeatureSteering(res.sae, feature, value, layer=layer).attach(backend))
-        return stack
+            return [SAEFeatureSteering(res.sae, int(c.feature), c.magnitude, layer=layer)]
+        return [SAEFeatureSteering(res.sae, feature, rigid + c.magnitude * (fragile - rigid), layer=layer)
+                for feature, rigid, fragile in res.fragility_features]  # fmt: skip
     if c.kind == "dom":
-        return AddVector(res.dom_vector, c.magnitude, layer=layer).attach(backend)
+        return [AddVector(res.dom_vector, c.magnitude, layer=layer)]
     if c.kind == "random":
         g = torch.Generator().manual_seed(seed)
         direction = torch.randn(res.dom_vector.shape, generator=g)
         direction = direction / direction.norm() * res.dom_vector.norm()
-        return AddVector(direction, c.magnitude, layer=layer).attach(backend)
+        return [AddVector(direction, c.magnitude, layer=layer)]
+    raise ValueError(f"condition {c.name!r} does not edit the residual stream; kinds that do: sae, dom, random")
+
+
+def build_intervention(c: Condition, res: SteeringResources, backend: Any, layer: int, seed: int = 0) -> AbstractContextManager:
+    """The intervention for a condition, ready to `attach(backend)` (or a no-op context)."""
+    if c.kind == "unsteered":
+        return nullcontext()
+    if c.kind in ("sae", "dom", "random"):
+        stack = ExitStack()  # one hook per intervention; removing the stack removes them all
+        for intervention in residual_interventions(c, res, layer, seed):
+            stack.enter_context(intervention.attach(backend))
+        return stack
     from agents.neurons import random_cluster, select_cluster
 
     if c.kind == "neuron":
@@ -190,3 +200,14 @@ def build_intervention(c: Condition, res: SteeringResources, backend: Any, layer
         ref = select_cluster(backend, "fragile")
         return random_cluster(backend, ref.layer, len(ref.neuron_ids), seed=seed, exclude=ref.neuron_ids).override(c.magnitude).attach(backend)
     raise ValueError(f"unknown condition kind {c.kind!r}; allowed: {KINDS}")
+
+
+def steering_norm(c: Condition, res: SteeringResources, acts: torch.Tensor, seed: int = 0) -> float:
+    """Mean per-token size ||h' − h|| of a residual-stream condition's edit on activations `acts`
+    (n × d, e.g. stored image tokens), the same edits the hooks make: to match a control's norm
+    to a steering's, or to read a magnitude in activation units."""
+    h = acts.float()
+    out = h
+    for intervention in residual_interventions(c, res, layer=0, seed=seed):
+        out = intervention.edit(out)
+    return float((out - h).norm(dim=1).mean())

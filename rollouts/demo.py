@@ -39,6 +39,9 @@ class DemoConfig:
     toward_rigid: tuple[float, ...] = (-0.25, -0.5)  # on fragile objects
     toward_fragile: tuple[float, ...] = (1.0, 2.0)  # on rigid objects
     dom_scale: float = 2.0
+    # Random-direction controls, in units of ||dom||. The SAE steerings above move image tokens
+    # by about 1-2 ||dom|| (the report's steering-norm column), so these bracket them.
+    random_scales: tuple[float, ...] = (1.0, 2.0)
     sarm_fit_episodes: int = 24  # calibration needs many clean episodes (scores vary by episode)
     sarm_episodes: int = 8
     sarm_perturbations: tuple[str, ...] = ("ta2", "random", "sae50", "noise", "prompt")
@@ -139,7 +142,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
 
     steering = {}
     for material, sae_mags, sign in (("fragile", cfg.toward_rigid, -1), ("rigid", cfg.toward_fragile, +1)):
-        conditions = ["unsteered", f"dom:{sign * cfg.dom_scale:+g}", f"random:{sign * cfg.dom_scale:+g}"]
+        conditions = ["unsteered", f"dom:{sign * cfg.dom_scale:+g}", *(f"random:{sign * s:+g}" for s in cfg.random_scales)]
         if has_feature:
             conditions[1:1] = [f"sae:fragility:{m:+g}" for m in sae_mags]
         exp = ExperimentConfig(
@@ -151,6 +154,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
         run_dir = run_experiment(exp)
         console.print(f"[bold]{material} objects[/bold]")
         steering[material] = steering_report(run_dir, console=console)
+        steering[material]["steering_norms"] = _steering_norms(exp, store_dir, material)
     done("4. steered vs unsteered")
 
     stage("5. SARM monitor under perturbations")
@@ -191,6 +195,33 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     return report
 
 
+def _steering_norms(exp: Any, store_dir: Path, material: str, max_rows: int = 20000) -> dict[str, float]:
+    """Mean per-token ||Δh|| of each residual condition on stored image tokens of `material`,
+    in units of ||dom||: shows which random control matches which steering in size."""
+    import numpy as np
+
+    from rollouts.conditions import SteeringResources, parse_condition, steering_norm
+    from sae import ActivationStore
+
+    acts, meta = ActivationStore.open(store_dir).load_all(max_rows=max_rows, with_metadata=True)
+    acts = acts[np.asarray(meta.column("material").to_pylist()) == material]
+    res = SteeringResources.load(exp.sae, exp.discovery, exp.vector)
+    unit = float(res.dom_vector.norm())
+    out = {}
+    for name in exp.conditions:
+        c = parse_condition(name)
+        if c.kind in ("sae", "dom", "random") and (c.kind != "sae" or res.fragility_features):
+            out[name] = steering_norm(c, res, acts) / unit
+    return out
+
+
+def _norms_markdown(norms: dict[str, float]) -> str:
+    if not norms:
+        return ""
+    return ("Steering size, mean per-token ||Δh|| on stored " "image tokens in units of ||dom||: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in norms.items()) + ".")  # fmt: skip
+
+
 def _discovery_control(cfg: DemoConfig, folder: Path, backend: Any, layer: int, sae_config: Any) -> dict[str, Any]:
     """Stages 1-3 again on a random-weight copy of the model (same images, SAE config, steps and
     threshold). A discovery that also finds fragility features here would be reading pixel
@@ -221,7 +252,7 @@ def _discovery_control(cfg: DemoConfig, folder: Path, backend: Any, layer: int, 
 
 def _write_report(cfg, root, metrics, discovery, control, steering, sarm, probe_rows, verdict, timings, wall) -> Path:
     from rollouts.probe import probe_table_markdown
-    from rollouts.report import markdown_table
+    from rollouts.report import markdown_table, specificity_markdown
 
     md = [f"# physteer demo report ({cfg.model})", "",
           f"Wall time {wall / 60:.1f} min. Every figure: value [95% CI] (n).", ""]
@@ -236,7 +267,12 @@ def _write_report(cfg, root, metrics, discovery, control, steering, sarm, probe_
     for material, summary in steering.items():
         md += [f"## Steering on {material} objects ({cfg.seeds} paired seeds)", "",
                markdown_table(summary["conditions"], summary["baseline"]), "",
+               _norms_markdown(summary.get("steering_norms", {})), "",
                f"![dose response](steer_{material}/dose_response.png)", ""]
+        if spec := specificity_markdown(summary.get("specificity", {})):
+            md += ["Specificity: each steered condition minus each random-direction control, paired "
+                   "by seed (a control's own small effect explains a steered effect only if this is ~0).",
+                   "", spec, ""]
     md += ["## SARM monitor", "", _sarm_markdown(sarm), "", "![roc](sarm/roc.png)", ""]
     md += ["## World-model probe (holding state → after release)", "", probe_table_markdown(probe_rows), "", verdict, ""]
     md += ["## Stage timings", ""] + [f"- {k}: {v:.0f} s" for k, v in timings.items()]

@@ -136,21 +136,65 @@ def dose_response_plot(results: list[dict], path: Path) -> Path | None:
     return path
 
 
+CONTROL_KINDS = ("random", "neuron-random")
+
+
+def specificity(rows: list[dict], baseline: str) -> dict[str, list[dict[str, Any]]]:
+    """Each steered condition against each control condition (random direction or random
+    neuron cluster), paired by seed: is the steered effect larger than what an unspecific push
+    does? {control: comparisons of the steered conditions with that control as the baseline}."""
+    from rollouts.conditions import parse_condition
+
+    names = list(_by_condition(rows))
+    kinds = {n: parse_condition(n).kind for n in names}
+    controls = [n for n in names if kinds[n] in CONTROL_KINDS]
+    steered = [n for n in names if n != baseline and kinds[n] not in CONTROL_KINDS + ("unsteered",)]
+    out = {}
+    for control in controls:
+        keep = {control, *steered}
+        out[control] = [r for r in compare_conditions([r for r in rows if r["condition"] in keep], control)
+                        if r["condition"] != control]  # fmt: skip
+    return out
+
+
+def specificity_markdown(spec: dict[str, list[dict[str, Any]]]) -> str:
+    """The steered-minus-control differences as Markdown (empty when the run has no control)."""
+    if not spec or not any(spec.values()):
+        return ""
+    lines = ["| steered | control | n pairs | Δ broken | Δ steps | Δ P(fragile) |", "|---|---|---|---|---|---|"]
+    for control, results in spec.items():
+        for r in results:
+            lines.append(f"| {r['condition']} | {control} | {r['n_paired']} | {_fmt_diff(r, 'broken', True)} | "
+                         f"{_fmt_diff(r, 'steps')} | {_fmt_diff(r, 'p_fragile_mean')} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def steering_report(run_dir: str | Path, console: Console | None = None, baseline: str | None = None) -> dict[str, Any]:
-    """Build the steering comparison for a run: terminal table, report.md, summary.json, PNG."""
+    """Build the steering comparison for a run: terminal table, report.md, summary.json, PNG.
+
+    Besides steered vs `baseline`, every steered condition is compared with every control
+    condition in the run (`specificity`): a control that moves an outcome a little does not
+    explain a steered effect unless the steered-minus-control difference is near zero.
+    """
     log = RunLog(run_dir)
     rows = log.read_episodes().to_pylist()
     if not rows:
         raise ValueError(f"{run_dir} has no finished episodes")
     baseline = baseline or log.read_config()["conditions"][0]
     results = compare_conditions(rows, baseline)
+    spec = specificity(rows, baseline)
     if console is not None:
         console.print(steering_table(results, baseline), width=max(console.width, 150))
+        for control, res in spec.items():
+            if res:
+                console.print(steering_table(res, control), width=max(console.width, 150))
     plot = dose_response_plot(results, log.root / "dose_response.png")
     md = [f"# Steering report: {log.root.name}", "", markdown_table(results, baseline), ""]
     if plot:
         md += ["![dose response](dose_response.png)", ""]
+    if spec_md := specificity_markdown(spec):
+        md += ["## Specificity: steered minus control, paired by seed", "", spec_md, ""]
     (log.root / "report.md").write_text("\n".join(md))
-    summary = {"baseline": baseline, "conditions": results}
+    summary = {"baseline": baseline, "conditions": results, "specificity": spec}
     atomic_write_json(log.root / "summary.json", summary)
     return summary
