@@ -87,10 +87,11 @@ def row_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     ordered by column (the order the sparse decoder wants).
 
     The same entries as `pre.topk(k, dim=1)` (up to exact ties). On CPU float32 the native
-    kernel in sae/_topk.c does it (see sae/_native.py); otherwise torch, as follows. torch.topk runs a quickselect per row whose branches depend on the data:
-    on fresh data, as every monitor decision is, mispredicted branches make it cost more than
-    the SAE's encoder matmul (~4× its cost on a re-used tensor, so micro-benchmarks that
-    repeat one input hide it). So split each row into n/c groups of c columns and keep the k
+    kernel in sae/_topk.c does it (see sae/_native.py); otherwise torch, as follows.
+    torch.topk runs a quickselect per row whose branches depend on the data: on fresh data,
+    as every monitor decision is, mispredicted branches make it cost more than the SAE's
+    encoder matmul (~4× its cost on a re-used tensor, so micro-benchmarks that repeat one
+    input hide it). So split each row into n/c groups of c columns and keep the k
     groups with the largest maxima: every top-k entry lies in one of them (a group whose max
     is not among the k largest maxima is outranked entirely by those k maxima). Then select
     among those k·c candidates: ~n/c + k·c entries go through quickselect instead of n.
