@@ -54,6 +54,29 @@ def synthetic(n: int, d: int, n_atoms: int, s: int, seed: int) -> torch.Tensor:
     return z @ atoms + 0.01 * torch.randn(n, d, generator=g)
 
 
+class StepClock:
+    """Time stamps taken as each training batch is handed out: one interval is one full step.
+
+    tokens/s is the batch over the median step, steps 2.. (the first carries warm-up): a
+    median is robust to the other jobs that come and go on a shared machine, so variants
+    timed minutes apart stay comparable.
+    """
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def wrap(self, batches):
+        """Yield from `batches`, stamping the time of each hand-out."""
+        for b in batches:
+            self.stamps.append(time.perf_counter())
+            yield b
+
+    def tokens_per_s(self, batch: int) -> float:
+        """batch / median step time over steps 2.. (nan with fewer than 3 steps)."""
+        steps = [b - a for a, b in itertools.pairwise(self.stamps[1:])]
+        return batch / statistics.median(steps) if steps else float("nan")
+
+
 class DenseSAE(torch.nn.Module):
     """Dense top-k SAE: dense pre-activations, dense code, dense decode per prefix."""
 
@@ -89,15 +112,13 @@ class DenseSAE(torch.nn.Module):
 
 
 def train_dense(model: DenseSAE, x: torch.Tensor, steps: int, batch: int, tc: TrainConfig) -> float:
-    """Adam with unit-norm decoder rows and our lr schedule; returns steady-state seconds."""
+    """Adam with unit-norm decoder rows and our lr schedule; returns tokens/s (`StepClock`)."""
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    t0 = None
-    for step in range(steps):
+    clock = StepClock()
+    batches = clock.wrap(x[(step * batch) % (x.shape[0] - batch + 1) :][:batch] for step in range(steps))
+    for step, xb in enumerate(batches):
         for group in opt.param_groups:
             group["lr"] = tc.lr_at(step, steps)
-        if step == 1:
-            t0 = time.perf_counter()  # exclude the first (warm-up) step, as for ours
-        xb = x[(step * batch) % (x.shape[0] - batch + 1) :][:batch]
         loss = model.loss(xb)
         opt.zero_grad()
         loss.backward()
@@ -107,7 +128,7 @@ def train_dense(model: DenseSAE, x: torch.Tensor, steps: int, batch: int, tc: Tr
         opt.step()
         with torch.no_grad():
             model.W_dec.div_(model.W_dec.norm(dim=1, keepdim=True))
-    return time.perf_counter() - t0 if t0 else float("nan")
+    return clock.tokens_per_s(batch)
 
 
 def train_sae_lens(
@@ -134,13 +155,9 @@ def train_sae_lens(
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training import sae_trainer
 
-    t0: list[float] = []
-
-    def batches():  # exactly the baselines' training batches
-        for step in itertools.count():
-            if step == 1:
-                t0.append(time.perf_counter())  # step 0 (warm-up) done: start the clock, as for ours
-            yield x[(step * batch) % (x.shape[0] - batch + 1) :][:batch]
+    clock = StepClock()
+    # exactly the baselines' training batches
+    batches = clock.wrap(x[(step * batch) % (x.shape[0] - batch + 1) :][:batch] for step in itertools.count())
 
     torch.manual_seed(tc.seed)
     sae = MatryoshkaBatchTopKTrainingSAE(
@@ -153,41 +170,56 @@ def train_sae_lens(
         logger=LoggingConfig(log_to_wandb=False),
     )  # fmt: skip
     with mock.patch.object(sae_trainer, "tqdm", functools.partial(sae_trainer.tqdm, disable=True)):
-        sae_trainer.SAETrainer(cfg, sae, batches()).fit()
-    secs = time.perf_counter() - t0[0] if t0 else float("nan")
+        sae_trainer.SAETrainer(cfg, sae, batches).fit()
     sae.eval()
     with torch.no_grad():
-        return (steps - 1) * batch / secs, fve(held, sae.decode(sae.encode(held)))
+        return clock.tokens_per_s(batch), fve(held, sae.decode(sae.encode(held)))
 
 
 def _train_ours(x: torch.Tensor, held: torch.Tensor, cfg: SAEConfig, steps: int, tc: dict) -> tuple[float, float]:
-    """tokens/s over steps 2.. and held-out FVE of sae.train_sae.
+    """tokens/s (`StepClock` on the trainer's own batch stream) and held-out FVE of sae.train_sae."""
+    from sae import trainer
 
-    Two runs (1 step and `steps` steps) are timed and differenced, so setup and the first
-    step are excluded exactly as for the baselines.
-    """
-    batch = tc["batch_size"]
-    t = time.perf_counter()
-    train_sae(x, cfg, TrainConfig(steps=1, **tc), progress=False)
-    t1 = time.perf_counter() - t
-    t = time.perf_counter()
-    res = train_sae(x, cfg, TrainConfig(steps=steps, **tc), progress=False)
-    tn = time.perf_counter() - t
+    clock, batches = StepClock(), trainer._Stream.batches
+    with mock.patch.object(trainer._Stream, "batches", lambda self, start: clock.wrap(batches(self, start))):
+        res = train_sae(x, cfg, TrainConfig(steps=steps, **tc), progress=False)
     with torch.no_grad():
-        return (steps - 1) * batch / (tn - t1), fve(held, res.sae(held))
+        return clock.tokens_per_s(tc["batch_size"]), fve(held, res.sae(held))
+
+
+def _run_variant(name: str, x: torch.Tensor, held: torch.Tensor, cfg: SAEConfig, steps: int, tc: dict):
+    """Train one variant for `steps` steps: (tokens/s, held-out FVE), or None without sae_lens."""
+    d, n, k, prefixes, batch = cfg.d_in, cfg.n_latents, cfg.k, cfg.prefixes, tc["batch_size"]
+    if name == "ours":
+        return _train_ours(x, held, cfg, steps, tc)
+    if name == "sae_lens":
+        try:
+            return train_sae_lens(x, held, n, k, prefixes, steps, batch, TrainConfig(steps=steps, **tc), cfg)
+        except ImportError:
+            return None
+    torch.manual_seed(0)
+    model = DenseSAE(d, n, k, prefixes if name == "dense-matryoshka" else (n,), x[:4096])
+    tps = train_dense(model, x, steps, batch, TrainConfig(steps=steps, **tc))
+    return tps, fve(held, model.reconstruct(held))
 
 
 def bench_shape(
-    d: int, n: int, k: int, prefixes: tuple[int, ...], tokens: int, batch: int, lrs: tuple[float, ...]
+    d: int, n: int, k: int, prefixes: tuple[int, ...], tokens: int, batch: int, lrs: tuple[float, ...],
+    rounds: int = 0, round_steps: int = 32,
 ) -> dict:
     """Train every variant at every learning rate on the same data and token budget.
 
     Learning rates are a grid because the trainers parametrise differently (ours normalises
     inputs and keeps unit-norm decoder rows; SAELens starts decoder rows at norm 0.1 on raw
     inputs), so one shared lr favours one of them. The variants run in turn, in reversed order
-    at every other lr, so drifting machine load hits all of them alike. tokens/s is the median
-    over the grid; FVE is reported per lr and at each variant's best lr.
-    Returns {"steps", "tokens", variant: {"tps": [..], "fve": {lr: fve}}}.
+    at every other lr, so drifting machine load hits all of them alike. FVE is reported per lr
+    and at each variant's best lr.
+
+    Speed: with `rounds`, every variant then trains `round_steps` steps once per round, the
+    order alternating, and each ratio is the median over rounds of ours / that variant within
+    the round: pairs measured seconds apart, so the machine's load, which drifts over minutes
+    here, cancels. Without rounds, tokens/s is the median over the lr grid.
+    Returns {"steps", "tokens", variant: {"tps": [..], "fve": {lr: fve}, "round_tps": [..]}}.
     """
     steps = max(2, tokens // batch)
     x = synthetic(steps * batch, d, n // 2, max(1, k // 2), seed=0)
@@ -198,23 +230,29 @@ def bench_shape(
     for i, lr in enumerate(lrs):
         tc = dict(lr=lr, batch_size=batch, warmup_steps=max(1, steps // 10), seed=0, init_rows=4096)
         for name in names if i % 2 == 0 else names[::-1]:
-            if name == "ours":
-                r = _train_ours(x, held, cfg, steps, tc)
-            elif name == "sae_lens":
-                try:
-                    r = train_sae_lens(x, held, n, k, prefixes, steps, batch, TrainConfig(steps=steps, **tc), cfg)
-                except ImportError:
-                    out[name] = None
-                    continue
-            else:
-                torch.manual_seed(0)
-                model = DenseSAE(d, n, k, prefixes if name == "dense-matryoshka" else (n,), x[:4096])
-                secs = train_dense(model, x, steps, batch, TrainConfig(steps=steps, **tc))
-                r = ((steps - 1) * batch / secs, fve(held, model.reconstruct(held)))
-            entry = out.setdefault(name, {"tps": [], "fve": {}})
+            r = _run_variant(name, x, held, cfg, steps, tc)
+            if r is None:
+                out[name] = None
+                continue
+            entry = out.setdefault(name, {"tps": [], "fve": {}, "round_tps": []})
             entry["tps"].append(r[0])
             entry["fve"][lr] = r[1]
+    live = [name for name in names if out.get(name) is not None]
+    round_steps = min(round_steps, steps)
+    tc = dict(lr=lrs[0], batch_size=batch, warmup_steps=max(1, round_steps // 10), seed=0, init_rows=4096)
+    for i in range(rounds):
+        for name in live if i % 2 == 0 else live[::-1]:
+            out[name]["round_tps"].append(_run_variant(name, x, held, cfg, round_steps, tc)[0])
     return out
+
+
+def _speed(r: dict, name: str) -> tuple[float, float]:
+    """(tokens/s, ours / this) of a variant: from the rounds when there were any."""
+    ours, this = r["ours"], r[name]
+    if this["round_tps"]:
+        ratios = [a / b for a, b in zip(ours["round_tps"], this["round_tps"], strict=True)]
+        return statistics.median(this["round_tps"]), statistics.median(ratios)
+    return statistics.median(this["tps"]), statistics.median(ours["tps"]) / statistics.median(this["tps"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -226,35 +264,37 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lrs", type=lambda s: tuple(float(v) for v in s.split(",")), default=(1e-3, 3e-3, 1e-2),
                     help="learning-rate grid, comma-separated (default 1e-3,3e-3,1e-2)")  # fmt: skip
     ap.add_argument("--skip-big", action="store_true", help="only the 128 -> 512 shape")
+    ap.add_argument("--rounds", type=int, default=8, help="alternating speed rounds at 128 -> 512 (0: grid timings)")
     args = ap.parse_args(argv)
     small = default_config(128)
     # The reference width is only timed (a few steps: SAELens needs ~15 s per step there), at one lr.
-    shapes = [] if args.skip_big else [(2048, 8192, 16, (64, 256, 1024, 4096, 8192), args.tokens_big, args.lrs[:1])]
-    shapes.append((128, small.n_latents, small.k, small.prefixes, args.tokens_small, args.lrs))
+    shapes = [] if args.skip_big else [(2048, 8192, 16, (64, 256, 1024, 4096, 8192), args.tokens_big, args.lrs[:1], 0)]
+    shapes.append((128, small.n_latents, small.k, small.prefixes, args.tokens_small, args.lrs, args.rounds))
     console = Console(width=200)  # full table even when piped to a file
     console.print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch}")
     table = Table(title="SAE training: ours vs dense baselines and SAELens (same data, same token budget)")
-    for col in ("shape", "tokens", "variant", "tokens/s (median)", "speed ours/this",
+    for col in ("shape", "tokens", "variant", "tokens/s (median)", "speed ours/this (median)",
                 *(f"FVE lr {lr:g}" for lr in args.lrs), "best FVE"):  # fmt: skip
         table.add_column(col, justify="right")
     summary = []
-    for d, n, k, prefixes, tokens, lrs in shapes:
-        r = bench_shape(d, n, k, prefixes, tokens, args.batch, lrs)
-        ours_tps = statistics.median(r["ours"]["tps"])
+    for d, n, k, prefixes, tokens, lrs, rounds in shapes:
+        r = bench_shape(d, n, k, prefixes, tokens, args.batch, lrs, rounds=rounds)
+        ours_tps = _speed(r, "ours")[0]
         ours_best = max(r["ours"]["fve"].values())
         for name in ("ours", "dense-matryoshka", "dense-topk", "sae_lens"):
             if r[name] is None:
                 continue
-            tps, fves = statistics.median(r[name]["tps"]), r[name]["fve"]
+            (tps, ratio), fves = _speed(r, name), r[name]["fve"]
             cells = [f"{fves[lr]:.3f}" if lr in fves else "" for lr in args.lrs]
-            table.add_row(f"{d}->{n} k{k}", f"{r['tokens']:,}", name, f"{tps:,.0f}", f"{ours_tps / tps:.2f}x",
+            table.add_row(f"{d}->{n} k{k}", f"{r['tokens']:,}", name, f"{tps:,.0f}", f"{ratio:.2f}x",
                           *cells, f"{max(fves.values()):.3f}")  # fmt: skip
         if r["sae_lens"] is not None:
-            tps = statistics.median(r["sae_lens"]["tps"])
+            tps, ratio = _speed(r, "sae_lens")
             best = max(r["sae_lens"]["fve"].values())
+            timing = f"median of {rounds} alternating rounds" if rounds else "median over the lr grid"
             per_lr = ", ".join(f"lr {lr:g}: {r['ours']['fve'][lr]:.3f} vs {f:.3f}" for lr, f in r["sae_lens"]["fve"].items())
-            summary.append(f"  {d}->{n} k{k}, {r['tokens']:,} tokens: tokens/s ours/SAELens {ours_tps / tps:.2f}x "
-                           f"({ours_tps:,.0f} vs {tps:,.0f}); best FVE ours {ours_best:.3f} vs SAELens {best:.3f}; "
+            summary.append(f"  {d}->{n} k{k}, {r['tokens']:,} tokens: tokens/s ours/SAELens {ratio:.2f}x ({timing}; "
+                           f"{ours_tps:,.0f} vs {tps:,.0f}); best FVE ours {ours_best:.3f} vs SAELens {best:.3f}; "
                            f"FVE ours vs SAELens at the same lr: {per_lr}")  # fmt: skip
     console.print(table)
     if summary:

@@ -128,3 +128,4 @@ def native_row_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     if fn is None:
         return None
     return _call(fn, pre.contiguous(), k)
+
