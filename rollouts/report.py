@@ -136,21 +136,24 @@ def dose_response_plot(results: list[dict], path: Path) -> Path | None:
     return path
 
 
-CONTROL_KINDS = ("random", "neuron-random")
+# Each control kind and the steering kinds it controls for.
+CONTROLS = {"random": ("sae", "dom"), "neuron-random": ("neuron",)}
 
 
 def specificity(rows: list[dict], baseline: str) -> dict[str, list[dict[str, Any]]]:
-    """Each steered condition against each control condition (random direction or random
-    neuron cluster), paired by seed: is the steered effect larger than what an unspecific push
-    does? {control: comparisons of the steered conditions with that control as the baseline}."""
+    """Each steered condition against each control of its family (a random direction for SAE
+    and difference-of-means steering, a random neuron cluster for neuron overrides), paired by
+    seed: is the steered effect larger than what an unspecific push does?
+    Returns {control: comparisons of the steered conditions with that control as baseline}."""
     from rollouts.conditions import parse_condition
 
     names = list(_by_condition(rows))
     kinds = {n: parse_condition(n).kind for n in names}
-    controls = [n for n in names if kinds[n] in CONTROL_KINDS]
-    steered = [n for n in names if n != baseline and kinds[n] not in CONTROL_KINDS + ("unsteered",)]
     out = {}
-    for control in controls:
+    for control in (n for n in names if kinds[n] in CONTROLS):
+        steered = [n for n in names if n != baseline and kinds[n] in CONTROLS[kinds[control]]]
+        if not steered:
+            continue
         keep = {control, *steered}
         out[control] = [r for r in compare_conditions([r for r in rows if r["condition"] in keep], control)
                         if r["condition"] != control]  # fmt: skip
