@@ -173,3 +173,43 @@ def prefix_increments(
     bucket = torch.bucketize(cols, bounds, right=True)
     out = bag_sum(rows * n_buckets + bucket, cols, vals, table, n_rows * n_buckets)
     return out.view(n_rows, n_buckets, table.shape[1])
+
+
+class NestedResidualLoss(torch.autograd.Function):
+    """Squared norms of the nested reconstructions' residuals, one per prefix, in few passes.
+
+    forward(inc, e0, denom) with inc (batch, buckets, d) from `prefix_increments` and e0 = x_n −
+    b_dec returns (nmse (buckets,), residual of the full reconstruction (batch, d), not
+    differentiable): e_p = e0 − inc[:, 0] − ... − inc[:, p] and nmse_p = ||e_p||² / denom.
+    Autograd through per-prefix slices, squares and sums would run about forty (batch × d)
+    passes and stack the slices' gradients anew; this backward builds the gradient of inc in
+    place as a running sum: grad inc[:, q] = −Σ_{p ≥ q} (2 g_p / denom) e_p.
+    """
+
+    @staticmethod
+    def forward(ctx, inc, e0, denom):  # type: ignore[override]
+        """Residuals prefix by prefix; norms as dot products (no squared temporaries)."""
+        residuals, e = [], e0
+        for p in range(inc.shape[1]):
+            e = e - inc[:, p]
+            residuals.append(e)
+        flat = [r.reshape(-1) for r in residuals]
+        nmse = torch.stack([torch.dot(f, f) for f in flat]) / denom
+        ctx.save_for_backward(*residuals)
+        ctx.denom = float(denom)
+        ctx.mark_non_differentiable(e)
+        return nmse, e
+
+    @staticmethod
+    def backward(ctx, grad_nmse, _grad_resid):  # type: ignore[override]
+        """Gradients of inc (filled in place) and e0 (the running sum at the end)."""
+        residuals = ctx.saved_tensors
+        coef = (2.0 * grad_nmse / ctx.denom).tolist()
+        P = len(residuals)
+        grad_inc = residuals[0].new_empty(residuals[0].shape[0], P, residuals[0].shape[1])
+        acc = residuals[-1] * coef[-1]
+        torch.neg(acc, out=grad_inc[:, P - 1])
+        for p in range(P - 2, -1, -1):
+            acc.add_(residuals[p], alpha=coef[p])
+            torch.neg(acc, out=grad_inc[:, p])
+        return grad_inc, acc, None

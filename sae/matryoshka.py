@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sae._io import atomic_save_safetensors, atomic_write_json
-from sae._sparse import GatherPreacts, bag_sum, prefix_increments, row_topk
+from sae._sparse import GatherPreacts, NestedResidualLoss, bag_sum, prefix_increments, row_topk
 from sae.config import SAEConfig
 
 WEIGHTS_FILE = "sae.safetensors"
@@ -285,23 +285,22 @@ class MatryoshkaSAE(nn.Module):
         if xn.shape[0] < 2:
             raise ValueError(f"loss needs a batch of at least 2 samples, got {xn.shape[0]}")
         code, aux_code = self._encode_normalized(xn, aux=self.training)
-        recons = self._decode_prefixes(code)
+        inc = prefix_increments(code.rows, code.cols, code.vals, self.W_dec, self.prefix_bounds, code.batch_size)
         # Normalising by the batch variance makes each term 1 - FVE: scale-free across models.
         denom = ((xn - xn.mean(0)) ** 2).sum().clamp_min(1e-12)
-        nmses = [((xn - r) ** 2).sum() / denom for r in recons]
-        weights = self.config.prefix_weights
-        recon_loss = sum(w * e for w, e in zip(weights, nmses, strict=True))
+        nmses, resid = NestedResidualLoss.apply(inc, xn - self.b_dec, denom)
+        weights = torch.tensor(self.config.prefix_weights, dtype=nmses.dtype, device=nmses.device)
+        recon_loss = (weights * nmses).sum()
         aux_loss = xn.new_zeros(())
         if aux_code is not None:
             # AuxK: dead latents learn to explain what the live ones miss (Gao et al. 2024).
-            resid = (xn - recons[-1]).detach()
             aux_rec = bag_sum(aux_code.rows, aux_code.cols, aux_code.vals, self.W_dec, xn.shape[0])
             aux_den = ((resid - resid.mean(0)) ** 2).sum().clamp_min(1e-12)
             aux_loss = ((resid - aux_rec) ** 2).sum() / aux_den
         total = recon_loss + self.config.aux_coeff * aux_loss
         if self.training:
             self._update_stats(code)
-        nm = [float(e.detach()) for e in nmses]
+        nm = nmses.detach().tolist()
         parts = {
             "loss": float(total.detach()),
             "nmse": nm[-1],

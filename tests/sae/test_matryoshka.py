@@ -156,3 +156,16 @@ def test_load_shape_mismatch_names_tensor(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=r"W_enc: checkpoint shape \(64, 16\) vs config shape \(128, 16\)"):
         MatryoshkaSAE.from_pretrained(tmp_path / "m")
+
+
+def test_nested_residual_loss_gradient_matches_autograd():
+    from sae._sparse import NestedResidualLoss
+
+    g = torch.Generator().manual_seed(0)
+    inc = torch.randn(6, 3, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    e0 = torch.randn(6, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: NestedResidualLoss.apply(a, b, 7.0)[0], (inc, e0))
+    nmse, resid = NestedResidualLoss.apply(inc, e0, 7.0)
+    ref = [e0 - inc[:, : p + 1].sum(1) for p in range(3)]
+    assert torch.allclose(nmse, torch.stack([(r**2).sum() / 7.0 for r in ref]))
+    assert torch.allclose(resid, ref[-1]) and not resid.requires_grad
