@@ -2,8 +2,8 @@
 
 torch.topk is a quickselect whose cost grows with the row and whose branches mispredict on
 fresh data; selecting k of 512 pre-activations cost more than the encoder matmul. The C kernel
-finds a threshold from k chunk maxima and selects among the few entries above it (see the
-source). It is compiled once into a per-user cache folder (`PHYSTEER_CACHE`, default
+takes a threshold from the maxima of k column groups and selects among the few entries above it
+(see the source). It is compiled once into a per-user cache folder (`PHYSTEER_CACHE`, default
 ~/.cache/physteer), loaded with ctypes, and its result is checked against torch.topk when it
 loads. Without a C compiler, or with PHYSTEER_NATIVE=0, `native_row_topk` returns None and
 callers use torch: results are the same, only slower.
