@@ -77,6 +77,12 @@ class StepClock:
         return batch / statistics.median(steps) if steps else float("nan")
 
 
+def baseline_batches(x: torch.Tensor, batch: int, steps: int | None = None):
+    """The baselines' training batches: consecutive slices of `x`, wrapping around."""
+    for step in range(steps) if steps is not None else itertools.count():
+        yield x[(step * batch) % (x.shape[0] - batch + 1) :][:batch]
+
+
 class DenseSAE(torch.nn.Module):
     """Dense top-k SAE: dense pre-activations, dense code, dense decode per prefix."""
 
@@ -115,7 +121,7 @@ def train_dense(model: DenseSAE, x: torch.Tensor, steps: int, batch: int, tc: Tr
     """Adam with unit-norm decoder rows and our lr schedule; returns tokens/s (`StepClock`)."""
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
     clock = StepClock()
-    batches = clock.wrap(x[(step * batch) % (x.shape[0] - batch + 1) :][:batch] for step in range(steps))
+    batches = clock.wrap(baseline_batches(x, batch, steps))
     for step, xb in enumerate(batches):
         for group in opt.param_groups:
             group["lr"] = tc.lr_at(step, steps)
@@ -156,8 +162,7 @@ def train_sae_lens(
     from sae_lens.training import sae_trainer
 
     clock = StepClock()
-    # exactly the baselines' training batches
-    batches = clock.wrap(x[(step * batch) % (x.shape[0] - batch + 1) :][:batch] for step in itertools.count())
+    batches = clock.wrap(baseline_batches(x, batch))  # exactly the baselines' training batches
 
     torch.manual_seed(tc.seed)
     sae = MatryoshkaBatchTopKTrainingSAE(

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 KINDS = ("unsteered", "sae", "dom", "random", "neuron", "neuron-random")
+RESIDUAL_KINDS = ("sae", "dom", "random")  # kinds that edit the residual stream (the rest: FFN inputs)
 FRAGILITY_TOP = 30
 
 
@@ -180,14 +181,14 @@ def residual_interventions(c: Condition, res: SteeringResources, layer: int, see
         direction = torch.randn(res.dom_vector.shape, generator=g)
         direction = direction / direction.norm() * res.dom_vector.norm()
         return [AddVector(direction, c.magnitude, layer=layer)]
-    raise ValueError(f"condition {c.name!r} does not edit the residual stream; kinds that do: sae, dom, random")
+    raise ValueError(f"condition {c.name!r} does not edit the residual stream; kinds that do: {RESIDUAL_KINDS}")
 
 
 def build_intervention(c: Condition, res: SteeringResources, backend: Any, layer: int, seed: int = 0) -> AbstractContextManager:
     """The intervention for a condition, ready to `attach(backend)` (or a no-op context)."""
     if c.kind == "unsteered":
         return nullcontext()
-    if c.kind in ("sae", "dom", "random"):
+    if c.kind in RESIDUAL_KINDS:
         stack = ExitStack()  # one hook per intervention; removing the stack removes them all
         for intervention in residual_interventions(c, res, layer, seed):
             stack.enter_context(intervention.attach(backend))

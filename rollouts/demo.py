@@ -200,7 +200,12 @@ def _steering_norms(exp: Any, store_dir: Path, material: str, max_rows: int = 20
     in units of ||dom||: shows which random control matches which steering in size."""
     import numpy as np
 
-    from rollouts.conditions import SteeringResources, parse_condition, steering_norm
+    from rollouts.conditions import (
+        RESIDUAL_KINDS,
+        SteeringResources,
+        parse_condition,
+        steering_norm,
+    )
     from sae import ActivationStore
 
     acts, meta = ActivationStore.open(store_dir).load_all(max_rows=max_rows, with_metadata=True)
@@ -210,7 +215,7 @@ def _steering_norms(exp: Any, store_dir: Path, material: str, max_rows: int = 20
     out = {}
     for name in exp.conditions:
         c = parse_condition(name)
-        if c.kind in ("sae", "dom", "random") and (c.kind != "sae" or res.fragility_features):
+        if c.kind in RESIDUAL_KINDS:
             out[name] = steering_norm(c, res, acts) / unit
     return out
 
@@ -218,8 +223,8 @@ def _steering_norms(exp: Any, store_dir: Path, material: str, max_rows: int = 20
 def _norms_markdown(norms: dict[str, float]) -> str:
     if not norms:
         return ""
-    return ("Steering size, mean per-token ||Δh|| on stored " "image tokens in units of ||dom||: "
-            + ", ".join(f"{k} {v:.2f}" for k, v in norms.items()) + ".")  # fmt: skip
+    sizes = ", ".join(f"{k} {v:.2f}" for k, v in norms.items())
+    return f"Steering size, mean per-token ||Δh|| on stored image tokens in units of ||dom||: {sizes}."
 
 
 def _discovery_control(cfg: DemoConfig, folder: Path, backend: Any, layer: int, sae_config: Any) -> dict[str, Any]:

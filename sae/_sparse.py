@@ -183,7 +183,8 @@ class NestedResidualLoss(torch.autograd.Function):
     differentiable): e_p = e0 − inc[:, 0] − ... − inc[:, p] and nmse_p = ||e_p||² / denom.
     Autograd through per-prefix slices, squares and sums would run about forty (batch × d)
     passes and stack the slices' gradients anew; this backward builds the gradient of inc in
-    place as a running sum: grad inc[:, q] = −Σ_{p ≥ q} (2 g_p / denom) e_p.
+    place as a running sum: grad inc[:, q] = −Σ_{p ≥ q} (2 g_p / denom) e_p. denom is a
+    constant of the batch (it depends on the inputs only), so it gets no gradient.
     """
 
     @staticmethod
