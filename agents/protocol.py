@@ -1,12 +1,27 @@
-"""The agent protocol and the oracle ScriptedAgent.
+"""The agent protocol, lanes for batched acting, and the model-free agents.
 
-An agent is anything with `reset(seed)`, `act(obs, info) -> action` and a `tap` attribute
-(the latest activations and their token positions, or None for agents without a network).
-`last_decision` (a dict, or None) is what the agent wants logged for the current step.
+An agent acts in one or several environments at once. Each environment is a *lane* with its
+own per-episode state (step counter, scripted expert, decisions); the model, its tap and its
+question are shared, so the closed loop can answer the frames of every lane that needs one in
+one batched forward. The protocol (what rollouts.episode calls):
+
+- `reset(seed, lane=0)`: start a new episode in a lane;
+- `needs_image_for(lane)`: whether the lane's next `act` reads a camera frame (the loop renders
+  only then);
+- `act_batch(observations, infos, lanes) -> actions`: one action (4,) float32 per lane; the
+  lanes that need a frame are answered in ONE model forward, in lane order, so row i of
+  `tap.latest_batch` belongs to the i-th of them;
+- `decision_for(lane)`: what the agent wants logged for the lane's last step (a dict with at
+  least "decided": whether a model forward was made for it), or None;
+- `tap`: the activations of the last forward (agents.taps.ResidualTap), or None.
+
+`act(obs, info)`, `needs_image`, `last_decision`, `decisions`, `expert` and `step` are the
+single-environment forms (lane 0).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -28,16 +43,21 @@ class TapLike(Protocol):
 
 @runtime_checkable
 class Agent(Protocol):
-    """An agent acting in the FrankaPick env."""
+    """An agent acting in the FrankaPick env (see the module docstring)."""
 
     tap: TapLike | None
-    last_decision: dict[str, Any] | None
 
-    def reset(self, seed: int | None = None) -> None:
-        """Start a new episode."""
+    def reset(self, seed: int | None = None, lane: int = 0) -> None:
+        """Start a new episode in `lane`."""
 
-    def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
-        """Return the action (4,) float32 for the current observation and info."""
+    def needs_image_for(self, lane: int = 0) -> bool:
+        """Whether the lane's next act reads a camera frame."""
+
+    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+        """One action (4,) float32 per lane."""
+
+    def decision_for(self, lane: int = 0) -> dict[str, Any] | None:
+        """The lane's last decision record (logged per step)."""
 
 
 def check_profile_map(profile_for: dict[str, str | HandlingProfile]) -> dict[str, HandlingProfile]:
@@ -60,7 +80,124 @@ def check_profile_map(profile_for: dict[str, str | HandlingProfile]) -> dict[str
     return out
 
 
-class ScriptedAgent:
+@dataclass
+class Lane:
+    """Per-episode state of one environment an agent acts in."""
+
+    expert: ScriptedExpert
+    seed: int | None = None
+    step: int = 0
+    last_decision: dict[str, Any] | None = None
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+
+class LaneAgent:
+    """Base of the agents here: lanes over a scripted expert, and the single-env forms.
+
+    Subclasses implement `act_batch` and may override `needs_image_for`.
+    """
+
+    tap: Any = None
+
+    def __init__(self, profile: str | HandlingProfile) -> None:
+        self._initial_profile = profile
+        self._lanes: list[Lane] = []
+        self.reset(None, 0)
+
+    def lane(self, i: int) -> Lane:
+        """The state of lane `i` (created on first use)."""
+        if isinstance(i, bool) or not isinstance(i, int) or i < 0:
+            raise ValueError(f"lane={i!r}: expected an int >= 0")
+        while len(self._lanes) <= i:
+            self._lanes.append(Lane(ScriptedExpert(self._initial_profile)))
+        return self._lanes[i]
+
+    def reset(self, seed: int | None = None, lane: int = 0) -> None:
+        """Start a new episode in `lane`: expert phase, step counter and decisions reset."""
+        state = self.lane(lane)
+        state.expert.reset()
+        state.expert.profile = self._initial_profile
+        state.seed, state.step, state.last_decision, state.decisions = seed, 0, None, []
+        if lane == 0 and getattr(self, "tap", None) is not None:
+            self.tap.clear()
+
+    def needs_image_for(self, lane: int = 0) -> bool:
+        """Whether the lane's next act reads a camera frame (never, for model-free agents)."""
+        return False
+
+    def decision_for(self, lane: int = 0) -> dict[str, Any] | None:
+        """The lane's last decision record."""
+        return self.lane(lane).last_decision
+
+    def phase_for(self, lane: int = 0) -> str:
+        """The lane's scripted-expert phase (approach … release, retreat)."""
+        return self.lane(lane).expert.phase
+
+    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+        """One action per lane (see the module docstring)."""
+        raise NotImplementedError
+
+    def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        """The action (4,) float32 for one environment (lane 0)."""
+        return self.act_batch([obs], [info], [0])[0]
+
+    # --- single-environment views (lane 0) ------------------------------------------------
+    @property
+    def needs_image(self) -> bool:
+        """Whether lane 0's next act reads a frame."""
+        return self.needs_image_for(0)
+
+    @property
+    def last_decision(self) -> dict[str, Any] | None:
+        """Lane 0's last decision."""
+        return self.lane(0).last_decision
+
+    @property
+    def decisions(self) -> list[dict[str, Any]]:
+        """Lane 0's decisions this episode."""
+        return self.lane(0).decisions
+
+    @property
+    def expert(self) -> ScriptedExpert:
+        """Lane 0's scripted expert."""
+        return self.lane(0).expert
+
+    @property
+    def step(self) -> int:
+        """Lane 0's step counter."""
+        return self.lane(0).step
+
+    @property
+    def seed(self) -> int | None:
+        """Lane 0's episode seed."""
+        return self.lane(0).seed
+
+
+class ExpertAgent(LaneAgent):
+    """The scripted expert with one fixed handling profile (no model, no frames).
+
+    Used by env-demo (both profiles on every object), the world-model probe's release
+    episodes and the labelled-frame renders.
+    """
+
+    def __init__(self, profile: str | HandlingProfile = "gentle") -> None:
+        """Args:
+        profile: "gentle", "firm" or a HandlingProfile.
+        """
+        super().__init__(profile)
+
+    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+        """The expert's action in each lane."""
+        out = []
+        for info, i in zip(infos, lanes, strict=True):
+            state = self.lane(i)
+            state.last_decision = {"profile": state.expert.profile.name, "decided": False}
+            state.step += 1
+            out.append(state.expert.act(info))
+        return out
+
+
+class ScriptedAgent(LaneAgent):
     """Oracle: reads the true material from info["object"] and hands the expert its profile.
 
     gentle for fragile objects, firm for rigid ones (configurable with `profile_for`).
@@ -71,31 +208,27 @@ class ScriptedAgent:
         profile_for: material → profile name or HandlingProfile (default DEFAULT_PROFILE_FOR).
         """
         self.profile_for = check_profile_map(profile_for or DEFAULT_PROFILE_FOR)
-        self.expert = ScriptedExpert(self.profile_for["fragile"])
-        self.tap: TapLike | None = None
-        self.last_decision: dict[str, Any] | None = None
-        self.seed: int | None = None
+        super().__init__(self.profile_for["fragile"])
 
-    def reset(self, seed: int | None = None) -> None:
-        """Start a new episode (the oracle is deterministic; the seed is only recorded)."""
-        self.seed = seed
-        self.expert.reset()
-        self.last_decision = None
-
-    def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
-        """Choose the profile from info["object"]["material"], then the expert's action."""
-        try:
-            material = info["object"]["material"]
-        except (KeyError, TypeError) as exc:
-            raise ValueError("info['object']['material'] is missing: pass the env's info") from exc
-        if material not in self.profile_for:
-            raise ValueError(f"material {material!r}: expected one of {sorted(self.profile_for)}")
-        profile = self.profile_for[material]
-        self.expert.profile = profile
-        self.last_decision = {
-            "p_fragile": 1.0 if material == "fragile" else 0.0,
-            "fragile": material == "fragile",
-            "profile": profile.name,
-            "decided": True,
-        }
-        return self.expert.act(info)
+    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+        """Choose each lane's profile from info["object"]["material"], then the expert's action."""
+        out = []
+        for info, i in zip(infos, lanes, strict=True):
+            try:
+                material = info["object"]["material"]
+            except (KeyError, TypeError) as exc:
+                raise ValueError("info['object']['material'] is missing: pass the env's info") from exc
+            if material not in self.profile_for:
+                raise ValueError(f"material {material!r}: expected one of {sorted(self.profile_for)}")
+            state = self.lane(i)
+            profile = self.profile_for[material]
+            state.expert.profile = profile
+            state.last_decision = {
+                "p_fragile": 1.0 if material == "fragile" else 0.0,
+                "fragile": material == "fragile",
+                "profile": profile.name,
+                "decided": True,
+            }
+            state.step += 1
+            out.append(state.expert.act(info))
+        return out

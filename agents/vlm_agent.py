@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from agents.backend import VLMBackend, load_vlm
-from agents.protocol import DEFAULT_PROFILE_FOR, check_profile_map
+from agents.protocol import DEFAULT_PROFILE_FOR, LaneAgent, check_profile_map
 from agents.taps import ResidualTap
 from agents.tiny_model import FRAGILE_QUESTION
-from envs.expert import HandlingProfile, ScriptedExpert
+from envs.expert import HandlingProfile
 
 #: Expert phases in which a VLM answer may still change the handling profile.
 COMMIT_PHASES = ("approach", "descend")
@@ -38,8 +38,8 @@ def default_tap_layer(n_layers: int) -> int:
     return max(0, min(n_layers - 1, (2 * n_layers) // 3))
 
 
-class VLMAgent:
-    """A VLM planner over the scripted expert (see module docstring)."""
+class VLMAgent(LaneAgent):
+    """A VLM planner over the scripted expert (see module docstring), in one or many lanes."""
 
     def __init__(
         self,
@@ -70,69 +70,69 @@ class VLMAgent:
         self.threshold = float(threshold)
         self.question = question
         self.profile_for = check_profile_map(profile_for or DEFAULT_PROFILE_FOR)
-        self.expert = ScriptedExpert(self.profile_for["rigid"])
         self.tap: ResidualTap | None = None
         if tap_layer == "default":
             tap_layer = default_tap_layer(self.backend.n_layers)
         if tap_layer is not None:
             self.tap = ResidualTap(tap_layer).attach(self.backend)
-        self.last_decision: dict[str, Any] | None = None
-        self.decisions: list[dict[str, Any]] = []
-        self.step = 0
-        self.seed: int | None = None
+        super().__init__(self.profile_for["rigid"])
 
-    def reset(self, seed: int | None = None) -> None:
-        """Start a new episode: expert phase, step counter and decision history are reset."""
-        self.seed = seed
-        self.expert.reset()
-        self.step = 0
-        self.last_decision = None
-        self.decisions = []
-        if self.tap is not None:
-            self.tap.clear()
-
-    @property
-    def needs_image(self) -> bool:
-        """True when the next `act` queries the VLM (a runner may render only then)."""
-        return self.step % self.decide_every == 0
+    def needs_image_for(self, lane: int = 0) -> bool:
+        """True when the lane's next `act` queries the VLM (a runner may render only then)."""
+        return self.lane(lane).step % self.decide_every == 0
 
     def p_fragile(self, image: np.ndarray) -> float:
         """P(yes) to the fragility question for one H×W×3 uint8 frame."""
         return float(self.backend.prob_yes([image], self.question)[0])
 
-    def decide(self, image: np.ndarray) -> dict[str, Any]:
-        """Query the VLM about `image` and set the expert's profile; returns the decision."""
-        p = self.p_fragile(image)
+    def _decide(self, lane: int, p: float) -> dict[str, Any]:
+        """Set the lane's expert profile from P(fragile) `p`; returns the decision."""
+        state = self.lane(lane)
         fragile = p >= self.threshold
-        committed = self.expert.phase not in COMMIT_PHASES
+        committed = state.expert.phase not in COMMIT_PHASES
         if committed:
-            profile = self.expert.profile  # grasped: keep the handling chosen before
+            profile = state.expert.profile  # grasped: keep the handling chosen before
         else:
             profile = self.profile_for["fragile" if fragile else "rigid"]
-            self.expert.profile = profile
+            state.expert.profile = profile
         decision = {
             "committed": committed,
-            "step": self.step,
+            "step": state.step,
             "p_fragile": p,
             "fragile": bool(fragile),
             "profile": profile.name,
             "threshold": self.threshold,
             "decided": True,
         }
-        self.decisions.append(decision)
+        state.decisions.append(decision)
         return decision
 
-    def act(self, obs: dict[str, np.ndarray] | np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        """Decide (every `decide_every` steps) and return the expert's action (4,) float32."""
-        if self.needs_image:
+    def decide(self, image: np.ndarray, lane: int = 0) -> dict[str, Any]:
+        """Query the VLM about `image` and set the lane's expert profile; returns the decision."""
+        return self._decide(lane, self.p_fragile(np.asarray(image)))
+
+    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+        """Decide for the lanes due a query (one batched VLM forward), then each expert's action."""
+        asking = [k for k, i in enumerate(lanes) if self.needs_image_for(i)]
+        images = []
+        for k in asking:
+            obs = observations[k]
             image = obs.get("image") if isinstance(obs, dict) else obs
             if image is None:
-                raise ValueError("obs has no 'image': VLMAgent needs obs_mode 'rgb' or 'rgb+state'")
-            self.last_decision = self.decide(np.asarray(image))
-        else:
-            self.last_decision = {**self.last_decision, "step": self.step, "decided": False}
-        self.step += 1
-        return self.expert.act(info)
+                raise ValueError("obs has no 'image': VLMAgent needs a frame at its decision steps")
+            images.append(np.asarray(image))
+        probs = self.backend.prob_yes(images, self.question) if images else []
+        answered = dict(zip(asking, probs, strict=True))
+        actions = []
+        for k, (info, i) in enumerate(zip(infos, lanes, strict=True)):
+            state = self.lane(i)
+            if k in answered:
+                state.last_decision = self._decide(i, float(answered[k]))
+            else:
+                state.last_decision = {**(state.last_decision or {}), "step": state.step, "decided": False}
+            state.step += 1
+            actions.append(state.expert.act(info))
+        return actions
 
     def close(self) -> None:
         """Detach the tap from the model."""

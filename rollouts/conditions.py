@@ -17,6 +17,16 @@ SAE magnitudes for `fragility` are in units of each feature's material effect
 fragility features together: fragility is spread over many redundant latents (on the tiny
 model, setting any single one leaves P(fragile) unchanged; thirty together flip it). Steering
 is in "delta" mode: one hook per feature, each adding its decoded change.
+Perturbations are conditions too, parsed by the same factory (SARM evaluation runs them):
+
+    ta2:4                     TA2-style addition: 4 × (mean rigid − mean fragile), i.e. dom:-4
+    noise:0.2                 gaussian noise on the agent's frames (std = 0.2 × 255)
+    occlusion:0.35            a grey patch of 0.35 × the frame side, centred
+    color:0.3                 a color shift (R + 0.3·255, B − 0.3·255)
+    prompt  or  prompt:2      an injected instruction appended (twice) to the agent's question
+
+Any condition takes an onset step, `@<step>`: `ta2:4@10` is switched on at step 10 and stays on
+(`sae:17:50@10` is the SAE overdrive attack). Without `@` a condition is on from step 0.
 Everything is validated before an episode runs.
 """
 
@@ -31,8 +41,12 @@ from typing import Any
 import numpy as np
 import torch
 
-KINDS = ("unsteered", "sae", "dom", "random", "neuron", "neuron-random")
-RESIDUAL_KINDS = ("sae", "dom", "random")  # kinds that edit the residual stream (the rest: FFN inputs)
+STEERING_KINDS = ("unsteered", "sae", "dom", "random", "neuron", "neuron-random")
+FRAME_KINDS = {"noise": "noise", "occlusion": "occlusion", "color": "color_shift"}  # → ImageCorruption
+PERTURBATION_KINDS = ("ta2", *FRAME_KINDS, "prompt")
+KINDS = STEERING_KINDS + PERTURBATION_KINDS
+RESIDUAL_KINDS = ("sae", "dom", "random", "ta2")  # kinds that edit the residual stream
+SEEDED_KINDS = ("random", "neuron-random")  # model edits drawn per episode seed
 FRAGILITY_TOP = 30
 
 
@@ -45,6 +59,7 @@ class Condition:
     magnitude: float = 0.0
     feature: str | None = None  # "fragility" or a latent index as text (sae)
     concept: str | None = None  # neuron concept word
+    onset: int = 0  # env step from which the condition is on
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for config.json."""
@@ -58,33 +73,57 @@ class Condition:
     @property
     def needs_dom(self) -> bool:
         """Whether this condition needs the difference-of-means vector."""
-        return self.kind in ("dom", "random")
+        return self.kind in ("dom", "random", "ta2")
+
+    @property
+    def per_seed(self) -> bool:
+        """Whether its model edit is drawn per episode seed (such episodes are not batched:
+        one batched forward carries one edit)."""
+        return self.kind in SEEDED_KINDS
+
+    @property
+    def is_perturbation(self) -> bool:
+        """Whether this is an attack on the agent (SARM evaluation) rather than a steering."""
+        return self.kind in PERTURBATION_KINDS or (self.onset > 0 and self.kind != "unsteered")
 
 
 def parse_condition(text: str) -> Condition:
     """Parse a condition string; ValueError naming the string and the allowed forms."""
-    parts = text.strip().split(":")
-    kind = parts[0]
     usage = (
         f"condition {text!r} is not understood; allowed: unsteered, sae:<fragility|latent>:<value>, "
-        "dom:<scale>, random:<scale>, neuron:<word>:<value>, neuron-random:<value>"
+        "dom:<scale>, random:<scale>, neuron:<word>:<value>, neuron-random:<value>, ta2:<scale>, "
+        "noise:<0-1>, occlusion:<0-1>, color:<0-1>, prompt[:<repeats>], each optionally @<onset step>"
     )
+    body, _, onset_text = text.strip().partition("@")
+    parts = body.split(":")
+    kind = parts[0]
     try:
-        if kind == "unsteered" and len(parts) == 1:
+        onset = int(onset_text) if onset_text else 0
+        if onset < 0 or (onset_text and not onset_text.isdigit()):
+            raise ValueError
+        if kind == "unsteered" and len(parts) == 1 and not onset_text:
             return Condition(text, kind)
         if kind == "sae" and len(parts) == 3:
             feature = parts[1]
             if feature != "fragility" and not feature.isdigit():
                 raise ValueError
-            return Condition(text, kind, float(parts[2]), feature=feature)
-        if kind in ("dom", "random") and len(parts) == 2:
-            return Condition(text, kind, float(parts[1]))
+            return Condition(text, kind, float(parts[2]), feature=feature, onset=onset)
+        if kind in ("dom", "random", "ta2", "neuron-random") and len(parts) == 2:
+            return Condition(text, kind, float(parts[1]), onset=onset)
+        if kind in FRAME_KINDS and len(parts) == 2:
+            magnitude = float(parts[1])
+            if not 0.0 < magnitude <= 1.0:
+                raise ValueError(f"condition {text!r}: the magnitude of {kind} is a fraction in (0, 1]")
+            return Condition(text, kind, magnitude, onset=onset)
+        if kind == "prompt" and len(parts) in (1, 2):
+            repeats = int(parts[1]) if len(parts) == 2 else 1
+            if repeats < 1:
+                raise ValueError(f"condition {text!r}: prompt repeats must be an int >= 1")
+            return Condition(text, kind, float(repeats), onset=onset)
         if kind == "neuron" and len(parts) == 3 and parts[1]:
-            return Condition(text, kind, float(parts[2]), concept=parts[1])
-        if kind == "neuron-random" and len(parts) == 2:
-            return Condition(text, kind, float(parts[1]))
-    except ValueError:
-        raise ValueError(usage) from None
+            return Condition(text, kind, float(parts[2]), concept=parts[1], onset=onset)
+    except ValueError as exc:
+        raise ValueError(str(exc) if str(exc).startswith("condition") else usage) from None
     raise ValueError(usage)
 
 
@@ -176,6 +215,8 @@ def residual_interventions(c: Condition, res: SteeringResources, layer: int, see
                 for feature, rigid, fragile in res.fragility_features]  # fmt: skip
     if c.kind == "dom":
         return [AddVector(res.dom_vector, c.magnitude, layer=layer)]
+    if c.kind == "ta2":  # toward rigid: the (rigid − fragile) difference, TA2-style
+        return [AddVector(-res.dom_vector, c.magnitude, layer=layer)]
     if c.kind == "random":
         g = torch.Generator().manual_seed(seed)
         direction = torch.randn(res.dom_vector.shape, generator=g)
@@ -200,7 +241,71 @@ def build_intervention(c: Condition, res: SteeringResources, backend: Any, layer
     if c.kind == "neuron-random":
         ref = select_cluster(backend, "fragile")
         return random_cluster(backend, ref.layer, len(ref.neuron_ids), seed=seed, exclude=ref.neuron_ids).override(c.magnitude).attach(backend)
-    raise ValueError(f"unknown condition kind {c.kind!r}; allowed: {KINDS}")
+    raise ValueError(f"condition {c.name!r} does not edit the model; model-editing kinds: "
+                     f"{RESIDUAL_KINDS + ('neuron', 'neuron-random')}")
+
+
+class ConditionEffect:
+    """What a condition does to the episodes of one batch, switched on at its onset step.
+
+    The closed loop calls `update(step)` before the agent acts, passes each lane's frame
+    through `frame(k, image)` and calls `end()` when the batch's episodes are over (hooks
+    removed, the question restored: no trace left). Model edits (steering, TA2) are shared by
+    the batch's lanes; frame edits are seeded per lane with the lane's episode seed, so an
+    episode does not depend on the batch it ran in.
+
+    Args:
+        condition: the parsed condition.
+        resources: SteeringResources with what it needs.
+        agent: the agent (its `backend` for model edits, its `question` for prompt injection).
+        layer: decoder layer of residual edits.
+        seeds: the episode seed of each lane (a per-seed condition takes exactly one).
+    """
+
+    def __init__(self, condition: Condition, resources: SteeringResources, agent: Any, layer: int | None,
+                 seeds: list[int]) -> None:  # fmt: skip
+        if condition.per_seed and len(seeds) != 1:
+            raise ValueError(f"condition {condition.name!r} draws its edit per seed: run its episodes one per batch")
+        self.condition, self.resources, self.agent, self.layer, self.seeds = condition, resources, agent, layer, seeds
+        self.active = False
+        self._model: AbstractContextManager | None = None
+        self._prompt: Any = None
+        self._frames: list[Any] = []
+
+    def update(self, step: int) -> None:
+        """Switch on when `step` reaches the onset (call before the agent acts)."""
+        c = self.condition
+        if self.active or step < c.onset or c.kind == "unsteered":
+            return
+        self.active = True
+        if c.kind in FRAME_KINDS:
+            from monitors.attacks import ImageCorruption
+
+            self._frames = [ImageCorruption(FRAME_KINDS[c.kind], c.magnitude, 0, seed=s) for s in self.seeds]
+            for f in self._frames:
+                f.update(self.agent, step)
+        elif c.kind == "prompt":
+            from monitors.attacks import PromptInjection
+
+            self._prompt = PromptInjection(magnitude=int(c.magnitude))
+            self._prompt.update(self.agent, step)
+        else:
+            backend = getattr(self.agent, "backend", None)
+            if backend is None:
+                raise ValueError(f"condition {c.name!r} edits the model, but agent {type(self.agent).__name__} has none")
+            self._model = build_intervention(c, self.resources, backend, self.layer, seed=self.seeds[0])
+
+    def frame(self, k: int, image: np.ndarray) -> np.ndarray:
+        """The frame lane `k`'s agent sees (corrupted once an image condition is on)."""
+        return self._frames[k].corrupt_image(image) if self._frames else image
+
+    def end(self) -> None:
+        """Switch off and remove every trace (safe to call more than once)."""
+        if self._model is not None:
+            self._model.__exit__(None, None, None)
+        if self._prompt is not None:
+            self._prompt.end()
+        self._model, self._prompt, self._frames, self.active = None, None, [], False
 
 
 def steering_norm(c: Condition, res: SteeringResources, acts: torch.Tensor, seed: int = 0) -> float:

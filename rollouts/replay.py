@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from rollouts.logs import RunLog
-from rollouts.runner import EpisodeRunner, ExperimentConfig
+from rollouts.runner import Batch, EpisodeRunner, ExperimentConfig, cell_name
 
 COMPARED = ("success", "broken", "broken_cause", "steps", "peak_force", "impact_speed", "p_fragile_first")
 
@@ -21,22 +21,29 @@ def load_config(run_dir: str | Path) -> ExperimentConfig:
     data = log.read_config()
     known = {f.name for f in fields(ExperimentConfig)}
     cfg = ExperimentConfig(**{k: v for k, v in data.items() if k in known})
-    cfg.out, cfg.name, cfg.workers = str(Path(run_dir).parent), Path(run_dir).name, 1
+    cfg.out, cfg.name, cfg.workers, cfg.executor = str(Path(run_dir).parent), Path(run_dir).name, 1, "serial"
     return cfg
 
 
-def parse_episode(episode: str, cfg: ExperimentConfig) -> tuple[str, int]:
-    """Resolve EPISODE as "<condition>/<seed>" or a row index of episodes.parquet."""
+def parse_episode(episode: str, cfg: ExperimentConfig) -> tuple[str, str, int]:
+    """Resolve EPISODE as "<condition>/<seed>", "<condition>#<monitor>/<seed>" or a row index of
+    episodes.parquet; returns (condition, monitor arm, seed)."""
     if "/" in episode:
-        condition, seed = episode.rsplit("/", 1)
+        cell, seed = episode.rsplit("/", 1)
+        condition, _, arm = cell.partition("#")
+        arm = arm or cfg.arms()[0]
         if condition not in cfg.conditions:
             raise ValueError(f"condition {condition!r} is not in this run; it has {cfg.conditions}")
-        return condition, int(seed)
+        if arm not in cfg.arms():
+            raise ValueError(f"monitor arm {arm!r} is not in this run; it has {cfg.arms()}")
+        if not seed.isdigit() or int(seed) not in cfg.seeds:
+            raise ValueError(f"seed {seed!r} is not in this run; it has seeds {cfg.seeds}")
+        return condition, arm, int(seed)
     table = RunLog(cfg.run_dir).read_episodes().to_pylist()
     if not episode.isdigit() or not 0 <= int(episode) < len(table):
         raise ValueError(f"episode {episode!r}: give <condition>/<seed> or a row index 0..{len(table) - 1}")
     row = table[int(episode)]
-    return row["condition"], int(row["seed"])
+    return row["condition"], row.get("monitor", "none"), int(row["seed"])
 
 
 def replay(run_dir: str | Path, episode: str, video: bool = False) -> dict[str, Any]:
@@ -46,23 +53,23 @@ def replay(run_dir: str | Path, episode: str, video: bool = False) -> dict[str, 
     fields, and the replayed episode row (and frames if `video`).
     """
     cfg = load_config(run_dir)
-    condition, seed = parse_episode(episode, cfg)
+    condition, arm, seed = parse_episode(episode, cfg)
     log = RunLog(cfg.run_dir)
-    steps_path = log.episode_path(condition, seed, "steps")
-    ep_path = log.episode_path(condition, seed, "episodes")
+    steps_path = log.episode_path(cell_name(condition, arm), seed, "steps")
+    ep_path = log.episode_path(cell_name(condition, arm), seed, "episodes")
     if not ep_path.exists():
         raise FileNotFoundError(f"episode {condition}/{seed} has not finished in {run_dir}")
     logged = pq.read_table(ep_path).to_pylist()[0]
     logged_steps = pq.read_table(steps_path).to_pydict()
-    runner = EpisodeRunner(cfg)
-    new, steps, _, frames = runner.run(runner.conditions[condition], seed, record_video=video)
+    record = EpisodeRunner(cfg).run(Batch(condition, arm, (seed,), (video,)))[0]
+    new, steps, frames = record.row, record.steps, record.frames
     cols = ("a_dx", "a_dy", "a_dz", "a_grip")
     old_actions = np.array([logged_steps[c] for c in cols]).T
     new_actions = np.array([[s[c] for c in cols] for s in steps])
     actions_equal = old_actions.shape == new_actions.shape and bool(np.array_equal(old_actions, new_actions))
     diffs = {k: (logged[k], new[k]) for k in COMPARED if not _same(logged[k], new[k])}
     return {
-        "condition": condition, "seed": seed, "actions_equal": actions_equal,
+        "condition": condition, "monitor": arm, "seed": seed, "actions_equal": actions_equal,
         "outcome_equal": not diffs, "differences": diffs, "episode": new, "frames": frames,
     }
 

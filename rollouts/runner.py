@@ -1,39 +1,34 @@
-"""Run an experiment: conditions × seeds, paired by seed, resumable, optionally in parallel.
+"""Run an experiment: conditions × monitor arms × seeds, paired by seed, resumable, on any executor.
 
 Read top to bottom: `ExperimentConfig` is the whole configuration; `run_experiment` validates
-it, writes config.json, runs every unfinished (condition, seed) episode and merges the logs;
-`run_episode` is one closed-loop episode (env ⇄ agent, with the condition's intervention).
+it, writes config.json, groups every unfinished episode into batches, lets an executor
+(rollouts.executors: serial, local processes or Ray) run them through the one closed loop
+(rollouts.episode) and writes each returned episode atomically; then it merges the logs and
+writes the report.
 
-Every episode is a pure function of (config, condition, seed): the env is rebuilt from the
-seed, torch runs single-threaded in the episode loop, and the random control directions are
-seeded. That is what makes resume, replay and parallel runs give the same results.
+Every episode is a pure function of (config, condition, monitor arm, seed): the env is rebuilt
+from the seed, torch runs single-threaded in the loop, random control directions and image
+noise are seeded per episode. That is what makes resume, replay, every executor and every
+batch size give the same results.
 """
 
 from __future__ import annotations
 
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from envs import FrankaPickEnv
-from rollouts.conditions import (
-    Condition,
-    SteeringResources,
-    build_intervention,
-    check_resources,
-    parse_conditions,
-)
+from rollouts.conditions import Condition, SteeringResources, check_resources, parse_conditions
+from rollouts.episode import ClosedLoop, EpisodeRecord, EpisodeSpec
 from rollouts.logs import RunLog, safe_name
-from rollouts.video import annotate, side_by_side, write_mp4
 
 AGENTS = ("vlm", "scripted")
 MATERIALS = (None, "fragile", "rigid")
+EXECUTORS = ("serial", "processes", "ray")
+ON_VETO = ("hold", "stop")
+TOKENS = ("image", "all")
 
 
 @dataclass
@@ -42,7 +37,7 @@ class ExperimentConfig:
 
     Attributes:
         name: run folder name under `out`.
-        conditions: condition strings (see rollouts.conditions).
+        conditions: condition strings (see rollouts.conditions), steering or perturbation.
         seeds: env seeds; every condition runs every seed (paired design).
         material: force this material in every episode (None = balanced design).
         agent: "vlm" (VLMAgent planner) or "scripted" (oracle; no model).
@@ -53,11 +48,22 @@ class ExperimentConfig:
         image_size: camera frame size.
         max_steps: steps before truncation.
         sae, discovery, vector: resources for steered conditions.
-        monitor: a saved SARM scorer folder (`physteer sarm-eval` writes them under scorers/):
-            every episode runs under SARMMonitor with it (None = no monitor).
-        on_veto: "hold" (safe action) or "stop" (truncate) when the monitor vetoes.
+        monitors: saved SARM scorer folders (`physteer sarm-eval` writes them under
+            scorers/); each scores every decision of every episode, named by its folder.
+        enforce: monitor arms: each (condition, seed) runs once per arm, with that monitor's
+            vetoes enforced ("none": every monitor only scores). None = one arm per monitor
+            ("none" when there is no monitor).
+        on_veto: "hold" (safe action) or "stop" (truncate) when the enforcing monitor vetoes.
+        tokens: rows a monitor scores: "image" or "all" (+ the last token).
+        holding: record the holding state before release (world-model probe).
         videos: record MP4s for the first this-many seeds of each condition.
-        workers: processes (1 = in this process).
+        executor: "serial" (this process), "processes" (a local pool of `workers`) or "ray".
+        workers: processes, or Ray actors, each holding its own model (1 = in this process).
+        envs_per_worker: environments a worker steps together, their decision frames
+            answered in one batched forward.
+        address: Ray cluster address (None: start a local one with `workers` CPUs).
+        gpus_per_worker: GPU share of each Ray actor.
+        device: torch device of the model ("cpu", "cuda", "auto").
         out: parent folder of run folders.
     """
 
@@ -75,30 +81,76 @@ class ExperimentConfig:
     sae: str | None = None
     discovery: str | None = None
     vector: str | None = None
-    monitor: str | None = None
+    monitors: list[str] = field(default_factory=list)
+    enforce: list[str] | None = None
     on_veto: str = "hold"
+    tokens: str = "image"
+    holding: bool = True
     videos: int = 0
+    executor: str = "processes"
     workers: int = 1
+    envs_per_worker: int = 1
+    address: str | None = None
+    gpus_per_worker: float = 0.0
+    device: str = "cpu"
     out: str = "runs"
 
     def validate(self) -> list[Condition]:
         """Check every field before any episode runs; return the parsed conditions."""
-        if self.agent not in AGENTS:
-            raise ValueError(f"agent {self.agent!r} is not allowed; choose one of {list(AGENTS)}")
-        if self.material not in MATERIALS:
-            raise ValueError(f"material {self.material!r} is not allowed; choose one of {list(MATERIALS)}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be a non-empty list of distinct ints, got {self.seeds}")
-        if self.workers < 1 or self.videos < 0:
-            raise ValueError(f"workers ({self.workers}) must be ≥ 1 and videos ({self.videos}) ≥ 0")
+        def allowed(field_name: str, value: Any, choices: tuple) -> None:
+            if value not in choices:
+                raise ValueError(f"{field_name} {value!r} is not allowed; choose one of {list(choices)}")
+
+        allowed("agent", self.agent, AGENTS)
+        allowed("material", self.material, MATERIALS)
+        allowed("executor", self.executor, EXECUTORS)
+        allowed("on_veto", self.on_veto, ON_VETO)
+        allowed("tokens", self.tokens, TOKENS)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct ints >= 0, got {self.seeds}")
+        for name, low in (("workers", 1), ("envs_per_worker", 1), ("decide_every", 1), ("max_steps", 1), ("image_size", 16), ("videos", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r} is not allowed; it must be an int >= {low}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold={self.threshold!r} is not allowed; it must be in [0, 1]")
+        if not 0.0 <= self.gpus_per_worker:
+            raise ValueError(f"gpus_per_worker={self.gpus_per_worker!r} must be >= 0")
+        if self.executor == "serial" and self.workers != 1:
+            raise ValueError(f"executor 'serial' runs in this process: workers={self.workers} needs 'processes' or 'ray'")
+        if self.executor == "ray":
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise ValueError("executor 'ray' needs Ray: pip install -c constraints.txt -e '.[ray]'")
         conditions = parse_conditions(self.conditions)
-        if self.on_veto not in ("hold", "stop"):
-            raise ValueError(f"on_veto {self.on_veto!r} is not allowed; choose 'hold' or 'stop'")
-        if self.monitor is not None and self.agent != "vlm":
+        names = self.monitor_names()
+        for arm in self.arms():
+            if arm != "none" and arm not in names:
+                raise ValueError(f"enforce arm {arm!r} is not a monitor; monitors: {names} (or 'none')")
+        if self.monitors and self.agent != "vlm":
             raise ValueError("a SARM monitor needs agent='vlm' (it reads the agent's activations)")
         if self.agent == "scripted" and any(c.kind != "unsteered" for c in conditions):
-            raise ValueError("steered conditions need agent='vlm' (the scripted agent has no activations)")
+            raise ValueError("steered or perturbed conditions need agent='vlm' (the scripted agent has no model)")
+        for path in self.monitors:
+            if not (Path(path) / "scorer.json").is_file():
+                raise FileNotFoundError(f"monitor {path} is not a saved scorer folder (no scorer.json; `physteer sarm-eval` writes them)")
         return conditions
+
+    def monitor_names(self) -> list[str]:
+        """Each monitor's name: its folder's name (unique)."""
+        names = [Path(p).name for p in self.monitors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"monitor folders must have distinct names, got {names}")
+        return names
+
+    def arms(self) -> list[str]:
+        """The monitor arms each (condition, seed) runs under."""
+        if self.enforce is not None:
+            if not self.enforce or len(set(self.enforce)) != len(self.enforce):
+                raise ValueError(f"enforce must be a non-empty list of distinct arms, got {self.enforce}")
+            return list(self.enforce)
+        return self.monitor_names() or ["none"]
 
     @property
     def run_dir(self) -> Path:
@@ -106,227 +158,138 @@ class ExperimentConfig:
         return Path(self.out) / self.name
 
     def replay_dict(self) -> dict[str, Any]:
-        """The fields that determine episodes (workers and videos do not)."""
+        """The fields that determine episodes (how and where they run do not)."""
         d = asdict(self)
-        for k in ("workers", "videos", "out"):
+        for k in ("workers", "videos", "out", "executor", "envs_per_worker", "address", "gpus_per_worker"):
             d.pop(k)
         return d
 
 
+def cell_name(condition: str, monitor: str) -> str:
+    """The log folder key of a (condition, monitor arm) cell."""
+    return condition if monitor == "none" else f"{condition}#{monitor}"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Episodes a worker runs together: one condition and arm, several seeds."""
+
+    condition: str
+    monitor: str
+    seeds: tuple[int, ...]
+    videos: tuple[bool, ...]
+
+
 class EpisodeRunner:
-    """Holds the env, the agent and the steering resources of one process."""
+    """Holds the agent, the closed loop and the steering resources of one worker."""
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         torch.set_num_threads(1)  # determinism across processes, and one core per worker
         self.cfg = cfg
         self.conditions = {c.name: c for c in parse_conditions(cfg.conditions)}
-        self.env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=cfg.image_size, max_steps=cfg.max_steps)
-        self.resources = SteeringResources.load(cfg.sae, cfg.discovery, cfg.vector)
+        resources = SteeringResources.load(cfg.sae, cfg.discovery, cfg.vector)
+        scorers: dict[str, Any] = {}
         if cfg.agent == "vlm":
             from agents.vlm_agent import VLMAgent
 
             layer = "default" if cfg.layer is None else cfg.layer
-            self.agent = VLMAgent(cfg.model, decide_every=cfg.decide_every, threshold=cfg.threshold, tap_layer=layer)
-            self.layer = self.agent.tap.layer
+            self.agent = VLMAgent(cfg.model, decide_every=cfg.decide_every, threshold=cfg.threshold,
+                                  tap_layer=layer, device=cfg.device)  # fmt: skip
+            if cfg.monitors:
+                from monitors.scorers import load_scorer
+
+                d = self.agent.backend.hidden_size
+                scorers = {Path(p).name: load_scorer(p, layer=self.agent.tap.layer, d=d) for p in cfg.monitors}
         else:
             from agents.protocol import ScriptedAgent
 
             self.agent = ScriptedAgent()
-            self.layer = None
-        self.episode_env = self.env
-        if cfg.monitor:
-            from monitors.sarm import SARMMonitor
-            from monitors.scorers import load_scorer
+        self.loop = ClosedLoop(self.agent, n_envs=cfg.envs_per_worker, image_size=cfg.image_size,
+                               max_steps=cfg.max_steps, resources=resources, layer=cfg.layer,
+                               scorers=scorers, on_veto=cfg.on_veto, tokens=cfg.tokens,
+                               record_holding=cfg.holding and cfg.agent == "vlm")  # fmt: skip
 
-            scorer = load_scorer(cfg.monitor, layer=self.layer, d=self.agent.backend.hidden_size)
-            self.episode_env = SARMMonitor(self.env, self.agent.tap, scorer, on_veto=cfg.on_veto)
+    def spec(self, condition: str, monitor: str, seed: int, video: bool = False) -> EpisodeSpec:
+        """The EpisodeSpec of one episode of this experiment."""
+        options = {"material": self.cfg.material} if self.cfg.material else None
+        return EpisodeSpec(seed, self.conditions[condition], options, monitor, video)
 
-    def run(self, condition: Condition, seed: int, record_video: bool = False) -> tuple[dict, list[dict], dict, list]:
-        """One episode under `condition`: (episode row, step rows, activations, video frames)."""
-        backend = getattr(self.agent, "backend", None)
-        with build_intervention(condition, self.resources, backend, self.layer, seed=seed):
-            return run_episode(self.episode_env, self.agent, condition.name, seed, self.cfg.material, record_video)
-
-
-def run_episode(env: Any, agent: Any, condition: str, seed: int, material: str | None, record_video: bool = False):
-    """Run one closed-loop episode; see EpisodeRunner.run for what it returns.
-
-    `env` is a FrankaPickEnv, possibly wrapped (e.g. by a SARMMonitor).
-    """
-    t0 = time.perf_counter()
-    base = env.unwrapped
-    options = {"material": material} if material else None
-    obs, info = env.reset(seed=seed, options=options)
-    agent.reset(seed)
-    decide_every = getattr(agent, "decide_every", None)
-    tap = getattr(agent, "tap", None)
-    steps, frames, decision_acts, decision_steps = [], [], [], []
-    holding_act = None
-    total_reward, done, p_last = 0.0, False, float("nan")
-    vetoes, first_veto = 0, None
-    while not done:
-        step = info["step"]
-        needs_image = decide_every is not None and step % decide_every == 0
-        if needs_image or record_video:
-            obs["image"] = env.render()  # render only when someone looks: the loop's bottleneck
-        action = agent.act(obs, info)
-        decision = getattr(agent, "last_decision", None) or {}
-        if decision.get("decided") and tap is not None and tap.latest is not None:
-            decision_acts.append(tap.latest.detach().to(torch.float32).clone())
-            decision_steps.append(step)
-        expert = getattr(agent, "expert", None)
-        if holding_act is None and expert is not None and expert.phase == "release" and info["holding"] and tap is not None:
-            # The holding state h_t just before release, for the world-model probe.
-            agent.p_fragile(env.render())
-            holding_act = tap.latest.detach().to(torch.float32).clone()
-        p_last = float(decision.get("p_fragile", p_last))
-        if record_video:
-            lines = [f"{condition} | seed {seed}", f"step {step}  P(fragile) {p_last:.2f}  {decision.get('profile', '')}"]
-            sarm = info.get("sarm")
-            if sarm:
-                lines.append(f"monitor {sarm['score']:.3g} / {sarm['threshold']:.3g}")
-            banner = "BROKEN" if info["broken"] else ("VETO" if sarm and sarm["veto"] else None)
-            frames.append(annotate(obs["image"], lines, banner=banner))
-        obs, reward, terminated, truncated, info = env.step(action)
-        sarm = info.get("sarm") or {}
-        if sarm.get("veto"):
-            vetoes += 1
-            first_veto = step if first_veto is None else first_veto
-        total_reward += reward
-        done = terminated or truncated
-        steps.append({
-            "condition": condition, "seed": seed, "step": step,
-            "a_dx": float(action[0]), "a_dy": float(action[1]), "a_dz": float(action[2]), "a_grip": float(action[3]),
-            "p_fragile": p_last, "decided": bool(decision.get("decided", False)), "profile": decision.get("profile"),
-            "holding": bool(info["holding"]), "broken": bool(info["broken"]), "grip_force": float(base.forces.grip),
-            "sarm_score": float("nan") if sarm.get("score") is None else float(sarm["score"]),
-            "sarm_veto": bool(sarm.get("veto", False)),
-            "ee_z": float(info["ee_pos"][2]), "object_z": float(info["object_pos"][2]), "reward": float(reward),
-        })
-    if record_video:
-        banner = "BROKEN" if info["broken"] else ("SUCCESS" if info["success"] else "TIMEOUT")
-        frames.extend([annotate(env.render(), [f"{condition} | seed {seed}"], banner=banner)] * 8)
-    p = np.array([s["p_fragile"] for s in steps if s["decided"]], dtype=float)
-    profiles = [s["profile"] for s in steps if s["decided"]]
-    episode = {
-        "condition": condition, "seed": seed, **info["object"],
-        "success": bool(info["success"]), "broken": bool(info["broken"]), "broken_cause": info["broken_cause"],
-        "peak_force": float(info["peak_force"]), "impact_speed": float(info["impact_speed"]),
-        "steps": int(info["step"]), "truncated": bool(truncated), "reward": total_reward,
-        "p_fragile_first": float(p[0]) if len(p) else float("nan"),
-        "p_fragile_mean": float(p.mean()) if len(p) else float("nan"),
-        "decisions": len(p), "profile_first": profiles[0] if profiles else None,
-        "final_object_z": float(info["object_pos"][2]), "vetoes": vetoes, "first_veto_step": first_veto,
-        "sarm_reason": (info.get("sarm") or {}).get("reason"), "wall_s": time.perf_counter() - t0,
-    }
-    acts = {}
-    if decision_acts:
-        acts["decision"] = torch.stack(decision_acts)
-        acts["decision_steps"] = torch.tensor(decision_steps)
-    if holding_act is not None:
-        acts["holding"] = holding_act
-    return episode, steps, acts, frames
+    def run(self, batch: Batch) -> list[EpisodeRecord]:
+        """Run one batch of episodes through the closed loop."""
+        specs = [self.spec(batch.condition, batch.monitor, s, v) for s, v in zip(batch.seeds, batch.videos, strict=True)]
+        return self.loop.run(specs)
 
 
-def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: bool = True) -> Path:
+def plan_batches(cfg: ExperimentConfig, conditions: list[Condition], log: RunLog) -> list[Batch]:
+    """Unfinished episodes, grouped into batches of up to envs_per_worker (same condition and arm;
+    a condition whose model edit is drawn per seed runs one episode per batch)."""
+    video_seeds = set(sorted(cfg.seeds)[: cfg.videos])
+    batches = []
+    for c in conditions:
+        size = 1 if c.per_seed else cfg.envs_per_worker
+        for arm in cfg.arms():
+            todo = [s for s in cfg.seeds if not log.is_done(cell_name(c.name, arm), s)]
+            for i in range(0, len(todo), size):
+                seeds = tuple(todo[i : i + size])
+                batches.append(Batch(c.name, arm, seeds, tuple(s in video_seeds for s in seeds)))
+    return batches
+
+
+def write_record(log: RunLog, record: EpisodeRecord) -> None:
+    """Write one episode's files, each atomically; the episode row last (it marks it done)."""
+    from storage import write_mp4, write_safetensors
+
+    spec = record.spec
+    cell = cell_name(spec.condition.name, spec.monitor)
+    if record.activations:
+        write_safetensors(log.episode_path(cell, spec.seed, "activations", "safetensors"), record.activations)
+    if record.frames:
+        write_mp4(log.episode_path(cell, spec.seed, "videos", "mp4"), record.frames)
+    log.write_episode(cell, spec.seed, record.row, record.steps)
+
+
+def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: bool = True, report: bool = True) -> Path:
     """Run (or resume) an experiment; returns the run folder. See the module docstring."""
+    from rollouts.executors import execute
+
     conditions = cfg.validate()
-    resources = SteeringResources.load(cfg.sae, cfg.discovery, cfg.vector)
-    check_resources(conditions, resources)
+    check_resources(conditions, SteeringResources.load(cfg.sae, cfg.discovery, cfg.vector))
     log = RunLog(cfg.run_dir)
     if overwrite and log.root.exists():
         import shutil
 
         shutil.rmtree(log.root)
     log.write_config(cfg.replay_dict())
-    video_seeds = set(sorted(cfg.seeds)[: cfg.videos])
-    jobs = [(c.name, s, s in video_seeds) for s in cfg.seeds for c in conditions if not log.is_done(c.name, s)]
-    _execute(cfg, jobs, progress)
+    batches = plan_batches(cfg, conditions, log)
+    execute(cfg, batches, lambda records: [write_record(log, r) for r in records], progress)
     log.finalize()
-    _side_by_side_videos(cfg, conditions, log, video_seeds)
-    from rollouts.report import steering_report
+    if len(cfg.arms()) == 1:
+        _side_by_side_videos(cfg, conditions, log, set(sorted(cfg.seeds)[: cfg.videos]))
+    if report and len(cfg.arms()) == 1:
+        from rollouts.report import steering_report
 
-    steering_report(log.root)  # report.md, summary.json, dose_response.png
+        steering_report(log.root)  # report.md, summary.json, dose_response.png
     return log.root
-
-
-def _execute(cfg: ExperimentConfig, jobs: list[tuple[str, int, bool]], progress: bool) -> None:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = [TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task("episodes", total=len(jobs))
-        if cfg.workers == 1 or len(jobs) <= 1:
-            for job in jobs:
-                _run_jobs_cached(cfg, [job])
-                bar.advance(task)
-            return
-        with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
-            # One job per task keeps progress live; each worker process loads the model once.
-            futures = [pool.submit(_worker_job, asdict(cfg), job) for job in jobs]
-            for fut in as_completed(futures):
-                fut.result()
-                bar.advance(task)
-
-
-_RUNNERS: dict[str, EpisodeRunner] = {}
-
-
-def _runner_for(cfg_dict: dict[str, Any]) -> EpisodeRunner:
-    key = repr(sorted(cfg_dict.items()))
-    if key not in _RUNNERS:
-        _RUNNERS.clear()
-        _RUNNERS[key] = EpisodeRunner(ExperimentConfig(**cfg_dict))
-    return _RUNNERS[key]
-
-
-def _worker_job(cfg_dict: dict[str, Any], job: tuple[str, int, bool]) -> tuple[str, int]:
-    runner = _runner_for(cfg_dict)
-    return _write_job(runner, job)
-
-
-def _run_jobs_cached(cfg: ExperimentConfig, jobs: list[tuple[str, int, bool]]) -> None:
-    runner = _runner_for(asdict(cfg))
-    for job in jobs:
-        _write_job(runner, job)
-
-
-def _write_job(runner: EpisodeRunner, job: tuple[str, int, bool]) -> tuple[str, int]:
-    name, seed, video = job
-    log = RunLog(runner.cfg.run_dir)
-    episode, steps, acts, frames = runner.run(runner.conditions[name], seed, record_video=video)
-    if acts:
-        path = log.episode_path(name, seed, "activations", "safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in acts.items()}, str(tmp))
-        tmp.replace(path)
-    if frames:
-        write_mp4(str(log.episode_path(name, seed, "videos", "mp4")), frames)
-    log.write_episode(name, seed, episode, steps)  # last: marks the episode finished
-    return name, seed
 
 
 def _side_by_side_videos(cfg: ExperimentConfig, conditions: list[Condition], log: RunLog, seeds: set[int]) -> None:
     """For each recorded seed: the first condition beside each other one, in one MP4."""
     import imageio.v3 as iio
 
+    from rollouts.video import side_by_side
+    from storage import write_mp4
+
     if len(conditions) < 2:
         return
+    arm = cfg.arms()[0]
     base = conditions[0].name
     for seed in sorted(seeds):
-        left_path = log.episode_path(base, seed, "videos", "mp4")
+        left_path = log.episode_path(cell_name(base, arm), seed, "videos", "mp4")
         if not left_path.exists():
             continue
         left = list(iio.imread(left_path))
         for c in conditions[1:]:
-            right_path = log.episode_path(c.name, seed, "videos", "mp4")
+            right_path = log.episode_path(cell_name(c.name, arm), seed, "videos", "mp4")
             out = log.root / "videos" / f"side_by_side_{safe_name(base)}_vs_{safe_name(c.name)}_seed_{seed}.mp4"
             if not right_path.exists() or out.exists():
                 continue
@@ -334,4 +297,4 @@ def _side_by_side_videos(cfg: ExperimentConfig, conditions: list[Condition], log
             n = max(len(left), len(right))
             # Hold each episode's last frame until the longer one ends.
             left_n, right_n = left + [left[-1]] * (n - len(left)), right + [right[-1]] * (n - len(right))
-            write_mp4(str(out), [side_by_side(a, b) for a, b in zip(left_n, right_n, strict=True)])
+            write_mp4(out, [side_by_side(a, b) for a, b in zip(left_n, right_n, strict=True)])

@@ -15,6 +15,7 @@ import pytest
 from safetensors.torch import load_file
 
 from rollouts.collect import collect_activations
+from rollouts.episode import TIMING_COLUMNS
 from rollouts.replay import replay
 from rollouts.runner import ExperimentConfig, run_experiment
 
@@ -83,7 +84,7 @@ def test_rerun_is_a_no_op(small_run):
 
 
 def _without_timing(rows):
-    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
 
 
 def test_sigint_keeps_finished_episodes_and_resume_matches(tmp_path):

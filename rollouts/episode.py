@@ -1,0 +1,398 @@
+"""The one closed loop: every command runs its episodes through `ClosedLoop.run`.
+
+One control step, for every environment (lane) of a batch at once:
+
+    condition.update(step)                  steering / perturbation switched on at its onset
+    frame = env.render()                    only when the agent needs it or a recorder asks
+    actions = agent.act_batch(...)          the lanes due a decision answered in ONE forward
+    lane tap views ← tap.latest_batch rows  what each lane's monitors score
+    recorders.after_act(view)               e.g. the holding state, a labelled frame
+    env.step(action)                        through the lane's monitors (shadow, or enforcing)
+    step row, video frame, recorders.after_step(view)
+
+Each lane has its own env (own PyBullet client), its own per-episode agent state (lanes of the
+agent), its own monitors and its own *tap view*: the activations of the forward that made its
+last decision. Monitors read only that view, so a forward made to record (the holding state,
+which runs under the episode's condition like every forward of the agent) never reaches a
+monitor and never changes what it scores. Lanes of one batch share the condition (its model
+edit is one set of hooks) and step in lockstep from step 0, so an onset means the same step in
+every lane; a lane whose episode ends drops out. An episode's result does not depend on the
+batch it ran in (up to the float summation order of a batched matmul).
+
+    loop = ClosedLoop(VLMAgent("tiny"), n_envs=4)
+    records = loop.run([EpisodeSpec(seed=s, condition=parse_condition("dom:+2")) for s in range(4)])
+    records[0].row["success"], records[0].steps[0], records[0].activations["decision"].shape
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs import FrankaPickEnv
+from rollouts.conditions import Condition, ConditionEffect, SteeringResources, parse_condition
+
+UNSTEERED = parse_condition("unsteered")
+#: Timing columns of an episode row: they differ between runs and are left out of comparisons.
+TIMING_COLUMNS = ("wall_s", "render_s", "agent_s", "monitor_s", "physics_s")
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """What defines one episode (with the loop's settings): its seed, condition, env options,
+    the monitor whose vetoes are enforced ("none": every monitor only scores) and whether to
+    record video frames."""
+
+    seed: int
+    condition: Condition = UNSTEERED
+    options: dict[str, Any] | None = None
+    monitor: str = "none"
+    video: bool = False
+
+
+@dataclass
+class EpisodeRecord:
+    """The result of one episode.
+
+    Attributes:
+        spec: what was run.
+        row: one dict of outcomes (success, broken, peak force, P(fragile), vetoes, timings...).
+        steps: one dict per step (action, P(fragile), holding, force, each monitor's score...).
+        activations: "decision" (n_decisions × n_tokens × d), "decision_steps",
+            "n_image_tokens", and "holding" (n_tokens × d) when recorded.
+        frames: annotated video frames (when spec.video).
+        extra: what each recorder returned, by recorder name.
+    """
+
+    spec: EpisodeSpec
+    row: dict[str, Any]
+    steps: list[dict[str, Any]]
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)
+    frames: list[np.ndarray] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TapView:
+    """The activations a lane's monitors score: those of the forward that made the lane's last
+    decision (same attributes as agents.taps.ResidualTap that monitors read)."""
+
+    def __init__(self) -> None:
+        self.latest: torch.Tensor | None = None
+        self.positions: torch.Tensor | None = None
+        self.n_image_tokens = 0
+        self.calls = 0
+
+    def set(self, latest: torch.Tensor, positions: torch.Tensor | None, n_image_tokens: int) -> None:
+        """Point the view at a new decision's activations."""
+        self.latest, self.positions, self.n_image_tokens = latest, positions, n_image_tokens
+        self.calls += 1
+
+    @property
+    def image_activations(self) -> torch.Tensor | None:
+        """The image-token rows of `latest`."""
+        return None if self.latest is None else self.latest[: self.n_image_tokens]
+
+
+class StepView:
+    """What recorders see of one lane at one step: the spec, the step, the pre-step `info`, the
+    chosen `action`, `next_info` after the env step, and `frame()`, the pre-step camera frame
+    (rendered at most once per step, shared with the agent and the video)."""
+
+    def __init__(self, lane: _Lane, step: int, info: dict[str, Any]) -> None:
+        self._lane, self.lane, self.spec, self.step, self.info = lane, lane.k, lane.spec, step, info
+        self.agent = lane.loop.agent
+        self.action: np.ndarray | None = None
+        self.next_info: dict[str, Any] | None = None
+
+    def frame(self) -> np.ndarray:
+        """The camera frame of the state before this step's action."""
+        return self._lane.frame()
+
+
+class Recorder:
+    """Per-episode hooks of the loop; subclass what you need. One instance per episode."""
+
+    name = "recorder"
+
+    def after_act(self, view: StepView) -> None:
+        """After the agent chose `view.action`, before the env steps."""
+
+    def after_step(self, view: StepView) -> bool:
+        """After the env step (`view.next_info`); return True to end the episode here."""
+        return False
+
+    def finish(self, view: StepView) -> None:
+        """Once the episode is over (`view.info` is the final info)."""
+
+    def result(self) -> Any:
+        """What goes into `EpisodeRecord.extra[name]`."""
+        return None
+
+
+class HoldingState(Recorder):
+    """The holding state h_t just before release (for the world-model probe): one extra agent
+    forward on the frame of the first step that holds the object and opens the gripper (the
+    expert's release phase when the agent has one). Its activations go to the record only."""
+
+    name = "holding"
+
+    def __init__(self) -> None:
+        self.h: torch.Tensor | None = None
+
+    def after_act(self, view: StepView) -> None:
+        """Capture once, at the release."""
+        agent = view.agent
+        if self.h is not None or not view.info["holding"] or getattr(agent, "tap", None) is None:
+            return
+        phase_for = getattr(agent, "phase_for", None)
+        releasing = phase_for(view.lane) == "release" if phase_for else float(view.action[3]) <= 0.0
+        if releasing:
+            agent.backend.prob_yes([view.frame()], agent.question)
+            self.h = agent.tap.latest.detach().to(torch.float32).clone()
+
+    def result(self) -> torch.Tensor | None:
+        """(n_tokens × d) or None when the episode never released a held object."""
+        return self.h
+
+
+class ClosedLoop:
+    """N environments, one agent, optional monitors: runs batches of episodes (module docstring).
+
+    Args:
+        agent: an agent with the lanes protocol (agents.protocol).
+        n_envs: environments stepped together (the largest batch).
+        image_size: camera frame side.
+        max_steps: steps before truncation.
+        resources: SteeringResources for the conditions (None: only unsteered and frame/prompt
+            perturbations).
+        layer: decoder layer of residual edits (default: the agent's tap layer).
+        scorers: monitor name → fitted, calibrated scorer. Every scorer scores every decision
+            (shadow mode); the one named by a spec's `monitor` also enforces its vetoes.
+        on_veto: "hold" or "stop" (monitors.sarm.SARMMonitor).
+        tokens: rows a monitor scores: "image" or "all" (+ the last token).
+        record_decisions: keep each decision's activations.
+        record_holding: add the HoldingState recorder.
+        recorders: callable(spec) → list of extra Recorder instances for an episode.
+    """
+
+    def __init__(self, agent: Any, n_envs: int = 1, image_size: int = 384, max_steps: int = 200,
+                 resources: SteeringResources | None = None, layer: int | None = None,
+                 scorers: dict[str, Any] | None = None, on_veto: str = "hold", tokens: str = "image",
+                 record_decisions: bool = True, record_holding: bool = False,
+                 recorders: Any = None) -> None:  # fmt: skip
+        if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+            raise ValueError(f"n_envs={n_envs!r}: expected an int >= 1")
+        self.agent = agent
+        self.envs = [FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=image_size,
+                                   max_steps=max_steps) for _ in range(n_envs)]  # fmt: skip
+        self.resources = resources or SteeringResources()
+        tap = getattr(agent, "tap", None)
+        self.layer = layer if layer is not None else getattr(tap, "layer", None)
+        self.scorers = dict(sorted((scorers or {}).items()))
+        self.on_veto, self.tokens = on_veto, tokens
+        self.record_decisions, self.record_holding = record_decisions, record_holding
+        self.recorders = recorders
+        self._render_s = [0.0] * n_envs
+
+    def close(self) -> None:
+        """Close every env."""
+        for env in self.envs:
+            env.close()
+
+    def render(self, k: int) -> np.ndarray:
+        """A frame of lane k's env (timed)."""
+        t = time.perf_counter()
+        frame = self.envs[k].render()
+        self._render_s[k] += time.perf_counter() - t
+        return frame
+
+    def _monitored(self, k: int, view: TapView, enforce: str) -> tuple[Any, list[Any]]:
+        """Lane k's env wrapped in its monitors: shadow monitors inside, the enforcing one out."""
+        from monitors.sarm import SARMMonitor
+
+        env, monitors = self.envs[k], []
+        for name in sorted(self.scorers, key=lambda n: n == enforce):
+            env = SARMMonitor(env, view, self.scorers[name], on_veto=self.on_veto, tokens=self.tokens,
+                              enforce=name == enforce, info_key=f"sarm:{name}")  # fmt: skip
+            monitors.append(env)
+        return env, monitors
+
+    def run(self, specs: list[EpisodeSpec]) -> list[EpisodeRecord]:
+        """Run a batch of episodes together (same condition and monitor; at most n_envs)."""
+        if not 1 <= len(specs) <= len(self.envs):
+            raise ValueError(f"a batch holds 1..{len(self.envs)} episodes, got {len(specs)}")
+        first = specs[0]
+        if any(s.condition != first.condition or s.monitor != first.monitor for s in specs):
+            raise ValueError("the episodes of one batch must share their condition and monitor")
+        if first.monitor != "none" and first.monitor not in self.scorers:
+            raise ValueError(f"monitor {first.monitor!r} is not among the loop's scorers {list(self.scorers)} or 'none'")
+        effect = ConditionEffect(first.condition, self.resources, self.agent, self.layer, [s.seed for s in specs])
+        lanes = [_Lane(self, k, spec) for k, spec in enumerate(specs)]
+        try:
+            self._step_until_done(lanes, effect)
+        finally:
+            effect.end()
+        return [lane.record() for lane in lanes]
+
+    def _step_until_done(self, lanes: list[_Lane], effect: ConditionEffect) -> None:
+        agent, step = self.agent, 0
+        tap = getattr(agent, "tap", None)
+        while active := [lane for lane in lanes if not lane.done]:
+            effect.update(step)
+            asking = [lane for lane in active if agent.needs_image_for(lane.k)]
+            observations = []
+            for lane in active:
+                frame = lane.frame() if lane in asking or lane.spec.video else None
+                observations.append(lane.obs if frame is None else {**lane.obs, "image": effect.frame(lane.k, frame)})
+            t = time.perf_counter()
+            actions = agent.act_batch(observations, [lane.info for lane in active], [lane.k for lane in active])
+            share = (time.perf_counter() - t) / len(active)
+            if asking and tap is not None and tap.latest_batch is not None:
+                for row, lane in enumerate(asking):
+                    lane.tap_view.set(tap.latest_batch[row], tap.positions_batch[row], tap.n_image_tokens)
+            for lane, obs, action in zip(active, observations, actions, strict=True):
+                lane.agent_s += share
+                lane.step(action, obs.get("image"), step)
+            step += 1
+
+
+class _Lane:
+    """One episode's state inside a batch (see ClosedLoop)."""
+
+    def __init__(self, loop: ClosedLoop, k: int, spec: EpisodeSpec) -> None:
+        self.loop, self.k, self.spec = loop, k, spec
+        self.tap_view = TapView()
+        self.env, self.monitors = loop._monitored(k, self.tap_view, spec.monitor)
+        self.recorders: list[Recorder] = [HoldingState()] if loop.record_holding else []
+        self.recorders += list(loop.recorders(spec)) if loop.recorders else []
+        self.t0 = time.perf_counter()
+        loop._render_s[k] = 0.0
+        self.agent_s = self.physics_s = 0.0
+        self.obs, self.info = self.env.reset(seed=spec.seed, options=spec.options)
+        loop.agent.reset(spec.seed, lane=k)
+        self.done = self.stopped = self.truncated = False
+        self.steps: list[dict[str, Any]] = []
+        self.frames: list[np.ndarray] = []
+        self.decision_acts: list[torch.Tensor] = []
+        self.decision_steps: list[int] = []
+        self.first_alarm: dict[str, int | None] = dict.fromkeys(loop.scorers)
+        self.vetoes, self.first_veto, self.p_last, self.reward = 0, None, float("nan"), 0.0
+        self._frame: np.ndarray | None = None
+        self._frame_step = -1
+
+    def frame(self) -> np.ndarray:
+        """The pre-step frame of the current step (rendered once)."""
+        step = self.info["step"]
+        if self._frame_step != step:
+            self._frame, self._frame_step = self.loop.render(self.k), step
+        return self._frame
+
+    def step(self, action: np.ndarray, seen: np.ndarray | None, step: int) -> None:
+        """Record the decision, step the env through the monitors, record the step."""
+        loop, spec = self.loop, self.spec
+        decision = loop.agent.decision_for(self.k) or {}
+        decided = bool(decision.get("decided")) and self.tap_view.latest is not None
+        if decided and loop.record_decisions and self.tap_view.calls > len(self.decision_acts):
+            self.decision_acts.append(self.tap_view.latest.detach().to(torch.float32).clone())
+            self.decision_steps.append(step)
+        view = StepView(self, step, self.info)
+        view.action = action
+        for r in self.recorders:
+            r.after_act(view)
+        self.p_last = float(decision.get("p_fragile", self.p_last))
+        overhead = sum(m.overhead_s for m in self.monitors)
+        t = time.perf_counter()
+        self.obs, reward, terminated, truncated, info = self.env.step(action)
+        elapsed = time.perf_counter() - t
+        monitor_s = sum(m.overhead_s for m in self.monitors) - overhead
+        self.physics_s += elapsed - monitor_s
+        self.info, self.reward = info, self.reward + float(reward)
+        view.next_info = info
+        row = {
+            "condition": spec.condition.name, "monitor": spec.monitor, "seed": spec.seed, "step": step,
+            "a_dx": float(action[0]), "a_dy": float(action[1]), "a_dz": float(action[2]), "a_grip": float(action[3]),
+            "p_fragile": self.p_last, "decided": bool(decision.get("decided", False)), "profile": decision.get("profile"),
+            "holding": bool(info["holding"]), "broken": bool(info["broken"]),
+            "grip_force": float(self.env.unwrapped.forces.grip),
+            "ee_z": float(info["ee_pos"][2]), "object_z": float(info["object_pos"][2]), "reward": float(reward),
+            "vetoed": False,
+        }  # fmt: skip
+        banner = None
+        for name in loop.scorers:
+            sarm = info.get(f"sarm:{name}") or {}
+            score = sarm.get("score")
+            row[f"score:{name}"] = float("nan") if score is None else float(score)
+            row[f"veto:{name}"] = bool(sarm.get("veto", False))
+            if sarm.get("veto") and self.first_alarm[name] is None:
+                self.first_alarm[name] = step
+            if name == spec.monitor and sarm.get("veto"):
+                row["vetoed"], banner = True, "VETO"
+                self.vetoes += 1
+                self.first_veto = step if self.first_veto is None else self.first_veto
+        self.steps.append(row)
+        if spec.video:  # the frame the agent saw, with THIS step's verdict
+            lines = [f"{spec.condition.name} | seed {spec.seed}", f"step {step}  P(fragile) {self.p_last:.2f}  {decision.get('profile') or ''}"]
+            if spec.monitor != "none":
+                sarm = info.get(f"sarm:{spec.monitor}") or {}
+                score = sarm.get("score")
+                lines.append(f"monitor {score if score is None else f'{score:.3g}'} / {sarm.get('threshold', math.nan):.3g}")
+            self.frames.append(_annotate(seen if seen is not None else self.frame(), lines, "BROKEN" if info["broken"] else banner))
+        stop = any([r.after_step(view) for r in self.recorders])
+        self.stopped = stop and not (terminated or truncated)
+        self.truncated = bool(truncated) or self.stopped
+        self.done = bool(terminated) or self.truncated
+        if self.done:
+            self._finish()
+
+    def _finish(self) -> None:
+        end = StepView(self, self.info["step"], self.info)
+        for r in self.recorders:
+            r.finish(end)
+        if self.spec.video:
+            info = self.info
+            banner = "BROKEN" if info["broken"] else ("SUCCESS" if info["success"] else "TIMEOUT")
+            self.frames.extend([_annotate(self.frame(), [f"{self.spec.condition.name} | seed {self.spec.seed}"], banner)] * 8)
+        self.wall_s = time.perf_counter() - self.t0
+
+    def record(self) -> EpisodeRecord:
+        """The finished episode's record."""
+        info, spec, steps = self.info, self.spec, self.steps
+        p = np.array([s["p_fragile"] for s in steps if s["decided"]], dtype=float)
+        profiles = [s["profile"] for s in steps if s["decided"]]
+        enforced = (info.get(f"sarm:{spec.monitor}") or {}) if spec.monitor != "none" else {}
+        row = {
+            "condition": spec.condition.name, "monitor": spec.monitor, "seed": spec.seed,
+            "onset": spec.condition.onset, **info["object"],
+            "success": bool(info["success"]), "broken": bool(info["broken"]), "broken_cause": info["broken_cause"],
+            "peak_force": float(info["peak_force"]), "impact_speed": float(info["impact_speed"]),
+            "steps": int(info["step"]), "truncated": self.truncated, "reward": self.reward,
+            "p_fragile_first": float(p[0]) if len(p) else float("nan"),
+            "p_fragile_mean": float(p.mean()) if len(p) else float("nan"),
+            "decisions": len(p), "profile_first": profiles[0] if profiles else None,
+            "profile_last": profiles[-1] if profiles else None,
+            "final_object_z": float(info["object_pos"][2]), "vetoes": self.vetoes, "first_veto_step": self.first_veto,
+            "sarm_reason": enforced.get("reason"),
+            **{f"first_alarm:{name}": step for name, step in self.first_alarm.items()},
+            "wall_s": self.wall_s, "render_s": self.loop._render_s[self.k], "agent_s": self.agent_s,
+            "monitor_s": sum(m.overhead_s for m in self.monitors), "physics_s": self.physics_s,
+        }  # fmt: skip
+        acts: dict[str, torch.Tensor] = {}
+        if self.decision_acts:
+            acts["decision"] = torch.stack(self.decision_acts)
+            acts["decision_steps"] = torch.tensor(self.decision_steps)
+            acts["n_image_tokens"] = torch.tensor(self.tap_view.n_image_tokens)
+        extra = {r.name: r.result() for r in self.recorders}
+        if extra.get("holding") is not None:
+            acts["holding"] = extra["holding"]
+        return EpisodeRecord(spec, row, steps, acts, self.frames, extra)
+
+
+def _annotate(frame: np.ndarray, lines: list[str], banner: str | None) -> np.ndarray:
+    from rollouts.video import annotate
+
+    return annotate(frame, lines, banner=banner)
