@@ -386,6 +386,7 @@ class _Lane:
             acts["decision"] = torch.stack(self.decision_acts)
             acts["decision_steps"] = torch.tensor(self.decision_steps)
             acts["n_image_tokens"] = torch.tensor(self.tap_view.n_image_tokens)
+            acts["layer"] = torch.tensor(self.loop.layer)
         extra = {r.name: r.result() for r in self.recorders}
         if extra.get("holding") is not None:
             acts["holding"] = extra["holding"]

@@ -23,7 +23,13 @@ Sink = Callable[[list[EpisodeRecord]], Any]
 
 def execute(cfg: ExperimentConfig, batches: list[Batch], sink: Sink, progress: bool = True) -> None:
     """Run every batch on cfg.executor; pass each batch's records to `sink` as they finish."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     columns = [TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not progress, transient=True) as bar:

@@ -26,7 +26,7 @@ def run(random_model, tmp_path_factory):
     try:
         rc = main([
             "sarm-eval", "--model", str(random_model), "--fit-episodes", "4", "--episodes", "2",
-            "--perturbations", "ta2,noise", "--sae-steps", "60", "--max-steps", "40",
+            "--perturbations", "ta2:4@10,noise:0.2@10", "--sae-steps", "60", "--max-steps", "40",
             "--name", "smoke",
         ])  # fmt: skip
     finally:
@@ -42,8 +42,8 @@ def test_outputs(run):
         assert (run / "scorers" / scorer / "scorer.json").is_file()
     doc = json.loads((run / "summary.json").read_text())
     summ = doc["summary"]
-    assert set(summ["clean"]) == {"sae/mean", "mahalanobis/mean", "pca/mean"}
-    assert set(summ["perturbations"]) == {"ta2x4", "noise"}
+    assert set(summ["clean"]) == {"sae-mean", "mahalanobis-mean", "pca-mean"}
+    assert set(summ["perturbations"]) == {"ta2:4@10", "noise:0.2@10"}
     for per in summ["perturbations"].values():
         for s in summ["clean"]:
             r = per[s]
@@ -74,4 +74,21 @@ def test_bad_cli_input(random_model, capsys):
     assert main(["sarm-eval", "--model", str(random_model), "--scorers", "knn"]) == 2
     assert "scorer 'knn'" in capsys.readouterr().err
     assert main(["sarm-eval", "--model", str(random_model), "--perturbations", "laser"]) == 2
-    assert "perturbation 'laser'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'laser'" in err and "noise:<0-1>" in err
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--k", "-1"], "k=-1.0"), (["--fpr", "1.5"], "fpr=1.5"), (["--episodes", "0"], "episodes=0"),
+    (["--on-veto", "explode"], "on_veto='explode'"), (["--executor", "slurm"], "executor 'slurm'"),
+    (["--perturbations", "noise:3@10"], "(0, 1]"), (["--fit-episodes", "2"], "fit_episodes=2"),
+])  # fmt: skip
+def test_bad_values_fail_fast_before_any_episode(tmp_path, monkeypatch, capsys, args, named):
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    t0 = time.perf_counter()
+    assert main(["sarm-eval", *args]) == 2
+    assert time.perf_counter() - t0 < 10
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing was started
