@@ -3,7 +3,7 @@
 The model learns to answer two questions about a frame with one word:
 "Is the object fragile? Answer yes or no." → " yes" / " no" and
 "What color is the object? Answer red or blue." → " red" / " blue" (each followed by
-<end_of_utterance>). Frames come from `envs.dataset.render_labeled_frames`: balanced over
+<end_of_utterance>). Frames come from the `render` callable (`rollouts.frames.render_labeled_frames` from the CLI): balanced over
 color × material × shade × shape with random pose, lighting and arm configuration. Each image is
 encoded once per step and both questions are answered from the same image features.
 
@@ -46,9 +46,11 @@ from agents.tiny_model import (
     FRAGILE_QUESTION,
     TINY_VLM_DIR,
     build_tiny_model,
+    check_save_target,
     count_parameters,
     save_tiny,
 )
+from storage import atomic_dir, atomic_path, write_json
 
 CELL_KEYS = ("color", "material", "shade")
 
@@ -87,6 +89,7 @@ class TrainConfig:
             )
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr}: must be > 0")
+        check_save_target(self.out_dir)
         if not 0 <= self.flip_prob <= 1:
             raise ValueError(f"flip_prob={self.flip_prob}: must be in [0, 1]")
         if not 0 <= self.zoom_prob <= 1:
@@ -104,24 +107,24 @@ class TrainConfig:
             )
 
 
-def load_frames(
-    n: int, seed: int, cache_dir: str | Path | None, log: Callable[[str], None] = print
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Render (or load cached) labelled frames from env seeds seed..seed+n-1."""
-    from envs.dataset import render_labeled_frames
+Renderer = Callable[..., tuple[np.ndarray, list[dict[str, Any]]]]
 
+
+def load_frames(
+    n: int, seed: int, cache_dir: str | Path | None, render: Renderer, log: Callable[[str], None] = print
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Render (or load cached) labelled frames from env seeds seed..seed+n-1 with
+    `render(n, seed=seed, image_size=384)` (rollouts.frames.render_labeled_frames)."""
     path = Path(cache_dir) / f"frames_{n}_{seed}.npz" if cache_dir else None
     if path is not None and path.is_file():
         data = np.load(path, allow_pickle=False)
         return data["images"], json.loads(str(data["labels"]))
     t0 = time.time()
-    images, labels = render_labeled_frames(n, seed=seed, image_size=384)
+    images, labels = render(n, seed=seed, image_size=384)
     log(f"rendered {n} frames from seed {seed} in {time.time() - t0:.0f}s")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, images=images, labels=json.dumps(labels))
-        tmp.replace(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, images=images, labels=json.dumps(labels))
     return images, labels
 
 
@@ -304,14 +307,17 @@ def probe_report(
     return out
 
 
-def train_tiny(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train, evaluate, probe and save the tiny model; returns the report (also saved as JSON)."""
+def train_tiny(cfg: TrainConfig, render: Renderer, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train, evaluate, probe and save the tiny model; returns the report (also saved as JSON).
+
+    `render(n, seed=..., image_size=...)` gives labelled frames: rollouts.frames.render_labeled_frames
+    (passed in because agents/ may not import the closed loop in rollouts/)."""
     cfg.validate()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t_start = time.time()
-    images, labels = load_frames(cfg.n_train, cfg.train_seed, cfg.cache_dir, log)
-    ev_images, ev_labels = load_frames(cfg.n_eval, cfg.eval_seed, cfg.cache_dir, log)
+    images, labels = load_frames(cfg.n_train, cfg.train_seed, cfg.cache_dir, render, log)
+    ev_images, ev_labels = load_frames(cfg.n_eval, cfg.eval_seed, cfg.cache_dir, render, log)
     overlap = {lab["seed"] for lab in labels} & {lab["seed"] for lab in ev_labels}
     if overlap:
         raise ValueError(f"evaluation frames reuse training seeds {sorted(overlap)[:5]}")
@@ -400,7 +406,9 @@ def train_tiny(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str
         "probe": probe_report(backend, random_backend, ev_images, ev_labels, cfg.probe_layer),
         "torch": torch.__version__,
     }
-    out = save_tiny(model, processor, cfg.out_dir)
-    (out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_dir(cfg.out_dir) as tmp:  # the checkpoint and its report replace the old pair together
+        save_tiny(model, processor, tmp)
+        write_json(tmp / "training_report.json", report)
+    out = Path(cfg.out_dir)
     log(f"saved to {out} ({time.time() - t_start:.0f}s total)")
     return report

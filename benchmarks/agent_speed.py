@@ -47,7 +47,7 @@ def _fake_info() -> dict:
 def _frames(n: int, seed: int = 0) -> tuple[np.ndarray, float | None]:
     """`n` rendered frames and the seconds per rendered frame (None for the noise fallback)."""
     try:
-        from envs.dataset import render_labeled_frames
+        from rollouts.frames import render_labeled_frames
 
         t0 = time.perf_counter()
         frames = render_labeled_frames(n, seed=seed)[0]

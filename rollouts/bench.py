@@ -1,10 +1,13 @@
-"""`physteer bench`: closed-loop throughput of the demo's agent, and where a step's time goes.
+"""`physteer bench`: closed-loop throughput per executor, and where a step's time goes.
 
-Two measurements in one run:
-1. episodes per minute: the demo's closed loop (tiny model, 384², no video) run through the
-   experiment runner with `workers` processes;
-2. the time shares of one episode's steps: rendering, VLM forward, SAE/monitor scoring and
-   physics (everything in env.step), measured by timing each call in a single process.
+Two measurements in one run, both through the one closed loop (rollouts.episode):
+1. episodes per minute of the demo's closed loop (tiny model, 384², no video) for each
+   execution variant, side by side in one run: serial, local processes, Ray, and several
+   environments per worker answered in one batched forward; reported as ratios to serial.
+   Variants alternate over `rounds` so load that drifts over minutes cancels.
+2. the time shares of an episode's steps, from the loop's own timings: rendering, agent (VLM
+   forward + expert), SAE/monitor scoring (a SARM scorer in shadow mode), physics (the env
+   step) and the rest.
 The demo's wall time is read from the last demo run's summary.json when there is one.
 """
 
@@ -19,62 +22,57 @@ from typing import Any
 import numpy as np
 import torch
 
+#: name → ExperimentConfig fields of each throughput variant.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "serial": {"executor": "serial", "workers": 1},
+    "2 processes": {"executor": "processes", "workers": 2},
+    "ray, 2 workers": {"executor": "ray", "workers": 2},
+    "4 envs per worker": {"executor": "serial", "workers": 1, "envs_per_worker": 4},
+}
 
-def episodes_per_minute(n_episodes: int, workers: int, model: str = "tiny") -> float:
-    """Wall-clock episodes/min of unsteered VLM episodes through the runner."""
+
+def episodes_per_minute(n_episodes: int, model: str = "tiny", **fields: Any) -> float:
+    """Wall-clock episodes/min of unsteered VLM episodes through the runner (start-up included)."""
     from rollouts.runner import ExperimentConfig, run_experiment
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = ExperimentConfig(name="bench", out=out, seeds=list(range(n_episodes)), model=model, workers=workers)
+        cfg = ExperimentConfig(name="bench", out=out, seeds=list(range(n_episodes)), model=model, **fields)
         t0 = time.perf_counter()
-        run_experiment(cfg, progress=False)
+        run_experiment(cfg, progress=False, report=False)
         return n_episodes / (time.perf_counter() - t0) * 60
 
 
+def throughput(n_episodes: int, model: str = "tiny", rounds: int = 1, variants: dict | None = None) -> dict[str, list[float]]:
+    """Episodes/min of each variant, measured `rounds` times in alternating order."""
+    variants = variants or VARIANTS
+    out: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(rounds):
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
+        for name in order:
+            out[name].append(episodes_per_minute(n_episodes, model, **variants[name]))
+    return out
+
+
 def step_time_shares(n_episodes: int = 3, model: str = "tiny") -> dict[str, float]:
-    """Seconds per episode spent on rendering, VLM, SAE/monitor scoring and physics."""
+    """Seconds per episode spent on rendering, agent, SAE/monitor scoring, physics and the rest."""
     from agents.vlm_agent import VLMAgent
-    from envs import FrankaPickEnv
-    from sae import MatryoshkaSAE, default_config
+    from monitors.scorers import make_scorer
+    from rollouts.episode import ClosedLoop, EpisodeSpec
 
     torch.set_num_threads(1)
-    env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state")
     agent = VLMAgent(model)
-    sae = MatryoshkaSAE(default_config(agent.backend.hidden_size)).eval()  # scoring cost only
-    timers = {"render": 0.0, "vlm": 0.0, "sae/monitor": 0.0, "physics": 0.0, "other": 0.0}
-    real_prob_yes = agent.backend.prob_yes
-
-    def timed_prob_yes(*args: Any, **kwargs: Any):
-        t = time.perf_counter()
-        out = real_prob_yes(*args, **kwargs)
-        timers["vlm"] += time.perf_counter() - t
-        return out
-
-    agent.backend.prob_yes = timed_prob_yes
-    t_total = time.perf_counter()
-    for seed in range(n_episodes):
-        obs, info = env.reset(seed=seed)
-        agent.reset(seed)
-        done = False
-        while not done:
-            if info["step"] % agent.decide_every == 0:
-                t = time.perf_counter()
-                obs["image"] = env.render()
-                timers["render"] += time.perf_counter() - t
-            action = agent.act(obs, info)
-            if agent.last_decision and agent.last_decision.get("decided"):
-                t = time.perf_counter()
-                with torch.no_grad():
-                    float(sae.reconstruction_error(agent.tap.latest[:-1]).mean())
-                timers["sae/monitor"] += time.perf_counter() - t
-            t = time.perf_counter()
-            obs, _, terminated, truncated, info = env.step(action)
-            timers["physics"] += time.perf_counter() - t
-            done = terminated or truncated
-    total = time.perf_counter() - t_total
-    timers["other"] = total - sum(v for k, v in timers.items() if k != "other")
-    env.close()
-    return {k: v / n_episodes for k, v in timers.items()}
+    d = agent.backend.hidden_size
+    # Scoring cost only: an SAE scorer of the default size, briefly fitted on random tokens.
+    tokens = torch.randn(2048, d, generator=torch.Generator().manual_seed(0))
+    scorer = make_scorer("sae", steps=5).fit([tokens])
+    scorer.calibrate(scorer.score_many([tokens[:81], tokens[81:162]]), method="sigma", k=2)
+    loop = ClosedLoop(agent, scorers={"sae": scorer})
+    rows = [loop.run([EpisodeSpec(seed)])[0].row for seed in range(n_episodes)]
+    loop.close()
+    parts = {"render": "render_s", "agent (VLM + expert)": "agent_s", "sae/monitor": "monitor_s", "physics": "physics_s"}
+    shares = {k: float(np.mean([r[col] for r in rows])) for k, col in parts.items()}
+    shares["other"] = float(np.mean([r["wall_s"] for r in rows])) - sum(shares.values())
+    return shares
 
 
 def demo_wall_time(runs: str = "runs", name: str = "demo") -> float | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -64,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="auto")
     e.add_argument("--dtype", default="float32")
     e.add_argument("--oracle", action="store_true", help="use the ScriptedAgent instead")
+    e.add_argument("--envs", type=int, default=1, help="environments stepped together (batched decisions)")
     e.add_argument("--out", default="runs/agent-eval", help="folder for summary.json")
     e.set_defaults(func=run_agent_eval)
 
@@ -89,7 +89,9 @@ def run_train_tiny(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
     )
     console = Console()
-    report = train_tiny(cfg, log=console.print)
+    from rollouts.frames import render_labeled_frames
+
+    report = train_tiny(cfg, render_labeled_frames, log=console.print)
     table = Table(title="tiny VLM, held-out renders per (color, material, shade) cell")
     for col in ("cell", "n", "fragility acc", "color acc"):
         table.add_column(col)
@@ -109,86 +111,60 @@ def run_train_tiny(args: argparse.Namespace) -> int:
 
 
 def run_agent_eval(args: argparse.Namespace) -> int:
-    """Run the agent on every color × material combination; print outcome rates."""
+    """Run the agent on every color × material combination (the one closed loop); print rates."""
     from agents.protocol import ScriptedAgent
     from agents.vlm_agent import VLMAgent
-    from envs import COLORS, MATERIALS, FrankaPickEnv
+    from envs import COLORS, MATERIALS
+    from rollouts.episode import ClosedLoop, EpisodeSpec
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.envs < 1:
+        raise ValueError(f"--envs must be >= 1, got {args.envs}")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f"--threshold {args.threshold}: must be in [0, 1]")
     console = Console()
     if args.oracle:
         agent = ScriptedAgent()
     else:
-        agent = VLMAgent(
-            args.model,
-            decide_every=args.decide_every,
-            threshold=args.threshold,
-            device=args.device,
-            dtype=args.dtype,
-        )
-    # State observations; the camera frame is rendered only when the agent will read it.
-    env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=384)
+        agent = VLMAgent(args.model, decide_every=args.decide_every, threshold=args.threshold,
+                         device=args.device, dtype=args.dtype)  # fmt: skip
+    loop = ClosedLoop(agent, n_envs=args.envs, record_decisions=False)
     rows = []
     t0 = time.time()
     try:
         for color in COLORS:
             for material in MATERIALS:
-                for k in range(args.seeds):
-                    seed = args.first_seed + k
-                    obs, info = env.reset(seed=seed, options={"color": color, "material": material})
-                    agent.reset(seed)
-                    done = False
-                    first = None
-                    while not done:
-                        if getattr(agent, "needs_image", False):
-                            obs = {**obs, "image": env.render()}
-                        action = agent.act(obs, info)
-                        first = first or agent.last_decision
-                        obs, _, terminated, truncated, info = env.step(action)
-                        done = terminated or truncated
-                    rows.append(
-                        {
-                            "color": color,
-                            "material": material,
-                            "seed": seed,
-                            "success": bool(info["success"]),
-                            "broken": bool(info["broken"]),
-                            "p_fragile": (first or {}).get("p_fragile"),
-                            "profile": (first or {}).get("profile"),
-                        }
-                    )
+                options = {"color": color, "material": material}
+                specs = [EpisodeSpec(args.first_seed + k, options=options) for k in range(args.seeds)]
+                for i in range(0, len(specs), args.envs):
+                    for r in loop.run(specs[i : i + args.envs]):
+                        first = next((s for s in r.steps if s["decided"]), {})
+                        rows.append({"color": color, "material": material, "seed": r.spec.seed,
+                                     "success": r.row["success"], "broken": r.row["broken"],
+                                     "p_fragile": first.get("p_fragile"), "profile": first.get("profile")})  # fmt: skip
     finally:
-        env.close()
-    table = Table(
-        title=f"closed loop, {args.seeds} seeds per combination ({time.time() - t0:.0f}s)"
-    )
+        loop.close()
+    table = Table(title=f"closed loop, {args.seeds} seeds per combination ({time.time() - t0:.0f}s)")
     for col in ("color", "material", "success", "intact", "gentle chosen", "right profile"):
         table.add_column(col)
     summary = {}
     for color in COLORS:
         for material in MATERIALS:
             sel = [r for r in rows if r["color"] == color and r["material"] == material]
+            right = "gentle" if material == "fragile" else "firm"
             s = {
                 "n": len(sel),
                 "success": sum(r["success"] for r in sel) / len(sel),
                 "intact": sum(not r["broken"] for r in sel) / len(sel),
                 "gentle": sum(r["profile"] == "gentle" for r in sel) / len(sel),
+                "right_profile": sum(r["profile"] == right for r in sel) / len(sel),
             }
-            right = "gentle" if material == "fragile" else "firm"
-            s["right_profile"] = sum(r["profile"] == right for r in sel) / len(sel)
             summary[f"{color}/{material}"] = s
-            table.add_row(
-                color,
-                material,
-                f"{s['success']:.2f}",
-                f"{s['intact']:.2f}",
-                f"{s['gentle']:.2f}",
-                f"{s['right_profile']:.2f}",
-            )
+            table.add_row(color, material, *(f"{s[k]:.2f}" for k in ("success", "intact", "gentle", "right_profile")))
     console.print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({"summary": summary, "episodes": rows}, indent=2))
-    console.print(f"wrote {out / 'summary.json'}")
+    from storage import write_json
+
+    path = write_json(Path(args.out) / "summary.json", {"summary": summary, "episodes": rows})
+    console.print(f"wrote {path}")
     return 0

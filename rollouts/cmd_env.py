@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from envs import COLORS, MATERIALS, FrankaPickEnv
-from envs.expert import PROFILES, ScriptedExpert
-from rollouts.video import annotate, write_mp4
+from agents.protocol import ExpertAgent
+from envs import COLORS, MATERIALS
+from envs.expert import PROFILES
+from rollouts.episode import ClosedLoop, EpisodeSpec
+from storage import write_mp4
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,49 +28,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_env_demo)
 
 
-def run_episode(env: FrankaPickEnv, seed: int, options: dict, profile: str, record: bool) -> tuple[dict, list]:
-    """Run the expert for one episode; return the final info and (optionally) annotated frames."""
-    expert = ScriptedExpert(profile)
-    _, info = env.reset(seed=seed, options=options)
-    frames = []
-    label = f"{options['color']} {options['material']} | {profile}"
-    done = False
-    while not done:
-        if record:
-            frames.append(annotate(env.render(), [label, f"step {info['step']}  grip {env.forces.grip:5.1f} N"]))
-        _, _, terminated, truncated, info = env.step(expert.act(info))
-        done = terminated or truncated
-    if record:
-        banner = "BROKEN" if info["broken"] else ("SUCCESS" if info["success"] else "TIMEOUT")
-        last = annotate(env.render(), [label, f"step {info['step']}"], banner=banner)
-        frames.extend([last] * 12)  # hold the outcome for a second
-    return info, frames
-
-
 def run_env_demo(args: argparse.Namespace) -> int:
-    """Run the demo and print the table; returns the exit code."""
+    """Run the demo (the one closed loop, an ExpertAgent per profile) and print the table."""
     if args.seeds < 1:
         raise ValueError(f"--seeds must be ≥ 1, got {args.seeds}")
+    if args.image_size < 16:
+        raise ValueError(f"--image-size must be ≥ 16, got {args.image_size}")
     console = Console()
-    env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=args.image_size)
+    loops = {profile: ClosedLoop(ExpertAgent(profile), image_size=args.image_size, record_decisions=False)
+             for profile in PROFILES}  # fmt: skip
     rows = []
     combos = [(c, m) for c in COLORS for m in MATERIALS]
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("episodes", total=len(combos) * len(PROFILES) * args.seeds)
-        for color, material in combos:
-            frames = []
-            for profile in PROFILES:
-                outcomes = []
-                for seed in range(args.seeds):
-                    record = not args.no_video and seed == 0
-                    info, f = run_episode(env, seed, {"color": color, "material": material}, profile, record)
-                    frames.extend(f)
-                    outcomes.append(info)
-                    progress.advance(task)
-                rows.append((color, material, profile, outcomes))
-            if frames:
-                write_mp4(os.path.join(args.out, f"{color}_{material}.mp4"), frames)
-    env.close()
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("episodes", total=len(combos) * len(PROFILES) * args.seeds)
+            for color, material in combos:
+                frames = []
+                for profile, loop in loops.items():
+                    outcomes = []
+                    for seed in range(args.seeds):
+                        spec = EpisodeSpec(seed, options={"color": color, "material": material},
+                                           video=not args.no_video and seed == 0)  # fmt: skip
+                        (record,) = loop.run([spec])
+                        frames.extend(record.frames)
+                        outcomes.append(record.row)
+                        progress.advance(task)
+                    rows.append((color, material, profile, outcomes))
+                if frames:
+                    write_mp4(os.path.join(args.out, f"{color}_{material}.mp4"), frames)
+    finally:
+        for loop in loops.values():
+            loop.close()
 
     table = Table(title=f"Scripted expert outcomes ({args.seeds} seeds per cell)")
     for col in ("color", "material", "profile", "success", "broken", "peak force (N)", "steps"):
@@ -80,7 +70,7 @@ def run_env_demo(args: argparse.Namespace) -> int:
             f"{sum(o['success'] for o in outcomes)}/{n}",
             f"{sum(o['broken'] for o in outcomes)}/{n}",
             f"{np.mean([o['peak_force'] for o in outcomes]):.1f}",
-            f"{np.mean([o['step'] for o in outcomes]):.0f}",
+            f"{np.mean([o['steps'] for o in outcomes]):.0f}",
         )
     console.print(table)
     if not args.no_video:

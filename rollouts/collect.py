@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from envs.dataset import render_labeled_frames
+from rollouts.frames import render_labeled_frames
 from sae.store import ActivationStore
 
 

@@ -336,7 +336,9 @@ class _Lane:
                 self.first_veto = step if self.first_veto is None else self.first_veto
         self.steps.append(row)
         if spec.video:  # the frame the agent saw, with THIS step's verdict
-            lines = [f"{spec.condition.name} | seed {spec.seed}", f"step {step}  P(fragile) {self.p_last:.2f}  {decision.get('profile') or ''}"]
+            obj = info["object"]
+            lines = [f"{spec.condition.name} | seed {spec.seed} | {obj['color']} {obj['material']}",
+                     f"step {step}  P(fragile) {self.p_last:.2f}  {decision.get('profile') or ''}  grip {row['grip_force']:.1f} N"]
             if spec.monitor != "none":
                 sarm = info.get(f"sarm:{spec.monitor}") or {}
                 score = sarm.get("score")

@@ -8,6 +8,7 @@ import pytest
 from safetensors.torch import load_file
 
 from agents.train_tiny import TrainConfig, train_tiny
+from rollouts.frames import render_labeled_frames
 
 
 def test_train_tiny_is_deterministic_and_saves_a_loadable_checkpoint(tmp_path):
@@ -27,7 +28,7 @@ def test_train_tiny_is_deterministic_and_saves_a_loadable_checkpoint(tmp_path):
             zoom_prob=0.5,
             aux_weight=0.5,
         )
-        reports.append(train_tiny(cfg, log=lambda msg: None))
+        reports.append(train_tiny(cfg, render_labeled_frames, log=lambda msg: None))
         weights.append(load_file(str(tmp_path / run / "model.safetensors")))
     assert weights[0].keys() == weights[1].keys()
     assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])

@@ -28,7 +28,7 @@ def trained():
 
 @pytest.fixture(scope="module")
 def held_out():
-    from envs.dataset import render_labeled_frames
+    from rollouts.frames import render_labeled_frames
 
     return render_labeled_frames(160, seed=HELD_OUT_SEED)
 

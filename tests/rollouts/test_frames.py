@@ -4,7 +4,7 @@ from collections import Counter
 
 import numpy as np
 
-from envs.dataset import render_labeled_frames
+from rollouts.frames import render_labeled_frames
 
 
 def test_render_labeled_frames_balanced():
