@@ -186,6 +186,16 @@ class ExpertAgent(LaneAgent):
         """
         super().__init__(profile)
 
+    @property
+    def profile(self) -> str | HandlingProfile:
+        """The handling profile every lane starts its next episode with."""
+        return self._initial_profile
+
+    @profile.setter
+    def profile(self, value: str | HandlingProfile) -> None:
+        ScriptedExpert(value)  # validates
+        self._initial_profile = value
+
     def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
         """The expert's action in each lane."""
         out = []

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from envs import FrankaPickEnv
-from envs.expert import HandlingProfile, ScriptedExpert
+from envs.expert import HandlingProfile
+from rollouts.episode import Recorder, StepView
 
 TARGETS = ("broken", "impact_speed", "final_height", "next_embedding")
 ALPHAS = np.logspace(-2, 4, 13)
@@ -46,53 +46,84 @@ class ProbeData:
         return np.stack([self.color == "red", self.material == "fragile"], axis=1).astype(float)
 
 
+class ReleaseProbe(Recorder):
+    """Records h_t at two holding frames (first frame lowering into the bin, and at release),
+    the embedding of the frame 4 steps after release, and ends the episode 25 steps after it.
+    Its forwards go through its own tap on `backend` (the acting agent is the model-free expert)."""
+
+    name = "probe"
+
+    def __init__(self, backend: Any, tap: Any) -> None:
+        self.backend, self.tap = backend, tap
+        self.h: list[np.ndarray] = []
+        self.released_at: int | None = None
+        self.next_embedding: np.ndarray | None = None
+
+    def _embed(self, frame: np.ndarray) -> np.ndarray:
+        self.backend.prob_yes([frame])
+        return self.tap.image_activations.mean(0).cpu().numpy()
+
+    def after_act(self, view: StepView) -> None:
+        """Embed the holding frames and the frame after release."""
+        info, phase = view.info, view.agent.phase_for(view.lane)
+        if info["holding"] and phase == "lower" and not self.h:
+            self.h.append(self._embed(view.frame()))
+        if info["holding"] and phase == "release" and len(self.h) == 1:
+            self.h.append(self._embed(view.frame()))
+            self.released_at = info["step"]
+        if self.released_at is not None and self.next_embedding is None and info["step"] >= self.released_at + 4:
+            self.next_embedding = self._embed(view.frame())
+
+    def after_step(self, view: StepView) -> bool:
+        """Stop 25 steps after the release."""
+        return self.released_at is not None and view.next_info["step"] > self.released_at + 25
+
+    def finish(self, view: StepView) -> None:
+        """The last frame stands in for the frame after release when the episode ended first."""
+        if len(self.h) == 2 and self.next_embedding is None:
+            self.next_embedding = self._embed(view.frame())
+
+    def result(self) -> dict[str, Any] | None:
+        """h_t frames and the next embedding, or None (never held the object over the bin)."""
+        if len(self.h) < 2:
+            return None
+        return {"h": self.h, "next_embedding": self.next_embedding}
+
+
 def collect_probe_data(backend: Any, layer: int, n_episodes: int, seed: int = 2_000_000,
                        heights: tuple[float, float] = (0.04, 0.30), progress: Any = None) -> ProbeData:
-    """Run `n_episodes` release episodes and collect h_t and S_{t+1} (see module docstring)."""
+    """Run `n_episodes` release episodes (the one closed loop, a scripted expert releasing from a
+    random height) and collect h_t and S_{t+1} (see module docstring)."""
+    from agents.protocol import ExpertAgent
     from agents.taps import ResidualTap
+    from rollouts.episode import ClosedLoop, EpisodeSpec
 
-    env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state")
     rng = np.random.default_rng([seed, 17])
     rows: dict[str, list] = {k: [] for k in ProbeData.__dataclass_fields__}
-
-    def embed(frame: np.ndarray) -> np.ndarray:
-        backend.prob_yes([frame])
-        return tap.image_activations.mean(0).cpu().numpy()
-
+    agent = ExpertAgent()
     with ResidualTap(layer, include_last=False).attach(backend) as tap:
-        for ep in range(n_episodes):
-            height = float(rng.uniform(*heights))
-            expert = ScriptedExpert(HandlingProfile("probe", grip=0.15, speed=0.5, release_height=height))
-            _, info = env.reset(seed=seed + ep)
-            h_frames, released_at, next_emb, done = [], None, None, False
-            while not done:
-                phase = expert.phase
-                if info["holding"] and phase == "lower" and not h_frames:
-                    h_frames.append(embed(env.render()))
-                if info["holding"] and phase == "release" and len(h_frames) == 1:
-                    h_frames.append(embed(env.render()))
-                    released_at = info["step"]
-                if released_at is not None and next_emb is None and info["step"] >= released_at + 4:
-                    next_emb = embed(env.render())
-                _, _, term, trunc, info = env.step(expert.act(info))
-                done = term or trunc or (released_at is not None and info["step"] > released_at + 25)
-            if len(h_frames) < 2:
-                continue  # never held the object over the bin: no holding state to probe
-            if next_emb is None:
-                next_emb = embed(env.render())
-            for h in h_frames:
-                rows["h"].append(h)
-                rows["groups"].append(ep)
-                rows["color"].append(info["object"]["color"])
-                rows["material"].append(info["object"]["material"])
-                rows["release_height"].append(height)
-                rows["broken"].append(bool(info["broken"]))
-                rows["impact_speed"].append(float(info["impact_speed"]))
-                rows["final_height"].append(float(info["object_pos"][2]))
-                rows["next_embedding"].append(next_emb)
-            if progress is not None:
-                progress(ep + 1)
-    env.close()
+        loop = ClosedLoop(agent, record_decisions=False, recorders=lambda spec: [ReleaseProbe(backend, tap)])
+        try:
+            for ep in range(n_episodes):
+                height = float(rng.uniform(*heights))
+                agent.profile = HandlingProfile("probe", grip=0.15, speed=0.5, release_height=height)
+                (record,) = loop.run([EpisodeSpec(seed + ep)])
+                probe, row = record.extra["probe"], record.row
+                if probe is not None:  # else: never held the object over the bin, nothing to probe
+                    for h in probe["h"]:
+                        rows["h"].append(h)
+                        rows["groups"].append(ep)
+                        rows["color"].append(row["color"])
+                        rows["material"].append(row["material"])
+                        rows["release_height"].append(height)
+                        rows["broken"].append(bool(row["broken"]))
+                        rows["impact_speed"].append(float(row["impact_speed"]))
+                        rows["final_height"].append(float(row["final_object_z"]))
+                        rows["next_embedding"].append(probe["next_embedding"])
+                if progress is not None:
+                    progress(ep + 1)
+        finally:
+            loop.close()
     if not rows["h"]:
         raise ValueError("no episode reached a holding state; nothing to probe")
     return ProbeData(**{k: np.asarray(v) for k, v in rows.items()})
@@ -122,13 +153,49 @@ def _r2(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    """AUROC as the Mann–Whitney statistic (average ranks for ties: equal to roc_auc_score)."""
+    from scipy.stats import rankdata
 
-    return float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else float("nan")
+    pos = np.asarray(y, dtype=bool)
+    n_pos = int(pos.sum())
+    if not 0 < n_pos < len(pos):
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(pos) - n_pos)))
 
 
-def _oof(make, X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_splits: int, classify: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold predictions (grouped by episode) and in-sample predictions."""
+def ridge_predictions(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, alphas: Any) -> np.ndarray:
+    """Predictions of a standardised ridge for every penalty at once (one SVD).
+
+    The same model as scikit-learn's `make_pipeline(StandardScaler(), Ridge(alpha))` (features
+    scaled to zero mean and unit variance on the training rows, an unpenalised intercept), in
+    closed form: w = V diag(s / (s² + α)) Uᵀ (y − ȳ) for X_std = U diag(s) Vᵀ. Choosing a
+    penalty inside every fold of a nested CV fits hundreds of ridges; this makes it cheap.
+
+    Args:
+        X_train: rows × features.
+        y_train: targets (rows, or rows × outputs).
+        X_test: rows × features to predict.
+        alphas: penalties (> 0).
+
+    Returns:
+        predictions, shape (len(alphas), len(X_test)) + y_train.shape[1:].
+    """
+    alphas = np.atleast_1d(np.asarray(alphas, dtype=float))
+    mean, scale = X_train.mean(0), X_train.std(0)
+    scale[scale < 10 * np.finfo(float).eps * np.maximum(np.abs(mean), 1.0)] = 1.0  # constant features
+    xs = (X_train - mean) / scale
+    y_mean = y_train.mean(0)
+    u, sv, vt = np.linalg.svd(xs, full_matrices=False)
+    uty = u.T @ (y_train - y_mean).reshape(len(y_train), -1)  # k × outputs
+    shrink = sv[None, :] / (sv[None, :] ** 2 + alphas[:, None])  # A × k
+    xt = ((X_test - mean) / scale) @ vt.T  # n_test × k
+    pred = np.einsum("tk,ak,ko->ato", xt, shrink, uty) + np.reshape(y_mean, (1, 1, -1))
+    return pred.reshape((len(alphas), len(X_test)) + y_train.shape[1:])
+
+
+def _oof(make, X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_splits: int, classify: bool) -> np.ndarray:
+    """Out-of-fold predictions, grouped by episode."""
     from sklearn.model_selection import GroupKFold
 
     oof = np.zeros(y.shape, dtype=float)
@@ -138,31 +205,60 @@ def _oof(make, X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_splits: int, 
             continue
         model = make().fit(X[train], y[train])
         oof[test] = model.predict_proba(X[test])[:, 1] if classify else model.predict(X[test])
-    full = make().fit(X, y)
-    fit = full.predict_proba(X)[:, 1] if classify else full.predict(X)
-    return oof, fit
+    return oof
 
 
-def _bootstrap(metric, y, pred, groups, n_boot=500, seed=0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    episodes = np.unique(groups)
-    index = {g: np.flatnonzero(groups == g) for g in episodes}
-    vals = []
-    for _ in range(n_boot):
-        pick = np.concatenate([index[g] for g in rng.choice(episodes, len(episodes))])
-        v = metric(y[pick], pred[pick])
-        if np.isfinite(v):
-            vals.append(v)
-    if not vals:
-        return float("nan"), float("nan")
-    return float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
+def nested_ridge_oof(X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_splits: int) -> tuple[np.ndarray, list[float]]:
+    """Out-of-fold ridge predictions with the penalty chosen inside each outer fold (nested CV).
+
+    The outer GroupKFold splits episodes into `n_splits` folds. For each, the penalty is the
+    one in ALPHAS with the best grouped-CV R² on the outer training episodes alone (inner
+    GroupKFold with min(n_splits, their episode count) folds); the ridge with that penalty is
+    fitted on the outer training rows and predicts the outer test fold. The test fold never
+    takes part in choosing, so the pooled R² of these predictions is not biased upward by the
+    choice (choosing on the reported folds is: it keeps the luckiest of 13 penalties).
+
+    Args:
+        X: rows × features.
+        y: targets (rows, or rows × outputs).
+        groups: episode of each row.
+        n_splits: outer folds (2 <= n_splits <= episodes).
+
+    Returns:
+        (predictions shaped like `y`, the penalty chosen in each outer fold).
+    """
+    from sklearn.model_selection import GroupKFold
+
+    oof = np.zeros(y.shape, dtype=float)
+    alphas: list[float] = []
+    for train, test in GroupKFold(n_splits=n_splits).split(X, y, groups):
+        alpha = _choose_alpha(X[train], y[train], groups[train], n_splits)
+        alphas.append(alpha)
+        oof[test] = ridge_predictions(X[train], y[train], X[test], [alpha])[0]
+    return oof, alphas
 
 
 def fit_probes(data: ProbeData, n_splits: int = 5, seed: int = 0) -> list[ProbeRow]:
-    """Probe every target with h_t and with each baseline; see the module docstring."""
-    from sklearn.linear_model import LogisticRegression, Ridge
+    """Probe every target with h_t and with each baseline; see the module docstring.
+
+    Cross-validation is grouped by episode. Ridge penalties are chosen inside each outer fold
+    (`nested_ridge_oof`); the train R² refits on all rows with the median of the folds'
+    penalties. Intervals are percentile bootstraps over episodes (`rollouts.stats.cluster_bootstrap`).
+
+    Args:
+        data: the probe rows (`collect_probe_data`).
+        n_splits: outer folds (at most the number of episodes).
+        seed: seeds the shuffled-label control and the bootstrap.
+
+    Raises:
+        ValueError: fewer than 2 episodes with a holding state.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from rollouts.stats import cluster_bootstrap
 
     groups = data.groups
     n_eps = len(np.unique(groups))
@@ -178,6 +274,8 @@ def fit_probes(data: ProbeData, n_splits: int = 5, seed: int = 0) -> list[ProbeR
         "labels only": data.labels_matrix(),
         "mean": np.zeros((len(groups), 1)),
     }
+    order = np.concatenate([np.flatnonzero(groups == g) for g in np.unique(groups)])
+    gg = groups[order]
     for target in TARGETS:
         y = np.asarray(getattr(data, target), dtype=float)
         classify = target == "broken"
@@ -187,66 +285,62 @@ def fit_probes(data: ProbeData, n_splits: int = 5, seed: int = 0) -> list[ProbeR
             continue
         metric = _auc if classify else _r2
         name = "AUROC" if classify else "R²"
-        y_shuf = np.concatenate([y[groups == remap[g]][:1].repeat((groups == g).sum(), 0) for g in np.unique(groups)]) if y.ndim == 1 else None
-        order = np.concatenate([np.flatnonzero(groups == g) for g in np.unique(groups)])
-        if y.ndim > 1:
-            y_shuf = np.concatenate([y[groups == remap[g]][:1].repeat((groups == g).sum(), 0) for g in np.unique(groups)])
+        y_shuf = np.concatenate([y[groups == remap[g]][:1].repeat((groups == g).sum(), 0) for g in np.unique(groups)])
         for pname, X in [*predictors.items(), ("shuffled-label control", data.h)]:
             yy = y_shuf if pname.startswith("shuffled") else y[order]
             XX = X[order]
-            gg = groups[order]
+            alphas: list[float] = []
             if pname == "mean" and classify:
                 oof = fit = np.full(len(yy), yy.mean())  # a constant score: AUROC 0.5 by definition
             elif pname == "mean":
                 oof = np.full(yy.shape, yy.mean(0))
                 # the mean predictor is cross-validated too: each fold predicts the training mean
-                from sklearn.model_selection import GroupKFold
-
                 for train, test in GroupKFold(n_splits=n_splits).split(XX, yy, gg):
                     oof[test] = yy[train].mean(0)
                 fit = np.full(yy.shape, yy.mean(0))
             elif classify:
                 make = lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))  # noqa: E731
-                oof, fit = _oof(make, XX, yy, gg, n_splits, True)
+                oof = _oof(make, XX, yy, gg, n_splits, True)
+                fit = make().fit(XX, yy).predict_proba(XX)[:, 1]
             else:
-                alpha = _choose_alpha(XX, yy, gg, n_splits)
-                make = lambda a=alpha: make_pipeline(StandardScaler(), Ridge(alpha=a))  # noqa: E731
-                oof, fit = _oof(make, XX, yy, gg, n_splits, False)
+                oof, alphas = nested_ridge_oof(XX, yy, gg, n_splits)
+                fit = ridge_predictions(XX, yy, XX, [float(np.median(alphas))])[0]
             value = metric(yy, oof)
-            low, high = _bootstrap(metric, yy, oof, gg, seed=seed)
+            low, high = cluster_bootstrap(metric, gg, yy, oof, n_boot=500, seed=seed)
             row = ProbeRow(target, pname, name, value, low, high, n_eps, train_value=metric(yy, fit))
             if not classify and np.isfinite(value) and value < 0:
-                row.notes.append(_explain_negative(XX, yy, gg, n_splits, row.train_value))
+                row.notes.append(_explain_negative(XX, yy, gg, n_splits, row.train_value, alphas))
             rows.append(row)
     return rows
 
 
 def _choose_alpha(X, y, groups, n_splits) -> float:
-    """Ridge penalty with the best grouped-CV R² (the regularisation path's argmax)."""
-    path = regularisation_path(X, y, groups, n_splits)
+    """Ridge penalty with the best grouped-CV R² on these rows (1.0 when not estimable)."""
+    n_inner = min(n_splits, len(np.unique(groups)))
+    if n_inner < 2:
+        return 1.0
+    path = regularisation_path(X, y, groups, n_inner)
     return float(ALPHAS[int(np.nanargmax(path))]) if np.isfinite(path).any() else 1.0
 
 
 def regularisation_path(X, y, groups, n_splits) -> np.ndarray:
-    """Grouped-CV R² for each ridge penalty in ALPHAS."""
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    """Grouped-CV R² (pooled out-of-fold predictions) for each ridge penalty in ALPHAS."""
+    from sklearn.model_selection import GroupKFold
 
-    out = []
-    for a in ALPHAS:
-        oof, _ = _oof(lambda a=a: make_pipeline(StandardScaler(), Ridge(alpha=a)), X, y, groups, n_splits, False)
-        out.append(_r2(y, oof))
-    return np.array(out)
+    oof = np.zeros((len(ALPHAS),) + y.shape, dtype=float)
+    for train, test in GroupKFold(n_splits=n_splits).split(X, y, groups):
+        oof[:, test] = ridge_predictions(X[train], y[train], X[test], ALPHAS)
+    return np.array([_r2(y, p) for p in oof])
 
 
-def _explain_negative(X, y, groups, n_splits, train_r2) -> str:
+def _explain_negative(X, y, groups, n_splits, train_r2, alphas=()) -> str:
     path = regularisation_path(X, y, groups, n_splits)
     best = float(np.nanmax(path)) if np.isfinite(path).any() else float("nan")
+    chosen = f" α chosen inside each outer fold: {', '.join(f'{a:g}' for a in alphas)}." if alphas else ""
     return (
         f"negative test R² with train R² {train_r2:.2f}: the probe predicts held-out episodes worse than "
         f"their mean (overfitting or no signal). Best test R² along the ridge path "
-        f"(α = {ALPHAS[0]:g}…{ALPHAS[-1]:g}) is {best:.2f}."
+        f"(α = {ALPHAS[0]:g}…{ALPHAS[-1]:g}, chosen on these same folds, so optimistic) is {best:.2f}.{chosen}"
     )
 
 
