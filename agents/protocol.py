@@ -22,12 +22,14 @@ single-environment forms (lane 0).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from envs.expert import PROFILES, HandlingProfile, ScriptedExpert
+
+if TYPE_CHECKING:
+    import torch
 
 #: Handling profile per material: gentle keeps fragile objects intact, firm is faster.
 DEFAULT_PROFILE_FOR = {"fragile": "gentle", "rigid": "firm"}

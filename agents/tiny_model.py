@@ -27,6 +27,8 @@ from transformers import (
 )
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
+from storage import atomic_dir
+
 #: Directory of the shipped checkpoint (trained by `physteer train-tiny`).
 TINY_VLM_DIR = Path(__file__).resolve().parent / "tiny_vlm"
 
@@ -314,14 +316,36 @@ def build_tiny_model(
     return model.eval(), processor
 
 
+def check_save_target(path: str | Path) -> None:
+    """Raise ValueError unless `path` may receive a checkpoint: new, empty, or a checkpoint
+    folder (it holds config.json). A checkpoint replaces the whole folder, so a folder of other
+    files (say `runs/`) is refused rather than emptied."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"checkpoint folder {path} is a file; choose a new or empty folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / "config.json").is_file():
+        raise ValueError(
+            f"checkpoint folder {path} holds other files and no config.json; saving would replace "
+            "them: choose a new or empty folder, or an existing checkpoint"
+        )
+
+
 def save_tiny(
     model: Idefics3ForConditionalGeneration, processor: Idefics3Processor, path: str | Path
 ) -> Path:
-    """Save model (safetensors) and processor with `save_pretrained`; returns the directory."""
+    """Save model (safetensors) and processor with `save_pretrained`; returns the directory.
+
+    Atomic (`storage.atomic_dir`): the files are written to a sibling folder that then takes
+    the place of `path`, so a reader sees the old checkpoint or the complete new one.
+
+    Raises:
+        ValueError: `path` is a file, or a folder of other files (`check_save_target`).
+    """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, safe_serialization=True)
-    processor.save_pretrained(path)
+    check_save_target(path)
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
     return path
 
 

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from monitors.calibration import Calibration, calibrate, check_provenance
+from storage import write_json, write_safetensors
 
 AGGREGATES = ("mean", "max")
 SCORER_FILE = "scorer.json"
@@ -186,9 +186,7 @@ class Scorer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._save_extra(directory)
-        tmp = directory / f".{TENSOR_FILE}.tmp"
-        save_file({k: v.detach().contiguous().cpu() for k, v in self._tensors().items()}, str(tmp))
-        os.replace(tmp, directory / TENSOR_FILE)
+        write_safetensors(directory / TENSOR_FILE, self._tensors())
         doc = {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
@@ -197,9 +195,7 @@ class Scorer:
             "provenance": self.provenance(),
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
-        tmp = directory / f".{SCORER_FILE}.tmp"
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, directory / SCORER_FILE)  # last: a scorer.json means a complete save
+        write_json(directory / SCORER_FILE, doc)  # last: a scorer.json means a complete save
         return directory
 
     def _save_extra(self, directory: Path) -> None:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train-tiny` and `agent-eval` sub-commands."""
-    from agents.train_tiny import TrainConfig
+    from agents.train_tiny_config import TrainConfig
 
     d = TrainConfig()
     p = subparsers.add_parser("train-tiny", help="train the embedded tiny VLM on fresh env renders")

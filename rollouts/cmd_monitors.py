@@ -238,6 +238,7 @@ def records_from_run(run_dir: Path, scorers: list[str]) -> list[dict[str, Any]]:
 
 def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print) -> dict[str, Any]:
     """Run the protocol of the module docstring (resuming finished stages); returns summary.json."""
+    from rollouts.demo import marker_reads
     from rollouts.runner import run_experiment
     from rollouts.sarm_plots import plot_roc, plot_timelines
     from rollouts.sarm_summary import summarize
@@ -248,7 +249,7 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print) -> dict[str, Any]:
     out = Path(cfg.out)
     fit_dir = run_experiment(cfg.experiment("fit", cfg.fit_seeds, ["unsteered"]), progress=False, report=False)
     marker_path = out / "scorers" / "fit.json"
-    marker = json.loads(marker_path.read_text()) if marker_path.exists() else fit_scorers(cfg, fit_dir, log)
+    marker = json.loads(marker_path.read_text()) if marker_reads(marker_path) else fit_scorers(cfg, fit_dir, log)
     feature = marker["contrast_feature"]
     perturbations = [p.replace(":contrast:", f":{feature}:") for p in cfg.perturbations]
     scorer_dirs = [str(out / "scorers" / n) for n in marker["scorers"]]

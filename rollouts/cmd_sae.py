@@ -12,8 +12,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+import storage
 from sae import ActivationStore, MatryoshkaSAE, TrainConfig, default_config, evaluate, train_sae
-from sae._io import atomic_write_json
 from sae.discovery import discover_store
 from sae.discovery_report import render_table, save_plot, write_json
 
@@ -84,7 +84,7 @@ def run_train(args: argparse.Namespace) -> int:
                         seed=args.seed, checkpoint_every=args.checkpoint_every, out_dir=str(out))  # fmt: skip
     result = train_sae(store, config, train, progress=not args.no_progress, resume=args.resume)
     ev = evaluate(result.sae, store, max_rows=args.eval_rows)
-    atomic_write_json(out / "metrics.json", ev.to_dict())
+    storage.write_json(out / "metrics.json", ev.to_dict())
     table = Table(title=f"SAE {config.d_in} -> {config.n_latents}, k {config.k}: {out / 'sae'}")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -57,6 +57,13 @@ def _split(text: str) -> list[str]:
     return [x for x in text.split(",") if x]
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in _split(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers") from None
+
+
 def _optional(convert: Any) -> Any:
     def parse(text: str) -> Any:
         return None if text.lower() == "none" else convert(text)
@@ -76,15 +83,23 @@ def _converter(hint: Any) -> tuple[Any, bool]:
     if hint is bool:
         return None, True
     if origin in (list, tuple):
-        return (parse_int_list if args and args[0] is int else _split), False
+        element = args[0] if args else str
+        if element is int:
+            return parse_int_list, False
+        if element is float:
+            return _floats, False
+        return _split, False
     if origin is dict:
         return None, False
     return hint, False
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: set[str] | frozenset[str] = frozenset(),
-                         help_overrides: dict[str, str] | None = None) -> None:  # fmt: skip
-    """Add one flag per field of dataclass `cls` (see the module docstring)."""
+                         help_overrides: dict[str, str] | None = None, only_given: bool = False) -> None:  # fmt: skip
+    """Add one flag per field of dataclass `cls` (see the module docstring).
+
+    With `only_given`, flags the user did not give are absent from the parsed namespace, so
+    `config_from_args(..., base=preset)` keeps the preset's value for them."""
     hints = typing.get_type_hints(cls)
     helps = {**_attribute_help(cls), **(help_overrides or {})}
     for f in dataclasses.fields(cls):
@@ -97,18 +112,20 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: set[s
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         text = f"{helps.get(f.name, '')} (default: {shown})".strip()
         flag = "--" + f.name.replace("_", "-")
+        value = argparse.SUPPRESS if only_given else default
         if is_bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=text)
         else:
-            parser.add_argument(flag, type=convert, default=default, help=text, metavar=f.name.upper())
+            parser.add_argument(flag, type=convert, default=value, help=text, metavar=f.name.upper())
 
 
-def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
-    """Build the dataclass from parsed arguments (fields without a flag keep their defaults)."""
+def config_from_args(cls: type, args: argparse.Namespace, base: Any = None, **overrides: Any) -> Any:
+    """Build the dataclass from parsed arguments (fields without a flag keep their defaults,
+    or `base`'s values when given)."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         if typing.get_origin(hints[name]) is tuple and isinstance(value, list):
             values[name] = tuple(value)
     values.update(overrides)
-    return cls(**values)
+    return dataclasses.replace(base, **values) if base is not None else cls(**values)

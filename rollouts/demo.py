@@ -2,9 +2,11 @@
 
     collect → train SAE → discover → steered vs unsteered → SARM under perturbations → probe → report
 
-Each stage writes into runs/<name>/<stage>/ and is skipped when its output already exists, so
-an interrupted demo resumes where it stopped. `DemoConfig` holds every knob; `quick()` is the
-small version the tests run.
+Each stage writes into runs/<name>/<stage>/ and ends by writing its marker file atomically
+(STAGE_MARKERS); a stage is skipped when its marker exists AND reads, so an interrupted demo,
+or one whose marker was cut mid-write by something else, resumes where it stopped and redoes a
+stage whose marker is unreadable. `DemoConfig` holds every knob; `quick()` is the small version
+the tests run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,34 @@ from typing import Any
 
 from rich.console import Console
 
-from rollouts.logs import atomic_write_json
+from storage import write_json, write_text
+
+#: The file that marks each stage done (relative to the demo folder), written last.
+STAGE_MARKERS = {
+    "1. collect activations": "store/dom_vector.safetensors",
+    "2. train SAE": "sae/sae/config.json",
+    "3. discover fragility features": "discovery/discovery.json",
+    "3b. discovery control: random-weight model": "control/control.json",
+    "5. SARM monitor under perturbations": "sarm/summary.json",
+    "6. world-model probe": "probe/probe.json",
+}
+
+
+def marker_reads(path: Path) -> bool:
+    """Whether a stage marker exists and parses (JSON, or a safetensors header)."""
+    if not path.is_file():
+        return False
+    try:
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+    except Exception:  # noqa: BLE001 - any unreadable marker means: redo the stage
+        return False
+    return True
 
 
 @dataclass
@@ -44,7 +73,7 @@ class DemoConfig:
     random_scales: tuple[float, ...] = (1.0, 2.0)
     sarm_fit_episodes: int = 24  # calibration needs many clean episodes (scores vary by episode)
     sarm_episodes: int = 8
-    sarm_perturbations: tuple[str, ...] = ("ta2", "random", "sae50", "noise", "prompt")
+    sarm_perturbations: tuple[str, ...] = ("ta2:4@10", "random:4@10", "sae:contrast:50@10", "noise:0.2@10", "prompt@10")
     probe_episodes: int = 40
     videos: int = 2
     workers: int = 2
@@ -53,9 +82,27 @@ class DemoConfig:
     def quick(cls, **overrides: Any) -> DemoConfig:
         """A minutes-long version for tests and smoke runs."""
         base = dict(images=64, sae_steps=200, seeds=2, sarm_fit_episodes=4, sarm_episodes=1,
-                    sarm_perturbations=("ta2",), probe_episodes=10, videos=1, workers=1)
+                    sarm_perturbations=("ta2:4@10",), probe_episodes=10, videos=1, workers=1)
         base.update(overrides)
         return cls(**base)
+
+    def validate(self) -> None:
+        """ValueError naming the first bad setting (before any stage starts)."""
+        from rollouts.conditions import parse_condition
+
+        for name, low in (("images", 16), ("sae_steps", 1), ("seeds", 2), ("sarm_fit_episodes", 4),
+                          ("sarm_episodes", 1), ("probe_episodes", 4), ("videos", 0), ("workers", 1)):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r} is not allowed: it must be an int >= {low}")
+        if not 0 < self.sae_lr < 1 or self.sae_expansion <= 0:
+            raise ValueError(f"sae_lr={self.sae_lr} must be in (0, 1) and sae_expansion={self.sae_expansion} > 0")
+        if self.dom_scale <= 0 or any(s <= 0 for s in self.random_scales):
+            raise ValueError(f"dom_scale={self.dom_scale} and random_scales={self.random_scales} must be > 0")
+        for p in self.sarm_perturbations:
+            parse_condition(p.replace(":contrast:", ":0:"))
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name={self.name!r}: a folder name without '/'")
 
     @property
     def root(self) -> Path:
@@ -65,10 +112,15 @@ class DemoConfig:
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     """Run every stage (skipping finished ones); returns the path of report.md."""
+    cfg.validate()
     console = console or Console()
     root = cfg.root
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "demo_config.json", asdict(cfg))
+    write_json(root / "demo_config.json", asdict(cfg))
+
+    def finished(stage_name: str) -> bool:
+        return marker_reads(root / STAGE_MARKERS[stage_name])
+
     timings: dict[str, float] = {}
     t_all = time.time()
 
@@ -87,7 +139,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
 
     stage("1. collect activations")
     store_dir = root / "store"
-    if not (store_dir / "dom_vector.safetensors").exists():
+    if not finished("1. collect activations"):
         import shutil
 
         from rollouts.collect import collect_activations
@@ -106,7 +158,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
 
     sae_dir = root / "sae"
     sae_config = default_config(store.d, n_latents=max(8, round(cfg.sae_expansion * store.d)))
-    if not (sae_dir / "sae" / "config.json").exists():
+    if not finished("2. train SAE"):
         train_sae(store, sae_config, TrainConfig(lr=cfg.sae_lr, steps=cfg.sae_steps, batch_size=1024, seed=0,
                                                    out_dir=str(sae_dir)),
                   resume=(sae_dir / "checkpoints").exists())
@@ -117,13 +169,14 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
 
     stage("3. discover fragility features")
     from sae import discover_store
-    from sae.discovery_report import render_table, save_plot, write_json
+    from sae.discovery_report import render_table, save_plot
+    from sae.discovery_report import write_json as write_discovery
 
     discovery_path = root / "discovery" / "discovery.json"
-    if not discovery_path.exists():
+    if not finished("3. discover fragility features"):
         result = discover_store(sae, store, threshold=0.5, n_boot=300)
         save_plot(result, root / "discovery" / "discovery.png")
-        write_json(result, discovery_path)
+        write_discovery(result, discovery_path)
         render_table(result, console, top=8)
     discovery = json.loads(discovery_path.read_text())
     has_feature = bool(discovery.get("fragility"))
@@ -161,10 +214,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     from rollouts.cmd_monitors import SarmEvalConfig, print_summary, run_sarm_eval
 
     sarm_dir = root / "sarm"
-    if not (sarm_dir / "summary.json").exists():
+    if not finished("5. SARM monitor under perturbations"):
         doc = run_sarm_eval(SarmEvalConfig(
             model=cfg.model, layer=layer, fit_episodes=cfg.sarm_fit_episodes, episodes=cfg.sarm_episodes,
-            perturbations=cfg.sarm_perturbations, out=str(sarm_dir), threads=1,
+            perturbations=cfg.sarm_perturbations, out=str(sarm_dir), workers=cfg.workers,
         ), log=console.print)
     else:
         doc = json.loads((sarm_dir / "summary.json").read_text())
@@ -175,10 +228,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     from rollouts.probe import broken_verdict, collect_probe_data, fit_probes, probe_table_markdown
 
     probe_path = root / "probe" / "probe.json"
-    if not probe_path.exists():
+    if not finished("6. world-model probe"):
         data = collect_probe_data(backend, layer, cfg.probe_episodes)
         rows = [asdict(r) for r in fit_probes(data)]
-        atomic_write_json(probe_path, {"rows": rows, "n_rows": int(len(data.groups))})
+        write_json(probe_path, {"rows": rows, "n_rows": int(len(data.groups))})
     from rollouts.probe import ProbeRow
 
     probe_rows = [ProbeRow(**r) for r in json.loads(probe_path.read_text())["rows"]]
@@ -235,7 +288,7 @@ def _discovery_control(cfg: DemoConfig, folder: Path, backend: Any, layer: int, 
     from sae import TrainConfig, discover_store, evaluate, train_sae
 
     path = folder / "control.json"
-    if not path.exists():
+    if not marker_reads(path):
         import shutil
 
         shutil.rmtree(folder / "store", ignore_errors=True)  # a half-written store from an interrupted run
@@ -245,7 +298,7 @@ def _discovery_control(cfg: DemoConfig, folder: Path, backend: Any, layer: int, 
                         progress=False).sae
         result = discover_store(sae, store, threshold=0.5, n_boot=300)
         top = result.features[0] if result.features else None
-        atomic_write_json(path, {
+        write_json(path, {
             "model": store.load_metadata().column("model")[0].as_py(), "fve": evaluate(sae, store).fve,
             "fragility": result.fragility, "threshold": result.threshold,
             "strongest_feature": top.feature if top else None,
@@ -281,9 +334,8 @@ def _write_report(cfg, root, metrics, discovery, control, steering, sarm, probe_
     md += ["## SARM monitor", "", _sarm_markdown(sarm), "", "![roc](sarm/roc.png)", ""]
     md += ["## World-model probe (holding state → after release)", "", probe_table_markdown(probe_rows), "", verdict, ""]
     md += ["## Stage timings", ""] + [f"- {k}: {v:.0f} s" for k, v in timings.items()]
-    path = root / "report.md"
-    path.write_text("\n".join(md))
-    atomic_write_json(root / "summary.json", {
+    path = write_text(root / "report.md", "\n".join(md))
+    write_json(root / "summary.json", {
         "sae": {"fve": metrics.fve, "l0": metrics.l0, "dead_fraction": metrics.dead_fraction},
         "discovery": {"fragility": discovery.get("fragility"), "color": discovery.get("color")},
         "discovery_control": control,

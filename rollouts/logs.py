@@ -16,47 +16,22 @@ interrupted run keeps every finished episode and a rerun completes the rest.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage import write_bytes, write_json, write_parquet
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes to `path` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+# Old names, kept importable until their callers use `storage` directly.
+atomic_write_bytes = write_bytes
+atomic_write_table = write_parquet
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (sorted keys, indented)."""
-    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
-
-
-def atomic_write_table(path: Path, rows: list[dict[str, Any]] | pa.Table) -> None:
-    """Write rows (or a table) as Parquet atomically."""
-    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def atomic_write_json(path: Path, obj: Any) -> Path:
+    """`storage.write_json` with this module's old defaults (sorted keys, `default=str`)."""
+    return write_json(path, obj, sort_keys=True, default=str)
 
 
 def safe_name(condition: str) -> str:
@@ -101,7 +76,7 @@ class RunLog:
                 )
             if not resume:
                 raise ValueError(f"run folder {self.root} exists; pass --resume or --overwrite")
-        atomic_write_json(path, config)
+        write_json(path, config, sort_keys=True, default=str)
 
     def read_config(self) -> dict[str, Any]:
         """Read config.json (FileNotFoundError naming the folder if absent)."""
@@ -112,8 +87,8 @@ class RunLog:
 
     def write_episode(self, condition: str, seed: int, episode: dict[str, Any], steps: list[dict[str, Any]]) -> None:
         """Write steps first, then the episode row that marks the episode finished."""
-        atomic_write_table(self.episode_path(condition, seed, "steps"), steps)
-        atomic_write_table(self.episode_path(condition, seed, "episodes"), [episode])
+        write_parquet(self.episode_path(condition, seed, "steps"), steps)
+        write_parquet(self.episode_path(condition, seed, "episodes"), [episode])
 
     def merge(self, kind: str) -> pa.Table:
         """Concatenate every per-episode file of a kind; errors name the unreadable file."""
@@ -133,8 +108,8 @@ class RunLog:
         episodes = self.merge("episodes")
         if episodes.num_rows:
             episodes = episodes.sort_by([("condition", "ascending"), ("seed", "ascending")])
-        atomic_write_table(self.root / "episodes.parquet", episodes)
-        atomic_write_table(self.root / "steps.parquet", self.merge("steps"))
+        write_parquet(self.root / "episodes.parquet", episodes)
+        write_parquet(self.root / "steps.parquet", self.merge("steps"))
         return self.root / "episodes.parquet", self.root / "steps.parquet"
 
     def read_episodes(self) -> pa.Table:

@@ -15,8 +15,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from rollouts.logs import RunLog, atomic_write_json
+from rollouts.logs import RunLog
 from rollouts.stats import bootstrap_mean, mcnemar, paired_difference, wilcoxon, wilson
+from storage import write_json, write_png, write_text
 
 BINARY = ("success", "broken")
 CONTINUOUS = ("peak_force", "steps", "p_fragile_mean")
@@ -130,9 +131,10 @@ def dose_response_plot(results: list[dict], path: Path) -> Path | None:
     axes[1].set(xlabel="steering magnitude", ylabel="breakage rate", title="Breakage")
     axes[0].legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        write_png(path, fig, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -197,7 +199,7 @@ def steering_report(run_dir: str | Path, console: Console | None = None, baselin
         md += ["![dose response](dose_response.png)", ""]
     if spec_md := specificity_markdown(spec):
         md += ["## Specificity: steered minus control, paired by seed", "", spec_md, ""]
-    (log.root / "report.md").write_text("\n".join(md))
+    write_text(log.root / "report.md", "\n".join(md))
     summary = {"baseline": baseline, "conditions": results, "specificity": spec}
-    atomic_write_json(log.root / "summary.json", summary)
+    write_json(log.root / "summary.json", summary, sort_keys=True, default=str)
     return summary

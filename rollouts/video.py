@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 
-import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+import storage
 
 BANNER_COLORS = {"VETO": (230, 150, 0), "BROKEN": (200, 20, 20), "SUCCESS": (20, 150, 40)}
 
@@ -41,19 +40,6 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def write_mp4(path: str, frames: Sequence[np.ndarray], fps: int = 12) -> str:
-    """Write frames to an H.264 MP4 atomically (temp file, then rename); return the path."""
-    if not frames:
-        raise ValueError(f"no frames to write to {path}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=folder)
-    os.close(fd)
-    try:
-        # macro_block_size=1: keep odd sizes as they are rather than resizing them.
-        iio.imwrite(tmp, np.stack(frames), extension=".mp4", fps=fps, macro_block_size=1)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a video is for sharing
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Write frames to an H.264 MP4 atomically (`storage.write_mp4`); return the path."""
+    storage.write_mp4(path, frames, fps=fps)
+    return str(path)

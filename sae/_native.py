@@ -19,10 +19,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
+
+from storage import atomic_path
 
 log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("_topk.c")
@@ -56,16 +57,12 @@ def _build(source: bytes) -> Path | None:
     target = _cache_dir() / f"topk-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
     try:
-        subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp], check=True, capture_output=True, timeout=120)
-        os.replace(tmp, target)
+        with atomic_path(target, mode=0o755) as tmp:
+            subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", str(tmp)], check=True, capture_output=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as err:
         detail = getattr(err, "stderr", b"") or b""
         log.warning("building the SAE top-k kernel failed (%s %s); using torch.topk", err, detail.decode()[-500:])
-        Path(tmp).unlink(missing_ok=True)
         return None
     return target
 

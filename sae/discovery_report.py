@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sae._io import atomic_write_json
+import storage
 from sae.discovery import DiscoveryResult, FeatureEffect
 
 
@@ -79,7 +77,7 @@ def result_to_dict(result: DiscoveryResult) -> dict[str, Any]:
 
 def write_json(result: DiscoveryResult, path: str | Path) -> Path:
     """Write the result as JSON atomically; returns the path."""
-    atomic_write_json(path, result_to_dict(result))
+    storage.write_json(path, result_to_dict(result))
     return Path(path)
 
 
@@ -119,15 +117,7 @@ def save_plot(result: DiscoveryResult, path: str | Path, top: int = 6) -> Path:
         ax.axis("off")
     fig.suptitle("Group means: color x material (decorrelated design)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        return storage.write_png(path, fig, dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

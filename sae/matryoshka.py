@@ -22,9 +22,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from sae._io import atomic_save_safetensors, atomic_write_json
 from sae._sparse import GatherPreacts, NestedResidualLoss, bag_sum, prefix_increments, row_topk
 from sae.config import SAEConfig
+from storage import write_json, write_safetensors
 
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "config.json"
@@ -343,9 +343,9 @@ class MatryoshkaSAE(nn.Module):
         directory = Path(directory)
         if metadata:
             self.config.metadata = {**self.config.metadata, **metadata}
-        atomic_save_safetensors(directory / WEIGHTS_FILE, dict(self.state_dict()))
+        write_safetensors(directory / WEIGHTS_FILE, dict(self.state_dict()))
         # Config last: a directory with config.json has complete weights beside it.
-        atomic_write_json(
+        write_json(
             directory / CONFIG_FILE,
             {"format_version": FORMAT_VERSION, "class": type(self).__name__, **self.config.to_dict()},
         )

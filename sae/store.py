@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from sae._io import atomic_save_safetensors, atomic_write_bytes, atomic_write_json
+from storage import write_json, write_parquet, write_safetensors
 
 MANIFEST = "store.json"
 TENSOR_KEY = "acts"
@@ -116,10 +116,8 @@ class ActivationStore:
         name = f"shard_{i:05d}"
         self.root.mkdir(parents=True, exist_ok=True)
         t = t.detach().to("cpu", DTYPES[self.manifest["dtype"]]).contiguous()
-        atomic_save_safetensors(self.root / f"{name}.safetensors", {TENSOR_KEY: t})
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        atomic_write_bytes(self.root / f"{name}.parquet", sink.getvalue().to_pybytes())
+        write_safetensors(self.root / f"{name}.safetensors", {TENSOR_KEY: t})
+        write_parquet(self.root / f"{name}.parquet", table)
         entry = {
             "file": f"{name}.safetensors",
             "meta": f"{name}.parquet",
@@ -128,7 +126,7 @@ class ActivationStore:
         }
         self.manifest["shards"].append(entry)
         self.manifest["n_rows"] = int(self.manifest["n_rows"]) + entry["n"]
-        atomic_write_json(self.root / MANIFEST, self.manifest)
+        write_json(self.root / MANIFEST, self.manifest)
         return entry["file"]
 
     # ------------------------------------------------------------------ reading

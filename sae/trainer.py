@@ -22,10 +22,10 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file
 
-from sae._io import atomic_save_safetensors, atomic_write_json
 from sae.config import SAEConfig
 from sae.matryoshka import MatryoshkaSAE
 from sae.store import ActivationStore
+from storage import atomic_dir, write_json, write_safetensors
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest.json"
@@ -158,18 +158,13 @@ def _save_checkpoint(out: Path, sae: MatryoshkaSAE, opt: torch.optim.Optimizer, 
     """Write a complete checkpoint directory, then point latest.json at it (atomic switch)."""
     root = out / CKPT_DIR
     name = f"step_{state['step']:09d}"
-    tmp = root / f".tmp_{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    sae.save(tmp)
     osd = opt.state_dict()
     tensors = {f"{pid}.{k}": v for pid, s in osd["state"].items() for k, v in s.items()}
-    atomic_save_safetensors(tmp / "optim.safetensors", tensors)
-    atomic_write_json(tmp / "state.json", {**state, "param_groups": osd["param_groups"]})
-    if (root / name).exists():
-        shutil.rmtree(root / name)
-    tmp.rename(root / name)
-    atomic_write_json(root / LATEST, {"dir": name, "step": state["step"]})
+    with atomic_dir(root / name) as tmp:
+        sae.save(tmp)
+        write_safetensors(tmp / "optim.safetensors", tensors)
+        write_json(tmp / "state.json", {**state, "param_groups": osd["param_groups"]})
+    write_json(root / LATEST, {"dir": name, "step": state["step"]})
     old = sorted(p for p in root.glob("step_*") if p.is_dir())
     for p in old[: max(0, len(old) - keep)]:
         shutil.rmtree(p)
@@ -270,5 +265,5 @@ def train_sae(
     sae.eval()
     if out:
         sae.save(out / "sae")
-        atomic_write_json(out / "history.json", history)
+        write_json(out / "history.json", history)
     return TrainResult(sae=sae, history=history, step=total, out_dir=out)

@@ -1,4 +1,4 @@
-"""Metrics of a SARM evaluation from episode records (no orchestration, no env, no model).
+"""Summary of a SARM evaluation from episode records (no env, no model): rates, AUROC, latency.
 
 An episode record is a dict:
 
@@ -9,7 +9,9 @@ An episode record is a dict:
 
 Monitor-off records carry every scorer's score at every decision (scored passively);
 monitor-on records carry the veto of the scorer that was enforced. `summarize` turns them into
-per (perturbation, scorer) figures, each rate with its n and a 95% CI.
+per (perturbation, scorer) figures, each rate with its n and a 95% CI. Every interval and test
+comes from `rollouts.stats` (Wilson intervals, bootstrap over episodes, exact McNemar), the
+module the steering report and the probe use too.
 """
 
 from __future__ import annotations
@@ -20,31 +22,32 @@ from typing import Any
 
 import numpy as np
 
-Z95 = 1.959963984540054
+from rollouts import stats
 
 
-def wilson(k: int, n: int, z: float = Z95) -> dict[str, Any]:
-    """Rate k/n with its Wilson score interval: {"rate", "k", "n", "lo", "hi"} (NaNs when n = 0)."""
-    if n < 0 or k < 0 or k > n:
-        raise ValueError(f"wilson(k={k}, n={n}): need 0 <= k <= n")
-    if n == 0:
-        return {"rate": math.nan, "k": 0, "n": 0, "lo": math.nan, "hi": math.nan}
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return {"rate": p, "k": int(k), "n": int(n), "lo": lo, "hi": hi}
+def wilson(k: int, n: int) -> dict[str, Any]:
+    """Rate k/n with its 95% Wilson score interval (`rollouts.stats.wilson`) as
+    {"rate", "k", "n", "lo", "hi"} (NaNs when n = 0).
+
+    Raises:
+        ValueError: counts that are not whole numbers with 0 <= k <= n.
+    """
+    e = stats.wilson(k, n)
+    return {"rate": e.value, "k": int(k), "n": e.n, "lo": e.low, "hi": e.high}
 
 
 def auc_with_ci(neg: Sequence[Sequence[float]], pos: Sequence[Sequence[float]], n_boot: int = 1000,
                 seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """ROC AUC of positive vs negative scores with a 95% bootstrap CI resampling episodes.
 
+    Negative and positive episodes are resampled independently (`rollouts.stats.bootstrap_ci`
+    with two samples), so every resample keeps both classes.
+
     Args:
         neg, pos: per-episode lists of decision scores (episodes are the resampling unit,
             because decisions of one episode are correlated).
+        n_boot: bootstrap resamples.
+        seed: bootstrap seed.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -60,15 +63,16 @@ def auc_with_ci(neg: Sequence[Sequence[float]], pos: Sequence[Sequence[float]], 
         return out
     y = np.r_[np.zeros(n_neg.size), np.ones(n_pos.size)]
     out["auc"] = float(roc_auc_score(y, np.r_[n_neg, n_pos]))
-    rng = np.random.default_rng(seed)
-    neg_g = [g for g in neg if len(flat([g]))]
-    pos_g = [g for g in pos if len(flat([g]))]
-    boots = []
-    for _ in range(n_boot):
-        a = flat([neg_g[i] for i in rng.integers(0, len(neg_g), len(neg_g))])
-        b = flat([pos_g[i] for i in rng.integers(0, len(pos_g), len(pos_g))])
-        boots.append(roc_auc_score(np.r_[np.zeros(a.size), np.ones(b.size)], np.r_[a, b]))
-    out["lo"], out["hi"] = (float(v) for v in np.quantile(boots, [0.025, 0.975]))
+    neg_g = [flat([g]) for g in neg if len(flat([g]))]
+    pos_g = [flat([g]) for g in pos if len(flat([g]))]
+
+    def auc(neg_idx: np.ndarray, pos_idx: np.ndarray) -> float:
+        a = np.concatenate([neg_g[i] for i in neg_idx])
+        b = np.concatenate([pos_g[i] for i in pos_idx])
+        return float(roc_auc_score(np.r_[np.zeros(a.size), np.ones(b.size)], np.r_[a, b]))
+
+    samples = [np.arange(len(neg_g)), np.arange(len(pos_g))]
+    out["lo"], out["hi"] = stats.bootstrap_ci(auc, samples, n_boot=n_boot, seed=seed)
     return out
 
 
@@ -181,9 +185,8 @@ def _broken(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _paired(off: Sequence[dict[str, Any]], on: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Fragile seeds broken without the monitor only / with it only / both, and a sign test."""
-    from scipy.stats import binomtest
-
+    """Fragile seeds broken without the monitor only / with it only / both, and the one-sided
+    exact McNemar (sign) test that the monitor lowers breakage (NaN without discordant pairs)."""
     by_seed = {r["seed"]: r for r in off if r["material"] == "fragile"}
     pairs = [
         (bool(by_seed[r["seed"]]["broken"]), bool(r["broken"])) for r in on if r["seed"] in by_seed
@@ -191,11 +194,7 @@ def _paired(off: Sequence[dict[str, Any]], on: Sequence[dict[str, Any]]) -> dict
     only_off = sum(a and not b for a, b in pairs)
     only_on = sum(b and not a for a, b in pairs)
     both = sum(a and b for a, b in pairs)
-    n_disc = only_off + only_on
-    p = (
-        float(binomtest(only_off, n_disc, 0.5, alternative="greater").pvalue)
-        if n_disc
-        else math.nan
-    )
+    on_broken, off_broken = (np.array([p[i] for p in pairs], dtype=bool) for i in (1, 0))
+    p = stats.mcnemar(on_broken, off_broken, alternative="greater") if only_off + only_on else math.nan
     return {"n_pairs": len(pairs), "broken_without_only": only_off, "broken_with_only": only_on,
             "broken_both": both, "sign_test_p": p}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Metric computation on hand-made episode records."""
+"""SARM summary figures and plots on hand-made episode records."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from monitors.evaluation import auc_with_ci, step_flags, summarize, wilson
+from rollouts.sarm_plots import plot_roc, plot_timelines
+from rollouts.sarm_summary import auc_with_ci, step_flags, summarize, wilson
 
 
 def test_wilson_known_values():
@@ -15,7 +16,7 @@ def test_wilson_known_values():
     assert r["hi"] == pytest.approx(0.9433, abs=1e-3)
     assert wilson(0, 10)["lo"] == 0.0 and wilson(10, 10)["hi"] == 1.0
     assert math.isnan(wilson(0, 0)["rate"])
-    with pytest.raises(ValueError, match="k=3, n=2"):
+    with pytest.raises(ValueError, match="successes=3, n=2"):
         wilson(3, 2)
 
 
@@ -58,3 +59,23 @@ def test_summarize():
     assert out["perturbations"]["atk"]["broken_fragile_off"]["k"] == 1
     assert atk["broken_fragile_on"]["k"] == 0
     assert atk["paired_breakage"]["broken_without_only"] == 1
+
+
+def test_auc_interval_resamples_episodes():
+    neg = [[0.1, 0.4], [0.2], [0.6, 0.3]]
+    pos = [[0.5, 0.9], [0.35], [0.8]]
+    a, b = auc_with_ci(neg, pos, n_boot=200, seed=1), auc_with_ci(neg, pos, n_boot=200, seed=1)
+    assert a == b and a["lo"] < a["auc"] < a["hi"] <= 1.0
+    one_neg = auc_with_ci([[0.1, 0.2]], pos, n_boot=50)  # a single negative episode stays fixed
+    assert one_neg["auc"] == one_neg["lo"] == 1.0
+
+
+def test_plots_write_pngs_atomically(tmp_path):
+    records = [rec(0, "clean", None, [0.1, 0.2]), rec(1, "clean", None, [0.3], material="rigid"),
+               rec(0, "atk", None, [0.1, 5.0]), rec(1, "atk", None, [0.2, 4.0], material="rigid")]  # fmt: skip
+    summary = summarize(records, {"s": 1.0}, n_boot=20)
+    roc = plot_roc(records, ["s"], ["atk"], summary, tmp_path / "roc.png")
+    tl = plot_timelines(records, "s", 1.0, ["atk"], tmp_path / "timelines.png")
+    for p in (roc, tl):
+        assert p.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["roc.png", "timelines.png"]

@@ -1,6 +1,7 @@
 """PNG figures of a SARM evaluation (matplotlib, Agg backend): ROC curves and score timelines.
 
-Both read the episode records described in monitors.evaluation.
+Both read the episode records described in rollouts.sarm_summary; files are written
+atomically (`storage.write_png`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monitors.evaluation import decision_scores, roc_points
+from rollouts.sarm_summary import decision_scores, roc_points
+from storage import write_png
 
 
 def _pyplot():  # noqa: ANN202 - the pyplot module
@@ -54,10 +56,10 @@ def plot_roc(
         ax.axis("off")
     fig.suptitle("per-decision ROC: clean vs perturbed (after onset), AUC in brackets", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return write_png(path, fig, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def plot_timelines(
@@ -101,7 +103,7 @@ def plot_timelines(
         fontsize=9,
     )
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return write_png(path, fig, dpi=110)
+    finally:
+        plt.close(fig)

@@ -1,0 +1,24 @@
+"""Atomic file writes for every package (see `storage.atomic`): standard library only at import.
+
+    from storage import write_json, write_parquet, write_png
+    write_json("runs/x/summary.json", summary)      # the old file or the new one, never half
+"""
+
+from storage.atomic import (
+    FILE_MODE,
+    atomic_dir,
+    atomic_path,
+    json_default,
+    write_bytes,
+    write_json,
+    write_mp4,
+    write_parquet,
+    write_png,
+    write_safetensors,
+    write_text,
+)
+
+__all__ = [
+    "FILE_MODE", "atomic_dir", "atomic_path", "json_default", "write_bytes", "write_json", "write_mp4",
+    "write_parquet", "write_png", "write_safetensors", "write_text",
+]  # fmt: skip
