@@ -1,7 +1,8 @@
 """SARM monitor overhead per control step, as a ratio to the unmonitored agent step, in one run.
 
-For each scorer, episodes alternate between the plain env and the env wrapped in a SARMMonitor
-that never vetoes (threshold = inf, so both see the same trajectories). Per step we time:
+For each scorer, episodes alternate between the closed loop without a monitor and with the
+scorer's SARMMonitor in shadow mode (it scores every decision and never changes an action, so
+both see the same trajectories). The loop times each part of a step:
 - agent: `agent.act` (the VLM forward at decision steps, the expert otherwise), frame render
   at decision steps excluded;
 - monitor: the wrapper's own work (`SARMMonitor.overhead_s`: reading the tap, scoring new
@@ -20,9 +21,7 @@ architecture, same cost.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
-import time
 
 import torch
 from rich.console import Console
@@ -40,27 +39,14 @@ def load_agent(model: str, decide_every: int):  # noqa: ANN201
     return VLMAgent(model, decide_every=decide_every, device="cpu"), model
 
 
-def episode(env, agent, seed: int, tokens: list | None = None) -> dict[str, float]:  # noqa: ANN001
-    """One episode; returns summed agent time, whole-step time and the step count."""
-    obs, info = env.reset(seed=seed)
-    agent.reset(seed)
-    t_agent = t_total = 0.0
-    steps, done = 0, False
-    while not done:
-        t0 = time.perf_counter()
-        view = obs
-        if agent.step % agent.decide_every == 0:
-            view = {**obs, "image": env.unwrapped.render()}
-        t1 = time.perf_counter()
-        action = agent.act(view, info)
-        t_agent += time.perf_counter() - t1
-        if tokens is not None and agent.last_decision.get("decided"):
-            tokens.append(agent.tap.image_activations.clone())
-        obs, _, term, trunc, info = env.step(action)
-        t_total += time.perf_counter() - t0
-        steps += 1
-        done = term or trunc
-    return {"agent": t_agent, "total": t_total, "steps": steps}
+def episode(loop, seed: int) -> dict[str, float]:  # noqa: ANN001
+    """One episode through the closed loop; its agent, monitor and whole-step times and steps."""
+    from rollouts.episode import EpisodeSpec
+
+    (record,) = loop.run([EpisodeSpec(seed)])
+    row = record.row
+    return {"agent": row["agent_s"], "monitor": row["monitor_s"], "total": row["wall_s"],
+            "steps": row["steps"], "record": record}  # fmt: skip
 
 
 def main() -> None:
@@ -76,15 +62,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from envs import FrankaPickEnv
-    from monitors.sarm import SARMMonitor
     from monitors.scorers import make_scorer
+    from rollouts.episode import ClosedLoop
 
     agent, label = load_agent(args.model, args.decide_every)
-    env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state", max_steps=args.max_steps)
+    plain = ClosedLoop(agent, max_steps=args.max_steps)
     tokens: list = []
     for seed in range(2):
-        episode(env, agent, 10_000 + seed, tokens)
+        acts = episode(plain, 10_000 + seed)["record"].activations
+        tokens += [a[: int(acts["n_image_tokens"])] for a in acts["decision"]]
     table = Table(title=f"SARM overhead per step, {label}, decide every {args.decide_every}")
     for col in ("scorer", "agent ms/step", "control step ms", "monitor ms/step",
                 "monitor / agent", "monitor / control step", "A/B step ratio − 1", "target"):  # fmt: skip
@@ -94,27 +80,30 @@ def main() -> None:
         sae_kwargs["sae_overrides"] = {"n_latents": args.sae_latents}
     for kind in args.scorers.split(","):
         scorer = make_scorer(kind, **(sae_kwargs if kind == "sae" else {})).fit(tokens)
+        scorer.calibrate(scorer.score_many(tokens), method="sigma", k=2)
         name = kind
         if kind == "sae":
             name = f"sae ({scorer.sae.n_latents} latents, k {scorer.sae.config.k})"
-        mon = SARMMonitor(env, agent.tap, scorer, threshold=math.inf)
-        plain_steps, mon_steps, agent_t, agent_n = [], [], 0.0, 0
-        mon.overhead_s, mon.monitor_steps = 0.0, 0
+        # Shadow mode (no monitor enforces): the monitored episodes follow the same trajectories.
+        monitored = ClosedLoop(agent, max_steps=args.max_steps, scorers={kind: scorer})
+        plain_steps, mon_steps, agent_t, agent_n, mon_t, mon_n = [], [], 0.0, 0, 0.0, 0
         for i in range(args.episodes):
             seed = 20_000 + i
-            a = episode(env, agent, seed)
-            b = episode(mon, agent, seed)
+            a = episode(plain, seed)
+            b = episode(monitored, seed)
             plain_steps.append(a["total"] / a["steps"])
             mon_steps.append(b["total"] / b["steps"])
             agent_t += a["agent"] + b["agent"]
             agent_n += a["steps"] + b["steps"]
+            mon_t, mon_n = mon_t + b["monitor"], mon_n + b["steps"]
+        monitored.close()
         agent_ms = 1000 * agent_t / agent_n
-        mon_ms = 1000 * mon.overhead_s / mon.monitor_steps
+        mon_ms = 1000 * mon_t / mon_n
         step_ms = 1000 * statistics.mean(plain_steps)
         ab = statistics.median(mon_steps) / statistics.median(plain_steps) - 1
         table.add_row(name, f"{agent_ms:.3f}", f"{step_ms:.3f}", f"{mon_ms:.4f}",
                       f"{mon_ms / agent_ms:.2%}", f"{mon_ms / step_ms:.2%}", f"{ab:+.2%}", "≤ 1%")  # fmt: skip
-    env.close()
+    plain.close()
     Console(width=160).print(table)
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from rollouts.frames import render_labeled_frames
 from sae.store import ActivationStore
+from storage import write_safetensors
 
 
 def image_token_activations(
@@ -98,8 +98,8 @@ def collect_activations(
                 progress(done)
     if min(counts.values()) > 0:
         dom = (sums["fragile"] / counts["fragile"] - sums["rigid"] / counts["rigid"]).float()
-        save_file({"dom": dom.contiguous()}, str(Path(store_dir) / "dom_vector.safetensors"),
-                  metadata={"layer": str(layer), "model": backend.name, "n_images": str(n_images)})
+        write_safetensors(Path(store_dir) / "dom_vector.safetensors", {"dom": dom},
+                          metadata={"layer": str(layer), "model": backend.name, "n_images": str(n_images)})
     return store
 
 

@@ -22,16 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage import write_bytes, write_json, write_parquet
-
-# Old names, kept importable until their callers use `storage` directly.
-atomic_write_bytes = write_bytes
-atomic_write_table = write_parquet
-
-
-def atomic_write_json(path: Path, obj: Any) -> Path:
-    """`storage.write_json` with this module's old defaults (sorted keys, `default=str`)."""
-    return write_json(path, obj, sort_keys=True, default=str)
+from storage import write_json, write_parquet
 
 
 def safe_name(condition: str) -> str:
