@@ -98,7 +98,8 @@ class RunLog:
         """Write the merged episodes.parquet and steps.parquet; return their paths."""
         episodes = self.merge("episodes")
         if episodes.num_rows:
-            episodes = episodes.sort_by([("condition", "ascending"), ("seed", "ascending")])
+            keys = [k for k in ("condition", "monitor", "seed") if k in episodes.column_names]
+            episodes = episodes.sort_by([(k, "ascending") for k in keys])
         write_parquet(self.root / "episodes.parquet", episodes)
         write_parquet(self.root / "steps.parquet", self.merge("steps"))
         return self.root / "episodes.parquet", self.root / "steps.parquet"
