@@ -337,7 +337,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from rollouts.config_cli import add_config_arguments
 
     p = subparsers.add_parser("sarm-eval", help="evaluate the SARM monitor under injected perturbations")
-    add_config_arguments(p, SarmEvalConfig, skip={"out", "plots"})
+    add_config_arguments(p, SarmEvalConfig, skip={"out"})
     p.add_argument("--name", default="sarm-eval", help="output folder runs/<name>/")
     p.set_defaults(func=run_cli)
 

@@ -92,3 +92,34 @@ def test_bad_values_fail_fast_before_any_episode(tmp_path, monkeypatch, capsys, 
     assert time.perf_counter() - t0 < 10
     assert named in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_sigint_then_rerun_equals_an_uninterrupted_run(random_model, tmp_path):
+    """sarm-eval runs on the runner: an interrupted evaluation keeps its finished episodes and
+    the rerun gives the same summary as a run that was never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "rollouts.cli", "sarm-eval", "--model", str(random_model), "--fit-episodes", "4",
+            "--episodes", "3", "--perturbations", "ta2:4@10,noise:0.2@10", "--sae-steps", "40", "--max-steps", "40",
+            "--scorers", "sae,mahalanobis", "--no-plots"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*args, "--name", "cut"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    episodes = tmp_path / "runs" / "cut" / "eval" / "episodes"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(episodes.glob("*/seed_*.parquet"))) < 4:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    finished = len(list(episodes.glob("*/seed_*.parquet")))
+    assert 4 <= finished < 3 * 3 * 3, f"interrupt came too late or too early ({finished} finished)"
+    assert not (tmp_path / "runs" / "cut" / "summary.json").exists()
+    subprocess.run([*args, "--name", "cut"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run([*args, "--name", "straight"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    cut = json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())
+    straight = json.loads((tmp_path / "runs" / "straight" / "summary.json").read_text())
+    assert cut["summary"] == straight["summary"] and cut["records"] == straight["records"]
+    assert len(cut["records"]) == 3 * 3 * 3
