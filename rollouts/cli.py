@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "rollouts.cmd_demo",
     "rollouts.cmd_bench",
     "rollouts.cmd_monitors",
+    "rollouts.cmd_dashboard",
+    "rollouts.cmd_export",
 ]
 
 
