@@ -64,3 +64,26 @@ def test_probe_recovers_a_planted_signal():
     assert by["impact_speed", "h_t (activations)"].value > 0.9
     assert by["broken", "h_t (activations)"].value > 0.8
     assert by["impact_speed", "shuffled-label control"].value < 0.2
+
+
+def _results(root):
+    """summary.json without what differs between runs (timings)."""
+    doc = json.loads((root / "summary.json").read_text())
+    doc.pop("timings_s"), doc.pop("wall_s")
+    return doc
+
+
+def test_stage_markers_cut_mid_write_are_redone_to_the_same_results(demo_root):
+    """Each stage marker cut in half (a write interrupted by a crash of something that did not
+    write atomically): the rerun redoes those stages and ends with the uninterrupted results."""
+    from rollouts.demo import STAGE_MARKERS, marker_reads
+
+    before = _results(demo_root)
+    for rel in STAGE_MARKERS.values():
+        path = demo_root / rel
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        assert not marker_reads(path), rel
+    run_demo(DemoConfig.quick(out=str(demo_root.parent), name="q"))
+    assert all(marker_reads(demo_root / rel) for rel in STAGE_MARKERS.values())
+    assert _results(demo_root) == before
