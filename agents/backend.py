@@ -23,72 +23,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModelForImageTextToText
 
 from agents.frame_recipe import FrameRecipe
-from agents.tiny_model import FRAGILE_QUESTION, TINY_VLM_DIR
+from agents.processors import (
+    TRAINING_ONLY_INPUTS,
+    UnsupportedModelError,
+    build_prompt,
+    check_image_input,
+    check_prompt_format,
+    load_processor,
+)
+from agents.resolve import (  # noqa: F401 - re-exported: `from agents.backend import resolve_device`
+    DEVICES,
+    DTYPES,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_path,
+)
+from agents.tiny_model import FRAGILE_QUESTION
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: Spellings of an answer word whose first tokens are summed into P(word).
 ANSWER_VARIANTS = ("{w}", " {w}", "{W}", " {W}", "{U}", " {U}")
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """Map "auto" | "cpu" | "cuda" | "cuda:N" | "mps" to an available torch device.
-
-    "auto" picks cuda, then mps, then cpu. Raises ValueError for an unknown name or an
-    accelerator that is not available here.
-    """
-    name = str(device)
-    base = name.split(":", 1)[0]
-    if base not in DEVICES:
-        raise ValueError(f"device={device!r}: expected one of {', '.join(DEVICES)} (or 'cuda:N')")
-    if base == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if base == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}: CUDA is not available here; use 'cpu' or 'auto'")
-    if base == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise ValueError(f"device={device!r}: MPS is not available here; use 'cpu' or 'auto'")
-    return torch.device(name)
-
-
-def resolve_dtype(dtype: str | torch.dtype = "float32") -> torch.dtype:
-    """Map "float32" | "bfloat16" | "float16" (or a torch dtype among them) to a torch dtype."""
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise ValueError(f"dtype={dtype}: expected one of {', '.join(DTYPES)}")
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
-
-def resolve_model_path(model: str | Path) -> tuple[str, bool]:
-    """Return (path or hub id, is_local). "tiny" means the shipped tiny checkpoint."""
-    text = str(model)
-    if not text:
-        raise ValueError("model='': pass 'tiny', a local directory or a hub id")
-    if text == "tiny":
-        if not (TINY_VLM_DIR / "config.json").is_file():
-            raise FileNotFoundError(
-                f"the tiny checkpoint is missing from {TINY_VLM_DIR}; run `physteer train-tiny`"
-            )
-        return str(TINY_VLM_DIR), True
-    path = Path(text).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ValueError(f"model={text!r}: directory has no config.json (not a saved model)")
-        return str(path), True
-    if text.startswith((".", "/", "~")) or text.count("/") > 1:
-        raise ValueError(f"model={text!r}: no such directory")
-    return text, False
 
 
 def load_vlm(
@@ -112,8 +68,11 @@ def load_vlm(
             None keeps the processor's setting.
 
     Raises:
-        ValueError: bad device/dtype, or weights not available offline (the message names
-            the id and how to pass a local path).
+        ValueError: bad device/dtype; weights not available offline (the message names the id
+            and how to pass a local path); a model physteer cannot drive (no image token, no
+            text decoder layers, no prompt format): the message names what is missing.
+        UnsupportedModelError (a ValueError): the processor takes no images, or needs a package
+            that is missing (MissingDependencyError), or prompts cannot be built.
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
@@ -123,15 +82,16 @@ def load_vlm(
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        processor = AutoProcessor.from_pretrained(
-            source, trust_remote_code=False, local_files_only=offline or is_local
-        )
+        processor = load_processor(source, local_files_only=offline or is_local)
+        check_image_input(processor, str(model))
         vlm = AutoModelForImageTextToText.from_pretrained(
             source,
             trust_remote_code=False,
             local_files_only=offline or is_local,
             dtype=torch_dtype,
         )
+    except UnsupportedModelError:  # names what is missing already
+        raise
     except (OSError, ValueError) as exc:
         if is_local:
             raise ValueError(
@@ -149,6 +109,7 @@ def load_vlm(
                 os.environ.pop("HF_HUB_OFFLINE", None)
             else:
                 os.environ["HF_HUB_OFFLINE"] = previous
+    check_prompt_format(processor, vlm.config.model_type, str(model))
     if image_splitting is not None:
         image_processor = getattr(processor, "image_processor", None)
         if image_processor is None or not hasattr(image_processor, "do_image_splitting"):
@@ -157,7 +118,10 @@ def load_vlm(
             )
         image_processor.do_image_splitting = bool(image_splitting)
     vlm = vlm.to(torch_device).eval()
-    return VLMBackend(vlm, processor, name=str(model))
+    try:
+        return VLMBackend(vlm, processor, name=str(model))
+    except ValueError as exc:
+        raise ValueError(f"model {str(model)!r} is not supported: {exc}") from exc
 
 
 def find_decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -232,6 +196,7 @@ class VLMBackend:
         tok.padding_side = "left"  # the last position is the next-token position for every row
         self.image_token_id = image_token_id(self.model, self.processor)
         self.layers = find_decoder_layers(self.model)
+        self.model_type = str(getattr(self.model.config, "model_type", ""))
         self._answer_cache: dict[str, list[int]] = {}
         self._recipes: dict[tuple, FrameRecipe | None] = {}
 
@@ -262,11 +227,9 @@ class VLMBackend:
         return int(cfg.hidden_size)
 
     def prompt(self, question: str) -> str:
-        """The chat-template prompt for one image followed by `question`."""
-        messages = [
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
-        ]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        """The prompt for one image followed by `question`: the processor's chat template, or
+        the family's own prompt builder where it has none (PaliGemma; agents.processors)."""
+        return build_prompt(self.processor, self.model_type, question)
 
     def prepare(self, images: Sequence[np.ndarray], question: str = FRAGILE_QUESTION) -> dict:
         """Model inputs for a batch of H×W×3 uint8 images, each with the same question.
@@ -307,13 +270,15 @@ class VLMBackend:
         return self._recipes[key]
 
     def _run_processor(self, frames: list[np.ndarray], question: str) -> dict:
-        """The processor's CPU output for checked frames, one question per frame."""
-        return self.processor(
+        """The processor's CPU output for checked frames, one question per frame (inputs for
+        training only, such as PaliGemma's `labels`, are dropped)."""
+        out = self.processor(
             text=[self.prompt(question)] * len(frames),
             images=[[img] for img in frames],
             return_tensors="pt",
             padding=True,
         )
+        return {k: v for k, v in out.items() if k not in TRAINING_ONLY_INPUTS}
 
     def _to_model(self, inputs: dict) -> dict:
         """Inputs moved to the model's device, floating tensors cast to its dtype."""

@@ -18,7 +18,7 @@ from gymnasium import spaces
 from envs.fragility import ForceTracker, FragilityConfig
 from envs.objects import COLORS, MATERIALS, SHADES, SHAPES, ObjectSpec
 from envs.robot import FINGER_JOINTS, GripperConfig, Panda
-from envs.sim import Camera, Lighting, Sim
+from envs.sim import Camera, Lighting, Sim, display_set
 from envs.task import Layout, PickTask
 
 OBS_MODES = ("rgb", "state", "rgb+state")
@@ -80,12 +80,22 @@ class FrankaPickEnv(gym.Env):
     State: ee position (3), ee velocity (3), finger width (1), object position (3), object
     velocity (3), bin position (3), holding (1).
 
+    Raises:
+        ValueError: unknown render_mode or option. envs.sim.NoDisplayError (a RuntimeError):
+            render_mode "human" where no display can be opened, raised before PyBullet
+            connects (PyBullet's GUI would end the process).
+
     Args:
         render_mode: "rgb_array" or "human" (PyBullet GUI; needs a display), or None.
+            An instance's `metadata["render_modes"]` lists "human" only where a display is set
+            (DISPLAY, on Linux); the class's lists both.
         config: an EnvConfig; keyword overrides below replace its fields.
         **overrides: e.g. image_size=128, obs_mode="state".
     """
 
+    # The class declares every mode (gym.make reads it: "human" then reaches __init__, which
+    # says when there is no display); an instance declares the modes this machine can open, so
+    # gymnasium's check_env, which makes the env in each of them, passes on a headless machine.
     metadata = {"render_modes": list(RENDER_MODES), "render_fps": 24}
 
     def __init__(self, render_mode: str | None = None, config: EnvConfig | None = None, **overrides: Any) -> None:
@@ -97,6 +107,8 @@ class FrankaPickEnv(gym.Env):
             raise ValueError(f"unknown env option(s) {sorted(unknown)}; allowed: {sorted(EnvConfig.__dataclass_fields__)}")
         self.config = replace(config, **overrides)
         self.render_mode = render_mode
+        modes = RENDER_MODES if display_set() else ("rgb_array",)
+        self.metadata = {**type(self).metadata, "render_modes": list(modes)}
         cfg = self.config
         size = cfg.image_size
         obs = {}

@@ -7,6 +7,10 @@ and cylinders, reading contacts, and rendering a camera frame with TinyRenderer.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,16 +42,63 @@ class Lighting:
     specular: float = 0.05
 
 
+class NoDisplayError(RuntimeError):
+    """The PyBullet GUI was asked for where there is no display to open it on."""
+
+
+def display_set() -> bool:
+    """Cheap check: False on Linux when DISPLAY is unset (the GUI cannot open), else True."""
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY"))
+
+
+def display_problem() -> str | None:
+    """Why the PyBullet GUI cannot open here, or None when it can.
+
+    On Linux the GUI draws through X11: PyBullet ends the whole process ("cannot connect to X
+    server") when it cannot reach one, so this asks libX11 first. Other platforms: None.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    display = os.environ.get("DISPLAY")
+    if not display:
+        return "DISPLAY is not set (no X server)"
+    name = ctypes.util.find_library("X11")
+    if name is None:
+        return "libX11 is not installed"
+    x11 = ctypes.CDLL(name)
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    handle = x11.XOpenDisplay(display.encode())
+    if not handle:
+        return f"cannot connect to the X server at DISPLAY={display!r}"
+    x11.XCloseDisplay(handle)
+    return None
+
+
 class Sim:
     """One PyBullet client in DIRECT (headless) or GUI mode.
 
     Args:
         timestep: physics step in seconds.
         gui: open the PyBullet GUI (needs a display).
+
+    Raises:
+        NoDisplayError (a RuntimeError): `gui` where no display can be opened (checked before
+            PyBullet tries, since PyBullet would end the process).
     """
 
     def __init__(self, timestep: float = 1.0 / 240.0, gui: bool = False) -> None:
         self.timestep = timestep
+        self.client = -1
+        if gui:
+            problem = display_problem()
+            if problem is not None:
+                raise NoDisplayError(
+                    f"render_mode='human' opens the PyBullet GUI, which needs a display: {problem}. "
+                    "On a headless machine use render_mode='rgb_array' (frames from env.render()), "
+                    "or run under a virtual display (xvfb-run)."
+                )
         self.client = p.connect(p.GUI if gui else p.DIRECT)
         if self.client < 0:
             raise RuntimeError("could not connect to PyBullet (GUI needs a display)")
