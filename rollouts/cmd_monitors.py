@@ -60,6 +60,7 @@ class SarmEvalConfig:
         on_veto: "stop" (truncate) or "hold" (safe action) when an enforcing monitor vetoes.
         sae_steps: training steps of the SAE scorer.
         device: torch device of the model.
+        dtype: torch dtype of the model (float32, bfloat16, float16).
         workers: processes (or Ray actors) running episodes.
         envs_per_worker: environments stepped together per worker (batched decisions).
         executor: "serial", "processes" or "ray".
@@ -85,6 +86,7 @@ class SarmEvalConfig:
     on_veto: str = "stop"
     sae_steps: int = 600
     device: str = "cpu"
+    dtype: str = "float32"
     workers: int = 1
     envs_per_worker: int = 1
     executor: str = "processes"
@@ -134,7 +136,7 @@ class SarmEvalConfig:
         return ExperimentConfig(
             name=name, out=self.out, conditions=conditions, seeds=seeds, model=self.model, layer=self.layer,
             decide_every=self.decide_every, max_steps=self.max_steps, on_veto=self.on_veto, tokens=self.tokens,
-            holding=False, device=self.device, workers=self.workers, envs_per_worker=self.envs_per_worker,
+            holding=False, device=self.device, dtype=self.dtype, workers=self.workers, envs_per_worker=self.envs_per_worker,
             executor=self.executor, address=self.address, **fields,
         )  # fmt: skip
 

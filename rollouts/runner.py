@@ -64,6 +64,7 @@ class ExperimentConfig:
         address: Ray cluster address (None: start a local one with `workers` CPUs).
         gpus_per_worker: GPU share of each Ray actor.
         device: torch device of the model ("cpu", "cuda", "auto").
+        dtype: torch dtype of the model ("float32", "bfloat16", "float16").
         out: parent folder of run folders.
     """
 
@@ -93,6 +94,7 @@ class ExperimentConfig:
     address: str | None = None
     gpus_per_worker: float = 0.0
     device: str = "cpu"
+    dtype: str = "float32"
     out: str = "runs"
 
     def validate(self) -> list[Condition]:
@@ -106,6 +108,11 @@ class ExperimentConfig:
         allowed("executor", self.executor, EXECUTORS)
         allowed("on_veto", self.on_veto, ON_VETO)
         allowed("tokens", self.tokens, TOKENS)
+        from agents.resolve import DEVICES, DTYPES
+
+        allowed("dtype", self.dtype, tuple(DTYPES))
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device {self.device!r} is not allowed; choose one of {list(DEVICES)} or cuda:N")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise ValueError(f"seeds must be a non-empty list of distinct ints >= 0, got {self.seeds}")
         for name, low in (("workers", 1), ("envs_per_worker", 1), ("decide_every", 1), ("max_steps", 1), ("image_size", 16), ("videos", 0)):
@@ -194,7 +201,7 @@ class EpisodeRunner:
 
             layer = "default" if cfg.layer is None else cfg.layer
             self.agent = VLMAgent(cfg.model, decide_every=cfg.decide_every, threshold=cfg.threshold,
-                                  tap_layer=layer, device=cfg.device)  # fmt: skip
+                                  tap_layer=layer, device=cfg.device, dtype=cfg.dtype)  # fmt: skip
             if cfg.monitors:
                 from monitors.scorers import load_scorer
 
