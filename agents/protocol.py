@@ -21,6 +21,7 @@ single-environment forms (lane 0).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -243,4 +244,59 @@ class ScriptedAgent(LaneAgent):
             }
             state.step += 1
             out.append(state.expert.act(info))
+        return out
+
+
+class ReplayAgent(LaneAgent):
+    """Replays given actions, one per step (no model, no frames): how a logged episode is
+    re-simulated through the closed loop (rollouts.export_lerobot).
+
+    Step t of lane i gets row t of the lane's actions; `reset` rewinds to row 0 and keeps the
+    actions, so `set_actions` before each episode (or pass every lane's at construction).
+    """
+
+    def __init__(self, actions_by_lane: Mapping[int, Any] | Sequence[Any] | None = None) -> None:
+        """Args:
+        actions_by_lane: lane → (T × 4) actions (a mapping, or a sequence indexed by lane);
+            None: none yet (give them with `set_actions`).
+
+        Raises:
+            ValueError: a lane that is not an int >= 0, or actions that are not T × 4 finite
+                numbers with T >= 1.
+        """
+        self._actions: dict[int, np.ndarray] = {}
+        super().__init__("gentle")  # the lanes' scripted expert is never asked
+        if actions_by_lane is not None:
+            items = actions_by_lane.items() if isinstance(actions_by_lane, Mapping) else enumerate(actions_by_lane)
+            for lane, actions in items:
+                self.set_actions(lane, actions)
+
+    def set_actions(self, lane: int, actions: Any) -> None:
+        """Give lane `lane` the actions (T × 4, T >= 1) its next episode replays."""
+        self.lane(lane)  # validates the lane
+        arr = np.asarray(actions, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != 4:
+            raise ValueError(f"actions for lane {lane} have shape {arr.shape}: expected T × 4 with T >= 1")
+        if not np.isfinite(arr).all():
+            bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+            raise ValueError(f"actions for lane {lane}: row {bad[0]} is {arr[bad[0]].tolist()}; every value must be finite")
+        self._actions[lane] = arr
+
+    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+        """Each lane's next given action.
+
+        Raises:
+            ValueError: a lane without actions, or one whose episode runs past its actions.
+        """
+        out = []
+        for i in lanes:
+            state = self.lane(i)
+            actions = self._actions.get(i)
+            if actions is None:
+                raise ValueError(f"lane {i} has no actions to replay: call set_actions({i}, actions) first")
+            if state.step >= len(actions):
+                raise ValueError(f"lane {i}: step {state.step} runs past the {len(actions)} actions given to replay")
+            state.last_decision = {"decided": False}
+            out.append(actions[state.step].copy())
+            state.step += 1
         return out

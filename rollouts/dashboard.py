@@ -4,7 +4,7 @@
 features discovery ranks (fragility features first), gathers:
 
 * the top-activating frames, re-rendered from the env seed and expert step each store row
-  carries (the recipe of `envs.dataset.render_labeled_frames`; the re-render's object labels
+  carries (the recipe of `rollouts.frames.render_labeled_frames`; the re-render's object labels
   must equal the row's), with the feature's activation over the image tokens as a heatmap
   (81 tokens = a 9 × 9 grid after pixel shuffle: token (r, c) covers pixels [42r, 42r + 42) ×
   [42c, 42c + 42) of a 384² frame, 3 × 3 patches of 14 px);
@@ -148,33 +148,34 @@ def _encode(sae: Any, store: Any, panel: list[int], batch_size: int) -> tuple[np
 
 
 class FrameRenderer:
-    """Re-renders collection frames (env seed + gentle expert steps) with the object's pixel mask."""
+    """Re-renders collection frames (env seed + gentle expert steps) with the object's pixel mask,
+    through the one closed loop (rollouts.frames: an ExpertAgent and a FrameAndMask recorder)."""
 
     def __init__(self, image_size: int = IMAGE_SIZE) -> None:
-        from envs import FrankaPickEnv
+        from agents.protocol import ExpertAgent
+        from rollouts.episode import ClosedLoop
+        from rollouts.frames import FrameAndMask
 
-        self.env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=image_size)
+        self._step = 0
+        self.loop = ClosedLoop(ExpertAgent("gentle"), image_size=image_size, record_decisions=False,
+                               recorders=lambda spec: [FrameAndMask(self._step)])  # fmt: skip
         self.size = image_size
 
     def render(self, seed: int, step: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """(frame H × W × 3, object mask H × W, object labels) of env seed `seed` after `step` steps."""
-        from envs.expert import ScriptedExpert
+        """(frame H × W × 3, object mask H × W, object labels) of env seed `seed` after `step`
+        expert steps (the last frame when the episode ends earlier)."""
+        from rollouts.episode import EpisodeSpec
 
-        _, info = self.env.reset(seed=int(seed))
-        expert = ScriptedExpert("gentle")
-        for _ in range(int(step)):
-            _, _, terminated, truncated, info = self.env.step(expert.act(info))
-            if terminated or truncated:
-                break
-        frame = self.env.render()
-        seg = self.env.sim.render_segmentation(self.size, self.size, self.env.config.camera)
-        obj = self.env.task.object_id
-        mask = seg == obj if obj is not None else np.zeros(seg.shape, dtype=bool)
-        return frame, mask, dict(info["object"])
+        if int(step) < 0:
+            raise ValueError(f"step={step!r}: expected the number of expert steps, an int >= 0")
+        self._step = int(step)
+        (record,) = self.loop.run([EpisodeSpec(int(seed))])
+        frame, mask, label = record.extra["frame"]
+        return frame, mask, {k: v for k, v in label.items() if k not in ("seed", "step")}
 
     def close(self) -> None:
         """Release the env."""
-        self.env.close()
+        self.loop.close()
 
 
 def cell_overlap(mask: np.ndarray, grid: int) -> np.ndarray:

@@ -99,12 +99,14 @@ class TapView:
 
 
 class StepView:
-    """What recorders see of one lane at one step: the spec, the step, the pre-step `info`, the
-    chosen `action`, `next_info` after the env step, and `frame()`, the pre-step camera frame
-    (rendered at most once per step, shared with the agent and the video)."""
+    """What recorders see of one lane at one step: the spec, the step, the pre-step `obs` (the
+    env's state observation, without the frame) and `info`, the chosen `action`, `next_info`
+    after the env step, `frame()`, the pre-step camera frame (rendered at most once per step,
+    shared with the agent and the video), and `env`, the lane's unwrapped env (read it only)."""
 
     def __init__(self, lane: _Lane, step: int, info: dict[str, Any]) -> None:
         self._lane, self.lane, self.spec, self.step, self.info = lane, lane.k, lane.spec, step, info
+        self.obs: dict[str, np.ndarray] = lane.obs
         self.agent = lane.loop.agent
         self.action: np.ndarray | None = None
         self.next_info: dict[str, Any] | None = None
@@ -112,6 +114,12 @@ class StepView:
     def frame(self) -> np.ndarray:
         """The camera frame of the state before this step's action."""
         return self._lane.frame()
+
+    @property
+    def env(self) -> FrankaPickEnv:
+        """The lane's env, unwrapped (no monitors): for reading more of the scene than `info`
+        holds (e.g. a segmentation render); stepping or resetting it breaks the episode."""
+        return self._lane.env.unwrapped
 
 
 class Recorder:

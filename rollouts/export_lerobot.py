@@ -14,8 +14,9 @@ episodes per file, episode boundaries in metadata. The layout under OUT:
     videos/observation.images.front/chunk-000/file-000.mp4   the camera, all episodes concatenated
 
 Frames and the 17-d state are not in a run folder (videos are kept for a few seeds only, with
-text overlays), so every episode is re-simulated: the env is rebuilt from the run's config and
-the episode's seed, the logged actions are applied (a vetoed step gets the monitor's safe action
+text overlays), so every episode is re-simulated through the one closed loop
+(rollouts.resimulate): the env is rebuilt from the run's config and the episode's seed, the
+logged actions are applied (a vetoed step gets the monitor's safe action
 or ends the episode, as in the run), and each step's logged end-effector and object heights and
 breakage must match the replay exactly, or the export stops with the step that differs. The
 frame of step t is the camera image before action t. `action` is the executed action;
@@ -35,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rollouts.resimulate import ACTION_COLUMNS, Replayer
+
 CODEBASE_VERSION = "v3.0"
 CAMERA = "observation.images.front"
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "ee_vx", "ee_vy", "ee_vz", "finger_width", "object_x", "object_y", "object_z",
@@ -45,7 +48,6 @@ DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
-ACTION_COLUMNS = ("a_dx", "a_dy", "a_dz", "a_grip")
 KEY_COLUMNS = ("condition", "monitor", "seed", "step")
 STEP_LOG_COLUMNS = (*ACTION_COLUMNS, "ee_z", "object_z", "broken")  # what the replay is checked against
 
@@ -95,51 +97,6 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]],
             raise ValueError(f"{run}: episode {e['condition']}/{e['seed']} has no rows in steps.parquet")
         rows.sort(key=lambda r: r["step"])
     return config, episodes, per
-
-
-def replay_frames(config: dict[str, Any], episode: dict[str, Any], steps: list[dict[str, Any]], render: bool = True
-                  ) -> dict[str, Any]:  # fmt: skip
-    """Re-simulate one logged episode from its seed and actions; frames, states, actions, task.
-
-    Returns a dict with "images" (T × H × W × 3 uint8, or None without `render`), "states"
-    (T × 17 float32, before each action), "actions" (T × 4 float32, executed) and "task" (the
-    instruction). Raises ValueError naming the step where the replay leaves the log.
-    """
-    from envs import FrankaPickEnv
-
-    obs_mode = "rgb+state" if render else "state"
-    env = FrankaPickEnv(render_mode="rgb_array", obs_mode=obs_mode, image_size=int(config.get("image_size", 384)),
-                        max_steps=int(config.get("max_steps", 200)))  # fmt: skip
-    material = config.get("material")
-    try:
-        obs, info = env.reset(seed=int(episode["seed"]), options={"material": material} if material else None)
-        images, states, actions = [], [], []
-        last_grip = -1.0
-        for i, row in enumerate(steps):
-            if row["step"] != i:
-                raise ValueError(f"episode {episode['condition']}/{episode['seed']}: step rows skip from {i - 1} to {row['step']}")
-            vetoed = bool(row.get("vetoed", row.get("sarm_veto", False)))
-            action = np.array([row[c] for c in ACTION_COLUMNS], dtype=np.float32)
-            if vetoed:
-                action = np.array([0.0, 0.0, 0.0, last_grip], dtype=np.float32)  # the monitor's safe action
-            images.append(obs["image"] if render else None)
-            states.append(obs["state"])
-            actions.append(action)
-            if vetoed and config.get("on_veto") == "stop":
-                break  # the monitor truncated the episode here without stepping the env
-            obs, _, _, _, info = env.step(action)
-            last_grip = float(action[3])
-            got = {"ee_z": float(info["ee_pos"][2]), "object_z": float(info["object_pos"][2]), "broken": bool(info["broken"])}
-            diff = {k: (row[k], v) for k, v in got.items() if row[k] != v}
-            if diff:
-                raise ValueError(
-                    f"episode {episode['condition']}/{episode['seed']} does not replay: at step {i} (logged, replayed) "
-                    f"differ: {diff}; the env or the run's config changed since the run"
-                )
-        return {"images": np.stack(images) if render else None, "states": np.stack(states),
-                "actions": np.stack(actions), "task": str(info["instruction"])}  # fmt: skip
-    finally:
-        env.close()
 
 
 def feature_stats(x: np.ndarray, image: bool = False) -> dict[str, list]:
@@ -227,7 +184,7 @@ def export_lerobot(run_dir: str | Path, out: str | Path, video: bool = True, ove
         FileNotFoundError / ValueError: not a finished run folder, `out` exists, or an episode
             does not replay exactly (before the dataset folder is touched).
     """
-    from storage import atomic_dir
+    from storage import atomic_dir, write_json
 
     run, out = Path(run_dir), Path(out)
     _check_out(run, out, overwrite)
@@ -242,6 +199,7 @@ def export_lerobot(run_dir: str | Path, out: str | Path, video: bool = True, ove
     size = int(config.get("image_size", 384))
     feats = features(fps, size, video, {k: t for k, (_, t) in extras.items()})
     with atomic_dir(out) as tmp:
+        replayer = Replayer(config, render=video)
         writer = _VideoFiles(tmp, fps) if video else None
         columns: dict[str, list] = {k: [] for k in feats if feats[k]["dtype"] != "video"}
         tasks: dict[str, int] = {}
@@ -250,7 +208,7 @@ def export_lerobot(run_dir: str | Path, out: str | Path, video: bool = True, ove
         try:
             for n, episode in enumerate(episodes):
                 rows = steps_by_episode[_episode_key(episode)]
-                sim = replay_frames(config, episode, rows, render=video)
+                sim = replayer.replay(episode, rows)
                 length = len(sim["actions"])
                 task_index = tasks.setdefault(sim["task"], len(tasks))
                 _append_steps(columns, extras, rows[:length], sim, n, total, task_index, fps)
@@ -272,6 +230,7 @@ def export_lerobot(run_dir: str | Path, out: str | Path, video: bool = True, ove
                 if progress is not None:
                     progress(n + 1, len(episodes))
         finally:
+            replayer.close()
             if writer is not None:
                 writer.close()
         _write_tables(tmp, feats, columns, ep_rows, tasks)
@@ -287,13 +246,14 @@ def export_lerobot(run_dir: str | Path, out: str | Path, video: bool = True, ove
             "data_path": DATA_PATH, "video_path": VIDEO_PATH if video else None,
             "splits": {"train": f"0:{len(ep_rows)}"}, "features": feats,
         }  # fmt: skip
-        (tmp / "meta" / "info.json").write_text(json.dumps(info, indent=4))
-        (tmp / "meta" / "stats.json").write_text(json.dumps(stats, indent=4))
-        (tmp / "meta" / "physteer.json").write_text(json.dumps({
+        write_json(tmp / "meta" / "info.json", info, indent=4)
+        write_json(tmp / "meta" / "stats.json", stats, indent=4)
+        write_json(tmp / "meta" / "physteer.json", {
             "run": str(run.resolve()), "config": config, "control_period_s": period,
             "fps_note": f"LeRobot needs an integer fps: timestamps are frame_index / {fps}; the env's control period is {period} s",
-            "frames": "re-simulated from each episode's seed and logged actions, checked step by step against the log",
-        }, indent=2, default=str))  # fmt: skip
+            "frames": "re-simulated through the closed loop from each episode's seed and logged actions, "
+                      "checked step by step against the log",
+        }, default=str)  # fmt: skip
     return ExportResult(out, len(ep_rows), total, fps, video)
 
 
@@ -323,15 +283,14 @@ def _arrow_type(ft: dict[str, Any]) -> pa.DataType:
 
 
 def _write_tables(root: Path, feats, columns, ep_rows, tasks) -> None:
+    from storage import write_parquet
+
     data = pa.table({k: pa.array(v, type=_arrow_type(feats[k])) for k, v in columns.items()})
-    (root / "data" / "chunk-000").mkdir(parents=True)
-    pq.write_table(data, root / DATA_PATH.format(chunk_index=0, file_index=0))
+    write_parquet(root / DATA_PATH.format(chunk_index=0, file_index=0), data)
     episodes = pa.Table.from_pylist(ep_rows)
     episodes = episodes.cast(pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
                                         for f in episodes.schema]))  # fmt: skip
-    path = root / EPISODES_PATH.format(chunk_index=0, file_index=0)
-    path.parent.mkdir(parents=True)
-    pq.write_table(episodes, path)
+    write_parquet(root / EPISODES_PATH.format(chunk_index=0, file_index=0), episodes)
     # tasks.parquet as pandas writes a frame indexed by "task", which is how LeRobot reads it.
     names = list(tasks)
     pandas_meta = {"index_columns": ["task"], "column_indexes": [], "columns": [
@@ -339,7 +298,7 @@ def _write_tables(root: Path, feats, columns, ep_rows, tasks) -> None:
         {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None}],
         "creator": {"library": "pyarrow", "version": pa.__version__}, "pandas_version": "2.2.0"}  # fmt: skip
     table = pa.table({"task_index": pa.array([tasks[t] for t in names], pa.int64()), "task": pa.array(names, pa.string())})
-    pq.write_table(table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)}), root / "meta" / "tasks.parquet")
+    write_parquet(root / "meta" / "tasks.parquet", table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)}))
 
 
 class _VideoFiles:

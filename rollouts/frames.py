@@ -50,6 +50,31 @@ class FrameAt(Recorder):
         return self.frame, self.label
 
 
+class FrameAndMask(FrameAt):
+    """FrameAt that also keeps the object's pixel mask in the same frame (the env's
+    segmentation render from the same camera); `result()` is (frame, mask, label)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(step)
+        self.mask: np.ndarray | None = None
+
+    def _keep(self, view: StepView) -> None:
+        super()._keep(view)
+        self.mask = object_mask(view.env)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """(frame H × W × 3, object mask H × W bool, label)."""
+        return self.frame, self.mask, self.label
+
+
+def object_mask(env: Any) -> np.ndarray:
+    """H × W bool: the pixels of a FrankaPickEnv's camera frame that show the object (all False
+    when the scene has no object)."""
+    size, obj = env.config.image_size, env.task.object_id
+    seg = env.sim.render_segmentation(size, size, env.config.camera)
+    return seg == obj if obj is not None else np.zeros(seg.shape, dtype=bool)
+
+
 def render_labeled_frames(
     n: int,
     seed: int,
