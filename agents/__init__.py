@@ -1,6 +1,7 @@
 """physteer.agents: agents that act in the FrankaPick env, and the model internals they expose.
 
-- agents.protocol: the Agent protocol (reset, act, tap) and the oracle ScriptedAgent.
+- agents.protocol: the lanes protocol (reset, act_batch, needs_image_for, decision_for, tap) and
+  the model-free agents: ScriptedAgent (oracle), ExpertAgent (one profile), ReplayAgent.
 - agents.backend: load any Hugging Face image-text-to-text model (load_vlm) and run it.
 - agents.vlm_agent: VLMAgent, a VLM planner over the scripted expert.
 - agents.tiny_model / agents.train_tiny: the embedded tiny SmolVLM-architecture model.

@@ -1,5 +1,6 @@
 """SARM monitor: a Gymnasium wrapper that vetoes actions on anomalous activations, anomaly
-scorers with baselines, threshold calibration, injected perturbations and evaluation metrics.
+scorers with baselines, threshold calibration and injected perturbations (evaluation summaries
+live in rollouts.sarm_summary).
 
 Imports agents (tap protocol, interventions), sae, gymnasium, torch, numpy and scikit-learn;
 never rollouts.
