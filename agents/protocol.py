@@ -300,3 +300,41 @@ class ReplayAgent(LaneAgent):
             out.append(actions[state.step].copy())
             state.step += 1
         return out
+
+
+class NoisyOracle(ScriptedAgent):
+    """The oracle with noise injected into the EXECUTED motion, for behaviour-cloning data: the
+    arm drifts off the expert's path and the expert's clean action (what a policy should learn,
+    recovery included) is logged as `decision_for(lane)["label"]`. Noise is seeded per episode
+    (lane seed), so demonstrations replay exactly.
+
+    Args:
+        sigma: std of the gaussian added to Δx, Δy, Δz (action units); the gripper stays clean.
+        prob: probability that a step is perturbed.
+        profile_for: as ScriptedAgent.
+    """
+
+    def __init__(self, sigma: float = 0.3, prob: float = 0.5, profile_for: dict[str, str | HandlingProfile] | None = None) -> None:
+        if not (0.0 <= sigma <= 1.0 and 0.0 <= prob <= 1.0):
+            raise ValueError(f"sigma={sigma!r} and prob={prob!r}: each must be in [0, 1]")
+        self.sigma, self.prob = float(sigma), float(prob)
+        self._rngs: dict[int, np.random.Generator] = {}
+        super().__init__(profile_for)
+
+    def reset(self, seed: int | None = None, lane: int = 0) -> None:
+        """Start a new episode; the lane's noise generator restarts from the seed."""
+        super().reset(seed, lane)
+        self._rngs[lane] = np.random.default_rng([0 if seed is None else seed, 4242])
+
+    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+        """The oracle's action plus noise; the clean action goes to the decision as "label"."""
+        clean = super().act_batch(observations, infos, lanes)
+        out = []
+        for action, i in zip(clean, lanes, strict=True):
+            rng = self._rngs.setdefault(i, np.random.default_rng(4242))
+            noisy = action.copy()
+            if rng.random() < self.prob:
+                noisy[:3] = np.clip(noisy[:3] + rng.normal(0.0, self.sigma, 3), -1.0, 1.0)
+            self.lane(i).last_decision = {**self.lane(i).last_decision, "label": action.tolist()}
+            out.append(noisy.astype(np.float32))
+        return out

@@ -1,0 +1,89 @@
+"""Demonstrations for the tiny VLA, collected through the one closed loop.
+
+A NoisyOracle (agents.protocol) handles each object as its true material asks (gentle for
+fragile, firm for rigid) while noise is injected into the executed motion; the loop records
+every step's state, the executed action and the oracle's CLEAN action (the label: what to do
+from where the arm actually is, so the policy learns to recover), and a camera frame every
+`frame_every` steps. Episodes are seeded, so a demonstration set is reproducible.
+
+    demos = collect_demonstrations(n_episodes=64, seed=7_000_000, horizon=4)
+    demos.save("runs/vla-demos")     # agents.vla_data.Demonstrations
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rollouts.episode import ClosedLoop, EpisodeSpec, Recorder, StepView
+
+
+class DemoSteps(Recorder):
+    """Per step: state, executed and clean actions, instruction; a frame every `frame_every`."""
+
+    name = "demo"
+
+    def __init__(self, frame_every: int) -> None:
+        self.frame_every = frame_every
+        self.rows: list[dict[str, Any]] = []
+
+    def after_act(self, view: StepView) -> None:
+        """Record the step (the frame only on kept steps)."""
+        keep = view.step % self.frame_every == 0
+        self.rows.append({
+            "state": np.asarray(view.obs["state"], dtype=np.float32),
+            "executed": np.asarray(view.action, dtype=np.float32),
+            "label": np.asarray(view.agent.decision_for(view.lane)["label"], dtype=np.float32),
+            "material": view.info["object"]["material"], "instruction": view.info["instruction"],
+            "frame": view.frame() if keep else None,
+        })  # fmt: skip
+
+    def result(self) -> list[dict[str, Any]]:
+        """The episode's rows in step order."""
+        return self.rows
+
+
+def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int = 4, frame_every: int = 2,
+                           sigma: float = 0.3, prob: float = 0.5, image_size: int = 384, max_steps: int = 200,
+                           progress: Any = None) -> Any:  # fmt: skip
+    """Run `n_episodes` noisy-oracle episodes (env seeds seed..seed+n-1, balanced over the env's
+    design blocks) and return agents.vla_data.Demonstrations of the kept steps.
+
+    Args:
+        n_episodes: episodes (a multiple of 16 is exactly balanced).
+        seed: first env seed (keep it apart from evaluation seeds).
+        horizon: clean future actions per label (action chunks).
+        frame_every: keep every this-many steps (frames cost memory).
+        sigma, prob: executed-motion noise (see agents.protocol.NoisyOracle).
+        image_size, max_steps: env settings.
+        progress: optional callable(n_done).
+    """
+    from agents.protocol import NoisyOracle
+    from agents.vla_data import Demonstrations, chunk_labels, previous_grip
+
+    if n_episodes < 1 or frame_every < 1 or horizon < 1:
+        raise ValueError(f"n_episodes={n_episodes}, frame_every={frame_every}, horizon={horizon}: each must be >= 1")
+    loop = ClosedLoop(NoisyOracle(sigma, prob), image_size=image_size, max_steps=max_steps, record_decisions=False,
+                      recorders=lambda spec: [DemoSteps(frame_every)])  # fmt: skip
+    rows, episodes = [], []
+    try:
+        for i in range(n_episodes):
+            (record,) = loop.run([EpisodeSpec(seed + i)])
+            steps = record.extra["demo"]
+            rows += steps
+            episodes += [seed + i] * len(steps)
+            if progress is not None:
+                progress(i + 1)
+    finally:
+        loop.close()
+    episodes_arr = np.asarray(episodes)
+    labels = chunk_labels(np.stack([r["label"] for r in rows]), episodes_arr, horizon)
+    efforts = previous_grip(np.stack([r["executed"] for r in rows]), episodes_arr)
+    keep = np.array([r["frame"] is not None for r in rows])
+    kept = [r for r, k in zip(rows, keep, strict=True) if k]
+    return Demonstrations(
+        frames=np.stack([r["frame"] for r in kept]), states=np.stack([r["state"] for r in kept]),
+        efforts=efforts[keep], labels=labels[keep], materials=np.array([r["material"] for r in kept]),
+        episodes=episodes_arr[keep], instructions=np.array([r["instruction"] for r in kept]),
+    )  # fmt: skip
