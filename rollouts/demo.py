@@ -311,10 +311,13 @@ def _discovery_control(cfg: DemoConfig, folder: Path, backend: Any, layer: int, 
 def _write_report(cfg, root, metrics, discovery, control, steering, sarm, probe_rows, verdict, timings, wall) -> Path:
     from rollouts.probe import probe_table_markdown
     from rollouts.report import markdown_table, specificity_markdown
+    from rollouts.report_html_demo import write_demo_html
 
     md = [f"# physteer demo report ({cfg.model})", "",
-          f"Wall time {wall / 60:.1f} min. Every figure: value [95% CI] (n).", ""]
-    md += ["## SAE", "", f"FVE {metrics.fve:.3f}, L0 {metrics.l0:.1f}, dead latents {metrics.dead_fraction:.1%}.", ""]
+          f"Wall time {wall / 60:.1f} min. Every figure: value [95% CI] (n). The same with figures, videos "
+          "and what each section shows: [report.html](report.html).", ""]
+    md += ["## SAE", "", f"FVE {metrics.fve:.3f}, L0 {metrics.l0:.1f}, dead latents {metrics.dead_fraction:.1%} "
+           f"(n={metrics.n} rows).", ""]
     md += ["## Decorrelated discovery", "",
            f"Fragility features: {discovery.get('fragility')}; color features (excluded): {discovery.get('color')}.",
            "", "![discovery](discovery/discovery.png)", "",
@@ -335,14 +338,37 @@ def _write_report(cfg, root, metrics, discovery, control, steering, sarm, probe_
     md += ["## World-model probe (holding state → after release)", "", probe_table_markdown(probe_rows), "", verdict, ""]
     md += ["## Stage timings", ""] + [f"- {k}: {v:.0f} s" for k, v in timings.items()]
     path = write_text(root / "report.md", "\n".join(md))
-    write_json(root / "summary.json", {
-        "sae": {"fve": metrics.fve, "l0": metrics.l0, "dead_fraction": metrics.dead_fraction},
-        "discovery": {"fragility": discovery.get("fragility"), "color": discovery.get("color")},
+    summary = {
+        "model": cfg.model, "seeds": cfg.seeds,
+        "sae": {"fve": metrics.fve, "l0": metrics.l0, "dead_fraction": metrics.dead_fraction, "n": metrics.n,
+                "n_dead": metrics.n_dead},
+        "discovery": _discovery_summary(discovery),
         "discovery_control": control,
-        "steering": steering, "sarm": sarm.get("summary"),
+        "steering": steering, "sarm": sarm.get("summary"), "sarm_perturbations": _sarm_order(sarm),
         "probe": [asdict(r) for r in probe_rows], "probe_verdict": verdict, "timings_s": timings, "wall_s": wall,
-    })
+    }  # fmt: skip
+    write_json(root / "summary.json", summary)
+    # The feature dashboard, when the demo writes one to root/dashboard/dashboard.html, is linked.
+    write_demo_html(root, json.loads(json.dumps(summary, default=str)))
     return path
+
+
+def _discovery_summary(discovery: dict[str, Any], top: int = 8) -> dict[str, Any]:
+    """The discovery figures the reports show: feature lists, threshold, n, and the top
+    features (fragility first) with their effect sizes and CIs."""
+    features = {f["feature"]: f for f in discovery.get("features", [])}
+    ids = list(dict.fromkeys([*discovery.get("fragility", []), *features]))[:top]
+    keys = ("feature", "kind", "material_score", "material_score_ci", "color_score", "color_score_ci")
+    return {"fragility": discovery.get("fragility"), "color": discovery.get("color"),
+            "threshold": discovery.get("threshold"), "unit": discovery.get("unit"), "n_units": discovery.get("n_units"),
+            "top": [{k: features[i].get(k) for k in keys} for i in ids if i in features]}  # fmt: skip
+
+
+def _sarm_order(doc: dict[str, Any]) -> list[str]:
+    """The SARM perturbations (resolved names, e.g. sae:17:50@10) in the order given."""
+    done = list((doc.get("summary") or {}).get("perturbations", {}))
+    given = [p for p in (doc.get("perturbations") or {}).values() if p in done]
+    return given + [p for p in done if p not in given]
 
 
 def _rate(r: dict[str, Any]) -> str:
@@ -359,7 +385,8 @@ def _sarm_markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {s} | {r['threshold']:.4g} | {_rate(r['fpr_episode'])} | {_rate(r['fpr_step'])} |")
     lines += ["", "| perturbation | scorer | detection | veto before onset | AUC [95% CI] | fragile broken off | fragile broken on |",
               "|---|---|---|---|---|---|---|"]
-    for cond, per in summary.get("perturbations", {}).items():
+    for cond in _sarm_order(doc):
+        per = summary["perturbations"][cond]
         for s in summary.get("clean", {}):
             r, a = per[s], per[s]["auc"]
             auc = "–" if a.get("auc") is None or a["auc"] != a["auc"] else f"{a['auc']:.2f} [{a['lo']:.2f}, {a['hi']:.2f}]"

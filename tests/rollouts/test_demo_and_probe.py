@@ -24,6 +24,7 @@ def test_demo_writes_report_and_summary(demo_root):
     assert {"sae", "discovery", "steering", "sarm", "probe", "probe_verdict", "wall_s"} <= set(summary)
     assert (demo_root / "steer_fragile" / "episodes.parquet").exists()
     assert (demo_root / "sarm" / "roc.png").exists()
+    assert (demo_root / "report.html").exists()
 
 
 def test_demo_resumes_without_redoing_stages(demo_root):
