@@ -121,10 +121,6 @@ class SarmEvalConfig:
             raise ValueError(f"k={self.k!r}: must be a finite number > 0 (threshold = mean + k·std)")
         if self.fpr is not None and not 0.0 < self.fpr < 1.0:
             raise ValueError(f"fpr={self.fpr!r}: must be in (0, 1)")
-        if self.tokens not in ("image", "all"):
-            raise ValueError(f"tokens={self.tokens!r}: expected 'image' or 'all'")
-        if self.on_veto not in ("hold", "stop"):
-            raise ValueError(f"on_veto={self.on_veto!r}: expected 'hold' or 'stop'")
         if self.first_seed < 0:
             raise ValueError(f"first_seed={self.first_seed}: must be >= 0")
         self.experiment("check", [0], ["unsteered"]).validate()

@@ -27,8 +27,6 @@ from rollouts.logs import RunLog, safe_name
 AGENTS = ("vlm", "scripted")
 MATERIALS = (None, "fragile", "rigid")
 EXECUTORS = ("serial", "processes", "ray")
-ON_VETO = ("hold", "stop")
-TOKENS = ("image", "all")
 
 
 @dataclass
@@ -106,8 +104,10 @@ class ExperimentConfig:
         allowed("agent", self.agent, AGENTS)
         allowed("material", self.material, MATERIALS)
         allowed("executor", self.executor, EXECUTORS)
+        from monitors.sarm import ON_VETO, TOKEN_SELECTIONS
+
         allowed("on_veto", self.on_veto, ON_VETO)
-        allowed("tokens", self.tokens, TOKENS)
+        allowed("tokens", self.tokens, TOKEN_SELECTIONS)
         from agents.resolve import DEVICES, DTYPES
 
         allowed("dtype", self.dtype, tuple(DTYPES))

@@ -80,7 +80,7 @@ def test_bad_cli_input(random_model, capsys):
 
 @pytest.mark.parametrize("args, named", [
     (["--k", "-1"], "k=-1.0"), (["--fpr", "1.5"], "fpr=1.5"), (["--episodes", "0"], "episodes=0"),
-    (["--on-veto", "explode"], "on_veto='explode'"), (["--executor", "slurm"], "executor 'slurm'"),
+    (["--on-veto", "explode"], "on_veto 'explode'"), (["--executor", "slurm"], "executor 'slurm'"),
     (["--perturbations", "noise:3@10"], "(0, 1]"), (["--fit-episodes", "2"], "fit_episodes=2"),
 ])  # fmt: skip
 def test_bad_values_fail_fast_before_any_episode(tmp_path, monkeypatch, capsys, args, named):
