@@ -1,0 +1,229 @@
+"""VLAAgent: a tiny vision-language-action model whose own action tokens drive the arm.
+
+No scripted expert is in the loop: every action is decoded from the logits the model puts on
+its action tokens (see agents.action_tokens and agents.vla_model). One forward per decision
+reads P(fragile) and a chunk of `horizon` future actions at dedicated slot positions; the agent
+executes the first `chunk` of them, one per step, and asks again (`needs_image` is True only
+then, so a runner renders only then). The prompt carries the env's instruction, the agent's
+`question` (empty by default; prompt-injection perturbations append to it) and the state
+tokens, including the agent's own grip effort (the gripper command it executed last), which
+keeps the handling once the closed fingers hide the object's material.
+
+Batched use: several environments ("lanes") share one agent; `act_batch` answers every lane
+that needs a frame in one batched forward. Each lane has its own action queue, effort and
+decision; `reset(seed, lane=i)` starts lane i's episode.
+
+    agent = VLAAgent("runs/train-vla/ckpt", chunk=4, decoding="expectation")
+    agent.reset(0)
+    action = agent.act(obs, info)      # obs needs "state", and "image" when agent.needs_image
+    agent.last_decision                # {"decided", "p_fragile", "action", "chunk", ...}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.backend import VLMBackend
+from agents.taps import ResidualTap
+from agents.vla_model import TINY_VLA_DIR, PromptBuilder, load_vla
+from agents.vlm_agent import default_tap_layer
+
+DECODING_RULES = ("expectation", "argmax")
+
+
+@dataclass
+class _Lane:
+    """Per-episode state of one lane."""
+
+    seed: int | None = None
+    queue: list[np.ndarray] = field(default_factory=list)
+    effort: float = -1.0  # gripper command executed at the previous step (open at reset)
+    step: int = 0
+    decision: dict[str, Any] | None = None
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # the decided steps
+    activations: torch.Tensor | None = None  # tap row of this lane's last forward
+
+
+class VLAAgent:
+    """Acts from its own decoded action tokens (see module docstring)."""
+
+    def __init__(
+        self,
+        model: VLMBackend | str | Path = "tiny-vla",
+        chunk: int | None = None,
+        decoding: str = "expectation",
+        tap_layer: int | None | str = "default",
+        question: str = "",
+        device: str = "auto",
+        dtype: str = "float32",
+    ) -> None:
+        """Args:
+        model: a loaded VLA backend, a checkpoint directory, or "tiny-vla" (agents/tiny_vla/).
+        chunk: actions executed per forward, 1..horizon (default: the checkpoint's horizon).
+        decoding: "expectation" (smooth in the logits) or "argmax" (see ActionTokenizer).
+        tap_layer: decoder layer of the residual tap, "default" (2/3 depth) or None.
+        question: extra text after the instruction (prompt injection appends here).
+        device, dtype: used when `model` is not already loaded.
+
+        Raises:
+            ValueError: the checkpoint has no action tokens, or a bad chunk / decoding.
+        """
+        if decoding not in DECODING_RULES:
+            raise ValueError(f"decoding={decoding!r}: expected one of {DECODING_RULES}")
+        if str(model) == "tiny-vla":
+            if not (TINY_VLA_DIR / "config.json").is_file():
+                raise ValueError(
+                    f"model='tiny-vla': no checkpoint in {TINY_VLA_DIR}; run `physteer train-vla` "
+                    "or pass a checkpoint directory"
+                )
+            model = TINY_VLA_DIR
+        self.backend, self.spec = load_vla(model, device, dtype)
+        horizon = self.spec.horizon
+        chunk = horizon if chunk is None else chunk
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= horizon:
+            raise ValueError(
+                f"chunk={chunk!r}: must be an int in 1..{horizon} (the checkpoint's horizon)"
+            )
+        if not isinstance(question, str):
+            raise ValueError(f"question={question!r}: expected a str")
+        self.chunk = chunk
+        self.decoding = decoding
+        self.question = question
+        self.builder = PromptBuilder(self.backend, self.spec)
+        self.tap: ResidualTap | None = None
+        if tap_layer == "default":
+            tap_layer = default_tap_layer(self.backend.n_layers)
+        if tap_layer is not None:
+            self.tap = ResidualTap(tap_layer).attach(self.backend)
+        self._lanes: dict[int, _Lane] = {0: _Lane()}
+
+    # --- per-lane state -------------------------------------------------------------------
+    def _lane(self, lane: int) -> _Lane:
+        if isinstance(lane, bool) or not isinstance(lane, (int, np.integer)) or lane < 0:
+            raise ValueError(f"lane={lane!r}: expected an int >= 0")
+        return self._lanes.setdefault(int(lane), _Lane())
+
+    def reset(self, seed: int | None = None, lane: int = 0) -> None:
+        """Start a new episode on `lane` (queue emptied, gripper effort open, step 0)."""
+        self._lane(lane)  # validates the id
+        self._lanes[int(lane)] = _Lane(seed=seed)
+        if self.tap is not None and len(self._lanes) == 1:
+            self.tap.clear()
+
+    @property
+    def needs_image(self) -> bool:
+        """True when lane 0's next act runs the model (and so needs a frame)."""
+        return self.needs_image_for(0)
+
+    def needs_image_for(self, lane: int = 0) -> bool:
+        """True when `lane`'s next act runs the model."""
+        return not self._lane(lane).queue
+
+    @property
+    def last_decision(self) -> dict[str, Any] | None:
+        """What to log for lane 0's last step (see `decision_for`)."""
+        return self._lane(0).decision
+
+    def decision_for(self, lane: int = 0) -> dict[str, Any] | None:
+        """Lane's last step: decided (a forward ran), p_fragile, action, chunk index, step."""
+        return self._lane(lane).decision
+
+    @property
+    def decisions(self) -> list[dict[str, Any]]:
+        """Lane 0's decided steps of this episode (one per forward)."""
+        return self._lane(0).decisions
+
+    @property
+    def step(self) -> int:
+        """Lane 0's step counter."""
+        return self._lane(0).step
+
+    def activations_for(self, lane: int) -> torch.Tensor | None:
+        """The tap's (n_tokens × d) activations of `lane`'s last forward (None without a tap)."""
+        return self._lane(lane).activations
+
+    # --- acting ---------------------------------------------------------------------------
+    def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        """The action (4,) float32 for lane 0, decoded from the model's action tokens."""
+        return self.act_batch([obs], [info], [0])[0]
+
+    def act_batch(
+        self,
+        observations: list[dict[str, np.ndarray]],
+        infos: list[dict[str, Any]],
+        lanes: list[int],
+    ) -> list[np.ndarray]:
+        """One action per lane; every lane that needs a frame is answered in one forward.
+
+        Args:
+            observations: per lane, the env observation (needs "state"; "image" when
+                `needs_image_for(lane)`).
+            infos: per lane, the env info (needs "instruction").
+            lanes: distinct lane ids, in the order of observations and infos.
+        """
+        if not len(observations) == len(infos) == len(lanes):
+            raise ValueError(
+                f"{len(observations)} observations, {len(infos)} infos, {len(lanes)} lanes: "
+                "give one of each per lane"
+            )
+        if len(set(int(x) for x in lanes)) != len(lanes):
+            raise ValueError(f"lanes={lanes}: lane ids must be distinct")
+        states = [self._lane(x) for x in lanes]
+        need = [i for i, s in enumerate(states) if not s.queue]
+        if need:
+            self._decide(
+                [observations[i] for i in need], [infos[i] for i in need], [states[i] for i in need]
+            )
+        out = []
+        for i, s in enumerate(states):
+            action = s.queue.pop(0)
+            s.effort = float(action[3])
+            s.decision = {
+                **(s.decision or {}),
+                "decided": i in need,
+                "step": s.step,
+                "chunk_index": self.chunk - 1 - len(s.queue),
+                "action": action.tolist(),
+            }
+            if i in need:
+                s.decisions.append(s.decision)
+            s.step += 1
+            out.append(action.copy())
+        return out
+
+    @torch.no_grad()
+    def _decide(self, observations: list[dict], infos: list[dict], states: list[_Lane]) -> None:
+        frames, texts = [], []
+        for obs, info, s in zip(observations, infos, states, strict=True):
+            if not isinstance(obs, dict) or "state" not in obs or "image" not in obs:
+                raise ValueError(
+                    "VLAAgent needs obs with 'state' and 'image' at a decision step "
+                    f"(got keys {sorted(obs) if isinstance(obs, dict) else type(obs).__name__}); "
+                    "use obs_mode 'rgb+state' or add the rendered frame"
+                )
+            instruction = info.get("instruction") if isinstance(info, dict) else None
+            if not isinstance(instruction, str):
+                raise ValueError("info['instruction'] is missing: pass the env's info")
+            frames.append(np.asarray(obs["image"]))
+            texts.append(
+                self.builder.text(instruction, self.question, np.asarray(obs["state"]), s.effort)
+            )
+        out = self.backend.forward(self.builder.inputs(frames, texts))
+        bins, frag = self.builder.read_slots(out.logits)
+        actions = self.spec.action.decode_logits(bins, self.decoding)  # B × H × D
+        p_fragile = self.backend.answer_probs(frag, ("yes", "no"))[:, 0].cpu().numpy()
+        for row, s in enumerate(states):
+            s.queue = [np.clip(a, -1.0, 1.0).astype(np.float32) for a in actions[row, : self.chunk]]
+            s.decision = {"p_fragile": float(p_fragile[row]), "decoding": self.decoding}
+            if self.tap is not None and self.tap.latest_batch is not None:
+                s.activations = self.tap.latest_batch[row]
+
+    def close(self) -> None:
+        """Detach the tap from the model."""
+        if self.tap is not None:
+            self.tap.remove()
