@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "rollouts.cmd_monitors",
     "rollouts.cmd_dashboard",
     "rollouts.cmd_export",
+    "rollouts.cmd_vla",
 ]
 
 

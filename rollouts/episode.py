@@ -144,8 +144,9 @@ class Recorder:
 
 class HoldingState(Recorder):
     """The holding state h_t just before release (for the world-model probe): one extra agent
-    forward on the frame of the first step that holds the object and opens the gripper (the
-    expert's release phase when the agent has one). Its activations go to the record only."""
+    forward (the fragility question, whatever the agent's own prompt) on the frame of the first
+    step that holds the object and opens the gripper (the expert's release phase when the agent
+    has one). Its activations go to the record only."""
 
     name = "holding"
 
@@ -160,7 +161,9 @@ class HoldingState(Recorder):
         phase_for = getattr(agent, "phase_for", None)
         releasing = phase_for(view.lane) == "release" if phase_for else float(view.action[3]) <= 0.0
         if releasing:
-            agent.backend.prob_yes([view.frame()], agent.question)
+            from agents.tiny_model import FRAGILE_QUESTION
+
+            agent.backend.prob_yes([view.frame()], FRAGILE_QUESTION)
             self.h = agent.tap.latest.detach().to(torch.float32).clone()
 
     def result(self) -> torch.Tensor | None:

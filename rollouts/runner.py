@@ -24,7 +24,7 @@ from rollouts.conditions import Condition, SteeringResources, check_resources, p
 from rollouts.episode import ClosedLoop, EpisodeRecord, EpisodeSpec
 from rollouts.logs import RunLog, safe_name
 
-AGENTS = ("vlm", "scripted")
+AGENTS = ("vlm", "scripted", "vla")
 MATERIALS = (None, "fragile", "rigid")
 EXECUTORS = ("serial", "processes", "ray")
 
@@ -38,10 +38,13 @@ class ExperimentConfig:
         conditions: condition strings (see rollouts.conditions), steering or perturbation.
         seeds: env seeds; every condition runs every seed (paired design).
         material: force this material in every episode (None = balanced design).
-        agent: "vlm" (VLMAgent planner) or "scripted" (oracle; no model).
-        model: "tiny", a local folder or a hub id.
+        agent: "vlm" (VLMAgent planner), "vla" (VLAAgent: its own action tokens move the arm)
+            or "scripted" (oracle; no model).
+        model: "tiny" (the embedded tiny VLM, or with agent "vla" the embedded tiny VLA), a
+            local folder or a hub id.
         layer: decoder layer of the tap and of every intervention (None = agent default).
-        decide_every: steps between VLM decisions.
+        decide_every: steps between VLM decisions (planner).
+        chunk: actions a VLA executes per forward (None: its checkpoint's horizon).
         threshold: P(fragile) at or above which the agent handles gently.
         image_size: camera frame size.
         max_steps: steps before truncation.
@@ -74,6 +77,7 @@ class ExperimentConfig:
     model: str = "tiny"
     layer: int | None = None
     decide_every: int = 10
+    chunk: int | None = None
     threshold: float = 0.5
     image_size: int = 384
     max_steps: int = 200
@@ -135,14 +139,32 @@ class ExperimentConfig:
         for arm in self.arms():
             if arm != "none" and arm not in names:
                 raise ValueError(f"enforce arm {arm!r} is not a monitor; monitors: {names} (or 'none')")
-        if self.monitors and self.agent != "vlm":
-            raise ValueError("a SARM monitor needs agent='vlm' (it reads the agent's activations)")
+        if self.monitors and self.agent == "scripted":
+            raise ValueError("a SARM monitor needs a model agent, 'vlm' or 'vla' (it reads the agent's activations)")
+        if self.agent == "vla":
+            self._check_vla()
         if self.agent == "scripted" and any(c.kind != "unsteered" for c in conditions):
             raise ValueError("steered or perturbed conditions need agent='vlm' (the scripted agent has no model)")
         for path in self.monitors:
             if not (Path(path) / "scorer.json").is_file():
                 raise FileNotFoundError(f"monitor {path} is not a saved scorer folder (no scorer.json; `physteer sarm-eval` writes them)")
         return conditions
+
+    def _check_vla(self) -> None:
+        """A VLA checkpoint must carry its action-token layout (read from config.json only)."""
+        import json
+
+        from agents.vla_model import TINY_VLA_DIR
+
+        path = TINY_VLA_DIR if self.model in ("tiny", "tiny-vla") else Path(self.model)
+        config = path / "config.json"
+        if not config.is_file():
+            raise FileNotFoundError(f"VLA checkpoint {path} has no config.json (run `physteer train-vla`, or pass --model DIR)")
+        if "vla" not in json.loads(config.read_text()):
+            raise ValueError(f"model {self.model!r} is not a VLA checkpoint: its config has no 'vla' entry "
+                             "(action tokens and slots); train one with `physteer train-vla`")
+        if self.chunk is not None and (isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1):
+            raise ValueError(f"chunk={self.chunk!r} is not allowed; it must be an int >= 1")
 
     def monitor_names(self) -> list[str]:
         """Each monitor's name: its folder's name (unique)."""
@@ -196,12 +218,18 @@ class EpisodeRunner:
         self.conditions = {c.name: c for c in parse_conditions(cfg.conditions)}
         resources = SteeringResources.load(cfg.sae, cfg.discovery, cfg.vector)
         scorers: dict[str, Any] = {}
-        if cfg.agent == "vlm":
+        layer = "default" if cfg.layer is None else cfg.layer
+        if cfg.agent == "vla":
+            from agents.vla_agent import VLAAgent
+
+            model = "tiny-vla" if cfg.model == "tiny" else cfg.model
+            self.agent = VLAAgent(model, chunk=cfg.chunk, tap_layer=layer, device=cfg.device, dtype=cfg.dtype)
+        elif cfg.agent == "vlm":
             from agents.vlm_agent import VLMAgent
 
-            layer = "default" if cfg.layer is None else cfg.layer
             self.agent = VLMAgent(cfg.model, decide_every=cfg.decide_every, threshold=cfg.threshold,
                                   tap_layer=layer, device=cfg.device, dtype=cfg.dtype)  # fmt: skip
+        if cfg.agent != "scripted":
             if cfg.monitors:
                 from monitors.scorers import load_scorer
 
@@ -214,7 +242,7 @@ class EpisodeRunner:
         self.loop = ClosedLoop(self.agent, n_envs=cfg.envs_per_worker, image_size=cfg.image_size,
                                max_steps=cfg.max_steps, resources=resources, layer=cfg.layer,
                                scorers=scorers, on_veto=cfg.on_veto, tokens=cfg.tokens,
-                               record_holding=cfg.holding and cfg.agent == "vlm")  # fmt: skip
+                               record_holding=cfg.holding and cfg.agent != "scripted")  # fmt: skip
 
     def spec(self, condition: str, monitor: str, seed: int, video: bool = False) -> EpisodeSpec:
         """The EpisodeSpec of one episode of this experiment."""

@@ -20,17 +20,18 @@ from rollouts.episode import ClosedLoop, EpisodeSpec, Recorder, StepView
 
 
 class DemoSteps(Recorder):
-    """Per step: state, executed and clean actions, instruction; a frame every `frame_every`."""
+    """Per step: state, executed and clean actions, instruction; a frame on every one of the first
+    `dense_steps` steps (the approach, otherwise rare in the data) and every `frame_every` after."""
 
     name = "demo"
 
-    def __init__(self, frame_every: int) -> None:
-        self.frame_every = frame_every
+    def __init__(self, frame_every: int, dense_steps: int = 16) -> None:
+        self.frame_every, self.dense_steps = frame_every, dense_steps
         self.rows: list[dict[str, Any]] = []
 
     def after_act(self, view: StepView) -> None:
         """Record the step (the frame only on kept steps)."""
-        keep = view.step % self.frame_every == 0
+        keep = view.step < self.dense_steps or view.step % self.frame_every == 0
         self.rows.append({
             "state": np.asarray(view.obs["state"], dtype=np.float32),
             "executed": np.asarray(view.action, dtype=np.float32),
