@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--demos", default="runs/train-vla/demos", help="demonstrations folder (reused when it exists)")
     add_config_arguments(p, _config_class())
     p.set_defaults(func=cmd_train_vla)
+    register_rewiring(subparsers)
 
 
 def _config_class() -> type:
@@ -67,4 +68,39 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
     held = report["eval"]
     console.print({k: held[k] for k in ("frag_slot_acc", "cotrain_acc") if k in held})
     console.print(f"checkpoint: {cfg.out_dir} (training_report.json beside it)")
+    return 0
+
+
+def register_rewiring(subparsers: argparse._SubParsersAction) -> None:
+    """Add `vla-rewiring`."""
+    p = subparsers.add_parser("vla-rewiring", help="Häon's claims on the tiny VLA: value vectors rewired, action-token share")
+    p.add_argument("--vla", default="tiny-vla", help="VLA checkpoint folder (default: the embedded agents/tiny_vla)")
+    p.add_argument("--base", default="tiny", help="the VLM it was fine-tuned from (default: the embedded tiny VLM)")
+    p.add_argument("--k", type=int, default=10, help="top tokens per value vector (default 10)")
+    p.add_argument("--out", default="runs/vla-rewiring", help="folder for rewiring.json")
+    p.set_defaults(func=cmd_rewiring)
+
+
+def cmd_rewiring(args: argparse.Namespace) -> int:
+    """Measure and print per layer, beside the random-weight reference."""
+    from rich.table import Table
+
+    from agents.backend import load_vlm
+    from agents.rewiring import rewiring_report
+    from agents.vla_model import TINY_VLA_DIR, load_vla
+    from storage import write_json
+
+    if args.k < 1:
+        raise ValueError(f"--k {args.k}: must be >= 1")
+    vla, _ = load_vla(TINY_VLA_DIR if args.vla == "tiny-vla" else args.vla, "cpu", "float32")
+    report = rewiring_report(load_vlm(args.base, "cpu", "float32"), vla, k=args.k)
+    table = Table(title=f"FFN value vectors, VLM → VLA (top-{args.k} tokens under the unembedding)")
+    for col in ("layer", "top-1 changed", "overlap < half", "action share top-k", "(vocab)", "random: top-1 changed"):
+        table.add_column(col)
+    for row, ref in zip(report["vla"], report["random_reference"], strict=True):
+        table.add_row(str(row["layer"]), f"{row['top1_changed']:.0%}", f"{row['overlap_below_half']:.0%}",
+                      f"{row['action_share_topk']:.1%}", f"{row['action_share_vocab']:.1%}", f"{ref['top1_changed']:.0%}")  # fmt: skip
+    Console().print(table)
+    path = write_json(Path(args.out) / "rewiring.json", report)
+    Console().print(f"wrote {path}")
     return 0
