@@ -81,11 +81,6 @@ class Condition:
         one batched forward carries one edit)."""
         return self.kind in SEEDED_KINDS
 
-    @property
-    def is_perturbation(self) -> bool:
-        """Whether this is an attack on the agent (SARM evaluation) rather than a steering."""
-        return self.kind in PERTURBATION_KINDS or (self.onset > 0 and self.kind != "unsteered")
-
 
 def parse_condition(text: str) -> Condition:
     """Parse a condition string; ValueError naming the string and the allowed forms."""
