@@ -46,7 +46,6 @@ class _Lane:
     step: int = 0
     decision: dict[str, Any] | None = None
     decisions: list[dict[str, Any]] = field(default_factory=list)  # the decided steps
-    activations: torch.Tensor | None = None  # tap row of this lane's last forward
 
 
 class VLAAgent:
@@ -143,10 +142,6 @@ class VLAAgent:
         """Lane 0's step counter."""
         return self._lane(0).step
 
-    def activations_for(self, lane: int) -> torch.Tensor | None:
-        """The tap's (n_tokens × d) activations of `lane`'s last forward (None without a tap)."""
-        return self._lane(lane).activations
-
     # --- acting ---------------------------------------------------------------------------
     def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         """The action (4,) float32 for lane 0, decoded from the model's action tokens."""
@@ -220,8 +215,6 @@ class VLAAgent:
         for row, s in enumerate(states):
             s.queue = [np.clip(a, -1.0, 1.0).astype(np.float32) for a in actions[row, : self.chunk]]
             s.decision = {"p_fragile": float(p_fragile[row]), "decoding": self.decoding}
-            if self.tap is not None and self.tap.latest_batch is not None:
-                s.activations = self.tap.latest_batch[row]
 
     def close(self) -> None:
         """Detach the tap from the model."""
