@@ -40,7 +40,7 @@ from agents.backend import VLMBackend
 from agents.tiny_model import FRAGILE_QUESTION
 from agents.train_vla_config import TrainVLAConfig
 from agents.vla_data import Demonstrations
-from agents.vla_model import PromptBuilder, VLASpec, build_vla, save_vla
+from agents.vla_model import PromptBuilder, VLASpec, build_vla, load_vla, save_vla
 
 #: Co-trained plain-prompt questions: (question, answer if fragile, answer if rigid).
 COTRAIN_QUESTIONS = (
@@ -54,12 +54,18 @@ COTRAIN_QUESTIONS = (
 def split_episodes(
     episodes: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks (train, held-out) over rows, holding out whole episodes."""
+    """Boolean masks (train, held-out) over rows, holding out whole episodes.
+
+    Each episode's side is drawn from its own id and `seed`, so the split of an episode does not
+    change when data are added (DAgger rounds): nothing trained on is held out later.
+    """
     ids = np.unique(episodes)
     if len(ids) < 2:
         raise ValueError(f"{len(ids)} episode(s): need >= 2 for a held-out split")
-    n_eval = min(len(ids) - 1, max(1, int(round(fraction * len(ids)))))
-    held = np.random.default_rng(seed).permutation(ids)[:n_eval]
+    draws = np.array([np.random.default_rng([seed, int(i)]).random() for i in ids])
+    held = ids[draws < fraction]
+    if len(held) == 0 or len(held) == len(ids):  # tiny sets: keep one episode on each side
+        held = ids[[int(np.argmin(draws))]]
     mask = np.isin(episodes, held)
     return ~mask, mask
 
@@ -223,7 +229,14 @@ def train_vla(
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
-    backend, spec = build_vla(cfg.base, cfg.k_bins, cfg.state_bins, demos.horizon, seed=cfg.seed)
+    if cfg.init:  # continue fine-tuning a VLA (a DAgger round starts from the last round's)
+        backend, spec = load_vla(cfg.init, "cpu", "float32")
+        have = (spec.action.k_bins, spec.state.k_bins, spec.horizon)
+        if have != (cfg.k_bins, cfg.state_bins, demos.horizon):
+            raise ValueError(f"init={cfg.init!r} has (k_bins, state_bins, horizon) {have}; the config and "
+                             f"demonstrations ask for {(cfg.k_bins, cfg.state_bins, demos.horizon)}")  # fmt: skip
+    else:
+        backend, spec = build_vla(cfg.base, cfg.k_bins, cfg.state_bins, demos.horizon, seed=cfg.seed)
     model = backend.model
     inner = model.model
     for module in (inner.vision_model, inner.connector):

@@ -13,6 +13,7 @@ class TrainVLAConfig:
     """Settings of `train_vla` (all of them are recorded in the training report)."""
 
     base: str = "tiny"
+    init: str = ""  # a VLA checkpoint to continue from (DAgger rounds); "" builds one from `base`
     out_dir: str = "runs/train-vla/ckpt"
     k_bins: int = 32
     state_bins: int = 32

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,6 +172,18 @@ class Demonstrations:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return path
+
+    @classmethod
+    def concat(cls, parts: Sequence[Demonstrations]) -> Demonstrations:
+        """One set from several (e.g. the oracle's and DAgger rounds'); episode ids must differ."""
+        if not parts:
+            raise ValueError("concat of no demonstrations")
+        if len({p.horizon for p in parts}) != 1:
+            raise ValueError(f"horizons {[p.horizon for p in parts]}: parts must share one")
+        ids = [set(p.episodes.tolist()) for p in parts]
+        if sum(map(len, ids)) != len(set().union(*ids)):
+            raise ValueError("parts share episode ids: give each source its own seeds")
+        return cls(**{n: np.concatenate([np.asarray(getattr(p, n)) for p in parts]) for n in _ARRAYS})
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> Demonstrations:

@@ -124,12 +124,13 @@ class ScriptedExpert:
             if self._timer >= CLOSE_STEPS:
                 self._next("lift")
             return self._move(ee, np.array([obj[0], obj[1], GRASP_Z]), grip, 0.2)
+        if self.phase in ("lift", "carry", "lower") and self._lost(holding, obj):
+            self._next("approach")  # lost it (slipped or dropped on the table): try again
+            return self._move(ee, np.array([ee[0], ee[1], HOVER]), -1.0, fast)
         if self.phase == "lift":
             target = np.array([ee[0], ee[1], carry])
             if ee[2] > carry - 0.01:
                 self._next("carry")
-            if not holding and self._timer > 5 and obj[2] < 0.05:
-                self._next("approach")  # lost it: try again
             return self._move(ee, target, grip, prof.speed)
         if self.phase == "carry":
             target = np.array([bin_pos[0], bin_pos[1], carry])
@@ -148,6 +149,10 @@ class ScriptedExpert:
             return np.array([0.0, 0.0, 0.0, -1.0], dtype=np.float32)
         # retreat: move up and wait
         return self._move(ee, np.array([ee[0], ee[1], CARRY]), -1.0, fast)
+
+    def _lost(self, holding: bool, obj: np.ndarray) -> bool:
+        # Only after the phase has run a few steps: the hold check lags the fingers.
+        return not holding and self._timer > 5 and obj[2] < 0.05
 
     def _next(self, phase: str) -> None:
         self.phase = phase

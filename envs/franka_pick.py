@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.fragility import ForceTracker, FragilityConfig
-from envs.objects import COLORS, MATERIALS, SHADES, SHAPES, ObjectSpec
+from envs.objects import COLORS, MATERIALS, SHADES, SHAPES, ObjectSpec, check_pattern
 from envs.robot import FINGER_JOINTS, GripperConfig, Panda
 from envs.sim import Camera, Lighting, Sim, display_set
 from envs.task import Layout, PickTask
@@ -44,6 +44,9 @@ class EnvConfig:
         max_ee_step: end-effector displacement (m) at action magnitude 1.
         workspace_low / workspace_high: bounds the end-effector target is clipped to.
         cheap_arm_visuals: render the arm with low-poly meshes (faster, see robot.py).
+        object_pattern: "material" (the surface pattern marks the material: fragile striped,
+            rigid plain) or "plain" (every object plain in its color whatever its material: the
+            material cue is removed from the frame; physics unchanged).
     """
 
     image_size: int = 384
@@ -55,6 +58,7 @@ class EnvConfig:
     workspace_low: tuple[float, float, float] = (-0.2, -0.22, 0.012)
     workspace_high: tuple[float, float, float] = (0.2, 0.3, 0.4)
     cheap_arm_visuals: bool = True
+    object_pattern: str = "material"
     camera: Camera = field(default_factory=Camera)
     layout: Layout = field(default_factory=Layout)
     gripper: GripperConfig = field(default_factory=GripperConfig)
@@ -67,6 +71,7 @@ class EnvConfig:
             raise ValueError(f"image_size {self.image_size!r} must be an int in [16, 2048]")
         if self.max_steps < 1 or self.substeps < 1:
             raise ValueError(f"max_steps ({self.max_steps}) and substeps ({self.substeps}) must be ≥ 1")
+        check_pattern(self.object_pattern)
 
 
 class FrankaPickEnv(gym.Env):
@@ -143,7 +148,7 @@ class FrankaPickEnv(gym.Env):
         self.sim.reset()  # rebuild the world: bit-exact replay from the seed, whatever ran before
         cfg = self.config
         self.robot = Panda(self.sim, gripper=cfg.gripper, cheap_visuals=cfg.cheap_arm_visuals)
-        self.task = PickTask(self.sim, cfg.layout)
+        self.task = PickTask(self.sim, cfg.layout, cfg.object_pattern)
         rng = self.np_random
         start = np.array([0.0, -0.04, 0.22]) + rng.uniform(-1, 1, 3) * np.array([0.05, 0.04, 0.03])
         self.robot.reset(ee_position=start)

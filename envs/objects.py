@@ -4,7 +4,9 @@ Material is visible only through a surface pattern: fragile objects carry bold s
 one vision patch (14 px) wide, swinging equally above and below the base color; rigid objects
 are plain in that same base color. Mean color and lightness therefore carry no material
 information (an untrained model cannot read fragility off them); shade (pale/deep) and lighting
-are balanced nuisance factors. Shapes are shared by both materials.
+are balanced nuisance factors. Shapes are shared by both materials. The render option
+`pattern="plain"` (EnvConfig.object_pattern) draws every object plain, removing the material
+cue from the frame while keeping color, shade and all physics.
 
 Why not stripes vs a checkerboard of equal contrast (the first design): that pair differs only
 in edge orientation statistics; the 1.2M-parameter tiny VLM stayed at chance on held-out
@@ -28,6 +30,9 @@ COLORS = ("red", "blue")
 MATERIALS = ("fragile", "rigid")
 SHADES = ("pale", "deep")
 SHAPES = ("cube", "cylinder")
+# How objects are drawn: "material" (the surface pattern marks the material) or "plain" (every
+# object plain in its base color: the material cue removed from the frame, physics unchanged).
+PATTERNS = ("material", "plain")
 
 # Base RGB per (color, shade). The pattern swings ±CONTRAST around it, so all stay in range.
 BASE_RGB = {
@@ -77,10 +82,28 @@ class ObjectSpec:
         return asdict(self)
 
 
-def texture_array(spec: ObjectSpec) -> np.ndarray:
-    """The RGB texture (uint8, TEXTURE_PX²) for a spec: stripes (fragile) or plain (rigid)."""
+def check_pattern(pattern: str) -> None:
+    """Raise ValueError unless `pattern` is one of PATTERNS."""
+    if pattern not in PATTERNS:
+        raise ValueError(f"object_pattern {pattern!r} is not allowed; choose one of {list(PATTERNS)}")
+
+
+def shows_stripes(spec: ObjectSpec, pattern: str = "material") -> bool:
+    """Whether the object is drawn striped: fragile under "material", never under "plain"."""
+    check_pattern(pattern)
+    return pattern == "material" and spec.fragile
+
+
+def texture_array(spec: ObjectSpec, pattern: str = "material") -> np.ndarray:
+    """The RGB texture (uint8, TEXTURE_PX²) for a spec: stripes (fragile) or plain (rigid).
+
+    Args:
+        spec: the object.
+        pattern: "material" (the pattern marks the material) or "plain" (every object plain in
+            its base color, whatever its material: the material cue is removed from the frame).
+    """
     base = np.array(BASE_RGB[(spec.color, spec.shade)], dtype=np.int16)
-    if spec.material == "rigid":
+    if not shows_stripes(spec, pattern):
         sign = np.zeros((TEXTURE_PX, TEXTURE_PX), dtype=np.int16)
     else:
         # An even number of stripes, half above and half below the base: the mean is the base.
@@ -90,12 +113,17 @@ def texture_array(spec: ObjectSpec) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def texture_path(spec: ObjectSpec, pattern: str = "material") -> str:
+    """The texture PNG's path (written once per process per look, so objects that look alike
+    share one file)."""
+    return _texture_file(spec.color, spec.shade, spec.shape, shows_stripes(spec, pattern))
+
+
 @functools.cache
-def texture_path(spec: ObjectSpec) -> str:
-    """Write the texture PNG once per process and return its path."""
-    folder = _texture_dir()
-    path = os.path.join(folder, f"{spec.color}_{spec.shade}_{spec.material}_{spec.shape}.png")
-    Image.fromarray(texture_array(spec)).save(path)
+def _texture_file(color: str, shade: str, shape: str, striped: bool) -> str:
+    path = os.path.join(_texture_dir(), f"{color}_{shade}_{'striped' if striped else 'plain'}_{shape}.png")
+    material = "fragile" if striped else "rigid"
+    Image.fromarray(texture_array(ObjectSpec(color, material, shade, shape))).save(path)
     return path
 
 
@@ -105,9 +133,12 @@ def _texture_dir() -> str:
 
 
 def spawn(
-    sim: Sim, spec: ObjectSpec, xy: tuple[float, float], yaw: float, z0: float = 0.0
+    sim: Sim, spec: ObjectSpec, xy: tuple[float, float], yaw: float, z0: float = 0.0, pattern: str = "material"
 ) -> int:
-    """Create the object resting on the surface at height z0 and return its body id."""
+    """Create the object resting on the surface at height z0 and return its body id.
+
+    `pattern` ("material" or "plain", see texture_array) sets only its look, never its physics.
+    """
     import pybullet as p
 
     orn = p.getQuaternionFromEuler((0.0, 0.0, yaw))
@@ -121,14 +152,16 @@ def spawn(
         body, -1, lateralFriction=1.0, spinningFriction=0.002, rollingFriction=0.0005,
         restitution=0.05, physicsClientId=sim.client,
     )
-    sim.apply_texture(body, texture_path(spec))
+    sim.apply_texture(body, texture_path(spec, pattern))
     return body
 
 
 def spawn_fragments(
-    sim: Sim, spec: ObjectSpec, position: np.ndarray, velocity: np.ndarray, rng: np.random.Generator
+    sim: Sim, spec: ObjectSpec, position: np.ndarray, velocity: np.ndarray, rng: np.random.Generator,
+    pattern: str = "material",
 ) -> list[int]:
-    """Replace a broken object by eight small shards at its position; return their ids."""
+    """Replace a broken object by eight small shards at its position (drawn with `pattern`,
+    like the object); return their ids."""
     import pybullet as p
 
     size = OBJECT_SIZE / 4
@@ -139,7 +172,7 @@ def spawn_fragments(
                 offset = np.array([dx, dy, dz]) * OBJECT_SIZE / 4
                 pos = tuple(position + offset)
                 body = sim.create_textured_cube(size, pos, mass=OBJECT_MASS / 8)
-                sim.apply_texture(body, texture_path(ObjectSpec(spec.color, spec.material, spec.shade, "cube")))
+                sim.apply_texture(body, texture_path(ObjectSpec(spec.color, spec.material, spec.shade, "cube"), pattern))
                 v = velocity + rng.normal(0.0, 0.15, 3) + offset * 4
                 p.resetBaseVelocity(body, v.tolist(), physicsClientId=sim.client)
                 bodies.append(body)

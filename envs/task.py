@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.objects import OBJECT_SIZE, ObjectSpec, spawn, spawn_fragments
+from envs.objects import OBJECT_SIZE, ObjectSpec, check_pattern, spawn, spawn_fragments
 from envs.sim import Sim
 
 TABLE_COLOR = (0.78, 0.74, 0.68, 1.0)
@@ -37,11 +37,19 @@ class Layout:
 
 
 class PickTask:
-    """Builds the static scene and the object, and evaluates success and reward."""
+    """Builds the static scene and the object, and evaluates success and reward.
 
-    def __init__(self, sim: Sim, layout: Layout = Layout()) -> None:
+    Args:
+        sim: the PyBullet client wrapper.
+        layout: where things are.
+        pattern: how objects are drawn, "material" or "plain" (envs.objects.PATTERNS).
+    """
+
+    def __init__(self, sim: Sim, layout: Layout = Layout(), pattern: str = "material") -> None:
+        check_pattern(pattern)
         self.sim = sim
         self.layout = layout
+        self.pattern = pattern
         self.object_id: int | None = None
         self.fragment_ids: list[int] = []
         self.spec: ObjectSpec | None = None
@@ -87,7 +95,7 @@ class PickTask:
         yaw = float(rng.uniform(-np.pi / 9, np.pi / 9))
         self.spec = spec
         self.fragment_ids = []
-        self.object_id = spawn(self.sim, spec, (float(xy[0]), float(xy[1])), yaw)
+        self.object_id = spawn(self.sim, spec, (float(xy[0]), float(xy[1])), yaw, pattern=self.pattern)
 
     def shatter(self, rng: np.random.Generator) -> None:
         """Replace the object by fragments that keep its position and velocity."""
@@ -96,7 +104,7 @@ class PickTask:
         vel = self.sim.velocity(self.object_id)
         self.sim.remove(self.object_id)
         self.object_id = None
-        self.fragment_ids = spawn_fragments(self.sim, self.spec, pos, vel, rng)
+        self.fragment_ids = spawn_fragments(self.sim, self.spec, pos, vel, rng, self.pattern)
 
     def object_position(self) -> np.ndarray:
         """Object centre, or the mean of its fragments once broken."""

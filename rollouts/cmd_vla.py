@@ -1,11 +1,14 @@
 """`physteer train-vla`: demonstrations through the one closed loop, then behaviour cloning.
 
-    physteer train-vla --episodes 192 --epochs 3 --out-dir agents/tiny_vla
+    physteer train-vla --episodes 192 --epochs 3 --dagger-rounds 1 --out-dir agents/tiny_vla
 
 1. `collect_demonstrations` (rollouts.vla_demos): noisy-oracle episodes from `--demo-seed`,
    cached as a Demonstrations folder (`--demos`, reused when it exists).
 2. `agents.train_vla.train_vla`: the tiny VLM fine-tuned into a VLA, held-out figures in
    `training_report.json` beside the checkpoint. Seeded end to end.
+3. `--dagger-rounds R`: R times, the checkpoint drives its own episodes, the oracle labels the
+   states it reaches (rollouts.vla_demos.dagger_demonstrations, cached beside `--demos`), and
+   fine-tuning continues from the checkpoint on everything collected (Demonstrations.concat).
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-sigma", type=float, default=0.3, help="executed-motion noise std (default 0.3)")
     p.add_argument("--noise-prob", type=float, default=0.5, help="share of steps with noise (default 0.5)")
     p.add_argument("--demos", default="runs/train-vla/demos", help="demonstrations folder (reused when it exists)")
+    p.add_argument("--dagger-rounds", type=int, default=0, help="DAgger rounds after the first training (default 0)")
+    p.add_argument("--dagger-episodes", type=int, default=128, help="policy-driven episodes per DAgger round (default 128)")
+    p.add_argument("--dagger-epochs", type=int, default=2, help="epochs of each DAgger round's fine-tuning (default 2)")
+    p.add_argument("--dagger-envs", type=int, default=8, help="lanes per batched forward in DAgger rounds (default 8)")
     add_config_arguments(p, _config_class())
     p.set_defaults(func=cmd_train_vla)
     register_rewiring(subparsers)
@@ -40,31 +47,64 @@ def _config_class() -> type:
 
 
 def cmd_train_vla(args: argparse.Namespace) -> int:
-    """Validate everything, collect (or reuse) demonstrations, train, print the held-out figures."""
+    """Validate everything, collect (or reuse) demonstrations, train, run the DAgger rounds,
+    print the held-out figures."""
+    from dataclasses import replace
+
     from agents.vla_data import Demonstrations
     from rollouts.config_cli import config_from_args
-    from rollouts.vla_demos import collect_demonstrations
+    from rollouts.vla_demos import collect_demonstrations, dagger_demonstrations
+    from storage import write_json
 
     cfg = config_from_args(_config_class(), args)
     cfg.validate()
-    for name in ("episodes", "horizon", "frame_every"):
+    for name in ("episodes", "horizon", "frame_every", "dagger_episodes", "dagger_epochs", "dagger_envs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    if args.dagger_rounds < 0:
+        raise ValueError(f"--dagger-rounds {args.dagger_rounds}: must be >= 0")
     if not (0 <= args.noise_sigma <= 1 and 0 <= args.noise_prob <= 1):
         raise ValueError(f"--noise-sigma {args.noise_sigma} and --noise-prob {args.noise_prob}: each must be in [0, 1]")
     console = Console()
+    import torch
+
+    torch.set_num_threads(cfg.threads)
     demos_dir = Path(args.demos)
-    if (demos_dir / "frames.npy").is_file():
-        demos = Demonstrations.load(demos_dir)
-        console.print(f"reusing {len(demos)} demonstration rows from {demos_dir}")
-    else:
-        demos = collect_demonstrations(args.episodes, seed=args.demo_seed, horizon=args.horizon, frame_every=args.frame_every,
-                                       sigma=args.noise_sigma, prob=args.noise_prob)  # fmt: skip
-        demos.save(demos_dir)
-        console.print(f"collected {len(demos)} rows from {args.episodes} episodes into {demos_dir}")
+
+    def cached(folder: Path, what: str, make) -> Demonstrations:
+        if (folder / "frames.npy").is_file():
+            console.print(f"reusing {what} from {folder}")
+            return Demonstrations.load(folder)
+        made = make()
+        made.save(folder)
+        console.print(f"{what}: {len(made)} rows into {folder}")
+        return Demonstrations.load(folder)  # memory-mapped frames
+
+    parts = [cached(demos_dir, f"{args.episodes} noisy-oracle episodes", lambda: collect_demonstrations(
+        args.episodes, seed=args.demo_seed, horizon=args.horizon, frame_every=args.frame_every,
+        sigma=args.noise_sigma, prob=args.noise_prob))]  # fmt: skip
     from agents.train_vla import train_vla
 
-    report = train_vla(demos, cfg, log=console.print)
+    report = train_vla(parts[0], cfg, log=console.print)
+    rounds = [{"round": 0, "episodes": args.episodes, "rows": len(parts[0]), "epochs": cfg.epochs,
+               "eval": report["eval"]}]  # fmt: skip
+    for r in range(1, args.dagger_rounds + 1):
+        # Round r: the checkpoint drives its own episodes (seeds apart from every other round's),
+        # the oracle labels them, and training continues on everything collected so far.
+        seed = args.demo_seed + 100_000 * r
+        parts.append(cached(demos_dir.with_name(f"{demos_dir.name}-dagger{r}"), f"DAgger round {r}",
+                            lambda seed=seed: dagger_demonstrations(cfg.out_dir, args.dagger_episodes, seed,
+                                                                    horizon=args.horizon, frame_every=args.frame_every,
+                                                                    n_envs=args.dagger_envs)))  # fmt: skip
+        round_cfg = replace(cfg, init=cfg.out_dir, epochs=args.dagger_epochs, seed=cfg.seed + r)
+        report = train_vla(Demonstrations.concat(parts), round_cfg, log=console.print)
+        rounds.append({"round": r, "episodes": args.dagger_episodes, "rows": len(parts[-1]),
+                       "epochs": args.dagger_epochs, "eval": report["eval"]})  # fmt: skip
+    # The report beside the checkpoint says how to make it again, every round included.
+    recipe = {k: getattr(args, k) for k in ("episodes", "demo_seed", "horizon", "frame_every", "noise_sigma",
+                                            "noise_prob", "dagger_rounds", "dagger_episodes", "dagger_epochs",
+                                            "dagger_envs")}  # fmt: skip
+    write_json(Path(cfg.out_dir) / "training_report.json", {**report, "recipe": recipe, "rounds": rounds})
     held = report["eval"]
     console.print({k: held[k] for k in ("frag_slot_acc", "cotrain_acc") if k in held})
     console.print(f"checkpoint: {cfg.out_dir} (training_report.json beside it)")

@@ -96,7 +96,7 @@ class Replayer:
     a ReplayAgent plays each episode's executed actions in the env built from the run's config.
 
     Args:
-        config: the run's config.json (image_size, max_steps, material, on_veto).
+        config: the run's config.json (image_size, max_steps, object_pattern, material, on_veto).
         render: keep the camera frames (False: states and actions only, nothing rendered).
     """
 
@@ -109,7 +109,8 @@ class Replayer:
         self._recorder: _Replayed | None = None
         self.loop = ClosedLoop(self.agent, image_size=int(config.get("image_size", 384)),
                                max_steps=int(config.get("max_steps", 200)), record_decisions=False,
-                               recorders=lambda spec: [self._recorder])  # fmt: skip
+                               recorders=lambda spec: [self._recorder],
+                               object_pattern=config.get("object_pattern", "material"))  # fmt: skip
 
     def replay(self, episode: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
         """One logged episode re-simulated: see `replay_frames`."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from envs.objects import PATTERNS
 from rollouts.conditions import Condition, SteeringResources, check_resources, parse_conditions
 from rollouts.episode import ClosedLoop, EpisodeRecord, EpisodeSpec
 from rollouts.logs import RunLog, safe_name
@@ -48,6 +49,9 @@ class ExperimentConfig:
         threshold: P(fragile) at or above which the agent handles gently.
         image_size: camera frame size.
         max_steps: steps before truncation.
+        object_pattern: how objects are drawn: "material" (the surface pattern marks the
+            material) or "plain" (every object plain in its color: the material cue removed
+            from the frame, physics unchanged; the control of "handling comes from vision").
         sae, discovery, vector: resources for steered conditions.
         monitors: saved SARM scorer folders (`physteer sarm-eval` writes them under
             scorers/); each scores every decision of every episode, named by its folder.
@@ -81,6 +85,7 @@ class ExperimentConfig:
     threshold: float = 0.5
     image_size: int = 384
     max_steps: int = 200
+    object_pattern: str = "material"
     sae: str | None = None
     discovery: str | None = None
     vector: str | None = None
@@ -108,6 +113,7 @@ class ExperimentConfig:
         allowed("agent", self.agent, AGENTS)
         allowed("material", self.material, MATERIALS)
         allowed("executor", self.executor, EXECUTORS)
+        allowed("object_pattern", self.object_pattern, PATTERNS)
         from monitors.sarm import ON_VETO, TOKEN_SELECTIONS
 
         allowed("on_veto", self.on_veto, ON_VETO)
@@ -242,7 +248,8 @@ class EpisodeRunner:
         self.loop = ClosedLoop(self.agent, n_envs=cfg.envs_per_worker, image_size=cfg.image_size,
                                max_steps=cfg.max_steps, resources=resources, layer=cfg.layer,
                                scorers=scorers, on_veto=cfg.on_veto, tokens=cfg.tokens,
-                               record_holding=cfg.holding and cfg.agent != "scripted")  # fmt: skip
+                               record_holding=cfg.holding and cfg.agent != "scripted",
+                               object_pattern=cfg.object_pattern)  # fmt: skip
 
     def spec(self, condition: str, monitor: str, seed: int, video: bool = False) -> EpisodeSpec:
         """The EpisodeSpec of one episode of this experiment."""

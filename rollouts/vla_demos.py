@@ -1,5 +1,8 @@
 """Demonstrations for the tiny VLA, collected through the one closed loop.
 
+Two sources: a noisy oracle (below), and DAgger rounds (agents.dagger.DaggerAgent: the trained
+policy drives and the oracle labels the states it reaches), passed as `agent`.
+
 A NoisyOracle (agents.protocol) handles each object as its true material asks (gentle for
 fragile, firm for rigid) while noise is injected into the executed motion; the loop records
 every step's state, the executed action and the oracle's CLEAN action (the label: what to do
@@ -47,8 +50,8 @@ class DemoSteps(Recorder):
 
 def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int = 4, frame_every: int = 2,
                            sigma: float = 0.3, prob: float = 0.5, image_size: int = 384, max_steps: int = 200,
-                           progress: Any = None) -> Any:  # fmt: skip
-    """Run `n_episodes` noisy-oracle episodes (env seeds seed..seed+n-1, balanced over the env's
+                           progress: Any = None, agent: Any = None, n_envs: int = 1) -> Any:  # fmt: skip
+    """Run `n_episodes` labelled episodes (env seeds seed..seed+n-1, balanced over the env's
     design blocks) and return agents.vla_data.Demonstrations of the kept steps.
 
     Args:
@@ -56,26 +59,32 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
         seed: first env seed (keep it apart from evaluation seeds).
         horizon: clean future actions per label (action chunks).
         frame_every: keep every this-many steps (frames cost memory).
-        sigma, prob: executed-motion noise (see agents.protocol.NoisyOracle).
+        sigma, prob: executed-motion noise of the default agent (agents.protocol.NoisyOracle).
         image_size, max_steps: env settings.
         progress: optional callable(n_done).
+        agent: the agent that acts; its decisions must carry "label" (default a NoisyOracle;
+            agents.dagger.DaggerAgent for DAgger rounds: the policy drives, the oracle labels).
+        n_envs: lanes stepped together (a model-driven agent answers them in one forward).
     """
     from agents.protocol import NoisyOracle
     from agents.vla_data import Demonstrations, chunk_labels, previous_grip
 
-    if n_episodes < 1 or frame_every < 1 or horizon < 1:
-        raise ValueError(f"n_episodes={n_episodes}, frame_every={frame_every}, horizon={horizon}: each must be >= 1")
-    loop = ClosedLoop(NoisyOracle(sigma, prob), image_size=image_size, max_steps=max_steps, record_decisions=False,
+    if n_episodes < 1 or frame_every < 1 or horizon < 1 or n_envs < 1:
+        raise ValueError(f"n_episodes={n_episodes}, frame_every={frame_every}, horizon={horizon}, "
+                         f"n_envs={n_envs}: each must be >= 1")  # fmt: skip
+    agent = agent if agent is not None else NoisyOracle(sigma, prob)
+    loop = ClosedLoop(agent, n_envs=n_envs, image_size=image_size, max_steps=max_steps, record_decisions=False,
                       recorders=lambda spec: [DemoSteps(frame_every)])  # fmt: skip
     rows, episodes = [], []
     try:
-        for i in range(n_episodes):
-            (record,) = loop.run([EpisodeSpec(seed + i)])
-            steps = record.extra["demo"]
-            rows += steps
-            episodes += [seed + i] * len(steps)
+        for start in range(0, n_episodes, n_envs):
+            seeds = range(seed + start, seed + min(n_episodes, start + n_envs))
+            for s, record in zip(seeds, loop.run([EpisodeSpec(s) for s in seeds]), strict=True):
+                steps = record.extra["demo"]
+                rows += steps
+                episodes += [s] * len(steps)
             if progress is not None:
-                progress(i + 1)
+                progress(seeds[-1] - seed + 1)
     finally:
         loop.close()
     episodes_arr = np.asarray(episodes)
@@ -88,3 +97,19 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
         efforts=efforts[keep], labels=labels[keep], materials=np.array([r["material"] for r in kept]),
         episodes=episodes_arr[keep], instructions=np.array([r["instruction"] for r in kept]),
     )  # fmt: skip
+
+
+def dagger_demonstrations(checkpoint: str, n_episodes: int, seed: int, horizon: int = 4, frame_every: int = 3,
+                          n_envs: int = 4, max_steps: int = 200, progress: Any = None) -> Any:  # fmt: skip
+    """One DAgger round: the VLA at `checkpoint` drives `n_episodes` episodes (seeds seed..),
+    the oracle labels every state it reaches (agents.dagger.DaggerAgent). Returns
+    agents.vla_data.Demonstrations, ready to join the earlier rounds' (Demonstrations.concat)."""
+    from agents.dagger import DaggerAgent
+    from agents.vla_agent import VLAAgent
+
+    agent = DaggerAgent(VLAAgent(checkpoint, tap_layer=None))
+    try:
+        return collect_demonstrations(n_episodes, seed=seed, horizon=horizon, frame_every=frame_every,
+                                      agent=agent, n_envs=n_envs, max_steps=max_steps, progress=progress)  # fmt: skip
+    finally:
+        agent.close()

@@ -2,6 +2,7 @@
 noisy execution, and replay exactly from their seeds."""
 
 import numpy as np
+import pytest
 
 from rollouts.vla_demos import collect_demonstrations
 
@@ -31,3 +32,44 @@ def test_noise_moves_the_executed_motion_not_the_label():
     executed = agent.act({}, info)
     label = np.asarray(agent.decision_for(0)["label"])
     assert not np.allclose(executed[:3], label[:3]) and executed[3] == label[3]
+
+
+def test_dagger_round_executes_the_policy_and_labels_with_the_oracle(tmp_path):
+    """A DAgger round: the VLA's own actions are executed, the oracle's from the same states are
+    the labels; rounds join the oracle's demonstrations and the held-out split stays put."""
+    from agents.backend import load_vlm
+    from agents.train_vla import split_episodes
+    from agents.vla_data import Demonstrations
+    from agents.vla_model import build_vla, save_vla
+    from rollouts.vla_demos import dagger_demonstrations
+
+    vla, _ = build_vla(load_vlm("tiny", device="cpu"), k_bins=16, state_bins=8, horizon=3, seed=0)
+    ckpt = save_vla(vla, tmp_path / "ckpt")
+    rounds = [dagger_demonstrations(str(ckpt), 2, seed=7_100_000, horizon=3, frame_every=5, n_envs=2, max_steps=12)
+              for _ in range(2)]  # fmt: skip
+    d = rounds[0]
+    for name in ("frames", "states", "efforts", "labels"):  # batched lanes replay exactly
+        np.testing.assert_array_equal(getattr(d, name), getattr(rounds[1], name))
+    assert set(d.episodes.tolist()) == {7_100_000, 7_100_001}
+    # an untrained policy's grip commands (the efforts) are its own, not the oracle's labels
+    assert not np.allclose(d.efforts[1:], d.labels[:-1, 0, 3])
+    oracle = collect_demonstrations(2, seed=7_000_000, horizon=3, frame_every=5)
+    both = Demonstrations.concat([oracle, d])
+    assert len(both) == len(oracle) + len(d)
+    with pytest.raises(ValueError, match="share episode ids"):
+        Demonstrations.concat([d, d])
+    # an episode's side of the split does not depend on which other episodes exist
+    ids = np.arange(100)
+    _, held_small = split_episodes(ids[:50], 0.2, seed=0)
+    _, held_all = split_episodes(ids, 0.2, seed=0)
+    assert np.array_equal(held_small, held_all[:50]) and 10 <= held_all.sum() <= 30
+
+
+def test_expert_goes_back_for_an_object_it_lost_while_carrying():
+    from envs.expert import ScriptedExpert
+
+    expert = ScriptedExpert("gentle")
+    expert.phase = "carry"
+    info = {"ee_pos": [0.0, 0.1, 0.16], "object_pos": [0.0, 0.0, 0.02], "bin_pos": [0.0, 0.3, 0.0], "holding": False}
+    actions = [expert.act(info) for _ in range(7)]
+    assert expert.phase == "approach" and actions[-1][3] == -1.0  # fingers open, back to the object

@@ -1,0 +1,84 @@
+"""DAgger data: the policy drives, the oracle labels (Ross, Gordon & Bagnell 2011).
+
+Behaviour cloning alone trains on the states an expert visits; a policy that drifts off them
+(a gentle grasp that slips, a gripper that closes a little early) meets states it never saw and
+does not recover. DAgger runs the learned policy, asks the oracle at every state the POLICY
+reaches what it would do from there, and adds those labels to the training set.
+
+`DaggerAgent` is a lanes-protocol agent (agents.protocol): its executed actions are the
+policy's; its decision carries the policy's decision plus `"label"`, the oracle's action from
+the same observation (the same field NoisyOracle writes, so rollouts.vla_demos records both
+alike). The oracle is a ScriptedAgent: it reads the true material, and its expert's phase
+machine follows the arm wherever the policy takes it (a lost object sends it back to approach).
+
+    agent = DaggerAgent(VLAAgent("runs/vla"), ScriptedAgent())
+    # run it through rollouts.episode.ClosedLoop with a DemoSteps recorder
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents.protocol import Agent, ScriptedAgent
+
+
+class DaggerAgent:
+    """Executes `policy`'s actions; labels each step with `oracle`'s action (see module doc).
+
+    Args:
+        policy: the learner (any lanes-protocol agent, e.g. agents.vla_agent.VLAAgent).
+        oracle: the labeller (default ScriptedAgent: gentle on fragile, firm on rigid).
+    """
+
+    def __init__(self, policy: Agent, oracle: ScriptedAgent | None = None) -> None:
+        self.policy = policy
+        self.oracle = oracle if oracle is not None else ScriptedAgent()
+        self.tap = getattr(policy, "tap", None)
+        self._labels: dict[int, list[float]] = {}
+
+    def reset(self, seed: int | None = None, lane: int = 0) -> None:
+        """Start lane `lane`'s episode in both the policy and the oracle."""
+        self.policy.reset(seed, lane)
+        self.oracle.reset(seed, lane)
+        self._labels.pop(int(lane), None)
+
+    def needs_image_for(self, lane: int = 0) -> bool:
+        """The policy's need: the oracle reads only the env's info."""
+        return self.policy.needs_image_for(lane)
+
+    @property
+    def needs_image(self) -> bool:
+        """Lane 0's need for a frame."""
+        return self.needs_image_for(0)
+
+    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+        """The policy's actions; the oracle's (from the same observations) become the labels."""
+        executed = self.policy.act_batch(observations, infos, lanes)
+        labels = self.oracle.act_batch(observations, infos, lanes)
+        self._labels.update({int(i): a.tolist() for i, a in zip(lanes, labels, strict=True)})
+        return executed
+
+    def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        """Lane 0's executed action."""
+        return self.act_batch([obs], [info], [0])[0]
+
+    def decision_for(self, lane: int = 0) -> dict[str, Any] | None:
+        """The policy's decision for the lane, with the oracle's action as "label"."""
+        decision = self.policy.decision_for(lane)
+        label = self._labels.get(int(lane))
+        if label is None:
+            return decision
+        return {**(decision or {}), "label": label, "oracle_phase": self.oracle.phase_for(lane)}
+
+    @property
+    def last_decision(self) -> dict[str, Any] | None:
+        """Lane 0's last decision."""
+        return self.decision_for(0)
+
+    def close(self) -> None:
+        """Close the policy (detaches its tap)."""
+        close = getattr(self.policy, "close", None)
+        if close is not None:
+            close()
