@@ -295,6 +295,7 @@ class _Lane:
         self.decision_steps: list[int] = []
         self.first_alarm: dict[str, int | None] = dict.fromkeys(loop.scorers)
         self.vetoes, self.first_veto, self.p_last, self.reward = 0, None, float("nan"), 0.0
+        self.release_height: float | None = None  # gripper above the bin floor where it let go
         self._frame: np.ndarray | None = None
         self._frame_step = -1
 
@@ -333,8 +334,10 @@ class _Lane:
             "holding": bool(info["holding"]), "broken": bool(info["broken"]),
             "grip_force": float(self.env.unwrapped.forces.grip),
             "ee_z": float(info["ee_pos"][2]), "object_z": float(info["object_pos"][2]), "reward": float(reward),
-            "vetoed": False,
+            "ee_speed": float(np.linalg.norm(self.obs["state"][3:6])), "vetoed": False,  # state[3:6]: ee velocity
         }  # fmt: skip
+        if self.steps and self.steps[-1]["holding"] and not row["holding"] and self.release_height is None:
+            self.release_height = float(self.steps[-1]["ee_z"] - info["bin_pos"][2])
         banner = None
         for name in loop.scorers:
             sarm = info.get(f"sarm:{name}") or {}
@@ -380,11 +383,15 @@ class _Lane:
         p = np.array([s["p_fragile"] for s in steps if s["decided"]], dtype=float)
         profiles = [s["profile"] for s in steps if s["decided"]]
         enforced = (info.get(f"sarm:{spec.monitor}") or {}) if spec.monitor != "none" else {}
+        held = [s["ee_speed"] for s in steps if s["holding"]]
+        carry_speed = float(np.mean(held)) if held else None  # m/s while holding; None: never held
         row = {
             "condition": spec.condition.name, "monitor": spec.monitor, "seed": spec.seed,
             "onset": spec.condition.onset, **info["object"],
             "success": bool(info["success"]), "broken": bool(info["broken"]), "broken_cause": info["broken_cause"],
             "peak_force": float(info["peak_force"]), "impact_speed": float(info["impact_speed"]),
+            "peak_grip_force": float(info["peak_grip_force"]), "carry_speed": carry_speed,
+            "release_height": self.release_height,  # None: never let go of a held object
             "steps": int(info["step"]), "truncated": self.truncated, "reward": self.reward,
             "p_fragile_first": float(p[0]) if len(p) else float("nan"),
             "p_fragile_mean": float(p.mean()) if len(p) else float("nan"),

@@ -24,7 +24,9 @@ from rollouts.stats import bootstrap_mean, mcnemar, paired_difference, wilcoxon,
 from storage import write_json, write_png, write_text
 
 BINARY = ("success", "broken")
-CONTINUOUS = ("peak_force", "steps", "p_fragile_mean")
+#: Episode outcomes compared as means; the handling ones are None where they do not apply
+#: (never held, never released) and are left out of their own estimates, not counted as 0.
+CONTINUOUS = ("peak_force", "steps", "p_fragile_mean", "peak_grip_force", "carry_speed", "release_height")
 
 
 def _by_condition(rows: list[dict]) -> dict[str, dict[int, dict]]:
@@ -67,6 +69,8 @@ def compare_conditions(rows: list[dict], baseline: str, order: Sequence[str] | N
                 res[f"{k}_diff"] = paired_difference(a.astype(float), b.astype(float)).to_dict()
                 res[f"{k}_p"] = mcnemar(a, b)
         for k in CONTINUOUS:
+            if any(k not in r for r in eps.values()):
+                continue  # a log written before the column existed
             v = np.array([eps[s][k] for s in sorted(eps)], dtype=float)
             res[k] = bootstrap_mean(v).to_dict()
             if name != baseline and seeds:
