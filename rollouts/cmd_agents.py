@@ -54,8 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", default=d.cache_dir, help="render cache folder ('' for none)")
     p.set_defaults(func=run_train_tiny)
 
-    e = subparsers.add_parser("agent-eval", help="VLMAgent in closed loop over color × material")
-    e.add_argument("--model", default="tiny", help="'tiny', a local directory or a cached hub id")
+    e = subparsers.add_parser("agent-eval", help="an agent (VLM planner or VLA) in closed loop over color × material")
+    e.add_argument("--agent", default="vlm", choices=("vlm", "vla"), help="vlm (planner + expert) or vla (own action tokens)")
+    e.add_argument("--model", default=None, help="'tiny' / 'tiny-vla' (the defaults), a local directory or a cached hub id")
+    e.add_argument("--chunk", type=int, default=None, help="VLA actions executed per forward (default: its horizon)")
+    e.add_argument("--object-pattern", default="material", help="material (default) or plain: the material cue removed")
+    e.add_argument("--pattern-control", action="store_true",
+                   help="also run the same seeds with plain objects and report the grip-force gap ratio")
+    e.add_argument("--max-steps", type=int, default=200)
     e.add_argument("--seeds", type=int, default=25, help="episodes per combination (default 25)")
     e.add_argument("--first-seed", type=int, default=2_000_000, help="first env seed")
     e.add_argument("--decide-every", type=int, default=10)
@@ -111,11 +117,10 @@ def run_train_tiny(args: argparse.Namespace) -> int:
 
 
 def run_agent_eval(args: argparse.Namespace) -> int:
-    """Run the agent on every color × material combination (the one closed loop); print rates."""
-    from agents.protocol import ScriptedAgent
-    from agents.vlm_agent import VLMAgent
-    from envs import COLORS, MATERIALS
-    from rollouts.episode import ClosedLoop, EpisodeSpec
+    """Run the agent on every color × material combination (the one closed loop); print rates
+    and the peak grip force per material with 95% intervals (rollouts.agent_eval)."""
+    from envs.objects import check_pattern
+    from rollouts.agent_eval import run_cells, summarize
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
@@ -123,48 +128,63 @@ def run_agent_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--envs must be >= 1, got {args.envs}")
     if not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f"--threshold {args.threshold}: must be in [0, 1]")
+    if args.max_steps < 1:
+        raise ValueError(f"--max-steps {args.max_steps}: must be >= 1")
+    check_pattern(args.object_pattern)
+    if args.pattern_control and args.object_pattern != "material":
+        raise ValueError("--pattern-control compares with the material pattern: leave --object-pattern at material")
     console = Console()
-    if args.oracle:
-        agent = ScriptedAgent()
-    else:
-        agent = VLMAgent(args.model, decide_every=args.decide_every, threshold=args.threshold,
-                         device=args.device, dtype=args.dtype)  # fmt: skip
-    loop = ClosedLoop(agent, n_envs=args.envs, record_decisions=False)
-    rows = []
+    agent = _agent(args)
     t0 = time.time()
-    try:
-        for color in COLORS:
-            for material in MATERIALS:
-                options = {"color": color, "material": material}
-                specs = [EpisodeSpec(args.first_seed + k, options=options) for k in range(args.seeds)]
-                for i in range(0, len(specs), args.envs):
-                    for r in loop.run(specs[i : i + args.envs]):
-                        first = next((s for s in r.steps if s["decided"]), {})
-                        rows.append({"color": color, "material": material, "seed": r.spec.seed,
-                                     "success": r.row["success"], "broken": r.row["broken"],
-                                     "p_fragile": first.get("p_fragile"), "profile": first.get("profile")})  # fmt: skip
-    finally:
-        loop.close()
-    table = Table(title=f"closed loop, {args.seeds} seeds per combination ({time.time() - t0:.0f}s)")
-    for col in ("color", "material", "success", "intact", "gentle chosen", "right profile"):
+    run = dict(seeds=args.seeds, first_seed=args.first_seed, envs=args.envs, max_steps=args.max_steps)
+    rows = run_cells(agent, object_pattern=args.object_pattern, **run)
+    control = run_cells(agent, object_pattern="plain", **run) if args.pattern_control else None
+    summary = summarize(rows, control)
+    table = Table(title=f"{args.agent} closed loop, {args.seeds} seeds per combination ({time.time() - t0:.0f}s)")
+    for col in ("cell", "n", "success", "intact", "peak grip N"):
         table.add_column(col)
-    summary = {}
-    for color in COLORS:
-        for material in MATERIALS:
-            sel = [r for r in rows if r["color"] == color and r["material"] == material]
-            right = "gentle" if material == "fragile" else "firm"
-            s = {
-                "n": len(sel),
-                "success": sum(r["success"] for r in sel) / len(sel),
-                "intact": sum(not r["broken"] for r in sel) / len(sel),
-                "gentle": sum(r["profile"] == "gentle" for r in sel) / len(sel),
-                "right_profile": sum(r["profile"] == right for r in sel) / len(sel),
-            }
-            summary[f"{color}/{material}"] = s
-            table.add_row(color, material, *(f"{s[k]:.2f}" for k in ("success", "intact", "gentle", "right_profile")))
+
+    def add(name: str, c: dict) -> None:
+        f = c["peak_grip_force"]
+        table.add_row(name, str(c["n"]), _rate(c["success"]), _rate(c["intact"]),
+                      f"{f['value']:.1f} [{f['low']:.1f}, {f['high']:.1f}]")  # fmt: skip
+
+    for name, c in [*summary["cells"].items(), *summary["materials"].items()]:
+        add(name, c)
+    for name, c in (summary.get("control") or {}).get("materials", {}).items():
+        add(f"plain {name}", c)
     console.print(table)
+    g = summary["grip_gap"]
+    console.print(f"rigid − fragile peak grip force: {g['value']:.1f} N [{g['low']:.1f}, {g['high']:.1f}]")
+    if control is not None:
+        g, r = summary["control"]["grip_gap"], summary["control"]["gap_ratio"]
+        console.print(f"plain objects: gap {g['value']:.1f} N [{g['low']:.1f}, {g['high']:.1f}]; "
+                      f"plain / trained gap {r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]")  # fmt: skip
     from storage import write_json
 
-    path = write_json(Path(args.out) / "summary.json", {"summary": summary, "episodes": rows})
+    config = {k: getattr(args, k) for k in ("agent", "model", "chunk", "seeds", "first_seed", "decide_every",
+                                            "threshold", "object_pattern", "pattern_control", "max_steps", "oracle")}  # fmt: skip
+    path = write_json(Path(args.out) / "summary.json",
+                      {"config": config, "summary": summary, "episodes": rows, "control_episodes": control or []})  # fmt: skip
     console.print(f"wrote {path}")
     return 0
+
+
+def _rate(e: dict) -> str:
+    return f"{e['value']:.2f} [{e['low']:.2f}, {e['high']:.2f}]"
+
+
+def _agent(args: argparse.Namespace) -> object:
+    """The agent agent-eval runs (validated before any episode)."""
+    if args.oracle:
+        from agents.protocol import ScriptedAgent
+
+        return ScriptedAgent()
+    if args.agent == "vla":
+        from agents.vla_agent import VLAAgent
+
+        return VLAAgent(args.model or "tiny-vla", chunk=args.chunk, tap_layer=None, device=args.device, dtype=args.dtype)
+    from agents.vlm_agent import VLMAgent
+
+    return VLMAgent(args.model or "tiny", decide_every=args.decide_every, threshold=args.threshold,
+                    device=args.device, dtype=args.dtype)  # fmt: skip

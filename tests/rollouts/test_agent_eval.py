@@ -1,0 +1,51 @@
+"""`physteer agent-eval`: per-cell rates, peak grip force per material, the pattern control."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rollouts.agent_eval import summarize
+from rollouts.cli import main
+
+
+def _rows(gap: float, pattern: str, n: int = 12) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for color in ("red", "blue"):
+        for material, force in (("fragile", 6.0), ("rigid", 6.0 + gap)):
+            for k in range(n):
+                rows.append({"color": color, "material": material, "seed": k, "pattern": pattern,
+                             "success": k % 4 != 0, "broken": material == "fragile" and k == 0,
+                             "peak_grip_force": force + rng.normal(0, 0.5), "carry_speed": 0.2,
+                             "release_height": None})  # fmt: skip
+    return rows
+
+
+def test_gap_and_its_ratio_under_the_pattern_control():
+    s = summarize(_rows(30.0, "material"), control=_rows(3.0, "plain"))
+    assert s["materials"]["fragile"]["n"] == 24
+    assert s["materials"]["fragile"]["intact"]["value"] == pytest.approx(22 / 24)
+    assert s["grip_gap"]["low"] < s["grip_gap"]["value"] < s["grip_gap"]["high"]
+    assert 28 < s["grip_gap"]["value"] < 32
+    ratio = s["control"]["gap_ratio"]
+    assert 0.05 < ratio["low"] < ratio["value"] < ratio["high"] < 0.2
+    assert np.isnan(s["materials"]["rigid"]["release_height"]["value"])  # never released: no estimate
+
+
+def test_vla_agent_eval_runs_both_patterns(tmp_path):
+    out = tmp_path / "ae"
+    code = main(["agent-eval", "--agent", "vla", "--seeds", "1", "--envs", "4", "--max-steps", "25",
+                 "--pattern-control", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    saved = json.loads((out / "summary.json").read_text())
+    assert {r["pattern"] for r in saved["episodes"]} == {"material"}
+    assert {r["pattern"] for r in saved["control_episodes"]} == {"plain"}
+    assert len(saved["episodes"]) == 4 and set(saved["summary"]["control"]) >= {"grip_gap", "gap_ratio"}
+
+
+def test_bad_pattern_is_refused_before_any_episode(tmp_path, capsys):
+    assert main(["agent-eval", "--object-pattern", "stripes", "--out", str(tmp_path / "x")]) != 0
+    assert "stripes" in capsys.readouterr().err and not (tmp_path / "x").exists()
