@@ -7,7 +7,10 @@ executes the first `chunk` of them, one per step, and asks again (`needs_image` 
 then, so a runner renders only then). The prompt carries the env's instruction, the agent's
 `question` (empty by default; prompt-injection perturbations append to it) and the state
 tokens, including the agent's own grip effort (the gripper command it executed last), which
-keeps the handling once the closed fingers hide the object's material.
+keeps the handling once the closed fingers hide the object's material. Where a wrapper replaced
+the agent's action (a SARM monitor's veto in "hold" mode steps the env with a safe action), it
+reports the action the env executed in `info[EXECUTED_ACTION_KEY]`, and the effort follows
+that: the agent never conditions on a grip it did not execute.
 
 Batched use: several environments ("lanes") share one agent; `act_batch` answers every lane
 that needs a frame in one batched forward. Each lane has its own action queue, effort and
@@ -34,6 +37,9 @@ from agents.vla_model import TINY_VLA_DIR, PromptBuilder, load_vla
 from agents.vlm_agent import default_tap_layer
 
 DECODING_RULES = ("expectation", "argmax")
+#: info key where a wrapper that may replace the agent's action (monitors.sarm.SARMMonitor)
+#: reports the action the env executed at the previous step (4 floats).
+EXECUTED_ACTION_KEY = "executed_action"
 
 
 @dataclass
@@ -158,7 +164,8 @@ class VLAAgent:
         Args:
             observations: per lane, the env observation (needs "state"; "image" when
                 `needs_image_for(lane)`).
-            infos: per lane, the env info (needs "instruction").
+            infos: per lane, the env info (needs "instruction"; its EXECUTED_ACTION_KEY, where
+                present, sets the lane's grip effort to the grip the env executed last).
             lanes: distinct lane ids, in the order of observations and infos.
         """
         if not len(observations) == len(infos) == len(lanes):
@@ -169,6 +176,10 @@ class VLAAgent:
         if len(set(int(x) for x in lanes)) != len(lanes):
             raise ValueError(f"lanes={lanes}: lane ids must be distinct")
         states = [self._lane(x) for x in lanes]
+        for info, s in zip(infos, states, strict=True):
+            executed = info.get(EXECUTED_ACTION_KEY) if isinstance(info, dict) else None
+            if executed is not None:  # what the env ran at the previous step, not what we asked
+                s.effort = _executed_grip(executed)
         need = [i for i, s in enumerate(states) if not s.queue]
         if need:
             self._decide(
@@ -214,9 +225,24 @@ class VLAAgent:
         p_fragile = self.backend.answer_probs(frag, ("yes", "no"))[:, 0].cpu().numpy()
         for row, s in enumerate(states):
             s.queue = [np.clip(a, -1.0, 1.0).astype(np.float32) for a in actions[row, : self.chunk]]
-            s.decision = {"p_fragile": float(p_fragile[row]), "decoding": self.decoding}
+            s.decision = {
+                "p_fragile": float(p_fragile[row]),
+                "decoding": self.decoding,
+                "effort": s.effort,  # the grip effort the prompt carried
+            }
 
     def close(self) -> None:
         """Detach the tap from the model."""
         if self.tap is not None:
             self.tap.remove()
+
+
+def _executed_grip(executed: Any) -> float:
+    """The gripper command of an executed action reported in info (4 finite floats)."""
+    arr = np.asarray(executed, dtype=np.float64).reshape(-1)
+    if arr.shape != (4,) or not np.all(np.isfinite(arr)):
+        raise ValueError(
+            f"info[{EXECUTED_ACTION_KEY!r}]={executed!r}: expected the executed action, "
+            "4 finite floats (dx, dy, dz, grip)"
+        )
+    return float(np.clip(arr[3], -1.0, 1.0))

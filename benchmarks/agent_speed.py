@@ -16,8 +16,13 @@
    one by one runs ~15x more ops per image, so contended multi-thread ratios mostly measure
    the stalls), and the rendering time per frame (the rest of collection, the same at any
    batch size).
+3. Decision latency, VLA vs planner: `VLAAgent.act` with chunk 1 (one forward per step, the
+   embedded agents/tiny_vla: its prompt adds state tokens and it reads a chunk of action
+   slots) beside `VLMAgent.act` (decide_every 1), both with their taps, alternating step by
+   step on the same frames; medians and their ratio. `physteer bench` measures the closed
+   loop of both (episodes/min, time shares); this isolates the forward.
 
-Usage: python benchmarks/agent_speed.py [--threads 1,2] [--device cpu] [--rounds 5]
+Usage: python benchmarks/agent_speed.py [--threads 1,2] [--device cpu] [--rounds 5] [--skip-vla]
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def _fake_info() -> dict:
         "object_pos": np.array([0.05, 0.02, 0.03]),
         "bin_pos": np.array([0.1, 0.2, 0.0]),
         "finger_width": 0.08,
+        "instruction": "Put the red object in the bin.",
         "holding": False,
         "broken": False,
         "object": {"color": "red", "material": "fragile", "shade": "pale", "shape": "cube"},
@@ -150,6 +156,39 @@ def step_latency(backend, frames: np.ndarray, rounds: int, steps: int) -> dict:
     }
 
 
+def vla_decision_latency(backend, frames: np.ndarray, rounds: int, steps: int, device: str) -> dict:
+    """Median seconds per decision of the VLA (chunk 1) and of the planner, alternating.
+
+    Returns the two medians, their ratio (VLA / planner) and the decisions timed per agent.
+    """
+    from agents.vla_agent import VLAAgent
+    from agents.vlm_agent import VLMAgent
+
+    agents = {
+        "planner": VLMAgent(backend, decide_every=1),
+        "vla": VLAAgent("tiny-vla", chunk=1, device=device),
+    }
+    info = _fake_info()
+    state = np.zeros(17, dtype=np.float32)
+    times: dict[str, list[float]] = {k: [] for k in agents}
+    for agent in agents.values():
+        agent.reset(0)
+    try:
+        for i in range(rounds * steps + 2):
+            obs = {"image": frames[i % len(frames)], "state": state}
+            for name in ("vla", "planner") if i % 2 else ("planner", "vla"):
+                t0 = time.perf_counter()
+                agents[name].act(obs, info)
+                if i >= 2:  # the first two pairs warm up
+                    times[name].append(time.perf_counter() - t0)
+    finally:
+        for agent in agents.values():
+            agent.tap.remove()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"median_s_planner": med["planner"], "median_s_vla": med["vla"],
+            "vla_over_planner": med["vla"] / med["planner"], "decisions_each": len(times["vla"])}  # fmt: skip
+
+
 #: A round is "quiet" when other processes used less than this many cores during both runs.
 QUIET_CORES = 0.25
 
@@ -246,6 +285,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20, help="agent steps per round and variant")
     ap.add_argument("--skip-latency", action="store_true", help="only the throughput measurement")
+    ap.add_argument("--skip-vla", action="store_true", help="no VLA vs planner decision latency")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     torch.set_num_threads(threads[0])
@@ -261,6 +301,19 @@ def main() -> None:
             f"{lat['tap_overhead'] * 100:+.1f}% (target <= 3%); the tap hook itself takes "
             f"{lat['median_s_tap_hook'] * 1e6:.0f} us = {lat['hook_share'] * 100:.2f}% of a step"
         )
+    from agents.vla_model import TINY_VLA_DIR
+
+    if not args.skip_vla and (TINY_VLA_DIR / "config.json").is_file():
+        result["vla_decision"] = vla = vla_decision_latency(
+            backend, frames, args.rounds, args.steps, args.device
+        )
+        print(
+            f"decision ({threads[0]} thread(s)): VLA {vla['median_s_vla'] * 1e3:.1f} ms vs planner "
+            f"{vla['median_s_planner'] * 1e3:.1f} ms: {vla['vla_over_planner']:.2f}x "
+            f"(medians of {vla['decisions_each']} alternating decisions each)"
+        )
+    elif not args.skip_vla:
+        print(f"VLA decision latency skipped: no checkpoint in {TINY_VLA_DIR} (physteer train-vla)")
     thr = collection_throughput(backend, frames, args.rounds, threads)
     result["collection_throughput"] = thr
     result["render_s_per_frame"] = render_s

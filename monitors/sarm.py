@@ -17,6 +17,9 @@ reason in info. Nothing the monitor does raises into the env loop.
 on_veto="hold": the env steps with a safe action (no motion, gripper as in the last executed
 action; open before any). on_veto="stop": the env is not stepped; the episode is truncated with
 info["sarm"]["reason"]. With enforce=False the monitor only reports (shadow mode).
+Every step's info also carries `info["executed_action"]`, the action the env executed (the
+agent's, or the safe action; None on a stop), so an agent that conditions on its own past
+commands (agents.vla_agent's grip effort) follows what ran, not what it asked for.
 A monitor that never vetoes passes every action through unchanged: the trajectory is identical
 to the unwrapped env's.
 """
@@ -35,6 +38,8 @@ from monitors.scorers import Scorer, all_finite, count_nonfinite
 
 ON_VETO = ("hold", "stop")
 TOKEN_SELECTIONS = ("image", "all")
+#: info key of the action the env executed (the same key as agents.vla_agent.EXECUTED_ACTION_KEY).
+EXECUTED_ACTION_KEY = "executed_action"
 
 
 def _validates_input(scorer: Any) -> bool:
@@ -262,7 +267,11 @@ class SARMMonitor(gym.Wrapper):
         self.monitor_steps += 1
         self._step += 1
         if veto and self.enforce and self.on_veto == "stop":
-            info = {**self._info, self.info_key: {**report, "action": "stop"}}
+            info = {
+                **self._info,
+                self.info_key: {**report, "action": "stop"},
+                EXECUTED_ACTION_KEY: None,
+            }
             self.overhead_s += time.perf_counter() - t0
             return self._obs, 0.0, False, True, info
         if veto and self.enforce:
@@ -272,7 +281,7 @@ class SARMMonitor(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         t_back = time.perf_counter()
         self._last_action = arr if arr is not None else np.asarray(action, np.float32).reshape(-1)
-        info = {**info, self.info_key: report}
+        info = {**info, self.info_key: report, EXECUTED_ACTION_KEY: self._last_action.copy()}
         self._obs, self._info = obs, info
         # Everything but the env step is the monitor's cost, the bookkeeping after it included.
         self.overhead_s += (t_env - t0) + (time.perf_counter() - t_back)

@@ -38,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(p, _config_class())
     p.set_defaults(func=cmd_train_vla)
     register_rewiring(subparsers)
+    register_study(subparsers)
 
 
 def _config_class() -> type:
@@ -143,4 +144,24 @@ def cmd_rewiring(args: argparse.Namespace) -> int:
     Console().print(table)
     path = write_json(Path(args.out) / "rewiring.json", report)
     Console().print(f"wrote {path}")
+    return 0
+
+
+def register_study(subparsers: argparse._SubParsersAction) -> None:
+    """Add `vla-study`; its flags are VLAStudyConfig's fields (rollouts.vla_study)."""
+    from rollouts.config_cli import add_config_arguments
+    from rollouts.vla_study import VLAStudyConfig
+
+    p = subparsers.add_parser("vla-study", help="graded steering of the VLA's handling on fragile objects: SAE dose "
+                              "response, norm-matched random, dom and neuron clusters, paired seeds")  # fmt: skip
+    add_config_arguments(p, VLAStudyConfig)
+    p.set_defaults(func=cmd_vla_study)
+
+
+def cmd_vla_study(args: argparse.Namespace) -> int:
+    """Validate every setting, then build (or reuse) the resources, run (or resume), summarize."""
+    from rollouts.config_cli import config_from_args
+    from rollouts.vla_study import VLAStudyConfig, run_vla_study
+
+    run_vla_study(config_from_args(VLAStudyConfig, args), Console())
     return 0

@@ -1,0 +1,380 @@
+"""`physteer vla-study`: graded steering of the VLA's handling of fragile objects, one command.
+
+    physteer vla-study --model runs/vla --seeds 20
+
+1. Resources on the VLA (cached in the study folder, reused on rerun): tap-layer image-token
+   activations of labelled frames (`rollouts.collect`, the plain question prompt: its image
+   tokens' residual stream equals the VLA decision prompt's, which shares the prefix up to the
+   image block; tests/rollouts/test_vla_study.py checks it), an SAE, decorrelated discovery
+   and the difference-of-means vector, made with the functions `physteer demo` uses.
+2. One paired experiment (`rollouts.runner`, agent "vla", fragile objects, the same seeds in
+   every condition): unsteered; the discovered fragility features set toward rigid at every
+   `sae_levels` X (strength s = 1 − X; unsteered is s = 0); a random direction whose per-token
+   norm matches the SAE edit's at the strongest s (measured with `conditions.steering_norm` on
+   the collected fragile image tokens); dom toward rigid; the FFN neuron cluster of each
+   handling word clamped to `neuron_value`, and a random cluster of the same size.
+3. `summarize_vla_study`: per condition means with 95% CIs (`report.compare_conditions`), the
+   SAE dose response (Spearman rho, separated intermediate strengths, breakage, the random
+   control's share of the SAE effect), the neuron clusters' paired carry-speed changes, each
+   acceptance flag (criteria fixed in ACCEPTANCE, never tuned) beside its numbers:
+   summary.json, dose_response.png, a terminal table (<= 80 columns).
+
+Folder: <out>/<name>/{store, sae, discovery, episodes, summary.json, dose_response.png}.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+#: Episode outcomes the study reports per condition.
+METRICS = ("peak_grip_force", "carry_speed", "release_height", "broken", "success")
+#: Acceptance criteria, fixed before any run: dose response monotone (Spearman rho of mean peak
+#: grip force vs strength at most this), at least this many intermediate strengths separated
+#: from both extremes, the norm-matched random direction's grip change at most this fraction
+#: of the SAE's, and the significance level of paired tests.
+ACCEPTANCE = {"spearman_rho_max": -0.9, "min_separated_intermediates": 2, "random_fraction_max": 0.25,
+              "alpha": 0.05}  # fmt: skip
+#: Expected sign of a handling word's carry-speed change (words without one: no direction flag).
+EXPECTED_CARRY_SIGN = {"quickly": 1, "fast": 1, "slowly": -1, "slow": -1}
+COLLECT_SEED = 1_000_000  # first env seed of the labelled frames (episodes use seeds 0..n-1)
+#: Fields whose values made the cached resources; a rerun must keep them.
+RESOURCE_FIELDS = ("model", "layer", "images", "sae_steps", "sae_expansion", "sae_lr")
+
+
+@dataclass
+class VLAStudyConfig:
+    """The graded-steering study of a VLA (saved as study_config.json).
+
+    Attributes:
+        name: study folder name under `out`.
+        out: parent folder of study folders.
+        model: VLA checkpoint folder ("tiny": the embedded agents/tiny_vla).
+        layer: decoder layer of the tap, the SAE and every residual edit (None: the agent's
+            default, 2/3 depth).
+        seeds: paired episodes per condition (env seeds 0..seeds-1, fragile objects).
+        max_steps: steps before an episode is truncated.
+        chunk: actions the VLA executes per forward (None: its checkpoint's horizon).
+        images: labelled frames collected for the SAE, discovery and the dom vector.
+        sae_steps: SAE training steps.
+        sae_expansion: SAE latents per residual dimension.
+        sae_lr: SAE learning rate (None: sae.TrainConfig's default).
+        sae_levels: SAE fragility levels X, each < 1 (1 = fragile level, 0 = rigid level,
+            < 0 beyond rigid); strength s = 1 − X. At least 2.
+        dom_scales: difference-of-means magnitudes toward rigid (run as dom:−m), each > 0.
+        neuron_words: handling words whose FFN neuron cluster is clamped
+            (agents.vla_model.HANDLING_WORDS); empty: no neuron conditions.
+        neuron_value: the activation the neuron clusters (and the random cluster) are clamped to.
+        videos: record MP4s for the first this-many seeds of each condition.
+        executor: "serial", "processes" or "ray" (see `physteer run`).
+        workers: processes or Ray actors, each holding its own model.
+        envs_per_worker: environments a worker steps together (one batched forward).
+        device: torch device of the model ("cpu", "cuda", "auto").
+    """
+
+    name: str = "vla-study"
+    out: str = "runs"
+    model: str = "tiny"
+    layer: int | None = None
+    seeds: int = 20
+    max_steps: int = 200
+    chunk: int | None = None
+    images: int = 512
+    sae_steps: int = 1500
+    sae_expansion: float = 4.0
+    sae_lr: float | None = None
+    sae_levels: list[float] = field(default_factory=lambda: [0.5, 0.0, -0.5, -1.0, -2.0])
+    dom_scales: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    neuron_words: list[str] = field(default_factory=lambda: ["quickly", "slowly", "gently", "firmly"])
+    neuron_value: float = 5.0
+    videos: int = 0
+    executor: str = "processes"
+    workers: int = 1
+    envs_per_worker: int = 4
+    device: str = "cpu"
+
+    @property
+    def root(self) -> Path:
+        """The study folder."""
+        return Path(self.out) / self.name
+
+    def validate(self) -> None:
+        """ValueError naming the first bad setting, before any work (also the experiment's own
+        checks, and that cached resources were made with the same settings)."""
+        from agents.vla_model import HANDLING_WORDS
+
+        for name, low in (("seeds", 2), ("max_steps", 1), ("images", 16), ("sae_steps", 1), ("videos", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r} is not allowed: it must be an int >= {low}")
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name={self.name!r}: a folder name without '/'")
+        if not self.sae_expansion > 0 or (self.sae_lr is not None and not 0 < self.sae_lr < 1):
+            raise ValueError(f"sae_expansion={self.sae_expansion} must be > 0 and sae_lr={self.sae_lr} in (0, 1)")
+        levels = list(self.sae_levels)
+        if len(levels) < 2 or len(set(levels)) != len(levels) or not all(math.isfinite(x) and x < 1 for x in levels):
+            raise ValueError(f"sae_levels={levels}: give at least 2 distinct finite levels X < 1 "
+                             "(toward rigid: 0 = rigid level, < 0 beyond it; strength 1 − X)")  # fmt: skip
+        scales = list(self.dom_scales)
+        if not scales or len(set(scales)) != len(scales) or not all(math.isfinite(m) and m > 0 for m in scales):
+            raise ValueError(f"dom_scales={scales}: give at least 1 distinct finite magnitude > 0")
+        unknown = [w for w in self.neuron_words if w not in HANDLING_WORDS]
+        if unknown or len(set(self.neuron_words)) != len(self.neuron_words):
+            raise ValueError(f"neuron_words={list(self.neuron_words)}: unknown or repeated {unknown or 'words'}; "
+                             f"allowed (distinct): {list(HANDLING_WORDS)}")  # fmt: skip
+        if not math.isfinite(self.neuron_value):
+            raise ValueError(f"neuron_value={self.neuron_value!r}: must be finite")
+        self.experiment("random:1", {}).validate()  # agent, checkpoint, executor, device, ...
+        saved = self.root / "study_config.json"
+        if saved.is_file():
+            old = json.loads(saved.read_text())
+            changed = [k for k in RESOURCE_FIELDS if old.get(k) != getattr(self, k)]
+            if changed:
+                raise ValueError(f"{self.root} holds resources made with other {changed} "
+                                 f"({ {k: old.get(k) for k in changed} }); use another --name")  # fmt: skip
+
+    def conditions(self, random_condition: str) -> list[str]:
+        """The experiment's conditions, in the order the tables list them."""
+        out = ["unsteered", *(sae_condition(x) for x in self.sae_levels), random_condition]
+        out += [f"dom:{-m:+g}" for m in self.dom_scales]
+        if self.neuron_words:
+            out += [f"neuron:{w}:{self.neuron_value:g}" for w in self.neuron_words]
+            out.append(f"neuron-random:{self.neuron_value:g}")
+        return out
+
+    def experiment(self, random_condition: str, resources: dict[str, Any]) -> Any:
+        """The runner's ExperimentConfig of the study's episodes (`resources`: build_resources's
+        paths and layer)."""
+        from rollouts.runner import ExperimentConfig
+
+        return ExperimentConfig(
+            name="episodes", out=str(self.root), conditions=self.conditions(random_condition),
+            seeds=list(range(self.seeds)), material="fragile", agent="vla", model=self.model,
+            layer=resources.get("layer", self.layer),
+            chunk=self.chunk, max_steps=self.max_steps, holding=False, videos=self.videos, executor=self.executor,
+            workers=self.workers, envs_per_worker=self.envs_per_worker, device=self.device,
+            sae=resources.get("sae"), discovery=resources.get("discovery"), vector=resources.get("vector"),
+        )  # fmt: skip
+
+
+def sae_condition(level: float) -> str:
+    """The condition string of SAE fragility level X."""
+    return f"sae:fragility:{level:+g}"
+
+
+def build_resources(cfg: VLAStudyConfig, console: Console) -> dict[str, Any]:
+    """Stage 1: activations, SAE, discovery, dom vector on the VLA (each reused when its marker
+    reads, as in `physteer demo`). Returns paths, the layer and the SAE's figures.
+
+    Raises:
+        ValueError: discovery found no fragility feature (the SAE conditions need one).
+    """
+    import shutil
+
+    from agents.vla_model import TINY_VLA_DIR, load_vla
+    from agents.vlm_agent import default_tap_layer
+    from rollouts.collect import collect_activations
+    from rollouts.demo import marker_reads
+    from sae import (
+        ActivationStore,
+        TrainConfig,
+        default_config,
+        discover_store,
+        evaluate,
+        train_sae,
+    )
+    from sae.discovery_report import save_plot
+    from sae.discovery_report import write_json as write_discovery
+    from sae.matryoshka import MatryoshkaSAE
+
+    root = cfg.root
+    backend, _ = load_vla(TINY_VLA_DIR if cfg.model in ("tiny", "tiny-vla") else cfg.model, cfg.device, "float32")
+    layer = default_tap_layer(backend.n_layers) if cfg.layer is None else cfg.layer
+    store_dir, sae_dir, discovery_path = root / "store", root / "sae", root / "discovery" / "discovery.json"
+    if not marker_reads(store_dir / "dom_vector.safetensors"):
+        shutil.rmtree(store_dir, ignore_errors=True)  # a half-written store from an interrupted run
+        console.print(f"collecting {cfg.images} labelled frames at layer {layer}")
+        collect_activations(backend, layer, store_dir, cfg.images, seed=COLLECT_SEED)
+    store = ActivationStore.open(store_dir)
+    if not marker_reads(sae_dir / "sae" / "config.json"):
+        sae_config = default_config(store.d, n_latents=max(8, round(cfg.sae_expansion * store.d)))
+        lr = TrainConfig.lr if cfg.sae_lr is None else cfg.sae_lr
+        train_sae(store, sae_config, TrainConfig(lr=lr, steps=cfg.sae_steps, batch_size=1024, seed=0,
+                                                 out_dir=str(sae_dir)),
+                  resume=(sae_dir / "checkpoints").exists(), progress=False)  # fmt: skip
+    sae = MatryoshkaSAE.from_pretrained(sae_dir / "sae", expected_d_in=store.d)
+    metrics = evaluate(sae, store)
+    if not marker_reads(discovery_path):
+        result = discover_store(sae, store, threshold=0.5, n_boot=300)
+        save_plot(result, discovery_path.with_name("discovery.png"))
+        write_discovery(result, discovery_path)
+    fragility = json.loads(discovery_path.read_text()).get("fragility") or []
+    console.print(f"resources: {store}, SAE FVE {metrics.fve:.3f}, {len(fragility)} fragility features")
+    if not fragility:
+        raise ValueError(f"discovery on {cfg.model} at layer {layer} found no fragility feature "
+                         f"({discovery_path.with_name('discovery.png')}): the SAE conditions have nothing to "
+                         "steer; try more --images or --sae-steps (in a new --name) or another --layer")  # fmt: skip
+    return {"store": str(store_dir), "sae": str(sae_dir / "sae"), "discovery": str(discovery_path),
+            "vector": str(store_dir / "dom_vector.safetensors"), "layer": layer, "backend": backend,
+            "sae_fve": metrics.fve, "sae_l0": metrics.l0, "n_fragility_features": len(fragility)}  # fmt: skip
+
+
+def matched_random(cfg: VLAStudyConfig, res: dict[str, Any], max_rows: int = 20000) -> dict[str, Any]:
+    """The random direction matched in per-token norm to the SAE edit at the strongest strength,
+    measured (as the hooks edit) on the collected fragile image tokens; every residual
+    condition's norm beside it, and the tokens' own mean norm (for scale)."""
+    import numpy as np
+
+    from rollouts.conditions import (
+        RESIDUAL_KINDS,
+        SteeringResources,
+        parse_condition,
+        steering_norm,
+    )
+    from sae import ActivationStore
+
+    acts, meta = ActivationStore.open(res["store"]).load_all(max_rows=max_rows, with_metadata=True)
+    acts = acts[np.asarray(meta.column("material").to_pylist()) == "fragile"]
+    steer = SteeringResources.load(res["sae"], res["discovery"], res["vector"])
+    strongest = sae_condition(min(cfg.sae_levels))
+    sae_norm = steering_norm(parse_condition(strongest), steer, acts)
+    dom_norm = float(steer.dom_vector.norm())
+    random_condition = f"random:{sae_norm / dom_norm:.4g}"
+    norms = {c: steering_norm(parse_condition(c), steer, acts) for c in cfg.conditions(random_condition)
+             if parse_condition(c).kind in RESIDUAL_KINDS}  # fmt: skip
+    return {"sae_condition": strongest, "sae_norm": sae_norm, "random_condition": random_condition,
+            "random_scale": parse_condition(random_condition).magnitude, "random_norm": norms[random_condition],
+            "dom_norm": dom_norm, "token_norm": float(acts.float().norm(dim=1).mean()), "n_tokens": int(len(acts)),
+            "norms": norms}  # fmt: skip
+
+
+def neuron_clusters(cfg: VLAStudyConfig, backend: Any) -> dict[str, Any]:
+    """The cluster each neuron condition clamps (as `conditions.build_intervention` selects it)."""
+    from agents.neurons import select_cluster
+
+    out = {}
+    for word in [*cfg.neuron_words, "fragile"] if cfg.neuron_words else []:
+        c = select_cluster(backend, word)
+        key = word if word != "fragile" else "random_reference"
+        out[key] = {"layer": c.layer, "neuron_ids": c.neuron_ids, "score": c.score,
+                    "top_tokens": {str(i): t[:5] for i, t in c.top_tokens.items()}}  # fmt: skip
+    return out
+
+
+def run_vla_study(cfg: VLAStudyConfig, console: Console | None = None, progress: bool = True) -> Path:
+    """Validate, build (or reuse) the resources, run (or resume) the episodes, summarize.
+
+    Returns:
+        The path of summary.json.
+    """
+    from rollouts.runner import run_experiment
+    from storage import write_json
+
+    cfg.validate()
+    console = console or Console()
+    cfg.root.mkdir(parents=True, exist_ok=True)
+    write_json(cfg.root / "study_config.json", asdict(cfg))
+    res = build_resources(cfg, console)
+    matched = matched_random(cfg, res)
+    clusters = neuron_clusters(cfg, res.pop("backend"))
+    exp = cfg.experiment(matched["random_condition"], res)
+    console.print(f"{len(exp.conditions)} conditions × {cfg.seeds} seeds on fragile objects")
+    run_dir = run_experiment(exp, progress=progress, report=False)
+    from rollouts.logs import RunLog
+
+    rows = RunLog(run_dir).read_episodes().to_pylist()
+    summary = summarize_vla_study(rows, cfg, matched)
+    summary.update(resources=res, neuron_clusters=clusters, config=asdict(cfg))
+    from rollouts.vla_study_report import plot_dose_response, print_summary
+
+    plot_dose_response(summary, cfg.root / "dose_response.png")
+    path = write_json(cfg.root / "summary.json", _finite(summary))
+    print_summary(summary, console)
+    console.print(f"summary: {path}")
+    return path
+
+
+def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched: dict[str, Any]) -> dict[str, Any]:
+    """Per condition estimates, the SAE dose response and the neuron clusters' effects.
+
+    Args:
+        rows: episode rows (condition, seed, METRICS), every condition on the same seeds.
+        cfg: the study's config (which conditions are which).
+        matched: `matched_random`'s record (the random control's condition and norms).
+    """
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from rollouts.report import compare_conditions
+
+    order = cfg.conditions(matched["random_condition"])
+    table = compare_conditions(rows, "unsteered", order)
+    by = {r["condition"]: r for r in table}
+    missing = [c for c in order if c not in by]
+    if missing:
+        raise ValueError(f"conditions {missing} have no episodes in the run")
+    # Paired by seed against unsteered (compare_conditions): `<metric>_diff` is the mean of
+    # (condition − unsteered) with its bootstrap CI, `<metric>_p` McNemar's or Wilcoxon's p.
+    levels = sorted(cfg.sae_levels, reverse=True)  # weakest first
+    conds = ["unsteered", *(sae_condition(x) for x in levels)]
+    strengths = [0.0, *(1.0 - x for x in levels)]
+    grip = [by[c]["peak_grip_force"] for c in conds]
+    means = np.array([g["value"] for g in grip], dtype=float)
+    finite = np.isfinite(means)
+    varies = finite.sum() >= 3 and np.ptp(means[finite]) > 0  # else rho is undefined
+    rho, p = spearmanr(np.array(strengths)[finite], means[finite]) if varies else (math.nan, math.nan)
+    lo_end, hi_end = grip[0], grip[-1]
+
+    def separated(e: dict) -> bool:
+        between = min(lo_end["value"], hi_end["value"]) < e["value"] < max(lo_end["value"], hi_end["value"])
+        return between and all(e["high"] < x["low"] or e["low"] > x["high"] for x in (lo_end, hi_end))
+
+    sep = [s for s, e in zip(strengths[1:-1], grip[1:-1], strict=True) if separated(e)]
+    strongest = by[conds[-1]]
+    sae_change, rand_change = strongest["peak_grip_force_diff"], by[matched["random_condition"]]["peak_grip_force_diff"]
+    fraction = rand_change["value"] / sae_change["value"] if sae_change["value"] else math.nan
+    broken_diff = strongest["broken_diff"]
+    dose = {
+        "conditions": conds, "strengths": strengths, "peak_grip_force": grip,
+        "spearman_rho": float(rho), "spearman_p": float(p), "separated_intermediates": sep,
+        "broken_unsteered": by["unsteered"]["broken"], "broken_strongest": by[conds[-1]]["broken"],
+        "broken_change": broken_diff, "broken_change_p": strongest["broken_p"],
+        "sae_grip_change": sae_change, "random_grip_change": rand_change, "random_fraction": fraction,
+        "flags": {
+            "monotone": bool(rho <= ACCEPTANCE["spearman_rho_max"]),
+            "graded": len(sep) >= ACCEPTANCE["min_separated_intermediates"],
+            "breakage_reduced": bool(broken_diff["high"] < 0),
+            "random_small": bool(abs(fraction) <= ACCEPTANCE["random_fraction_max"]),
+        },
+    }  # fmt: skip
+    neurons: dict[str, Any] = {}
+    if cfg.neuron_words:
+        control = f"neuron-random:{cfg.neuron_value:g}"
+        for cond in [*(f"neuron:{w}:{cfg.neuron_value:g}" for w in cfg.neuron_words), control]:
+            diff, pval = by[cond]["carry_speed_diff"], by[cond]["carry_speed_p"]
+            word = cond.split(":")[1] if cond != control else "random"
+            sign = EXPECTED_CARRY_SIGN.get(word)
+            flags = {"significant": bool(pval < ACCEPTANCE["alpha"])}
+            if sign is not None:
+                flags["expected_direction"] = bool(flags["significant"] and np.sign(diff["value"]) == sign)
+            neurons[word] = {"condition": cond, "carry_speed_change": diff, "carry_speed_p": pval,
+                             "peak_grip_force_change": by[cond].get("peak_grip_force_diff"),
+                             "expected_sign": sign, "flags": flags}  # fmt: skip
+    return {"n_seeds": cfg.seeds, "baseline": "unsteered", "metrics": list(METRICS), "acceptance": ACCEPTANCE,
+            "matched_norm": matched, "conditions": table, "dose_response": dose, "neurons": neurons}  # fmt: skip
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with NaN / inf floats as None (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

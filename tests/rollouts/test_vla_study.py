@@ -1,0 +1,148 @@
+"""`physteer vla-study` on the shipped tiny VLA at a tiny budget: the image tokens it relies on,
+files, summary fields, reuse and resume on rerun, bad input before any work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from rich.console import Console
+
+from rollouts.cli import main
+from rollouts.vla_study import VLAStudyConfig, run_vla_study
+
+TINY = dict(seeds=2, max_steps=40, images=32, sae_steps=100, sae_levels=[0.0, -2.0], dom_scales=[2.0],
+            neuron_words=["quickly", "slowly"], executor="serial", envs_per_worker=2)  # fmt: skip
+FLAGS = ["--seeds", "2", "--max-steps", "40", "--images", "32", "--sae-steps", "100", "--sae-levels", "0,-2",
+         "--dom-scales", "2", "--neuron-words", "quickly,slowly", "--executor", "serial", "--envs-per-worker", "2"]  # fmt: skip
+
+
+def test_vla_decision_image_tokens_equal_the_collect_path():
+    """The VLA's decision prompt shares the question prompt's prefix up to the image block, so
+    the tap-layer image tokens of a decision equal those `physteer collect` stores."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401 - registers the env
+    from agents.taps import ResidualTap
+    from agents.vla_agent import VLAAgent
+    from rollouts.collect import image_token_activations
+
+    agent = VLAAgent("tiny-vla", device="cpu")
+    env = gym.make("physteer/FrankaPick-v0", obs_mode="rgb+state", image_size=384)
+    obs, info = env.reset(seed=5, options={"material": "fragile"})
+    env.close()
+    agent.reset(5)
+    agent.act(obs, info)
+    decision = agent.tap.latest_batch[0, : agent.tap.n_image_tokens].clone()
+    with ResidualTap(agent.tap.layer, include_last=False).attach(agent.backend) as tap:
+        (_, collected, _), = image_token_activations(agent.backend, tap, obs["image"][None])  # fmt: skip
+    assert decision.shape == collected[0].shape == (81, agent.backend.hidden_size)
+    torch.testing.assert_close(decision, collected[0], atol=1e-5, rtol=0)
+    # not vacuous: the tokens after the image block (the VLA's own text) differ between prompts
+    assert agent.tap.latest_batch[0, -1].sub(collected[0, -1]).abs().max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One tiny study through the CLI; its config and folder."""
+    out = tmp_path_factory.mktemp("study")
+    assert main(["vla-study", "--out", str(out), "--name", "s", *FLAGS]) == 0
+    return VLAStudyConfig(out=str(out), name="s", **TINY)
+
+
+def test_study_writes_files_and_summary(study):
+    root = study.root
+    for f in ("study_config.json", "store/dom_vector.safetensors", "sae/sae/config.json", "discovery/discovery.json",
+              "episodes/episodes.parquet", "summary.json", "dose_response.png"):  # fmt: skip
+        assert (root / f).is_file(), f
+    s = json.loads((root / "summary.json").read_text())
+    m = s["matched_norm"]
+    assert m["sae_condition"] == "sae:fragility:-2" and m["random_condition"].startswith("random:")
+    assert m["random_norm"] == pytest.approx(m["sae_norm"], rel=1e-3)  # per-token norms matched
+    assert m["random_norm"] == pytest.approx(m["random_scale"] * m["dom_norm"], rel=1e-4)
+    assert m["token_norm"] > 0 and m["n_tokens"] > 0
+    names = [c["condition"] for c in s["conditions"]]
+    assert names == ["unsteered", "sae:fragility:+0", "sae:fragility:-2", m["random_condition"], "dom:-2",
+                     "neuron:quickly:5", "neuron:slowly:5", "neuron-random:5"]  # fmt: skip
+    for c in s["conditions"]:
+        assert c["n"] == 2
+        for k in ("peak_grip_force", "carry_speed", "release_height", "broken", "success"):
+            assert {"value", "low", "high", "n"} <= set(c[k])
+        assert c["peak_grip_force"]["n"] == 2
+    assert s["conditions"][0]["peak_grip_force"]["value"] > 0  # the unsteered VLA grips
+    d = s["dose_response"]
+    assert d["strengths"] == [0.0, 1.0, 3.0] and d["conditions"] == names[:3]
+    assert d["spearman_rho"] is None or -1 <= d["spearman_rho"] <= 1
+    assert set(d["flags"]) == {"monotone", "graded", "breakage_reduced", "random_small"}
+    assert all(isinstance(v, bool) for v in d["flags"].values())
+    assert d["separated_intermediates"] == [] or d["separated_intermediates"] == [1.0]
+    assert set(s["neurons"]) == {"quickly", "slowly", "random"}
+    q = s["neurons"]["quickly"]
+    assert q["expected_sign"] == 1 and isinstance(q["flags"]["expected_direction"], bool)
+    assert {"value", "low", "high", "n"} <= set(q["carry_speed_change"])
+    clusters = s["neuron_clusters"]
+    assert {"quickly", "slowly", "random_reference"} == set(clusters)
+    assert all(len(c["neuron_ids"]) == 10 for c in clusters.values())  # the control is the same size
+    assert s["resources"]["n_fragility_features"] > 0 and s["acceptance"]["spearman_rho_max"] == -0.9
+
+
+def test_table_fits_80_columns(study):
+    from rollouts.report import table_fits
+    from rollouts.vla_study_report import acceptance_table, conditions_table
+
+    s = json.loads((study.root / "summary.json").read_text())
+    console = Console(width=80)
+    assert table_fits(conditions_table(s), console)
+    with console.capture() as cap:
+        console.print(acceptance_table(s))
+    assert max(len(line) for line in cap.get().splitlines()) <= 80
+
+
+def test_rerun_reuses_resources_and_resumes(study):
+    root = study.root
+    kept = [root / f for f in ("store/dom_vector.safetensors", "sae/sae/sae.safetensors", "discovery/discovery.json")]
+    episodes = sorted((root / "episodes" / "episodes").rglob("seed_*.parquet"))
+    before = {p: p.stat().st_mtime_ns for p in kept + episodes}
+    gone = root / "episodes" / "episodes" / "dom_-2" / "seed_1.parquet"
+    gone.unlink()
+    old = json.loads((root / "summary.json").read_text())
+    run_vla_study(study, Console(quiet=True), progress=False)
+    assert gone.is_file()  # the missing episode was run again
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p != gone)  # nothing else redone
+    new = json.loads((root / "summary.json").read_text())
+    assert new["matched_norm"] == old["matched_norm"]
+    assert new["conditions"] == old["conditions"]  # an episode is a pure function of its seed
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--sae-levels", "0"], r"sae_levels=\[0.0\]: give at least 2"),
+    (["--sae-levels", "0.5,1.5"], "levels X < 1"),
+    (["--neuron-words", "quickly,wobbly"], r"unknown or repeated \['wobbly'\].*allowed"),
+    (["--dom-scales", "0"], "dom_scales"),
+    (["--seeds", "1"], "seeds=1"),
+    (["--model", "nowhere"], "nowhere"),
+])  # fmt: skip
+def test_bad_input_fails_before_any_work(tmp_path, capsys, flags, message):
+    import re
+
+    assert main(["vla-study", "--out", str(tmp_path), *FLAGS, *flags]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not any(tmp_path.iterdir())
+
+
+def test_changed_resource_settings_are_refused(study, capsys):
+    assert main(["vla-study", "--out", study.out, "--name", "s", *FLAGS, "--images", "48"]) == 2
+    assert "other ['images']" in capsys.readouterr().err
+
+
+
+def test_registering_the_command_imports_no_transformers():
+    import subprocess
+    import sys
+
+    code = ("import argparse, sys; from rollouts import cmd_vla; "
+            "cmd_vla.register(argparse.ArgumentParser().add_subparsers()); "
+            "print('transformers' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
