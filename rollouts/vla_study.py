@@ -34,12 +34,13 @@ from rich.console import Console
 
 #: Episode outcomes the study reports per condition.
 METRICS = ("peak_grip_force", "carry_speed", "release_height", "broken", "success")
-#: Acceptance criteria, fixed before any run: dose response monotone (Spearman rho of mean peak
-#: grip force vs strength at most this), at least this many intermediate strengths separated
-#: from both extremes, the norm-matched random direction's grip change at most this fraction
-#: of the SAE's, and the significance level of paired tests.
-ACCEPTANCE = {"spearman_rho_max": -0.9, "min_separated_intermediates": 2, "random_fraction_max": 0.25,
-              "alpha": 0.05}  # fmt: skip
+#: Acceptance criteria of issue 12, fixed before any run: steering toward rigid raises mean peak
+#: grip force monotonically (Spearman rho of the means vs strength at least this), at least this
+#: many intermediate strengths separated from both extremes, breakage rises from at most
+#: `broken_unsteered_max` to at least `broken_strongest_min`, the norm-matched random
+#: direction's grip change below this fraction of the SAE's, and the paired tests' level.
+ACCEPTANCE = {"spearman_rho_min": 0.9, "min_separated_intermediates": 2, "broken_unsteered_max": 0.10,
+              "broken_strongest_min": 0.50, "random_fraction_max": 0.2, "alpha": 0.05}  # fmt: skip
 #: Expected sign of a handling word's carry-speed change (words without one: no direction flag).
 EXPECTED_CARRY_SIGN = {"quickly": 1, "fast": 1, "slowly": -1, "slow": -1}
 COLLECT_SEED = 1_000_000  # first env seed of the labelled frames (episodes use seeds 0..n-1)
@@ -88,8 +89,10 @@ class VLAStudyConfig:
     sae_steps: int = 1500
     sae_expansion: float = 4.0
     sae_lr: float | None = None
-    sae_levels: list[float] = field(default_factory=lambda: [0.5, 0.0, -0.5, -1.0, -2.0])
-    dom_scales: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    # Between the fragile (1) and rigid (0) levels: on the first tiny VLA (n = 2 diagnostic) every
+    # edit of at least a token's own norm (X <= 0, dom:-1) stopped the arm gripping at all.
+    sae_levels: list[float] = field(default_factory=lambda: [0.8, 0.6, 0.4, 0.2, 0.0])
+    dom_scales: list[float] = field(default_factory=lambda: [0.25, 0.5])
     neuron_words: list[str] = field(default_factory=lambda: ["quickly", "slowly", "gently", "firmly"])
     neuron_value: float = 5.0
     videos: int = 0
@@ -346,10 +349,11 @@ def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched
         "broken_change": broken_diff, "broken_change_p": strongest["broken_p"],
         "sae_grip_change": sae_change, "random_grip_change": rand_change, "random_fraction": fraction,
         "flags": {
-            "monotone": bool(rho <= ACCEPTANCE["spearman_rho_max"]),
+            "monotone": bool(rho >= ACCEPTANCE["spearman_rho_min"]),
             "graded": len(sep) >= ACCEPTANCE["min_separated_intermediates"],
-            "breakage_reduced": bool(broken_diff["high"] < 0),
-            "random_small": bool(abs(fraction) <= ACCEPTANCE["random_fraction_max"]),
+            "breakage_rises": bool(by["unsteered"]["broken"]["value"] <= ACCEPTANCE["broken_unsteered_max"]
+                                   and by[conds[-1]]["broken"]["value"] >= ACCEPTANCE["broken_strongest_min"]),
+            "random_small": bool(abs(fraction) < ACCEPTANCE["random_fraction_max"]),
         },
     }  # fmt: skip
     neurons: dict[str, Any] = {}

@@ -54,15 +54,16 @@ def acceptance_table(summary: dict[str, Any]) -> Table:
         t.add_column(col, overflow="fold")
     sep = ", ".join(f"{s:g}" for s in d["separated_intermediates"]) or "none"
     f = d["flags"]
-    t.add_row("SAE monotone", f"rho {d['spearman_rho']:.2f} (p {d['spearman_p']:.2g}); need <= "
-              f"{acc['spearman_rho_max']:g}", _flag(f["monotone"]))  # fmt: skip
+    t.add_row("SAE monotone", f"rho {d['spearman_rho']:.2f} (p {d['spearman_p']:.2g}); need >= "
+              f"{acc['spearman_rho_min']:g}", _flag(f["monotone"]))  # fmt: skip
     t.add_row("SAE graded", f"separated strengths: {sep}; need >= {acc['min_separated_intermediates']}",
               _flag(f["graded"]))
     t.add_row("breakage", f"{_cell(d['broken_unsteered'], 100, '.0f%')} → {_cell(d['broken_strongest'], 100, '.0f%')}"
-              .replace("\n", " ") + f" (paired p {d['broken_change_p']:.2g})", _flag(f["breakage_reduced"]))  # fmt: skip
+              .replace("\n", " ") + f" (paired p {d['broken_change_p']:.2g}); need <= "
+              f"{100 * acc['broken_unsteered_max']:.0f}% → >= {100 * acc['broken_strongest_min']:.0f}%", _flag(f["breakage_rises"]))  # fmt: skip
     t.add_row("random small", f"Δgrip {_cell(d['random_grip_change'], 1, '.2f', True)} vs SAE "
               f"{_cell(d['sae_grip_change'], 1, '.2f', True)} N".replace("\n", " ") +
-              f"; fraction {d['random_fraction']:.2f}, need |.| <= {acc['random_fraction_max']:g}",
+              f"; fraction {d['random_fraction']:.2f}, need |.| < {acc['random_fraction_max']:g}",
               _flag(f["random_small"]))  # fmt: skip
     for word, n in summary["neurons"].items():
         figures = f"Δcarry {_cell(n['carry_speed_change'], 100, '.1f', True)}".replace("\n", " ")

@@ -74,7 +74,7 @@ def test_study_writes_files_and_summary(study):
     d = s["dose_response"]
     assert d["strengths"] == [0.0, 1.0, 3.0] and d["conditions"] == names[:3]
     assert d["spearman_rho"] is None or -1 <= d["spearman_rho"] <= 1
-    assert set(d["flags"]) == {"monotone", "graded", "breakage_reduced", "random_small"}
+    assert set(d["flags"]) == {"monotone", "graded", "breakage_rises", "random_small"}
     assert all(isinstance(v, bool) for v in d["flags"].values())
     assert d["separated_intermediates"] == [] or d["separated_intermediates"] == [1.0]
     assert set(s["neurons"]) == {"quickly", "slowly", "random"}
@@ -84,7 +84,7 @@ def test_study_writes_files_and_summary(study):
     clusters = s["neuron_clusters"]
     assert {"quickly", "slowly", "random_reference"} == set(clusters)
     assert all(len(c["neuron_ids"]) == 10 for c in clusters.values())  # the control is the same size
-    assert s["resources"]["n_fragility_features"] > 0 and s["acceptance"]["spearman_rho_max"] == -0.9
+    assert s["resources"]["n_fragility_features"] > 0 and s["acceptance"]["spearman_rho_min"] == 0.9
 
 
 def test_table_fits_80_columns(study):
