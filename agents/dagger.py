@@ -11,7 +11,7 @@ the same observation (the same field NoisyOracle writes, so rollouts.vla_demos r
 alike). The oracle is a ScriptedAgent: it reads the true material, and its expert's phase
 machine follows the arm wherever the policy takes it (a lost object sends it back to approach).
 
-    agent = DaggerAgent(VLAAgent("runs/vla"), ScriptedAgent())
+    agent = DaggerAgent(VLAAgent("runs/vla"), ScriptedAgent(recover=True))
     # run it through rollouts.episode.ClosedLoop with a DemoSteps recorder
 """
 
@@ -29,12 +29,13 @@ class DaggerAgent:
 
     Args:
         policy: the learner (any lanes-protocol agent, e.g. agents.vla_agent.VLAAgent).
-        oracle: the labeller (default ScriptedAgent: gentle on fragile, firm on rigid).
+        oracle: the labeller (default ScriptedAgent(recover=True): gentle on fragile, firm on
+            rigid, and back for an object the policy lost).
     """
 
     def __init__(self, policy: Agent, oracle: ScriptedAgent | None = None) -> None:
         self.policy = policy
-        self.oracle = oracle if oracle is not None else ScriptedAgent()
+        self.oracle = oracle if oracle is not None else ScriptedAgent(recover=True)
         self.tap = getattr(policy, "tap", None)
         self._labels: dict[int, list[float]] = {}
 

@@ -101,6 +101,8 @@ class LaneAgent:
     """
 
     tap: Any = None
+    #: Whether the lanes' experts go back for an object they lost (envs.expert.ScriptedExpert).
+    recover: bool = False
 
     def __init__(self, profile: str | HandlingProfile) -> None:
         self._initial_profile = profile
@@ -112,7 +114,7 @@ class LaneAgent:
         if isinstance(i, bool) or not isinstance(i, int) or i < 0:
             raise ValueError(f"lane={i!r}: expected an int >= 0")
         while len(self._lanes) <= i:
-            self._lanes.append(Lane(ScriptedExpert(self._initial_profile)))
+            self._lanes.append(Lane(ScriptedExpert(self._initial_profile, recover=self.recover)))
         return self._lanes[i]
 
     def reset(self, seed: int | None = None, lane: int = 0) -> None:
@@ -216,10 +218,12 @@ class ScriptedAgent(LaneAgent):
     gentle for fragile objects, firm for rigid ones (configurable with `profile_for`).
     """
 
-    def __init__(self, profile_for: dict[str, str | HandlingProfile] | None = None) -> None:
+    def __init__(self, profile_for: dict[str, str | HandlingProfile] | None = None, recover: bool = False) -> None:
         """Args:
         profile_for: material → profile name or HandlingProfile (default DEFAULT_PROFILE_FOR).
+        recover: the experts go back for a lost object (the VLA's demonstration oracles).
         """
+        self.recover = bool(recover)
         self.profile_for = check_profile_map(profile_for or DEFAULT_PROFILE_FOR)
         super().__init__(self.profile_for["fragile"])
 
@@ -323,7 +327,7 @@ class NoisyOracle(ScriptedAgent):
             raise ValueError(f"sigma={sigma!r} and prob={prob!r}: each must be in [0, 1]")
         self.sigma, self.prob = float(sigma), float(prob)
         self._rngs: dict[int, np.random.Generator] = {}
-        super().__init__(profile_for)
+        super().__init__(profile_for, recover=True)  # demonstrations show how to recover a lost object
 
     def reset(self, seed: int | None = None, lane: int = 0) -> None:
         """Start a new episode; the lane's noise generator restarts from the seed."""

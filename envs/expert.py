@@ -54,6 +54,8 @@ HOVER = 0.12  # approach height above the table
 GRASP_Z = 0.028  # ee height that puts the fingertips around the object's middle
 CARRY = 0.16  # carry height
 CLOSE_STEPS = 10  # steps to let the velocity-limited fingers close
+ALIGNED = 0.01  # xy distance (m) at which the gripper counts as above its target
+BIN_REACH = 0.07  # xy distance (m) from the bin centre within which an object lies in the bin
 
 
 def get_profile(profile: str | HandlingProfile) -> HandlingProfile:
@@ -71,12 +73,18 @@ class ScriptedExpert:
     Args:
         profile: "gentle", "firm" or a HandlingProfile; may be changed between steps
             (e.g. by a planner deciding the object is fragile).
+        recover: go back for an object lost (slipped, dropped on the table) while lifting,
+            carrying or lowering it, fingers open. Off by default, so the planner's episodes
+            and the labelled frames stay as they were; the VLA's demonstration oracle turns
+            it on (a policy that drops the object must learn to pick it up again). Off, a
+            slip during the lift still sends the expert back, one step later.
     """
 
     PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "retreat")
 
-    def __init__(self, profile: str | HandlingProfile = "gentle") -> None:
+    def __init__(self, profile: str | HandlingProfile = "gentle", recover: bool = False) -> None:
         self.profile = get_profile(profile)
+        self.recover = bool(recover)
         self.reset()
 
     @property
@@ -92,6 +100,46 @@ class ScriptedExpert:
         """Start a new episode from the first phase."""
         self.phase = "approach"
         self._timer = 0
+
+    def resume(self, info: dict[str, Any]) -> str:
+        """Take over an episode where it stands: start the phase that fits the scene in `info`
+        (the env's info, as `act` reads it) instead of "approach", e.g. when a conservative
+        expert replaces another controller mid-episode (monitors.sarm's fallback veto).
+
+        - holding the object: "lower" when the gripper is above the bin (within ALIGNED in
+          x, y), else "lift" (rise to carry height, then carry to the bin): a held object is
+          carried on, never dropped by opening the fingers;
+        - not holding, the object in the bin (within BIN_REACH of its centre in x, y):
+          "retreat";
+        - not holding, the gripper above the object (within ALIGNED): "close" at grasp height
+          (within 1 cm), "descend" below hover height;
+        - otherwise "approach".
+
+        Returns:
+            the phase it starts in (also `self.phase`; the phase timer restarts).
+
+        Raises:
+            ValueError: `info` lacks ee_pos, object_pos, bin_pos or holding.
+        """
+        missing = sorted({"ee_pos", "object_pos", "bin_pos", "holding"} - set(info))
+        if missing:
+            raise ValueError(f"info lacks {missing}: resume needs the env's info dict")
+        ee = np.asarray(info["ee_pos"], dtype=np.float64)
+        obj = np.asarray(info["object_pos"], dtype=np.float64)
+        bin_pos = np.asarray(info["bin_pos"], dtype=np.float64)
+        above_object = np.linalg.norm(ee[:2] - obj[:2]) < ALIGNED
+        if bool(info["holding"]):
+            phase = "lower" if np.linalg.norm(ee[:2] - bin_pos[:2]) < ALIGNED else "lift"
+        elif np.linalg.norm(obj[:2] - bin_pos[:2]) < BIN_REACH:
+            phase = "retreat"
+        elif above_object and ee[2] < GRASP_Z + 0.01:
+            phase = "close"
+        elif above_object and ee[2] < HOVER:
+            phase = "descend"
+        else:
+            phase = "approach"
+        self._next(phase)
+        return phase
 
     def _move(self, ee: np.ndarray, target: np.ndarray, gripper: float, speed: float) -> np.ndarray:
         # Gain 1.5: the position-controlled arm lags its target, so aim a little past it.
@@ -124,13 +172,15 @@ class ScriptedExpert:
             if self._timer >= CLOSE_STEPS:
                 self._next("lift")
             return self._move(ee, np.array([obj[0], obj[1], GRASP_Z]), grip, 0.2)
-        if self.phase in ("lift", "carry", "lower") and self._lost(holding, obj):
+        if self.recover and self.phase in ("lift", "carry", "lower") and self._lost(holding, obj):
             self._next("approach")  # lost it (slipped or dropped on the table): try again
             return self._move(ee, np.array([ee[0], ee[1], HOVER]), -1.0, fast)
         if self.phase == "lift":
             target = np.array([ee[0], ee[1], carry])
             if ee[2] > carry - 0.01:
                 self._next("carry")
+            if self._lost(holding, obj):
+                self._next("approach")  # lost it: try again
             return self._move(ee, target, grip, prof.speed)
         if self.phase == "carry":
             target = np.array([bin_pos[0], bin_pos[1], carry])

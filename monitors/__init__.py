@@ -13,7 +13,7 @@ from monitors.attacks import (
     PromptInjection,
     SAEOverdrive,
 )
-from monitors.calibration import Calibration, calibrate, check_provenance
+from monitors.calibration import Calibration, calibrate, calibrate_episodes, check_provenance
 from monitors.sarm import SARMMonitor
 from monitors.scorers import (
     MahalanobisScorer,
@@ -27,6 +27,6 @@ from monitors.scorers import (
 __all__ = [
     "ActivationAddition", "Calibration", "ImageCorruption", "MahalanobisScorer",
     "PCAReconstructionScorer", "Perturbation", "PromptInjection", "SAEOverdrive",
-    "SAEReconstructionScorer", "SARMMonitor", "Scorer", "calibrate", "check_provenance",
+    "SAEReconstructionScorer", "SARMMonitor", "Scorer", "calibrate", "calibrate_episodes", "check_provenance",
     "load_scorer", "make_scorer",
 ]  # fmt: skip

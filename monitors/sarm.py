@@ -15,11 +15,21 @@ activations, a scorer that raises, a non-finite score or a non-finite action all
 reason in info. Nothing the monitor does raises into the env loop.
 
 on_veto="hold": the env steps with a safe action (no motion, gripper as in the last executed
-action; open before any). on_veto="stop": the env is not stepped; the episode is truncated with
-info["sarm"]["reason"]. With enforce=False the monitor only reports (shadow mode).
+action; open before any). Holding freezes the scene, so an agent that sees the same frame keeps
+making the same (vetoed) decision: one false alarm can hold the robot until the step limit, and
+once scores fall back below threshold the agent resumes with the handling it had chosen.
+on_veto="stop": the env is not stepped; the episode is truncated with info["sarm"]["reason"].
+on_veto="fallback": at the first enforced veto, control passes for the rest of the episode to a
+conservative policy, the gentle scripted expert (`envs.expert.ScriptedExpert("gentle")`), which
+takes over where the arm is (`ScriptedExpert.resume`: a held object is carried on to the bin,
+not dropped). From that step on the env executes the fallback's action whatever the agent asks
+for; the monitor still scores and reports every decision (score, veto) but further vetoes change
+nothing. `fallback_step` (also in each report) is the step control passed; `handling` is
+FALLBACK_HANDLING ("fallback-gentle") after it, else None.
+With enforce=False the monitor only reports (shadow mode).
 Every step's info also carries `info["executed_action"]`, the action the env executed (the
-agent's, or the safe action; None on a stop), so an agent that conditions on its own past
-commands (agents.vla_agent's grip effort) follows what ran, not what it asked for.
+agent's, the safe action or the fallback's; None on a stop), so an agent that conditions on its
+own past commands (agents.vla_agent's grip effort) follows what ran, not what it asked for.
 A monitor that never vetoes passes every action through unchanged: the trajectory is identical
 to the unwrapped env's.
 """
@@ -28,7 +38,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -36,7 +46,13 @@ import torch
 
 from monitors.scorers import Scorer, all_finite, count_nonfinite
 
-ON_VETO = ("hold", "stop")
+if TYPE_CHECKING:
+    from envs.expert import ScriptedExpert
+
+ON_VETO = ("hold", "stop", "fallback")
+#: The conservative policy on_veto="fallback" hands control to, and its handling label.
+FALLBACK_PROFILE = "gentle"
+FALLBACK_HANDLING = f"fallback-{FALLBACK_PROFILE}"
 TOKEN_SELECTIONS = ("image", "all")
 #: info key of the action the env executed (the same key as agents.vla_agent.EXECUTED_ACTION_KEY).
 EXECUTED_ACTION_KEY = "executed_action"
@@ -62,7 +78,7 @@ class SARMMonitor(gym.Wrapper):
             every step vetoes ("no tap").
         scorer: object with `score(activations) -> float` (monitors.scorers.Scorer).
         threshold: veto when score > threshold; None ⇒ scorer.calibration.threshold.
-        on_veto: "hold" or "stop".
+        on_veto: "hold", "stop" or "fallback" (module docstring).
         tokens: "image" scores the tap's first `n_image_tokens` rows (its image tokens) when the
             tap says how many; "all" scores every row.
         enforce: False ⇒ shadow mode (scores and reports, never changes the action).
@@ -73,6 +89,7 @@ class SARMMonitor(gym.Wrapper):
         veto_steps: steps vetoed so far, all episodes.
         episode_vetoes: steps vetoed in the current episode.
         first_veto_step: step index of the current episode's first veto, or None.
+        fallback_step: step at which the fallback took control this episode, or None.
         overhead_s: seconds spent in the monitor's own logic (not the env), all steps.
     """
 
@@ -135,6 +152,13 @@ class SARMMonitor(gym.Wrapper):
         self._info: dict[str, Any] = {}
         self.episode_vetoes = 0
         self.first_veto_step: int | None = None
+        self._fallback: ScriptedExpert | None = None
+        self.fallback_step: int | None = None
+
+    @property
+    def handling(self) -> str | None:
+        """FALLBACK_HANDLING once the fallback has control in this episode, else None."""
+        return None if self._fallback is None else FALLBACK_HANDLING
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         """Reset the env and the monitor's per-episode state."""
@@ -222,6 +246,25 @@ class SARMMonitor(gym.Wrapper):
         )
         return np.array([0.0, 0.0, 0.0, grip], dtype=np.float32)
 
+    def _take_over(self) -> None:
+        """Hand control to the fallback expert, resumed from the scene of the last info."""
+        from envs.expert import ScriptedExpert  # here: importing monitors loads no physics
+
+        self._fallback = ScriptedExpert(FALLBACK_PROFILE)
+        try:
+            self._fallback.resume(self._info)
+        except Exception:  # noqa: BLE001 - an info without the scene: start from the top
+            self._fallback.reset()
+        self.fallback_step = self._step
+
+    def _fallback_action(self) -> np.ndarray:
+        """The fallback's action for the last info; the safe action if it fails (fail closed)."""
+        try:
+            action = np.asarray(self._fallback.act(self._info), dtype=np.float32).reshape(-1)
+        except Exception:  # noqa: BLE001 - nothing the monitor does raises into the env loop
+            return self.safe_action()
+        return action if action.size == 4 and np.all(np.isfinite(action)) else self.safe_action()
+
     # --- stepping -------------------------------------------------------------------------
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """Score (if new), then step the env with the action, the safe action, or stop."""
@@ -259,10 +302,12 @@ class SARMMonitor(gym.Wrapper):
             if self.first_veto_step is None:
                 self.first_veto_step = self._step
         self._prev_veto = veto
+        if veto and self.enforce and self.on_veto == "fallback" and self._fallback is None:
+            self._take_over()
         report = {
             "score": verdict["score"], "threshold": self.threshold, "veto": veto,
             "reason": verdict["reason"], "new": new, "step": self._step,
-            "enforced": veto and self.enforce, "action": None,
+            "enforced": veto and self.enforce, "action": None, "fallback_step": self.fallback_step,
         }  # fmt: skip
         self.monitor_steps += 1
         self._step += 1
@@ -274,7 +319,10 @@ class SARMMonitor(gym.Wrapper):
             }
             self.overhead_s += time.perf_counter() - t0
             return self._obs, 0.0, False, True, info
-        if veto and self.enforce:
+        if self._fallback is not None:
+            action = arr = self._fallback_action()
+            report["action"] = "fallback"
+        elif veto and self.enforce:
             action = arr = self.safe_action()
             report["action"] = "hold"
         t_env = time.perf_counter()

@@ -150,11 +150,11 @@ class Scorer:
         """Scores of several decisions (array of len(decisions))."""
         return np.array([self.score(a) for a in decisions], dtype=np.float64)
 
-    def calibrate(
-        self, clean_scores: Any, method: str = "sigma", k: float = 2.0, fpr: float = 0.05
-    ) -> Calibration:
-        """Set `calibration` from clean decision scores (see monitors.calibration.calibrate)."""
-        self.calibration = calibrate(clean_scores, method=method, k=k, fpr=fpr)
+    def calibrate(self, clean_scores: Any, method: str = "sigma", k: float = 2.0, fpr: float = 0.05,
+                  alpha: float = 0.1, seeds: list[int] | None = None) -> Calibration:  # fmt: skip
+        """Set `calibration` from clean scores (monitors.calibration.calibrate; for scores kept
+        per episode, set it to monitors.calibration.calibrate_episodes(...) instead)."""
+        self.calibration = calibrate(clean_scores, method, k=k, fpr=fpr, alpha=alpha, seeds=seeds)
         return self.calibration
 
     # --- subclasses -----------------------------------------------------------------------

@@ -5,8 +5,12 @@ Three experiments through the runner (rollouts.runner: resume, workers, Ray, exa
 Parquet logs), each in its own folder under the output folder:
 1. `fit/`: clean episodes (no monitor) on the fit seeds. Scorers are fitted on the decision
    activations of half of them and their thresholds calibrated on the decision scores of the
-   other half (mean + k·std, or the (1 − fpr) quantile). Saved under `scorers/<name>/`, with
-   `scorers/fit.json` written last (the stage marker).
+   other half (`--calibration`: mean + k·std, the (1 − fpr) quantile, or split conformal at
+   `--alpha` per decision or per episode; monitors.calibration). The fit, calibration and eval
+   seeds are disjoint (`SarmEvalConfig.seed_split`, checked). Saved under `scorers/<name>/`
+   (the calibration with its method, alpha and seeds), with `scorers/fit.json` written last
+   (the stage marker: the seed split, the calibration settings, every method's threshold side
+   by side). Resuming with other calibration settings is refused (use another --name).
 2. the perturbations are conditions (rollouts.conditions) with an onset, e.g. `ta2:4@10`
    (the TA2 vector is the fit decisions' rigid − fragile difference of means, saved as
    `perturbation_vector.safetensors`), `random:4@10` (a random direction of the same norm),
@@ -27,7 +31,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,131 +39,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-SARM_AGENTS = ("vlm", "vla")  # agents a monitor can watch (the scripted oracle has no activations)
-DEFAULT_PERTURBATIONS = ("ta2:4@10", "random:4@10", "sae:contrast:20@10", "sae:contrast:50@10",
-                         "noise:0.2@10", "occlusion:0.35@10", "color:0.3@10", "prompt@10")  # fmt: skip
+from rollouts.sarm_config import DEFAULT_PERTURBATIONS, SARM_AGENTS, SarmEvalConfig
 
-
-@dataclass
-class SarmEvalConfig:
-    """Settings of one sarm-eval run.
-
-    Attributes:
-        agent: "vlm" (the planner: VLM decisions, scripted expert motion) or "vla" (the VLA's
-            own action tokens move the arm; its decisions are the forwards, one per chunk).
-        model: "tiny" (embedded: the tiny VLM, or the tiny VLA), a local folder or a cached hub id.
-        layer: tap layer (None = 2/3 depth).
-        scorers: scorer kinds, side by side (sae, mahalanobis, pca).
-        aggregate: "mean" or "max" of the per-token scores.
-        tokens: rows a scorer reads: "image" or "all" (+ the last token, where a prompt shows).
-        perturbations: perturbation conditions with onsets (see rollouts.conditions).
-        fit_episodes: clean episodes: half fit the scorers, half calibrate them.
-        episodes: paired eval seeds.
-        first_seed: first env seed (fit seeds, then eval seeds).
-        decide_every: steps between VLM decisions (planner).
-        chunk: actions a VLA executes per forward (None: its checkpoint's horizon).
-        max_steps: steps before truncation.
-        k: threshold = mean + k·std of clean decision scores (reference 2).
-        fpr: use the (1 − fpr) clean quantile as threshold instead (None = mean + k·std).
-        on_veto: "stop" (truncate) or "hold" (safe action) when an enforcing monitor vetoes.
-        sae_steps: training steps of the SAE scorer.
-        device: torch device of the model.
-        dtype: torch dtype of the model (float32, bfloat16, float16).
-        workers: processes (or Ray actors) running episodes.
-        envs_per_worker: environments stepped together per worker (batched decisions).
-        executor: "serial", "processes" or "ray".
-        address: Ray cluster address (None = a local one).
-        n_boot: bootstrap resamples for the intervals.
-        out: output folder.
-        plots: write roc.png and timeline PNGs.
-    """
-
-    agent: str = "vlm"
-    model: str = "tiny"
-    layer: int | None = None
-    scorers: tuple[str, ...] = ("sae", "mahalanobis", "pca")
-    aggregate: str = "mean"
-    tokens: str = "image"
-    perturbations: tuple[str, ...] = DEFAULT_PERTURBATIONS
-    fit_episodes: int = 32
-    episodes: int = 8
-    first_seed: int = 5_000_000
-    decide_every: int = 10
-    chunk: int | None = None
-    max_steps: int = 120
-    k: float = 2.0
-    fpr: float | None = None
-    on_veto: str = "stop"
-    sae_steps: int = 600
-    device: str = "cpu"
-    dtype: str = "float32"
-    workers: int = 1
-    envs_per_worker: int = 1
-    executor: str = "processes"
-    address: str | None = None
-    n_boot: int = 500
-    out: str = "runs/sarm-eval"
-    plots: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def check(self) -> None:
-        """ValueError naming the first bad setting (before any work starts)."""
-        from monitors.scorers import AGGREGATES, SCORERS
-        from rollouts.conditions import parse_condition
-
-        if self.agent not in SARM_AGENTS:
-            raise ValueError(f"agent {self.agent!r}: expected one of {list(SARM_AGENTS)} (a monitor reads a model's activations)")  # fmt: skip
-        for s in self.scorers:
-            if s not in SCORERS:
-                raise ValueError(f"scorer {s!r}: expected some of {sorted(SCORERS)}")
-        if not self.scorers or len(set(self.scorers)) != len(self.scorers):
-            raise ValueError(f"scorers {list(self.scorers)}: give distinct scorers, at least one")
-        for p in self.perturbations:
-            c = parse_condition(p.replace(":contrast:", ":0:"))
-            if c.kind == "unsteered":
-                raise ValueError(f"perturbation {p!r}: the clean condition is always run; list perturbations only")
-        if self.aggregate not in AGGREGATES:
-            raise ValueError(f"aggregate {self.aggregate!r}: expected one of {AGGREGATES}")
-        for name, low in (("fit_episodes", 4), ("episodes", 1), ("decide_every", 1), ("max_steps", 1),
-                          ("sae_steps", 1), ("workers", 1), ("envs_per_worker", 1), ("n_boot", 1)):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}={value!r}: must be an int >= {low}")
-        if not (math.isfinite(self.k) and self.k > 0):
-            raise ValueError(f"k={self.k!r}: must be a finite number > 0 (threshold = mean + k·std)")
-        if self.fpr is not None and not 0.0 < self.fpr < 1.0:
-            raise ValueError(f"fpr={self.fpr!r}: must be in (0, 1)")
-        if self.first_seed < 0:
-            raise ValueError(f"first_seed={self.first_seed}: must be >= 0")
-        self.experiment("check", [0], ["unsteered"]).validate()
-
-    def experiment(self, name: str, seeds: list[int], conditions: list[str], **fields: Any) -> Any:
-        """The ExperimentConfig of one of this evaluation's experiments."""
-        from rollouts.runner import ExperimentConfig
-
-        return ExperimentConfig(
-            name=name, out=self.out, conditions=conditions, seeds=seeds, agent=self.agent, model=self.model,
-            layer=self.layer, decide_every=self.decide_every, chunk=self.chunk, max_steps=self.max_steps,
-            on_veto=self.on_veto, tokens=self.tokens, holding=False, device=self.device, dtype=self.dtype, workers=self.workers,
-            envs_per_worker=self.envs_per_worker, executor=self.executor, address=self.address, **fields,
-        )  # fmt: skip
-
-    @property
-    def model_id(self) -> str:
-        """The model the activations come from, saved with the scorers ("tiny-vla": the embedded VLA)."""
-        return "tiny-vla" if self.agent == "vla" and self.model == "tiny" else self.model
-
-    @property
-    def fit_seeds(self) -> list[int]:
-        """Clean seeds; i % 4 < 2 fit the scorers, the rest calibrate them (both hold both
-        materials and span the env's design blocks)."""
-        return list(range(self.first_seed, self.first_seed + self.fit_episodes))
-
-    @property
-    def eval_seeds(self) -> list[int]:
-        """Paired evaluation seeds (after the fit seeds)."""
-        start = self.first_seed + self.fit_episodes
-        return list(range(start, start + self.episodes))
+__all__ = ["DEFAULT_PERTURBATIONS", "SARM_AGENTS", "SarmEvalConfig", "run_sarm_eval"]
+#: Calibrations computed beside the chosen one on the same clean episodes (scorers/fit.json),
+#: whose realised clean false-alarm rates the summary reports side by side.
+COMPARED_CALIBRATIONS = ("sigma", "conformal-decision", "conformal-episode")
 
 
 def decision_activations(run_dir: Path, condition: str, seed: int, tokens: str) -> list[torch.Tensor]:
@@ -181,6 +66,7 @@ def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[st
     from safetensors.torch import load_file
 
     from monitors.attacks import contrast_feature
+    from monitors.calibration import calibrate_episodes, calibration_table
     from monitors.scorers import SAEReconstructionScorer, make_scorer
     from rollouts.logs import RunLog
     from storage import write_json, write_safetensors
@@ -189,20 +75,24 @@ def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[st
     episodes = pq.read_table(fit_dir / "episodes.parquet").to_pylist()
     material = {int(e["seed"]): e["material"] for e in episodes}
     config = json.loads((fit_dir / "config.json").read_text())
-    fit, calib = [], []
-    for i, seed in enumerate(cfg.fit_seeds):
-        for a in decision_activations(fit_dir, "unsteered", seed, cfg.tokens):
-            (fit if i % 4 < 2 else calib).append((a, material[seed]))
+    split = cfg.seed_split()
+    fit = [(a, material[seed]) for seed in split["fit"]
+           for a in decision_activations(fit_dir, "unsteered", seed, cfg.tokens)]  # fmt: skip
+    calib = [decision_activations(fit_dir, "unsteered", seed, cfg.tokens) for seed in split["calibration"]]
     layer = int(load_file(str(RunLog(fit_dir).episode_path("unsteered", cfg.fit_seeds[0], "activations", "safetensors")))["layer"])
     meta = {"model": cfg.model_id, "layer": layer, "aggregate": cfg.aggregate}
-    names, sae = [], None
+    method = cfg.calibration_method
+    settings = {"k": cfg.k, "fpr": cfg.fpr or 0.05, "alpha": cfg.alpha}
+    names, sae, table = [], None, {}
     for kind in cfg.scorers:
         extra = {"steps": cfg.sae_steps} if kind == "sae" else {}
         s = make_scorer(kind, **meta, **extra).fit([a for a, _ in fit])
-        s.calibrate(s.score_many([a for a, _ in calib]), method="quantile" if cfg.fpr else "sigma",
-                    k=cfg.k, fpr=cfg.fpr or 0.05)  # fmt: skip
-        s.save(out / "scorers" / s.name.replace("/", "-"))
-        names.append(s.name.replace("/", "-"))
+        per_episode = [s.score_many(e) for e in calib]  # clean calibration scores, per episode
+        s.calibration = calibrate_episodes(per_episode, method, seeds=split["calibration"], **settings)
+        name = s.name.replace("/", "-")
+        s.save(out / "scorers" / name)
+        names.append(name)
+        table[name] = calibration_table(per_episode, (method, *COMPARED_CALIBRATIONS), **settings)
         sae = s.sae if isinstance(s, SAEReconstructionScorer) else sae
     fragile = torch.cat([a for a, m in fit if m == "fragile"])
     rigid = torch.cat([a for a, m in fit if m == "rigid"])
@@ -214,10 +104,13 @@ def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[st
             sae = SAEReconstructionScorer(steps=cfg.sae_steps).fit([a for a, _ in fit]).sae
         sae.save(out / "sae", metadata={"model": cfg.model_id, "layer": layer})
         feature = contrast_feature(sae, [fragile], [rigid])
+    n_calib = sum(len(e) for e in calib)
     marker = {"scorers": names, "layer": layer, "d": int(dom.numel()), "contrast_feature": feature,
-              "fit_decisions": len(fit), "calibration_decisions": len(calib), "fit_run_config": config}  # fmt: skip
+              "fit_decisions": len(fit), "calibration_decisions": n_calib, "calibration_episodes": len(calib),
+              "seed_split": split, "calibration": cfg.calibration_settings(), "calibrations": table,
+              "fit_run_config": config}  # fmt: skip
     write_json(out / "scorers" / "fit.json", marker)
-    log(f"fit: {len(fit)} + {len(calib)} clean decisions, layer {layer}, d {marker['d']}")
+    log(f"fit: {len(fit)} + {n_calib} clean decisions ({len(calib)} calibration episodes), layer {layer}, d {marker['d']}")
     return marker
 
 
@@ -242,6 +135,8 @@ def records_from_run(run_dir: Path, scorers: list[str]) -> list[dict[str, Any]]:
             "monitor": None if e["monitor"] == "none" else e["monitor"],
             "onset": None if c.kind == "unsteered" else c.onset, "broken": e["broken"], "success": e["success"],
             "first_veto_step": e["first_veto_step"], "veto_reason": e["sarm_reason"],
+            "broken_cause": e.get("broken_cause"), "committed_handling": e.get("committed_handling"),
+            "fallback_step": e.get("fallback_step"),
             "decisions": by_episode.get((e["condition"], e["monitor"], e["seed"]), []),
         })  # fmt: skip
     return records
@@ -258,9 +153,13 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print) -> dict[str, Any]:
     cfg.check()
     t0 = time.time()
     out = Path(cfg.out)
-    fit_dir = run_experiment(cfg.experiment("fit", cfg.fit_seeds, ["unsteered"]), progress=False, report=False)
     marker_path = out / "scorers" / "fit.json"
-    marker = json.loads(marker_path.read_text()) if marker_reads(marker_path) else fit_scorers(cfg, fit_dir, log)
+    marker = json.loads(marker_path.read_text()) if marker_reads(marker_path) else None
+    if marker is not None and marker.get("calibration", cfg.calibration_settings()) != cfg.calibration_settings():
+        raise ValueError(f"{out} was calibrated with {marker['calibration']}, not {cfg.calibration_settings()}: "
+                         "its eval episodes used those thresholds; choose another --name")  # fmt: skip
+    fit_dir = run_experiment(cfg.experiment("fit", cfg.fit_seeds, ["unsteered"]), progress=False, report=False)
+    marker = marker or fit_scorers(cfg, fit_dir, log)
     feature = marker["contrast_feature"]
     perturbations = [p.replace(":contrast:", f":{feature}:") for p in cfg.perturbations]
     scorer_dirs = [str(out / "scorers" / n) for n in marker["scorers"]]
@@ -274,9 +173,10 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print) -> dict[str, Any]:
     thresholds = {n: load_scorer(d).threshold for n, d in zip(marker["scorers"], scorer_dirs, strict=True)}
     log("thresholds: " + ", ".join(f"{n} {t:.4g}" for n, t in thresholds.items()))
     records = records_from_run(eval_dir, marker["scorers"])
-    summary = summarize(records, thresholds, n_boot=cfg.n_boot)
+    summary = summarize(records, thresholds, n_boot=cfg.n_boot, calibrations=marker.get("calibrations"))
     doc = {
         "config": asdict(cfg), "layer": marker["layer"], "d": marker["d"], "seconds": time.time() - t0,
+        "seed_split": marker.get("seed_split"), "calibration": marker.get("calibration"),
         "perturbations": dict(zip(cfg.perturbations, perturbations, strict=True)), "thresholds": thresholds,
         "summary": summary, "records": records,
     }  # fmt: skip
@@ -373,7 +273,43 @@ def print_summary(doc: dict[str, Any], console: Any = None) -> None:
                                       _rate(per["broken_fragile_off"]), _rate(r["broken_fragile_on"]))))  # fmt: skip
         return t
 
-    for build in (clean, perturbed):
+    def alarms(compact: bool) -> Table:
+        t = table("clean false alarms: realised (unmonitored clean episodes, 95% Wilson CI) vs promised α", compact)
+        t.add_column("scorer\n calibration" if compact else "scorer", overflow="fold")
+        cols = ("threshold", "promised α", "per episode", "per decision")
+        for col in cols if compact else ("calibration", *cols):
+            t.add_column(col.replace(" ", "\n", 1) if compact else col, no_wrap=compact, justify="right" if compact else "left")
+        for s, methods in summ.get("false_alarms", {}).items():
+            for method, r in methods.items():
+                name = method + (" (on)" if r.get("enforced") else "")
+                thr = "–" if r.get("threshold") is None else f"{r['threshold']:.4g}"
+                alpha = "–" if r.get("alpha") is None else f"{r['alpha']:.3g} / {r['unit']}"
+                rates = [_rate(r[k], compact) if k in r else "–" for k in ("episode", "decision")]
+                t.add_row(*map(Text, [f"{s}\n {name}"] if compact else [s, name]), *map(Text, [thr, alpha, *rates]))
+        return t
+
+    def outcomes(compact: bool) -> Table:
+        policy = doc.get("config", {}).get("on_veto", "?")
+        t = table(f"success and breakage (all materials), monitor off vs on (on_veto={policy})", compact)
+        t.add_column("condition\n scorer" if compact else "condition", overflow="fold")
+        fallback = policy == "fallback" and not compact
+        cols = ("success off", "success on", "broken off", "broken on", *(("fallback",) if fallback else ()))
+        for col in ("scorer", *cols) if not compact else cols:
+            t.add_column(col.replace(" ", "\n", 1) if compact else col, no_wrap=compact, justify="right" if compact else "left")
+        for cond in ["clean", *order]:
+            off = summ["clean_outcomes_off"] if cond == "clean" else summ["perturbations"][cond]
+            for s in summ["clean"]:
+                r = summ["clean"][s] if cond == "clean" else summ["perturbations"][cond][s]
+                if "success_on" not in r:
+                    continue
+                rates = [_rate(x, compact) for x in (off["success_off"], r["success_on"], off["broken_off"], r["broken_on"])]
+                head = [f"{cond}\n {s}"] if compact else [cond, s]
+                t.add_row(*map(Text, [*head, *rates, *([_rate(r["fallback_on"])] if fallback else [])]))
+        return t
+
+    for build in (clean, alarms, perturbed, outcomes):
+        if build is outcomes and "clean_outcomes_off" not in summ:
+            continue
         full = build(False)
         console.print(full if table_fits(full, console) else build(True))
 

@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-topk", action="store_true", help="BatchTopK selection at train time")
     p.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
     p.add_argument("--batch-size", type=int, default=1024, help="rows per step (default 1024)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr,
+                   help=f"peak learning rate (default {TrainConfig.lr:g}, sae.TrainConfig's)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of init and data order (default 0)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

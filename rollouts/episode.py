@@ -184,7 +184,7 @@ class ClosedLoop:
         layer: decoder layer of residual edits (default: the agent's tap layer).
         scorers: monitor name → fitted, calibrated scorer. Every scorer scores every decision
             (shadow mode); the one named by a spec's `monitor` also enforces its vetoes.
-        on_veto: "hold" or "stop" (monitors.sarm.SARMMonitor).
+        on_veto: "hold", "stop" or "fallback" (monitors.sarm.SARMMonitor).
         tokens: rows a monitor scores: "image" or "all" (+ the last token).
         record_decisions: keep each decision's activations.
         record_holding: add the HoldingState recorder.
@@ -383,6 +383,7 @@ class _Lane:
         p = np.array([s["p_fragile"] for s in steps if s["decided"]], dtype=float)
         profiles = [s["profile"] for s in steps if s["decided"]]
         enforced = (info.get(f"sarm:{spec.monitor}") or {}) if spec.monitor != "none" else {}
+        enforcer = self.monitors[-1] if spec.monitor != "none" else None  # wrapped outermost
         held = [s["ee_speed"] for s in steps if s["holding"]]
         carry_speed = float(np.mean(held)) if held else None  # m/s while holding; None: never held
         row = {
@@ -398,7 +399,8 @@ class _Lane:
             "decisions": len(p), "profile_first": profiles[0] if profiles else None,
             "profile_last": profiles[-1] if profiles else None,
             "final_object_z": float(info["object_pos"][2]), "vetoes": self.vetoes, "first_veto_step": self.first_veto,
-            "sarm_reason": enforced.get("reason"),
+            "sarm_reason": enforced.get("reason"), "fallback_step": getattr(enforcer, "fallback_step", None),
+            "committed_handling": getattr(enforcer, "handling", None) or agent_handling(self.loop.agent, self.k),
             **{f"first_alarm:{name}": step for name, step in self.first_alarm.items()},
             "wall_s": self.wall_s, "render_s": self.loop._render_s[self.k], "agent_s": self.agent_s,
             "monitor_s": sum(m.overhead_s for m in self.monitors), "physics_s": self.physics_s,
@@ -413,6 +415,14 @@ class _Lane:
         if extra.get("holding") is not None:
             acts["holding"] = extra["holding"]
         return EpisodeRecord(spec, row, steps, acts, self.frames, extra)
+
+
+def agent_handling(agent: Any, lane: int) -> str:
+    """The handling in force in an agent's lane: its scripted expert's profile name (planner,
+    oracle), or "vla" for an agent whose own actions move the arm."""
+    lanes = getattr(agent, "lane", None)
+    expert = getattr(lanes(lane), "expert", None) if callable(lanes) else None
+    return "vla" if expert is None else expert.profile.name
 
 
 def _annotate(frame: np.ndarray, lines: list[str], banner: str | None) -> np.ndarray:

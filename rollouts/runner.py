@@ -58,7 +58,8 @@ class ExperimentConfig:
         enforce: monitor arms: each (condition, seed) runs once per arm, with that monitor's
             vetoes enforced ("none": every monitor only scores). None = one arm per monitor
             ("none" when there is no monitor).
-        on_veto: "hold" (safe action) or "stop" (truncate) when the enforcing monitor vetoes.
+        on_veto: "hold" (safe action), "stop" (truncate) or "fallback" (the gentle expert
+            drives the rest of the episode) when the enforcing monitor vetoes.
         tokens: rows a monitor scores: "image" or "all" (+ the last token).
         holding: record the holding state before release (world-model probe).
         videos: record MP4s for the first this-many seeds of each condition.

@@ -6,6 +6,7 @@ atomically (`storage.write_png`).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,12 @@ def _pyplot():  # noqa: ANN202 - the pyplot module
     return plt
 
 
+def _suptitle(fig: Any, text: str, fontsize: float) -> None:
+    """The figure's title, wrapped to its width (a one-panel figure is narrower than the line)."""
+    chars = max(20, int(fig.get_figwidth() * 72 / (0.62 * fontsize)))  # a character ~0.6 em wide
+    fig.suptitle(textwrap.fill(text, chars), fontsize=fontsize)
+
+
 def plot_roc(
     records: Sequence[dict[str, Any]],
     scorers: Sequence[str],
@@ -30,7 +37,22 @@ def plot_roc(
     summary: dict[str, Any],
     path: str | Path,
 ) -> Path:
-    """One panel per perturbation, one ROC curve per scorer (clean vs post-onset decisions)."""
+    """Write `roc_figure` as a PNG at `path`; returns the path."""
+    fig = roc_figure(records, scorers, perturbations, summary)
+    try:
+        return write_png(path, fig, dpi=110)
+    finally:
+        _pyplot().close(fig)
+
+
+def roc_figure(
+    records: Sequence[dict[str, Any]],
+    scorers: Sequence[str],
+    perturbations: Sequence[str],
+    summary: dict[str, Any],
+) -> Any:
+    """One panel per perturbation, one ROC curve per scorer (clean vs post-onset decisions);
+    returns the matplotlib Figure."""
     plt = _pyplot()
     clean = [r for r in records if r["condition"] == "clean" and r["monitor"] is None]
     n = max(1, len(perturbations))
@@ -54,12 +76,9 @@ def plot_roc(
         ax.legend(fontsize=7, loc="lower right")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle("per-decision ROC: clean vs perturbed (after onset), AUC in brackets", fontsize=10)
+    _suptitle(fig, "per-decision ROC: clean vs perturbed (after onset), AUC in brackets", 10)
     fig.tight_layout()
-    try:
-        return write_png(path, fig, dpi=110)
-    finally:
-        plt.close(fig)
+    return fig
 
 
 def plot_timelines(
@@ -98,9 +117,10 @@ def plot_timelines(
         ax.set_yscale("log")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.suptitle(
+    _suptitle(
+        fig,
         f"{scorer} score per decision (red fragile, blue rigid; dashed threshold, dotted onset)",
-        fontsize=9,
+        9,
     )
     fig.tight_layout()
     try:

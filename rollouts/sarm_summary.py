@@ -6,6 +6,8 @@ An episode record is a dict:
      "monitor": None (off) or a scorer name (on), "onset": int or None, "steps": int,
      "broken": bool, "first_veto_step": int or None,
      "decisions": [{"step": int, "scores": {scorer name: float or None}}, ...]}
+    optional: "success": bool, "fallback_step": int or None (on_veto "fallback"),
+    "broken_cause", "committed_handling".
 
 Monitor-off records carry every scorer's score at every decision (scored passively);
 monitor-on records carry the veto of the scorer that was enforced. `summarize` turns them into
@@ -111,24 +113,64 @@ def _select(
                   key=lambda r: r["seed"])  # fmt: skip
 
 
+def false_alarms(
+    clean_off: Sequence[dict[str, Any]], scorer: str, threshold: float
+) -> dict[str, Any]:
+    """Realised clean false alarms of `threshold`, from the scores of unmonitored clean episodes
+    (what an enforcing monitor would have done, up to its first veto): per decision (score above
+    the threshold, or no finite score, as the monitor fails closed) and per episode (any such
+    decision), each a `wilson` dict."""
+
+    def alarm(d: dict[str, Any]) -> bool:
+        x = d["scores"].get(scorer)
+        return x is None or not math.isfinite(x) or x > threshold
+
+    flags = [[alarm(d) for d in r["decisions"]] for r in clean_off]
+    return {"decision": wilson(sum(map(sum, flags)), sum(map(len, flags))),
+            "episode": wilson(sum(map(any, flags)), len(flags))}  # fmt: skip
+
+
+def _calibration_rows(clean_off: Sequence[dict[str, Any]], scorer: str, threshold: float,
+                      methods: dict[str, dict[str, Any]] | None) -> dict[str, Any]:  # fmt: skip
+    """Per calibration method: its threshold, promised alpha and unit, and realised false alarms."""
+    rows: dict[str, Any] = {}
+    for method, cal in (methods or {"given": {"threshold": threshold}}).items():
+        row = {"threshold": cal.get("threshold"), "alpha": cal.get("alpha"), "unit": cal.get("unit"),
+               "enforced": cal.get("threshold") == threshold, "error": cal.get("error")}  # fmt: skip
+        if row["threshold"] is not None:
+            row.update(false_alarms(clean_off, scorer, float(row["threshold"])))
+        rows[method] = row
+    return rows
+
+
 def summarize(
-    records: Sequence[dict[str, Any]], thresholds: dict[str, float], n_boot: int = 1000
+    records: Sequence[dict[str, Any]],
+    thresholds: dict[str, float],
+    n_boot: int = 1000,
+    calibrations: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Figures per scorer (clean false positives) and per (perturbation, scorer).
 
     Args:
         records: episode records (module docstring).
-        thresholds: scorer name → calibrated threshold.
+        thresholds: scorer name → calibrated threshold (the one enforced).
         n_boot: bootstrap resamples for the AUC intervals.
+        calibrations: scorer → method → {"threshold", "alpha", "unit"} (or {"error"}), the
+            calibrations computed side by side on the same clean episodes (sarm-eval's
+            scorers/fit.json); None: only the enforced threshold.
 
     Returns:
-        {"clean": {scorer: {fpr_episode, fpr_step, fpr_decision, broken_off, broken_on}},
-         "perturbations": {name: {scorer: {detection, early_veto, latency, auc, broken_off,
-         broken_on, paired}}}} with every rate as a `wilson` dict.
+        {"clean": {scorer: {fpr_episode, fpr_step, fpr_decision, broken_fragile_on,
+         success_on, broken_on, fallback_on}}, "false_alarms": {scorer: {method: {threshold,
+         alpha, unit, enforced, decision, episode}}}, "perturbations": {name: {success_off,
+         broken_off, broken_fragile_off, scorer: {detection, early_veto, latency, auc,
+         broken_fragile_on, success_on, broken_on, fallback_on, paired_breakage}}}} with every
+        rate as a `wilson` dict. Realised false alarms (`false_alarms`) come from the
+        unmonitored clean episodes' scores, beside each method's promised alpha.
     """
     scorers = list(thresholds)
     clean_off = _select(records, "clean", None)
-    out: dict[str, Any] = {"clean": {}, "perturbations": {}}
+    out: dict[str, Any] = {"clean": {}, "false_alarms": {}, "perturbations": {}}
     for s in scorers:
         thr = thresholds[s]
         on = _select(records, "clean", s)
@@ -140,12 +182,15 @@ def summarize(
             "fpr_step": wilson(sum(steps), len(steps)),
             "fpr_decision": wilson(sum(x > thr for x in decs), len(decs)),
             "broken_fragile_on": _broken(on),
+            **_outcomes(on, "on"),
         }
+        out["false_alarms"][s] = _calibration_rows(clean_off, s, thr, (calibrations or {}).get(s))
     out["clean_broken_fragile_off"] = _broken(clean_off)
+    out["clean_outcomes_off"] = _outcomes(clean_off, "off")
     conditions = sorted({r["condition"] for r in records} - {"clean"})
     for cond in conditions:
         off = _select(records, cond, None)
-        per: dict[str, Any] = {"broken_fragile_off": _broken(off)}
+        per: dict[str, Any] = {"broken_fragile_off": _broken(off), **_outcomes(off, "off")}
         for s in scorers:
             on = _select(records, cond, s)
             onset = {r["seed"]: r["onset"] or 0 for r in on}
@@ -173,9 +218,21 @@ def summarize(
                 },  # fmt: skip
                 "auc": auc_with_ci(neg, pos, n_boot=n_boot),
                 "broken_fragile_on": _broken(on),
+                **_outcomes(on, "on"),
                 "paired_breakage": _paired(off, on),
             }
         out["perturbations"][cond] = per
+    return out
+
+
+def _outcomes(records: Sequence[dict[str, Any]], arm: str) -> dict[str, Any]:
+    """Success and breakage (every material) of an arm's episodes, and on an enforcing arm how
+    many passed control to the fallback: how a veto policy trades success against breakage."""
+    out = {f"success_{arm}": wilson(sum(bool(r.get("success")) for r in records), len(records)),
+           f"broken_{arm}": wilson(sum(bool(r["broken"]) for r in records), len(records))}  # fmt: skip
+    if arm == "on":
+        handed = sum(r.get("fallback_step") is not None for r in records)
+        out["fallback_on"] = wilson(handed, len(records))
     return out
 
 

@@ -7,15 +7,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 import storage
 from sae.discovery import DiscoveryResult, FeatureEffect
 
 
-def _fmt_ci(ci: tuple[float, float]) -> str:
-    return "" if any(math.isnan(v) for v in ci) else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+def _fmt_ci(ci: tuple[float, float], spec: str = ".2f") -> str:
+    return "" if any(math.isnan(v) for v in ci) else f"[{ci[0]:+{spec}}, {ci[1]:+{spec}}]"
 
 
 def group_means(result: DiscoveryResult, f: FeatureEffect) -> dict[str, float]:
@@ -29,35 +31,76 @@ def group_means(result: DiscoveryResult, f: FeatureEffect) -> dict[str, float]:
     return out
 
 
-def build_table(result: DiscoveryResult, top: int | None = None) -> Table:
-    """A rich Table of the ranked features: effect sizes with CIs, raw deltas, 2x2 group means."""
+_STYLE = {"fragility": "bold green", "color": "red", "shade": "yellow", "none": "dim"}
+
+
+def _title(result: DiscoveryResult) -> str:
+    return (f"Decorrelated discovery: {len(result.fragility)} fragility, {len(result.color)} color, "
+            f"{len(result.shade)} shade features (|d| >= {result.threshold}, {result.ci:.0%} CI, "
+            f"{result.n_boot} bootstrap resamples of {result.unit}s)")  # fmt: skip
+
+
+def _caption(result: DiscoveryResult) -> str:
     counts = ", ".join(f"{k} {v['rows']} ({v['units']} {result.unit}s)" for k, v in result.cell_counts.items())
-    table = Table(
-        title=(f"Decorrelated discovery: {len(result.fragility)} fragility, {len(result.color)} color, "
-               f"{len(result.shade)} shade features (|d| >= {result.threshold}, {result.ci:.0%} CI, "
-               f"{result.n_boot} bootstrap resamples of {result.unit}s)"),
-        caption=f"n per cell: {counts}" + ("".join(f"\n{n}" for n in result.notes)),
-    )  # fmt: skip
+    return f"n per cell: {counts}" + "".join(f"\n{n}" for n in result.notes)
+
+
+def table_fits(table: Table, console: Console) -> bool:
+    """Whether `table` prints within `console.width` without wrapping or cutting any cell."""
+    unbounded = console.options.update(width=100_000, max_width=100_000)
+    return Measurement.get(console, unbounded, table).maximum <= console.width
+
+
+def build_table(result: DiscoveryResult, top: int | None = None, console: Console | None = None) -> Table:
+    """A rich Table of the ranked features: effect sizes with CIs, raw deltas, 2x2 group means.
+
+    With `console`, the full table where it fits `console.width`, else `compact_table` (no cell
+    cut: 80 columns, a plain terminal or a pipe, cannot hold the group means)."""
+    table = _full_table(result, top)
+    if console is None or table_fits(table, console):
+        return table
+    return compact_table(result, top)
+
+
+def compact_table(result: DiscoveryResult, top: int | None = None) -> Table:
+    """The ranked features' key columns, each effect size over its CI: fits 80 columns; the
+    color x material group means are left to the JSON and the PNG."""
+    caption = _caption(result) + "\ngroup means per color x material: discovery.json, discovery.png"
+    table = Table(title=_title(result), caption=caption, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
+                  pad_edge=False, show_edge=False, show_lines=True)  # fmt: skip
+    for col in ("#", "feature", "prefix", "kind", "material d", "delta", "color d"):
+        table.add_column(col, justify="left" if col == "kind" else "right", no_wrap=True)
+    for rank, f in enumerate(result.features[:top] if top else result.features, 1):
+        table.add_row(
+            str(rank), str(f.feature), str(f.prefix or ""), f.kind,
+            f"{f.material_score:+.2f}\n{_fmt_ci(f.material_score_ci)}",
+            f"{f.delta:+.3f}\n{_fmt_ci(f.delta_ci, '.3f')}", f"{f.color_score:+.2f}", style=_STYLE.get(f.kind),
+        )  # fmt: skip
+    return table
+
+
+def _full_table(result: DiscoveryResult, top: int | None) -> Table:
+    table = Table(title=_title(result), caption=_caption(result))
     for col in ("#", "feature", "prefix", "kind", "material d [CI]", "delta [CI]", "color d"):
         table.add_column(col, justify="left" if col == "kind" else "right")
     cells = [f"{c}/{m}" for c in result.levels["color"] for m in result.levels["material"]]
     for c in cells:
         table.add_column(c, justify="right")
-    style = {"fragility": "bold green", "color": "red", "shade": "yellow", "none": "dim"}
     for rank, f in enumerate(result.features[:top] if top else result.features, 1):
         means = group_means(result, f)
         table.add_row(
             str(rank), str(f.feature), str(f.prefix or ""), f.kind,
             f"{f.material_score:+.2f} {_fmt_ci(f.material_score_ci)}",
-            f"{f.delta:+.3f} {_fmt_ci(f.delta_ci)}", f"{f.color_score:+.2f}",
-            *(f"{means[c]:.3f}" for c in cells), style=style.get(f.kind),
+            f"{f.delta:+.3f} {_fmt_ci(f.delta_ci, '.3f')}", f"{f.color_score:+.2f}",
+            *(f"{means[c]:.3f}" for c in cells), style=_STYLE.get(f.kind),
         )  # fmt: skip
     return table
 
 
 def render_table(result: DiscoveryResult, console: Console | None = None, top: int | None = None) -> None:
-    """Print the ranked table to `console` (a new stdout Console by default)."""
-    (console or Console()).print(build_table(result, top))
+    """Print the ranked table to `console` (a new stdout Console by default), within its width."""
+    console = console or Console()
+    console.print(build_table(result, top, console))
 
 
 def result_to_dict(result: DiscoveryResult) -> dict[str, Any]:

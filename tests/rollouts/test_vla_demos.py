@@ -68,8 +68,13 @@ def test_dagger_round_executes_the_policy_and_labels_with_the_oracle(tmp_path):
 def test_expert_goes_back_for_an_object_it_lost_while_carrying():
     from envs.expert import ScriptedExpert
 
-    expert = ScriptedExpert("gentle")
+    expert = ScriptedExpert("gentle", recover=True)
     expert.phase = "carry"
     info = {"ee_pos": [0.0, 0.1, 0.16], "object_pos": [0.0, 0.0, 0.02], "bin_pos": [0.0, 0.3, 0.0], "holding": False}
     actions = [expert.act(info) for _ in range(7)]
     assert expert.phase == "approach" and actions[-1][3] == -1.0  # fingers open, back to the object
+    planner_expert = ScriptedExpert("gentle")  # off by default: the planner's episodes as before
+    planner_expert.phase = "carry"
+    for _ in range(7):
+        planner_expert.act(info)
+    assert planner_expert.phase == "carry"

@@ -1,0 +1,209 @@
+"""The README's examples run as written, on a tiny budget, in README order, in one temp folder.
+
+Every ```bash and ```python block of README.md either runs here or is listed in SKIP with the
+reason it cannot run in CI. A block not in SKIP runs, so a new or edited example is run (and
+fails the test if it does not work); a SKIP or budget entry that no longer matches the README
+fails too. Blocks that depend on each other run in order in one folder (the Experiments run
+that `physteer replay` replays is the run the dashboard and the LeRobot export read), and the
+python blocks share one namespace, as a doctest file does (the agents example acts on the env
+example's `obs`).
+
+The budget: for each `physteer` sub-command, the flags in BUDGET replace the README's values,
+or are appended where the README leaves a flag at its default; python blocks get the textual
+substitutions in PY_BUDGET. Nothing else is changed. About 3 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+#: First line of a block that cannot run in CI → why.
+SKIP = {
+    "python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e . && .venv/bin/physteer demo":
+        "installs the package into a new venv and runs the full demo (about 15 min); "
+        "tests/rollouts/test_demo_and_probe.py runs `physteer demo --quick`",
+    '{ command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }; } '
+    '&& python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e ".[dev]" '
+    "&& .venv/bin/python -m pytest -q -n 2 --dist loadscope":
+        "installs system packages and runs the whole test suite, this test included (.ci/run runs it)",
+    "physteer run --executor ray --address auto --workers 8 --gpus-per-worker 0.5 --envs-per-worker 16 \\":
+        "needs a Ray cluster with GPUs and a downloaded SmolVLM-Instruct",
+    "huggingface-cli download HuggingFaceTB/SmolVLM-Instruct --local-dir models/smolvlm":
+        "downloads SmolVLM-Instruct from the hub and runs it on CUDA",
+    'backend = load_vlm("models/smolvlm", device="cuda", dtype="bfloat16", image_splitting=False)':
+        "needs the downloaded SmolVLM-Instruct and a CUDA GPU",
+    "from sae import (ActivationStore, SAEConfig, default_config, MatryoshkaSAE,":
+        "an API overview with placeholders (`acts`, `...`) at the reference width 2048 -> 8192, "
+        "whose 2000 steps are long training on a CPU; tests/sae/ run each call",
+    "from monitors import SARMMonitor, make_scorer, load_scorer":
+        "an API overview with placeholders (`clean_tokens`, `clean_decisions`, `FrankaPickEnv(...)`); "
+        "tests/monitors/test_sarm.py and test_scorers.py run each call",
+}  # fmt: skip
+
+#: `physteer <sub-command>` → flags that replace the README's value (or are appended); None: a
+#: flag without a value.
+BUDGET: dict[str, dict[str, str | None]] = {
+    "collect": {"--images": "32"},  # README 512, default 2048
+    "train-sae": {"--steps": "50"},  # default 2000
+    "discover": {"--n-boot": "50"},  # default 1000
+    # README 0-19 (0-31 for the VLA): two seeds, 3 among them, the seed the README replays
+    "run": {"--seeds": "2-3", "--videos": "0", "--workers": "1"},  # README --videos 2
+    "dashboard": {"--features": "4", "--top-frames": "2"},
+    "export-lerobot": {"--no-video": None},  # MP4 encoding takes about 15 s per episode here
+    "train-vla": {"--episodes": "4", "--epochs": "1", "--threads": "1"},  # README 192, 3
+}
+
+#: First line of a python block → (README text, budget text) substitutions.
+PY_BUDGET = {
+    "from rollouts.runner import ExperimentConfig, run_experiment": [
+        ("seeds=list(range(20))", "seeds=[2, 3]"),  # keeps seed 3, the one it replays
+        ("workers=2", "workers=1"),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    """A fenced code block of the README: its language, first line (its key), text and line."""
+
+    lang: str
+    key: str
+    text: str
+    line: int  # README line of the opening fence
+
+
+def readme_blocks(path: Path = README) -> list[Block]:
+    """The ```bash and ```python blocks of `path`, in order."""
+    text = path.read_text()
+    blocks = []
+    for m in re.finditer(r"^```(bash|python)\n(.*?)^```", text, re.S | re.M):
+        body = m.group(2)
+        blocks.append(
+            Block(
+                m.group(1), body.splitlines()[0].strip(), body, text.count("\n", 0, m.start()) + 1
+            )
+        )
+    return blocks
+
+
+def shell_commands(block: Block) -> list[list[str]]:
+    """The commands of a bash block as argv lists (continuations joined, comments dropped)."""
+    commands = []
+    for line in block.text.replace("\\\n", " ").splitlines():
+        argv = shlex.split(line)
+        cut = next((i for i, a in enumerate(argv) if a.startswith("#")), len(argv))
+        if argv[:cut]:
+            commands.append(argv[:cut])
+    return commands
+
+
+def with_budget(argv: list[str]) -> list[str]:
+    """`physteer SUB ...` with SUB's BUDGET flags set."""
+    out = list(argv)
+    for flag, value in BUDGET.get(argv[1], {}).items():
+        if flag in out:
+            if value is not None:
+                out[out.index(flag) + 1] = value
+        else:
+            out += [flag] if value is None else [flag, value]
+    return out
+
+
+def physteer() -> list[str]:
+    """The installed console script beside this interpreter, else `python -m rollouts.cli`."""
+    script = Path(sys.executable).with_name("physteer")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "rollouts.cli"]
+
+
+def test_every_block_is_run_or_skipped_for_a_reason():
+    blocks = readme_blocks()
+    keys = {b.key for b in blocks}
+    assert len(keys) == len(blocks), (
+        "two README blocks start with the same line: SKIP cannot tell them apart"
+    )
+    assert not set(SKIP) - keys, (
+        f"SKIP entries that match no README block: {sorted(set(SKIP) - keys)}"
+    )
+    assert not set(PY_BUDGET) - keys, (
+        f"PY_BUDGET entries that match no block: {sorted(set(PY_BUDGET) - keys)}"
+    )
+    assert all(len(why) > 20 for why in SKIP.values())
+    run = [b for b in blocks if b.key not in SKIP]
+    assert {b.lang for b in run} == {"bash", "python"} and len(run) >= 10, [b.key for b in run]
+    used = set()
+    for b in run:
+        for argv in shell_commands(b) if b.lang == "bash" else []:
+            assert argv[0] == "physteer" and len(argv) > 1, (
+                f"README line {b.line}: {argv} is not a physteer command"
+            )
+            used.add(argv[1])
+        for old, _ in PY_BUDGET.get(b.key, []):
+            assert old in b.text, (
+                f"README line {b.line}: PY_BUDGET's {old!r} is no longer in the block"
+            )
+    assert not set(BUDGET) - used, (
+        f"BUDGET entries for commands the README no longer runs: {set(BUDGET) - used}"
+    )
+
+
+def test_budget_flags_replace_or_append():
+    assert with_budget(["physteer", "run", "--seeds", "0-19", "--name", "x"]) == [
+        "physteer", "run", "--seeds", "2-3", "--name", "x", "--videos", "0", "--workers", "1"]  # fmt: skip
+    assert with_budget(["physteer", "export-lerobot", "a", "b"]) == [
+        "physteer",
+        "export-lerobot",
+        "a",
+        "b",
+        "--no-video",
+    ]
+    assert with_budget(["physteer", "replay", "r", "c/3"]) == ["physteer", "replay", "r", "c/3"]
+    cmds = shell_commands(
+        Block("bash", "", "physteer a --b c \\\n  --d e   # note\n\nphysteer f 'g#h/1'\n", 1)
+    )
+    assert cmds == [["physteer", "a", "--b", "c", "--d", "e"], ["physteer", "f", "g#h/1"]]
+
+
+@pytest.mark.slow
+def test_readme_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    namespace: dict = {"__name__": "readme"}
+    seconds = {}  # what each step took (shown with -s)
+    for block in readme_blocks():
+        if block.key in SKIP:
+            continue
+        if block.lang == "bash":
+            for argv in shell_commands(block):
+                argv, t0 = with_budget(argv), time.perf_counter()
+                proc = subprocess.run(physteer() + argv[1:], cwd=tmp_path, env=env, capture_output=True,
+                                      text=True, timeout=300)  # fmt: skip
+                if proc.returncode != 0:
+                    pytest.fail(f"README line {block.line}: `{shlex.join(argv)}` exited {proc.returncode}\n"
+                                f"{(proc.stdout + proc.stderr)[-3000:]}")  # fmt: skip
+                seconds[f"{block.line}: physteer {argv[1]}"] = time.perf_counter() - t0
+        else:
+            text, t0 = block.text, time.perf_counter()
+            for old, new in PY_BUDGET.get(block.key, []):
+                text = text.replace(old, new)
+            # Pad so that a traceback names the README's own line numbers.
+            exec(compile("\n" * block.line + text, str(README), "exec"), namespace)
+            seconds[f"{block.line}: python"] = time.perf_counter() - t0
+    print(
+        f"README examples: {sum(seconds.values()):.0f} s;",
+        ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()),
+    )
+    assert (tmp_path / "runs" / "fragile" / "episodes.parquet").is_file()
+    assert (tmp_path / "runs" / "dashboard" / "dashboard.html").is_file()
+    assert (tmp_path / "runs" / "fragile_lerobot" / "meta" / "info.json").is_file()
