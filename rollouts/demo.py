@@ -30,7 +30,9 @@ STAGE_MARKERS = {
     "3b. discovery control: random-weight model": "control/control.json",
     "5. SARM monitor under perturbations": "sarm/summary.json",
     "6. world-model probe": "probe/probe.json",
-}
+    **{f"7. VLA: {part}": rel for part, rel in (("closed loop", "vla/closed_loop.json"),
+                                                ("steering", "vla/study/summary.json"), ("sarm", "vla/sarm/summary.json"))},
+}  # fmt: skip
 
 
 def marker_reads(path: Path) -> bool:
@@ -78,12 +80,25 @@ class DemoConfig:
     probe_episodes: int = 40
     videos: int = 2
     workers: int = 2
+    # The VLA stage (rollouts.demo_vla): closed loop per color × material (and the pattern
+    # control), graded steering on fragile objects, SARM against TA2. vla=False skips it.
+    vla: bool = True
+    vla_seeds_per_cell: int = 4
+    vla_seeds: int = 8
+    vla_images: int = 256
+    vla_sae_steps: int = 800
+    vla_sae_levels: tuple[float, ...] = (0.6, 0.2)
+    vla_sarm_fit_episodes: int = 20
+    vla_sarm_episodes: int = 8
+    vla_max_steps: int = 200
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
         """A minutes-long version for tests and smoke runs."""
         base = dict(images=64, sae_steps=200, seeds=2, sarm_fit_episodes=4, sarm_episodes=1,
-                    sarm_perturbations=("ta2:4@10",), probe_episodes=10, videos=1, workers=1)
+                    sarm_perturbations=("ta2:4@10",), probe_episodes=10, videos=1, workers=1,
+                    vla_seeds_per_cell=1, vla_seeds=2, vla_images=32, vla_sae_steps=100, vla_sarm_fit_episodes=12,
+                    vla_sarm_episodes=1, vla_max_steps=40)
         base.update(overrides)
         return cls(**base)
 
@@ -92,7 +107,9 @@ class DemoConfig:
         from rollouts.conditions import parse_condition
 
         for name, low in (("images", 16), ("sae_steps", 1), ("seeds", 2), ("sarm_fit_episodes", 4),
-                          ("sarm_episodes", 1), ("probe_episodes", 4), ("videos", 0), ("workers", 1)):  # fmt: skip
+                          ("sarm_episodes", 1), ("probe_episodes", 4), ("videos", 0), ("workers", 1),
+                          ("vla_seeds_per_cell", 1), ("vla_seeds", 2), ("vla_images", 16), ("vla_sae_steps", 1),
+                          ("vla_sarm_fit_episodes", 4), ("vla_sarm_episodes", 1), ("vla_max_steps", 1)):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r} is not allowed: it must be an int >= {low}")
@@ -241,9 +258,17 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     console.print(verdict)
     done("6. world-model probe")
 
-    console.rule("[bold]7. report")
+    vla = None
+    if cfg.vla:
+        stage("7. VLA: closed loop, graded steering, SARM")
+        from rollouts.demo_vla import run_vla_stage
+
+        vla = run_vla_stage(cfg, root, console)
+        done("7. VLA: closed loop, graded steering, SARM")
+
+    console.rule("[bold]8. report")
     report = _write_report(cfg, root, metrics, discovery, control, steering, doc, probe_rows, verdict, timings,
-                           time.time() - t_all)
+                           time.time() - t_all, vla)
     console.print(f"\nReport: {report.resolve()}")
     console.print(f"Videos: {(root / 'steer_fragile' / 'videos').resolve()} and {(root / 'steer_rigid' / 'videos').resolve()}")
     return report
@@ -309,7 +334,7 @@ def _discovery_control(cfg: DemoConfig, folder: Path, backend: Any, layer: int, 
     return json.loads(path.read_text())
 
 
-def _write_report(cfg, root, metrics, discovery, control, steering, sarm, probe_rows, verdict, timings, wall) -> Path:
+def _write_report(cfg, root, metrics, discovery, control, steering, sarm, probe_rows, verdict, timings, wall, vla=None) -> Path:
     from rollouts.probe import probe_table_markdown
     from rollouts.report import markdown_table, specificity_markdown
     from rollouts.report_html_demo import write_demo_html
@@ -337,6 +362,10 @@ def _write_report(cfg, root, metrics, discovery, control, steering, sarm, probe_
                    "", spec, ""]
     md += ["## SARM monitor", "", _sarm_markdown(sarm), "", "![roc](sarm/roc.png)", ""]
     md += ["## World-model probe (holding state → after release)", "", probe_table_markdown(probe_rows), "", verdict, ""]
+    if vla is not None:
+        from rollouts.demo_vla import vla_markdown
+
+        md += vla_markdown(vla)
     md += ["## Stage timings", ""] + [f"- {k}: {v:.0f} s" for k, v in timings.items()]
     path = write_text(root / "report.md", "\n".join(md))
     summary = {
@@ -347,6 +376,8 @@ def _write_report(cfg, root, metrics, discovery, control, steering, sarm, probe_
         "discovery_control": control,
         "steering": steering, "sarm": sarm.get("summary"), "sarm_perturbations": _sarm_order(sarm),
         "probe": [asdict(r) for r in probe_rows], "probe_verdict": verdict, "timings_s": timings, "wall_s": wall,
+        "vla": None if vla is None else {"closed_loop": vla["closed_loop"], "steering": vla["steering"].get("dose_response"),
+                                         "neurons": vla["steering"].get("neurons"), "sarm": vla["sarm"].get("summary")},
     }  # fmt: skip
     write_json(root / "summary.json", summary)
     # The feature dashboard, when the demo writes one to root/dashboard/dashboard.html, is linked.

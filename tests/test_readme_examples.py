@@ -61,7 +61,8 @@ BUDGET: dict[str, dict[str, str | None]] = {
     "run": {"--seeds": "2-3", "--videos": "0", "--workers": "1"},  # README --videos 2
     "dashboard": {"--features": "4", "--top-frames": "2"},
     "export-lerobot": {"--no-video": None},  # MP4 encoding takes about 15 s per episode here
-    "train-vla": {"--episodes": "4", "--epochs": "1", "--threads": "1"},  # README 192, 3
+    "train-vla": {"--episodes": "4", "--epochs": "1", "--threads": "1", "--dagger-episodes": "2",
+                  "--dagger-epochs": "1"},  # README 256, 3, 128, 2
 }
 
 #: First line of a python block → (README text, budget text) substitutions.

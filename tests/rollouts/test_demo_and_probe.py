@@ -18,10 +18,14 @@ def demo_root(tmp_path_factory):
 
 def test_demo_writes_report_and_summary(demo_root):
     text = (demo_root / "report.md").read_text()
-    for section in ("## SAE", "## Decorrelated discovery", "## Steering on fragile objects", "## SARM monitor", "## World-model probe"):
+    for section in ("## SAE", "## Decorrelated discovery", "## Steering on fragile objects", "## SARM monitor",
+                    "## World-model probe", "## VLA mode", "### Graded steering", "### SARM on the VLA"):
         assert section in text
     summary = json.loads((demo_root / "summary.json").read_text())
-    assert {"sae", "discovery", "steering", "sarm", "probe", "probe_verdict", "wall_s"} <= set(summary)
+    assert {"sae", "discovery", "steering", "sarm", "probe", "probe_verdict", "wall_s", "vla"} <= set(summary)
+    vla = summary["vla"]
+    assert set(vla["closed_loop"]["materials"]) == {"fragile", "rigid"} and "gap_ratio" in vla["closed_loop"]["control"]
+    assert "spearman_rho" in vla["steering"] and vla["sarm"]
     assert (demo_root / "steer_fragile" / "episodes.parquet").exists()
     assert (demo_root / "sarm" / "roc.png").exists()
     assert (demo_root / "report.html").exists()
