@@ -23,6 +23,9 @@ import numpy as np
 
 from agents.protocol import Agent, ScriptedAgent
 
+#: Expert phases in which the fingers are open: a held object contradicts them.
+UNHELD_PHASES = ("approach", "descend", "release", "retreat")
+
 
 class DaggerAgent:
     """Executes `policy`'s actions; labels each step with `oracle`'s action (see module doc).
@@ -57,6 +60,13 @@ class DaggerAgent:
     def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
         """The policy's actions; the oracle's (from the same observations) become the labels."""
         executed = self.policy.act_batch(observations, infos, lanes)
+        for info, i in zip(infos, lanes, strict=True):
+            # The oracle's phase machine advances on its own; when the policy grasped before the
+            # oracle reached "close" (or still holds after it let go), bring it to the scene, or
+            # it would label "fingers open" while the policy carries the object.
+            expert = self.oracle.lane(int(i)).expert
+            if info.get("holding") and expert.phase in UNHELD_PHASES:
+                expert.resume(info)
         labels = self.oracle.act_batch(observations, infos, lanes)
         self._labels.update({int(i): a.tolist() for i, a in zip(lanes, labels, strict=True)})
         return executed

@@ -80,8 +80,9 @@ def _gap_of(rigid: np.ndarray, fragile: np.ndarray) -> float:
 
 
 def _gap_ratio(rigid: np.ndarray, fragile: np.ndarray, c_rigid: np.ndarray, c_fragile: np.ndarray) -> float:
+    # |plain gap| / trained gap: a gap reversed on plain objects is still a gap, not a shrink.
     trained = _gap_of(rigid, fragile)
-    return _gap_of(c_rigid, c_fragile) / trained if trained != 0 else float("nan")
+    return abs(_gap_of(c_rigid, c_fragile)) / trained if trained != 0 else float("nan")
 
 
 def _gap(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:

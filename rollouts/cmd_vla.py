@@ -97,7 +97,8 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
                             lambda seed=seed: dagger_demonstrations(cfg.out_dir, args.dagger_episodes, seed,
                                                                     horizon=args.horizon, frame_every=args.frame_every,
                                                                     n_envs=args.dagger_envs)))  # fmt: skip
-        round_cfg = replace(cfg, init=cfg.out_dir, epochs=args.dagger_epochs, seed=cfg.seed + r)
+        # Same seed: the held-out split is drawn from it, and must hold out the same episodes.
+        round_cfg = replace(cfg, init=cfg.out_dir, epochs=args.dagger_epochs)
         report = train_vla(Demonstrations.concat(parts), round_cfg, log=console.print)
         rounds.append({"round": r, "episodes": args.dagger_episodes, "rows": len(parts[-1]),
                        "epochs": args.dagger_epochs, "eval": report["eval"]})  # fmt: skip

@@ -117,6 +117,9 @@ class DemoConfig:
             raise ValueError(f"sae_lr={self.sae_lr} must be in (0, 1) and sae_expansion={self.sae_expansion} > 0")
         if self.dom_scale <= 0 or any(s <= 0 for s in self.random_scales):
             raise ValueError(f"dom_scale={self.dom_scale} and random_scales={self.random_scales} must be > 0")
+        levels = list(self.vla_sae_levels)
+        if len(levels) < 2 or len(set(levels)) != len(levels) or not all(x < 1 for x in levels):
+            raise ValueError(f"vla_sae_levels={levels}: give at least 2 distinct SAE levels, each < 1 (1 = fragile level)")
         for p in self.sarm_perturbations:
             parse_condition(p.replace(":contrast:", ":0:"))
         if not self.name or "/" in self.name:

@@ -35,11 +35,14 @@ import numpy as np
 import torch
 
 from envs import FrankaPickEnv
+from envs.expert import BIN_REACH
 from rollouts.conditions import Condition, ConditionEffect, SteeringResources, parse_condition
 
 UNSTEERED = parse_condition("unsteered")
 #: Timing columns of an episode row: they differ between runs and are left out of comparisons.
 TIMING_COLUMNS = ("wall_s", "render_s", "agent_s", "monitor_s", "physics_s")
+#: Step-row columns of the action the env executed, where a monitor may replace the agent's.
+EXECUTED_COLUMNS = ("x_dx", "x_dy", "x_dz", "x_grip")
 
 
 @dataclass(frozen=True)
@@ -336,7 +339,12 @@ class _Lane:
             "ee_z": float(info["ee_pos"][2]), "object_z": float(info["object_pos"][2]), "reward": float(reward),
             "ee_speed": float(np.linalg.norm(self.obs["state"][3:6])), "vetoed": False,  # state[3:6]: ee velocity
         }  # fmt: skip
-        if self.steps and self.steps[-1]["holding"] and not row["holding"] and self.release_height is None:
+        if "executed_action" in info:  # behind a monitor: what the env ran (a veto's or fallback's action)
+            executed = info["executed_action"]  # None where the monitor stopped the episode
+            row.update(zip(EXECUTED_COLUMNS, [None] * 4 if executed is None else map(float, executed), strict=True))
+        over_bin = np.linalg.norm(np.subtract(info["object_pos"][:2], info["bin_pos"][:2])) < BIN_REACH
+        if self.steps and self.steps[-1]["holding"] and not row["holding"] and self.release_height is None and over_bin:
+            # let go above the bin (a drop on the table is not a release)
             self.release_height = float(self.steps[-1]["ee_z"] - info["bin_pos"][2])
         banner = None
         for name in loop.scorers:

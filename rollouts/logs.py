@@ -51,16 +51,24 @@ class RunLog:
             return False
         return True
 
-    def write_config(self, config: dict[str, Any], resume: bool = True) -> None:
-        """Write config.json; refuse to mix a different config into an existing run."""
+    def write_config(self, config: dict[str, Any], resume: bool = True, defaults: dict[str, Any] | None = None) -> None:
+        """Write config.json; refuse to mix a different config into an existing run.
+
+        Args:
+            defaults: the config's field defaults: a field missing from an older config.json
+                counts as equal to its default (a run made before the field existed resumes).
+        """
+        defaults = json.loads(json.dumps(defaults or {}, default=str))
         path = self.root / "config.json"
         if path.exists():
             try:
                 old = json.loads(path.read_text())
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path} is corrupt ({exc}); move it away or choose another --name") from None
-            if old != json.loads(json.dumps(config, default=str)):
-                changed = sorted(k for k in set(old) | set(config) if old.get(k) != json.loads(json.dumps(config.get(k), default=str)))
+            new = json.loads(json.dumps(config, default=str))
+            # A field added since the run was made counts as equal when it has its default.
+            changed = sorted(k for k in set(old) | set(new) if old.get(k, defaults.get(k)) != new.get(k))
+            if changed:
                 raise ValueError(
                     f"run folder {self.root} holds a different experiment (fields differ: {changed}); "
                     "use another --name, or --overwrite to start afresh"

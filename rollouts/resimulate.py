@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rollouts.episode import Recorder, StepView
+from rollouts.episode import EXECUTED_COLUMNS, Recorder, StepView
 
 ACTION_COLUMNS = ("a_dx", "a_dy", "a_dz", "a_grip")  # the logged (proposed) action of a step row
 
@@ -37,7 +37,10 @@ def executed_actions(config: dict[str, Any], episode: dict[str, Any], steps: lis
         if row["step"] != i:
             raise ValueError(f"episode {episode['condition']}/{episode['seed']}: step rows skip from {i - 1} to {row['step']}")
         vetoed = bool(row.get("vetoed", row.get("sarm_veto", False)))
-        action = [0.0, 0.0, 0.0, last_grip] if vetoed else [row[c] for c in ACTION_COLUMNS]  # the monitor's safe action
+        if row.get(EXECUTED_COLUMNS[0]) is not None:  # logged as executed (a fallback's action too)
+            action = [row[c] for c in EXECUTED_COLUMNS]
+        else:  # older logs: the monitor's safe action on a vetoed step
+            action = [0.0, 0.0, 0.0, last_grip] if vetoed else [row[c] for c in ACTION_COLUMNS]
         actions.append(np.array(action, dtype=np.float32))
         if vetoed and config.get("on_veto") == "stop":
             return np.stack(actions), True  # the monitor truncated the episode here

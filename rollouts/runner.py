@@ -14,7 +14,7 @@ batch size give the same results.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -302,7 +302,8 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: boo
         import shutil
 
         shutil.rmtree(log.root)
-    log.write_config(cfg.replay_dict())
+    log.write_config(cfg.replay_dict(), defaults={f.name: f.default for f in fields(ExperimentConfig)
+                                                  if f.default is not MISSING})  # fmt: skip
     batches = plan_batches(cfg, conditions, log)
     execute(cfg, batches, lambda records: [write_record(log, r) for r in records], progress)
     log.finalize()

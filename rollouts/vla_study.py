@@ -35,11 +35,12 @@ from rich.console import Console
 #: Episode outcomes the study reports per condition.
 METRICS = ("peak_grip_force", "carry_speed", "release_height", "broken", "success")
 #: Acceptance criteria of issue 12, fixed before any run: steering toward rigid raises mean peak
-#: grip force monotonically (Spearman rho of the means vs strength at least this), at least this
+#: grip force monotonically (Spearman rho of the means vs strength at least this, over at least
+#: `min_magnitudes` magnitudes, unsteered included), at least this
 #: many intermediate strengths separated from both extremes, breakage rises from at most
 #: `broken_unsteered_max` to at least `broken_strongest_min`, the norm-matched random
 #: direction's grip change below this fraction of the SAE's, and the paired tests' level.
-ACCEPTANCE = {"spearman_rho_min": 0.9, "min_separated_intermediates": 2, "broken_unsteered_max": 0.10,
+ACCEPTANCE = {"spearman_rho_min": 0.9, "min_magnitudes": 5, "min_separated_intermediates": 2, "broken_unsteered_max": 0.10,
               "broken_strongest_min": 0.50, "random_fraction_max": 0.2, "alpha": 0.05}  # fmt: skip
 #: Expected sign of a handling word's carry-speed change (words without one: no direction flag).
 EXPECTED_CARRY_SIGN = {"quickly": 1, "fast": 1, "slowly": -1, "slow": -1}
@@ -349,7 +350,7 @@ def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched
         "broken_change": broken_diff, "broken_change_p": strongest["broken_p"],
         "sae_grip_change": sae_change, "random_grip_change": rand_change, "random_fraction": fraction,
         "flags": {
-            "monotone": bool(rho >= ACCEPTANCE["spearman_rho_min"]),
+            "monotone": bool(len(conds) >= ACCEPTANCE["min_magnitudes"] and rho >= ACCEPTANCE["spearman_rho_min"]),
             "graded": len(sep) >= ACCEPTANCE["min_separated_intermediates"],
             "breakage_rises": bool(by["unsteered"]["broken"]["value"] <= ACCEPTANCE["broken_unsteered_max"]
                                    and by[conds[-1]]["broken"]["value"] >= ACCEPTANCE["broken_strongest_min"]),

@@ -41,6 +41,10 @@ def conditions_table(summary: dict[str, Any]) -> Table:
     return t
 
 
+def _p(p: float | None) -> str:
+    return "n/a" if p is None or p != p else f"{p:.2g}"
+
+
 def _flag(value: bool) -> Text:
     return Text("yes" if value else "no", style="green" if value else "red")
 
@@ -54,6 +58,7 @@ def acceptance_table(summary: dict[str, Any]) -> Table:
         t.add_column(col, overflow="fold")
     sep = ", ".join(f"{s:g}" for s in d["separated_intermediates"]) or "none"
     f = d["flags"]
+    d = {k: (float("nan") if v is None else v) for k, v in d.items()}  # summary.json writes NaN as null
     t.add_row("SAE monotone", f"rho {d['spearman_rho']:.2f} (p {d['spearman_p']:.2g}); need >= "
               f"{acc['spearman_rho_min']:g}", _flag(f["monotone"]))  # fmt: skip
     t.add_row("SAE graded", f"separated strengths: {sep}; need >= {acc['min_separated_intermediates']}",
@@ -67,9 +72,12 @@ def acceptance_table(summary: dict[str, Any]) -> Table:
               _flag(f["random_small"]))  # fmt: skip
     for word, n in summary["neurons"].items():
         figures = f"Δcarry {_cell(n['carry_speed_change'], 100, '.1f', True)}".replace("\n", " ")
-        flags = n["flags"]
+        flags, p = n["flags"], n["carry_speed_p"]
+        if word == "random":  # the control passes when it does NOT move the speed
+            t.add_row("random cluster", f"{figures} cm/s, p {_p(p)}", _flag(not flags["significant"]))
+            continue
         ok = flags.get("expected_direction", flags["significant"])
-        t.add_row(f"neuron {word}", f"{figures} cm/s, p {n['carry_speed_p']:.2g}", _flag(ok))
+        t.add_row(f"neuron {word}", f"{figures} cm/s, p {_p(p)}", _flag(ok))
     return t
 
 

@@ -92,3 +92,34 @@ def test_vla_fallback_succeeds_and_its_effort_follows_the_fallbacks_grip():
         assert episode(vla, "hold", clean=0, seed=1, max_steps=8).row["committed_handling"] == "vla"
     finally:
         vla.close()
+
+
+def test_a_fallback_episode_replays_from_its_logged_executed_actions():
+    """The step rows log what the env ran (EXECUTED_COLUMNS): the fallback expert's actions, not
+    the agent's, so re-simulation (replay, the LeRobot export) reproduces the episode."""
+    import numpy as np
+
+    from agents.protocol import ScriptedAgent
+    from rollouts.resimulate import Replayer
+
+    class Always:
+        threshold = 1.0
+
+        def score(self, activations: torch.Tensor) -> float:
+            return 1e9
+
+    loop = ClosedLoop(ScriptedAgent(), max_steps=150, image_size=64, record_decisions=False,
+                      scorers={"a": Always()}, on_veto="fallback")  # fmt: skip
+    try:
+        (rec,) = loop.run([EpisodeSpec(seed=1, monitor="a", options={"material": "rigid"})])
+    finally:
+        loop.close()
+    assert rec.row["fallback_step"] == 0 and rec.row["success"]
+    requested = np.array([[s[c] for c in ("a_dx", "a_dy", "a_dz", "a_grip")] for s in rec.steps])
+    ran = np.array([[s[c] for c in ("x_dx", "x_dy", "x_dz", "x_grip")] for s in rec.steps])
+    assert not np.allclose(requested, ran)  # the firm agent asked, the gentle fallback ran
+    replayer = Replayer({"on_veto": "fallback", "image_size": 64, "max_steps": 150}, render=False)
+    try:
+        replayer.replay(rec.row, rec.steps)  # raises at the first step that differs
+    finally:
+        replayer.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from rollouts.cli import main
 from rollouts.runner import Batch, EpisodeRunner, ExperimentConfig
@@ -49,3 +50,18 @@ def test_bad_pattern_fails_fast(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "object_pattern 'stripes'" in err and "'plain'" in err, err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_run_made_before_the_field_existed_resumes(tmp_path):
+    """config.json of an older run lacks object_pattern: it equals the default, so it resumes;
+    a real difference is still refused."""
+    import json
+
+    from rollouts.logs import RunLog
+
+    log = RunLog(tmp_path / "r")
+    log.root.mkdir(parents=True)
+    (log.root / "config.json").write_text(json.dumps({"seeds": [0]}))
+    log.write_config({"seeds": [0], "object_pattern": "material"}, defaults={"object_pattern": "material"})
+    with pytest.raises(ValueError, match="object_pattern"):
+        log.write_config({"seeds": [0], "object_pattern": "plain"}, defaults={"object_pattern": "material"})

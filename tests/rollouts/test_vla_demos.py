@@ -78,3 +78,19 @@ def test_expert_goes_back_for_an_object_it_lost_while_carrying():
     for _ in range(7):
         planner_expert.act(info)
     assert planner_expert.phase == "carry"
+
+
+def test_dagger_oracle_follows_a_policy_that_grasped_early():
+    """The oracle's phase machine lags a policy that grasps before it reached "close": while the
+    object is held the label must keep the fingers closed (and carry on), not open them."""
+    from agents.dagger import DaggerAgent
+    from agents.protocol import ExpertAgent
+
+    agent = DaggerAgent(ExpertAgent("firm"))
+    agent.reset(0, lane=0)
+    assert agent.oracle.phase_for(0) == "approach"
+    info = {"ee_pos": [0.0, 0.0, 0.06], "object_pos": [0.0, 0.0, 0.05], "bin_pos": [0.0, 0.3, 0.0],
+            "holding": True, "object": {"material": "rigid"}}  # fmt: skip
+    agent.act({}, info)
+    label = agent.decision_for(0)["label"]
+    assert label[3] == 1.0 and agent.oracle.phase_for(0) == "lift"  # firm grip kept, lifting

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from rich.console import Console
@@ -146,3 +147,37 @@ def test_registering_the_command_imports_no_transformers():
             "print('transformers' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _synthetic_rows(cfg, random_condition, grip_of, broken_of, seeds=20):
+    rng = np.random.default_rng(0)
+    rows = []
+    for cond in cfg.conditions(random_condition):
+        for seed in range(seeds):
+            rows.append({"condition": cond, "seed": seed, "success": True, "broken": bool(rng.random() < broken_of(cond)),
+                         "peak_force": 0.0, "steps": 80, "p_fragile_mean": 0.5,
+                         "peak_grip_force": grip_of(cond) + rng.normal(0, 0.3), "carry_speed": 0.2,
+                         "release_height": 0.05})  # fmt: skip
+    return rows
+
+
+def test_acceptance_flags_on_known_answers():
+    """Synthetic episodes whose answer is known: a graded, monotone rise with a small random
+    effect passes every dose flag; a flat response with a large random effect fails them."""
+    from rollouts.vla_study import VLAStudyConfig, sae_condition, summarize_vla_study
+
+    cfg = VLAStudyConfig(sae_levels=[0.8, 0.6, 0.4, 0.2, 0.0], dom_scales=[0.5], neuron_words=[])
+    matched = {"random_condition": "random:1"}
+    strength = {sae_condition(x): 1 - x for x in cfg.sae_levels}
+    rising = summarize_vla_study(
+        _synthetic_rows(cfg, "random:1", lambda c: 6 + 20 * strength.get(c, 0) + (0.5 if c == "random:1" else 0),
+                        lambda c: 0.0 if c == "unsteered" else (0.9 if c == sae_condition(0.0) else 0.0)),
+        cfg, matched)  # fmt: skip
+    d = rising["dose_response"]
+    assert d["spearman_rho"] == pytest.approx(1.0) and len(d["separated_intermediates"]) >= 2
+    assert d["flags"] == {"monotone": True, "graded": True, "breakage_rises": True, "random_small": True}
+    flat = summarize_vla_study(
+        _synthetic_rows(cfg, "random:1", lambda c: 6 + (3 if c == "random:1" else 0) + (1 if c in strength else 0),
+                        lambda c: 0.0), cfg, matched)  # fmt: skip
+    f = flat["dose_response"]["flags"]
+    assert not f["graded"] and not f["breakage_rises"] and not f["random_small"]
