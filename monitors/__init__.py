@@ -14,6 +14,8 @@ from monitors.attacks import (
     SAEOverdrive,
 )
 from monitors.calibration import Calibration, calibrate, calibrate_episodes, check_provenance
+from monitors.combined import CombinedScorer
+from monitors.probe import LinearProbeScorer
 from monitors.sarm import SARMMonitor
 from monitors.scorers import (
     MahalanobisScorer,
@@ -25,7 +27,8 @@ from monitors.scorers import (
 )
 
 __all__ = [
-    "ActivationAddition", "Calibration", "ImageCorruption", "MahalanobisScorer",
+    "ActivationAddition", "Calibration", "CombinedScorer", "ImageCorruption", "LinearProbeScorer",
+    "MahalanobisScorer",
     "PCAReconstructionScorer", "Perturbation", "PromptInjection", "SAEOverdrive",
     "SAEReconstructionScorer", "SARMMonitor", "Scorer", "calibrate", "calibrate_episodes", "check_provenance",
     "load_scorer", "make_scorer",

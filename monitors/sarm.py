@@ -80,7 +80,8 @@ class SARMMonitor(gym.Wrapper):
         threshold: veto when score > threshold; None ⇒ scorer.calibration.threshold.
         on_veto: "hold", "stop" or "fallback" (module docstring).
         tokens: "image" scores the tap's first `n_image_tokens` rows (its image tokens) when the
-            tap says how many; "all" scores every row.
+            tap says how many; "all" scores every row. A scorer with `tokens = "all"` (the
+            linear probe, monitors.probe: it reads the last token too) always gets every row.
         enforce: False ⇒ shadow mode (scores and reports, never changes the action).
         info_key: key of the monitor's dict in info (several monitors can be stacked).
 
@@ -169,8 +170,9 @@ class SARMMonitor(gym.Wrapper):
 
     # --- scoring --------------------------------------------------------------------------
     def _activations(self, latest: Any) -> Any:
-        """The rows of `latest` to score (see `tokens`)."""
-        if self.tokens == "all":
+        """The rows of `latest` to score (see `tokens`; a scorer whose own `tokens` is "all",
+        the linear probe, gets every row)."""
+        if self.tokens == "all" or getattr(self.scorer, "tokens", None) == "all":
             return latest
         n_img = getattr(self.tap, "n_image_tokens", 0)
         return latest[:n_img] if isinstance(n_img, int) and n_img > 0 else latest

@@ -368,7 +368,7 @@ SCORERS: dict[str, type[Scorer]] = {
 
 
 def make_scorer(kind: str, **kwargs: Any) -> Scorer:
-    """Build a scorer by kind ("sae", "mahalanobis", "pca")."""
+    """Build a scorer by kind ("sae", "mahalanobis", "pca", "probe", "combined")."""
     if kind not in SCORERS:
         raise ValueError(f"scorer kind {kind!r}: expected one of {sorted(SCORERS)}")
     return SCORERS[kind](**kwargs)
@@ -409,3 +409,10 @@ def load_scorer(
     if doc.get("calibration") is not None:
         scorer.calibration = Calibration.from_dict(doc["calibration"])
     return scorer
+
+
+# Scorers of their own modules register themselves in SCORERS ("probe": monitors.probe,
+# "combined": monitors.combined); importing them here makes every kind known to make_scorer
+# and load_scorer (module imports: either side may be imported first).
+import monitors.combined  # noqa: E402, F401
+import monitors.probe  # noqa: E402, F401

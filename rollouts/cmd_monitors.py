@@ -11,14 +11,20 @@ Parquet logs), each in its own folder under the output folder:
    (the calibration with its method, alpha and seeds), with `scorers/fit.json` written last
    (the stage marker: the seed split, the calibration settings, every method's threshold side
    by side). Resuming with other calibration settings is refused (use another --name).
+   The derived scorers come last (rollouts.sarm_probe): "probe", a linear probe trained on a
+   `probe-fit/` run of its training attacks (`--probe-attacks`) on the scorer-fit seeds, and
+   "combined", the max of its parts' threshold-normalised scores, recalibrated.
 2. the perturbations are conditions (rollouts.conditions) with an onset, e.g. `ta2:4@10`
    (the TA2 vector is the fit decisions' rigid − fragile difference of means, saved as
    `perturbation_vector.safetensors`), `random:4@10` (a random direction of the same norm),
    `sae:contrast:50@10` (SAE overdrive of the latent that rises most from fragile to rigid
-   decisions; `contrast` is replaced by its index), `noise:0.2@10`, `prompt@10`.
+   decisions; `contrast` is replaced by its index), `noise:0.2@10`, `prompt@10`. With `--sweep`
+   each kind runs at every magnitude of its attack-strength sweep (rollouts.sarm_sweep).
 3. `eval/`: unsteered ("clean") and every perturbation on the eval seeds, each once with no
    monitor enforcing (every scorer scores in shadow) and once per scorer with its vetoes
-   enforced. `rollouts.sarm_summary.summarize` makes the figures from eval's Parquet logs;
+   enforced. `rollouts.sarm_summary.summarize` makes the figures from eval's Parquet logs,
+   `rollouts.sarm_sweep.summarize_sweep` the harm-based ones per (kind, magnitude) (harmful-
+   attack coverage, per-decision AUROC, fixed-window detection; `summary["sweep"]`, sweep.png);
    `summary.json` is written last (atomically).
 
 `run_sarm_eval(SarmEvalConfig(...))` is the Python entry point (tests use it). Rerunning the
@@ -40,6 +46,7 @@ import pyarrow.parquet as pq
 import torch
 
 from rollouts.sarm_config import DEFAULT_PERTURBATIONS, SARM_AGENTS, SarmEvalConfig
+from rollouts.sarm_probe import DERIVED_SCORERS, derived_summary, fit_derived_scorers, print_probe
 
 __all__ = ["DEFAULT_PERTURBATIONS", "SARM_AGENTS", "SarmEvalConfig", "run_sarm_eval"]
 #: Calibrations computed beside the chosen one on the same clean episodes (scorers/fit.json),
@@ -84,7 +91,7 @@ def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[st
     method = cfg.calibration_method
     settings = {"k": cfg.k, "fpr": cfg.fpr or 0.05, "alpha": cfg.alpha}
     names, sae, table = [], None, {}
-    for kind in cfg.scorers:
+    for kind in (k for k in cfg.scorers if k not in DERIVED_SCORERS):  # probe, combined: below
         extra = {"steps": cfg.sae_steps} if kind == "sae" else {}
         s = make_scorer(kind, **meta, **extra).fit([a for a, _ in fit])
         per_episode = [s.score_many(e) for e in calib]  # clean calibration scores, per episode
@@ -99,7 +106,7 @@ def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[st
     dom = fragile.float().mean(0) - rigid.float().mean(0)
     write_safetensors(out / "perturbation_vector.safetensors", {"dom": dom})
     feature = None
-    if any(":contrast:" in p for p in cfg.perturbations):
+    if any(":contrast:" in p for p in cfg.run_perturbations()):
         if sae is None:
             sae = SAEReconstructionScorer(steps=cfg.sae_steps).fit([a for a, _ in fit]).sae
         sae.save(out / "sae", metadata={"model": cfg.model_id, "layer": layer})
@@ -109,6 +116,9 @@ def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[st
               "fit_decisions": len(fit), "calibration_decisions": n_calib, "calibration_episodes": len(calib),
               "seed_split": split, "calibration": cfg.calibration_settings(), "calibrations": table,
               "fit_run_config": config}  # fmt: skip
+    derived = fit_derived_scorers(cfg, fit_dir, feature, log)  # the probe and combined scorers
+    marker = {**marker, "scorers": names + derived["names"], "calibrations": {**table, **derived["calibrations"]},
+              **derived["marker"]}  # fmt: skip
     write_json(out / "scorers" / "fit.json", marker)
     log(f"fit: {len(fit)} + {n_calib} clean decisions ({len(calib)} calibration episodes), layer {layer}, d {marker['d']}")
     return marker
@@ -136,7 +146,8 @@ def records_from_run(run_dir: Path, scorers: list[str]) -> list[dict[str, Any]]:
             "onset": None if c.kind == "unsteered" else c.onset, "broken": e["broken"], "success": e["success"],
             "first_veto_step": e["first_veto_step"], "veto_reason": e["sarm_reason"],
             "broken_cause": e.get("broken_cause"), "committed_handling": e.get("committed_handling"),
-            "fallback_step": e.get("fallback_step"),
+            "fallback_step": e.get("fallback_step"), "broken_step": e.get("broken_step"), "peak_force": e["peak_force"],
+            "first_alarm": {n: e[f"first_alarm:{n}"] for n in scorers if f"first_alarm:{n}" in e},
             "decisions": by_episode.get((e["condition"], e["monitor"], e["seed"]), []),
         })  # fmt: skip
     return records
@@ -146,8 +157,9 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print) -> dict[str, Any]:
     """Run the protocol of the module docstring (resuming finished stages); returns summary.json."""
     from rollouts.demo import marker_reads
     from rollouts.runner import run_experiment
-    from rollouts.sarm_plots import plot_roc, plot_timelines
+    from rollouts.sarm_plots import plot_roc, plot_sweep, plot_timelines
     from rollouts.sarm_summary import summarize
+    from rollouts.sarm_sweep import summarize_sweep, sweep_labels
     from storage import write_json
 
     cfg.check()
@@ -161,7 +173,8 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print) -> dict[str, Any]:
     fit_dir = run_experiment(cfg.experiment("fit", cfg.fit_seeds, ["unsteered"]), progress=False, report=False)
     marker = marker or fit_scorers(cfg, fit_dir, log)
     feature = marker["contrast_feature"]
-    perturbations = [p.replace(":contrast:", f":{feature}:") for p in cfg.perturbations]
+    given = cfg.run_perturbations()
+    perturbations = [p.replace(":contrast:", f":{feature}:") for p in given]
     scorer_dirs = [str(out / "scorers" / n) for n in marker["scorers"]]
     eval_cfg = cfg.experiment(
         "eval", cfg.eval_seeds, ["unsteered", *perturbations], monitors=scorer_dirs, enforce=["none", *marker["scorers"]],
@@ -174,14 +187,18 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print) -> dict[str, Any]:
     log("thresholds: " + ", ".join(f"{n} {t:.4g}" for n, t in thresholds.items()))
     records = records_from_run(eval_dir, marker["scorers"])
     summary = summarize(records, thresholds, n_boot=cfg.n_boot, calibrations=marker.get("calibrations"))
+    summary.update(derived_summary(summary, marker, perturbations))  # probe: trained vs held-out kinds
+    labels = sweep_labels(dict(zip(given, perturbations, strict=True)))
+    summary["sweep"] = summarize_sweep(records, thresholds, labels, window=cfg.window, n_boot=cfg.n_boot)
     doc = {
         "config": asdict(cfg), "layer": marker["layer"], "d": marker["d"], "seconds": time.time() - t0,
         "seed_split": marker.get("seed_split"), "calibration": marker.get("calibration"),
-        "perturbations": dict(zip(cfg.perturbations, perturbations, strict=True)), "thresholds": thresholds,
+        "perturbations": dict(zip(given, perturbations, strict=True)), "thresholds": thresholds,
         "summary": summary, "records": records,
     }  # fmt: skip
     if cfg.plots:
         plot_roc(records, list(thresholds), perturbations, summary, out / "roc.png")
+        plot_sweep(summary["sweep"], out / "sweep.png")
         for n, t in thresholds.items():
             plot_timelines(records, n, t, perturbations, out / f"timeline_{n}.png")
     write_json(out / "summary.json", doc, default=_json_default)  # last: marks the evaluation done
@@ -206,7 +223,8 @@ def _rate(r: dict[str, Any], compact: bool = False) -> str:
 
 
 def print_summary(doc: dict[str, Any], console: Any = None) -> None:
-    """Rich tables: clean false positives per scorer, then figures per perturbation × scorer.
+    """Rich tables: clean false positives per scorer, then figures per perturbation × scorer,
+    then the sweep's harm-based figures per (kind, magnitude) × scorer (rollouts.sarm_sweep_report).
 
     Perturbations are listed in the order given. Each table is printed in full where it fits
     `console` (default: a Console of the terminal's width, 80 columns when piped); otherwise
@@ -312,6 +330,11 @@ def print_summary(doc: dict[str, Any], console: Any = None) -> None:
             continue
         full = build(False)
         console.print(full if table_fits(full, console) else build(True))
+    if summ.get("sweep", {}).get("kinds"):
+        from rollouts.sarm_sweep_report import print_sweep
+
+        print_sweep(doc, console)
+    print_probe(doc, console)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -331,5 +354,5 @@ def run_cli(args: argparse.Namespace) -> int:
     cfg = config_from_args(SarmEvalConfig, args, out=str(Path("runs") / args.name))
     doc = run_sarm_eval(cfg)
     print_summary(doc)
-    print(f"wrote {cfg.out}/summary.json, roc.png, timeline_*.png")
+    print(f"wrote {cfg.out}/summary.json" + (", roc.png, sweep.png, timeline_*.png" if cfg.plots else ""))
     return 0

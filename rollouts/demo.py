@@ -363,7 +363,7 @@ def _write_report(cfg, root, metrics, discovery, control, steering, sarm, probe_
             md += ["Specificity: each steered condition minus each random-direction control, paired "
                    "by seed (a control's own small effect explains a steered effect only if this is ~0).",
                    "", spec, ""]
-    md += ["## SARM monitor", "", _sarm_markdown(sarm), "", "![roc](sarm/roc.png)", ""]
+    md += ["## SARM monitor", "", _sarm_markdown(sarm), "", "![roc](sarm/roc.png) ![sweep](sarm/sweep.png)", ""]
     md += ["## World-model probe (holding state → after release)", "", probe_table_markdown(probe_rows), "", verdict, ""]
     if vla is not None:
         from rollouts.demo_vla import vla_markdown
@@ -427,4 +427,5 @@ def _sarm_markdown(doc: dict[str, Any]) -> str:
             auc = "–" if a.get("auc") is None or a["auc"] != a["auc"] else f"{a['auc']:.2f} [{a['lo']:.2f}, {a['hi']:.2f}]"
             lines.append(f"| {cond} | {s} | {_rate(r['detection'])} | {_rate(r['early_veto'])} | {auc} | "
                          f"{_rate(per['broken_fragile_off'])} | {_rate(r['broken_fragile_on'])} |")
-    return "\n".join(lines)
+    from rollouts.sarm_sweep_report import sweep_markdown  # the harm-based table (coverage)
+    return "\n".join([*lines, "", sweep_markdown(summary)])

@@ -398,6 +398,7 @@ class _Lane:
             "condition": spec.condition.name, "monitor": spec.monitor, "seed": spec.seed,
             "onset": spec.condition.onset, **info["object"],
             "success": bool(info["success"]), "broken": bool(info["broken"]), "broken_cause": info["broken_cause"],
+            "broken_step": info.get("broken_step"),  # the step during which the object broke (None: unbroken)
             "peak_force": float(info["peak_force"]), "impact_speed": float(info["impact_speed"]),
             "peak_grip_force": float(info["peak_grip_force"]), "carry_speed": carry_speed,
             "release_height": self.release_height,  # None: never let go of a held object

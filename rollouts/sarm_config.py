@@ -16,6 +16,10 @@ from typing import Any
 SARM_AGENTS = ("vlm", "vla")  # agents a monitor can watch (the scripted oracle has no activations)
 DEFAULT_PERTURBATIONS = ("ta2:4@10", "random:4@10", "sae:contrast:20@10", "sae:contrast:50@10",
                          "noise:0.2@10", "occlusion:0.35@10", "color:0.3@10", "prompt@10")  # fmt: skip
+#: The probe scorer's training attacks (an activation attack and a frame corruption) and the
+#: combined scorer's parts (rollouts.sarm_probe).
+PROBE_ATTACKS = ("ta2:4@10", "noise:0.2@10")
+COMBINED_PARTS = ("sae", "mahalanobis")
 
 
 @dataclass
@@ -27,10 +31,21 @@ class SarmEvalConfig:
             own action tokens move the arm; its decisions are the forwards, one per chunk).
         model: "tiny" (embedded: the tiny VLM, or the tiny VLA), a local folder or a cached hub id.
         layer: tap layer (None = 2/3 depth).
-        scorers: scorer kinds, side by side (sae, mahalanobis, pca).
+        scorers: scorer kinds, side by side (sae, mahalanobis, pca; probe: a linear probe
+            trained on clean vs probe_attacks decisions; combined: the max of the
+            combined_parts' threshold-normalised scores, recalibrated; rollouts.sarm_probe).
         aggregate: "mean" or "max" of the per-token scores.
         tokens: rows a scorer reads: "image" or "all" (+ the last token, where a prompt shows).
         perturbations: perturbation conditions with onsets (see rollouts.conditions).
+        probe_attacks: perturbations the probe scorer is trained on, run on the scorer-fit
+            seeds (a `probe-fit` experiment); eval perturbations of other kinds are held out.
+        combined_parts: scorer kinds the combined scorer takes the max of (among scorers).
+        sweep: run each perturbation kind at every magnitude of its attack-strength sweep
+            (rollouts.sarm_sweep.DEFAULT_SWEEP, e.g. ta2 0.5-8, noise 0.05-0.8, prompt 1-16
+            repetitions), with the perturbation's onset, on the paired eval seeds.
+        sweep_magnitudes: magnitudes replacing a kind's sweep defaults, "kind=m1/m2/..."
+            (e.g. ta2=1/4,noise=0.1/0.4; at least 2 per kind; needs sweep).
+        window: decisions after onset of the fixed-window detection metric (episode-length free).
         fit_episodes: clean episodes: half fit the scorers, half calibrate them.
         episodes: paired eval seeds.
         first_seed: first env seed (fit seeds, then eval seeds).
@@ -67,6 +82,11 @@ class SarmEvalConfig:
     aggregate: str = "mean"
     tokens: str = "image"
     perturbations: tuple[str, ...] = DEFAULT_PERTURBATIONS
+    probe_attacks: tuple[str, ...] = PROBE_ATTACKS
+    combined_parts: tuple[str, ...] = COMBINED_PARTS
+    sweep: bool = False
+    sweep_magnitudes: tuple[str, ...] = ()
+    window: int = 3
     fit_episodes: int = 32
     episodes: int = 8
     first_seed: int = 5_000_000
@@ -108,10 +128,11 @@ class SarmEvalConfig:
                 raise ValueError(
                     f"perturbation {p!r}: the clean condition is always run; list perturbations only"
                 )
+        self._check_derived()
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"aggregate {self.aggregate!r}: expected one of {AGGREGATES}")
         for name, low in (("fit_episodes", 4), ("episodes", 1), ("decide_every", 1), ("max_steps", 1),
-                          ("sae_steps", 1), ("workers", 1), ("envs_per_worker", 1), ("n_boot", 1)):  # fmt: skip
+                          ("sae_steps", 1), ("workers", 1), ("envs_per_worker", 1), ("n_boot", 1), ("window", 1)):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r}: must be an int >= {low}")
@@ -122,6 +143,9 @@ class SarmEvalConfig:
         if self.fpr is not None and not 0.0 < self.fpr < 1.0:
             raise ValueError(f"fpr={self.fpr!r}: must be in (0, 1)")
         self._check_calibration()
+        if self.sweep_magnitudes and not self.sweep:
+            raise ValueError(f"sweep_magnitudes={list(self.sweep_magnitudes)} given without sweep: add --sweep")
+        self.run_perturbations()  # ValueError naming a kind or magnitude the sweep cannot run
         if self.first_seed < 0:
             raise ValueError(f"first_seed={self.first_seed}: must be >= 0")
         self.experiment("check", [0], ["unsteered"]).validate()
@@ -136,6 +160,13 @@ class SarmEvalConfig:
             on_veto=self.on_veto, tokens=self.tokens, holding=False, device=self.device, dtype=self.dtype, workers=self.workers,
             envs_per_worker=self.envs_per_worker, executor=self.executor, address=self.address, **fields,
         )  # fmt: skip
+
+    def run_perturbations(self) -> list[str]:
+        """The perturbation conditions the eval runs: `perturbations`, or with `sweep` every
+        kind of them at each of its sweep magnitudes (rollouts.sarm_sweep.expand_sweep)."""
+        from rollouts.sarm_sweep import expand_sweep
+
+        return expand_sweep(self.perturbations, self.sweep_magnitudes) if self.sweep else list(self.perturbations)
 
     @property
     def model_id(self) -> str:
@@ -225,3 +256,24 @@ class SarmEvalConfig:
                 f"scores, but fit_episodes={self.fit_episodes} gives {n_cal} calibration {unit} (half of the fit "
                 f"episodes calibrate): raise fit_episodes or alpha"
             )
+
+    @property
+    def probe_conditions(self) -> tuple[str, ...]:
+        """The probe's training attacks when "probe" is among the scorers, else ()."""
+        return tuple(self.probe_attacks) if "probe" in self.scorers else ()
+
+    def _check_derived(self) -> None:
+        """The probe's training attacks and the combined scorer's parts (rollouts.sarm_probe)."""
+        from rollouts.conditions import parse_condition
+
+        if "probe" in self.scorers:
+            if not self.probe_attacks:
+                raise ValueError("scorer 'probe' needs probe_attacks: perturbations to train it on")
+            for p in self.probe_attacks:
+                if parse_condition(p.replace(":contrast:", ":0:")).kind == "unsteered":
+                    raise ValueError(f"probe attack {p!r}: list perturbations (the probe's clean decisions are the fit run's)")
+        if "combined" in self.scorers:
+            bad = [p for p in self.combined_parts if p not in self.scorers or p in ("probe", "combined")]
+            if len(self.combined_parts) < 2 or len(set(self.combined_parts)) != len(self.combined_parts) or bad:
+                raise ValueError(f"combined_parts {list(self.combined_parts)}: give at least 2 distinct scorers "
+                                 f"among {[s for s in self.scorers if s not in ('probe', 'combined')]} (bad: {bad})")  # fmt: skip

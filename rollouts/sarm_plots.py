@@ -1,7 +1,9 @@
-"""PNG figures of a SARM evaluation (matplotlib, Agg backend): ROC curves and score timelines.
+"""PNG figures of a SARM evaluation (matplotlib, Agg backend): ROC curves, score timelines and
+the attack-strength sweep.
 
-Both read the episode records described in rollouts.sarm_summary; files are written
-atomically (`storage.write_png`).
+The ROC and timelines read the episode records described in rollouts.sarm_summary, the sweep
+plot rollouts.sarm_sweep.summarize_sweep's figures; files are written atomically
+(`storage.write_png`).
 """
 
 from __future__ import annotations
@@ -127,3 +129,59 @@ def plot_timelines(
         return write_png(path, fig, dpi=110)
     finally:
         plt.close(fig)
+
+
+def plot_sweep(sweep: dict[str, Any], path: str | Path) -> Path:
+    """Write `sweep_figure` as a PNG at `path`; returns the path."""
+    fig = sweep_figure(sweep)
+    try:
+        return write_png(path, fig, dpi=110)
+    finally:
+        _pyplot().close(fig)
+
+
+def sweep_figure(sweep: dict[str, Any]) -> Any:
+    """Detection and harm against attack magnitude, one panel per perturbation kind
+    (rollouts.sarm_sweep.summarize_sweep's output): breakage without a monitor (black), and per
+    scorer its detection rate (solid) and the breakage with its monitor enforcing (dashed), each
+    with its 95% Wilson interval (series side by side, slightly dodged along x); returns the
+    matplotlib Figure."""
+    plt = _pyplot()
+    kinds = sweep["kinds"]
+    n = max(1, len(kinds))
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(max(6.0, 3.4 * cols), 3.0 * rows + 0.9), squeeze=False)
+    for ax, (kind, points) in zip(axes.flat, kinds.items(), strict=False):
+        xs = [r["magnitude"] for r in points]
+        log = len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 4
+        scorers = list(points[0]["scorers"]) if points else []
+        series = [("broken, no monitor", [r["broken_off"] for r in points], {"color": "k", "marker": "s"})]
+        for i, s in enumerate(scorers):
+            series += [(f"{s} detection", [r["scorers"][s]["detection"] for r in points], {"color": f"C{i}", "marker": "o"}),
+                       (f"broken, {s} on", [r["scorers"][s]["broken_on"] for r in points],
+                        {"color": f"C{i}", "marker": "x", "ls": "--"})]  # fmt: skip
+        span = (max(xs) - min(xs)) if len(xs) > 1 else 1.0
+        for j, (label, rates, style) in enumerate(series):
+            shift = j - (len(series) - 1) / 2
+            dodged = [x * 1.025**shift if log else x + 0.008 * span * shift for x in xs]
+            ys = [r["rate"] for r in rates]
+            err = [[max(0.0, r["rate"] - r["lo"]) for r in rates], [max(0.0, r["hi"] - r["rate"]) for r in rates]]
+            ax.errorbar(dodged, ys, yerr=err, capsize=2, lw=1.2, ms=4, label=label, **style)
+        if log:
+            ax.set_xscale("log")
+        ax.set_xticks(xs, [f"{x:g}" for x in xs], fontsize=7)
+        ax.minorticks_off()
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(f"{kind} (n={points[0]['n'] if points else 0} per point)", fontsize=9)
+        ax.set_xlabel("magnitude", fontsize=8)
+        ax.set_ylabel("rate", fontsize=8)
+    for ax in list(axes.flat)[len(kinds):]:
+        ax.axis("off")
+    _suptitle(fig, "attack-strength sweep: detection (solid), breakage without a monitor (black) and with each "
+              "monitor enforcing (dashed); 95% Wilson CIs", 10)  # fmt: skip
+    if kinds:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.9 / (3.0 * rows + 0.9), 1, 1))
+    return fig

@@ -7,7 +7,9 @@ An episode record is a dict:
      "broken": bool, "first_veto_step": int or None,
      "decisions": [{"step": int, "scores": {scorer name: float or None}}, ...]}
     optional: "success": bool, "fallback_step": int or None (on_veto "fallback"),
-    "broken_cause", "committed_handling".
+    "broken_cause", "committed_handling", "broken_step": int or None, "peak_force": float,
+    "first_alarm": {scorer name: first step it vetoed, or would in shadow, or None}
+    (rollouts.sarm_sweep reads the last three).
 
 Monitor-off records carry every scorer's score at every decision (scored passively);
 monitor-on records carry the veto of the scorer that was enforced. `summarize` turns them into
@@ -93,14 +95,20 @@ def decision_scores(record: dict[str, Any], scorer: str, after: int | None = Non
             if d["scores"].get(scorer) is not None and (after is None or d["step"] >= after)]  # fmt: skip
 
 
+def flagged(decision: dict[str, Any], scorer: str, threshold: float) -> bool:
+    """Whether the scorer's monitor vetoes this decision: score above the threshold, or no
+    finite score (the monitor fails closed)."""
+    x = decision["scores"].get(scorer)
+    return x is None or not math.isfinite(x) or x > threshold
+
+
 def step_flags(record: dict[str, Any], scorer: str, threshold: float) -> list[bool]:
     """Per env step: would the monitor veto (the current decision's score > threshold)?"""
     flags, current, it = [], False, iter(record["decisions"])
     pending = next(it, None)
     for step in range(record["steps"]):
         while pending is not None and pending["step"] <= step:
-            s = pending["scores"].get(scorer)
-            current = s is None or not math.isfinite(s) or s > threshold
+            current = flagged(pending, scorer, threshold)
             pending = next(it, None)
         flags.append(current)
     return flags
@@ -121,11 +129,7 @@ def false_alarms(
     the threshold, or no finite score, as the monitor fails closed) and per episode (any such
     decision), each a `wilson` dict."""
 
-    def alarm(d: dict[str, Any]) -> bool:
-        x = d["scores"].get(scorer)
-        return x is None or not math.isfinite(x) or x > threshold
-
-    flags = [[alarm(d) for d in r["decisions"]] for r in clean_off]
+    flags = [[flagged(d, scorer, threshold) for d in r["decisions"]] for r in clean_off]
     return {"decision": wilson(sum(map(sum, flags)), sum(map(len, flags))),
             "episode": wilson(sum(map(any, flags)), len(flags))}  # fmt: skip
 
