@@ -160,6 +160,9 @@ def run_agent_eval(args: argparse.Namespace) -> int:
         g, r = summary["control"]["grip_gap"], summary["control"]["gap_ratio"]
         console.print(f"plain objects: gap {g['value']:.1f} N [{g['low']:.1f}, {g['high']:.1f}]; "
                       f"plain / trained gap {r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]")  # fmt: skip
+        c, r = summary["command_gap"], summary["control"]["command_gap_ratio"]
+        console.print(f"commanded grip (not censored by breakage): gap {c['value']:.2f} [{c['low']:.2f}, {c['high']:.2f}]; "
+                      f"plain / trained {r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]")  # fmt: skip
     from storage import write_json
 
     config = {k: getattr(args, k) for k in ("agent", "model", "chunk", "seeds", "first_seed", "decide_every",

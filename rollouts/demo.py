@@ -83,13 +83,13 @@ class DemoConfig:
     # The VLA stage (rollouts.demo_vla): closed loop per color × material (and the pattern
     # control), graded steering on fragile objects, SARM against TA2. vla=False skips it.
     vla: bool = True
-    vla_seeds_per_cell: int = 4
-    vla_seeds: int = 8
+    vla_seeds_per_cell: int = 2
+    vla_seeds: int = 6
     vla_images: int = 256
     vla_sae_steps: int = 800
     vla_sae_levels: tuple[float, ...] = (0.6, 0.2)
-    vla_sarm_fit_episodes: int = 20
-    vla_sarm_episodes: int = 8
+    vla_sarm_fit_episodes: int = 12
+    vla_sarm_episodes: int = 6
     vla_max_steps: int = 200
 
     @classmethod

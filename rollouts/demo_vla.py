@@ -69,7 +69,7 @@ def run_vla_stage(cfg: Any, root: Path, console: Console) -> dict[str, Any]:
 
     path = root / VLA_MARKERS["sarm"]
     if not marker_reads(path):
-        doc = run_sarm_eval(SarmEvalConfig(agent="vla", model="tiny-vla", fit_episodes=cfg.vla_sarm_fit_episodes,
+        doc = run_sarm_eval(SarmEvalConfig(agent="vla", model="tiny-vla", scorers=("sae",), fit_episodes=cfg.vla_sarm_fit_episodes,
                                            episodes=cfg.vla_sarm_episodes, perturbations=("ta2:4@10",),
                                            max_steps=cfg.vla_max_steps,
                                            out=str(path.parent), workers=cfg.workers), log=console.print)  # fmt: skip
@@ -105,7 +105,9 @@ def vla_markdown(vla: dict[str, Any]) -> list[str]:
     if s.get("control"):
         md += ["", f"Rigid − fragile peak grip force: {_est(s['grip_gap'])} N trained, "
                    f"{_est(s['control']['grip_gap'])} N with the pattern removed "
-                   f"(ratio {_est(s['control']['gap_ratio'])}).", ""]  # fmt: skip
+                   f"(ratio {_est(s['control']['gap_ratio'])}); the VLA's commanded grip, which breakage does "
+                   f"not cut short: gap {_est(s['command_gap'])} trained, ratio {_est(s['control']['command_gap_ratio'])} "
+                   "with the pattern removed.", ""]  # fmt: skip
     st = vla["steering"]
     md += ["### Graded steering (fragile objects, paired seeds)", "",
            "| condition | n | peak grip (N) | carry speed (m/s) | broken |", "|---|---|---|---|---|"]  # fmt: skip

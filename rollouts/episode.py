@@ -392,6 +392,8 @@ class _Lane:
         profiles = [s["profile"] for s in steps if s["decided"]]
         enforced = (info.get(f"sarm:{spec.monitor}") or {}) if spec.monitor != "none" else {}
         enforcer = self.monitors[-1] if spec.monitor != "none" else None  # wrapped outermost
+        closing = [s["a_grip"] for s in steps if s["a_grip"] > 0]
+        grip_command = float(np.mean(closing)) if closing else None  # the agent's own grip effort
         held = [s["ee_speed"] for s in steps if s["holding"]]
         carry_speed = float(np.mean(held)) if held else None  # m/s while holding; None: never held
         row = {
@@ -400,7 +402,7 @@ class _Lane:
             "success": bool(info["success"]), "broken": bool(info["broken"]), "broken_cause": info["broken_cause"],
             "broken_step": info.get("broken_step"),  # the step during which the object broke (None: unbroken)
             "peak_force": float(info["peak_force"]), "impact_speed": float(info["impact_speed"]),
-            "peak_grip_force": float(info["peak_grip_force"]), "carry_speed": carry_speed,
+            "peak_grip_force": float(info["peak_grip_force"]), "grip_command": grip_command, "carry_speed": carry_speed,
             "release_height": self.release_height,  # None: never let go of a held object
             "steps": int(info["step"]), "truncated": self.truncated, "reward": self.reward,
             "p_fragile_first": float(p[0]) if len(p) else float("nan"),

@@ -20,6 +20,7 @@ def _rows(gap: float, pattern: str, n: int = 12) -> list[dict]:
                 rows.append({"color": color, "material": material, "seed": k, "pattern": pattern,
                              "success": k % 4 != 0, "broken": material == "fragile" and k == 0,
                              "peak_grip_force": force + rng.normal(0, 0.5), "carry_speed": 0.2,
+                             "grip_command": 0.15 + gap / 40 if material == "rigid" else 0.15,
                              "release_height": None})  # fmt: skip
     return rows
 
@@ -33,6 +34,7 @@ def test_gap_and_its_ratio_under_the_pattern_control():
     ratio = s["control"]["gap_ratio"]
     assert 0.05 < ratio["low"] < ratio["value"] < ratio["high"] < 0.2
     assert np.isnan(s["materials"]["rigid"]["release_height"]["value"])  # never released: no estimate
+    assert s["control"]["command_gap_ratio"]["value"] == pytest.approx(0.1)  # (3/40) / (30/40)
 
 
 def test_vla_agent_eval_runs_both_patterns(tmp_path):
