@@ -170,6 +170,14 @@ def markdown_table(results: list[dict], baseline: str) -> str:
     return "\n".join(lines)
 
 
+def errorbar_estimates(ax: Any, xs: Sequence[float], estimates: Sequence[dict], **kwargs: Any) -> None:
+    """Plot Estimate dicts (value, low, high) at `xs` with their 95% intervals as error bars."""
+    v = np.array([e["value"] for e in estimates], dtype=float)
+    low = v - np.array([e["low"] for e in estimates], dtype=float)
+    high = np.array([e["high"] for e in estimates], dtype=float) - v
+    ax.errorbar(xs, v, yerr=[low, high], **{"marker": "o", "capsize": 3, **kwargs})
+
+
 def dose_response_plot(results: list[dict], path: Path) -> Path | None:
     """Magnitude vs P(fragile) and breakage per steering kind (points with 95% CIs)."""
     import matplotlib
@@ -193,10 +201,7 @@ def dose_response_plot(results: list[dict], path: Path) -> Path | None:
         pts.sort(key=lambda x: x[0])
         xs = [m for m, _ in pts]
         for ax, metric in zip(axes, ("p_fragile_mean", "broken"), strict=True):
-            v = np.array([r[metric]["value"] for _, r in pts])
-            lo = v - np.array([r[metric]["low"] for _, r in pts])
-            hi = np.array([r[metric]["high"] for _, r in pts]) - v
-            ax.errorbar(xs, v, yerr=[lo, hi], marker="o", capsize=3, label=key)
+            errorbar_estimates(ax, xs, [r[metric] for _, r in pts], label=key)
     axes[0].set(xlabel="steering magnitude", ylabel="mean P(fragile)", title="P(fragile)")
     axes[1].set(xlabel="steering magnitude", ylabel="breakage rate", title="Breakage")
     axes[0].legend()

@@ -41,6 +41,12 @@ def conditions_table(summary: dict[str, Any]) -> Table:
     return t
 
 
+def _nan(e: dict[str, Any] | None) -> dict[str, float]:
+    """An estimate with None (no episode to estimate from; NaN in summary.json) as NaN."""
+    e = e or {}
+    return {k: float("nan") if e.get(k) is None else e[k] for k in ("value", "low", "high")}
+
+
 def _p(p: float | None) -> str:
     return "n/a" if p is None or p != p else f"{p:.2g}"
 
@@ -99,22 +105,20 @@ def plot_dose_response(summary: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from rollouts.report import errorbar_estimates
     from storage import write_png
 
     d = summary["dose_response"]
     by = {r["condition"]: r for r in summary["conditions"]}
     xs = np.array(d["strengths"])
     random = by[summary["matched_norm"]["random_condition"]]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, (key, label) in zip(axes, (("peak_grip_force", "peak grip force (N)"), ("carry_speed", "carry speed (m/s)"),
-                                       ("broken", "breakage rate")), strict=True):  # fmt: skip
-        est = [by[c][key] for c in d["conditions"]]
-        v = np.array([e["value"] for e in est], dtype=float)
-        err = [v - np.array([e["low"] for e in est], dtype=float), np.array([e["high"] for e in est], dtype=float) - v]
-        ax.errorbar(xs, v, yerr=err, marker="o", capsize=3, label="SAE fragility → rigid")
-        r = random[key]
-        ax.errorbar([xs[-1] + 0.08], [r["value"]], yerr=[[r["value"] - r["low"]], [r["high"] - r["value"]]],
-                    marker="s", capsize=3, color="grey", linestyle="none", label="random, norm-matched")  # fmt: skip
+    panels = (("peak_grip_force", "peak grip force (N)"), ("carry_speed", "carry speed (m/s)"),
+              ("release_height", "release height (m)"), ("broken", "breakage rate"))  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(17, 4))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        errorbar_estimates(ax, xs, [_nan(by[c][key]) for c in d["conditions"]], label="SAE fragility → rigid")
+        errorbar_estimates(ax, [xs[-1] + 0.08], [_nan(random[key])], marker="s", color="grey", linestyle="none",
+                           label="random, norm-matched")  # fmt: skip
         ax.set(xlabel="strength s = 1 − X (0: unsteered)", ylabel=label)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"VLA dose response on fragile objects ({summary['n_seeds']} paired seeds, 95% CIs)")
