@@ -18,7 +18,7 @@ from gymnasium import spaces
 from envs.fragility import ForceTracker, FragilityConfig
 from envs.objects import COLORS, MATERIALS, SHADES, SHAPES, ObjectSpec, check_pattern
 from envs.robot import FINGER_JOINTS, GripperConfig, Panda
-from envs.sim import Camera, Lighting, Sim, display_set
+from envs.sim import Camera, Lighting, Sim, check_renderer, display_set
 from envs.task import Layout, PickTask
 
 OBS_MODES = ("rgb", "state", "rgb+state")
@@ -47,6 +47,9 @@ class EnvConfig:
         object_pattern: "material" (the surface pattern marks the material: fragile striped,
             rigid plain) or "plain" (every object plain in its color whatever its material: the
             material cue is removed from the frame; physics unchanged).
+        renderer: camera frames from "tiny" (TinyRenderer, what the shipped models were trained
+            on), "egl" (OpenGL through PyBullet's EGL plugin: a GPU's where there is one, else
+            Mesa's software rasteriser; lit differently) or "auto" (EGL where it loads).
     """
 
     image_size: int = 384
@@ -59,6 +62,7 @@ class EnvConfig:
     workspace_high: tuple[float, float, float] = (0.2, 0.3, 0.4)
     cheap_arm_visuals: bool = True
     object_pattern: str = "material"
+    renderer: str = "tiny"
     camera: Camera = field(default_factory=Camera)
     layout: Layout = field(default_factory=Layout)
     gripper: GripperConfig = field(default_factory=GripperConfig)
@@ -72,6 +76,7 @@ class EnvConfig:
         if self.max_steps < 1 or self.substeps < 1:
             raise ValueError(f"max_steps ({self.max_steps}) and substeps ({self.substeps}) must be ≥ 1")
         check_pattern(self.object_pattern)
+        check_renderer(self.renderer)
 
 
 class FrankaPickEnv(gym.Env):
@@ -123,7 +128,7 @@ class FrankaPickEnv(gym.Env):
             obs["state"] = spaces.Box(-10.0, 10.0, (STATE_SIZE,), np.float32)
         self.observation_space = spaces.Dict(obs)
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
-        self.sim = Sim(timestep=cfg.timestep, gui=render_mode == "human")
+        self.sim = Sim(timestep=cfg.timestep, gui=render_mode == "human", renderer=cfg.renderer)
         self._episode_index = 0
         self._seeded = False
         self.robot: Panda | None = None

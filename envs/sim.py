@@ -2,15 +2,24 @@
 
 Every call carries this client's `physicsClientId`, so several environments can live in one
 process without sharing a world. The wrapper only adds what the scene needs: building boxes
-and cylinders, reading contacts, and rendering a camera frame with TinyRenderer.
+and cylinders, reading contacts, and rendering a camera frame.
+
+Rendering: TinyRenderer (PyBullet's CPU rasteriser, the default: every shipped model was trained
+on its frames) or OpenGL through PyBullet's EGL plugin (`renderer="egl"`): headless, on a GPU
+where the EGL driver has one, else in Mesa's software rasteriser (llvmpipe). EGL frames are lit
+differently (PyBullet's OpenGL light, not `Lighting`); `benchmarks/renderers.py` measures their
+speed and how often the tiny model decides the same on both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import pkgutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,8 +51,23 @@ class Lighting:
     specular: float = 0.05
 
 
+#: Camera-frame renderers: "tiny" (TinyRenderer), "egl" (OpenGL through the EGL plugin; an
+#: error where it cannot load), "auto" (EGL where it loads, else TinyRenderer).
+RENDERERS = ("tiny", "egl", "auto")
+
+
 class NoDisplayError(RuntimeError):
     """The PyBullet GUI was asked for where there is no display to open it on."""
+
+
+class RendererUnavailableError(RuntimeError):
+    """renderer="egl" was asked for where PyBullet's EGL plugin cannot load."""
+
+
+def check_renderer(renderer: str) -> None:
+    """ValueError naming `renderer` and the allowed ones unless it is one of RENDERERS."""
+    if renderer not in RENDERERS:
+        raise ValueError(f"renderer {renderer!r} is not allowed; choose one of {list(RENDERERS)}")
 
 
 def display_set() -> bool:
@@ -76,21 +100,48 @@ def display_problem() -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def c_stdout_silenced(active: bool = True) -> Iterator[None]:
+    """Send what C code prints to stdout to /dev/null meanwhile (PyBullet's EGL plugin prints its
+    driver banner on load, on its first frames and on unload)."""
+    if not active:
+        yield
+        return
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        libc.fflush(None)  # C's buffered prints go to /dev/null, not to the restored stdout
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 class Sim:
     """One PyBullet client in DIRECT (headless) or GUI mode.
 
     Args:
         timestep: physics step in seconds.
         gui: open the PyBullet GUI (needs a display).
+        renderer: camera frames from "tiny", "egl" or "auto" (RENDERERS); the one in use is
+            `self.renderer` ("tiny" or "egl"). The GUI renders with its own OpenGL.
 
     Raises:
+        ValueError: an unknown renderer.
         NoDisplayError (a RuntimeError): `gui` where no display can be opened (checked before
             PyBullet tries, since PyBullet would end the process).
+        RendererUnavailableError (a RuntimeError): renderer "egl" where the plugin cannot load.
     """
 
-    def __init__(self, timestep: float = 1.0 / 240.0, gui: bool = False) -> None:
+    def __init__(self, timestep: float = 1.0 / 240.0, gui: bool = False, renderer: str = "tiny") -> None:
+        check_renderer(renderer)
         self.timestep = timestep
         self.client = -1
+        self.renderer = "tiny"
+        self._egl_plugin = -1
         if gui:
             problem = display_problem()
             if problem is not None:
@@ -102,7 +153,26 @@ class Sim:
         self.client = p.connect(p.GUI if gui else p.DIRECT)
         if self.client < 0:
             raise RuntimeError("could not connect to PyBullet (GUI needs a display)")
+        if renderer != "tiny" and not gui:
+            self._load_egl(required=renderer == "egl")
         self.reset()
+
+    def _load_egl(self, required: bool) -> None:
+        # The plugin must be loaded before any body exists: it mirrors visual shapes as they
+        # are created. Once loaded, every getCameraImage of this client goes through it.
+        loader = pkgutil.get_loader("eglRenderer")
+        plugin = -1
+        if loader is not None:
+            with c_stdout_silenced():
+                plugin = p.loadPlugin(loader.get_filename(), "_eglRendererPlugin", physicsClientId=self.client)
+        if plugin >= 0:
+            self._egl_plugin, self.renderer = plugin, "egl"
+        elif required:
+            self.close()
+            where = "pybullet has no eglRenderer module" if loader is None else "no EGL display could be opened (libEGL and a driver, e.g. Mesa or NVIDIA's, are needed)"  # fmt: skip
+            raise RendererUnavailableError(
+                f"renderer 'egl' cannot be used here: {where}. Use renderer 'tiny' (TinyRenderer) or 'auto' (EGL where it loads)."
+            )
 
     def reset(self) -> None:
         """Empty the world: no bodies, gravity on, our timestep."""
@@ -114,8 +184,12 @@ class Sim:
     def close(self) -> None:
         """Disconnect the client; the object is unusable afterwards."""
         if self.client >= 0 and p.isConnected(self.client):
+            if self._egl_plugin >= 0:
+                with c_stdout_silenced():
+                    p.unloadPlugin(self._egl_plugin, physicsClientId=self.client)
             p.disconnect(self.client)
         self.client = -1
+        self._egl_plugin = -1
 
     def step(self) -> None:
         """Advance physics by one timestep."""
@@ -221,31 +295,37 @@ class Sim:
         )
         return view, proj
 
+    def _renderer_flag(self) -> int:
+        return p.ER_BULLET_HARDWARE_OPENGL if self.renderer == "egl" else p.ER_TINY_RENDERER
+
     def render(self, width: int, height: int, camera: Camera, lighting: Lighting) -> np.ndarray:
-        """Render an RGB uint8 frame (height × width × 3) with TinyRenderer."""
+        """Render an RGB uint8 frame (height × width × 3) with `self.renderer`; `lighting` is
+        TinyRenderer's (the EGL plugin lights the scene its own way)."""
         c = self.client
         view, proj = self._matrices(width, height, camera)
-        _, _, rgba, _, _ = p.getCameraImage(
-            width,
-            height,
-            view,
-            proj,
-            renderer=p.ER_TINY_RENDERER,
-            lightDirection=lighting.direction,
-            lightAmbientCoeff=lighting.ambient,
-            lightDiffuseCoeff=lighting.diffuse,
-            lightSpecularCoeff=lighting.specular,
-            shadow=0,
-            flags=p.ER_NO_SEGMENTATION_MASK,
-            physicsClientId=c,
-        )
+        with c_stdout_silenced(self.renderer == "egl"):
+            _, _, rgba, _, _ = p.getCameraImage(
+                width,
+                height,
+                view,
+                proj,
+                renderer=self._renderer_flag(),
+                lightDirection=lighting.direction,
+                lightAmbientCoeff=lighting.ambient,
+                lightDiffuseCoeff=lighting.diffuse,
+                lightSpecularCoeff=lighting.specular,
+                shadow=0,
+                flags=p.ER_NO_SEGMENTATION_MASK,
+                physicsClientId=c,
+            )
         return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
 
     def render_segmentation(self, width: int, height: int, camera: Camera) -> np.ndarray:
         """Render the body-id segmentation mask (for measuring how large things appear)."""
         c = self.client
         view, proj = self._matrices(width, height, camera)
-        _, _, _, _, seg = p.getCameraImage(
-            width, height, view, proj, renderer=p.ER_TINY_RENDERER, physicsClientId=c
-        )
+        with c_stdout_silenced(self.renderer == "egl"):
+            _, _, _, _, seg = p.getCameraImage(
+                width, height, view, proj, renderer=self._renderer_flag(), physicsClientId=c
+            )
         return np.asarray(seg, dtype=np.int64).reshape(height, width)

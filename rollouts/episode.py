@@ -193,18 +193,19 @@ class ClosedLoop:
         record_holding: add the HoldingState recorder.
         recorders: callable(spec) → list of extra Recorder instances for an episode.
         object_pattern: how objects are drawn, "material" or "plain" (envs EnvConfig).
+        renderer: camera frames from "tiny", "egl" or "auto" (envs EnvConfig).
     """
 
     def __init__(self, agent: Any, n_envs: int = 1, image_size: int = 384, max_steps: int = 200,
                  resources: SteeringResources | None = None, layer: int | None = None,
                  scorers: dict[str, Any] | None = None, on_veto: str = "hold", tokens: str = "image",
                  record_decisions: bool = True, record_holding: bool = False,
-                 recorders: Any = None, object_pattern: str = "material") -> None:  # fmt: skip
+                 recorders: Any = None, object_pattern: str = "material", renderer: str = "tiny") -> None:  # fmt: skip
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r}: expected an int >= 1")
         self.agent = agent
         self.envs = [FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=image_size,
-                                   max_steps=max_steps, object_pattern=object_pattern)
+                                   max_steps=max_steps, object_pattern=object_pattern, renderer=renderer)
                      for _ in range(n_envs)]  # fmt: skip
         self.resources = resources or SteeringResources()
         tap = getattr(agent, "tap", None)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from envs.objects import PATTERNS
+from envs.sim import RENDERERS
 from rollouts.conditions import Condition, SteeringResources, check_resources, parse_conditions
 from rollouts.episode import ClosedLoop, EpisodeRecord, EpisodeSpec
 from rollouts.logs import RunLog, safe_name
@@ -52,6 +53,8 @@ class ExperimentConfig:
         object_pattern: how objects are drawn: "material" (the surface pattern marks the
             material) or "plain" (every object plain in its color: the material cue removed
             from the frame, physics unchanged; the control of "handling comes from vision").
+        renderer: camera frames from "tiny" (TinyRenderer, what the tiny models were trained
+            on), "egl" (OpenGL through PyBullet's EGL plugin, lit differently) or "auto".
         sae, discovery, vector: resources for steered conditions.
         monitors: saved SARM scorer folders (`physteer sarm-eval` writes them under
             scorers/); each scores every decision of every episode, named by its folder.
@@ -87,6 +90,7 @@ class ExperimentConfig:
     image_size: int = 384
     max_steps: int = 200
     object_pattern: str = "material"
+    renderer: str = "tiny"
     sae: str | None = None
     discovery: str | None = None
     vector: str | None = None
@@ -115,6 +119,7 @@ class ExperimentConfig:
         allowed("material", self.material, MATERIALS)
         allowed("executor", self.executor, EXECUTORS)
         allowed("object_pattern", self.object_pattern, PATTERNS)
+        allowed("renderer", self.renderer, RENDERERS)
         from monitors.sarm import ON_VETO, TOKEN_SELECTIONS
 
         allowed("on_veto", self.on_veto, ON_VETO)
@@ -250,7 +255,7 @@ class EpisodeRunner:
                                max_steps=cfg.max_steps, resources=resources, layer=cfg.layer,
                                scorers=scorers, on_veto=cfg.on_veto, tokens=cfg.tokens,
                                record_holding=cfg.holding and cfg.agent != "scripted",
-                               object_pattern=cfg.object_pattern)  # fmt: skip
+                               object_pattern=cfg.object_pattern, renderer=cfg.renderer)  # fmt: skip
 
     def spec(self, condition: str, monitor: str, seed: int, video: bool = False) -> EpisodeSpec:
         """The EpisodeSpec of one episode of this experiment."""

@@ -1,0 +1,120 @@
+"""EGL vs TinyRenderer, side by side in one run: speed at 384², and whether the tiny VLM decides
+the same on both.
+
+Two envs run the same seeds in lockstep under the same scripted-expert actions (the renderer
+does not touch physics), one rendering with TinyRenderer (what the shipped models were trained
+on), one through PyBullet's EGL plugin (`EnvConfig.renderer="egl"`: a GPU where the EGL driver
+has one, else Mesa's llvmpipe on the CPU). Frames are taken at fixed steps of each episode
+(object on the table, grasped, carried). On each pair it reports:
+- frames/s of each renderer (gymnasium.utils.performance.benchmark_render, alternating rounds
+  so machine noise hits both alike; the ratio of medians is the figure to quote);
+- pixel difference (mean |Δ| per channel, and the share of pixels differing by > 40 levels);
+- the tiny VLM's answer to "is it fragile?" on both frames: agreement of the thresholded
+  decisions (P ≥ 0.5) with its Wilson CI, and mean |ΔP(fragile)|; the agreement of each
+  renderer's decision with the true material is shown beside it, so a drop in agreement can
+  be told from both being wrong.
+
+    nice -n 10 python benchmarks/renderers.py [--episodes 16] [--steps 0,30,60] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import numpy as np
+from gymnasium.utils.performance import benchmark_render
+from rich.console import Console
+from rich.table import Table
+
+from envs import FrankaPickEnv
+from envs.expert import ScriptedExpert
+from rollouts.stats import wilson
+
+RENDERERS = ("tiny", "egl")
+
+
+def paired_frames(episodes: int, steps: tuple[int, ...], size: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """{renderer: frames (N × size × size × 3)} at `steps` of seeds 0..episodes-1, and each
+    frame's true material."""
+    envs = {r: FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=size, renderer=r) for r in RENDERERS}
+    frames: dict[str, list[np.ndarray]] = {r: [] for r in RENDERERS}
+    materials: list[str] = []
+    try:
+        for seed in range(episodes):
+            infos = {r: env.reset(seed=seed)[1] for r, env in envs.items()}
+            expert = ScriptedExpert("gentle")
+            for step in range(max(steps) + 1):
+                if step in steps:
+                    for r, env in envs.items():
+                        frames[r].append(env.render())
+                    materials.append(infos["tiny"]["object"]["material"])
+                action = expert.act(infos["tiny"])
+                infos = {r: env.step(action)[4] for r, env in envs.items()}
+    finally:
+        for env in envs.values():
+            env.close()
+    return {r: np.stack(f) for r, f in frames.items()}, materials
+
+
+def frames_per_second(rounds: int, seconds: float, size: int) -> dict[str, float]:
+    """Median frames/s of each renderer over `rounds` alternating rounds."""
+    rates: dict[str, list[float]] = {r: [] for r in RENDERERS}
+    for _ in range(rounds):
+        for r in RENDERERS:
+            env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=size, renderer=r)
+            env.reset(seed=0)
+            rates[r].append(benchmark_render(env, target_duration=seconds))
+            env.close()
+    return {r: statistics.median(v) for r, v in rates.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument("--steps", default="0,30,60", help="episode steps at which frames are taken")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--size", type=int, default=384)
+    args = parser.parse_args(argv)
+    steps = tuple(sorted({int(s) for s in args.steps.split(",")}))
+    if args.episodes < 1 or not steps or steps[0] < 0:
+        raise SystemExit(f"--episodes {args.episodes} must be >= 1 and --steps {args.steps!r} non-negative ints")
+
+    probe = FrankaPickEnv(obs_mode="state", image_size=16, renderer="auto")
+    used = probe.sim.renderer
+    probe.close()
+    if used != "egl":
+        raise SystemExit("PyBullet's EGL plugin does not load on this machine (renderer 'egl'); nothing to compare")
+
+    console = Console()
+    fps = frames_per_second(args.rounds, args.seconds, args.size)
+    frames, materials = paired_frames(args.episodes, steps, args.size)
+
+    from agents.backend import load_vlm
+
+    backend = load_vlm("tiny")
+    p = {r: np.concatenate([backend.prob_yes(list(f[i : i + 16])) for i in range(0, len(f), 16)]) for r, f in frames.items()}
+    decided = {r: v >= 0.5 for r, v in p.items()}
+    truth = np.array([m == "fragile" for m in materials])
+    n = len(truth)
+    diff = np.abs(frames["egl"].astype(np.int16) - frames["tiny"].astype(np.int16))
+
+    def rate(k: int) -> str:
+        e = wilson(int(k), n)
+        return f"{e.value:.0%} [{e.low:.0%}, {e.high:.0%}]"
+
+    table = Table(title=f"EGL vs TinyRenderer at {args.size}² ({n} paired frames: {args.episodes} seeds × steps {list(steps)})")
+    for col in ("measure", "TinyRenderer", "EGL", "EGL / Tiny or paired"):
+        table.add_column(col)
+    table.add_row("frames/s (median of rounds)", f"{fps['tiny']:.1f}", f"{fps['egl']:.1f}", f"{fps['egl'] / fps['tiny']:.2f}×")
+    table.add_row("pixel |Δ| (mean, levels)", "", "", f"{diff.mean():.1f}")
+    table.add_row("pixels with |Δ| > 40", "", "", f"{(diff.max(-1) > 40).mean():.0%}")
+    table.add_row("tiny VLM says fragile = truth", rate((decided["tiny"] == truth).sum()), rate((decided["egl"] == truth).sum()), "")
+    table.add_row("same decision on both (n, 95% CI)", "", "", f"{rate((decided['tiny'] == decided['egl']).sum())} (n={n})")
+    table.add_row("mean |ΔP(fragile)|", "", "", f"{np.abs(p['egl'] - p['tiny']).mean():.3f}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
