@@ -7,7 +7,8 @@ on), one through PyBullet's EGL plugin (`EnvConfig.renderer="egl"`: a GPU where 
 has one, else Mesa's llvmpipe on the CPU). Frames are taken at fixed steps of each episode
 (object on the table, grasped, carried). On each pair it reports:
 - frames/s of each renderer (gymnasium.utils.performance.benchmark_render, alternating rounds
-  so machine noise hits both alike; the ratio of medians is the figure to quote);
+  so machine noise hits both alike; the ratio of medians is the figure to quote), and the time
+  of an env reset (EGL's builds a fresh client and plugin);
 - pixel difference (mean |Δ| per channel, and the share of pixels differing by > 40 levels);
 - the tiny VLM's answer to "is it fragile?" on both frames: agreement of the thresholded
   decisions (P ≥ 0.5) with its Wilson CI, and mean |ΔP(fragile)|; the agreement of each
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import numpy as np
 from gymnasium.utils.performance import benchmark_render
@@ -57,16 +59,21 @@ def paired_frames(episodes: int, steps: tuple[int, ...], size: int) -> tuple[dic
     return {r: np.stack(f) for r, f in frames.items()}, materials
 
 
-def frames_per_second(rounds: int, seconds: float, size: int) -> dict[str, float]:
-    """Median frames/s of each renderer over `rounds` alternating rounds."""
+def speeds(rounds: int, seconds: float, size: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median frames/s and median reset seconds of each renderer over `rounds` alternating
+    rounds (an EGL reset builds a fresh client and plugin: envs.sim.Sim.reset says why)."""
     rates: dict[str, list[float]] = {r: [] for r in RENDERERS}
+    resets: dict[str, list[float]] = {r: [] for r in RENDERERS}
     for _ in range(rounds):
         for r in RENDERERS:
             env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=size, renderer=r)
-            env.reset(seed=0)
+            for seed in range(3):
+                start = time.perf_counter()
+                env.reset(seed=seed)
+                resets[r].append(time.perf_counter() - start)
             rates[r].append(benchmark_render(env, target_duration=seconds))
             env.close()
-    return {r: statistics.median(v) for r, v in rates.items()}
+    return ({r: statistics.median(v) for r, v in rates.items()}, {r: statistics.median(v) for r, v in resets.items()})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("PyBullet's EGL plugin does not load on this machine (renderer 'egl'); nothing to compare")
 
     console = Console()
-    fps = frames_per_second(args.rounds, args.seconds, args.size)
+    fps, reset_s = speeds(args.rounds, args.seconds, args.size)
     frames, materials = paired_frames(args.episodes, steps, args.size)
 
     from agents.backend import load_vlm
@@ -108,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     for col in ("measure", "TinyRenderer", "EGL", "EGL / Tiny or paired"):
         table.add_column(col)
     table.add_row("frames/s (median of rounds)", f"{fps['tiny']:.1f}", f"{fps['egl']:.1f}", f"{fps['egl'] / fps['tiny']:.2f}×")
+    table.add_row("reset ms (median)", f"{reset_s['tiny'] * 1000:.0f}", f"{reset_s['egl'] * 1000:.0f}", f"{reset_s['egl'] / reset_s['tiny']:.2f}×")
     table.add_row("pixel |Δ| (mean, levels)", "", "", f"{diff.mean():.1f}")
     table.add_row("pixels with |Δ| > 40", "", "", f"{(diff.max(-1) > 40).mean():.0%}")
     table.add_row("tiny VLM says fragile = truth", rate((decided["tiny"] == truth).sum()), rate((decided["egl"] == truth).sum()), "")

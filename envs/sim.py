@@ -176,6 +176,13 @@ class Sim:
 
     def reset(self) -> None:
         """Empty the world: no bodies, gravity on, our timestep."""
+        if self._egl_plugin >= 0:
+            # The EGL plugin keeps its textures across resetSimulation while texture ids restart,
+            # so every object would wear the first episode's texture (and reloading the plugin
+            # on a live client crashes): an EGL world gets a fresh client instead.
+            self.close()
+            self.client = p.connect(p.DIRECT)
+            self._load_egl(required=True)
         p.resetSimulation(physicsClientId=self.client)
         p.setGravity(0, 0, -9.81, physicsClientId=self.client)
         p.setTimeStep(self.timestep, physicsClientId=self.client)

@@ -96,3 +96,20 @@ def test_the_renderer_benchmark_prints_speed_and_decision_agreement(capsys) -> N
         sys.argv = argv
     out = capsys.readouterr().out
     assert "4 paired frames" in out and "frames/s" in out and "same decision" in out, out
+
+
+@needs_egl
+def test_egl_objects_wear_their_own_texture_after_a_reset() -> None:
+    """The EGL plugin keeps textures across resetSimulation while ids restart; without a fresh
+    client per world the second episode's blue object showed the first one's red stripes."""
+    env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=96, renderer="egl")
+    try:
+        for color in ("red", "blue", "red"):
+            env.reset(seed=0, options={"color": color, "material": "fragile"})
+            frame = env.render().astype(int)
+            mask = env.sim.render_segmentation(96, 96, env.config.camera) == env.task.object_id
+            assert mask.sum() > 20
+            red_minus_blue = (frame[..., 0] - frame[..., 2])[mask].mean()
+            assert (red_minus_blue > 0) == (color == "red"), (color, red_minus_blue)
+    finally:
+        env.close()
