@@ -190,6 +190,10 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print) -> dict[str, Any]:
     summary.update(derived_summary(summary, marker, perturbations))  # probe: trained vs held-out kinds
     labels = sweep_labels(dict(zip(given, perturbations, strict=True)))
     summary["sweep"] = summarize_sweep(records, thresholds, labels, window=cfg.window, n_boot=cfg.n_boot)
+    if marker.get("combined"):  # how the combined scorer trades one attack kind's detection for another's
+        from rollouts.sarm_tradeoff import combined_tradeoff
+
+        summary["tradeoff"] = combined_tradeoff(cfg, fit_dir, records, thresholds, marker["combined"])
     doc = {
         "config": asdict(cfg), "layer": marker["layer"], "d": marker["d"], "seconds": time.time() - t0,
         "seed_split": marker.get("seed_split"), "calibration": marker.get("calibration"),
@@ -199,6 +203,10 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print) -> dict[str, Any]:
     if cfg.plots:
         plot_roc(records, list(thresholds), perturbations, summary, out / "roc.png")
         plot_sweep(summary["sweep"], out / "sweep.png")
+        if len(summary.get("tradeoff", {}).get("rows", [{}])[0].get("kinds", {})) >= 2:
+            from rollouts.sarm_tradeoff import plot_tradeoff
+
+            plot_tradeoff(summary["tradeoff"]["rows"], out / "tradeoff.png")
         for n, t in thresholds.items():
             plot_timelines(records, n, t, perturbations, out / f"timeline_{n}.png")
     write_json(out / "summary.json", doc, default=_json_default)  # last: marks the evaluation done

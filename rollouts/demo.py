@@ -76,7 +76,10 @@ class DemoConfig:
     random_scales: tuple[float, ...] = (1.0, 2.0)
     sarm_fit_episodes: int = 24  # calibration needs many clean episodes (scores vary by episode)
     sarm_episodes: int = 8
-    sarm_perturbations: tuple[str, ...] = ("ta2:4@10", "random:4@10", "sae:contrast:50@10", "noise:0.2@10", "prompt@10")
+    # TA2 at 5 strengths, from below any behavioural effect to clearly harmful, so the harm-based
+    # sweep table and plot have a dose axis; the other kinds at one strength each.
+    sarm_perturbations: tuple[str, ...] = ("ta2:0.5@10", "ta2:1@10", "ta2:2@10", "ta2:4@10", "ta2:8@10", "random:4@10",
+                                           "sae:contrast:50@10", "noise:0.2@10", "prompt@10")  # fmt: skip
     probe_episodes: int = 40
     videos: int = 2
     workers: int = 2

@@ -139,3 +139,24 @@ def test_bad_settings_fail_before_any_work(fields, named):
 def test_attack_kind():
     assert [attack_kind(p) for p in ("ta2:4@10", "sae:contrast:50@10", "noise:0.2@10", "prompt@10")] == [
         "ta2", "sae", "noise", "prompt"]  # fmt: skip
+
+
+def test_tradeoff_curve_reproduces_its_parts_at_the_ends(run, tmp_path):
+    """w = 1 is the SAE part alone and w = 0 Mahalanobis alone, each recalibrated the same way:
+    their shadow detections must equal the enforced monitors' detection in the summary."""
+    from rollouts.sarm_tradeoff import DEFAULT_WEIGHTS, plot_tradeoff
+
+    doc = json.loads((run / "summary.json").read_text())
+    summ = doc["summary"]
+    curve = summ["tradeoff"]
+    assert curve["parts"] == ["sae-mean", "mahalanobis-mean"]
+    assert [r["w"] for r in curve["rows"]] == list(DEFAULT_WEIGHTS)
+    ends = {1.0: "sae-mean", 0.0: "mahalanobis-mean"}
+    for row in curve["rows"]:
+        assert row["clean_alarm"]["n"] == 2 and set(row["kinds"]) == {"ta2", "prompt"}
+        if row["w"] in ends:
+            for cond, det in row["detection"].items():
+                enforced = summ["perturbations"][cond][ends[row["w"]]]["detection"]
+                assert (det["k"], det["n"]) == (enforced["k"], enforced["n"]), (row["w"], cond)
+    png = plot_tradeoff(curve["rows"], tmp_path / "tradeoff.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
