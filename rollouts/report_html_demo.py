@@ -2,8 +2,10 @@
 `rollouts.demo` writes to runs/<name>/summary.json (plus the figures and videos in that folder).
 
 Sections: SAE, discovery and its random-weight control, steering per material (with the
-specificity table, steering sizes, dose-response plot and videos), the SARM monitor, the
-world-model probe, stage timings, and a link to the feature dashboard when the demo wrote one.
+specificity table, steering sizes, dose-response plot and videos), the SARM monitor (with its
+attack-strength sweep), the world-model probe, the VLA mode when the demo ran it
+(rollouts.report_html_vla), stage timings, and a link to the feature dashboard when the demo
+wrote one.
 Each section opens with a "What this shows" line computed from its numbers.
 """
 
@@ -37,13 +39,20 @@ def _f2(x: Any) -> str:
     return f"{x:.2f}" if finite(x) else "–"
 
 
+def _ci_html(value: Any, low: Any, high: Any, n_text: str) -> str:
+    """A figure over its 95% CI, then `n_text`, in 2 decimals ("–" without a finite value)."""
+    if not finite(value):
+        return "–"
+    return (f'<span class="v">{_f2(value)}</span><span class="ci">[{_f2(low)}, {_f2(high)}]</span>'
+            f'<span class="p">{esc(n_text)}</span>')  # fmt: skip
+
+
 def rate_html(r: dict[str, Any] | None) -> str:
     """A rate (or AUC) over its 95% CI, then its n, in 2 decimals."""
     e = _rate_est(r)
-    if not e or not e["n"] or not finite(e["value"]):
+    if not e or not e["n"]:
         return "–"
-    return (f'<span class="v">{_f2(e["value"])}</span><span class="ci">[{_f2(e["low"])}, {_f2(e["high"])}]</span>'
-            f'<span class="p">n={e["n"]}</span>')  # fmt: skip
+    return _ci_html(e["value"], e["low"], e["high"], f"n={e['n']}")
 
 
 def rate_text(r: dict[str, Any] | None) -> str:
@@ -150,10 +159,73 @@ def sarm_findings(summ: dict[str, Any], order: list[str]) -> list[str]:
     return out
 
 
-def sarm_section(summ: dict[str, Any] | None, order: list[str] | None, root: Path) -> str:
-    """Clean false positives per scorer, then each perturbation × scorer, then the plots."""
+def sweep_findings(sweep: dict[str, Any] | None) -> list[str]:
+    """Per attack kind, breakage without a monitor at its weakest and strongest magnitude; per
+    scorer, harmful-attack coverage pooled over every attack, or that it is undefined (n=0)."""
+    if not sweep or not sweep.get("kinds"):
+        return []
+    out = []
+    for kind, rows in sweep["kinds"].items():
+        ends = [rows[0]] + rows[-1:] * (len(rows) > 1)
+        out.append(f"Without a monitor, {kind} broke the object in "
+                   + " and ".join(f"{rate_text(r['broken_off'])} of episodes at magnitude {r['magnitude']:g}" for r in ends) + ".")  # fmt: skip
+    pooled = {s: per.get("all") or {} for s, per in sweep["coverage"].items()}
+    if not any((c.get("coverage") or {}).get("n") for c in pooled.values()):
+        out.append("No attacked episode broke the object without a monitor: harmful-attack coverage is undefined (n=0).")
+        return out
+    out.append("Harmful-attack coverage (an alarm at or before the break, among attacked episodes that broke without a "
+               "monitor), pooled over attacks: " + "; ".join(
+                   f"{s} {rate_text(c.get('coverage'))}, still broken with it enforcing {rate_text(c.get('broken_remaining'))}"
+                   for s, c in pooled.items()) + ".")  # fmt: skip
+    return out
+
+
+def sweep_html(sweep: dict[str, Any] | None, folder: Path) -> str:
+    """The harm-based tables of an attack-strength sweep (rollouts.sarm_sweep.summarize_sweep):
+    per (attack, magnitude) × scorer, then coverage pooled per scorer and kind; then
+    folder/sweep.png when it exists. "" without a sweep."""
+    if not sweep or not sweep.get("kinds"):
+        return ""
+    from rollouts.sarm_sweep_report import _attack  # the attack label the Markdown table uses
+
+    w = sweep["window"]
+    keys = ("coverage", "coverage_after_onset", "broken_remaining", "broken_on", "window_detection", "window_false_alarm")
+    rows = []
+    for kind, per in sweep["kinds"].items():
+        for r in per:
+            for s, x in r["scorers"].items():
+                a = x["auroc"]
+                auc = _ci_html(a.get("auc"), a.get("lo"), a.get("hi"), f"ep={a['episodes_neg']}+{a['episodes_pos']}")
+                cls = ' class="sig"' if _auc_detects(a) else ""
+                rows.append([esc(_attack(kind, r)), esc(s), rate_html(r["broken_off"]), *(rate_html(x[k]) for k in keys),
+                             f"<td{cls}>{auc}</td>"])  # fmt: skip
+    body = ("<h3>Attack-strength sweep: harm-based detection</h3>"
+            + table(["attack", "scorer", "broken, no monitor", "harmful-attack coverage", "coverage, alarms after onset",
+                     "broken remaining (those seeds, monitor on)", "broken, monitor on", f"alarm ≤ {w} decisions after onset",
+                     f"clean alarm ≤ {w} decisions", "AUROC per decision"], rows, "sarm sweep",
+                    "Coverage: of the attacked episodes that broke the object without a monitor, the share in which the "
+                    "monitor alarms at or before the break (after onset: alarms between onset and break only); broken "
+                    "remaining: those seeds with the monitor enforcing. Rates with 95% Wilson CIs and n episodes; AUROC of "
+                    "attacked vs clean decisions with a bootstrap CI over episodes (ep = clean + attacked episodes), "
+                    "highlighted where the CI is above 0.5.", names=2))  # fmt: skip
+    pooled = [[esc(s), esc("all attacks" if kind == "all" else kind),
+               *(rate_html(c.get(k)) for k in ("coverage", "coverage_after_onset", "coverage_enforced", "broken_remaining"))]
+              for s, per in sweep["coverage"].items() for kind, c in per.items()]  # fmt: skip
+    body += table(["scorer", "attacks", "harmful-attack coverage", "coverage, alarms after onset", "coverage enforced",
+                   "broken remaining"], pooled, "sarm sweep-pooled",
+                  "Pooled over magnitudes (95% Wilson CIs, n attacked episodes that broke without a monitor).", names=2)  # fmt: skip
+    if (folder / "sweep.png").is_file():
+        body += img(folder / "sweep.png", "attack-strength sweep")
+    return body
+
+
+def sarm_section(summ: dict[str, Any] | None, order: list[str] | None, root: Path, sid: str = "sarm",
+                 title: str = "SARM monitor under perturbations", folder: Path | None = None) -> str:  # fmt: skip
+    """Clean false positives per scorer, then each perturbation × scorer, the attack-strength
+    sweep, then the plots (from `folder`, default root/sarm), as section `sid` titled `title`."""
     if not summ:
-        return section("sarm", "SARM monitor", ["No SARM evaluation in this report."], "")
+        return section(sid, title, ["No SARM evaluation in this report."], "")
+    folder = Path(folder) if folder else Path(root) / "sarm"
     order = [p for p in (order or []) if p in summ["perturbations"]]
     order += [p for p in summ["perturbations"] if p not in order]
     scorers = list(summ["clean"])
@@ -166,8 +238,7 @@ def sarm_section(summ: dict[str, Any] | None, order: list[str] | None, root: Pat
         per = summ["perturbations"][cond]
         for s in scorers:
             r, a, lat = per[s], per[s]["auc"], per[s]["latency_steps"]
-            auc = "–" if not finite(a.get("auc")) else rate_html({"rate": a["auc"], "lo": a["lo"], "hi": a["hi"], "n": 1}) \
-                .replace("n=1", f'n={a["n_neg"]}+{a["n_pos"]}')
+            auc = _ci_html(a.get("auc"), a.get("lo"), a.get("hi"), f"n={a['n_neg']}+{a['n_pos']}")
             lat_s = "–" if not lat.get("n") else f'{num(lat["mean"])}<span class="p">max {lat["max"]}, n={lat["n"]}</span>'
             cls = ' class="sig"' if _auc_detects(a) else ""
             rows.append([esc(cond), esc(s), rate_html(r["detection"]), rate_html(r["early_veto"]), lat_s,
@@ -177,10 +248,11 @@ def sarm_section(summ: dict[str, Any] | None, order: list[str] | None, root: Pat
                   "Rates with 95% Wilson CIs and n episodes; AUC of perturbed vs clean decision scores with a "
                   "bootstrap CI over episodes (n = clean + perturbed decisions), highlighted where the CI is above 0.5.",
                   names=2)  # fmt: skip
-    body += img(root / "sarm" / "roc.png", "ROC curves")
-    for t in sorted((root / "sarm").glob("timeline_*.png")):
+    body += sweep_html(summ.get("sweep"), folder)
+    body += img(folder / "roc.png", "ROC curves")
+    for t in sorted(folder.glob("timeline_*.png")):
         body += f"<h3>{esc(t.stem.replace('_', ' '))}</h3>" + img(t, t.stem)
-    return section("sarm", "SARM monitor under perturbations", sarm_findings(summ, order), body)
+    return section(sid, title, sarm_findings(summ, order) + sweep_findings(summ.get("sweep")), body)
 
 
 def probe_findings(rows: list[dict[str, Any]]) -> list[str]:
@@ -239,10 +311,15 @@ def render_demo_page(summary: dict[str, Any], root: str | Path, dashboard: str |
     sections += [steering_section(m, s, root, seeds) for m, s in steering.items()]
     sections.append(sarm_section(summary.get("sarm"), summary.get("sarm_perturbations"), root))
     sections.append(probe_section(summary.get("probe") or [], summary.get("probe_verdict", "")))
-    sections.append(timings_section(summary.get("timings_s") or {}, summary.get("wall_s", 0.0)))
     nav = [("#sae", "SAE"), ("#discovery", "discovery")] + [(f"#steer-{m}", f"steering: {m}") for m in steering]
-    nav += [("#sarm", "SARM"), ("#probe", "probe"), ("#timings", "timings"), ("report.md", "report.md"),
-            ("summary.json", "summary.json")]  # fmt: skip
+    nav += [("#sarm", "SARM"), ("#probe", "probe")]
+    if summary.get("vla"):  # None or absent: the demo ran without its VLA stage
+        from rollouts.report_html_vla import VLA_NAV, vla_sections
+
+        sections += vla_sections(summary["vla"], root)
+        nav += VLA_NAV
+    sections.append(timings_section(summary.get("timings_s") or {}, summary.get("wall_s", 0.0)))
+    nav += [("#timings", "timings"), ("report.md", "report.md"), ("summary.json", "summary.json")]
     if dash.is_file():
         nav.insert(0, (rel_url(dash, root), "feature dashboard"))
     meta = (f"Model {esc(summary.get('model', '?'))}; wall time {summary.get('wall_s', 0) / 60:.1f} min. "

@@ -1,12 +1,24 @@
-"""The demo runs end to end (quick sizes) and the world-model probe reports honest baselines."""
+"""The demo runs end to end (quick sizes) and the world-model probe reports honest baselines.
+The demo page's VLA sections and SARM sweep tables are checked on the same quick demo's
+report.html and summary.json (one demo per module: the fixture is module-scoped): each VLA
+section with its figures from the summary, the sweep rows in both SARM sections, no VLA section
+when the demo ran without it, and the page in headless Chromium (no table wider than the window).
+"""
 
+import html
 import json
+import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+from headless_chromium import HeadlessChromium, find_chromium
 
 from rollouts.demo import DemoConfig, run_demo
 from rollouts.probe import ProbeData, broken_verdict, collect_probe_data, fit_probes
+from rollouts.report_html import est_html
+from rollouts.report_html_demo import rate_text, render_demo_page
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +104,84 @@ def test_stage_markers_cut_mid_write_are_redone_to_the_same_results(demo_root):
     run_demo(DemoConfig.quick(out=str(demo_root.parent), name="q"))
     assert all(marker_reads(demo_root / rel) for rel in STAGE_MARKERS.values())
     assert _results(demo_root) == before
+
+
+# --- the demo page's VLA sections and SARM sweep tables --------------------------------
+needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium binary (apt-get install -y chromium)")
+VLA_IDS = ("vla", "vla-steering", "vla-sarm")
+
+
+def _section(page: str, sid: str) -> str:
+    """The HTML of one <section> of the page (sections do not nest)."""
+    start = page.index(f'<section id="{sid}">')
+    return page[start : page.index("</section>", start)]
+
+
+def _shows(section: str) -> str:
+    """The section's "What this shows" text, unescaped."""
+    return html.unescape(re.search(r'<p class="shows"><b>What this shows:</b> (.*?)</p>', section).group(1))
+
+
+def test_demo_page_has_the_vla_sections(demo_root):  # noqa: F811
+    page = (demo_root / "report.html").read_text()  # written by the demo itself
+    summary = json.loads((demo_root / "summary.json").read_text())
+    vla = summary["vla"]
+    ids = re.findall(r'<section id="([^"]+)">', page)
+    assert [i for i in ids if i.startswith("vla")] == list(VLA_IDS) and ids[-1] == "timings"
+    assert all(f'href="#{i}"' in page for i in VLA_IDS)
+
+    loop = _section(page, "vla")
+    for material, c in vla["closed_loop"]["materials"].items():
+        assert f'<td class="name">{material}</td><td>{c["n"]}</td>' in loop
+        assert f'<td class="name">{material}, pattern removed</td>' in loop
+        assert est_html(c["peak_grip_force"]) in loop
+    assert "Peak grip force on rigid minus fragile objects" in _shows(loop)
+
+    steer = _section(page, "vla-steering")
+    study = json.loads((demo_root / "vla" / "study" / "summary.json").read_text())
+    for r in study["conditions"]:
+        assert f'<td class="name">{html.escape(r["condition"])}</td>' in steer, r["condition"]
+    flags = vla["steering"]["flags"]
+    assert all(f"{k.replace('_', ' ')} {'yes' if v else 'no'}" in _shows(steer) for k, v in flags.items())
+    assert '<td class="name">SAE monotone</td>' in steer and 'alt="VLA dose response"' in steer
+
+    sarm = _section(page, "vla-sarm")
+    assert sarm.count("<h2>") == 1 and "VLA mode: SARM monitor against TA2" in sarm
+    for sid, summ in (("sarm", summary["sarm"]), ("vla-sarm", vla["sarm"])):
+        sec = _section(page, sid)
+        sweep = summ["sweep"]
+        for kind, rows in sweep["kinds"].items():
+            for row in rows:
+                for scorer in row["scorers"]:
+                    assert f'<td class="name">{kind} {row["magnitude"]:g}</td><td class="name">{scorer}</td>' in sec
+        assert 'alt="attack-strength sweep"' in sec  # sarm-eval wrote sweep.png beside roc.png
+        pooled = {s: per["all"]["coverage"] for s, per in sweep["coverage"].items()}
+        if any(c["n"] for c in pooled.values()):
+            assert all(f"{s} {rate_text(c)}" in _shows(sec) for s, c in pooled.items())
+        else:
+            assert "harmful-attack coverage is undefined (n=0)" in _shows(sec)
+
+
+def test_no_vla_section_without_the_vla_stage(demo_root):  # noqa: F811
+    summary = json.loads((demo_root / "summary.json").read_text())
+    summary["vla"] = None  # what rollouts.demo writes with --no-vla
+    for s in (summary, {k: v for k, v in summary.items() if k != "vla"}):
+        page = render_demo_page(s, demo_root)
+        assert "VLA mode" not in page and 'id="vla' not in page and 'href="#vla' not in page
+        assert '<section id="sarm">' in page and "Attack-strength sweep" in page
+
+
+@needs_chromium
+def test_demo_page_with_vla_in_headless_chromium(demo_root, tmp_path):  # noqa: F811
+    overflow = """({page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+      tables: Array.from(document.querySelectorAll('table')).filter(t => t.scrollWidth > t.parentElement.clientWidth + 1)
+        .map(t => t.className)})"""  # fmt: skip
+    with HeadlessChromium() as browser:
+        tab = browser.open(demo_root / "report.html", width=1280, height=900)
+        assert tab.evaluate(overflow) == {"page": 0, "tables": []}
+        images = [m for m in tab.media if m["tag"] == "img"]
+        assert images and all(m["complete"] and m["width"] > 0 for m in images), images
+        text = tab.evaluate("document.getElementById('vla-steering').innerText")
+        assert "What this shows:" in text and "Acceptance" in text
+        tab.screenshot(Path(os.environ.get("PHYSTEER_SCREENSHOTS") or tmp_path) / "report_demo_vla.png")
+        assert tab.console_errors == []

@@ -123,10 +123,13 @@ def test_run_report_in_headless_chromium(run, tmp_path):
     assert image.shape[1] == 1280 and image.shape[0] > 900 and image.std() > 10
 
 
-def _demo_summary(run):
+def _demo_summary(run, broken=True):
     """A demo summary.json dict around the real run: SAE, discovery, SARM and probe figures as
-    rollouts.demo writes them (the SARM part from rollouts.sarm_summary on hand-made records)."""
+    rollouts.demo writes them (the SARM part, with its attack-strength sweep, from
+    rollouts.sarm_summary and rollouts.sarm_sweep on hand-made records, as sarm-eval does);
+    `broken`: whether TA2 breaks the odd seeds' objects without a monitor."""
     from rollouts.sarm_summary import summarize
+    from rollouts.sarm_sweep import summarize_sweep, sweep_labels
 
     scorers = ["sae-mean", "mahalanobis-mean"]
     records = []
@@ -135,20 +138,23 @@ def _demo_summary(run):
             for monitor in [None, *scorers]:
                 records.append({"seed": seed, "material": "fragile" if seed % 2 else "rigid", "condition": cond,
                                 "monitor": monitor, "onset": None if cond == "clean" else 10, "steps": 40,
-                                "broken": bool(shift and monitor is None and seed % 2), "first_veto_step": 10 if shift and monitor else None,
+                                "broken": bool(broken and shift and monitor is None and seed % 2), "first_veto_step": 10 if shift and monitor else None,
                                 "decisions": [{"step": 10 * i, "scores": {s: 0.1 * ((seed + i) % 4) + shift * (i >= 1) for s in scorers}}
                                               for i in range(4)]})  # fmt: skip
     probe = [{"target": "broken", "predictor": p, "metric": "AUROC", "value": v, "low": v - 0.1, "high": v + 0.05,
               "n_episodes": 40, "train_value": 0.9, "notes": []} for p, v in [("h_t (activations)", 0.81), ("labels only", 0.55)]]  # fmt: skip
     steering = json.loads((run / "summary.json").read_text())
     steering["steering_norms"] = {"dom:+2": 2.0, "random:+2": 2.0}
+    thresholds = {s: 0.45 for s in scorers}
+    sarm = summarize(records, thresholds, n_boot=50)
+    sarm["sweep"] = summarize_sweep(records, thresholds, sweep_labels({c: c for c in ("ta2:4@10", "noise:0.2@10")}), n_boot=50)
     return {"model": "tiny", "seeds": 3, "sae": {"fve": 0.998, "l0": 16.0, "dead_fraction": 0.02, "n": 5184, "n_dead": 3},
             "discovery": {"fragility": [22, 27], "color": [5], "threshold": 0.5, "unit": "image", "n_units": 64,
                           "top": [{"feature": 22, "kind": "fragility", "material_score": -5.49, "material_score_ci": [-7.53, -4.19],
                                    "color_score": 0.0, "color_score_ci": [0.0, 0.0]}]},
             "discovery_control": {"model": "tiny (random weights, seed 0)", "fve": 0.79, "fragility": [], "threshold": 0.5,
                                   "strongest_material_score": 0.08},
-            "steering": {"fragile": steering}, "sarm": summarize(records, {s: 0.45 for s in scorers}, n_boot=50),
+            "steering": {"fragile": steering}, "sarm": sarm,
             "sarm_perturbations": ["ta2:4@10", "noise:0.2@10"], "probe": probe,
             "probe_verdict": "Breakage after release is predicted from h_t with AUROC 0.81.", "timings_s": {"1. collect": 12.0},
             "wall_s": 60.0}  # fmt: skip
@@ -168,6 +174,34 @@ def test_demo_page_sections_and_findings(run):
     (run.parent / "dashboard").mkdir()
     (run.parent / "dashboard" / "dashboard.html").write_text("<html></html>")
     assert '<a href="dashboard/dashboard.html">feature dashboard</a>' in render_demo_page(summary, run.parent)
+
+
+def test_demo_page_sweep_table_and_no_vla_section(run):
+    """The harm-based sweep rows (attack, scorer, coverage) and their finding, computed from the
+    numbers: on fragile seeds TA2 breaks the object without a monitor (3 of 6) and every scorer
+    alarms at step 10, before the break; noise never breaks it. No "vla" key: no VLA section."""
+    from rollouts.report_html_demo import rate_text
+
+    summary = _demo_summary(run)
+    sweep = summary["sarm"]["sweep"]
+    page = render_demo_page(summary, run.parent)
+    assert "Attack-strength sweep: harm-based detection" in page and "harmful-attack coverage" in page
+    for attack in ("ta2 4", "noise 0.2"):
+        for scorer in ("sae-mean", "mahalanobis-mean"):
+            assert f'<td class="name">{attack}</td><td class="name">{scorer}</td>' in page, (attack, scorer)
+    for scorer, per in sweep["coverage"].items():
+        assert (per["all"]["coverage"]["k"], per["all"]["coverage"]["n"]) == (3, 3)
+        assert f"{scorer} {rate_text(per['all']['coverage'])}, still broken with it enforcing" in page
+        assert per["noise"]["coverage"]["n"] == 0
+    assert "coverage is undefined" not in page
+    assert 'id="vla' not in page and "VLA mode" not in page and 'href="#vla' not in page
+    summary["vla"] = None  # what rollouts.demo writes when the demo ran with --no-vla
+    assert 'id="vla' not in render_demo_page(summary, run.parent)
+    # The same episodes, none broken: coverage is undefined (the demo's quick runs often are).
+    summary = _demo_summary(run, broken=False)
+    assert summary["sarm"]["sweep"]["coverage"]["sae-mean"]["all"]["coverage"]["n"] == 0
+    assert "No attacked episode broke the object without a monitor: harmful-attack coverage is undefined (n=0)." in \
+        render_demo_page(summary, run.parent)
 
 
 @needs_chromium
