@@ -155,7 +155,9 @@ class Sim:
             raise RuntimeError("could not connect to PyBullet (GUI needs a display)")
         if renderer != "tiny" and not gui:
             self._load_egl(required=renderer == "egl")
+        self._world_used = False
         self.reset()
+        self._world_used = False  # still empty: the first world may use this client as it is
 
     def _load_egl(self, required: bool) -> None:
         # The plugin must be loaded before any body exists: it mirrors visual shapes as they
@@ -176,13 +178,14 @@ class Sim:
 
     def reset(self) -> None:
         """Empty the world: no bodies, gravity on, our timestep."""
-        if self._egl_plugin >= 0:
+        if self._egl_plugin >= 0 and self._world_used:
             # The EGL plugin keeps its textures across resetSimulation while texture ids restart,
             # so every object would wear the first episode's texture (and reloading the plugin
             # on a live client crashes): an EGL world gets a fresh client instead.
             self.close()
             self.client = p.connect(p.DIRECT)
             self._load_egl(required=True)
+        self._world_used = True
         p.resetSimulation(physicsClientId=self.client)
         p.setGravity(0, 0, -9.81, physicsClientId=self.client)
         p.setTimeStep(self.timestep, physicsClientId=self.client)
