@@ -1,11 +1,11 @@
 """EGL vs TinyRenderer, side by side in one run: speed at 384², and whether the tiny VLM decides
 the same on both.
 
-Two envs run the same seeds in lockstep under the same scripted-expert actions (the renderer
-does not touch physics), one rendering with TinyRenderer (what the shipped models were trained
-on), one through PyBullet's EGL plugin (`EnvConfig.renderer="egl"`: a GPU where the EGL driver
-has one, else Mesa's llvmpipe on the CPU). Frames are taken at fixed steps of each episode
-(object on the table, grasped, carried). On each pair it reports:
+The same labelled frames are rendered twice (`rollouts.frames.render_labeled_frames`: the same
+seeds, the gentle expert's episodes in the one closed loop, a frame after 0-60 steps; the
+renderer does not touch physics), once with TinyRenderer (what the shipped models were trained
+on), once through PyBullet's EGL plugin (`EnvConfig.renderer="egl"`: a GPU where the EGL driver
+has one, else Mesa's llvmpipe on the CPU). On each pair it reports:
 - frames/s of each renderer (gymnasium.utils.performance.benchmark_render, alternating rounds
   so machine noise hits both alike; the ratio of medians is the figure to quote), and the time
   of an env reset (EGL's builds a fresh client and plugin);
@@ -15,7 +15,7 @@ has one, else Mesa's llvmpipe on the CPU). Frames are taken at fixed steps of ea
   renderer's decision with the true material is shown beside it, so a drop in agreement can
   be told from both being wrong.
 
-    nice -n 10 python benchmarks/renderers.py [--episodes 16] [--steps 0,30,60] [--rounds 3]
+    nice -n 10 python benchmarks/renderers.py [--frames 48] [--seed 0] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -30,33 +30,19 @@ from rich.console import Console
 from rich.table import Table
 
 from envs import FrankaPickEnv
-from envs.expert import ScriptedExpert
+from rollouts.frames import render_labeled_frames
 from rollouts.stats import wilson
 
 RENDERERS = ("tiny", "egl")
 
 
-def paired_frames(episodes: int, steps: tuple[int, ...], size: int) -> tuple[dict[str, np.ndarray], list[str]]:
-    """{renderer: frames (N × size × size × 3)} at `steps` of seeds 0..episodes-1, and each
-    frame's true material."""
-    envs = {r: FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=size, renderer=r) for r in RENDERERS}
-    frames: dict[str, list[np.ndarray]] = {r: [] for r in RENDERERS}
-    materials: list[str] = []
-    try:
-        for seed in range(episodes):
-            infos = {r: env.reset(seed=seed)[1] for r, env in envs.items()}
-            expert = ScriptedExpert("gentle")
-            for step in range(max(steps) + 1):
-                if step in steps:
-                    for r, env in envs.items():
-                        frames[r].append(env.render())
-                    materials.append(infos["tiny"]["object"]["material"])
-                action = expert.act(infos["tiny"])
-                infos = {r: env.step(action)[4] for r, env in envs.items()}
-    finally:
-        for env in envs.values():
-            env.close()
-    return {r: np.stack(f) for r, f in frames.items()}, materials
+def paired_frames(n: int, seed: int, size: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """{renderer: n frames} of the same scenes and steps (rollouts.frames.render_labeled_frames:
+    the gentle expert's episodes, a frame after 0-60 steps), and each frame's true material."""
+    frames, labels = {}, []
+    for r in RENDERERS:
+        frames[r], labels = render_labeled_frames(n, seed, image_size=size, renderer=r)
+    return frames, [label["material"] for label in labels]
 
 
 def speeds(rounds: int, seconds: float, size: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -78,15 +64,14 @@ def speeds(rounds: int, seconds: float, size: int) -> tuple[dict[str, float], di
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=16)
-    parser.add_argument("--steps", default="0,30,60", help="episode steps at which frames are taken")
+    parser.add_argument("--frames", type=int, default=48, help="paired frames (one episode each)")
+    parser.add_argument("--seed", type=int, default=0, help="first env seed")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--size", type=int, default=384)
     args = parser.parse_args(argv)
-    steps = tuple(sorted({int(s) for s in args.steps.split(",")}))
-    if args.episodes < 1 or not steps or steps[0] < 0:
-        raise SystemExit(f"--episodes {args.episodes} must be >= 1 and --steps {args.steps!r} non-negative ints")
+    if args.frames < 1:
+        raise SystemExit(f"--frames {args.frames} must be >= 1")
 
     probe = FrankaPickEnv(obs_mode="state", image_size=16, renderer="auto")
     used = probe.sim.renderer
@@ -96,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
     console = Console()
     fps, reset_s = speeds(args.rounds, args.seconds, args.size)
-    frames, materials = paired_frames(args.episodes, steps, args.size)
+    frames, materials = paired_frames(args.frames, args.seed, args.size)
 
     from agents.backend import load_vlm
 
@@ -111,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         e = wilson(int(k), n)
         return f"{e.value:.0%} [{e.low:.0%}, {e.high:.0%}]"
 
-    table = Table(title=f"EGL vs TinyRenderer at {args.size}² ({n} paired frames: {args.episodes} seeds × steps {list(steps)})")
+    table = Table(title=f"EGL vs TinyRenderer at {args.size}² ({n} paired frames, seeds {args.seed}-{args.seed + n - 1})")
     for col in ("measure", "TinyRenderer", "EGL", "EGL / Tiny or paired"):
         table.add_column(col)
     table.add_row("frames/s (median of rounds)", f"{fps['tiny']:.1f}", f"{fps['egl']:.1f}", f"{fps['egl'] / fps['tiny']:.2f}×")

@@ -82,6 +82,7 @@ def render_labeled_frames(
     max_steps_into_episode: int = 60,
     first_frame_prob: float = 0.5,
     progress: Any = None,
+    renderer: str = "tiny",
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Render `n` frames with their labels.
 
@@ -92,6 +93,8 @@ def render_labeled_frames(
         max_steps_into_episode: frames are taken after 0..this many expert steps.
         first_frame_prob: probability of taking the episode's first frame.
         progress: optional callable(i) called after each frame (for progress bars).
+        renderer: "tiny", "egl" or "auto" (envs EnvConfig.renderer); the same seed gives the
+            same scene and step with any renderer.
 
     Returns:
         images (n × image_size × image_size × 3 uint8) and one label dict per frame with
@@ -103,7 +106,7 @@ def render_labeled_frames(
         raise ValueError(f"n must be ≥ 1, got {n}")
     rng = np.random.default_rng([seed, 31337])
     steps = [0 if rng.random() < first_frame_prob else int(rng.integers(1, max_steps_into_episode + 1)) for _ in range(n)]
-    loop = ClosedLoop(ExpertAgent("gentle"), image_size=image_size, record_decisions=False,
+    loop = ClosedLoop(ExpertAgent("gentle"), image_size=image_size, record_decisions=False, renderer=renderer,
                       recorders=lambda spec: [FrameAt(steps[spec.seed - seed])])  # fmt: skip
     images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
     labels: list[dict[str, Any]] = []

@@ -89,7 +89,7 @@ def test_the_renderer_benchmark_prints_speed_and_decision_agreement(capsys) -> N
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "renderers.py"
     argv = sys.argv
-    sys.argv = [str(script), "--episodes", "2", "--steps", "0,5", "--rounds", "1", "--seconds", "0.2", "--size", "64"]
+    sys.argv = [str(script), "--frames", "4", "--rounds", "1", "--seconds", "0.2", "--size", "64"]
     try:
         runpy.run_path(str(script), run_name="__main__")
     finally:
