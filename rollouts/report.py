@@ -26,7 +26,7 @@ from storage import write_json, write_png, write_text
 BINARY = ("success", "broken")
 #: Episode outcomes compared as means; the handling ones are None where they do not apply
 #: (never held, never released) and are left out of their own estimates, not counted as 0.
-CONTINUOUS = ("peak_force", "steps", "p_fragile_mean", "peak_grip_force", "carry_speed", "release_height")
+CONTINUOUS = ("peak_force", "steps", "p_fragile_mean", "peak_grip_force", "grip_command", "carry_speed", "release_height")
 
 
 def _by_condition(rows: list[dict]) -> dict[str, dict[int, dict]]:

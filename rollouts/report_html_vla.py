@@ -21,7 +21,8 @@ from rollouts.report_html import esc, est_html, est_text, excludes_zero, finite,
 #: The page's links to the VLA sections.
 VLA_NAV = [("#vla", "VLA"), ("#vla-steering", "VLA steering"), ("#vla-sarm", "VLA SARM")]
 #: Per-condition outcomes of the steering table: (key, header, percent).
-STEERING_COLUMNS = (("peak_grip_force", "peak grip force (N)", False), ("carry_speed", "carry speed (m/s)", False),
+STEERING_COLUMNS = (("peak_grip_force", "peak grip force (N)", False), ("grip_command", "commanded grip (of full)", False),
+                    ("carry_speed", "carry speed (m/s)", False),
                     ("release_height", "release height (m)", False), ("broken", "broken", True),
                     ("success", "success", True))  # fmt: skip
 

@@ -33,7 +33,9 @@ from typing import Any
 from rich.console import Console
 
 #: Episode outcomes the study reports per condition.
-METRICS = ("peak_grip_force", "carry_speed", "release_height", "broken", "success")
+#: grip_command: the VLA's own mean closing grip (fraction of full force), which a break does not
+#: cut short, beside the peak force the acceptance reads.
+METRICS = ("peak_grip_force", "grip_command", "carry_speed", "release_height", "broken", "success")
 #: Acceptance criteria of issue 12, fixed before any run: steering toward rigid raises mean peak
 #: grip force monotonically (Spearman rho of the means vs strength at least this, over at least
 #: `min_magnitudes` magnitudes, unsteered included), at least this
@@ -345,6 +347,7 @@ def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched
     broken_diff = strongest["broken_diff"]
     dose = {
         "conditions": conds, "strengths": strengths, "peak_grip_force": grip,
+        "grip_command": [by[c].get("grip_command") for c in conds],
         "spearman_rho": float(rho), "spearman_p": float(p), "separated_intermediates": sep,
         "broken_unsteered": by["unsteered"]["broken"], "broken_strongest": by[conds[-1]]["broken"],
         "broken_change": broken_diff, "broken_change_p": strongest["broken_p"],

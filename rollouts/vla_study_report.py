@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 #: Table columns: (summary key, header, unit scale, format); SI units in summary.json.
-COLUMNS = (("peak_grip_force", "grip N", 1, ".1f"), ("carry_speed", "carry cm/s", 100, ".1f"),
+COLUMNS = (("peak_grip_force", "grip N", 1, ".1f"), ("grip_command", "grip cmd", 100, ".0f%"), ("carry_speed", "carry cm/s", 100, ".1f"),
            ("release_height", "release cm", 100, ".1f"), ("broken", "broken", 100, ".0f%"),
            ("success", "success", 100, ".0f%"))  # fmt: skip
 
@@ -31,13 +31,14 @@ def _cell(e: dict[str, Any] | None, scale: float = 1, fmt: str = ".3g", signed: 
 def conditions_table(summary: dict[str, Any]) -> Table:
     """Per condition: n and each outcome's mean (rate) with its 95% CI."""
     t = Table(title=Text(f"VLA study on fragile objects (95% CIs, {summary['n_seeds']} paired seeds)"),
-              box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, show_lines=True)  # fmt: skip
-    t.add_column("condition", overflow="fold", max_width=19)
+              box=box.SIMPLE_HEAD, padding=(0, 0, 0, 0), pad_edge=False, show_edge=False, show_lines=True)  # fmt: skip
+    t.add_column("condition")
     for _, header, _, _ in COLUMNS:
         t.add_column(header, no_wrap=True, justify="right")
     for r in summary["conditions"]:
         cells = (_cell(r.get(k), scale, fmt) for k, _, scale, fmt in COLUMNS)
-        t.add_row(Text(f"{r['condition']}\nn={r['n']}"), *map(Text, cells))
+        name = "\n".join(r["condition"][i : i + 13] for i in range(0, len(r["condition"]), 13))  # fits 80 columns
+        t.add_row(Text(f"{name}\nn={r['n']}"), *map(Text, cells))
     return t
 
 
@@ -112,12 +113,12 @@ def plot_dose_response(summary: dict[str, Any], path: Path) -> Path:
     by = {r["condition"]: r for r in summary["conditions"]}
     xs = np.array(d["strengths"])
     random = by[summary["matched_norm"]["random_condition"]]
-    panels = (("peak_grip_force", "peak grip force (N)"), ("carry_speed", "carry speed (m/s)"),
+    panels = (("peak_grip_force", "peak grip force (N)"), ("grip_command", "commanded grip (fraction of full)"), ("carry_speed", "carry speed (m/s)"),
               ("release_height", "release height (m)"), ("broken", "breakage rate"))  # fmt: skip
-    fig, axes = plt.subplots(1, len(panels), figsize=(17, 4))
+    fig, axes = plt.subplots(1, len(panels), figsize=(21, 4))
     for ax, (key, label) in zip(axes, panels, strict=True):
-        errorbar_estimates(ax, xs, [_nan(by[c][key]) for c in d["conditions"]], label="SAE fragility → rigid")
-        errorbar_estimates(ax, [xs[-1] + 0.08], [_nan(random[key])], marker="s", color="grey", linestyle="none",
+        errorbar_estimates(ax, xs, [_nan(by[c].get(key)) for c in d["conditions"]], label="SAE fragility → rigid")
+        errorbar_estimates(ax, [xs[-1] + 0.08], [_nan(random.get(key))], marker="s", color="grey", linestyle="none",
                            label="random, norm-matched")  # fmt: skip
         ax.set(xlabel="strength s = 1 − X (0: unsteered)", ylabel=label)
     axes[0].legend(fontsize=8)
