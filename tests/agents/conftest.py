@@ -7,16 +7,8 @@ import pytest
 import torch
 
 from agents.backend import VLMBackend, load_vlm
-from agents.tiny_model import build_tiny_model, save_tiny
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory):
-    """A random-weight tiny model saved with save_pretrained."""
-    model, processor = build_tiny_model(seed=0)
-    return save_tiny(model, processor, tmp_path_factory.mktemp("tiny_vlm"))
 
 
 @pytest.fixture(scope="session")

@@ -6,18 +6,11 @@ import json
 
 import pytest
 
-from agents.tiny_model import build_tiny_model, save_tiny
 from rollouts.cli import main
 
 
 @pytest.fixture(scope="module")
-def random_model(tmp_path_factory):
-    model, processor = build_tiny_model(seed=0)
-    return save_tiny(model, processor, tmp_path_factory.mktemp("tiny_random"))
-
-
-@pytest.fixture(scope="module")
-def run(random_model, tmp_path_factory):
+def run(tiny_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
     import os
 
@@ -25,7 +18,7 @@ def run(random_model, tmp_path_factory):
     os.chdir(work)
     try:
         rc = main([
-            "sarm-eval", "--model", str(random_model), "--fit-episodes", "4", "--episodes", "2",
+            "sarm-eval", "--model", str(tiny_dir), "--fit-episodes", "4", "--episodes", "2",
             "--perturbations", "ta2:4@10,noise:0.2@10", "--sae-steps", "60", "--max-steps", "40",
             "--name", "smoke",
         ])  # fmt: skip
@@ -70,10 +63,10 @@ def test_monitor_on_vetoes_where_the_monitor_off_scores_cross(run):
         assert r["first_veto_step"] == crossing, (s, r["condition"], r["seed"])
 
 
-def test_bad_cli_input(random_model, capsys):
-    assert main(["sarm-eval", "--model", str(random_model), "--scorers", "knn"]) == 2
+def test_bad_cli_input(tiny_dir, capsys):
+    assert main(["sarm-eval", "--model", str(tiny_dir), "--scorers", "knn"]) == 2
     assert "scorer 'knn'" in capsys.readouterr().err
-    assert main(["sarm-eval", "--model", str(random_model), "--perturbations", "laser"]) == 2
+    assert main(["sarm-eval", "--model", str(tiny_dir), "--perturbations", "laser"]) == 2
     err = capsys.readouterr().err
     assert "'laser'" in err and "noise:<0-1>" in err
 
@@ -94,7 +87,7 @@ def test_bad_values_fail_fast_before_any_episode(tmp_path, monkeypatch, capsys, 
     assert not (tmp_path / "runs").exists()  # nothing was started
 
 
-def test_sigint_then_rerun_equals_an_uninterrupted_run(random_model, tmp_path):
+def test_sigint_then_rerun_equals_an_uninterrupted_run(tiny_dir, tmp_path):
     """sarm-eval runs on the runner: an interrupted evaluation keeps its finished episodes and
     the rerun gives the same summary as a run that was never interrupted."""
     import os
@@ -103,7 +96,7 @@ def test_sigint_then_rerun_equals_an_uninterrupted_run(random_model, tmp_path):
     import sys
     import time
 
-    args = [sys.executable, "-m", "rollouts.cli", "sarm-eval", "--model", str(random_model), "--fit-episodes", "4",
+    args = [sys.executable, "-m", "rollouts.cli", "sarm-eval", "--model", str(tiny_dir), "--fit-episodes", "4",
             "--episodes", "3", "--perturbations", "ta2:4@10,noise:0.2@10", "--sae-steps", "40", "--max-steps", "40",
             "--scorers", "sae,mahalanobis", "--no-plots"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file
 
-from agents.tiny_model import build_tiny_model, save_tiny
 from monitors.scorers import load_scorer
 from rollouts.cli import main
 from rollouts.sarm_config import SarmEvalConfig
@@ -22,14 +21,8 @@ SCORERS = ("sae-mean", "mahalanobis-mean", "probe-mean", "combined")
 
 
 @pytest.fixture(scope="module")
-def random_model(tmp_path_factory):
-    model, processor = build_tiny_model(seed=0)
-    return save_tiny(model, processor, tmp_path_factory.mktemp("tiny_random"))
-
-
-@pytest.fixture(scope="module")
-def run(random_model, tmp_path_factory):
-    path = random_model
+def run(tiny_dir, tmp_path_factory):
+    path = tiny_dir
     work = tmp_path_factory.mktemp("work")
     cwd = os.getcwd()
     os.chdir(work)
@@ -108,12 +101,12 @@ def test_the_loop_scores_what_the_saved_scorers_score(run):
             assert d["scores"]["combined"] == pytest.approx(combined.score(a[:n_img]), rel=1e-5)
 
 
-def test_probe_trained_on_sae_overdrive_alone(random_model, tmp_path):
+def test_probe_trained_on_sae_overdrive_alone(tiny_dir, tmp_path):
     """A probe-only run whose training attack is the contrast latent's overdrive while the eval
     runs no SAE attack: the probe-fit stage finds the latent and saves the SAE itself."""
     from rollouts.cmd_monitors import run_sarm_eval
 
-    cfg = SarmEvalConfig(model=str(random_model), fit_episodes=4, episodes=2, perturbations=("ta2:4@10",),
+    cfg = SarmEvalConfig(model=str(tiny_dir), fit_episodes=4, episodes=2, perturbations=("ta2:4@10",),
                          probe_attacks=("sae:contrast:50@10",), scorers=("probe",), sae_steps=30, max_steps=30,
                          n_boot=20, plots=False, out=str(tmp_path / "p"))  # fmt: skip
     doc = run_sarm_eval(cfg, log=lambda *a: None)
