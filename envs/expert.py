@@ -73,11 +73,16 @@ class ScriptedExpert:
     Args:
         profile: "gentle", "firm" or a HandlingProfile; may be changed between steps
             (e.g. by a planner deciding the object is fragile).
-        recover: go back for an object lost (slipped, dropped on the table) while lifting,
-            carrying or lowering it, fingers open. Off by default, so the planner's episodes
-            and the labelled frames stay as they were; the VLA's demonstration oracle turns
-            it on (a policy that drops the object must learn to pick it up again). Off, a
-            slip during the lift still sends the expert back, one step later.
+        recover: the oracle mode for a learned policy's states (the VLA's demonstration and
+            DAgger oracles turn it on). (1) Go back for an object lost (slipped, dropped on
+            the table) while lifting, carrying or lowering it, fingers open: a policy that
+            drops the object must learn to pick it up again. (2) Close the fingers at the
+            height the gripper is at, never below it: a policy that closed (or rose) above
+            the grasp height would otherwise be told to press the gripped object down, and
+            the table's reaction breaks a fragile one (measured: every unsteered break of the
+            first tiny VLA was that push). Off by default, so the planner's episodes and the
+            labelled frames stay as they were; off, a slip during the lift still sends the
+            expert back, one step later.
     """
 
     PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "retreat")
@@ -171,7 +176,8 @@ class ScriptedExpert:
         if self.phase == "close":
             if self._timer >= CLOSE_STEPS:
                 self._next("lift")
-            return self._move(ee, np.array([obj[0], obj[1], GRASP_Z]), grip, 0.2)
+            z = max(GRASP_Z, ee[2]) if self.recover else GRASP_Z  # recover: never press down
+            return self._move(ee, np.array([obj[0], obj[1], z]), grip, 0.2)
         if self.recover and self.phase in ("lift", "carry", "lower") and self._lost(holding, obj):
             self._next("approach")  # lost it (slipped or dropped on the table): try again
             return self._move(ee, np.array([ee[0], ee[1], HOVER]), -1.0, fast)
