@@ -150,8 +150,12 @@ class Demonstrations:
             raise ValueError(f"materials {bad}: expected {MATERIALS}")
         _episode_runs(self.episodes)
 
-    def save(self, path: str | Path) -> Path:
-        """Write one .npy per array (+ meta.json) into folder `path`, atomically."""
+    def save(self, path: str | Path, made_with: dict | None = None) -> Path:
+        """Write one .npy per array (+ meta.json) into folder `path`, atomically.
+
+        `made_with`: the settings that produced the rows (JSON-able), kept in meta.json so a
+        later run can tell whether the folder answers its settings (`made_with_of`).
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -163,6 +167,7 @@ class Demonstrations:
                 "rows": len(self),
                 "horizon": self.horizon,
                 "episodes": int(len(set(self.episodes.tolist()))),
+                "made_with": made_with,
             }
             (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
             if path.exists():
@@ -172,6 +177,12 @@ class Demonstrations:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return path
+
+    @staticmethod
+    def made_with_of(path: str | Path) -> dict | None:
+        """The settings a folder written by `save` was made with (None: not recorded)."""
+        meta = Path(path) / "meta.json"
+        return json.loads(meta.read_text()).get("made_with") if meta.is_file() else None
 
     @classmethod
     def concat(cls, parts: Sequence[Demonstrations]) -> Demonstrations:

@@ -50,11 +50,11 @@ def _config_class() -> type:
 def cmd_train_vla(args: argparse.Namespace) -> int:
     """Validate everything, collect (or reuse) demonstrations, train, run the DAgger rounds,
     print the held-out figures."""
-    from dataclasses import replace
+    from dataclasses import asdict, replace
 
     from agents.vla_data import Demonstrations
     from rollouts.config_cli import config_from_args
-    from rollouts.vla_demos import collect_demonstrations, dagger_demonstrations
+    from rollouts.vla_demos import ORACLE_VERSION, collect_demonstrations, dagger_demonstrations
     from storage import write_json
 
     cfg = config_from_args(_config_class(), args)
@@ -71,17 +71,29 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(cfg.threads)
     demos_dir = Path(args.demos)
+    # What each cached folder must have been made with: a folder made with other settings is
+    # refused here, before any work, rather than trained on silently.
+    base = {"oracle": ORACLE_VERSION,
+            **{k: getattr(args, k) for k in ("episodes", "demo_seed", "horizon", "frame_every", "noise_sigma", "noise_prob")}}  # fmt: skip
+    policy = {**base, **{k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "threads", "feature_batch")}}
+    folders = [(demos_dir, base)] + [
+        (demos_dir.with_name(f"{demos_dir.name}-dagger{r}"),
+         {**policy, "dagger_round": r, "dagger_episodes": args.dagger_episodes, "dagger_epochs": args.dagger_epochs,
+          "dagger_envs": args.dagger_envs}) for r in range(1, args.dagger_rounds + 1)]  # fmt: skip
+    for folder, made_with in folders:
+        check_cached_demos(folder, made_with)
 
-    def cached(folder: Path, what: str, make) -> Demonstrations:
+    def cached(r: int, what: str, make) -> Demonstrations:
+        folder, made_with = folders[r]
         if (folder / "frames.npy").is_file():
             console.print(f"reusing {what} from {folder}")
             return Demonstrations.load(folder)
         made = make()
-        made.save(folder)
+        made.save(folder, made_with=made_with)
         console.print(f"{what}: {len(made)} rows into {folder}")
         return Demonstrations.load(folder)  # memory-mapped frames
 
-    parts = [cached(demos_dir, f"{args.episodes} noisy-oracle episodes", lambda: collect_demonstrations(
+    parts = [cached(0, f"{args.episodes} noisy-oracle episodes", lambda: collect_demonstrations(
         args.episodes, seed=args.demo_seed, horizon=args.horizon, frame_every=args.frame_every,
         sigma=args.noise_sigma, prob=args.noise_prob))]  # fmt: skip
     from agents.train_vla import train_vla
@@ -93,7 +105,7 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
         # Round r: the checkpoint drives its own episodes (seeds apart from every other round's),
         # the oracle labels them, and training continues on everything collected so far.
         seed = args.demo_seed + 100_000 * r
-        parts.append(cached(demos_dir.with_name(f"{demos_dir.name}-dagger{r}"), f"DAgger round {r}",
+        parts.append(cached(r, f"DAgger round {r}",
                             lambda seed=seed: dagger_demonstrations(cfg.out_dir, args.dagger_episodes, seed,
                                                                     horizon=args.horizon, frame_every=args.frame_every,
                                                                     n_envs=args.dagger_envs)))  # fmt: skip
@@ -111,6 +123,24 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
     console.print({k: held[k] for k in ("frag_slot_acc", "cotrain_acc") if k in held})
     console.print(f"checkpoint: {cfg.out_dir} (training_report.json beside it)")
     return 0
+
+
+def check_cached_demos(folder: Path, made_with: dict) -> None:
+    """ValueError when `folder` holds demonstrations made with other settings than `made_with`
+    (each differing setting named, with both values); a folder without recorded settings (made
+    before they were kept) is reused as it is."""
+    from agents.vla_data import Demonstrations
+
+    if not (folder / "frames.npy").is_file():
+        return
+    have = Demonstrations.made_with_of(folder)
+    if have is None:
+        return
+    differ = {k: (have.get(k), v) for k, v in made_with.items() if have.get(k) != v}
+    if differ:
+        listed = ", ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in differ.items())
+        raise ValueError(f"{folder} holds demonstrations made with other settings ({listed}); "
+                         "pass another --demos folder or delete it")  # fmt: skip
 
 
 def register_rewiring(subparsers: argparse._SubParsersAction) -> None:

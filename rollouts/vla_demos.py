@@ -21,6 +21,11 @@ import numpy as np
 
 from rollouts.episode import ClosedLoop, EpisodeSpec, Recorder, StepView
 
+#: The oracle's labelling rules, recorded with every demonstration folder `physteer train-vla`
+#: writes; bumped when they change, so a folder an older oracle labelled is not reused.
+#: 2: recover mode closes at the gripper's height (envs.expert.ScriptedExpert).
+ORACLE_VERSION = 2
+
 
 class DemoSteps(Recorder):
     """Per step: state, executed and clean actions, instruction; a frame on every one of the first

@@ -110,3 +110,31 @@ def test_dagger_oracle_follows_a_policy_that_grasped_early():
     agent.act({}, info)
     label = agent.decision_for(0)["label"]
     assert label[3] == 1.0 and agent.oracle.phase_for(0) == "lift"  # firm grip kept, lifting
+
+
+def test_train_vla_refuses_cached_demonstrations_made_with_other_settings(tmp_path, capsys):
+    """A demonstrations folder records what made it; train-vla refuses one made otherwise (the
+    setting named, both values given) before any work, and leaves the folder as it was."""
+    from agents.vla_data import Demonstrations
+    from rollouts.cli import main
+    from rollouts.vla_demos import ORACLE_VERSION
+
+    n = 3
+    demos = Demonstrations(frames=np.zeros((n, 8, 8, 3), np.uint8), states=np.zeros((n, 17)), efforts=-np.ones(n),
+                           labels=np.zeros((n, 4, 4)), materials=["fragile"] * n, episodes=[0, 0, 1],
+                           instructions=["pick"] * n)  # fmt: skip
+    made_with = {"oracle": ORACLE_VERSION, "episodes": 4, "demo_seed": 7_000_000, "horizon": 4, "frame_every": 3,
+                 "noise_sigma": 0.3, "noise_prob": 0.5}  # fmt: skip
+    folder = demos.save(tmp_path / "demos", made_with=made_with)
+    assert Demonstrations.made_with_of(folder) == made_with
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+    out = tmp_path / "ckpt"
+    argv = ["train-vla", "--demos", str(folder), "--episodes", "8", "--out-dir", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "episodes: 4 there, 8 asked" in err and str(folder) in err
+    older = {**made_with, "oracle": ORACLE_VERSION - 1}
+    demos.save(folder, made_with=older)  # labelled by an older oracle: refused too
+    assert main(["train-vla", "--demos", str(folder), "--episodes", "4", "--out-dir", str(out)]) == 2
+    assert f"oracle: {ORACLE_VERSION - 1} there, {ORACLE_VERSION} asked" in capsys.readouterr().err
+    assert not out.exists() and sorted(p.name for p in folder.iterdir()) == [name for name, _ in before]
