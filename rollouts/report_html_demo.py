@@ -186,7 +186,7 @@ def sweep_html(sweep: dict[str, Any] | None, folder: Path) -> str:
     folder/sweep.png when it exists. "" without a sweep."""
     if not sweep or not sweep.get("kinds"):
         return ""
-    from rollouts.sarm_sweep_report import _attack  # the attack label the Markdown table uses
+    from rollouts.sarm_sweep_report import attack_label  # the attack label the Markdown table uses
 
     w = sweep["window"]
     keys = ("coverage", "coverage_after_onset", "broken_remaining", "broken_on", "window_detection", "window_false_alarm")
@@ -197,7 +197,7 @@ def sweep_html(sweep: dict[str, Any] | None, folder: Path) -> str:
                 a = x["auroc"]
                 auc = _ci_html(a.get("auc"), a.get("lo"), a.get("hi"), f"ep={a['episodes_neg']}+{a['episodes_pos']}")
                 cls = ' class="sig"' if _auc_detects(a) else ""
-                rows.append([esc(_attack(kind, r)), esc(s), rate_html(r["broken_off"]), *(rate_html(x[k]) for k in keys),
+                rows.append([esc(attack_label(kind, r)), esc(s), rate_html(r["broken_off"]), *(rate_html(x[k]) for k in keys),
                              f"<td{cls}>{auc}</td>"])  # fmt: skip
     body = ("<h3>Attack-strength sweep: harm-based detection</h3>"
             + table(["attack", "scorer", "broken, no monitor", "harmful-attack coverage", "coverage, alarms after onset",

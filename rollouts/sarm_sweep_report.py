@@ -32,7 +32,8 @@ def _auroc(a: dict[str, Any], compact: bool = False) -> str:
     return f"{a['auc']:.2f}{sep}[{lo}, {hi}]{sep}ep={a['episodes_neg']}+{a['episodes_pos']}"
 
 
-def _attack(kind: str, row: dict[str, Any]) -> str:
+def attack_label(kind: str, row: dict[str, Any]) -> str:
+    """The attack's label in every sweep table: kind and magnitude ("ta2 4")."""
     return f"{kind} {row['magnitude']:g}"
 
 
@@ -69,7 +70,7 @@ def print_sweep(doc: dict[str, Any], console: Any = None) -> None:
         for kind, rows in sweep["kinds"].items():
             for r in rows:
                 cells = (_rate(r["broken_off"], compact), _rate(r["success_off"], compact), _mean(r["peak_force_off"], compact))
-                t.add_row(*map(Text, (_attack(kind, r), *cells)))
+                t.add_row(*map(Text, (attack_label(kind, r), *cells)))
         return t
 
     def detection(compact: bool) -> Table:
@@ -86,10 +87,10 @@ def print_sweep(doc: dict[str, Any], console: Any = None) -> None:
             for r in rows:
                 for s, x in r["scorers"].items():
                     if compact:
-                        cells = (f"{_attack(kind, r)}\n {s}", _rate(x["coverage"], True), _rate(x["broken_on"], True),
+                        cells = (f"{attack_label(kind, r)}\n {s}", _rate(x["coverage"], True), _rate(x["broken_on"], True),
                                  _rate(x["window_detection"], True), _auroc(x["auroc"], True))  # fmt: skip
                     else:
-                        cells = (_attack(kind, r), s, _rate(x["coverage"]), _rate(x["coverage_after_onset"]), _rate(x["broken_remaining"]),
+                        cells = (attack_label(kind, r), s, _rate(x["coverage"]), _rate(x["coverage_after_onset"]), _rate(x["broken_remaining"]),
                                  _rate(x["broken_on"]), _rate(x["detection"]), _mean(x["latency_steps"]),
                                  _rate(x["window_detection"]), _rate(x["window_false_alarm"]), _auroc(x["auroc"]))  # fmt: skip
                     t.add_row(*map(Text, cells))
@@ -129,7 +130,7 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
     for kind, rows in sweep["kinds"].items():
         for r in rows:
             for s, x in r["scorers"].items():
-                cells = [_attack(kind, r), _rate(r["broken_off"]), s, *(_rate(x[k]) for k in (
+                cells = [attack_label(kind, r), _rate(r["broken_off"]), s, *(_rate(x[k]) for k in (
                     "coverage", "coverage_after_onset", "broken_remaining", "broken_on", "window_detection", "window_false_alarm")), _auroc(x["auroc"])]  # fmt: skip
                 lines.append("| " + " | ".join(cells) + " |")
     for s, per in sweep["coverage"].items():
