@@ -73,17 +73,11 @@ class ScriptedExpert:
     Args:
         profile: "gentle", "firm" or a HandlingProfile; may be changed between steps
             (e.g. by a planner deciding the object is fragile).
-        recover: the oracle mode for a learned policy's states (the VLA's demonstration and
-            DAgger oracles turn it on). (1) Go back for an object lost (slipped, dropped on
-            the table) while lifting, carrying or lowering it, fingers open: a policy that
-            drops the object must learn to pick it up again. (2) Once the closing fingers
-            have lifted the object off the table, close at the height the gripper is at: a
-            policy that rose early would otherwise be told to press the gripped object back
-            down, and the table's reaction breaks a fragile one (measured: every unsteered
-            break of the first tiny VLA was that push). Until then it still settles to the
-            grasp height. Off by default, so the planner's episodes and the
-            labelled frames stay as they were; off, a slip during the lift still sends the
-            expert back, one step later.
+        recover: go back for an object lost (slipped, dropped on the table) while lifting,
+            carrying or lowering it, fingers open. Off by default, so the planner's episodes
+            and the labelled frames stay as they were; the VLA's demonstration oracle turns
+            it on (a policy that drops the object must learn to pick it up again). Off, a
+            slip during the lift still sends the expert back, one step later.
     """
 
     PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "retreat")
@@ -106,7 +100,6 @@ class ScriptedExpert:
         """Start a new episode from the first phase."""
         self.phase = "approach"
         self._timer = 0
-        self._rest_z: float | None = None  # the object's height at the episode's first step
 
     def resume(self, info: dict[str, Any]) -> str:
         """Take over an episode where it stands: start the phase that fits the scene in `info`
@@ -159,8 +152,6 @@ class ScriptedExpert:
         obj = np.asarray(info["object_pos"], dtype=np.float64)
         bin_pos = np.asarray(info["bin_pos"], dtype=np.float64)
         holding = bool(info["holding"])
-        if self._rest_z is None:
-            self._rest_z = float(obj[2])
         prof = self.profile
         grip = prof.grip
         fast = max(prof.speed, 0.5)  # free-space moves need not be slow
@@ -180,9 +171,7 @@ class ScriptedExpert:
         if self.phase == "close":
             if self._timer >= CLOSE_STEPS:
                 self._next("lift")
-            lifted = obj[2] > self._rest_z + 0.002  # the fingers already carry it
-            z = max(GRASP_Z, ee[2]) if self.recover and lifted else GRASP_Z  # never press it down
-            return self._move(ee, np.array([obj[0], obj[1], z]), grip, 0.2)
+            return self._move(ee, np.array([obj[0], obj[1], GRASP_Z]), grip, 0.2)
         if self.recover and self.phase in ("lift", "carry", "lower") and self._lost(holding, obj):
             self._next("approach")  # lost it (slipped or dropped on the table): try again
             return self._move(ee, np.array([ee[0], ee[1], HOVER]), -1.0, fast)

@@ -22,9 +22,9 @@ import numpy as np
 from rollouts.episode import ClosedLoop, EpisodeSpec, Recorder, StepView
 
 #: The oracle's labelling rules, recorded with every demonstration folder `physteer train-vla`
-#: writes; bumped when they change, so a folder an older oracle labelled is not reused.
-#: 2: recover mode closes at the gripper's height (envs.expert.ScriptedExpert).
-ORACLE_VERSION = 2
+#: writes; bump it when they change (envs.expert in recover mode, agents.protocol.NoisyOracle,
+#: agents.dagger), so a folder an older oracle labelled is not reused.
+ORACLE_VERSION = 1
 
 
 class DemoSteps(Recorder):

@@ -80,24 +80,6 @@ def test_expert_goes_back_for_an_object_it_lost_while_carrying():
     assert planner_expert.phase == "carry"
 
 
-def test_oracle_never_presses_a_lifted_object_down():
-    """Recover mode (the VLA's oracles): once the closing fingers have lifted the object off the
-    table, the label closes at the gripper's height instead of pushing the object into the
-    table; before that, and in the planner's expert, the close settles to the grasp height."""
-    from envs.expert import GRASP_Z, ScriptedExpert
-
-    rest = {"ee_pos": [0.0, 0.0, 0.2], "object_pos": [0.0, 0.0, 0.03], "bin_pos": [0.0, 0.3, 0.0], "holding": False}
-    high = {**rest, "ee_pos": [0.0, 0.0, GRASP_Z + 0.012]}
-    lifted = {**high, "object_pos": [0.0, 0.0, 0.035]}
-    oracle, planner_expert = ScriptedExpert("gentle", recover=True), ScriptedExpert("gentle")
-    for expert in (oracle, planner_expert):
-        expert.act(rest)  # the first step records the object's resting height
-        expert.phase = "close"
-    assert oracle.act(high)[2] < 0  # not lifted yet: settle down to the grasp height
-    assert oracle.act(lifted)[2] == 0.0  # lifted: hold the height while the fingers close
-    assert planner_expert.act(lifted)[2] < 0  # the planner's expert as before
-
-
 def test_dagger_oracle_follows_a_policy_that_grasped_early():
     """The oracle's phase machine lags a policy that grasps before it reached "close": while the
     object is held the label must keep the fingers closed (and carry on), not open them."""
