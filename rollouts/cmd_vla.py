@@ -18,6 +18,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+#: train-vla flags that make the oracle's demonstrations, and those of the DAgger rounds
+#: (recorded with each cached folder and in the checkpoint's recipe).
+DEMO_SETTINGS = ("episodes", "demo_seed", "horizon", "frame_every", "noise_sigma", "noise_prob")
+DAGGER_SETTINGS = ("dagger_rounds", "dagger_episodes", "dagger_epochs", "dagger_envs")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `train-vla`: collection flags, then TrainVLAConfig's fields."""
@@ -73,8 +78,7 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
     demos_dir = Path(args.demos)
     # What each cached folder must have been made with: a folder made with other settings is
     # refused here, before any work, rather than trained on silently.
-    base = {"oracle": ORACLE_VERSION,
-            **{k: getattr(args, k) for k in ("episodes", "demo_seed", "horizon", "frame_every", "noise_sigma", "noise_prob")}}  # fmt: skip
+    base = {"oracle": ORACLE_VERSION, **{k: getattr(args, k) for k in DEMO_SETTINGS}}
     policy = {**base, **{k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "threads", "feature_batch")}}
     folders = [(demos_dir, base)] + [
         (demos_dir.with_name(f"{demos_dir.name}-dagger{r}"),
@@ -115,9 +119,7 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
         rounds.append({"round": r, "episodes": args.dagger_episodes, "rows": len(parts[-1]),
                        "epochs": args.dagger_epochs, "eval": report["eval"]})  # fmt: skip
     # The report beside the checkpoint says how to make it again, every round included.
-    recipe = {k: getattr(args, k) for k in ("episodes", "demo_seed", "horizon", "frame_every", "noise_sigma",
-                                            "noise_prob", "dagger_rounds", "dagger_episodes", "dagger_epochs",
-                                            "dagger_envs")}  # fmt: skip
+    recipe = {k: getattr(args, k) for k in DEMO_SETTINGS + DAGGER_SETTINGS}
     write_json(Path(cfg.out_dir) / "training_report.json", {**report, "recipe": recipe, "rounds": rounds})
     held = report["eval"]
     console.print({k: held[k] for k in ("frag_slot_acc", "cotrain_acc") if k in held})
