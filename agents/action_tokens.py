@@ -13,6 +13,13 @@ slot position per dimension, a distribution over that dimension's K tokens, and
   of the residual stream: a steering of magnitude s moves the action by an amount that grows
   continuously with s. This is what makes graded steering measurable (e.g. grip force rising
   with an SAE steering toward "rigid" rather than jumping at one threshold).
+- "gated": the expectation for the motion dimensions; the gripper, whose command is not
+  continuous (≤ 0 opens the fingers, > 0 closes them with force ∝ the value), is first
+  decided open or closed by the total probability of its closing bins (centre > 0) against
+  that of its opening bins, and then takes the expectation over the chosen side's bins only.
+  Under "expectation" a closing grip of 0.15 (the gentle level) with 15% of the mass left on
+  "open" (−1) decodes to ≈ 0, i.e. fingers that let go of a held object; "gated" keeps the
+  grip force a smooth function of the logits while the fingers stay closed.
 
 `StateTokenizer` turns the proprioceptive state into tokens the same way (π0 and SmolVLA take
 state; here as discrete tokens rather than a learned projection, so the checkpoint stays a
@@ -35,6 +42,10 @@ import numpy as np
 import torch
 
 ACTION_DIMS = ("dx", "dy", "dz", "grip")
+#: Decoding rules of ActionTokenizer.decode_logits (see the module docstring).
+DECODING_RULES = ("expectation", "gated", "argmax")
+#: The dimension the "gated" rule decides open/closed before averaging.
+GRIP_DIM = "grip"
 #: Allowed numbers of bins per dimension.
 K_RANGE = (2, 1024)
 _NAME = re.compile(r"^[a-z][a-z0-9]*$")
@@ -183,11 +194,12 @@ class ActionTokenizer(_Bins):
         Args:
             logits: scores of the K tokens of each dimension (the model's logits gathered at
                 `token_ids`); the softmax is taken over those K only.
-            rule: "expectation" (Σ p·centre: smooth in the logits, the default) or "argmax"
-                (centre of the top bin: a step function).
+            rule: "expectation" (Σ p·centre: smooth in the logits, the default), "gated"
+                (the expectation, but the gripper's open/closed side is decided first; see the
+                module docstring) or "argmax" (centre of the top bin: a step function).
         """
-        if rule not in ("expectation", "argmax"):
-            raise ValueError(f"rule={rule!r}: expected 'expectation' or 'argmax'")
+        if rule not in DECODING_RULES:
+            raise ValueError(f"rule={rule!r}: expected one of {DECODING_RULES}")
         x = torch.as_tensor(logits).detach().to("cpu", torch.float64)
         if x.ndim < 2 or tuple(x.shape[-2:]) != (self.n_dims, self.k_bins):
             raise ValueError(
@@ -195,9 +207,16 @@ class ActionTokenizer(_Bins):
             )
         centres = torch.as_tensor(self.centres, dtype=torch.float64)
         if rule == "argmax":
-            out = centres[x.argmax(dim=-1)]
-        else:
-            out = torch.softmax(x, dim=-1) @ centres
+            return centres[x.argmax(dim=-1)].numpy().astype(np.float32)
+        p = torch.softmax(x, dim=-1)
+        out = p @ centres
+        if rule == "gated" and GRIP_DIM in self.dims:
+            g = self.dims.index(GRIP_DIM)
+            closing = centres > 0
+            p_close = p[..., g, :][..., closing].sum(-1)
+            side = torch.where((p_close >= 0.5)[..., None], closing, ~closing)  # ... × K
+            mass = torch.where(side, p[..., g, :], torch.zeros_like(p[..., g, :]))
+            out[..., g] = (mass @ centres) / mass.sum(-1).clamp_min(1e-12)
         return out.numpy().astype(np.float32)
 
     def soft_targets(self, actions: np.ndarray, sigma_bins: float = 1.0) -> np.ndarray:

@@ -25,6 +25,8 @@ from agents.protocol import Agent, ScriptedAgent
 
 #: Expert phases in which the fingers are open: a held object contradicts them.
 UNHELD_PHASES = ("approach", "descend", "release", "retreat")
+#: Phases before a grasp: the policy's fingers already gripping the object contradict them.
+PRE_GRASP_PHASES = ("approach", "descend")
 
 
 class DaggerAgent:
@@ -67,6 +69,12 @@ class DaggerAgent:
             expert = self.oracle.lane(int(i)).expert
             if info.get("holding") and expert.phase in UNHELD_PHASES:
                 expert.resume(info)
+            elif info.get("gripped") and expert.phase in PRE_GRASP_PHASES:
+                # The policy closed its fingers on the object before the oracle's phase machine
+                # got there (early, or after the oracle gave the object up as lost). Labelling
+                # "fingers open, descend" here teaches pressing a gripped object into the table,
+                # the VLA's commonest fragile break: treat the grasp as a hold and lift it.
+                expert.resume({**info, "holding": True})
         labels = self.oracle.act_batch(observations, infos, lanes)
         self._labels.update({int(i): a.tolist() for i, a in zip(lanes, labels, strict=True)})
         return executed

@@ -16,7 +16,7 @@ Batched use: several environments ("lanes") share one agent; `act_batch` answers
 that needs a frame in one batched forward. Each lane has its own action queue, effort and
 decision; `reset(seed, lane=i)` starts lane i's episode.
 
-    agent = VLAAgent("runs/train-vla/ckpt", chunk=4, decoding="expectation")
+    agent = VLAAgent("runs/train-vla/ckpt", chunk=4, decoding="gated")
     agent.reset(0)
     action = agent.act(obs, info)      # obs needs "state", and "image" when agent.needs_image
     agent.last_decision                # {"decided", "p_fragile", "action", "chunk", ...}
@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.action_tokens import DECODING_RULES
 from agents.backend import VLMBackend
 from agents.taps import ResidualTap
 from agents.vla_model import TINY_VLA_DIR, PromptBuilder, load_vla
 from agents.vlm_agent import default_tap_layer
 
-DECODING_RULES = ("expectation", "argmax")
 #: info key where a wrapper that may replace the agent's action (monitors.sarm.SARMMonitor)
 #: reports the action the env executed at the previous step (4 floats).
 EXECUTED_ACTION_KEY = "executed_action"
@@ -61,7 +61,7 @@ class VLAAgent:
         self,
         model: VLMBackend | str | Path = "tiny-vla",
         chunk: int | None = None,
-        decoding: str = "expectation",
+        decoding: str = "gated",
         tap_layer: int | None | str = "default",
         question: str = "",
         device: str = "auto",
@@ -70,7 +70,8 @@ class VLAAgent:
         """Args:
         model: a loaded VLA backend, a checkpoint directory, or "tiny-vla" (agents/tiny_vla/).
         chunk: actions executed per forward, 1..horizon (default: the checkpoint's horizon).
-        decoding: "expectation" (smooth in the logits) or "argmax" (see ActionTokenizer).
+        decoding: "gated" (the default: the expectation, the gripper first decided open or
+            closed), "expectation" (smooth in the logits) or "argmax" (see ActionTokenizer).
         tap_layer: decoder layer of the residual tap, "default" (2/3 depth) or None.
         question: extra text after the instruction (prompt injection appends here).
         device, dtype: used when `model` is not already loaded.

@@ -249,12 +249,14 @@ class FrankaPickEnv(gym.Env):
         self._last_velocity = velocity
         return self.forces.update(max(left, right), other)
 
-    def _holding(self) -> bool:
-        """Both fingers press on the (intact) object and it is off the table."""
-        if self.task.object_id is None:
-            return False
+    def _gripped(self) -> bool:
+        """Both fingers press on the (intact) object, wherever it is."""
         left, right = self._finger_forces
-        return left > 0 and right > 0 and self.task.object_position()[2] > 0.035
+        return self.task.object_id is not None and left > 0 and right > 0
+
+    def _holding(self) -> bool:
+        """Gripped and off the table."""
+        return self._gripped() and self.task.object_position()[2] > 0.035
 
     # --- observations -----------------------------------------------------------------------
     def _state(self) -> np.ndarray:
@@ -285,6 +287,7 @@ class FrankaPickEnv(gym.Env):
             "object": dict(self._spec_dict),
             "instruction": t.instruction(),
             "holding": self._holding(),
+            "gripped": self._gripped(),
             "broken": self._broken is not None,
             "broken_cause": broken.get("cause"),
             "broken_step": broken.get("step"),

@@ -24,7 +24,7 @@ from rollouts.episode import ClosedLoop, EpisodeSpec, Recorder, StepView
 #: The oracle's labelling rules, recorded with every demonstration folder `physteer train-vla`
 #: writes; bump it when they change (envs.expert in recover mode, agents.protocol.NoisyOracle,
 #: agents.dagger), so a folder an older oracle labelled is not reused.
-ORACLE_VERSION = 1
+ORACLE_VERSION = 2  # 2: DaggerAgent lifts an object the policy gripped before the oracle's grasp
 
 
 class DemoSteps(Recorder):

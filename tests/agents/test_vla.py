@@ -48,6 +48,28 @@ def test_action_tokenizer_round_trip_and_tokens():
         tok.encode([[np.nan, 0, 0, 0]])
 
 
+def test_gated_decoding_keeps_a_gentle_grip_closed():
+    """A gentle closing grip with some mass left on "open": the expectation mixes the two into
+    ~0 (fingers that let go); "gated" decides closed (most mass) and averages the closing bins,
+    still smooth in the logits while closed; motion dimensions decode as the expectation."""
+    tok = ActionTokenizer(32)
+    gentle, open_ = tok.encode([[0, 0, 0, 0.15]])[0, 3], 0
+    logits = torch.full((1, 4, 32), -20.0)
+    logits[0, :3, 10], logits[0, :3, 20] = 0.0, 0.0  # motion dims: two equal modes
+    logits[0, 3, gentle], logits[0, 3, open_] = 2.0, 0.3  # ~15% of the grip's mass on "open"
+    exp, gated = tok.decode_logits(logits, "expectation")[0], tok.decode_logits(logits, "gated")[0]
+    assert exp[3] < 0.0 < gated[3] and gated[3] == pytest.approx(tok.centres[gentle], abs=1e-6)
+    assert np.allclose(exp[:3], gated[:3])
+    firmer = logits.clone()
+    levels = []
+    for s in np.linspace(-4, 4, 9):  # mass shifts from the gentle bin to the firm one
+        firmer[0, 3, 31] = s
+        levels.append(tok.decode_logits(firmer, "gated")[0, 3])
+    assert np.all(np.diff(levels) > 0) and tok.centres[gentle] - 0.01 < levels[0] < levels[-1] <= 1.0
+    logits[0, 3, open_] = 3.0  # "open" holds most of the mass: the fingers open fully
+    assert tok.decode_logits(logits, "gated")[0, 3] == pytest.approx(tok.centres[open_])
+
+
 def test_expectation_is_smooth_where_argmax_steps():
     tok = ActionTokenizer(8, dims=("grip",))
     logits = torch.zeros(1, 8)
@@ -69,6 +91,9 @@ def test_expectation_is_smooth_where_argmax_steps():
     )
     with pytest.raises(ValueError, match="rule"):
         tok.decode_logits(logits, "mean")
+    assert tok.decode_logits(logits, "gated")[0] == pytest.approx(
+        float(p[:4] @ tok.centres[:4] / p[:4].sum()), abs=1e-6  # most mass on the "open" side
+    )
     with pytest.raises(ValueError, match="expected"):
         tok.decode_logits(torch.zeros(1, 7))
     targets = tok.soft_targets(np.array([[0.3]]), sigma_bins=1.0)
