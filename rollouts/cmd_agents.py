@@ -58,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--agent", default="vlm", choices=("vlm", "vla"), help="vlm (planner + expert) or vla (own action tokens)")
     e.add_argument("--model", default=None, help="'tiny' / 'tiny-vla' (the defaults), a local directory or a cached hub id")
     e.add_argument("--chunk", type=int, default=None, help="VLA actions executed per forward (default: its horizon)")
+    e.add_argument("--decoding", default="gated", choices=("gated", "expectation", "argmax"),
+                   help="how the VLA decodes its action tokens (default gated: the gripper decided open/closed first)")
     e.add_argument("--object-pattern", default="material", help="material (default) or plain: the material cue removed")
     e.add_argument("--pattern-control", action="store_true",
                    help="also run the same seeds with plain objects and report the grip-force gap ratio")
@@ -165,7 +167,7 @@ def run_agent_eval(args: argparse.Namespace) -> int:
                       f"plain / trained {r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]")  # fmt: skip
     from storage import write_json
 
-    config = {k: getattr(args, k) for k in ("agent", "model", "chunk", "seeds", "first_seed", "decide_every",
+    config = {k: getattr(args, k) for k in ("agent", "model", "chunk", "decoding", "seeds", "first_seed", "decide_every",
                                             "threshold", "object_pattern", "pattern_control", "max_steps", "oracle")}  # fmt: skip
     path = write_json(Path(args.out) / "summary.json",
                       {"config": config, "summary": summary, "episodes": rows, "control_episodes": control or []})  # fmt: skip
@@ -186,7 +188,7 @@ def _agent(args: argparse.Namespace) -> object:
     if args.agent == "vla":
         from agents.vla_agent import VLAAgent
 
-        return VLAAgent(args.model or "tiny-vla", chunk=args.chunk, tap_layer=None, device=args.device, dtype=args.dtype)
+        return VLAAgent(args.model or "tiny-vla", chunk=args.chunk, decoding=args.decoding, tap_layer=None, device=args.device, dtype=args.dtype)
     from agents.vlm_agent import VLMAgent
 
     return VLMAgent(args.model or "tiny", decide_every=args.decide_every, threshold=args.threshold,

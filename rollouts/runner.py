@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from agents.action_tokens import DECODING_RULES
 from envs.objects import PATTERNS
 from envs.sim import RENDERERS
 from rollouts.conditions import Condition, SteeringResources, check_resources, parse_conditions
@@ -29,6 +30,9 @@ from rollouts.logs import RunLog, safe_name
 AGENTS = ("vlm", "scripted", "vla")
 MATERIALS = (None, "fragile", "rigid")
 EXECUTORS = ("serial", "processes", "ray")
+#: Values that a config.json written before the field existed was run with (where they differ
+#: from today's default): such a run resumes and replays as it was made.
+BEFORE_FIELD = {"decoding": "expectation"}
 
 
 @dataclass
@@ -47,6 +51,9 @@ class ExperimentConfig:
         layer: decoder layer of the tap and of every intervention (None = agent default).
         decide_every: steps between VLM decisions (planner).
         chunk: actions a VLA executes per forward (None: its checkpoint's horizon).
+        decoding: how a VLA turns its action-token logits into actions: "gated" (the
+            expectation; the gripper first decided open or closed), "expectation" or "argmax"
+            (agents.action_tokens).
         threshold: P(fragile) at or above which the agent handles gently.
         image_size: camera frame size.
         max_steps: steps before truncation.
@@ -86,6 +93,7 @@ class ExperimentConfig:
     layer: int | None = None
     decide_every: int = 10
     chunk: int | None = None
+    decoding: str = "gated"
     threshold: float = 0.5
     image_size: int = 384
     max_steps: int = 200
@@ -120,6 +128,7 @@ class ExperimentConfig:
         allowed("executor", self.executor, EXECUTORS)
         allowed("object_pattern", self.object_pattern, PATTERNS)
         allowed("renderer", self.renderer, RENDERERS)
+        allowed("decoding", self.decoding, DECODING_RULES)
         from monitors.sarm import ON_VETO, TOKEN_SELECTIONS
 
         allowed("on_veto", self.on_veto, ON_VETO)
@@ -235,7 +244,7 @@ class EpisodeRunner:
             from agents.vla_agent import VLAAgent
 
             model = "tiny-vla" if cfg.model == "tiny" else cfg.model
-            self.agent = VLAAgent(model, chunk=cfg.chunk, tap_layer=layer, device=cfg.device, dtype=cfg.dtype)
+            self.agent = VLAAgent(model, chunk=cfg.chunk, decoding=cfg.decoding, tap_layer=layer, device=cfg.device, dtype=cfg.dtype)
         elif cfg.agent == "vlm":
             from agents.vlm_agent import VLMAgent
 
@@ -307,8 +316,8 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: boo
         import shutil
 
         shutil.rmtree(log.root)
-    log.write_config(cfg.replay_dict(), defaults={f.name: f.default for f in fields(ExperimentConfig)
-                                                  if f.default is not MISSING})  # fmt: skip
+    defaults = {f.name: f.default for f in fields(ExperimentConfig) if f.default is not MISSING}
+    log.write_config(cfg.replay_dict(), defaults={**defaults, **BEFORE_FIELD})
     batches = plan_batches(cfg, conditions, log)
     execute(cfg, batches, lambda records: [write_record(log, r) for r in records], progress)
     log.finalize()

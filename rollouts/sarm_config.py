@@ -51,6 +51,8 @@ class SarmEvalConfig:
         first_seed: first env seed (fit seeds, then eval seeds).
         decide_every: steps between VLM decisions (planner).
         chunk: actions a VLA executes per forward (None: its checkpoint's horizon).
+        decoding: how the VLA decodes its action tokens ("gated", "expectation", "argmax";
+            see `physteer run --help`).
         max_steps: steps before truncation.
         calibration: how thresholds are set from the clean calibration episodes: "sigma"
             (mean + k·std of decision scores), "quantile" (the (1 − fpr) quantile),
@@ -92,6 +94,7 @@ class SarmEvalConfig:
     first_seed: int = 5_000_000
     decide_every: int = 10
     chunk: int | None = None
+    decoding: str = "gated"
     max_steps: int = 120
     calibration: str = "sigma"
     k: float = 2.0
@@ -156,7 +159,7 @@ class SarmEvalConfig:
 
         return ExperimentConfig(
             name=name, out=self.out, conditions=conditions, seeds=seeds, agent=self.agent, model=self.model,
-            layer=self.layer, decide_every=self.decide_every, chunk=self.chunk, max_steps=self.max_steps,
+            layer=self.layer, decide_every=self.decide_every, chunk=self.chunk, decoding=self.decoding, max_steps=self.max_steps,
             on_veto=self.on_veto, tokens=self.tokens, holding=False, device=self.device, dtype=self.dtype, workers=self.workers,
             envs_per_worker=self.envs_per_worker, executor=self.executor, address=self.address, **fields,
         )  # fmt: skip

@@ -64,6 +64,8 @@ class VLAStudyConfig:
         seeds: paired episodes per condition (env seeds 0..seeds-1, fragile objects).
         max_steps: steps before an episode is truncated.
         chunk: actions the VLA executes per forward (None: its checkpoint's horizon).
+        decoding: how the VLA decodes its action tokens ("gated", "expectation", "argmax";
+            see `physteer run --help`).
         images: labelled frames collected for the SAE, discovery and the dom vector.
         sae_steps: SAE training steps.
         sae_expansion: SAE latents per residual dimension.
@@ -88,6 +90,7 @@ class VLAStudyConfig:
     seeds: int = 20
     max_steps: int = 200
     chunk: int | None = None
+    decoding: str = "gated"
     images: int = 512
     sae_steps: int = 1500
     sae_expansion: float = 4.0
@@ -162,7 +165,7 @@ class VLAStudyConfig:
             name="episodes", out=str(self.root), conditions=self.conditions(random_condition),
             seeds=list(range(self.seeds)), material="fragile", agent="vla", model=self.model,
             layer=resources.get("layer", self.layer),
-            chunk=self.chunk, max_steps=self.max_steps, holding=False, videos=self.videos, executor=self.executor,
+            chunk=self.chunk, decoding=self.decoding, max_steps=self.max_steps, holding=False, videos=self.videos, executor=self.executor,
             workers=self.workers, envs_per_worker=self.envs_per_worker, device=self.device,
             sae=resources.get("sae"), discovery=resources.get("discovery"), vector=resources.get("vector"),
         )  # fmt: skip
