@@ -9,7 +9,8 @@ A condition is written as a short string, so experiments read like their configu
     dom:+4                    add 4 × (mean fragile − mean rigid) activation at the image tokens
     random:+4                 a random direction with the norm of that vector (control)
     neuron:fragile:5          FFN neuron cluster for the word "fragile" clamped to 5
-    neuron-random:5           a random cluster of the same size and layer (control)
+    neuron-random:5           a random cluster of the size and layer of "fragile"'s (control)
+    neuron-random:quickly:5   ... of the size and layer of "quickly"'s cluster (its control)
 
 SAE magnitudes for `fragility` are in units of each feature's material effect
 (fragile mean − rigid mean over the discovery set), so a sign means the same on any SAE:
@@ -86,7 +87,7 @@ def parse_condition(text: str) -> Condition:
     """Parse a condition string; ValueError naming the string and the allowed forms."""
     usage = (
         f"condition {text!r} is not understood; allowed: unsteered, sae:<fragility|latent>:<value>, "
-        "dom:<scale>, random:<scale>, neuron:<word>:<value>, neuron-random:<value>, ta2:<scale>, "
+        "dom:<scale>, random:<scale>, neuron:<word>:<value>, neuron-random:[<word>:]<value>, ta2:<scale>, "
         "noise:<0-1>, occlusion:<0-1>, color:<0-1>, prompt[:<repeats>], each optionally @<onset step>"
     )
     body, _, onset_text = text.strip().partition("@")
@@ -115,7 +116,7 @@ def parse_condition(text: str) -> Condition:
             if repeats < 1:
                 raise ValueError(f"condition {text!r}: prompt repeats must be an int >= 1")
             return Condition(text, kind, float(repeats), onset=onset)
-        if kind == "neuron" and len(parts) == 3 and parts[1]:
+        if kind in ("neuron", "neuron-random") and len(parts) == 3 and parts[1]:
             return Condition(text, kind, float(parts[2]), concept=parts[1], onset=onset)
     except ValueError as exc:
         raise ValueError(str(exc) if str(exc).startswith("condition") else usage) from None
@@ -234,7 +235,7 @@ def build_intervention(c: Condition, res: SteeringResources, backend: Any, layer
     if c.kind == "neuron":
         return select_cluster(backend, c.concept).override(c.magnitude).attach(backend)
     if c.kind == "neuron-random":
-        ref = select_cluster(backend, "fragile")
+        ref = select_cluster(backend, c.concept or "fragile")  # the cluster it controls for
         return random_cluster(backend, ref.layer, len(ref.neuron_ids), seed=seed, exclude=ref.neuron_ids).override(c.magnitude).attach(backend)
     raise ValueError(f"condition {c.name!r} does not edit the model; model-editing kinds: "
                      f"{RESIDUAL_KINDS + ('neuron', 'neuron-random')}")

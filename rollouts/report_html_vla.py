@@ -118,7 +118,8 @@ def steering_findings(dose: dict[str, Any], neurons: dict[str, Any]) -> list[str
     if flags := dose.get("flags"):
         out.append("Acceptance: " + ", ".join(f"{k.replace('_', ' ')} {'yes' if v else 'no'}" for k, v in flags.items()) + ".")
     for word, n in (neurons or {}).items():
-        name = "the random neuron cluster" if word == "random" else f"the {word!r} neuron cluster"
+        name = (f"a random neuron cluster of the {word[7:]!r} cluster's layer and size" if word.startswith("random ")
+                else "the random neuron cluster" if word == "random" else f"the {word!r} neuron cluster")  # fmt: skip
         out.append(f"Clamping {name} changes carry speed by {est_n_text(n.get('carry_speed_change'), signed=True, unit='m/s')} "
                    f"(p {_p(n.get('carry_speed_p'))}).")  # fmt: skip
     return out
@@ -146,7 +147,7 @@ def _acceptance_rows(dose: dict[str, Any], neurons: dict[str, Any], acc: dict[st
     ]  # fmt: skip
     for word, n in (neurons or {}).items():
         f = n.get("flags") or {}
-        ok = not f.get("significant") if word == "random" else f.get("expected_direction", f.get("significant"))
+        ok = not f.get("significant") if word.startswith("random") else f.get("expected_direction", f.get("significant"))
         rows.append([f"neuron cluster {word}", f"Δ carry speed {est_n_text(n.get('carry_speed_change'), signed=True, unit='m/s')}, "
                                                f"p {_p(n.get('carry_speed_p'))}", yes(ok)])  # fmt: skip
     return [[esc(c) for c in r] for r in rows]

@@ -12,7 +12,7 @@
    `sae_levels` X (strength s = 1 − X; unsteered is s = 0); a random direction whose per-token
    norm matches the SAE edit's at the strongest s (measured with `conditions.steering_norm` on
    the collected fragile image tokens); dom toward rigid; the FFN neuron cluster of each
-   handling word clamped to `neuron_value`, and a random cluster of the same size.
+   handling word clamped to `neuron_value`, each beside a random cluster of its layer and size.
 3. `summarize_vla_study`: per condition means with 95% CIs (`report.compare_conditions`), the
    SAE dose response (Spearman rho, separated intermediate strengths, breakage, the random
    control's share of the SAE effect), the neuron clusters' paired carry-speed changes, each
@@ -153,7 +153,7 @@ class VLAStudyConfig:
         out += [f"dom:{-m:+g}" for m in self.dom_scales]
         if self.neuron_words:
             out += [f"neuron:{w}:{self.neuron_value:g}" for w in self.neuron_words]
-            out.append(f"neuron-random:{self.neuron_value:g}")
+            out += [f"neuron-random:{w}:{self.neuron_value:g}" for w in self.neuron_words]
         return out
 
     def experiment(self, random_condition: str, resources: dict[str, Any]) -> Any:
@@ -267,10 +267,9 @@ def neuron_clusters(cfg: VLAStudyConfig, backend: Any) -> dict[str, Any]:
     from agents.neurons import select_cluster
 
     out = {}
-    for word in [*cfg.neuron_words, "fragile"] if cfg.neuron_words else []:
+    for word in cfg.neuron_words:  # each random control draws per seed from its word's layer
         c = select_cluster(backend, word)
-        key = word if word != "fragile" else "random_reference"
-        out[key] = {"layer": c.layer, "neuron_ids": c.neuron_ids, "score": c.score,
+        out[word] = {"layer": c.layer, "neuron_ids": c.neuron_ids, "score": c.score,
                     "top_tokens": {str(i): t[:5] for i, t in c.top_tokens.items()}}  # fmt: skip
     return out
 
@@ -365,10 +364,9 @@ def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched
     }  # fmt: skip
     neurons: dict[str, Any] = {}
     if cfg.neuron_words:
-        control = f"neuron-random:{cfg.neuron_value:g}"
-        for cond in [*(f"neuron:{w}:{cfg.neuron_value:g}" for w in cfg.neuron_words), control]:
+        for word, cond in [(w, f"neuron:{w}:{cfg.neuron_value:g}") for w in cfg.neuron_words] + \
+                [(f"random {w}", f"neuron-random:{w}:{cfg.neuron_value:g}") for w in cfg.neuron_words]:  # fmt: skip
             diff, pval = by[cond]["carry_speed_diff"], by[cond]["carry_speed_p"]
-            word = cond.split(":")[1] if cond != control else "random"
             sign = EXPECTED_CARRY_SIGN.get(word)
             flags = {"significant": bool(pval < ACCEPTANCE["alpha"])}
             if sign is not None:

@@ -57,3 +57,27 @@ def test_cluster_override_changes_logits(backend, frames):
     with cluster.override(10.0).attach(backend):
         assert not torch.allclose(backend.forward(inputs).logits, clean)
     assert torch.equal(backend.forward(inputs).logits, clean)
+
+
+def test_random_cluster_condition_matches_its_words_cluster():
+    """`neuron-random:<word>:<v>` draws from the layer of <word>'s cluster (same size, none of
+    its neurons); `neuron-random:<v>` keeps the "fragile" cluster as its reference. Checked on the
+    tiny VLA, whose handling words' clusters lie in other layers than "fragile"'s."""
+    from agents.interventions import NeuronOverride
+    from agents.vla_model import load_vla
+    from rollouts.conditions import SteeringResources, build_intervention, parse_condition
+
+    vla, _ = load_vla("agents/tiny_vla")
+    layers = {}
+    for word in ("fragile", "quickly", "slowly", "gently", "firmly"):
+        ref = select_cluster(vla, word)
+        cond = parse_condition(f"neuron-random:{word}:5" if word != "fragile" else "neuron-random:5")
+        assert cond.concept == (None if word == "fragile" else word)
+        edit = build_intervention(cond, SteeringResources(), vla, layer=0, seed=7)
+        assert isinstance(edit, NeuronOverride)
+        ids = edit.neuron_ids.tolist()
+        assert edit.layer == ref.layer and len(ids) == len(ref.neuron_ids)
+        assert not set(ids) & set(ref.neuron_ids)
+        edit.remove()
+        layers[word] = ref.layer
+    assert len(set(layers.values())) > 1, layers  # otherwise this test could not tell them apart

@@ -65,7 +65,7 @@ def test_study_writes_files_and_summary(study):
     assert m["token_norm"] > 0 and m["n_tokens"] > 0
     names = [c["condition"] for c in s["conditions"]]
     assert names == ["unsteered", "sae:fragility:+0", "sae:fragility:-2", m["random_condition"], "dom:-2",
-                     "neuron:quickly:5", "neuron:slowly:5", "neuron-random:5"]  # fmt: skip
+                     "neuron:quickly:5", "neuron:slowly:5", "neuron-random:quickly:5", "neuron-random:slowly:5"]  # fmt: skip
     for c in s["conditions"]:
         assert c["n"] == 2
         for k in ("peak_grip_force", "carry_speed", "release_height", "broken", "success"):
@@ -78,13 +78,13 @@ def test_study_writes_files_and_summary(study):
     assert set(d["flags"]) == {"monotone", "graded", "breakage_rises", "random_small"}
     assert all(isinstance(v, bool) for v in d["flags"].values())
     assert d["separated_intermediates"] == [] or d["separated_intermediates"] == [1.0]
-    assert set(s["neurons"]) == {"quickly", "slowly", "random"}
+    assert set(s["neurons"]) == {"quickly", "slowly", "random quickly", "random slowly"}
     q = s["neurons"]["quickly"]
     assert q["expected_sign"] == 1 and isinstance(q["flags"]["expected_direction"], bool)
     assert {"value", "low", "high", "n"} <= set(q["carry_speed_change"])
     clusters = s["neuron_clusters"]
-    assert {"quickly", "slowly", "random_reference"} == set(clusters)
-    assert all(len(c["neuron_ids"]) == 10 for c in clusters.values())  # the control is the same size
+    assert {"quickly", "slowly"} == set(clusters)
+    assert all(len(c["neuron_ids"]) == 10 for c in clusters.values())
     assert s["resources"]["n_fragility_features"] > 0 and s["acceptance"]["spearman_rho_min"] == 0.9
 
 
