@@ -25,7 +25,7 @@ from agents.protocol import Agent, ScriptedAgent
 
 #: Expert phases in which the fingers are open: a held object contradicts them.
 UNHELD_PHASES = ("approach", "descend", "release", "retreat")
-#: Phases before a grasp: the policy's fingers already gripping the object contradict them.
+#: Phases before a grasp: the policy's fingers already on the object contradict them.
 PRE_GRASP_PHASES = ("approach", "descend")
 
 
@@ -73,9 +73,14 @@ class DaggerAgent:
                 # The policy closed its fingers on the object before the oracle's phase machine
                 # got there (early, or after the oracle gave the object up as lost). Labelling
                 # "fingers open, descend" here teaches pressing a gripped object into the table,
-                # the VLA's commonest fragile break: treat the grasp as a hold and lift it.
-                expert.resume({**info, "holding": True})
+                # the VLA's commonest fragile break: the oracle closes where the fingers are
+                # (its close phase, then the lift). Lifting at first contact instead taught
+                # lifting before the fingers had closed (v2: rigid objects 14/20).
+                expert.enter("close")
         labels = self.oracle.act_batch(observations, infos, lanes)
+        for label, info, i in zip(labels, infos, lanes, strict=True):
+            if info.get("gripped") and not info.get("holding") and self.oracle.phase_for(int(i)) == "close":
+                label[2] = max(label[2], 0.0)  # never press a gripped object into the table
         self._labels.update({int(i): a.tolist() for i, a in zip(lanes, labels, strict=True)})
         return executed
 
