@@ -179,7 +179,7 @@ def test_vla_agent_acts_from_its_own_tokens_in_the_env(vla_dir, env):
             text = agent.builder.text(info["instruction"], "", obs["state"], agent._lane(0).effort)
             out = agent.backend.forward(agent.builder.inputs([obs["image"]], [text]))
             expected = agent.spec.action.decode_logits(
-                agent.builder.read_slots(out.logits)[0], "expectation"
+                agent.builder.read_slots(out.logits)[0], agent.decoding
             )[0]
         calls = agent.tap.calls
         action = agent.act(obs, info)
