@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,12 +80,47 @@ def previous_grip(
     return out
 
 
+class ConcatFrames:
+    """Several (N_i × H × W × 3) frame arrays read as one, without copying them into memory:
+    concatenating memory-mapped rounds (frames are ~0.44 MB each at 384²) would hold every
+    round's frames in RAM at once. Indexing (an int, a slice, an int or bool array) returns a
+    plain array of the rows asked for."""
+
+    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+        shapes = {tuple(p.shape[1:]) for p in parts}
+        dtypes = {np.dtype(p.dtype) for p in parts}
+        if len(shapes) != 1 or len(dtypes) != 1:
+            raise ValueError(f"frames of shapes {sorted(shapes)} and dtypes {sorted(map(str, dtypes))}: parts must share one")
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        self.shape = (int(self.offsets[-1]), *shapes.pop())
+        self.dtype = dtypes.pop()
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.concatenate([np.asarray(p) for p in self.parts]).astype(dtype or self.dtype, copy=False)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self[np.array([index])][0]
+        rows = np.arange(len(self))[index]  # slices, int and bool arrays, negative ids
+        part = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        for k in np.unique(part):
+            sel = part == k
+            out[sel] = self.parts[k][rows[sel] - self.offsets[k]]
+        return out
+
+
 @dataclass
 class Demonstrations:
     """Behaviour-cloning rows (see module docstring).
 
     Attributes:
-        frames: (N × H × W × 3) uint8 camera frames (an np.memmap is fine).
+        frames: (N × H × W × 3) uint8 camera frames (an np.memmap or ConcatFrames is fine).
         states: (N × 17) env observation states.
         efforts: (N,) gripper command executed at the previous step (-1 at an episode's start).
         labels: (N × 4) or (N × horizon × 4) clean expert actions in [-1, 1].
@@ -93,7 +129,7 @@ class Demonstrations:
         instructions: (N,) the env's instruction of the episode.
     """
 
-    frames: np.ndarray
+    frames: np.ndarray | ConcatFrames
     states: np.ndarray
     efforts: np.ndarray
     labels: np.ndarray
@@ -194,7 +230,8 @@ class Demonstrations:
         ids = [set(p.episodes.tolist()) for p in parts]
         if sum(map(len, ids)) != len(set().union(*ids)):
             raise ValueError("parts share episode ids: give each source its own seeds")
-        return cls(**{n: np.concatenate([np.asarray(getattr(p, n)) for p in parts]) for n in _ARRAYS})
+        arrays = {n: np.concatenate([np.asarray(getattr(p, n)) for p in parts]) for n in _ARRAYS if n != "frames"}
+        return cls(frames=ConcatFrames([p.frames for p in parts]), **arrays)
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> Demonstrations:

@@ -334,6 +334,29 @@ def test_demonstrations_validate_and_round_trip(tmp_path):
     assert back.horizon == 2 and list(back.materials) == list(demos.materials)
 
 
+def test_concatenated_frames_read_like_one_array(tmp_path):
+    """Demonstrations.concat keeps each part's (memory-mapped) frames and reads rows on demand:
+    every index form the trainer uses gives what np.concatenate would."""
+    from agents.vla_data import ConcatFrames
+
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 255, (n, 4, 5, 3), dtype=np.uint8) for n in (3, 1, 4)]
+    whole, frames = np.concatenate(parts), ConcatFrames(parts)
+    assert frames.shape == whole.shape and frames.dtype == np.uint8 and len(frames) == 8 and frames.ndim == 4
+    for index in (0, 3, -1, slice(2, 6), slice(None, None, 3), np.array([7, 0, 3, 3]), whole[:, 0, 0, 0] > 100):
+        assert np.array_equal(frames[index], whole[index]), index
+    assert np.array_equal(np.asarray(frames), whole)
+    with pytest.raises(ValueError, match="shapes"):
+        ConcatFrames([parts[0], parts[0][:, :2]])
+    a = Demonstrations.load(_demos(1, 3).save(tmp_path / "a"))
+    b = _demos(2, 3)
+    b = Demonstrations(b.frames[3:], b.states[3:], b.efforts[3:], b.labels[3:], b.materials[3:], b.episodes[3:],
+                       b.instructions[3:])  # fmt: skip
+    both = Demonstrations.concat([a, b])
+    assert isinstance(both.frames, ConcatFrames) and len(both) == 6
+    assert np.array_equal(both.frames[[0, 5]], np.stack([a.frames[0], b.frames[2]]))
+
+
 def test_train_vla_is_deterministic_and_reports(tiny_dir, tmp_path):
     from agents.train_vla import TrainVLAConfig, train_vla
 

@@ -101,9 +101,9 @@ def test_dagger_oracle_closes_where_the_policy_gripped_the_object():
     its own phase machine, must not label "fingers open, go down" (which teaches pressing the
     gripped object into the table); it closes there with the material's force, never moving
     down, and lifts after its close phase. Fingers that closed on air keep the descend label."""
-    from envs.expert import CLOSE_STEPS
     from agents.dagger import DaggerAgent
     from agents.protocol import ExpertAgent
+    from envs.expert import CLOSE_STEPS
 
     base = {"ee_pos": [0.0, 0.0, 0.04], "object_pos": [0.0, 0.0, 0.031], "bin_pos": [0.0, 0.3, 0.0],
             "holding": False, "object": {"material": "fragile"}}  # fmt: skip
