@@ -25,8 +25,6 @@ from agents.protocol import Agent, ScriptedAgent
 
 #: Expert phases in which the fingers are open: a held object contradicts them.
 UNHELD_PHASES = ("approach", "descend", "release", "retreat")
-#: Phases before a grasp: the policy's fingers already on the object contradict them.
-PRE_GRASP_PHASES = ("approach", "descend")
 
 
 class DaggerAgent:
@@ -69,18 +67,7 @@ class DaggerAgent:
             expert = self.oracle.lane(int(i)).expert
             if info.get("holding") and expert.phase in UNHELD_PHASES:
                 expert.resume(info)
-            elif info.get("gripped") and expert.phase in PRE_GRASP_PHASES:
-                # The policy closed its fingers on the object before the oracle's phase machine
-                # got there (early, or after the oracle gave the object up as lost). Labelling
-                # "fingers open, descend" here teaches pressing a gripped object into the table,
-                # the VLA's commonest fragile break: the oracle closes where the fingers are
-                # (its close phase, then the lift). Lifting at first contact instead taught
-                # lifting before the fingers had closed (v2: rigid objects 14/20).
-                expert.enter("close")
         labels = self.oracle.act_batch(observations, infos, lanes)
-        for label, info, i in zip(labels, infos, lanes, strict=True):
-            if info.get("gripped") and not info.get("holding") and self.oracle.phase_for(int(i)) == "close":
-                label[2] = max(label[2], 0.0)  # never press a gripped object into the table
         self._labels.update({int(i): a.tolist() for i, a in zip(lanes, labels, strict=True)})
         return executed
 

@@ -16,7 +16,7 @@ Batched use: several environments ("lanes") share one agent; `act_batch` answers
 that needs a frame in one batched forward. Each lane has its own action queue, effort and
 decision; `reset(seed, lane=i)` starts lane i's episode.
 
-    agent = VLAAgent("runs/train-vla/ckpt", chunk=4, decoding="gated")
+    agent = VLAAgent("runs/train-vla/ckpt", chunk=4, decoding="expectation")
     agent.reset(0)
     action = agent.act(obs, info)      # obs needs "state", and "image" when agent.needs_image
     agent.last_decision                # {"decided", "p_fragile", "action", "chunk", ...}
@@ -61,7 +61,7 @@ class VLAAgent:
         self,
         model: VLMBackend | str | Path = "tiny-vla",
         chunk: int | None = None,
-        decoding: str = "gated",
+        decoding: str = "expectation",
         tap_layer: int | None | str = "default",
         question: str = "",
         device: str = "auto",
@@ -70,8 +70,9 @@ class VLAAgent:
         """Args:
         model: a loaded VLA backend, a checkpoint directory, or "tiny-vla" (agents/tiny_vla/).
         chunk: actions executed per forward, 1..horizon (default: the checkpoint's horizon).
-        decoding: "gated" (the default: the expectation, the gripper first decided open or
-            closed), "expectation" (smooth in the logits) or "argmax" (see ActionTokenizer).
+        decoding: "expectation" (smooth in the logits; the default, which the shipped VLA's
+            DAgger round rolled out with), "gated" (the expectation, the gripper first decided
+            open or closed) or "argmax" (see ActionTokenizer).
         tap_layer: decoder layer of the residual tap, "default" (2/3 depth) or None.
         question: extra text after the instruction (prompt injection appends here).
         device, dtype: used when `model` is not already loaded.

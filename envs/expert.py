@@ -141,17 +141,6 @@ class ScriptedExpert:
         self._next(phase)
         return phase
 
-    def enter(self, phase: str) -> None:
-        """Jump to `phase` (one of PHASES), its timer restarted: for a labeller whose phase
-        machine must follow a scene another controller made (agents.dagger).
-
-        Raises:
-            ValueError: an unknown phase.
-        """
-        if phase not in self.PHASES:
-            raise ValueError(f"phase {phase!r} is unknown; choose one of {self.PHASES}")
-        self._next(phase)
-
     def _move(self, ee: np.ndarray, target: np.ndarray, gripper: float, speed: float) -> np.ndarray:
         # Gain 1.5: the position-controlled arm lags its target, so aim a little past it.
         delta = np.clip(1.5 * (target - ee) / MAX_EE_STEP, -speed, speed)

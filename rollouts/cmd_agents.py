@@ -58,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--agent", default="vlm", choices=("vlm", "vla"), help="vlm (planner + expert) or vla (own action tokens)")
     e.add_argument("--model", default=None, help="'tiny' / 'tiny-vla' (the defaults), a local directory or a cached hub id")
     e.add_argument("--chunk", type=int, default=None, help="VLA actions executed per forward (default: its horizon)")
-    e.add_argument("--decoding", default="gated", choices=("gated", "expectation", "argmax"),
-                   help="how the VLA decodes its action tokens (default gated: the gripper decided open/closed first)")
+    e.add_argument("--decoding", default="expectation", choices=("expectation", "gated", "argmax"),
+                   help="how the VLA decodes its action tokens (gated: the gripper decided open/closed first)")
     e.add_argument("--object-pattern", default="material", help="material (default) or plain: the material cue removed")
     e.add_argument("--pattern-control", action="store_true",
                    help="also run the same seeds with plain objects and report the grip-force gap ratio")

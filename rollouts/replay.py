@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from rollouts.logs import RunLog
-from rollouts.runner import BEFORE_FIELD, Batch, EpisodeRunner, ExperimentConfig, cell_name
+from rollouts.runner import Batch, EpisodeRunner, ExperimentConfig, cell_name
 
 COMPARED = ("success", "broken", "broken_cause", "steps", "peak_force", "impact_speed", "p_fragile_first")
 
@@ -18,7 +18,7 @@ COMPARED = ("success", "broken", "broken_cause", "steps", "peak_force", "impact_
 def load_config(run_dir: str | Path) -> ExperimentConfig:
     """The ExperimentConfig a run was made with."""
     log = RunLog(run_dir)
-    data = {**BEFORE_FIELD, **log.read_config()}
+    data = log.read_config()
     known = {f.name for f in fields(ExperimentConfig)}
     cfg = ExperimentConfig(**{k: v for k, v in data.items() if k in known})
     cfg.out, cfg.name, cfg.workers, cfg.executor = str(Path(run_dir).parent), Path(run_dir).name, 1, "serial"

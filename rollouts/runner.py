@@ -30,9 +30,6 @@ from rollouts.logs import RunLog, safe_name
 AGENTS = ("vlm", "scripted", "vla")
 MATERIALS = (None, "fragile", "rigid")
 EXECUTORS = ("serial", "processes", "ray")
-#: Values that a config.json written before the field existed was run with (where they differ
-#: from today's default): such a run resumes and replays as it was made.
-BEFORE_FIELD = {"decoding": "expectation"}
 
 
 @dataclass
@@ -51,9 +48,9 @@ class ExperimentConfig:
         layer: decoder layer of the tap and of every intervention (None = agent default).
         decide_every: steps between VLM decisions (planner).
         chunk: actions a VLA executes per forward (None: its checkpoint's horizon).
-        decoding: how a VLA turns its action-token logits into actions: "gated" (the
-            expectation; the gripper first decided open or closed), "expectation" or "argmax"
-            (agents.action_tokens).
+        decoding: how a VLA turns its action-token logits into actions: "expectation" (the
+            default, what the shipped VLA was trained to act with), "gated" (the expectation,
+            the gripper first decided open or closed) or "argmax" (agents.action_tokens).
         threshold: P(fragile) at or above which the agent handles gently.
         image_size: camera frame size.
         max_steps: steps before truncation.
@@ -93,7 +90,7 @@ class ExperimentConfig:
     layer: int | None = None
     decide_every: int = 10
     chunk: int | None = None
-    decoding: str = "gated"
+    decoding: str = "expectation"
     threshold: float = 0.5
     image_size: int = 384
     max_steps: int = 200
@@ -316,8 +313,8 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: boo
         import shutil
 
         shutil.rmtree(log.root)
-    defaults = {f.name: f.default for f in fields(ExperimentConfig) if f.default is not MISSING}
-    log.write_config(cfg.replay_dict(), defaults={**defaults, **BEFORE_FIELD})
+    log.write_config(cfg.replay_dict(), defaults={f.name: f.default for f in fields(ExperimentConfig)
+                                                  if f.default is not MISSING})  # fmt: skip
     batches = plan_batches(cfg, conditions, log)
     execute(cfg, batches, lambda records: [write_record(log, r) for r in records], progress)
     log.finalize()

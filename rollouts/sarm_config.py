@@ -51,7 +51,7 @@ class SarmEvalConfig:
         first_seed: first env seed (fit seeds, then eval seeds).
         decide_every: steps between VLM decisions (planner).
         chunk: actions a VLA executes per forward (None: its checkpoint's horizon).
-        decoding: how the VLA decodes its action tokens ("gated", "expectation", "argmax";
+        decoding: how the VLA decodes its action tokens ("expectation", "gated", "argmax";
             see `physteer run --help`).
         max_steps: steps before truncation.
         calibration: how thresholds are set from the clean calibration episodes: "sigma"
@@ -94,7 +94,7 @@ class SarmEvalConfig:
     first_seed: int = 5_000_000
     decide_every: int = 10
     chunk: int | None = None
-    decoding: str = "gated"
+    decoding: str = "expectation"
     max_steps: int = 120
     calibration: str = "sigma"
     k: float = 2.0

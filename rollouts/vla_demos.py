@@ -24,9 +24,7 @@ from rollouts.episode import ClosedLoop, EpisodeSpec, Recorder, StepView
 #: The oracle's labelling rules, recorded with every demonstration folder `physteer train-vla`
 #: writes; bump it when they change (envs.expert in recover mode, agents.protocol.NoisyOracle,
 #: agents.dagger), so a folder an older oracle labelled is not reused.
-#: 2: DaggerAgent follows a grasp the policy made before its oracle's close phase; 3: it closes
-#: there (not lift at once) and never labels pressing a gripped object down.
-ORACLE_VERSION = 3
+ORACLE_VERSION = 1
 
 
 class DemoSteps(Recorder):

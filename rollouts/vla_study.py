@@ -64,7 +64,7 @@ class VLAStudyConfig:
         seeds: paired episodes per condition (env seeds 0..seeds-1, fragile objects).
         max_steps: steps before an episode is truncated.
         chunk: actions the VLA executes per forward (None: its checkpoint's horizon).
-        decoding: how the VLA decodes its action tokens ("gated", "expectation", "argmax";
+        decoding: how the VLA decodes its action tokens ("expectation", "gated", "argmax";
             see `physteer run --help`).
         images: labelled frames collected for the SAE, discovery and the dom vector.
         sae_steps: SAE training steps.
@@ -90,7 +90,7 @@ class VLAStudyConfig:
     seeds: int = 20
     max_steps: int = 200
     chunk: int | None = None
-    decoding: str = "gated"
+    decoding: str = "expectation"
     images: int = 512
     sae_steps: int = 1500
     sae_expansion: float = 4.0

@@ -1,5 +1,5 @@
-"""`physteer run --decoding` reaches the VLA, is recorded, and a VLA run made before the field
-existed (with the expectation rule, then the only smooth one) resumes and replays as made."""
+"""`physteer run --decoding` reaches the VLA and is recorded; a VLA run made before the field
+existed (with the expectation rule, still the default) resumes and replays as made."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ def _cfg(tmp_path, **kw):
                             executor="serial", workers=1, **kw)  # fmt: skip
 
 
-def test_decoding_reaches_the_agent_and_old_runs_keep_theirs(tmp_path):
-    root = run_experiment(_cfg(tmp_path, decoding="expectation"), progress=False, report=False)
+def test_decoding_is_recorded_and_old_runs_keep_theirs(tmp_path):
+    root = run_experiment(_cfg(tmp_path), progress=False, report=False)
     config = json.loads((root / "config.json").read_text())
     assert config["decoding"] == "expectation"
     del config["decoding"]  # as written before the field existed
     (root / "config.json").write_text(json.dumps(config))
     assert load_config(root).decoding == "expectation"
     with pytest.raises(ValueError, match="decoding"):
-        run_experiment(_cfg(tmp_path), progress=False, report=False)  # today's default: gated
-    run_experiment(_cfg(tmp_path, decoding="expectation"), progress=False, report=False)  # resumes
+        run_experiment(_cfg(tmp_path, decoding="gated"), progress=False, report=False)  # another rule
+    run_experiment(_cfg(tmp_path), progress=False, report=False)  # resumes
 
 
 def test_agent_decodes_with_the_configured_rule(tmp_path):

@@ -96,31 +96,6 @@ def test_dagger_oracle_follows_a_policy_that_grasped_early():
     assert label[3] == 1.0 and agent.oracle.phase_for(0) == "lift"  # firm grip kept, lifting
 
 
-def test_dagger_oracle_closes_where_the_policy_gripped_the_object():
-    """Fingers on the object but not yet lifted (no `holding`): the oracle, still descending in
-    its own phase machine, must not label "fingers open, go down" (which teaches pressing the
-    gripped object into the table); it closes there with the material's force, never moving
-    down, and lifts after its close phase. Fingers that closed on air keep the descend label."""
-    from agents.dagger import DaggerAgent
-    from agents.protocol import ExpertAgent
-    from envs.expert import CLOSE_STEPS
-
-    base = {"ee_pos": [0.0, 0.0, 0.04], "object_pos": [0.0, 0.0, 0.031], "bin_pos": [0.0, 0.3, 0.0],
-            "holding": False, "object": {"material": "fragile"}}  # fmt: skip
-    agent = DaggerAgent(ExpertAgent("firm"))
-    agent.reset(0, lane=0)
-    agent.oracle.lane(0).expert.phase = "descend"
-    agent.act({}, {**base, "gripped": False})
-    down = agent.decision_for(0)["label"]
-    assert agent.oracle.phase_for(0) == "descend" and down[2] < 0 and down[3] == -1.0
-    for _ in range(CLOSE_STEPS - 1):
-        agent.act({}, {**base, "gripped": True})
-        label = agent.decision_for(0)["label"]
-        assert agent.oracle.phase_for(0) == "close" and label[2] == 0.0 and label[3] == pytest.approx(0.15)
-    agent.act({}, {**base, "gripped": True})
-    assert agent.oracle.phase_for(0) == "lift"
-
-
 def test_env_reports_gripped_before_holding():
     """info["gripped"]: both fingers on the object, also while it still rests on the table
     (`holding` needs it lifted)."""
