@@ -24,6 +24,7 @@ Deterministic under `seed` at a fixed thread count.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
@@ -41,6 +42,9 @@ from agents.tiny_model import FRAGILE_QUESTION
 from agents.train_vla_config import TrainVLAConfig
 from agents.vla_data import Demonstrations
 from agents.vla_model import PromptBuilder, VLASpec, build_vla, load_vla, save_vla
+
+#: Packages whose versions a checkpoint's numbers depend on (recorded in training_report.json).
+VERSIONED = ("torch", "transformers", "tokenizers", "numpy", "pybullet", "safetensors")
 
 #: Co-trained plain-prompt questions: (question, answer if fragile, answer if rigid).
 COTRAIN_QUESTIONS = (
@@ -311,6 +315,9 @@ def train_vla(
         "history": history,
         "eval": evaluate_vla(backend, spec, demos, eval_rows),
         "torch": torch.__version__,
+        # The recipe is deterministic in one environment, not across versions of these (the
+        # shipped round 0, made when only torch was recorded, did not reproduce on a newer stack).
+        "versions": {name: importlib.metadata.version(name) for name in VERSIONED},
         "threads": cfg.threads,
     }
     out = save_vla(backend, cfg.out_dir)

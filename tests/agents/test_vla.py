@@ -384,6 +384,8 @@ def test_train_vla_is_deterministic_and_reports(tiny_dir, tmp_path):
         "cotrain_acc",
     }
     assert saved["history"][-1]["action"] < saved["history"][0]["action"]
+    assert set(saved["versions"]) == {"torch", "transformers", "tokenizers", "numpy", "pybullet", "safetensors"}
+    assert saved["versions"]["torch"].startswith("2.")  # what made it, to rebuild it under the same stack
     a, b = (load_vlm(str(tmp_path / r), device="cpu").model.state_dict() for r in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert reports[0]["eval"] == reports[1]["eval"]
