@@ -118,7 +118,7 @@ def steering_findings(dose: dict[str, Any], neurons: dict[str, Any]) -> list[str
     if flags := dose.get("flags"):
         out.append("Acceptance: " + ", ".join(f"{k.replace('_', ' ')} {'yes' if v else 'no'}" for k, v in flags.items()) + ".")
     for word, n in (neurons or {}).items():
-        name = (f"a random neuron cluster of the {word[7:]!r} cluster's layer and size" if word.startswith("random ")
+        name = (f"a random neuron cluster of the {word.removeprefix('random ')!r} cluster's layer and size" if word.startswith("random ")
                 else "the random neuron cluster" if word == "random" else f"the {word!r} neuron cluster")  # fmt: skip
         out.append(f"Clamping {name} changes carry speed by {est_n_text(n.get('carry_speed_change'), signed=True, unit='m/s')} "
                    f"(p {_p(n.get('carry_speed_p'))}).")  # fmt: skip
