@@ -44,7 +44,7 @@ from agents.vla_data import Demonstrations
 from agents.vla_model import PromptBuilder, VLASpec, build_vla, load_vla, save_vla
 
 #: Packages whose versions a checkpoint's numbers depend on (recorded in training_report.json).
-VERSIONED = ("torch", "transformers", "tokenizers", "numpy", "pybullet", "safetensors")
+VERSIONED = ("torch", "transformers", "tokenizers", "numpy", "pybullet", "safetensors", "pillow", "gymnasium")
 
 #: Co-trained plain-prompt questions: (question, answer if fragile, answer if rigid).
 COTRAIN_QUESTIONS = (

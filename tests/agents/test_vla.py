@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -384,8 +386,14 @@ def test_train_vla_is_deterministic_and_reports(tiny_dir, tmp_path):
         "cotrain_acc",
     }
     assert saved["history"][-1]["action"] < saved["history"][0]["action"]
-    assert set(saved["versions"]) == {"torch", "transformers", "tokenizers", "numpy", "pybullet", "safetensors"}
-    assert saved["versions"]["torch"].startswith("2.")  # what made it, to rebuild it under the same stack
+    # What made it, to rebuild it under the same stack: every package constraints.txt pins exactly.
+    pinned = {
+        line.split("==")[0].strip().lower()
+        for line in (Path(__file__).parents[2] / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.lstrip().startswith("#")
+    }
+    assert pinned >= {"torch", "transformers", "numpy", "pybullet"} and set(saved["versions"]) == pinned
+    assert saved["versions"]["torch"] == importlib.metadata.version("torch")
     a, b = (load_vlm(str(tmp_path / r), device="cpu").model.state_dict() for r in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert reports[0]["eval"] == reports[1]["eval"]
