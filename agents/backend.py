@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +46,31 @@ from agents.tiny_model import FRAGILE_QUESTION
 
 #: Spellings of an answer word whose first tokens are summed into P(word).
 ANSWER_VARIANTS = ("{w}", " {w}", "{W}", " {W}", "{U}", " {U}")
+
+
+def answer_token_ids(tokenizer: Any, word: str) -> list[int]:
+    """Ids of the first token of each spelling of `word` ("yes", " yes", "Yes", ...).
+
+    Spellings whose first token is unknown to the tokenizer are skipped. Needs only the
+    tokenizer, so a run can check its words before it loads a model.
+
+    Raises:
+        ValueError: no spelling of `word` starts with a known token.
+    """
+    ids: list[int] = []
+    for pattern in ANSWER_VARIANTS:
+        text = pattern.format(w=word.lower(), W=word.capitalize(), U=word.upper())
+        enc = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not enc:
+            continue
+        first = enc[0]
+        if first == tokenizer.unk_token_id or tokenizer.decode([first]).strip() == "":
+            continue
+        if first not in ids:
+            ids.append(first)
+    if not ids:
+        raise ValueError(f"answer word {word!r}: no spelling of it is a token of this model")
+    return ids
 
 
 def load_vlm(
@@ -309,28 +335,10 @@ class VLMBackend:
         return out.logits[:, -1, :].float()
 
     def answer_token_ids(self, word: str) -> list[int]:
-        """Ids of the first token of each spelling of `word` ("yes", " yes", "Yes", ...).
-
-        Spellings whose first token is unknown to the tokenizer are skipped.
-        """
-        if word in self._answer_cache:
-            return self._answer_cache[word]
-        tok = self.tokenizer
-        ids: list[int] = []
-        for pattern in ANSWER_VARIANTS:
-            text = pattern.format(w=word.lower(), W=word.capitalize(), U=word.upper())
-            enc = tok(text, add_special_tokens=False)["input_ids"]
-            if not enc:
-                continue
-            first = enc[0]
-            if first == tok.unk_token_id or tok.decode([first]).strip() == "":
-                continue
-            if first not in ids:
-                ids.append(first)
-        if not ids:
-            raise ValueError(f"answer word {word!r}: no spelling of it is a token of this model")
-        self._answer_cache[word] = ids
-        return ids
+        """Ids of the first token of each spelling of `word` (see `answer_token_ids`)."""
+        if word not in self._answer_cache:
+            self._answer_cache[word] = answer_token_ids(self.tokenizer, word)
+        return self._answer_cache[word]
 
     def answer_probs(self, logits: torch.Tensor, words: Sequence[str]) -> torch.Tensor:
         """P(word) for each word, from next-token `logits` (B × vocab), renormalised over `words`.

@@ -163,6 +163,7 @@ class ExperimentConfig:
             self._check_vla()
         if self.agent == "scripted" and any(c.kind != "unsteered" for c in conditions):
             raise ValueError("steered or perturbed conditions need agent='vlm' (the scripted agent has no model)")
+        self._check_words(conditions)
         for path in self.monitors:
             if not (Path(path) / "scorer.json").is_file():
                 raise FileNotFoundError(f"monitor {path} is not a saved scorer folder (no scorer.json; `physteer sarm-eval` writes them)")
@@ -183,6 +184,27 @@ class ExperimentConfig:
                              "(action tokens and slots); train one with `physteer train-vla`")
         if self.chunk is not None and (isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1):
             raise ValueError(f"chunk={self.chunk!r} is not allowed; it must be an int >= 1")
+
+    def _check_words(self, conditions: list[Condition]) -> None:
+        """A neuron condition's word must be a token of the model: checked on its tokenizer
+        alone, so that a misspelt word stops the run before its folder exists."""
+        words = sorted({c.concept or "fragile" for c in conditions if c.kind in ("neuron", "neuron-random")})
+        if not words or self.agent == "scripted":
+            return
+        from transformers import AutoTokenizer
+
+        from agents.backend import answer_token_ids
+        from agents.resolve import resolve_model_path
+        from agents.vla_model import TINY_VLA_DIR
+
+        vla_tiny = self.agent == "vla" and self.model in ("tiny", "tiny-vla")
+        source = str(TINY_VLA_DIR) if vla_tiny else resolve_model_path(self.model)[0]
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        except OSError:
+            return  # not readable offline: loading the model names the problem
+        for word in words:
+            answer_token_ids(tokenizer, word)
 
     def monitor_names(self) -> list[str]:
         """Each monitor's name: its folder's name (unique)."""
