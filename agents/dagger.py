@@ -22,9 +22,18 @@ from typing import Any
 import numpy as np
 
 from agents.protocol import Agent, ScriptedAgent
+from envs.expert import ALIGNED, HOVER
+
+#: Version of the DAgger labelling rules below, recorded with every DAgger folder `physteer
+#: train-vla` writes (bump it when they change, so a folder older rules labelled is not reused).
+#: 1: follow a policy that holds the object; 2: also a policy at the object, fingers not on it.
+DAGGER_LABELS_VERSION = 2
 
 #: Expert phases in which the fingers are open: a held object contradicts them.
 UNHELD_PHASES = ("approach", "descend", "release", "retreat")
+#: Expert phases that mean "go (back) up": the approach to hover height, and the lift, which in
+#: recover mode turns into an approach once it finds no object in the fingers.
+RISING_PHASES = ("approach", "lift")
 
 
 class DaggerAgent:
@@ -61,15 +70,32 @@ class DaggerAgent:
         """The policy's actions; the oracle's (from the same observations) become the labels."""
         executed = self.policy.act_batch(observations, infos, lanes)
         for info, i in zip(infos, lanes, strict=True):
-            # The oracle's phase machine advances on its own; when the policy grasped before the
-            # oracle reached "close" (or still holds after it let go), bring it to the scene, or
-            # it would label "fingers open" while the policy carries the object.
+            # The oracle's phase machine advances on its own timers, out of step with the
+            # policy's; where they disagree, the labels must follow the scene:
             expert = self.oracle.lane(int(i)).expert
             if info.get("holding") and expert.phase in UNHELD_PHASES:
+                # the policy grasped before the oracle reached "close" (or still holds after it
+                # let go): labelling "fingers open" here would drop the object it carries.
+                expert.resume(info)
+            elif self._at_object_ungripped(info) and expert.phase in RISING_PHASES:
+                # the policy is over the object, low, its fingers not on it (it closed too high,
+                # or later than the oracle's close timer): the oracle's lift (then "lost: open
+                # and go back up to hover") was 96% of the labels of such rigid states in the
+                # shipped recipe's DAgger round, and taught closing, lifting and reopening in a
+                # loop. From the scene: descend to grasp height, or close there.
                 expert.resume(info)
         labels = self.oracle.act_batch(observations, infos, lanes)
         self._labels.update({int(i): a.tolist() for i, a in zip(lanes, labels, strict=True)})
         return executed
+
+    @staticmethod
+    def _at_object_ungripped(info: dict[str, Any]) -> bool:
+        """Not holding, fingers not both on the object, gripper above it (within ALIGNED in
+        x, y) and below hover height."""
+        if info.get("holding") or info.get("gripped") or "ee_pos" not in info or "object_pos" not in info:
+            return False
+        ee, obj = np.asarray(info["ee_pos"], dtype=np.float64), np.asarray(info["object_pos"], dtype=np.float64)
+        return bool(np.linalg.norm(ee[:2] - obj[:2]) < ALIGNED and ee[2] < HOVER)
 
     def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         """Lane 0's executed action."""

@@ -57,6 +57,7 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
     print the held-out figures."""
     from dataclasses import asdict, replace
 
+    from agents.dagger import DAGGER_LABELS_VERSION
     from agents.vla_data import Demonstrations
     from rollouts.config_cli import config_from_args
     from rollouts.vla_demos import ORACLE_VERSION, collect_demonstrations, dagger_demonstrations
@@ -82,8 +83,9 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
     policy = {**base, **{k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "threads", "feature_batch")}}
     folders = [(demos_dir, base)] + [
         (demos_dir.with_name(f"{demos_dir.name}-dagger{r}"),
-         {**policy, "dagger_round": r, "dagger_episodes": args.dagger_episodes, "dagger_epochs": args.dagger_epochs,
-          "dagger_envs": args.dagger_envs}) for r in range(1, args.dagger_rounds + 1)]  # fmt: skip
+         {**policy, "dagger_round": r, "dagger_labels": DAGGER_LABELS_VERSION, "dagger_episodes": args.dagger_episodes,
+          "dagger_epochs": args.dagger_epochs, "dagger_envs": args.dagger_envs})
+        for r in range(1, args.dagger_rounds + 1)]  # fmt: skip
     for folder, made_with in folders:
         check_cached_demos(folder, made_with)
 

@@ -22,8 +22,9 @@ import numpy as np
 from rollouts.episode import ClosedLoop, EpisodeSpec, Recorder, StepView
 
 #: The oracle's labelling rules, recorded with every demonstration folder `physteer train-vla`
-#: writes; bump it when they change (envs.expert in recover mode, agents.protocol.NoisyOracle,
-#: agents.dagger), so a folder an older oracle labelled is not reused.
+#: writes; bump it when they change (envs.expert in recover mode, agents.protocol.NoisyOracle),
+#: so a folder an older oracle labelled is not reused. DAgger folders also record
+#: agents.dagger.DAGGER_LABELS_VERSION.
 ORACLE_VERSION = 1
 
 

@@ -96,6 +96,35 @@ def test_dagger_oracle_follows_a_policy_that_grasped_early():
     assert label[3] == 1.0 and agent.oracle.phase_for(0) == "lift"  # firm grip kept, lifting
 
 
+def test_dagger_oracle_labels_a_policy_at_the_object_from_the_scene():
+    """A policy low over the object with its fingers not on it is told to descend or to close
+    there, not (as the oracle's lift, then "lost", said) to open and rise to hover height; a
+    policy whose fingers grip the object is still told to lift it."""
+    from agents.dagger import DaggerAgent
+    from agents.protocol import ExpertAgent
+
+    scene = {"object_pos": [0.0, 0.0, 0.03], "bin_pos": [0.0, 0.3, 0.0], "object": {"material": "rigid"}}
+
+    def label_after_lift(ee_z: float, gripped: bool) -> tuple[list[float], str]:
+        agent = DaggerAgent(ExpertAgent("firm"))
+        agent.reset(0, lane=0)
+        agent.act({}, {**scene, "ee_pos": [0.0, 0.0, 0.06], "holding": True})  # oracle lifting
+        assert agent.oracle.phase_for(0) == "lift"
+        agent.act({}, {**scene, "ee_pos": [0.0, 0.0, ee_z], "holding": False, "gripped": gripped})
+        return agent.decision_for(0)["label"], agent.oracle.phase_for(0)
+
+    label, phase = label_after_lift(0.033, gripped=False)  # closed late, at grasp height
+    assert phase == "close" and label[3] == 1.0 and label[2] <= 0.0
+    label, phase = label_after_lift(0.06, gripped=False)  # closed too high
+    assert phase == "descend" and label[3] == -1.0 and label[2] < 0.0
+    label, phase = label_after_lift(0.033, gripped=True)  # gripped: the lift goes on
+    assert phase == "lift" and label[3] == 1.0 and label[2] > 0.0
+    agent = DaggerAgent(ExpertAgent("firm"))
+    agent.reset(0, lane=0)
+    agent.act({}, {**scene, "ee_pos": [0.05, 0.0, 0.06], "holding": False})  # beside it: approach
+    assert agent.oracle.phase_for(0) == "approach" and agent.decision_for(0)["label"][2] > 0.0
+
+
 def test_train_vla_refuses_cached_demonstrations_made_with_other_settings(tmp_path, capsys):
     """A demonstrations folder records what made it; train-vla refuses one made otherwise (the
     setting named, both values given) before any work, and leaves the folder as it was."""
