@@ -94,8 +94,49 @@ class Lane:
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
-class LaneAgent:
-    """Base of the agents here: lanes over a scripted expert, and the single-env forms.
+def check_lane(lane: Any) -> int:
+    """The lane id as an int; ValueError unless it is an int >= 0."""
+    if isinstance(lane, bool) or not isinstance(lane, (int, np.integer)) or lane < 0:
+        raise ValueError(f"lane={lane!r}: expected an int >= 0")
+    return int(lane)
+
+
+class LaneViews:
+    """The single-environment forms (lane 0) of a lanes-protocol agent, from its `act_batch`,
+    `needs_image_for`, `decision_for` and `lane(i)` (whose state has seed, step and decisions)."""
+
+    def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        """The action (4,) float32 for one environment (lane 0)."""
+        return self.act_batch([obs], [info], [0])[0]
+
+    @property
+    def needs_image(self) -> bool:
+        """Whether lane 0's next act reads a frame."""
+        return self.needs_image_for(0)
+
+    @property
+    def last_decision(self) -> dict[str, Any] | None:
+        """Lane 0's last decision."""
+        return self.decision_for(0)
+
+    @property
+    def decisions(self) -> list[dict[str, Any]]:
+        """Lane 0's decisions this episode."""
+        return self.lane(0).decisions
+
+    @property
+    def step(self) -> int:
+        """Lane 0's step counter."""
+        return self.lane(0).step
+
+    @property
+    def seed(self) -> int | None:
+        """Lane 0's episode seed."""
+        return self.lane(0).seed
+
+
+class LaneAgent(LaneViews):
+    """Base of the agents here: lanes over a scripted expert.
 
     Subclasses implement `act_batch` and may override `needs_image_for`.
     """
@@ -111,8 +152,7 @@ class LaneAgent:
 
     def lane(self, i: int) -> Lane:
         """The state of lane `i` (created on first use)."""
-        if isinstance(i, bool) or not isinstance(i, int) or i < 0:
-            raise ValueError(f"lane={i!r}: expected an int >= 0")
+        i = check_lane(i)
         while len(self._lanes) <= i:
             self._lanes.append(Lane(ScriptedExpert(self._initial_profile, recover=self.recover)))
         return self._lanes[i]
@@ -142,40 +182,10 @@ class LaneAgent:
         """One action per lane (see the module docstring)."""
         raise NotImplementedError
 
-    def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
-        """The action (4,) float32 for one environment (lane 0)."""
-        return self.act_batch([obs], [info], [0])[0]
-
-    # --- single-environment views (lane 0) ------------------------------------------------
-    @property
-    def needs_image(self) -> bool:
-        """Whether lane 0's next act reads a frame."""
-        return self.needs_image_for(0)
-
-    @property
-    def last_decision(self) -> dict[str, Any] | None:
-        """Lane 0's last decision."""
-        return self.lane(0).last_decision
-
-    @property
-    def decisions(self) -> list[dict[str, Any]]:
-        """Lane 0's decisions this episode."""
-        return self.lane(0).decisions
-
     @property
     def expert(self) -> ScriptedExpert:
         """Lane 0's scripted expert."""
         return self.lane(0).expert
-
-    @property
-    def step(self) -> int:
-        """Lane 0's step counter."""
-        return self.lane(0).step
-
-    @property
-    def seed(self) -> int | None:
-        """Lane 0's episode seed."""
-        return self.lane(0).seed
 
 
 class ExpertAgent(LaneAgent):

@@ -33,6 +33,7 @@ import torch
 
 from agents.action_tokens import DECODING_RULES
 from agents.backend import VLMBackend
+from agents.protocol import LaneViews, check_lane
 from agents.taps import ResidualTap
 from agents.vla_model import TINY_VLA_DIR, PromptBuilder, load_vla
 from agents.vlm_agent import default_tap_layer
@@ -54,7 +55,7 @@ class _Lane:
     decisions: list[dict[str, Any]] = field(default_factory=list)  # the decided steps
 
 
-class VLAAgent:
+class VLAAgent(LaneViews):
     """Acts from its own decoded action tokens (see module docstring)."""
 
     def __init__(
@@ -109,52 +110,26 @@ class VLAAgent:
             self.tap = ResidualTap(tap_layer).attach(self.backend)
         self._lanes: dict[int, _Lane] = {0: _Lane()}
 
-    # --- per-lane state -------------------------------------------------------------------
-    def _lane(self, lane: int) -> _Lane:
-        if isinstance(lane, bool) or not isinstance(lane, (int, np.integer)) or lane < 0:
-            raise ValueError(f"lane={lane!r}: expected an int >= 0")
-        return self._lanes.setdefault(int(lane), _Lane())
+    # --- per-lane state (the single-environment forms come from LaneViews) -------------
+    def lane(self, i: int) -> _Lane:
+        """The state of lane `i` (created on first use)."""
+        return self._lanes.setdefault(check_lane(i), _Lane())
 
     def reset(self, seed: int | None = None, lane: int = 0) -> None:
         """Start a new episode on `lane` (queue emptied, gripper effort open, step 0)."""
-        self._lane(lane)  # validates the id
-        self._lanes[int(lane)] = _Lane(seed=seed)
+        self._lanes[check_lane(lane)] = _Lane(seed=seed)
         if self.tap is not None and len(self._lanes) == 1:
             self.tap.clear()
 
-    @property
-    def needs_image(self) -> bool:
-        """True when lane 0's next act runs the model (and so needs a frame)."""
-        return self.needs_image_for(0)
-
     def needs_image_for(self, lane: int = 0) -> bool:
         """True when `lane`'s next act runs the model."""
-        return not self._lane(lane).queue
-
-    @property
-    def last_decision(self) -> dict[str, Any] | None:
-        """What to log for lane 0's last step (see `decision_for`)."""
-        return self._lane(0).decision
+        return not self.lane(lane).queue
 
     def decision_for(self, lane: int = 0) -> dict[str, Any] | None:
         """Lane's last step: decided (a forward ran), p_fragile, action, chunk index, step."""
-        return self._lane(lane).decision
-
-    @property
-    def decisions(self) -> list[dict[str, Any]]:
-        """Lane 0's decided steps of this episode (one per forward)."""
-        return self._lane(0).decisions
-
-    @property
-    def step(self) -> int:
-        """Lane 0's step counter."""
-        return self._lane(0).step
+        return self.lane(lane).decision
 
     # --- acting ---------------------------------------------------------------------------
-    def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
-        """The action (4,) float32 for lane 0, decoded from the model's action tokens."""
-        return self.act_batch([obs], [info], [0])[0]
-
     def act_batch(
         self,
         observations: list[dict[str, np.ndarray]],
@@ -177,7 +152,7 @@ class VLAAgent:
             )
         if len(set(int(x) for x in lanes)) != len(lanes):
             raise ValueError(f"lanes={lanes}: lane ids must be distinct")
-        states = [self._lane(x) for x in lanes]
+        states = [self.lane(x) for x in lanes]
         for info, s in zip(infos, states, strict=True):
             executed = info.get(EXECUTED_ACTION_KEY) if isinstance(info, dict) else None
             if executed is not None:  # what the env ran at the previous step, not what we asked

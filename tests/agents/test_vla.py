@@ -178,7 +178,7 @@ def test_vla_agent_acts_from_its_own_tokens_in_the_env(vla_dir, env):
     for step in range(6):
         assert agent.needs_image == (step % 2 == 0)
         if agent.needs_image:  # recompute the decision from the model's logits by hand
-            text = agent.builder.text(info["instruction"], "", obs["state"], agent._lane(0).effort)
+            text = agent.builder.text(info["instruction"], "", obs["state"], agent.lane(0).effort)
             out = agent.backend.forward(agent.builder.inputs([obs["image"]], [text]))
             expected = agent.spec.action.decode_logits(
                 agent.builder.read_slots(out.logits)[0], agent.decoding
