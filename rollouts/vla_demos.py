@@ -108,12 +108,13 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
 def dagger_demonstrations(checkpoint: str, n_episodes: int, seed: int, horizon: int = 4, frame_every: int = 3,
                           n_envs: int = 4, max_steps: int = 200, progress: Any = None) -> Any:  # fmt: skip
     """One DAgger round: the VLA at `checkpoint` drives `n_episodes` episodes (seeds seed..),
-    the oracle labels every state it reaches (agents.dagger.DaggerAgent). Returns
+    the oracle labels every state it reaches (agents.dagger.DaggerAgent). The VLA decodes with
+    the expectation rule, as the recipe always has, whatever VLAAgent's default. Returns
     agents.vla_data.Demonstrations, ready to join the earlier rounds' (Demonstrations.concat)."""
     from agents.dagger import DaggerAgent
     from agents.vla_agent import VLAAgent
 
-    agent = DaggerAgent(VLAAgent(checkpoint, tap_layer=None))
+    agent = DaggerAgent(VLAAgent(checkpoint, decoding="expectation", tap_layer=None))
     try:
         return collect_demonstrations(n_episodes, seed=seed, horizon=horizon, frame_every=frame_every,
                                       agent=agent, n_envs=n_envs, max_steps=max_steps, progress=progress)  # fmt: skip
