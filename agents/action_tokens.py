@@ -8,7 +8,7 @@ slot position per dimension, a distribution over that dimension's K tokens, and
 
 - "argmax": the centre of the most likely bin (OpenVLA). A step function of the model's
   internals: a steering vector moves the action only when it flips the top bin.
-- "expectation" (default): Σ_b p(b) · centre(b) under the softmax restricted to the
+- "expectation" (the default, DEFAULT_DECODING): Σ_b p(b) · centre(b) under the softmax restricted to the
   dimension's K tokens. The action is then a smooth (differentiable) function of the logits, so
   of the residual stream: a steering of magnitude s moves the action by an amount that grows
   continuously with s. This is what makes graded steering measurable (e.g. grip force rising
@@ -44,6 +44,9 @@ import torch
 ACTION_DIMS = ("dx", "dy", "dz", "grip")
 #: Decoding rules of ActionTokenizer.decode_logits (see the module docstring).
 DECODING_RULES = ("expectation", "gated", "argmax")
+#: The rule VLAAgent and every command use unless told otherwise: with it the shipped checkpoint
+#: keeps fragile objects intact most often (README, "Decoding, measured").
+DEFAULT_DECODING = "expectation"
 #: The dimension the "gated" rule decides open/closed before averaging.
 GRIP_DIM = "grip"
 #: Allowed numbers of bins per dimension.
@@ -187,7 +190,7 @@ class ActionTokenizer(_Bins):
         return self.centres[ids].astype(np.float32)
 
     def decode_logits(
-        self, logits: torch.Tensor | np.ndarray, rule: str = "expectation"
+        self, logits: torch.Tensor | np.ndarray, rule: str = DEFAULT_DECODING
     ) -> np.ndarray:
         """Actions (... × n_dims, float32) from logits over each dimension's bins (... × n_dims × K).
 

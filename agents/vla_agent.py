@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.action_tokens import DECODING_RULES
+from agents.action_tokens import DECODING_RULES, DEFAULT_DECODING
 from agents.backend import VLMBackend
 from agents.protocol import LaneViews, check_lane
 from agents.taps import ResidualTap
@@ -62,7 +62,7 @@ class VLAAgent(LaneViews):
         self,
         model: VLMBackend | str | Path = "tiny-vla",
         chunk: int | None = None,
-        decoding: str = "expectation",
+        decoding: str = DEFAULT_DECODING,
         tap_layer: int | None | str = "default",
         question: str = "",
         device: str = "auto",
@@ -71,8 +71,8 @@ class VLAAgent(LaneViews):
         """Args:
         model: a loaded VLA backend, a checkpoint directory, or "tiny-vla" (agents/tiny_vla/).
         chunk: actions executed per forward, 1..horizon (default: the checkpoint's horizon).
-        decoding: "expectation" (smooth in the logits; the default, which the shipped VLA's
-            DAgger round rolled out with), "gated" (the expectation, the gripper first decided
+        decoding: "expectation" (smooth in the logits; the default, and what the recipe's
+            DAgger rounds roll out with), "gated" (the expectation, the gripper first decided
             open or closed) or "argmax" (see ActionTokenizer).
         tap_layer: decoder layer of the residual tap, "default" (2/3 depth) or None.
         question: extra text after the instruction (prompt injection appends here).

@@ -58,9 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--agent", default="vlm", choices=("vlm", "vla"), help="vlm (planner + expert) or vla (own action tokens)")
     e.add_argument("--model", default=None, help="'tiny' / 'tiny-vla' (the defaults), a local directory or a cached hub id")
     e.add_argument("--chunk", type=int, default=None, help="VLA actions executed per forward (default: its horizon)")
-    from agents.action_tokens import DECODING_RULES  # torch is loaded with the CLI already (runner)
+    from agents.action_tokens import (  # torch is loaded with the CLI already (runner)
+        DECODING_RULES,
+        DEFAULT_DECODING,
+    )
 
-    e.add_argument("--decoding", default="expectation", choices=DECODING_RULES,
+    e.add_argument("--decoding", default=DEFAULT_DECODING, choices=DECODING_RULES,
                    help="how the VLA decodes its action tokens (gated: the gripper decided open/closed first)")
     e.add_argument("--object-pattern", default="material", help="material (default) or plain: the material cue removed")
     e.add_argument("--pattern-control", action="store_true",

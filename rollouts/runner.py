@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from agents.action_tokens import DECODING_RULES
+from agents.action_tokens import DECODING_RULES, DEFAULT_DECODING
 from envs.objects import PATTERNS
 from envs.sim import RENDERERS
 from rollouts.conditions import Condition, SteeringResources, check_resources, parse_conditions
@@ -49,8 +49,8 @@ class ExperimentConfig:
         decide_every: steps between VLM decisions (planner).
         chunk: actions a VLA executes per forward (None: its checkpoint's horizon).
         decoding: how a VLA turns its action-token logits into actions: "expectation" (the
-            default, what the shipped VLA was trained to act with), "gated" (the expectation,
-            the gripper first decided open or closed) or "argmax" (agents.action_tokens).
+            default), "gated" (the expectation, the gripper first decided open or closed) or
+            "argmax" (agents.action_tokens).
         threshold: P(fragile) at or above which the agent handles gently.
         image_size: camera frame size.
         max_steps: steps before truncation.
@@ -90,7 +90,7 @@ class ExperimentConfig:
     layer: int | None = None
     decide_every: int = 10
     chunk: int | None = None
-    decoding: str = "expectation"
+    decoding: str = DEFAULT_DECODING
     threshold: float = 0.5
     image_size: int = 384
     max_steps: int = 200

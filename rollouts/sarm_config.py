@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.action_tokens import DEFAULT_DECODING
+
 SARM_AGENTS = ("vlm", "vla")  # agents a monitor can watch (the scripted oracle has no activations)
 DEFAULT_PERTURBATIONS = ("ta2:4@10", "random:4@10", "sae:contrast:20@10", "sae:contrast:50@10",
                          "noise:0.2@10", "occlusion:0.35@10", "color:0.3@10", "prompt@10")  # fmt: skip
@@ -51,7 +53,8 @@ class SarmEvalConfig:
         first_seed: first env seed (fit seeds, then eval seeds).
         decide_every: steps between VLM decisions (planner).
         chunk: actions a VLA executes per forward (None: its checkpoint's horizon).
-        decoding: how the VLA decodes its action tokens ("expectation", "gated", "argmax";
+        decoding: how the VLA decodes its action tokens ("expectation", the default, "gated",
+            "argmax";
             see `physteer run --help`).
         max_steps: steps before truncation.
         calibration: how thresholds are set from the clean calibration episodes: "sigma"
@@ -94,7 +97,7 @@ class SarmEvalConfig:
     first_seed: int = 5_000_000
     decide_every: int = 10
     chunk: int | None = None
-    decoding: str = "expectation"
+    decoding: str = DEFAULT_DECODING
     max_steps: int = 120
     calibration: str = "sigma"
     k: float = 2.0

@@ -32,6 +32,8 @@ from typing import Any
 
 from rich.console import Console
 
+from agents.action_tokens import DEFAULT_DECODING
+
 #: Episode outcomes the study reports per condition.
 #: grip_command: the VLA's own mean closing grip (fraction of full force), which a break does not
 #: cut short, beside the peak force the acceptance reads.
@@ -64,7 +66,8 @@ class VLAStudyConfig:
         seeds: paired episodes per condition (env seeds 0..seeds-1, fragile objects).
         max_steps: steps before an episode is truncated.
         chunk: actions the VLA executes per forward (None: its checkpoint's horizon).
-        decoding: how the VLA decodes its action tokens ("expectation", "gated", "argmax";
+        decoding: how the VLA decodes its action tokens ("expectation", the default, "gated",
+            "argmax";
             see `physteer run --help`).
         images: labelled frames collected for the SAE, discovery and the dom vector.
         sae_steps: SAE training steps.
@@ -90,7 +93,7 @@ class VLAStudyConfig:
     seeds: int = 20
     max_steps: int = 200
     chunk: int | None = None
-    decoding: str = "expectation"
+    decoding: str = DEFAULT_DECODING
     images: int = 512
     sae_steps: int = 1500
     sae_expansion: float = 4.0
