@@ -150,4 +150,13 @@ def test_train_vla_refuses_cached_demonstrations_made_with_other_settings(tmp_pa
     demos.save(folder, made_with=older)  # labelled by an older oracle: refused too
     assert main(["train-vla", "--demos", str(folder), "--episodes", "4", "--out-dir", str(out)]) == 2
     assert f"oracle: {ORACLE_VERSION - 1} there, {ORACLE_VERSION} asked" in capsys.readouterr().err
+    # a DAgger folder labelled by older DAgger rules (no dagger_labels recorded) is refused too
+    from agents.dagger import DAGGER_LABELS_VERSION
+
+    demos.save(folder, made_with=made_with)
+    dagger = demos.save(tmp_path / "demos-dagger1", made_with={**made_with, "dagger_round": 1})
+    argv = ["train-vla", "--demos", str(folder), "--episodes", "4", "--dagger-rounds", "1", "--out-dir", str(out)]
+    assert main(argv) == 2
+    assert f"dagger_labels: None there, {DAGGER_LABELS_VERSION} asked" in capsys.readouterr().err
+    assert not out.exists() and (dagger / "frames.npy").is_file()
     assert not out.exists() and sorted(p.name for p in folder.iterdir()) == [name for name, _ in before]
