@@ -9,7 +9,9 @@ reaches what it would do from there, and adds those labels to the training set.
 policy's; its decision carries the policy's decision plus `"label"`, the oracle's action from
 the same observation (the same field NoisyOracle writes, so rollouts.vla_demos records both
 alike). The oracle is a ScriptedAgent: it reads the true material, and its expert's phase
-machine follows the arm wherever the policy takes it (a lost object sends it back to approach).
+machine is brought back to the scene where its timers left it out of step with the policy (a
+held object it thought open-handed; the gripper low over the object, fingers not on it, where
+it would lift; see `act_batch`).
 
     agent = DaggerAgent(VLAAgent("runs/vla"), ScriptedAgent(recover=True))
     # run it through rollouts.episode.ClosedLoop with a DemoSteps recorder
@@ -81,8 +83,8 @@ class DaggerAgent:
                 # the policy is over the object, low, its fingers not on it (it closed too high,
                 # or later than the oracle's close timer): the oracle's lift (then "lost: open
                 # and go back up to hover") was 96% of the labels of such rigid states in the
-                # shipped recipe's DAgger round, and taught closing, lifting and reopening in a
-                # loop. From the scene: descend to grasp height, or close there.
+                # recipe's DAgger round under labels v1, and taught closing, lifting and
+                # reopening in a loop. From the scene: descend to grasp height, or close there.
                 expert.resume(info)
         labels = self.oracle.act_batch(observations, infos, lanes)
         self._labels.update({int(i): a.tolist() for i, a in zip(lanes, labels, strict=True)})
