@@ -100,7 +100,9 @@ def test_sigint_then_rerun_equals_an_uninterrupted_run(tiny_dir, tmp_path):
             "--episodes", "3", "--perturbations", "ta2:4@10,noise:0.2@10", "--sae-steps", "40", "--max-steps", "40",
             "--scorers", "sae,mahalanobis", "--no-plots"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([*args, "--name", "cut"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Default SIGINT handling in the child, whatever the shell that started pytest passed on.
+    proc = subprocess.Popen([*args, "--name", "cut"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     episodes = tmp_path / "runs" / "cut" / "eval" / "episodes"
     deadline = time.time() + 300
     while time.time() < deadline and len(list(episodes.glob("*/seed_*.parquet"))) < 4:

@@ -90,7 +90,10 @@ def _without_timing(rows):
 def test_sigint_keeps_finished_episodes_and_resume_matches(tmp_path):
     args = [sys.executable, "-m", "rollouts.cli", "run", "--out", str(tmp_path), "--seeds", "0-5", "--conditions", "unsteered"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([*args, "--name", "interrupted"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Default SIGINT handling in the child: a shell that started pytest in the background (no job
+    # control) passes SIGINT on as ignored, and the run would never see the interrupt.
+    proc = subprocess.Popen([*args, "--name", "interrupted"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     done_dir = tmp_path / "interrupted" / "episodes" / "unsteered"
     deadline = time.time() + 240
     while time.time() < deadline and len(list(done_dir.glob("seed_*.parquet"))) < 2:
