@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from agents.protocol import Agent, ScriptedAgent
-from envs.expert import ALIGNED, HOVER
+from envs.expert import over_object
 
 #: Version of the DAgger labelling rules below, recorded with every DAgger folder `physteer
 #: train-vla` writes (bump it when they change, so a folder older rules labelled is not reused).
@@ -96,8 +96,7 @@ class DaggerAgent:
         x, y) and below hover height."""
         if info.get("holding") or info.get("gripped") or "ee_pos" not in info or "object_pos" not in info:
             return False
-        ee, obj = np.asarray(info["ee_pos"], dtype=np.float64), np.asarray(info["object_pos"], dtype=np.float64)
-        return bool(np.linalg.norm(ee[:2] - obj[:2]) < ALIGNED and ee[2] < HOVER)
+        return over_object(np.asarray(info["ee_pos"], dtype=np.float64), np.asarray(info["object_pos"], dtype=np.float64))
 
     def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         """Lane 0's executed action."""

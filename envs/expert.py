@@ -58,6 +58,11 @@ ALIGNED = 0.01  # xy distance (m) at which the gripper counts as above its targe
 BIN_REACH = 0.07  # xy distance (m) from the bin centre within which an object lies in the bin
 
 
+def over_object(ee: np.ndarray, obj: np.ndarray) -> bool:
+    """The gripper is above the object (within ALIGNED in x, y) and below hover height."""
+    return bool(np.linalg.norm(ee[:2] - obj[:2]) < ALIGNED and ee[2] < HOVER)
+
+
 def get_profile(profile: str | HandlingProfile) -> HandlingProfile:
     """Resolve a profile name (see PROFILES) or pass a HandlingProfile through."""
     if isinstance(profile, HandlingProfile):
@@ -127,14 +132,14 @@ class ScriptedExpert:
         ee = np.asarray(info["ee_pos"], dtype=np.float64)
         obj = np.asarray(info["object_pos"], dtype=np.float64)
         bin_pos = np.asarray(info["bin_pos"], dtype=np.float64)
-        above_object = np.linalg.norm(ee[:2] - obj[:2]) < ALIGNED
+        low_over = over_object(ee, obj)
         if bool(info["holding"]):
             phase = "lower" if np.linalg.norm(ee[:2] - bin_pos[:2]) < ALIGNED else "lift"
         elif np.linalg.norm(obj[:2] - bin_pos[:2]) < BIN_REACH:
             phase = "retreat"
-        elif above_object and ee[2] < GRASP_Z + 0.01:
+        elif low_over and ee[2] < GRASP_Z + 0.01:
             phase = "close"
-        elif above_object and ee[2] < HOVER:
+        elif low_over:
             phase = "descend"
         else:
             phase = "approach"

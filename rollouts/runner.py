@@ -173,9 +173,7 @@ class ExperimentConfig:
         """A VLA checkpoint must carry its action-token layout (read from config.json only)."""
         import json
 
-        from agents.vla_model import TINY_VLA_DIR
-
-        path = TINY_VLA_DIR if self.model in ("tiny", "tiny-vla") else Path(self.model)
+        path = self._vla_dir()
         config = path / "config.json"
         if not config.is_file():
             raise FileNotFoundError(f"VLA checkpoint {path} has no config.json (run `physteer train-vla`, or pass --model DIR)")
@@ -184,6 +182,12 @@ class ExperimentConfig:
                              "(action tokens and slots); train one with `physteer train-vla`")
         if self.chunk is not None and (isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1):
             raise ValueError(f"chunk={self.chunk!r} is not allowed; it must be an int >= 1")
+
+    def _vla_dir(self) -> Path:
+        """The VLA checkpoint folder: the embedded agents/tiny_vla for "tiny" / "tiny-vla"."""
+        from agents.vla_model import TINY_VLA_DIR
+
+        return TINY_VLA_DIR if self.model in ("tiny", "tiny-vla") else Path(self.model)
 
     def _check_words(self, conditions: list[Condition]) -> None:
         """A neuron condition's word must be a token of the model: checked on its tokenizer
@@ -195,10 +199,8 @@ class ExperimentConfig:
 
         from agents.backend import answer_token_ids
         from agents.resolve import resolve_model_path
-        from agents.vla_model import TINY_VLA_DIR
 
-        vla_tiny = self.agent == "vla" and self.model in ("tiny", "tiny-vla")
-        source = str(TINY_VLA_DIR) if vla_tiny else resolve_model_path(self.model)[0]
+        source = str(self._vla_dir()) if self.agent == "vla" else resolve_model_path(self.model)[0]
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
         except OSError:
