@@ -187,7 +187,7 @@ def register_study(subparsers: argparse._SubParsersAction) -> None:
     from rollouts.config_cli import add_config_arguments
     from rollouts.vla_study import VLAStudyConfig
 
-    p = subparsers.add_parser("vla-study", help="graded steering of the VLA's handling on fragile objects: SAE dose "
+    p = subparsers.add_parser("vla-study", help="graded steering of the VLA's handling of one material: SAE dose "
                               "response, norm-matched random, dom and neuron clusters, paired seeds")  # fmt: skip
     add_config_arguments(p, VLAStudyConfig)
     p.set_defaults(func=cmd_vla_study)

@@ -1,17 +1,24 @@
-"""`physteer vla-study`: graded steering of the VLA's handling of fragile objects, one command.
+"""`physteer vla-study`: graded steering of the VLA's handling of one material, one command.
 
     physteer vla-study --model runs/vla --seeds 20
+    physteer vla-study --model runs/vla --seeds 20 --material rigid --name vla-study-rigid
+
+On fragile objects the steering goes toward rigid and should raise the grip; a fragile object
+breaks at the threshold force (envs.fragility, 15 N), which cuts its peak grip force short. On
+rigid objects (`material="rigid"`) it goes toward fragile and should lower the grip, which
+nothing cuts short: the same dose response without the censoring.
 
 1. Resources on the VLA (cached in the study folder, reused on rerun): tap-layer image-token
    activations of labelled frames (`rollouts.collect`, the plain question prompt: its image
    tokens' residual stream equals the VLA decision prompt's, which shares the prefix up to the
    image block; tests/rollouts/test_vla_study.py checks it), an SAE, decorrelated discovery
    and the difference-of-means vector, made with the functions `physteer demo` uses.
-2. One paired experiment (`rollouts.runner`, agent "vla", fragile objects, the same seeds in
-   every condition): unsteered; the discovered fragility features set toward rigid at every
-   `sae_levels` X (strength s = 1 − X; unsteered is s = 0); a random direction whose per-token
-   norm matches the SAE edit's at the strongest s (measured with `conditions.steering_norm` on
-   the collected fragile image tokens); dom toward rigid; the FFN neuron cluster of each
+2. One paired experiment (`rollouts.runner`, agent "vla", objects of `material`, the same seeds
+   in every condition): unsteered; the discovered fragility features set toward the other
+   material at every `sae_levels` X (strength s = |X − own level|, the own level 1 for fragile
+   and 0 for rigid; unsteered is s = 0); a random direction whose per-token norm matches the
+   SAE edit's at the strongest s (measured with `conditions.steering_norm` on the collected
+   image tokens of the material); dom toward the other material; the FFN neuron cluster of each
    handling word clamped to `neuron_value`, each beside a random cluster of its layer and size.
 3. `summarize_vla_study`: per condition means with 95% CIs (`report.compare_conditions`), the
    SAE dose response (Spearman rho, separated intermediate strengths, breakage, the random
@@ -39,13 +46,21 @@ from agents.action_tokens import DEFAULT_DECODING
 #: cut short, beside the peak force the acceptance reads.
 METRICS = ("peak_grip_force", "grip_command", "carry_speed", "release_height", "broken", "success")
 #: Acceptance criteria of issue 12, fixed before any run: steering toward rigid raises mean peak
-#: grip force monotonically (Spearman rho of the means vs strength at least this, over at least
+#: grip force on fragile objects monotonically (on rigid objects, steering toward fragile lowers
+#: it: the sign of rho flips; no breakage criterion) (Spearman rho of the means vs strength at least this, over at least
 #: `min_magnitudes` magnitudes, unsteered included), at least this
 #: many intermediate strengths separated from both extremes, breakage rises from at most
 #: `broken_unsteered_max` to at least `broken_strongest_min`, the norm-matched random
 #: direction's grip change below this fraction of the SAE's, and the paired tests' level.
 ACCEPTANCE = {"spearman_rho_min": 0.9, "min_magnitudes": 5, "min_separated_intermediates": 2, "broken_unsteered_max": 0.10,
               "broken_strongest_min": 0.50, "random_fraction_max": 0.2, "alpha": 0.05}  # fmt: skip
+#: The fragility level of each material's own image tokens (conditions: sae:fragility:X sets the
+#: features to rigid level + X × (fragile − rigid)).
+OWN_LEVEL = {"fragile": 1.0, "rigid": 0.0}
+#: Default SAE levels per material: between the material's own level and the other's.
+# Fragile: on the first tiny VLA (n = 2 diagnostic) every edit of at least a token's own norm
+# (X <= 0, dom:-1) stopped the arm gripping at all.
+DEFAULT_SAE_LEVELS = {"fragile": [0.8, 0.6, 0.4, 0.2, 0.0], "rigid": [0.2, 0.4, 0.6, 0.8, 1.0]}
 #: Expected sign of a handling word's carry-speed change (words without one: no direction flag).
 EXPECTED_CARRY_SIGN = {"quickly": 1, "fast": 1, "slowly": -1, "slow": -1}
 COLLECT_SEED = 1_000_000  # first env seed of the labelled frames (episodes use seeds 0..n-1)
@@ -63,7 +78,9 @@ class VLAStudyConfig:
         model: VLA checkpoint folder ("tiny": the embedded agents/tiny_vla).
         layer: decoder layer of the tap, the SAE and every residual edit (None: the agent's
             default, 2/3 depth).
-        seeds: paired episodes per condition (env seeds 0..seeds-1, fragile objects).
+        material: the objects of every episode, "fragile" (steered toward rigid) or "rigid"
+            (steered toward fragile).
+        seeds: paired episodes per condition (env seeds 0..seeds-1, objects of `material`).
         max_steps: steps before an episode is truncated.
         chunk: actions the VLA executes per forward (None: its checkpoint's horizon).
         decoding: how the VLA decodes its action tokens ("expectation", the default, "gated",
@@ -73,9 +90,12 @@ class VLAStudyConfig:
         sae_steps: SAE training steps.
         sae_expansion: SAE latents per residual dimension.
         sae_lr: SAE learning rate (None: sae.TrainConfig's default).
-        sae_levels: SAE fragility levels X, each < 1 (1 = fragile level, 0 = rigid level,
-            < 0 beyond rigid); strength s = 1 − X. At least 2.
-        dom_scales: difference-of-means magnitudes toward rigid (run as dom:−m), each > 0.
+        sae_levels: SAE fragility levels X (1 = fragile level, 0 = rigid level), at least 2,
+            each on the other material's side of the own level: X < 1 on fragile objects (< 0
+            beyond rigid), X > 0 on rigid ones (> 1 beyond fragile); strength s = |X − own
+            level|. None: DEFAULT_SAE_LEVELS of the material.
+        dom_scales: difference-of-means magnitudes toward the other material (run as dom:−m
+            on fragile objects, dom:+m on rigid ones), each > 0.
         neuron_words: handling words whose FFN neuron cluster is clamped
             (agents.vla_model.HANDLING_WORDS); empty: no neuron conditions.
         neuron_value: the activation the neuron clusters (and the random cluster) are clamped to.
@@ -90,6 +110,7 @@ class VLAStudyConfig:
     out: str = "runs"
     model: str = "tiny"
     layer: int | None = None
+    material: str = "fragile"
     seeds: int = 20
     max_steps: int = 200
     chunk: int | None = None
@@ -98,9 +119,7 @@ class VLAStudyConfig:
     sae_steps: int = 1500
     sae_expansion: float = 4.0
     sae_lr: float | None = None
-    # Between the fragile (1) and rigid (0) levels: on the first tiny VLA (n = 2 diagnostic) every
-    # edit of at least a token's own norm (X <= 0, dom:-1) stopped the arm gripping at all.
-    sae_levels: list[float] = field(default_factory=lambda: [0.8, 0.6, 0.4, 0.2, 0.0])
+    sae_levels: list[float] | None = None
     dom_scales: list[float] = field(default_factory=lambda: [0.25, 0.5])
     neuron_words: list[str] = field(default_factory=lambda: ["quickly", "slowly", "gently", "firmly"])
     neuron_value: float = 5.0
@@ -115,6 +134,22 @@ class VLAStudyConfig:
         """The study folder."""
         return Path(self.out) / self.name
 
+    @property
+    def levels(self) -> list[float]:
+        """The SAE levels X of the study, weakest first (`sae_levels` or the material's default)."""
+        levels = DEFAULT_SAE_LEVELS[self.material] if self.sae_levels is None else self.sae_levels
+        return sorted(levels, key=self.strength)
+
+    def strength(self, level: float) -> float:
+        """Strength of SAE level X: its distance from the material's own level."""
+        return abs(level - OWN_LEVEL[self.material])
+
+    @property
+    def direction(self) -> int:
+        """The expected sign of the peak-grip change: +1 steering fragile objects toward rigid,
+        −1 steering rigid objects toward fragile."""
+        return 1 if self.material == "fragile" else -1
+
     def validate(self) -> None:
         """ValueError naming the first bad setting, before any work (also the experiment's own
         checks, and that cached resources were made with the same settings)."""
@@ -128,10 +163,15 @@ class VLAStudyConfig:
             raise ValueError(f"name={self.name!r}: a folder name without '/'")
         if not self.sae_expansion > 0 or (self.sae_lr is not None and not 0 < self.sae_lr < 1):
             raise ValueError(f"sae_expansion={self.sae_expansion} must be > 0 and sae_lr={self.sae_lr} in (0, 1)")
-        levels = list(self.sae_levels)
-        if len(levels) < 2 or len(set(levels)) != len(levels) or not all(math.isfinite(x) and x < 1 for x in levels):
-            raise ValueError(f"sae_levels={levels}: give at least 2 distinct finite levels X < 1 "
-                             "(toward rigid: 0 = rigid level, < 0 beyond it; strength 1 − X)")  # fmt: skip
+        if self.material not in OWN_LEVEL:
+            raise ValueError(f"material={self.material!r}: allowed {list(OWN_LEVEL)}")
+        levels, own = list(self.levels), OWN_LEVEL[self.material]
+        toward = all(x < own for x in levels) if self.material == "fragile" else all(x > own for x in levels)
+        if len(levels) < 2 or len(set(levels)) != len(levels) or not all(math.isfinite(x) for x in levels) or not toward:
+            side = ("X < 1 (toward rigid: 0 = rigid level, < 0 beyond it)" if self.material == "fragile"
+                    else "X > 0 (toward fragile: 1 = fragile level, > 1 beyond it)")  # fmt: skip
+            raise ValueError(f"sae_levels={self.sae_levels}: on {self.material} objects give at least 2 distinct "
+                             f"finite levels {side}")  # fmt: skip
         scales = list(self.dom_scales)
         if not scales or len(set(scales)) != len(scales) or not all(math.isfinite(m) and m > 0 for m in scales):
             raise ValueError(f"dom_scales={scales}: give at least 1 distinct finite magnitude > 0")
@@ -145,15 +185,15 @@ class VLAStudyConfig:
         saved = self.root / "study_config.json"
         if saved.is_file():
             old = json.loads(saved.read_text())
-            changed = [k for k in RESOURCE_FIELDS if old.get(k) != getattr(self, k)]
+            changed = [k for k in (*RESOURCE_FIELDS, "material") if old.get(k, "fragile") != getattr(self, k)]
             if changed:
                 raise ValueError(f"{self.root} holds resources made with other {changed} "
                                  f"({ {k: old.get(k) for k in changed} }); use another --name")  # fmt: skip
 
     def conditions(self, random_condition: str) -> list[str]:
         """The experiment's conditions, in the order the tables list them."""
-        out = ["unsteered", *(sae_condition(x) for x in self.sae_levels), random_condition]
-        out += [f"dom:{-m:+g}" for m in self.dom_scales]
+        out = ["unsteered", *(sae_condition(x) for x in self.levels), random_condition]
+        out += [f"dom:{-self.direction * m:+g}" for m in self.dom_scales]
         if self.neuron_words:
             out += [f"neuron:{w}:{self.neuron_value:g}" for w in self.neuron_words]
             out += [f"neuron-random:{w}:{self.neuron_value:g}" for w in self.neuron_words]
@@ -166,7 +206,7 @@ class VLAStudyConfig:
 
         return ExperimentConfig(
             name="episodes", out=str(self.root), conditions=self.conditions(random_condition),
-            seeds=list(range(self.seeds)), material="fragile", agent="vla", model=self.model,
+            seeds=list(range(self.seeds)), material=self.material, agent="vla", model=self.model,
             layer=resources.get("layer", self.layer),
             chunk=self.chunk, decoding=self.decoding, max_steps=self.max_steps, holding=False, videos=self.videos, executor=self.executor,
             workers=self.workers, envs_per_worker=self.envs_per_worker, device=self.device,
@@ -238,7 +278,7 @@ def build_resources(cfg: VLAStudyConfig, console: Console) -> dict[str, Any]:
 
 def matched_random(cfg: VLAStudyConfig, res: dict[str, Any], max_rows: int = 20000) -> dict[str, Any]:
     """The random direction matched in per-token norm to the SAE edit at the strongest strength,
-    measured (as the hooks edit) on the collected fragile image tokens; every residual
+    measured (as the hooks edit) on the collected image tokens of the study's material; every residual
     condition's norm beside it, and the tokens' own mean norm (for scale)."""
     import numpy as np
 
@@ -251,9 +291,9 @@ def matched_random(cfg: VLAStudyConfig, res: dict[str, Any], max_rows: int = 200
     from sae import ActivationStore
 
     acts, meta = ActivationStore.open(res["store"]).load_all(max_rows=max_rows, with_metadata=True)
-    acts = acts[np.asarray(meta.column("material").to_pylist()) == "fragile"]
+    acts = acts[np.asarray(meta.column("material").to_pylist()) == cfg.material]
     steer = SteeringResources.load(res["sae"], res["discovery"], res["vector"])
-    strongest = sae_condition(min(cfg.sae_levels))
+    strongest = sae_condition(cfg.levels[-1])
     sae_norm = steering_norm(parse_condition(strongest), steer, acts)
     dom_norm = float(steer.dom_vector.norm())
     random_condition = f"random:{sae_norm / dom_norm:.4g}"
@@ -294,7 +334,7 @@ def run_vla_study(cfg: VLAStudyConfig, console: Console | None = None, progress:
     matched = matched_random(cfg, res)
     clusters = neuron_clusters(cfg, res.pop("backend"))
     exp = cfg.experiment(matched["random_condition"], res)
-    console.print(f"{len(exp.conditions)} conditions × {cfg.seeds} seeds on fragile objects")
+    console.print(f"{len(exp.conditions)} conditions × {cfg.seeds} seeds on {cfg.material} objects")
     run_dir = run_experiment(exp, progress=progress, report=False)
     from rollouts.logs import RunLog
 
@@ -331,9 +371,8 @@ def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched
         raise ValueError(f"conditions {missing} have no episodes in the run")
     # Paired by seed against unsteered (compare_conditions): `<metric>_diff` is the mean of
     # (condition − unsteered) with its bootstrap CI, `<metric>_p` McNemar's or Wilcoxon's p.
-    levels = sorted(cfg.sae_levels, reverse=True)  # weakest first
-    conds = ["unsteered", *(sae_condition(x) for x in levels)]
-    strengths = [0.0, *(1.0 - x for x in levels)]
+    conds = ["unsteered", *(sae_condition(x) for x in cfg.levels)]  # weakest first
+    strengths = [0.0, *map(cfg.strength, cfg.levels)]
     grip = [by[c]["peak_grip_force"] for c in conds]
     means = np.array([g["value"] for g in grip], dtype=float)
     finite = np.isfinite(means)
@@ -357,14 +396,18 @@ def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched
         "broken_unsteered": by["unsteered"]["broken"], "broken_strongest": by[conds[-1]]["broken"],
         "broken_change": broken_diff, "broken_change_p": strongest["broken_p"],
         "sae_grip_change": sae_change, "random_grip_change": rand_change, "random_fraction": fraction,
+        "direction": cfg.direction, "material": cfg.material,
         "flags": {
-            "monotone": bool(len(conds) >= ACCEPTANCE["min_magnitudes"] and rho >= ACCEPTANCE["spearman_rho_min"]),
+            # the expected direction: rising on fragile objects, falling on rigid ones
+            "monotone": bool(len(conds) >= ACCEPTANCE["min_magnitudes"]
+                             and cfg.direction * rho >= ACCEPTANCE["spearman_rho_min"]),
             "graded": len(sep) >= ACCEPTANCE["min_separated_intermediates"],
-            "breakage_rises": bool(by["unsteered"]["broken"]["value"] <= ACCEPTANCE["broken_unsteered_max"]
-                                   and by[conds[-1]]["broken"]["value"] >= ACCEPTANCE["broken_strongest_min"]),
             "random_small": bool(abs(fraction) < ACCEPTANCE["random_fraction_max"]),
         },
     }  # fmt: skip
+    if cfg.material == "fragile":  # rigid objects do not break
+        dose["flags"]["breakage_rises"] = bool(by["unsteered"]["broken"]["value"] <= ACCEPTANCE["broken_unsteered_max"]
+                                               and by[conds[-1]]["broken"]["value"] >= ACCEPTANCE["broken_strongest_min"])
     neurons: dict[str, Any] = {}
     if cfg.neuron_words:
         for word, cond in [(w, f"neuron:{w}:{cfg.neuron_value:g}") for w in cfg.neuron_words] + \

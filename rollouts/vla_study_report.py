@@ -30,7 +30,8 @@ def _cell(e: dict[str, Any] | None, scale: float = 1, fmt: str = ".3g", signed: 
 
 def conditions_table(summary: dict[str, Any]) -> Table:
     """Per condition: n and each outcome's mean (rate) with its 95% CI."""
-    t = Table(title=Text(f"VLA study on fragile objects (95% CIs, {summary['n_seeds']} paired seeds)"),
+    material = summary["dose_response"].get("material", "fragile")
+    t = Table(title=Text(f"VLA study on {material} objects (95% CIs, {summary['n_seeds']} paired seeds)"),
               box=box.SIMPLE_HEAD, padding=(0, 0, 0, 0), pad_edge=False, show_edge=False, show_lines=True)  # fmt: skip
     t.add_column("condition")
     for _, header, _, _ in COLUMNS:
@@ -66,13 +67,15 @@ def acceptance_table(summary: dict[str, Any]) -> Table:
     sep = ", ".join(f"{s:g}" for s in d["separated_intermediates"]) or "none"
     f = d["flags"]
     d = {k: (float("nan") if v is None else v) for k, v in d.items()}  # summary.json writes NaN as null
-    t.add_row("SAE monotone", f"rho {d['spearman_rho']:.2f} (p {d['spearman_p']:.2g}); need >= "
-              f"{acc['spearman_rho_min']:g}", _flag(f["monotone"]))  # fmt: skip
+    need = f">= {acc['spearman_rho_min']:g}" if d.get("direction", 1) > 0 else f"<= -{acc['spearman_rho_min']:g}"
+    t.add_row("SAE monotone", f"rho {d['spearman_rho']:.2f} (p {d['spearman_p']:.2g}); need {need}",
+              _flag(f["monotone"]))
     t.add_row("SAE graded", f"separated strengths: {sep}; need >= {acc['min_separated_intermediates']}",
               _flag(f["graded"]))
-    t.add_row("breakage", f"{_cell(d['broken_unsteered'], 100, '.0f%')} → {_cell(d['broken_strongest'], 100, '.0f%')}"
-              .replace("\n", " ") + f" (paired p {d['broken_change_p']:.2g}); need <= "
-              f"{100 * acc['broken_unsteered_max']:.0f}% → >= {100 * acc['broken_strongest_min']:.0f}%", _flag(f["breakage_rises"]))  # fmt: skip
+    if "breakage_rises" in f:  # fragile objects only
+        t.add_row("breakage", f"{_cell(d['broken_unsteered'], 100, '.0f%')} → {_cell(d['broken_strongest'], 100, '.0f%')}"
+                  .replace("\n", " ") + f" (paired p {d['broken_change_p']:.2g}); need <= "
+                  f"{100 * acc['broken_unsteered_max']:.0f}% → >= {100 * acc['broken_strongest_min']:.0f}%", _flag(f["breakage_rises"]))  # fmt: skip
     t.add_row("random small", f"Δgrip {_cell(d['random_grip_change'], 1, '.2f', True)} vs SAE "
               f"{_cell(d['sae_grip_change'], 1, '.2f', True)} N".replace("\n", " ") +
               f"; fraction {d['random_fraction']:.2f}, need |.| < {acc['random_fraction_max']:g}",
@@ -112,17 +115,19 @@ def plot_dose_response(summary: dict[str, Any], path: Path) -> Path:
     d = summary["dose_response"]
     by = {r["condition"]: r for r in summary["conditions"]}
     xs = np.array(d["strengths"])
+    material = d.get("material", "fragile")
+    other = "rigid" if material == "fragile" else "fragile"
     random = by[summary["matched_norm"]["random_condition"]]
     panels = (("peak_grip_force", "peak grip force (N)"), ("grip_command", "commanded grip (fraction of full)"), ("carry_speed", "carry speed (m/s)"),
               ("release_height", "release height (m)"), ("broken", "breakage rate"))  # fmt: skip
     fig, axes = plt.subplots(1, len(panels), figsize=(21, 4))
     for ax, (key, label) in zip(axes, panels, strict=True):
-        errorbar_estimates(ax, xs, [_nan(by[c].get(key)) for c in d["conditions"]], label="SAE fragility → rigid")
+        errorbar_estimates(ax, xs, [_nan(by[c].get(key)) for c in d["conditions"]], label=f"SAE fragility → {other}")
         errorbar_estimates(ax, [xs[-1] + 0.08], [_nan(random.get(key))], marker="s", color="grey", linestyle="none",
                            label="random, norm-matched")  # fmt: skip
-        ax.set(xlabel="strength s = 1 − X (0: unsteered)", ylabel=label)
+        ax.set(xlabel="strength s = |X − own level| (0: unsteered)", ylabel=label)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"VLA dose response on fragile objects ({summary['n_seeds']} paired seeds, 95% CIs)")
+    fig.suptitle(f"VLA dose response on {material} objects ({summary['n_seeds']} paired seeds, 95% CIs)")
     fig.tight_layout()
     try:
         write_png(path, fig, dpi=100)

@@ -117,8 +117,10 @@ def test_rerun_reuses_resources_and_resumes(study):
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--sae-levels", "0"], r"sae_levels=\[0.0\]: give at least 2"),
+    (["--sae-levels", "0"], r"sae_levels=\[0.0\]: on fragile objects give at least 2"),
     (["--sae-levels", "0.5,1.5"], "levels X < 1"),
+    (["--material", "glass"], r"material='glass': allowed \['fragile', 'rigid'\]"),
+    (["--material", "rigid"], r"sae_levels=\[0.0, -2.0\]: on rigid objects .* X > 0"),
     (["--neuron-words", "quickly,wobbly"], r"unknown or repeated \['wobbly'\].*allowed"),
     (["--dom-scales", "0"], "dom_scales"),
     (["--seeds", "1"], "seeds=1"),
@@ -135,6 +137,9 @@ def test_bad_input_fails_before_any_work(tmp_path, capsys, flags, message):
 def test_changed_resource_settings_are_refused(study, capsys):
     assert main(["vla-study", "--out", study.out, "--name", "s", *FLAGS, "--images", "48"]) == 2
     assert "other ['images']" in capsys.readouterr().err
+    assert main(["vla-study", "--out", study.out, "--name", "s", *FLAGS, "--material", "rigid",
+                 "--sae-levels", "0.5,1"]) == 2  # fmt: skip
+    assert "other ['material']" in capsys.readouterr().err
 
 
 
@@ -181,3 +186,24 @@ def test_acceptance_flags_on_known_answers():
                         lambda c: 0.0), cfg, matched)  # fmt: skip
     f = flat["dose_response"]["flags"]
     assert not f["graded"] and not f["breakage_rises"] and not f["random_small"]
+
+
+def test_rigid_study_steers_toward_fragile_and_reads_a_fall():
+    """On rigid objects the levels run from the rigid level toward fragile, dom flips sign, a
+    falling grip is the expected direction and there is no breakage flag (rigid never breaks)."""
+    from rollouts.vla_study import VLAStudyConfig, sae_condition, summarize_vla_study
+
+    cfg = VLAStudyConfig(material="rigid", dom_scales=[0.5], neuron_words=[])
+    assert cfg.levels == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert cfg.conditions("random:1") == ["unsteered", *map(sae_condition, cfg.levels), "random:1", "dom:+0.5"]
+    strength = {sae_condition(x): x for x in cfg.levels}
+    falling = summarize_vla_study(
+        _synthetic_rows(cfg, "random:1", lambda c: 35 - 25 * strength.get(c, 0) + (0.5 if c == "random:1" else 0),
+                        lambda c: 0.0), cfg, {"random_condition": "random:1"})  # fmt: skip
+    d = falling["dose_response"]
+    assert d["strengths"] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0]) and d["spearman_rho"] == pytest.approx(-1.0)
+    assert d["flags"] == {"monotone": True, "graded": True, "random_small": True}
+    rising = summarize_vla_study(
+        _synthetic_rows(cfg, "random:1", lambda c: 10 + 25 * strength.get(c, 0), lambda c: 0.0), cfg,
+        {"random_condition": "random:1"})  # fmt: skip
+    assert not rising["dose_response"]["flags"]["monotone"]  # the wrong direction does not pass
