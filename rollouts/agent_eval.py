@@ -26,7 +26,8 @@ from rollouts.stats import Estimate, bootstrap_ci, bootstrap_mean, wilson
 
 
 def run_cells(agent: Any, seeds: int, first_seed: int = 2_000_000, envs: int = 1,
-              object_pattern: str = "material", max_steps: int = 200) -> list[dict[str, Any]]:  # fmt: skip
+              object_pattern: str = "material", max_steps: int = 200,
+              unbreakable: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Run `seeds` episodes per color × material; one row per episode.
 
     Args:
@@ -35,8 +36,11 @@ def run_cells(agent: Any, seeds: int, first_seed: int = 2_000_000, envs: int = 1
         envs: lanes stepped together (one batched forward for the lanes due a decision).
         object_pattern: "material" or "plain" (the material cue removed from the frame).
         max_steps: steps before truncation.
+        unbreakable: fragile objects never break (ClosedLoop): the peak grip force is the whole
+            grip, not cut short at the breaking threshold.
     """
-    loop = ClosedLoop(agent, n_envs=envs, record_decisions=False, object_pattern=object_pattern, max_steps=max_steps)
+    loop = ClosedLoop(agent, n_envs=envs, record_decisions=False, object_pattern=object_pattern, max_steps=max_steps,
+                      unbreakable=unbreakable)  # fmt: skip
     rows = []
     try:
         for color in COLORS:

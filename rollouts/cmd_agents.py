@@ -68,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--object-pattern", default="material", help="material (default) or plain: the material cue removed")
     e.add_argument("--pattern-control", action="store_true",
                    help="also run the same seeds with plain objects and report the grip-force gap ratio")
+    e.add_argument("--unbreakable", action="store_true",
+                   help="fragile objects never break: peak grip force not cut short at the breaking threshold")
     e.add_argument("--max-steps", type=int, default=200)
     e.add_argument("--seeds", type=int, default=25, help="episodes per combination (default 25)")
     e.add_argument("--first-seed", type=int, default=2_000_000, help="first env seed")
@@ -143,7 +145,8 @@ def run_agent_eval(args: argparse.Namespace) -> int:
     console = Console()
     agent = _agent(args)
     t0 = time.time()
-    run = dict(seeds=args.seeds, first_seed=args.first_seed, envs=args.envs, max_steps=args.max_steps)
+    run = dict(seeds=args.seeds, first_seed=args.first_seed, envs=args.envs, max_steps=args.max_steps,
+               unbreakable=args.unbreakable)  # fmt: skip
     rows = run_cells(agent, object_pattern=args.object_pattern, **run)
     control = run_cells(agent, object_pattern="plain", **run) if args.pattern_control else None
     summary = summarize(rows, control)
@@ -168,12 +171,12 @@ def run_agent_eval(args: argparse.Namespace) -> int:
         console.print(f"plain objects: gap {g['value']:.1f} N [{g['low']:.1f}, {g['high']:.1f}]; "
                       f"plain / trained gap {r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]")  # fmt: skip
         c, r = summary["command_gap"], summary["control"]["command_gap_ratio"]
-        console.print(f"commanded grip (not censored by breakage): gap {c['value']:.2f} [{c['low']:.2f}, {c['high']:.2f}]; "
+        console.print(f"commanded grip (mean closing command): gap {c['value']:.2f} [{c['low']:.2f}, {c['high']:.2f}]; "
                       f"plain / trained {r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]")  # fmt: skip
     from storage import write_json
 
     config = {k: getattr(args, k) for k in ("agent", "model", "chunk", "decoding", "seeds", "first_seed", "decide_every",
-                                            "threshold", "object_pattern", "pattern_control", "max_steps", "oracle")}  # fmt: skip
+                                            "threshold", "object_pattern", "pattern_control", "unbreakable", "max_steps", "oracle")}  # fmt: skip
     path = write_json(Path(args.out) / "summary.json",
                       {"config": config, "summary": summary, "episodes": rows, "control_episodes": control or []})  # fmt: skip
     console.print(f"wrote {path}")

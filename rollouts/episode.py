@@ -36,6 +36,7 @@ import torch
 
 from envs import FrankaPickEnv
 from envs.expert import BIN_REACH
+from envs.fragility import FragilityConfig
 from rollouts.conditions import Condition, ConditionEffect, SteeringResources, parse_condition
 
 UNSTEERED = parse_condition("unsteered")
@@ -194,18 +195,23 @@ class ClosedLoop:
         recorders: callable(spec) → list of extra Recorder instances for an episode.
         object_pattern: how objects are drawn, "material" or "plain" (envs EnvConfig).
         renderer: camera frames from "tiny", "egl" or "auto" (envs EnvConfig).
+        unbreakable: fragile objects never break (envs FragilityConfig threshold = inf; forces
+            are still tracked): a fragile object's peak grip force is then the whole grip, not
+            cut short at the breaking threshold. Everything else is unchanged.
     """
 
     def __init__(self, agent: Any, n_envs: int = 1, image_size: int = 384, max_steps: int = 200,
                  resources: SteeringResources | None = None, layer: int | None = None,
                  scorers: dict[str, Any] | None = None, on_veto: str = "hold", tokens: str = "image",
                  record_decisions: bool = True, record_holding: bool = False,
-                 recorders: Any = None, object_pattern: str = "material", renderer: str = "tiny") -> None:  # fmt: skip
+                 recorders: Any = None, object_pattern: str = "material", renderer: str = "tiny",
+                 unbreakable: bool = False) -> None:  # fmt: skip
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r}: expected an int >= 1")
         self.agent = agent
+        physics = {"fragility": FragilityConfig(threshold=math.inf)} if unbreakable else {}
         self.envs = [FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=image_size,
-                                   max_steps=max_steps, object_pattern=object_pattern, renderer=renderer)
+                                   max_steps=max_steps, object_pattern=object_pattern, renderer=renderer, **physics)
                      for _ in range(n_envs)]  # fmt: skip
         self.resources = resources or SteeringResources()
         tap = getattr(agent, "tap", None)

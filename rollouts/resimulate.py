@@ -99,8 +99,8 @@ class Replayer:
     a ReplayAgent plays each episode's executed actions in the env built from the run's config.
 
     Args:
-        config: the run's config.json (image_size, max_steps, object_pattern, renderer, material,
-            on_veto).
+        config: the run's config.json (image_size, max_steps, object_pattern, renderer,
+            unbreakable, material, on_veto).
         render: keep the camera frames (False: states and actions only, nothing rendered).
     """
 
@@ -115,7 +115,8 @@ class Replayer:
                                max_steps=int(config.get("max_steps", 200)), record_decisions=False,
                                recorders=lambda spec: [self._recorder],
                                object_pattern=config.get("object_pattern", "material"),
-                               renderer=config.get("renderer", "tiny"))  # fmt: skip
+                               renderer=config.get("renderer", "tiny"),
+                               unbreakable=bool(config.get("unbreakable", False)))  # fmt: skip
 
     def replay(self, episode: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
         """One logged episode re-simulated: see `replay_frames`."""

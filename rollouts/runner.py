@@ -59,6 +59,9 @@ class ExperimentConfig:
             from the frame, physics unchanged; the control of "handling comes from vision").
         renderer: camera frames from "tiny" (TinyRenderer, what the tiny models were trained
             on), "egl" (OpenGL through PyBullet's EGL plugin, lit differently) or "auto".
+        unbreakable: fragile objects never break (forces still tracked): the peak grip force
+            on a fragile object is the whole grip, not cut short at the breaking threshold
+            (breakage and its consequences are then not measured).
         sae, discovery, vector: resources for steered conditions.
         monitors: saved SARM scorer folders (`physteer sarm-eval` writes them under
             scorers/); each scores every decision of every episode, named by its folder.
@@ -96,6 +99,7 @@ class ExperimentConfig:
     max_steps: int = 200
     object_pattern: str = "material"
     renderer: str = "tiny"
+    unbreakable: bool = False
     sae: str | None = None
     discovery: str | None = None
     vector: str | None = None
@@ -285,7 +289,8 @@ class EpisodeRunner:
                                max_steps=cfg.max_steps, resources=resources, layer=cfg.layer,
                                scorers=scorers, on_veto=cfg.on_veto, tokens=cfg.tokens,
                                record_holding=cfg.holding and cfg.agent != "scripted",
-                               object_pattern=cfg.object_pattern, renderer=cfg.renderer)  # fmt: skip
+                               object_pattern=cfg.object_pattern, renderer=cfg.renderer,
+                               unbreakable=cfg.unbreakable)  # fmt: skip
 
     def spec(self, condition: str, monitor: str, seed: int, video: bool = False) -> EpisodeSpec:
         """The EpisodeSpec of one episode of this experiment."""

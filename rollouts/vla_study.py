@@ -66,6 +66,9 @@ EXPECTED_CARRY_SIGN = {"quickly": 1, "fast": 1, "slowly": -1, "slow": -1}
 COLLECT_SEED = 1_000_000  # first env seed of the labelled frames (episodes use seeds 0..n-1)
 #: Fields whose values made the cached resources; a rerun must keep them.
 RESOURCE_FIELDS = ("model", "layer", "images", "sae_steps", "sae_expansion", "sae_lr")
+#: Fields that change what every episode is (with their values in studies saved before they
+#: existed); a rerun in the same folder must keep them too.
+EPISODE_FIELDS = {"material": "fragile", "unbreakable": False}
 
 
 @dataclass
@@ -80,6 +83,8 @@ class VLAStudyConfig:
             default, 2/3 depth).
         material: the objects of every episode, "fragile" (steered toward rigid) or "rigid"
             (steered toward fragile).
+        unbreakable: fragile objects never break (runner ExperimentConfig): their peak grip
+            force is the whole grip, not cut short at the breaking threshold; no breakage flag.
         seeds: paired episodes per condition (env seeds 0..seeds-1, objects of `material`).
         max_steps: steps before an episode is truncated.
         chunk: actions the VLA executes per forward (None: its checkpoint's horizon).
@@ -111,6 +116,7 @@ class VLAStudyConfig:
     model: str = "tiny"
     layer: int | None = None
     material: str = "fragile"
+    unbreakable: bool = False
     seeds: int = 20
     max_steps: int = 200
     chunk: int | None = None
@@ -185,9 +191,10 @@ class VLAStudyConfig:
         saved = self.root / "study_config.json"
         if saved.is_file():
             old = json.loads(saved.read_text())
-            changed = [k for k in (*RESOURCE_FIELDS, "material") if old.get(k, "fragile") != getattr(self, k)]
+            changed = [k for k in (*RESOURCE_FIELDS, *EPISODE_FIELDS)
+                       if old.get(k, EPISODE_FIELDS.get(k)) != getattr(self, k)]  # fmt: skip
             if changed:
-                raise ValueError(f"{self.root} holds resources made with other {changed} "
+                raise ValueError(f"{self.root} holds a study made with other {changed} "
                                  f"({ {k: old.get(k) for k in changed} }); use another --name")  # fmt: skip
 
     def conditions(self, random_condition: str) -> list[str]:
@@ -206,7 +213,7 @@ class VLAStudyConfig:
 
         return ExperimentConfig(
             name="episodes", out=str(self.root), conditions=self.conditions(random_condition),
-            seeds=list(range(self.seeds)), material=self.material, agent="vla", model=self.model,
+            seeds=list(range(self.seeds)), material=self.material, unbreakable=self.unbreakable, agent="vla", model=self.model,
             layer=resources.get("layer", self.layer),
             chunk=self.chunk, decoding=self.decoding, max_steps=self.max_steps, holding=False, videos=self.videos, executor=self.executor,
             workers=self.workers, envs_per_worker=self.envs_per_worker, device=self.device,
@@ -334,7 +341,8 @@ def run_vla_study(cfg: VLAStudyConfig, console: Console | None = None, progress:
     matched = matched_random(cfg, res)
     clusters = neuron_clusters(cfg, res.pop("backend"))
     exp = cfg.experiment(matched["random_condition"], res)
-    console.print(f"{len(exp.conditions)} conditions × {cfg.seeds} seeds on {cfg.material} objects")
+    kind = f"unbreakable {cfg.material}" if cfg.unbreakable else cfg.material
+    console.print(f"{len(exp.conditions)} conditions × {cfg.seeds} seeds on {kind} objects")
     run_dir = run_experiment(exp, progress=progress, report=False)
     from rollouts.logs import RunLog
 
@@ -396,7 +404,7 @@ def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched
         "broken_unsteered": by["unsteered"]["broken"], "broken_strongest": by[conds[-1]]["broken"],
         "broken_change": broken_diff, "broken_change_p": strongest["broken_p"],
         "sae_grip_change": sae_change, "random_grip_change": rand_change, "random_fraction": fraction,
-        "direction": cfg.direction, "material": cfg.material,
+        "direction": cfg.direction, "material": cfg.material, "unbreakable": cfg.unbreakable,
         "flags": {
             # the expected direction: rising on fragile objects, falling on rigid ones
             "monotone": bool(len(conds) >= ACCEPTANCE["min_magnitudes"]
@@ -405,7 +413,7 @@ def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched
             "random_small": bool(abs(fraction) < ACCEPTANCE["random_fraction_max"]),
         },
     }  # fmt: skip
-    if cfg.material == "fragile":  # rigid objects do not break
+    if cfg.material == "fragile" and not cfg.unbreakable:  # rigid (or unbreakable) objects do not break
         dose["flags"]["breakage_rises"] = bool(by["unsteered"]["broken"]["value"] <= ACCEPTANCE["broken_unsteered_max"]
                                                and by[conds[-1]]["broken"]["value"] >= ACCEPTANCE["broken_strongest_min"])
     neurons: dict[str, Any] = {}

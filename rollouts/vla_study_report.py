@@ -31,6 +31,7 @@ def _cell(e: dict[str, Any] | None, scale: float = 1, fmt: str = ".3g", signed: 
 def conditions_table(summary: dict[str, Any]) -> Table:
     """Per condition: n and each outcome's mean (rate) with its 95% CI."""
     material = summary["dose_response"].get("material", "fragile")
+    material = f"unbreakable {material}" if summary["dose_response"].get("unbreakable") else material
     t = Table(title=Text(f"VLA study on {material} objects (95% CIs, {summary['n_seeds']} paired seeds)"),
               box=box.SIMPLE_HEAD, padding=(0, 0, 0, 0), pad_edge=False, show_edge=False, show_lines=True)  # fmt: skip
     t.add_column("condition")
@@ -117,6 +118,7 @@ def plot_dose_response(summary: dict[str, Any], path: Path) -> Path:
     xs = np.array(d["strengths"])
     material = d.get("material", "fragile")
     other = "rigid" if material == "fragile" else "fragile"
+    material = f"unbreakable {material}" if d.get("unbreakable") else material
     random = by[summary["matched_norm"]["random_condition"]]
     panels = (("peak_grip_force", "peak grip force (N)"), ("grip_command", "commanded grip (fraction of full)"), ("carry_speed", "carry speed (m/s)"),
               ("release_height", "release height (m)"), ("broken", "breakage rate"))  # fmt: skip
