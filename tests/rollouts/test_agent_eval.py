@@ -40,9 +40,10 @@ def test_gap_and_its_ratio_under_the_pattern_control():
 def test_vla_agent_eval_runs_both_patterns(tmp_path):
     out = tmp_path / "ae"
     code = main(["agent-eval", "--agent", "vla", "--seeds", "1", "--envs", "4", "--max-steps", "25",
-                 "--pattern-control", "--out", str(out)])  # fmt: skip
+                 "--pattern-control", "--unbreakable", "--out", str(out)])  # fmt: skip
     assert code == 0
     saved = json.loads((out / "summary.json").read_text())
+    assert saved["config"]["unbreakable"] is True and not any(r["broken"] for r in saved["episodes"])
     assert {r["pattern"] for r in saved["episodes"]} == {"material"}
     assert {r["pattern"] for r in saved["control_episodes"]} == {"plain"}
     assert len(saved["episodes"]) == 4 and set(saved["summary"]["control"]) >= {"grip_gap", "gap_ratio"}

@@ -207,3 +207,13 @@ def test_rigid_study_steers_toward_fragile_and_reads_a_fall():
         _synthetic_rows(cfg, "random:1", lambda c: 10 + 25 * strength.get(c, 0), lambda c: 0.0), cfg,
         {"random_condition": "random:1"})  # fmt: skip
     assert not rising["dose_response"]["flags"]["monotone"]  # the wrong direction does not pass
+
+
+def test_unbreakable_study_passes_the_option_and_drops_the_breakage_flag():
+    from rollouts.vla_study import VLAStudyConfig, summarize_vla_study
+
+    cfg = VLAStudyConfig(unbreakable=True, dom_scales=[0.5], neuron_words=[])
+    assert cfg.experiment("random:1", {}).unbreakable  # every episode of the study
+    s = summarize_vla_study(_synthetic_rows(cfg, "random:1", lambda c: 7.0, lambda c: 0.0), cfg,
+                            {"random_condition": "random:1"})  # fmt: skip
+    assert s["dose_response"]["unbreakable"] and set(s["dose_response"]["flags"]) == {"monotone", "graded", "random_small"}
