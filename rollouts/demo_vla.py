@@ -4,7 +4,8 @@
 
 Small versions of three commands, each resumable through its own marker:
 - `physteer agent-eval --agent vla`: success, intact, peak grip force per material, and the
-  same seeds with the material pattern removed (the grip-force gap ratio);
+  same seeds with the material pattern removed and unbreakable objects (the grip-force gap
+  ratio);
 - `physteer vla-study`: SAE steering toward rigid at a few levels, a norm-matched random
   direction, and the neuron cluster of a speed word beside a random cluster;
 - `physteer sarm-eval --agent vla`: the monitor against TA2 on the VLA, with and without the
@@ -45,7 +46,7 @@ def run_vla_stage(cfg: Any, root: Path, console: Console) -> dict[str, Any]:
         agent = VLAAgent("tiny-vla", tap_layer=None)
         run = dict(seeds=cfg.vla_seeds_per_cell, first_seed=2_000_000, envs=4, max_steps=cfg.vla_max_steps)
         rows = run_cells(agent, **run)
-        control = run_cells(agent, object_pattern="plain", **run)
+        control = run_cells(agent, object_pattern="plain", unbreakable=True, **run)  # uncensored (agent-eval)
         write_json(path, {"summary": summarize(rows, control), "episodes": rows, "control_episodes": control})
     out["closed_loop"] = json.loads(path.read_text())["summary"]
     _print_closed_loop(out["closed_loop"], console)
@@ -87,7 +88,7 @@ def _print_closed_loop(s: dict[str, Any], console: Console) -> None:
                       f"intact {c['intact']['value']:.0%}, peak grip {f['value']:.1f} N [{f['low']:.1f}, {f['high']:.1f}]")  # fmt: skip
     ratio = s.get("control", {}).get("gap_ratio")
     if ratio:
-        console.print(f"material pattern removed: grip-force gap {ratio['value']:.2f} × the trained gap "
+        console.print(f"material pattern removed (unbreakable objects): grip-force gap {ratio['value']:.2f} × the trained gap "
                       f"[{ratio['low']:.2f}, {ratio['high']:.2f}]")  # fmt: skip
 
 
@@ -100,13 +101,13 @@ def vla_markdown(vla: dict[str, Any]) -> list[str]:
         md.append(f"| {material} | {c['n']} | {_est(c['success'], pct=True)} | {_est(c['intact'], pct=True)} | "
                   f"{_est(c['peak_grip_force'])} |")  # fmt: skip
     for material, c in s.get("control", {}).get("materials", {}).items():
-        md.append(f"| {material}, pattern removed | {c['n']} | {_est(c['success'], pct=True)} | "
+        md.append(f"| {material}, pattern removed, unbreakable | {c['n']} | {_est(c['success'], pct=True)} | "
                   f"{_est(c['intact'], pct=True)} | {_est(c['peak_grip_force'])} |")  # fmt: skip
     if s.get("control"):
         md += ["", f"Rigid − fragile peak grip force: {_est(s['grip_gap'])} N trained, "
                    f"{_est(s['control']['grip_gap'])} N with the pattern removed "
-                   f"(ratio {_est(s['control']['gap_ratio'])}); the VLA's commanded grip, which breakage does "
-                   f"not cut short: gap {_est(s['command_gap'])} trained, ratio {_est(s['control']['command_gap_ratio'])} "
+                   f"(ratio {_est(s['control']['gap_ratio'])}; plain objects unbreakable, so no break cuts their "
+                   f"grip short); the VLA's mean closing command: gap {_est(s['command_gap'])} trained, ratio {_est(s['control']['command_gap_ratio'])} "
                    "with the pattern removed.", ""]  # fmt: skip
     st = vla["steering"]
     md += ["### Graded steering (fragile objects, paired seeds)", "",
