@@ -62,7 +62,8 @@ def closed_loop_findings(s: dict[str, Any]) -> list[str]:
         out.append(f"Peak grip force on rigid minus fragile objects: {est_n_text(gap, signed=True, unit='N')} ({where}).")
     control = s.get("control") or {}
     if control:
-        out.append(f"With the material pattern removed the gap is {est_n_text(control.get('grip_gap'), signed=True, unit='N')}, "
+        out.append("With the material pattern removed (and the objects unbreakable, so that no break cuts a grip short) "
+                   f"the gap is {est_n_text(control.get('grip_gap'), signed=True, unit='N')}, "
                    f"{est_n_text(control.get('gap_ratio'))} × the trained gap; the commanded grip's gap "
                    f"{est_n_text(s.get('command_gap'), signed=True)} trained, ratio "
                    f"{est_n_text(control.get('command_gap_ratio'))} with the pattern removed.")  # fmt: skip
