@@ -42,8 +42,9 @@ from rich.console import Console
 from agents.action_tokens import DEFAULT_DECODING
 
 #: Episode outcomes the study reports per condition.
-#: grip_command: the VLA's own mean closing grip (fraction of full force), which a break does not
-#: cut short, beside the peak force the acceptance reads.
+#: grip_command: the VLA's own mean closing grip (fraction of full force) over the steps it
+#: closed, beside the peak force the acceptance reads (a break ends the episode, so it cuts both
+#: short; `unbreakable` measures them whole).
 METRICS = ("peak_grip_force", "grip_command", "carry_speed", "release_height", "broken", "success")
 #: Acceptance criteria of issue 12, fixed before any run: steering toward rigid raises mean peak
 #: grip force on fragile objects monotonically (on rigid objects, steering toward fragile lowers
