@@ -63,6 +63,13 @@ def run_cells(agent: Any, seeds: int, first_seed: int = 2_000_000, envs: int = 1
     return rows
 
 
+def run_pattern_control(agent: Any, **run: Any) -> list[dict[str, Any]]:
+    """The pattern control: `run_cells` on the same seeds with plain objects that never break (a
+    break would cut the plain fragile grip short, and the control measures handling); `run`:
+    run_cells's other arguments (its `unbreakable` is overridden)."""
+    return run_cells(agent, **{**run, "object_pattern": "plain", "unbreakable": True})
+
+
 def _cell(sel: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(sel)
     return {

@@ -129,7 +129,7 @@ def run_agent_eval(args: argparse.Namespace) -> int:
     """Run the agent on every color × material combination (the one closed loop); print rates
     and the peak grip force per material with 95% intervals (rollouts.agent_eval)."""
     from envs.objects import check_pattern
-    from rollouts.agent_eval import run_cells, summarize
+    from rollouts.agent_eval import run_cells, run_pattern_control, summarize
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
@@ -148,9 +148,7 @@ def run_agent_eval(args: argparse.Namespace) -> int:
     run = dict(seeds=args.seeds, first_seed=args.first_seed, envs=args.envs, max_steps=args.max_steps,
                unbreakable=args.unbreakable)  # fmt: skip
     rows = run_cells(agent, object_pattern=args.object_pattern, **run)
-    # The control's objects never break: a break would cut the plain fragile grip short (most
-    # plain fragile objects break under the rigid handling), and the control measures handling.
-    control = run_cells(agent, object_pattern="plain", **{**run, "unbreakable": True}) if args.pattern_control else None
+    control = run_pattern_control(agent, **run) if args.pattern_control else None
     summary = summarize(rows, control)
     table = Table(title=f"{args.agent} closed loop, {args.seeds} seeds per combination ({time.time() - t0:.0f}s)")
     for col in ("cell", "n", "success", "intact", "peak grip N"):

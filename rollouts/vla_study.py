@@ -173,7 +173,7 @@ class VLAStudyConfig:
         if self.material not in OWN_LEVEL:
             raise ValueError(f"material={self.material!r}: allowed {list(OWN_LEVEL)}")
         levels, own = list(self.levels), OWN_LEVEL[self.material]
-        toward = all(x < own for x in levels) if self.material == "fragile" else all(x > own for x in levels)
+        toward = all(self.direction * (own - x) > 0 for x in levels)  # on the other material's side
         if len(levels) < 2 or len(set(levels)) != len(levels) or not all(math.isfinite(x) for x in levels) or not toward:
             side = ("X < 1 (toward rigid: 0 = rigid level, < 0 beyond it)" if self.material == "fragile"
                     else "X > 0 (toward fragile: 1 = fragile level, > 1 beyond it)")  # fmt: skip
@@ -220,6 +220,11 @@ class VLAStudyConfig:
             workers=self.workers, envs_per_worker=self.envs_per_worker, device=self.device,
             sae=resources.get("sae"), discovery=resources.get("discovery"), vector=resources.get("vector"),
         )  # fmt: skip
+
+
+def objects_label(material: str, unbreakable: bool) -> str:
+    """What a study's episodes ran on, in words ("fragile objects", "unbreakable fragile objects")."""
+    return f"{'unbreakable ' if unbreakable else ''}{material} objects"
 
 
 def sae_condition(level: float) -> str:
@@ -342,8 +347,7 @@ def run_vla_study(cfg: VLAStudyConfig, console: Console | None = None, progress:
     matched = matched_random(cfg, res)
     clusters = neuron_clusters(cfg, res.pop("backend"))
     exp = cfg.experiment(matched["random_condition"], res)
-    kind = f"unbreakable {cfg.material}" if cfg.unbreakable else cfg.material
-    console.print(f"{len(exp.conditions)} conditions × {cfg.seeds} seeds on {kind} objects")
+    console.print(f"{len(exp.conditions)} conditions × {cfg.seeds} seeds on {objects_label(cfg.material, cfg.unbreakable)}")
     run_dir = run_experiment(exp, progress=progress, report=False)
     from rollouts.logs import RunLog
 

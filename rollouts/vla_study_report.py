@@ -30,9 +30,7 @@ def _cell(e: dict[str, Any] | None, scale: float = 1, fmt: str = ".3g", signed: 
 
 def conditions_table(summary: dict[str, Any]) -> Table:
     """Per condition: n and each outcome's mean (rate) with its 95% CI."""
-    material = summary["dose_response"].get("material", "fragile")
-    material = f"unbreakable {material}" if summary["dose_response"].get("unbreakable") else material
-    t = Table(title=Text(f"VLA study on {material} objects (95% CIs, {summary['n_seeds']} paired seeds)"),
+    t = Table(title=Text(f"VLA study on {_objects(summary['dose_response'])} (95% CIs, {summary['n_seeds']} paired seeds)"),
               box=box.SIMPLE_HEAD, padding=(0, 0, 0, 0), pad_edge=False, show_edge=False, show_lines=True)  # fmt: skip
     t.add_column("condition")
     for _, header, _, _ in COLUMNS:
@@ -42,6 +40,13 @@ def conditions_table(summary: dict[str, Any]) -> Table:
         name = "\n".join(r["condition"][i : i + 13] for i in range(0, len(r["condition"]), 13))  # fits 80 columns
         t.add_row(Text(f"{name}\nn={r['n']}"), *map(Text, cells))
     return t
+
+
+def _objects(dose: dict[str, Any]) -> str:
+    """The study's objects in words (summaries made before `material` existed: fragile)."""
+    from rollouts.vla_study import objects_label
+
+    return objects_label(dose.get("material", "fragile"), bool(dose.get("unbreakable")))
 
 
 def _nan(e: dict[str, Any] | None) -> dict[str, float]:
@@ -116,9 +121,7 @@ def plot_dose_response(summary: dict[str, Any], path: Path) -> Path:
     d = summary["dose_response"]
     by = {r["condition"]: r for r in summary["conditions"]}
     xs = np.array(d["strengths"])
-    material = d.get("material", "fragile")
-    other = "rigid" if material == "fragile" else "fragile"
-    material = f"unbreakable {material}" if d.get("unbreakable") else material
+    other = "rigid" if d.get("material", "fragile") == "fragile" else "fragile"
     random = by[summary["matched_norm"]["random_condition"]]
     panels = (("peak_grip_force", "peak grip force (N)"), ("grip_command", "commanded grip (fraction of full)"), ("carry_speed", "carry speed (m/s)"),
               ("release_height", "release height (m)"), ("broken", "breakage rate"))  # fmt: skip
@@ -129,7 +132,7 @@ def plot_dose_response(summary: dict[str, Any], path: Path) -> Path:
                            label="random, norm-matched")  # fmt: skip
         ax.set(xlabel="strength s = |X − own level| (0: unsteered)", ylabel=label)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"VLA dose response on {material} objects ({summary['n_seeds']} paired seeds, 95% CIs)")
+    fig.suptitle(f"VLA dose response on {_objects(d)} ({summary['n_seeds']} paired seeds, 95% CIs)")
     fig.tight_layout()
     try:
         write_png(path, fig, dpi=100)
