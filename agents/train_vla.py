@@ -25,11 +25,9 @@ Deterministic under `seed` at a fixed thread count.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import math
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,9 @@ from agents.backend import VLMBackend
 from agents.tiny_model import FRAGILE_QUESTION
 from agents.train_vla_config import TrainVLAConfig
 from agents.vla_data import Demonstrations
+from agents.vla_features import folder_features, image_features
 from agents.vla_model import PromptBuilder, VLASpec, build_vla, load_vla, save_vla
+from storage import write_json
 
 #: Packages whose versions a checkpoint's numbers depend on (recorded in training_report.json).
 VERSIONED = ("torch", "transformers", "tokenizers", "numpy", "pybullet", "safetensors", "pillow", "gymnasium")
@@ -72,19 +72,6 @@ def split_episodes(
         held = ids[[int(np.argmin(draws))]]
     mask = np.isin(episodes, held)
     return ~mask, mask
-
-
-@torch.no_grad()
-def image_features(backend: VLMBackend, frames: np.ndarray, batch: int = 32) -> torch.Tensor:
-    """(N × n_image_tokens × d) connector outputs (what the image tokens receive), frozen."""
-    inner = backend.model.model
-    rows = []
-    for _, chunk in backend.batches(frames, batch):
-        pix = backend.prepare(np.ascontiguousarray(chunk), "")["pixel_values"]
-        feats = inner.get_image_features(pix, return_dict=True).pooler_output
-        feats = torch.cat(list(feats), 0) if isinstance(feats, (list, tuple)) else feats
-        rows.append(feats.reshape(len(chunk), -1, feats.shape[-1]))
-    return torch.cat(rows).float()
 
 
 def _forward(
@@ -218,18 +205,32 @@ def evaluate_vla(
     return report
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def train_vla(
-    demos: Demonstrations, cfg: TrainVLAConfig, log: Callable[[str], None] = print
+    demos: Demonstrations,
+    cfg: TrainVLAConfig,
+    log: Callable[[str], None] = print,
+    feature_folders: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
-    """Fine-tune a VLA on `demos`, evaluate on held-out episodes, save; returns the report."""
+    """Fine-tune a VLA on `demos`, evaluate on held-out episodes, save; returns the report.
+
+    Args:
+        demos: the rows to train on (several folders' joined with Demonstrations.concat).
+        cfg: the settings.
+        log: progress lines.
+        feature_folders: the Demonstrations folders `demos` was loaded from, in its row order:
+            their frames' image features are read from (or cached into) them
+            (agents.vla_features.folder_features) instead of recomputed. Empty: computed.
+
+    Raises:
+        ValueError: a bad setting, bad demonstrations, or folders whose frames do not add up to
+            `demos` (before any work).
+    """
     cfg.validate()
     demos.validate()
+    folder_rows = [len(np.load(Path(f) / "frames.npy", mmap_mode="r")) for f in feature_folders]
+    if feature_folders and sum(folder_rows) != len(demos):
+        raise ValueError(f"feature_folders {[str(f) for f in feature_folders]} hold {sum(folder_rows)} frames; "
+                         f"the demonstrations have {len(demos)} rows")  # fmt: skip
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
@@ -248,7 +249,10 @@ def train_vla(
     train_rows, eval_rows = (
         np.flatnonzero(m) for m in split_episodes(demos.episodes, cfg.eval_fraction, cfg.seed)
     )
-    feats = image_features(backend, demos.frames, cfg.feature_batch)
+    if feature_folders:
+        feats = torch.cat([folder_features(backend, f, cfg.feature_batch, log) for f in feature_folders])
+    else:
+        feats = image_features(backend, demos.frames, cfg.feature_batch)
     t_feats = time.time() - t0
     log(
         f"image features of {len(demos)} frames in {t_feats:.0f}s; train {len(train_rows)} rows, held out {len(eval_rows)}"
@@ -321,6 +325,6 @@ def train_vla(
         "threads": cfg.threads,
     }
     out = save_vla(backend, cfg.out_dir)
-    _write_json(out / "training_report.json", report)
+    write_json(out / "training_report.json", report)
     log(f"saved to {out} ({time.time() - t0:.0f}s total)")
     return report

@@ -20,9 +20,6 @@ step in order), then keep the rows that have frames:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from agents.action_tokens import ENV_STATE_SIZE
+from storage import atomic_dir
 
 MATERIALS = ("fragile", "rigid")
 _ARRAYS = ("frames", "states", "efforts", "labels", "materials", "episodes", "instructions")
@@ -192,11 +190,7 @@ class Demonstrations:
         `made_with`: the settings that produced the rows (JSON-able), kept in meta.json so a
         later run can tell whether the folder answers its settings (`made_with_of`).
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is an ordinary folder
-        try:
+        with atomic_dir(path) as tmp:
             for name in _ARRAYS:
                 np.save(tmp / f"{name}.npy", np.asarray(getattr(self, name)), allow_pickle=False)
             meta = {
@@ -206,13 +200,7 @@ class Demonstrations:
                 "made_with": made_with,
             }
             (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return path
+        return Path(path)
 
     @staticmethod
     def made_with_of(path: str | Path) -> dict | None:

@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +41,7 @@ from tokenizers import models
 
 from agents.action_tokens import ActionTokenizer, StateFeature, StateTokenizer
 from agents.backend import VLMBackend, load_vlm
+from storage import atomic_dir
 
 #: Where the shipped tiny VLA checkpoint lives (trained by `physteer train-vla`).
 TINY_VLA_DIR = Path(__file__).resolve().parent / "tiny_vla"
@@ -254,24 +252,10 @@ def build_vla(
 def save_vla(backend: VLMBackend, path: str | Path) -> Path:
     """Save model and processor with save_pretrained, atomically (a temp dir renamed into place)."""
     VLASpec.from_backend(backend)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is an ordinary folder
-    try:
+    with atomic_dir(path) as tmp:
         backend.model.save_pretrained(tmp, safe_serialization=True)
         backend.processor.save_pretrained(tmp)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return Path(path)
 
 
 def load_vla(

@@ -104,7 +104,9 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
         sigma=args.noise_sigma, prob=args.noise_prob))]  # fmt: skip
     from agents.train_vla import train_vla
 
-    report = train_vla(parts[0], cfg, log=console.print)
+    # Each folder caches its frames' frozen image features (agents.vla_features): a DAgger round
+    # computes only its own frames'.
+    report = train_vla(parts[0], cfg, log=console.print, feature_folders=[folders[0][0]])
     rounds = [{"round": 0, "episodes": args.episodes, "rows": len(parts[0]), "epochs": cfg.epochs,
                "eval": report["eval"]}]  # fmt: skip
     for r in range(1, args.dagger_rounds + 1):
@@ -117,7 +119,8 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
                                                                     n_envs=args.dagger_envs)))  # fmt: skip
         # Same seed: the held-out split is drawn from it, and must hold out the same episodes.
         round_cfg = replace(cfg, init=cfg.out_dir, epochs=args.dagger_epochs)
-        report = train_vla(Demonstrations.concat(parts), round_cfg, log=console.print)
+        report = train_vla(Demonstrations.concat(parts), round_cfg, log=console.print,
+                           feature_folders=[folder for folder, _ in folders[: r + 1]])  # fmt: skip
         rounds.append({"round": r, "episodes": args.dagger_episodes, "rows": len(parts[-1]),
                        "epochs": args.dagger_epochs, "eval": report["eval"]})  # fmt: skip
     # The report beside the checkpoint says how to make it again, every round included.
