@@ -78,10 +78,10 @@ def folder_features(
     frames = np.load(frames_path, mmap_mode="r")
     path = folder / FEATURES_FILE.format(fingerprint=vision_fingerprint(backend)[:16])
     if path.is_file():
-        feats = np.load(path, mmap_mode="r")
-        if len(feats) == len(frames):
+        cached = np.load(path)
+        if len(cached) == len(frames):
             log(f"image features of {len(frames)} frames from {path}")
-            return torch.from_numpy(np.ascontiguousarray(feats))
+            return torch.from_numpy(cached)
     feats = image_features(backend, frames, batch)
     with atomic_path(path) as tmp:
         np.save(tmp, feats.numpy(), allow_pickle=False)

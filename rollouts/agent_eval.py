@@ -4,11 +4,14 @@ Every combination gets the same number of episodes (env seeds first_seed.., the 
 forced through reset options), run through the one closed loop. The summary gives, per
 combination and per material, success and intact rates (Wilson intervals) and the mean peak
 grip force (bootstrap interval), and the fragile − rigid gap in peak grip force: how much the
-agent's handling depends on the material.
+agent's handling depends on the material. The same seed and color draw the same scene for both
+materials, so the gap's interval resamples scenes, each with its fragile and rigid episode
+(a paired bootstrap).
 
 The pattern control (`object_pattern="plain"`): the same seeds with the material pattern
 removed from the frame (envs EnvConfig). If the handling comes from what the agent sees, the
-gap shrinks; `gap_ratio` = plain gap / trained gap, with a bootstrap interval over episodes.
+gap shrinks; `gap_ratio` = plain gap / trained gap, with a bootstrap interval over scenes (each
+scene's four episodes resampled together).
 
     rows = run_cells(VLAAgent("tiny-vla"), seeds=25)
     summary = summarize(rows)
@@ -22,7 +25,7 @@ import numpy as np
 
 from envs import COLORS, MATERIALS
 from rollouts.episode import ClosedLoop, EpisodeSpec
-from rollouts.stats import Estimate, bootstrap_ci, bootstrap_mean, wilson
+from rollouts.stats import Estimate, bootstrap_mean, cluster_bootstrap, wilson
 
 
 def run_cells(agent: Any, seeds: int, first_seed: int = 2_000_000, envs: int = 1,
@@ -83,25 +86,36 @@ def _cell(sel: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _estimate(statistic: Any, samples: list[np.ndarray]) -> dict[str, float]:
-    low, high = bootstrap_ci(statistic, samples)
-    return Estimate(float(statistic(*samples)), low, high, int(sum(map(len, samples)))).to_dict()
+def _columns(rows: list[dict[str, Any]], key: str, plain: bool) -> dict[str, np.ndarray]:
+    """Row-aligned arrays of one measure: values, is-rigid, is-control and the scene group."""
+    return {
+        "values": np.array([r.get(key) for r in rows], float),
+        "rigid": np.array([r["material"] == "rigid" for r in rows]),
+        "plain": np.full(len(rows), plain),
+        # The same seed and color draw the same scene for both materials and both patterns.
+        "group": np.array([f"{r['color']}/{r['seed']}" for r in rows]),
+    }
 
 
-def _gap_of(rigid: np.ndarray, fragile: np.ndarray) -> float:
-    rigid, fragile = rigid[np.isfinite(rigid)], fragile[np.isfinite(fragile)]
-    return float(rigid.mean() - fragile.mean()) if len(rigid) and len(fragile) else float("nan")
+def _gap_of(values: np.ndarray, rigid: np.ndarray) -> float:
+    """Mean rigid value − mean fragile value (finite values only)."""
+    ok = np.isfinite(values)
+    r, f = values[ok & rigid], values[ok & ~rigid]
+    return float(r.mean() - f.mean()) if len(r) and len(f) else float("nan")
 
 
-def _gap_ratio(rigid: np.ndarray, fragile: np.ndarray, c_rigid: np.ndarray, c_fragile: np.ndarray) -> float:
+def _gap_ratio(values: np.ndarray, rigid: np.ndarray, plain: np.ndarray) -> float:
     # |plain gap| / trained gap: a gap reversed on plain objects is still a gap, not a shrink.
-    trained = _gap_of(rigid, fragile)
-    return abs(_gap_of(c_rigid, c_fragile)) / trained if trained != 0 else float("nan")
+    trained = _gap_of(values[~plain], rigid[~plain])
+    return abs(_gap_of(values[plain], rigid[plain])) / trained if trained != 0 else float("nan")
 
 
-def _gap(rows: list[dict[str, Any]], key: str = "peak_grip_force") -> tuple[np.ndarray, np.ndarray]:
-    values = {m: np.array([r.get(key) for r in rows if r["material"] == m], float) for m in MATERIALS}
-    return values["fragile"], values["rigid"]
+def _paired_estimate(metric: Any, cols: dict[str, np.ndarray], *names: str) -> dict[str, float]:
+    """`metric` over the columns `names`, with a bootstrap interval that resamples whole scenes
+    (color, seed): the fragile and rigid (and plain) episodes of a scene stay together."""
+    arrays = [cols[n] for n in names]
+    low, high = cluster_bootstrap(metric, cols["group"], *arrays)
+    return Estimate(float(metric(*arrays)), low, high, len(cols["group"])).to_dict()
 
 
 def summarize(rows: list[dict[str, Any]], control: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -119,12 +133,13 @@ def summarize(rows: list[dict[str, Any]], control: list[dict[str, Any]] | None =
     for material in MATERIALS:
         out["materials"][material] = _cell([r for r in rows if r["material"] == material])
     for key, name in (("peak_grip_force", "grip_gap"), ("grip_command", "command_gap")):
-        fragile, rigid = _gap(rows, key)
-        out[name] = _estimate(_gap_of, [rigid, fragile])  # unpaired: the episodes differ
+        cols = _columns(rows, key, plain=False)
+        out[name] = _paired_estimate(_gap_of, cols, "values", "rigid")
         if control:
-            c_fragile, c_rigid = _gap(control, key)
-            out.setdefault("control", {})[name] = _estimate(_gap_of, [c_rigid, c_fragile])
-            out["control"][f"{name}_ratio"] = _estimate(_gap_ratio, [rigid, fragile, c_rigid, c_fragile])
+            c_cols = _columns(control, key, plain=True)
+            out.setdefault("control", {})[name] = _paired_estimate(_gap_of, c_cols, "values", "rigid")
+            both = {k: np.concatenate([cols[k], c_cols[k]]) for k in cols}
+            out["control"][f"{name}_ratio"] = _paired_estimate(_gap_ratio, both, "values", "rigid", "plain")
     if control:
         out["control"]["materials"] = {m: _cell([r for r in control if r["material"] == m]) for m in MATERIALS}
         # Peak grip force is censored where a fragile object breaks (the episode ends at ~15 N);

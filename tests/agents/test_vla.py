@@ -359,12 +359,21 @@ def test_concatenated_frames_read_like_one_array(tmp_path):
     assert np.array_equal(both.frames[[0, 5]], np.stack([a.frames[0], b.frames[2]]))
 
 
+_FIELDS = ("frames", "states", "efforts", "labels", "materials", "episodes", "instructions")
+
+
 def test_train_vla_is_deterministic_and_reports(tiny_dir, tmp_path):
     from agents.train_vla import TrainVLAConfig, train_vla
 
     demos = _demos(2, 8)
-    reports = []
-    for run in ("a", "b"):
+    # The same rows from two folders, as a DAgger round sees them: their image features are
+    # computed and cached in the folders on the first run ("b") and read back on the next ("c").
+    halves = [Demonstrations(*(np.asarray(getattr(demos, n))[rows] for n in _FIELDS))
+              for rows in (slice(0, 8), slice(8, 16))]  # fmt: skip
+    folders = [h.save(tmp_path / f"part{i}") for i, h in enumerate(halves)]
+    joined = Demonstrations.concat([Demonstrations.load(f) for f in folders])
+    reports, lines = [], []
+    for run in ("a", "b", "c"):
         cfg = TrainVLAConfig(
             base=str(tiny_dir),
             out_dir=str(tmp_path / run),
@@ -377,7 +386,10 @@ def test_train_vla_is_deterministic_and_reports(tiny_dir, tmp_path):
             eval_fraction=0.5,
             threads=1,
         )
-        reports.append(train_vla(demos, cfg, log=lambda s: None))
+        if run == "a":
+            reports.append(train_vla(demos, cfg, log=lambda s: None))
+        else:
+            reports.append(train_vla(joined, cfg, log=lines.append, feature_folders=folders))
     saved = json.loads((tmp_path / "a" / "training_report.json").read_text())
     assert saved["eval"]["rows"] == 8 and set(saved["eval"]) >= {
         "dx",
@@ -394,8 +406,12 @@ def test_train_vla_is_deterministic_and_reports(tiny_dir, tmp_path):
     }
     assert pinned >= {"torch", "transformers", "numpy", "pybullet"} and set(saved["versions"]) == pinned
     assert saved["versions"]["torch"] == importlib.metadata.version("torch")
-    a, b = (load_vlm(str(tmp_path / r), device="cpu").model.state_dict() for r in "ab")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert reports[0]["eval"] == reports[1]["eval"]
+    a, b, c = (load_vlm(str(tmp_path / r), device="cpu").model.state_dict() for r in "abc")
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+    assert reports[0]["eval"] == reports[1]["eval"] == reports[2]["eval"]
+    assert all(len(list(f.glob("image_features-*.npy"))) == 1 for f in folders)
+    assert sum("image features of 8 frames from" in line for line in lines) == 2  # run "c" only
+    with pytest.raises(ValueError, match=r"hold 8 frames; the demonstrations have 16 rows"):
+        train_vla(demos, cfg, feature_folders=folders[:1])
     with pytest.raises(ValueError, match=r"k_bins=1: K must be"):
         train_vla(demos, TrainVLAConfig(k_bins=1))

@@ -37,6 +37,16 @@ def test_gap_and_its_ratio_under_the_pattern_control():
     assert s["control"]["command_gap_ratio"]["value"] == pytest.approx(0.1)  # (3/40) / (30/40)
 
 
+def test_gap_interval_pairs_each_scene_fragile_with_rigid():
+    """A seed draws one scene for both materials: a scene-to-scene spread that both materials
+    share must not widen the gap's interval (an unpaired bootstrap would give about ±10 N)."""
+    rows = _rows(20.0, "material")
+    for r in rows:
+        r["peak_grip_force"] = 5.0 * r["seed"] + (20.0 if r["material"] == "rigid" else 0.0)
+    gap = summarize(rows)["grip_gap"]
+    assert gap["value"] == pytest.approx(20.0) and gap["high"] - gap["low"] < 1e-9 and gap["n"] == 48
+
+
 def test_vla_agent_eval_runs_both_patterns(tmp_path):
     out = tmp_path / "ae"
     code = main(["agent-eval", "--agent", "vla", "--seeds", "1", "--envs", "4", "--max-steps", "25",
