@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from rollouts.episode import ClosedLoop, EpisodeSpec, Recorder, StepView
+from rollouts.episode import ClosedLoop, EpisodeSpec
+from rollouts.recorders import Recorder, StepView
 
 
 class FrameAt(Recorder):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from envs.expert import HandlingProfile
-from rollouts.episode import Recorder, StepView
+from rollouts.recorders import Recorder, StepView
 
 TARGETS = ("broken", "impact_speed", "final_height", "next_embedding")
 ALPHAS = np.logspace(-2, 4, 13)

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from rollouts.episode import EXECUTED_COLUMNS, Recorder, StepView
+from rollouts.episode import EXECUTED_COLUMNS
+from rollouts.recorders import Recorder, StepView
 
 ACTION_COLUMNS = ("a_dx", "a_dy", "a_dz", "a_grip")  # the logged (proposed) action of a step row
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from rollouts.episode import ClosedLoop, EpisodeSpec, Recorder, StepView
+from rollouts.episode import ClosedLoop, EpisodeSpec
+from rollouts.recorders import Recorder, StepView
 
 #: The oracle's labelling rules, recorded with every demonstration folder `physteer train-vla`
 #: writes; bump it when they change (envs.expert in recover mode, agents.protocol.NoisyOracle),
