@@ -113,6 +113,7 @@ class _Batches:
         self.frag_ids = torch.where(self.fragile, yes, no)
         self.slot_table = spec.action.token_ids(tok).repeat(spec.horizon, 1)  # (H·D) × K
         self.visible = (demos.efforts <= 0) & (demos.states[:, 16] < 0.5)
+        self.held = (demos.efforts > 0) & (demos.states[:, 16] >= 0.5)
         blank = np.zeros(demos.frames.shape[1:], dtype=np.uint8)
         self.questions = []
         for question, pos, neg in COTRAIN_QUESTIONS:
@@ -129,12 +130,35 @@ class _Batches:
         return logp.gather(2, table).view(len(logp), spec.horizon, spec.action.n_dims, -1)
 
 
+def _swap_held_frames(
+    data: _Batches, idx: np.ndarray, train_rows: np.ndarray, share: float, gen: np.random.Generator
+) -> np.ndarray:
+    """Row of the image features each batch row trains on: its own, except for a `share` of
+    held-object rows, which get a held row of the other material (see TrainVLAConfig.holding_swap)."""
+    source = idx.copy()
+    if share <= 0:
+        return source
+    held = train_rows[data.held[train_rows]]
+    fragile = data.fragile.numpy()
+    pools = {m: held[fragile[held] == m] for m in (True, False)}
+    for j, row in enumerate(idx):
+        other = pools[not fragile[row]]
+        if data.held[row] and len(other) and gen.random() < share:
+            source[j] = other[gen.integers(len(other))]
+    return source
+
+
 def _loss(
-    model, spec, data: _Batches, feats, idx, cfg, q_rows, q_index
+    model, spec, data: _Batches, feats, idx, cfg, q_rows, q_index, source=None
 ) -> tuple[torch.Tensor, dict]:
-    logits = _forward(model, data.ids[idx], data.mask[idx], feats[idx], spec.n_slots)
+    source = idx if source is None else source
+    logits = _forward(model, data.ids[idx], data.mask[idx], feats[source], spec.n_slots)
     act = -(data.targets[idx] * data.action_logp(logits, spec)).sum(-1).mean()
-    frag = torch.nn.functional.cross_entropy(logits[:, 0].float(), data.frag_ids[idx])
+    own = source == idx  # <slot_frag> reads the frame: rows given another's frame do not train it
+    if bool(own.all()):
+        frag = torch.nn.functional.cross_entropy(logits[:, 0].float(), data.frag_ids[idx])
+    else:
+        frag = torch.nn.functional.cross_entropy(logits[own, 0].float(), data.frag_ids[idx][own])
     loss = act + cfg.frag_weight * frag
     parts = {"action": act.item(), "frag_slot": frag.item()}
     if cfg.cotrain_weight > 0 and len(q_rows):
@@ -273,6 +297,7 @@ def train_vla(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     gen = np.random.default_rng(cfg.seed)
     visible = train_rows[data.visible[train_rows]]
+    swap_gen = np.random.default_rng([cfg.seed, 1])  # its own stream: holding_swap 0 draws nothing
     history, step = [], 0
     model.train()
     for epoch in range(cfg.epochs):
@@ -289,8 +314,11 @@ def train_vla(
                 if len(visible)
                 else torch.zeros(0, dtype=torch.long)
             )
+            source = torch.from_numpy(
+                _swap_held_frames(data, idx.numpy(), train_rows, cfg.holding_swap, swap_gen)
+            )
             loss, parts = _loss(
-                model, spec, data, feats, idx, cfg, q_rows, step % len(COTRAIN_QUESTIONS)
+                model, spec, data, feats, idx, cfg, q_rows, step % len(COTRAIN_QUESTIONS), source
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -28,6 +28,11 @@ class TrainVLAConfig:
     cotrain_weight: float = 0.5  # weight of the plain-prompt questions
     cotrain_batch: int = 32
     eval_fraction: float = 0.15  # share of episodes held out
+    # Share of held-object rows (gripper closed on the object) trained, in each batch, with the
+    # image features of a held row of the other material. Over the bin the frame hides the
+    # material; with frames that contradict it, only the grip effort in the state tells the
+    # handling, so the policy learns to keep the handling it chose. 0: off (the shipped recipe).
+    holding_swap: float = 0.0
     threads: int = 2
     feature_batch: int = 32
 
@@ -43,6 +48,8 @@ class TrainVLAConfig:
             raise ValueError(f"lr={self.lr}: must be > 0")
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"eval_fraction={self.eval_fraction}: must be in (0, 1)")
+        if not 0 <= self.holding_swap <= 1:
+            raise ValueError(f"holding_swap={self.holding_swap}: must be in [0, 1]")
         for name in ("label_sigma", "frag_weight", "cotrain_weight", "weight_decay"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")

@@ -22,6 +22,8 @@ from rich.console import Console
 #: (recorded with each cached folder and in the checkpoint's recipe).
 DEMO_SETTINGS = ("episodes", "demo_seed", "horizon", "frame_every", "noise_sigma", "noise_prob")
 DAGGER_SETTINGS = ("dagger_rounds", "dagger_episodes", "dagger_epochs", "dagger_envs")
+#: Training settings added after cached folders were made, with the value such folders had.
+SETTINGS_ADDED_LATER = {"holding_swap": 0.0}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -143,6 +145,7 @@ def check_cached_demos(folder: Path, made_with: dict) -> None:
     have = Demonstrations.made_with_of(folder)
     if have is None:
         return
+    have = {**SETTINGS_ADDED_LATER, **have}  # a folder made before a setting existed had its default
     differ = {k: (have.get(k), v) for k, v in made_with.items() if have.get(k) != v}
     if differ:
         listed = ", ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in differ.items())

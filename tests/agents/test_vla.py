@@ -415,3 +415,21 @@ def test_train_vla_is_deterministic_and_reports(tiny_dir, tmp_path):
         train_vla(demos, cfg, feature_folders=folders[:1])
     with pytest.raises(ValueError, match=r"k_bins=1: K must be"):
         train_vla(demos, TrainVLAConfig(k_bins=1))
+
+
+def test_holding_swap_gives_held_rows_the_other_materials_frames():
+    """TrainVLAConfig.holding_swap: a held row trains on a held frame of the other material; rows
+    not held keep their own; share 0 changes nothing and draws nothing."""
+    from types import SimpleNamespace
+
+    from agents.train_vla import _swap_held_frames
+
+    held = np.array([1, 1, 1, 1, 0, 0], bool)
+    fragile = torch.tensor([1, 1, 0, 0, 1, 0], dtype=torch.bool)
+    data = SimpleNamespace(held=held, fragile=fragile)
+    rows = np.arange(6)
+    gen = np.random.default_rng(0)
+    assert np.array_equal(_swap_held_frames(data, rows, rows, 0.0, gen), rows)
+    assert gen.random() == np.random.default_rng(0).random()  # nothing drawn
+    source = _swap_held_frames(data, rows, rows, 1.0, np.random.default_rng(1))
+    assert set(source[:2]) <= {2, 3} and set(source[2:4]) <= {0, 1} and list(source[4:]) == [4, 5]

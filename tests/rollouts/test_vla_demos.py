@@ -158,5 +158,9 @@ def test_train_vla_refuses_cached_demonstrations_made_with_other_settings(tmp_pa
     argv = ["train-vla", "--demos", str(folder), "--episodes", "4", "--dagger-rounds", "1", "--out-dir", str(out)]
     assert main(argv) == 2
     assert f"dagger_labels: None there, {DAGGER_LABELS_VERSION} asked" in capsys.readouterr().err
+    # a folder made before holding_swap existed was made without it (0.0): asked for 0.5, refused
+    demos.save(dagger, made_with={**made_with, "dagger_round": 1, "dagger_labels": DAGGER_LABELS_VERSION})
+    assert main(argv + ["--holding-swap", "0.5"]) == 2
+    assert "holding_swap: 0.0 there, 0.5 asked" in capsys.readouterr().err
     assert not out.exists() and (dagger / "frames.npy").is_file()
     assert not out.exists() and sorted(p.name for p in folder.iterdir()) == [name for name, _ in before]
