@@ -1,5 +1,5 @@
 """The VLA study's terminal tables (<= 80 columns) and dose-response figure
-(`rollouts.vla_study.summarize_vla_study`'s summary in, nothing computed here)."""
+(`rollouts.vla_study_summary.summarize_vla_study`'s summary in, nothing computed here)."""
 
 from __future__ import annotations
 

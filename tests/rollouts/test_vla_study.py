@@ -169,7 +169,8 @@ def _synthetic_rows(cfg, random_condition, grip_of, broken_of, seeds=20):
 def test_acceptance_flags_on_known_answers():
     """Synthetic episodes whose answer is known: a graded, monotone rise with a small random
     effect passes every dose flag; a flat response with a large random effect fails them."""
-    from rollouts.vla_study import VLAStudyConfig, sae_condition, summarize_vla_study
+    from rollouts.vla_study import VLAStudyConfig, sae_condition
+    from rollouts.vla_study_summary import summarize_vla_study
 
     cfg = VLAStudyConfig(sae_levels=[0.8, 0.6, 0.4, 0.2, 0.0], dom_scales=[0.5], neuron_words=[])
     matched = {"random_condition": "random:1"}
@@ -191,7 +192,8 @@ def test_acceptance_flags_on_known_answers():
 def test_rigid_study_steers_toward_fragile_and_reads_a_fall():
     """On rigid objects the levels run from the rigid level toward fragile, dom flips sign, a
     falling grip is the expected direction and there is no breakage flag (rigid never breaks)."""
-    from rollouts.vla_study import VLAStudyConfig, sae_condition, summarize_vla_study
+    from rollouts.vla_study import VLAStudyConfig, sae_condition
+    from rollouts.vla_study_summary import summarize_vla_study
 
     cfg = VLAStudyConfig(material="rigid", dom_scales=[0.5], neuron_words=[])
     assert cfg.levels == [0.2, 0.4, 0.6, 0.8, 1.0]
@@ -210,7 +212,8 @@ def test_rigid_study_steers_toward_fragile_and_reads_a_fall():
 
 
 def test_unbreakable_study_passes_the_option_and_drops_the_breakage_flag():
-    from rollouts.vla_study import VLAStudyConfig, summarize_vla_study
+    from rollouts.vla_study import VLAStudyConfig
+    from rollouts.vla_study_summary import summarize_vla_study
 
     cfg = VLAStudyConfig(unbreakable=True, dom_scales=[0.5], neuron_words=[])
     assert cfg.experiment("random:1", {}).unbreakable  # every episode of the study
