@@ -119,9 +119,9 @@ def vla_markdown(vla: dict[str, Any]) -> list[str]:
     if dose:
         md += ["", f"SAE dose response: Spearman ρ {dose.get('spearman_rho')} over strengths {dose.get('strengths')}.", ""]
     md += ["![VLA dose response](vla/study/dose_response.png)", ""]
-    from rollouts.demo import _sarm_markdown
+    from rollouts.demo_report import sarm_markdown
 
-    md += ["### SARM on the VLA (TA2 at step 10)", "", _sarm_markdown(vla["sarm"]), "", "![roc](vla/sarm/roc.png)", ""]
+    md += ["### SARM on the VLA (TA2 at step 10)", "", sarm_markdown(vla["sarm"]), "", "![roc](vla/sarm/roc.png)", ""]
     return md
 
 

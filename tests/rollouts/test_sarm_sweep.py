@@ -227,9 +227,9 @@ def test_tiny_sweep_writes_summary_plot_and_tables(sweep_run):
     text = buf.getvalue()
     assert max(map(len, text.splitlines())) <= 80 and "…" not in text
     assert "harmful-attack coverage" in text and "ta2 8" in text and "AUROC" in text
-    from rollouts.demo import _sarm_markdown
+    from rollouts.demo_report import sarm_markdown
 
-    md = _sarm_markdown(doc)
+    md = sarm_markdown(doc)
     assert "| ta2 1 |" in md and "coverage" in md and "| all attacks |" in md
 
 
