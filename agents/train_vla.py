@@ -157,8 +157,10 @@ def _loss(
     own = source == idx  # <slot_frag> reads the frame: rows given another's frame do not train it
     if bool(own.all()):
         frag = torch.nn.functional.cross_entropy(logits[:, 0].float(), data.frag_ids[idx])
-    else:
+    elif bool(own.any()):
         frag = torch.nn.functional.cross_entropy(logits[own, 0].float(), data.frag_ids[idx][own])
+    else:  # every row of the batch got another's frame
+        frag = logits.new_zeros(())
     loss = act + cfg.frag_weight * frag
     parts = {"action": act.item(), "frag_slot": frag.item()}
     if cfg.cotrain_weight > 0 and len(q_rows):
