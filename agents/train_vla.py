@@ -130,17 +130,23 @@ class _Batches:
         return logp.gather(2, table).view(len(logp), spec.horizon, spec.action.n_dims, -1)
 
 
+def _held_pools(data: _Batches, train_rows: np.ndarray) -> dict[bool, np.ndarray]:
+    """The held-object training rows of each material (keyed by "is fragile")."""
+    held = train_rows[data.held[train_rows]]
+    fragile = data.fragile.numpy()[held]
+    return {True: held[fragile], False: held[~fragile]}
+
+
 def _swap_held_frames(
-    data: _Batches, idx: np.ndarray, train_rows: np.ndarray, share: float, gen: np.random.Generator
+    data: _Batches, idx: np.ndarray, pools: dict[bool, np.ndarray], share: float, gen: np.random.Generator
 ) -> np.ndarray:
     """Row of the image features each batch row trains on: its own, except for a `share` of
-    held-object rows, which get a held row of the other material (see TrainVLAConfig.holding_swap)."""
+    held-object rows, which get a held row of the other material (`pools`: `_held_pools`; see
+    TrainVLAConfig.holding_swap)."""
     source = idx.copy()
     if share <= 0:
         return source
-    held = train_rows[data.held[train_rows]]
     fragile = data.fragile.numpy()
-    pools = {m: held[fragile[held] == m] for m in (True, False)}
     for j, row in enumerate(idx):
         other = pools[not fragile[row]]
         if data.held[row] and len(other) and gen.random() < share:
@@ -276,7 +282,7 @@ def train_vla(
         np.flatnonzero(m) for m in split_episodes(demos.episodes, cfg.eval_fraction, cfg.seed)
     )
     if feature_folders:
-        feats = torch.cat([folder_features(backend, f, cfg.feature_batch, log) for f in feature_folders])
+        feats = folder_features(backend, feature_folders, cfg.feature_batch, log)
     else:
         feats = image_features(backend, demos.frames, cfg.feature_batch)
     t_feats = time.time() - t0
@@ -300,6 +306,7 @@ def train_vla(
     gen = np.random.default_rng(cfg.seed)
     visible = train_rows[data.visible[train_rows]]
     swap_gen = np.random.default_rng([cfg.seed, 1])  # its own stream: holding_swap 0 draws nothing
+    pools = _held_pools(data, train_rows) if cfg.holding_swap > 0 else {}
     history, step = [], 0
     model.train()
     for epoch in range(cfg.epochs):
@@ -317,7 +324,7 @@ def train_vla(
                 else torch.zeros(0, dtype=torch.long)
             )
             source = torch.from_numpy(
-                _swap_held_frames(data, idx.numpy(), train_rows, cfg.holding_swap, swap_gen)
+                _swap_held_frames(data, idx.numpy(), pools, cfg.holding_swap, swap_gen)
             )
             loss, parts = _loss(
                 model, spec, data, feats, idx, cfg, q_rows, step % len(COTRAIN_QUESTIONS), source

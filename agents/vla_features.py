@@ -12,13 +12,13 @@ features made by another vision tower are recomputed, never reused. A frame's fe
 depend on the batch it was computed in (measured: batches of 7, 12 and 32 give identical bits at
 a fixed thread count), so a cached round trains bit for bit as an uncached one.
 
-    feats = folder_features(backend, "runs/train-vla/demos")   # N × n_image_tokens × d
+    feats = folder_features(backend, ["runs/train-vla/demos", "runs/train-vla/demos-dagger1"])
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,28 +61,33 @@ def vision_fingerprint(backend: VLMBackend) -> str:
 
 def folder_features(
     backend: VLMBackend,
-    folder: str | Path,
+    folders: Sequence[str | Path],
     batch: int = 32,
     log: Callable[[str], None] = print,
 ) -> torch.Tensor:
-    """The image features of the frames of a Demonstrations folder, from its cache when that
-    was made by the same frozen weights, else computed and cached there (atomically).
+    """The image features of the frames of Demonstrations folders, concatenated in order: each
+    folder's from its cache when that was made by the same frozen weights, else computed and
+    cached there (atomically). The weights are fingerprinted once for all the folders.
 
     Raises:
-        ValueError: `folder` holds no `frames.npy`.
+        ValueError: a folder holds no `frames.npy`.
     """
-    folder = Path(folder)
-    frames_path = folder / "frames.npy"
-    if not frames_path.is_file():
-        raise ValueError(f"{folder}: no frames.npy (not a demonstrations folder)")
-    frames = np.load(frames_path, mmap_mode="r")
-    path = folder / FEATURES_FILE.format(fingerprint=vision_fingerprint(backend)[:16])
-    if path.is_file():
-        cached = np.load(path)
-        if len(cached) == len(frames):
+    folders = [Path(f) for f in folders]
+    missing = [str(f) for f in folders if not (f / "frames.npy").is_file()]
+    if missing:
+        raise ValueError(f"{missing}: no frames.npy (not demonstrations folders)")
+    name = FEATURES_FILE.format(fingerprint=vision_fingerprint(backend)[:16])
+    parts = []
+    for folder in folders:
+        frames = np.load(folder / "frames.npy", mmap_mode="r")
+        path = folder / name
+        cached = np.load(path) if path.is_file() else None
+        if cached is not None and len(cached) == len(frames):
             log(f"image features of {len(frames)} frames from {path}")
-            return torch.from_numpy(cached)
-    feats = image_features(backend, frames, batch)
-    with atomic_path(path) as tmp:
-        np.save(tmp, feats.numpy(), allow_pickle=False)
-    return feats
+            parts.append(torch.from_numpy(cached))
+            continue
+        feats = image_features(backend, frames, batch)
+        with atomic_path(path) as tmp:
+            np.save(tmp, feats.numpy(), allow_pickle=False)
+        parts.append(feats)
+    return torch.cat(parts)

@@ -422,14 +422,15 @@ def test_holding_swap_gives_held_rows_the_other_materials_frames():
     not held keep their own; share 0 changes nothing and draws nothing."""
     from types import SimpleNamespace
 
-    from agents.train_vla import _swap_held_frames
+    from agents.train_vla import _held_pools, _swap_held_frames
 
     held = np.array([1, 1, 1, 1, 0, 0], bool)
     fragile = torch.tensor([1, 1, 0, 0, 1, 0], dtype=torch.bool)
     data = SimpleNamespace(held=held, fragile=fragile)
     rows = np.arange(6)
     gen = np.random.default_rng(0)
-    assert np.array_equal(_swap_held_frames(data, rows, rows, 0.0, gen), rows)
+    pools = _held_pools(data, rows)
+    assert np.array_equal(_swap_held_frames(data, rows, pools, 0.0, gen), rows)
     assert gen.random() == np.random.default_rng(0).random()  # nothing drawn
-    source = _swap_held_frames(data, rows, rows, 1.0, np.random.default_rng(1))
+    source = _swap_held_frames(data, rows, pools, 1.0, np.random.default_rng(1))
     assert set(source[:2]) <= {2, 3} and set(source[2:4]) <= {0, 1} and list(source[4:]) == [4, 5]
