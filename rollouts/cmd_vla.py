@@ -20,10 +20,10 @@ from rich.console import Console
 
 #: train-vla flags that make the oracle's demonstrations, and those of the DAgger rounds
 #: (recorded with each cached folder and in the checkpoint's recipe).
-DEMO_SETTINGS = ("episodes", "demo_seed", "horizon", "frame_every", "noise_sigma", "noise_prob")
+DEMO_SETTINGS = ("episodes", "demo_seed", "horizon", "frame_every", "noise_sigma", "noise_prob", "rigid_release")
 DAGGER_SETTINGS = ("dagger_rounds", "dagger_episodes", "dagger_epochs", "dagger_envs")
 #: Training settings added after cached folders were made, with the value such folders had.
-SETTINGS_ADDED_LATER = {"holding_swap": 0.0}
+SETTINGS_ADDED_LATER = {"holding_swap": 0.0, "rigid_release": 0.15}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frame-every", type=int, default=3, help="keep a frame every N steps after the first 16 (default 3)")
     p.add_argument("--noise-sigma", type=float, default=0.3, help="executed-motion noise std (default 0.3)")
     p.add_argument("--noise-prob", type=float, default=0.5, help="share of steps with noise (default 0.5)")
+    p.add_argument("--rigid-release", type=float, default=0.15,
+                   help="the oracle's rigid release height above the bin floor, m (default 0.15, the planner's)")
     p.add_argument("--demos", default="runs/train-vla/demos", help="demonstrations folder (reused when it exists)")
     p.add_argument("--dagger-rounds", type=int, default=0, help="DAgger rounds after the first training (default 0)")
     p.add_argument("--dagger-episodes", type=int, default=128, help="policy-driven episodes per DAgger round (default 128)")
@@ -74,6 +76,12 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
         raise ValueError(f"--dagger-rounds {args.dagger_rounds}: must be >= 0")
     if not (0 <= args.noise_sigma <= 1 and 0 <= args.noise_prob <= 1):
         raise ValueError(f"--noise-sigma {args.noise_sigma} and --noise-prob {args.noise_prob}: each must be in [0, 1]")
+    from rollouts.vla_demos import oracle_profiles
+
+    try:
+        oracle_profiles(args.rigid_release)
+    except ValueError as exc:
+        raise ValueError(f"--rigid-release {args.rigid_release}: {exc}") from None
     console = Console()
     import torch
 
@@ -103,7 +111,7 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
 
     parts = [cached(0, f"{args.episodes} noisy-oracle episodes", lambda: collect_demonstrations(
         args.episodes, seed=args.demo_seed, horizon=args.horizon, frame_every=args.frame_every,
-        sigma=args.noise_sigma, prob=args.noise_prob))]  # fmt: skip
+        sigma=args.noise_sigma, prob=args.noise_prob, rigid_release=args.rigid_release))]  # fmt: skip
     from agents.train_vla import train_vla
 
     # Each folder caches its frames' frozen image features (agents.vla_features): a DAgger round
@@ -118,7 +126,8 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
         parts.append(cached(r, f"DAgger round {r}",
                             lambda seed=seed: dagger_demonstrations(cfg.out_dir, args.dagger_episodes, seed,
                                                                     horizon=args.horizon, frame_every=args.frame_every,
-                                                                    n_envs=args.dagger_envs)))  # fmt: skip
+                                                                    n_envs=args.dagger_envs,
+                                                                    rigid_release=args.rigid_release)))  # fmt: skip
         # Same seed: the held-out split is drawn from it, and must hold out the same episodes.
         round_cfg = replace(cfg, init=cfg.out_dir, epochs=args.dagger_epochs)
         report = train_vla(Demonstrations.concat(parts), round_cfg, log=console.print,

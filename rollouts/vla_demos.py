@@ -15,6 +15,7 @@ from where the arm actually is, so the policy learns to recover), and a camera f
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,25 @@ from rollouts.recorders import Recorder, StepView
 #: so a folder an older oracle labelled is not reused. DAgger folders also record
 #: agents.dagger.DAGGER_LABELS_VERSION.
 ORACLE_VERSION = 1
+#: The demonstrations' rigid release height (m above the bin floor) when none is given: the
+#: planner's firm profile's (envs.expert.PROFILES).
+RIGID_RELEASE = 0.15
+
+
+def oracle_profiles(rigid_release: float = RIGID_RELEASE) -> dict[str, Any]:
+    """The VLA oracle's material → HandlingProfile: gentle for fragile; firm for rigid, released
+    `rigid_release` m above the bin floor (the firm profile carries 2 cm above that).
+
+    Why a setting: the gentle carry (0.16 m) sits at the height where the planner's firm profile
+    lets go (0.15 above the bin), so a fragile object held over the bin looks, in the state, like
+    a rigid one about to be released; a higher rigid release keeps the two apart.
+
+    Raises:
+        ValueError: a height outside envs.expert.HandlingProfile's range.
+    """
+    from envs.expert import PROFILES
+
+    return {"fragile": PROFILES["gentle"], "rigid": replace(PROFILES["firm"], release_height=float(rigid_release))}
 
 
 class DemoSteps(Recorder):
@@ -57,7 +77,8 @@ class DemoSteps(Recorder):
 
 def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int = 4, frame_every: int = 2,
                            sigma: float = 0.3, prob: float = 0.5, image_size: int = 384, max_steps: int = 200,
-                           progress: Any = None, agent: Any = None, n_envs: int = 1) -> Any:  # fmt: skip
+                           progress: Any = None, agent: Any = None, n_envs: int = 1,
+                           rigid_release: float = RIGID_RELEASE) -> Any:  # fmt: skip
     """Run `n_episodes` labelled episodes (env seeds seed..seed+n-1, balanced over the env's
     design blocks) and return agents.vla_data.Demonstrations of the kept steps.
 
@@ -72,6 +93,7 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
         agent: the agent that acts; its decisions must carry "label" (default a NoisyOracle;
             agents.dagger.DaggerAgent for DAgger rounds: the policy drives, the oracle labels).
         n_envs: lanes stepped together (a model-driven agent answers them in one forward).
+        rigid_release: the default agent's rigid release height (see `oracle_profiles`).
     """
     from agents.protocol import NoisyOracle
     from agents.vla_data import Demonstrations, chunk_labels, previous_grip
@@ -79,7 +101,7 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
     if n_episodes < 1 or frame_every < 1 or horizon < 1 or n_envs < 1:
         raise ValueError(f"n_episodes={n_episodes}, frame_every={frame_every}, horizon={horizon}, "
                          f"n_envs={n_envs}: each must be >= 1")  # fmt: skip
-    agent = agent if agent is not None else NoisyOracle(sigma, prob)
+    agent = agent if agent is not None else NoisyOracle(sigma, prob, profile_for=oracle_profiles(rigid_release))
     loop = ClosedLoop(agent, n_envs=n_envs, image_size=image_size, max_steps=max_steps, record_decisions=False,
                       recorders=lambda spec: [DemoSteps(frame_every)])  # fmt: skip
     rows, episodes = [], []
@@ -107,15 +129,19 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
 
 
 def dagger_demonstrations(checkpoint: str, n_episodes: int, seed: int, horizon: int = 4, frame_every: int = 3,
-                          n_envs: int = 4, max_steps: int = 200, progress: Any = None) -> Any:  # fmt: skip
+                          n_envs: int = 4, max_steps: int = 200, progress: Any = None,
+                          rigid_release: float = RIGID_RELEASE) -> Any:  # fmt: skip
     """One DAgger round: the VLA at `checkpoint` drives `n_episodes` episodes (seeds seed..),
     the oracle labels every state it reaches (agents.dagger.DaggerAgent). The VLA decodes with
     the expectation rule, as the recipe always has, whatever VLAAgent's default. Returns
-    agents.vla_data.Demonstrations, ready to join the earlier rounds' (Demonstrations.concat)."""
+    agents.vla_data.Demonstrations, ready to join the earlier rounds' (Demonstrations.concat).
+    The oracle releases rigid objects `rigid_release` m above the bin floor (`oracle_profiles`)."""
     from agents.dagger import DaggerAgent
+    from agents.protocol import ScriptedAgent
     from agents.vla_agent import VLAAgent
 
-    agent = DaggerAgent(VLAAgent(checkpoint, decoding="expectation", tap_layer=None))
+    oracle = ScriptedAgent(oracle_profiles(rigid_release), recover=True)
+    agent = DaggerAgent(VLAAgent(checkpoint, decoding="expectation", tap_layer=None), oracle)
     try:
         return collect_demonstrations(n_episodes, seed=seed, horizon=horizon, frame_every=frame_every,
                                       agent=agent, n_envs=n_envs, max_steps=max_steps, progress=progress)  # fmt: skip
