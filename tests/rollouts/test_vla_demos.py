@@ -162,5 +162,26 @@ def test_train_vla_refuses_cached_demonstrations_made_with_other_settings(tmp_pa
     demos.save(dagger, made_with={**made_with, "dagger_round": 1, "dagger_labels": DAGGER_LABELS_VERSION})
     assert main(argv + ["--holding-swap", "0.5"]) == 2
     assert "holding_swap: 0.0 there, 0.5 asked" in capsys.readouterr().err
+    # ... and so was one made before rigid_release existed (the planner's 0.15)
+    assert main(argv + ["--rigid-release", "0.25"]) == 2
+    assert "rigid_release: 0.15 there, 0.25 asked" in capsys.readouterr().err
+    assert main(argv + ["--rigid-release", "0.5"]) == 2  # out of the profile's range
+    assert "--rigid-release 0.5" in (err := capsys.readouterr().err) and "[0.02, 0.35]" in err
     assert not out.exists() and (dagger / "frames.npy").is_file()
     assert not out.exists() and sorted(p.name for p in folder.iterdir()) == [name for name, _ in before]
+
+
+def test_oracle_rigid_release_height_moves_the_rigid_carry_and_release_only():
+    """train-vla --rigid-release: the VLA oracle carries and lets go of rigid objects higher;
+    the gentle profile (fragile objects) is the planner's."""
+    from envs.expert import PROFILES, ScriptedExpert
+    from rollouts.vla_demos import oracle_profiles
+
+    profiles = oracle_profiles(0.25)
+    assert profiles["fragile"] == PROFILES["gentle"] and oracle_profiles()["rigid"] == PROFILES["firm"]
+    assert profiles["rigid"].release_height == 0.25 and profiles["rigid"].grip == PROFILES["firm"].grip
+    held = {"ee_pos": [0.0, 0.3, 0.2], "object_pos": [0.0, 0.3, 0.17], "bin_pos": [0.0, 0.3, 0.0], "holding": True}
+    for profile, rises in ((PROFILES["firm"], False), (profiles["rigid"], True)):
+        expert = ScriptedExpert(profile)
+        expert.phase = "lift"  # over the bin at 0.2 m: the high release first rises to carry height
+        assert (expert.act(held)[2] > 0) == rises
