@@ -64,7 +64,12 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
     from agents.dagger import DAGGER_LABELS_VERSION
     from agents.vla_data import Demonstrations
     from rollouts.config_cli import config_from_args
-    from rollouts.vla_demos import ORACLE_VERSION, collect_demonstrations, dagger_demonstrations
+    from rollouts.vla_demos import (
+        ORACLE_VERSION,
+        collect_demonstrations,
+        dagger_demonstrations,
+        oracle_profiles,
+    )
     from storage import write_json
 
     cfg = config_from_args(_config_class(), args)
@@ -76,8 +81,6 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
         raise ValueError(f"--dagger-rounds {args.dagger_rounds}: must be >= 0")
     if not (0 <= args.noise_sigma <= 1 and 0 <= args.noise_prob <= 1):
         raise ValueError(f"--noise-sigma {args.noise_sigma} and --noise-prob {args.noise_prob}: each must be in [0, 1]")
-    from rollouts.vla_demos import oracle_profiles
-
     try:
         oracle_profiles(args.rigid_release)
     except ValueError as exc:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.expert import PROFILES, HandlingProfile
 from rollouts.episode import ClosedLoop, EpisodeSpec
 from rollouts.recorders import Recorder, StepView
 
@@ -33,19 +34,18 @@ ORACLE_VERSION = 1
 RIGID_RELEASE = 0.15
 
 
-def oracle_profiles(rigid_release: float = RIGID_RELEASE) -> dict[str, Any]:
+def oracle_profiles(rigid_release: float = RIGID_RELEASE) -> dict[str, HandlingProfile]:
     """The VLA oracle's material → HandlingProfile: gentle for fragile; firm for rigid, released
-    `rigid_release` m above the bin floor (the firm profile carries 2 cm above that).
+    `rigid_release` m above the bin floor (carried 2 cm above that, or at CARRY if higher).
 
-    Why a setting: the gentle carry (0.16 m) sits at the height where the planner's firm profile
-    lets go (0.15 above the bin), so a fragile object held over the bin looks, in the state, like
-    a rigid one about to be released; a higher rigid release keeps the two apart.
+    Why a setting: the gentle carry (0.16 m) sits where the planner's firm profile lets go
+    (0.15 m above the bin), so in the demonstrations a fragile object held over the bin is in
+    the state of a rigid one about to be released. A higher rigid release keeps the two apart;
+    measured (README, VLA mode), that did not stop the policy's grip jump there.
 
     Raises:
         ValueError: a height outside envs.expert.HandlingProfile's range.
     """
-    from envs.expert import PROFILES
-
     return {"fragile": PROFILES["gentle"], "rigid": replace(PROFILES["firm"], release_height=float(rigid_release))}
 
 
