@@ -1,0 +1,93 @@
+"""The SAE anomaly scorer: the normalised reconstruction error of a Matryoshka SAE, aggregated
+over a decision's tokens (the interface and the baselines beside it: monitors.scorers).
+
+    scorer = SAEReconstructionScorer(model="tiny", layer=2).fit(clean_tokens)   # trains the SAE
+    scorer.score(tap.image_activations)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monitors.scorers import SCORERS, Scorer
+
+
+class SAEReconstructionScorer(Scorer):
+    """Normalised reconstruction error of a Matryoshka SAE (`MatryoshkaSAE.reconstruction_error`).
+
+    Args:
+        sae: a trained sae.MatryoshkaSAE; None ⇒ `fit` trains one on the clean activations.
+        steps, batch_size, lr, seed: training of that SAE (sae.train_sae).
+        sae_overrides: SAEConfig fields replacing sae.default_config(d) (e.g. n_latents, k).
+        aggregate, model, layer: as in Scorer.
+    """
+
+    kind = "sae"
+
+    def __init__(
+        self,
+        sae: Any = None,
+        steps: int = 600,
+        batch_size: int = 256,
+        lr: float = 2e-3,
+        seed: int = 0,
+        sae_overrides: dict[str, Any] | None = None,
+        aggregate: str = "mean",
+        model: str | None = None,
+        layer: int | None = None,
+    ) -> None:
+        super().__init__(aggregate, model, layer)
+        for name, value in (("steps", steps), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: expected an int >= 1")
+        if not (math.isfinite(float(lr)) and lr > 0):
+            raise ValueError(f"lr={lr!r}: expected a positive number")
+        self.sae = sae
+        self.steps, self.batch_size, self.lr, self.seed = steps, batch_size, float(lr), int(seed)
+        self.sae_overrides = dict(sae_overrides or {})
+        if sae is not None:
+            self.sae = sae.eval()
+            self.d = int(sae.config.d_in)
+
+    def _fit(self, x: torch.Tensor) -> None:
+        from sae import TrainConfig, default_config, train_sae
+
+        if self.sae is not None:
+            if int(self.sae.config.d_in) != x.shape[1]:
+                raise ValueError(
+                    f"the SAE reads d={self.sae.config.d_in} but the activations have d={x.shape[1]}"
+                )
+            return
+        config = default_config(int(x.shape[1]), **self.sae_overrides)
+        train = TrainConfig(
+            lr=self.lr,
+            steps=self.steps,
+            batch_size=min(self.batch_size, x.shape[0]),
+            warmup_steps=min(50, self.steps // 10),
+            seed=self.seed,
+            init_rows=min(4096, x.shape[0]),
+        )
+        self.sae = train_sae(x, config, train, progress=False).sae.eval()
+
+    @torch.inference_mode()
+    def _token_scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sae.reconstruction_error(x).float()
+
+    def _params(self) -> dict[str, Any]:
+        return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
+                "sae_overrides": self.sae_overrides}  # fmt: skip
+
+    def _save_extra(self, directory: Path) -> None:
+        self.sae.save(directory / "sae", metadata=self.provenance())
+
+    def _restore(self, tensors: dict[str, torch.Tensor], directory: Path) -> None:
+        from sae import MatryoshkaSAE
+
+        self.sae = MatryoshkaSAE.from_pretrained(directory / "sae", expected_d_in=self.d).eval()
+
+
+SCORERS[SAEReconstructionScorer.kind] = SAEReconstructionScorer
