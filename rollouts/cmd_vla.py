@@ -22,8 +22,11 @@ from rich.console import Console
 #: (recorded with each cached folder and in the checkpoint's recipe).
 DEMO_SETTINGS = ("episodes", "demo_seed", "horizon", "frame_every", "noise_sigma", "noise_prob", "rigid_release")
 DAGGER_SETTINGS = ("dagger_rounds", "dagger_episodes", "dagger_epochs", "dagger_envs")
+#: The planner's rigid release height, the demonstrations' default: rollouts.vla_demos.RIGID_RELEASE
+#: (not imported: the CLI builds its flags without loading the env; a test keeps them equal).
+PLANNER_RIGID_RELEASE = 0.15
 #: Training settings added after cached folders were made, with the value such folders had.
-SETTINGS_ADDED_LATER = {"holding_swap": 0.0, "rigid_release": 0.15}
+SETTINGS_ADDED_LATER = {"holding_swap": 0.0, "rigid_release": PLANNER_RIGID_RELEASE}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frame-every", type=int, default=3, help="keep a frame every N steps after the first 16 (default 3)")
     p.add_argument("--noise-sigma", type=float, default=0.3, help="executed-motion noise std (default 0.3)")
     p.add_argument("--noise-prob", type=float, default=0.5, help="share of steps with noise (default 0.5)")
-    p.add_argument("--rigid-release", type=float, default=0.15,
-                   help="the oracle's rigid release height above the bin floor, m (default 0.15, the planner's)")
+    p.add_argument("--rigid-release", type=float, default=PLANNER_RIGID_RELEASE,
+                   help=f"the oracle's rigid release height above the bin floor, m (default {PLANNER_RIGID_RELEASE}, the planner's)")
     p.add_argument("--demos", default="runs/train-vla/demos", help="demonstrations folder (reused when it exists)")
     p.add_argument("--dagger-rounds", type=int, default=0, help="DAgger rounds after the first training (default 0)")
     p.add_argument("--dagger-episodes", type=int, default=128, help="policy-driven episodes per DAgger round (default 128)")

@@ -30,8 +30,8 @@ from rollouts.recorders import Recorder, StepView
 #: agents.dagger.DAGGER_LABELS_VERSION.
 ORACLE_VERSION = 1
 #: The demonstrations' rigid release height (m above the bin floor) when none is given: the
-#: planner's firm profile's (envs.expert.PROFILES).
-RIGID_RELEASE = 0.15
+#: planner's firm profile's.
+RIGID_RELEASE = PROFILES["firm"].release_height
 
 
 def oracle_profiles(rigid_release: float = RIGID_RELEASE) -> dict[str, HandlingProfile]:

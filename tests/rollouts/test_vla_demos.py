@@ -175,7 +175,10 @@ def test_oracle_rigid_release_height_moves_the_rigid_carry_and_release_only():
     """train-vla --rigid-release: the VLA oracle carries and lets go of rigid objects higher;
     the gentle profile (fragile objects) is the planner's."""
     from envs.expert import PROFILES, ScriptedExpert
-    from rollouts.vla_demos import oracle_profiles
+    from rollouts.cmd_vla import PLANNER_RIGID_RELEASE
+    from rollouts.vla_demos import RIGID_RELEASE, oracle_profiles
+
+    assert PLANNER_RIGID_RELEASE == RIGID_RELEASE == PROFILES["firm"].release_height  # the CLI's copy
 
     profiles = oracle_profiles(0.25)
     assert profiles["fragile"] == PROFILES["gentle"] and oracle_profiles()["rigid"] == PROFILES["firm"]
