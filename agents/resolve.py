@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -67,3 +68,23 @@ def resolve_model_path(model: str | Path) -> tuple[str, bool]:
     if text.startswith((".", "/", "~")) or text.count("/") > 1:
         raise ValueError(f"model={text!r}: no such directory")
     return text, False
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+def weights_sha1(folder: str | Path) -> str:
+    """sha1 over a local checkpoint's weight files (by name; every file that ends in one of
+    WEIGHT_SUFFIXES, in sorted order). A run records it because a name such as "tiny" points
+    at a folder whose weights change when a new checkpoint ships. Reads every weight byte once
+    (seconds for a multi-GB model)."""
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        raise ValueError(f"{folder} holds no weight files (expected one ending in {', '.join(WEIGHT_SUFFIXES)})")
+    digest = hashlib.sha1()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -53,6 +53,10 @@ def replay(run_dir: str | Path, episode: str, video: bool = False) -> dict[str, 
     fields, and the replayed episode row (and frames if `video`).
     """
     cfg = load_config(run_dir)
+    recorded, now = RunLog(run_dir).read_config().get("model_weights"), cfg.model_weights()
+    if recorded is not None and recorded != now:
+        raise ValueError(f"{run_dir} was made with other weights of model {cfg.model!r} (sha1 {recorded[:12]}…, "
+                         f"now {now[:12]}…): replay needs the checkpoint that made the run")
     condition, arm, seed = parse_episode(episode, cfg)
     log = RunLog(cfg.run_dir)
     steps_path = log.episode_path(cell_name(condition, arm), seed, "steps")

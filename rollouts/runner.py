@@ -193,6 +193,19 @@ class ExperimentConfig:
 
         return TINY_VLA_DIR if self.model in ("tiny", "tiny-vla") else Path(self.model)
 
+    def model_weights(self) -> str | None:
+        """sha1 of the model's weight files (agents.resolve.weights_sha1), recorded in config.json
+        so that a resume or a replay cannot mix checkpoints; None for the scripted agent and
+        for a hub id (its files are the hub's)."""
+        from agents.resolve import resolve_model_path, weights_sha1
+
+        if self.agent == "scripted":
+            return None
+        if self.agent == "vla":
+            return weights_sha1(self._vla_dir())
+        path, local = resolve_model_path(self.model)
+        return weights_sha1(path) if local else None
+
     def _check_words(self, conditions: list[Condition]) -> None:
         """A neuron condition's word must be a token of the model: checked on its tokenizer
         alone, so that a misspelt word stops the run before its folder exists."""
@@ -342,7 +355,9 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: boo
         import shutil
 
         shutil.rmtree(log.root)
-    log.write_config(cfg.replay_dict(), defaults={f.name: f.default for f in fields(ExperimentConfig)
+    # A run made before weights were recorded has no "model_weights": it is refused (which
+    # checkpoint made it cannot be told), not resumed with whatever "tiny" is now.
+    log.write_config({**cfg.replay_dict(), "model_weights": cfg.model_weights()}, defaults={f.name: f.default for f in fields(ExperimentConfig)
                                                   if f.default is not MISSING})  # fmt: skip
     batches = plan_batches(cfg, conditions, log)
     execute(cfg, batches, lambda records: [write_record(log, r) for r in records], progress)

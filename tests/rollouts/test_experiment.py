@@ -87,6 +87,39 @@ def _without_timing(rows):
     return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
 
 
+def test_a_run_records_its_weights_and_refuses_other_ones(small_run, tmp_path):
+    """"tiny" names a folder whose weights change when a new checkpoint ships: a run records the
+    sha1 of the weights that made it, and neither resumes nor replays under other weights."""
+    import shutil
+
+    from agents.resolve import weights_sha1
+    from agents.tiny_model import TINY_VLM_DIR
+
+    cfg, root = small_run
+    assert json.loads((root / "config.json").read_text())["model_weights"] == weights_sha1(TINY_VLM_DIR)
+    copy = tmp_path / "small"
+    shutil.copytree(root, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "model_weights": "0" * 40}))
+    moved = ExperimentConfig(**{**cfg.__dict__, "out": str(tmp_path)})
+    with pytest.raises(ValueError, match="model_weights"):
+        run_experiment(moved, progress=False)
+    with pytest.raises(ValueError, match="other weights"):
+        replay(copy, "dom:+4/2")
+    del config["model_weights"]  # a run made before weights were recorded: which ones is unknown
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="model_weights"):
+        run_experiment(moved, progress=False)
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"abc")
+    first = weights_sha1(weights)
+    (weights / "model.safetensors").write_bytes(b"abd")
+    assert weights_sha1(weights) != first
+    with pytest.raises(ValueError, match="no weight files"):
+        weights_sha1(copy / "videos")
+
+
 def test_sigint_keeps_finished_episodes_and_resume_matches(tmp_path):
     args = [sys.executable, "-m", "rollouts.cli", "run", "--out", str(tmp_path), "--seeds", "0-5", "--conditions", "unsteered"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
