@@ -1,6 +1,8 @@
 """`physteer train-vla`: demonstrations through the one closed loop, then behaviour cloning.
 
-    physteer train-vla --episodes 192 --epochs 3 --dagger-rounds 1 --out-dir agents/tiny_vla
+    # the shipped checkpoint (README, VLA section):
+    physteer train-vla --episodes 256 --epochs 3 --dagger-rounds 1 --dagger-episodes 256
+        --dagger-epochs 2 --threads 2 --out-dir agents/tiny_vla
 
 1. `collect_demonstrations` (rollouts.vla_demos): noisy-oracle episodes from `--demo-seed`,
    cached as a Demonstrations folder (`--demos`, reused when it exists).

@@ -1,6 +1,6 @@
 """The shipped tiny VLA in closed loop, test-sized: 5 seeds per color × material (the first 5 of
-the README's 25, seeds 2,000,000+; there 9/10 fragile succeed and stay intact, 9/10 rigid
-succeed, mean peak grip 7.6 N and 33.0 N). One failure of slack per material: the batches here
+the README's 25, seeds 2,000,000+; there 10/10 fragile succeed and stay intact, 9/10 rigid
+succeed, mean peak grip 7.1 N and 33.0 N). One failure of slack per material: the batches here
 group the lanes differently, which may move a float."""
 
 from __future__ import annotations
