@@ -69,9 +69,11 @@ class RunLog:
             # A field added since the run was made counts as equal when it has its default.
             changed = sorted(k for k in set(old) | set(new) if old.get(k, defaults.get(k)) != new.get(k))
             if changed:
+                weights = ("; its episodes came from other model weights (a folder made before runs recorded "
+                           "them has none)") if "model_weights" in changed else ""  # fmt: skip
                 raise ValueError(
-                    f"run folder {self.root} holds a different experiment (fields differ: {changed}); "
-                    "use another --name, or --overwrite to start afresh"
+                    f"run folder {self.root} holds a different experiment (fields differ: {changed}){weights}; "
+                    "use another --name, or --overwrite (or delete the folder) to start afresh"
                 )
             if not resume:
                 raise ValueError(f"run folder {self.root} exists; pass --resume or --overwrite")
