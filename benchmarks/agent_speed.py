@@ -4,7 +4,7 @@
    tap: runs alternate (ABAB...) so drift in machine load hits both equally; medians compared.
    Target: tap overhead <= 3%. Runs at the first of `--threads`.
 2. Dataset-collection throughput: the VLM stage of `physteer collect`
-   (`rollouts.collect.image_token_activations`: preprocessing, forward, tap, copy to CPU) at
+   (`studies.collect.image_token_activations`: preprocessing, forward, tap, copy to CPU) at
    batch 16 vs one image per forward, over the same frames. Target (issue #3): >= 3x at batch 16.
    Every variant runs once per round, in an order that reverses each round: thread count
    (each of `--threads`) x inputs (the processor's own, and `VLMBackend`'s verified fast path,
@@ -205,7 +205,7 @@ def collection_throughput(
     """
     from agents.taps import ResidualTap
     from agents.vlm_agent import default_tap_layer
-    from rollouts.collect import image_token_activations
+    from studies.collect import image_token_activations
 
     frames = frames[:batch]
     variants = [(t, inp, bs) for t in threads for inp in ("processor", "fast") for bs in (1, batch)]

@@ -121,11 +121,11 @@ def main() -> None:
                         help="SAE dictionary size (default: sae.default_config, 4 × d)")  # fmt: skip
     args = parser.parse_args()
     kinds = args.scorers.split(",")
-    from monitors.scorers import SCORERS
+    from monitors.scorers import scorer_kinds
 
-    bad = [k for k in kinds if k not in SCORERS]
+    bad = [k for k in kinds if k not in scorer_kinds()]
     if bad or args.episodes < 1 or args.repeats < 1:
-        parser.error(f"--scorers {bad} not among {sorted(SCORERS)}" if bad else "--episodes and --repeats must be >= 1")
+        parser.error(f"--scorers {bad} not among {scorer_kinds()}" if bad else "--episodes and --repeats must be >= 1")
     torch.set_num_threads(args.threads)
 
     from rollouts.episode import ClosedLoop

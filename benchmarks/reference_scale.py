@@ -11,7 +11,7 @@ For each model, on the same env frames:
 - decision latency: `VLMBackend.prob_yes` on one frame (inputs, forward, P(yes)), median;
 - peak memory: resident set size (CPU) or CUDA peak allocation during those decisions;
 - tap: the ResidualTap hook's own time inside the forward, per decision (median);
-- SAE scoring: the SARM scorer (`monitors.scorers.SAEReconstructionScorer` around a
+- SAE scoring: the SARM scorer (`monitors.sae_scorer.SAEReconstructionScorer` around a
   `sae.MatryoshkaSAE` with `sae.default_config(d)`: 2048 → 8192, k 16 at the reference) on
   the tap's image tokens, per decision, as a share of the decision forward (target ≤ 1%);
 - SAE steering: the `SAEFeatureSteering` hook's own time (encode, set one latent, decode a
@@ -154,7 +154,7 @@ def timed(fn: Any, device: torch.device, repeats: int) -> list[float]:
 
 def measure(backend: VLMBackend, layer: int, frames: np.ndarray, repeats: int, batch: int) -> dict:
     """Every figure of one model (see the module docstring)."""
-    from monitors.scorers import SAEReconstructionScorer
+    from monitors.sae_scorer import SAEReconstructionScorer
     from sae import MatryoshkaSAE, default_config
 
     device, d = backend.device, backend.hidden_size

@@ -30,8 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from envs import FrankaPickEnv
+from reports.stats import wilson
 from rollouts.frames import render_labeled_frames
-from rollouts.stats import wilson
 
 RENDERERS = ("tiny", "egl")
 

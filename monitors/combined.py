@@ -30,11 +30,12 @@ from typing import Any
 
 import torch
 
-from monitors.scorers import SCORERS, Scorer, as_token_matrix, load_scorer
+from monitors.scorers import Scorer, as_token_matrix, load_scorer, register_scorer
 
 PARTS_DIR = "parts"
 
 
+@register_scorer
 class CombinedScorer(Scorer):
     """max over parts of part.score / part.threshold (see the module docstring).
 
@@ -139,5 +140,3 @@ class CombinedScorer(Scorer):
         self._set_parts(parts)
         self.model, self.layer = model, layer
 
-
-SCORERS[CombinedScorer.kind] = CombinedScorer

@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from monitors.scorers import SCORERS, Scorer, as_token_matrix
+from monitors.scorers import Scorer, as_token_matrix, register_scorer
 
 
+@register_scorer
 class LinearProbeScorer(Scorer):
     """Logistic regression on pooled decision activations (see the module docstring).
 
@@ -185,5 +186,3 @@ class LinearProbeScorer(Scorer):
         self.mean, self.scale = tensors["mean"], tensors["scale"]
         self.coef, self.intercept = tensors["coef"], tensors["intercept"]
 
-
-SCORERS[LinearProbeScorer.kind] = LinearProbeScorer

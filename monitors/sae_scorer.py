@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from monitors.scorers import SCORERS, Scorer
+from monitors.scorers import Scorer, register_scorer
 
 
+@register_scorer
 class SAEReconstructionScorer(Scorer):
     """Normalised reconstruction error of a Matryoshka SAE (`MatryoshkaSAE.reconstruction_error`).
 
@@ -89,5 +90,3 @@ class SAEReconstructionScorer(Scorer):
 
         self.sae = MatryoshkaSAE.from_pretrained(directory / "sae", expected_d_in=self.d).eval()
 
-
-SCORERS[SAEReconstructionScorer.kind] = SAEReconstructionScorer

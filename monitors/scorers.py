@@ -7,10 +7,13 @@ Every scorer has the same interface, so the SAE score is always shown beside its
     scorer.calibrate(clean_decision_scores, method="sigma", k=2)          # sets the threshold
     scorer.save("runs/x/mahalanobis"); load_scorer("runs/x/mahalanobis", model="tiny", layer=2)
 
+This module is the interface and the registry; each kind lives in its own module and
+registers itself (`register_scorer`), and `make_scorer` / `load_scorer` import a kind's module on
+first use (built-ins by name, others through the "physteer.scorers" entry-point group):
 - SAEReconstructionScorer (monitors.sae_scorer): normalised reconstruction error of a
   Matryoshka SAE (sae package).
-- MahalanobisScorer: squared Mahalanobis distance / d under a Ledoit–Wolf shrinkage covariance.
-- PCAReconstructionScorer: squared residual off the top principal components, normalised.
+- MahalanobisScorer, PCAReconstructionScorer (monitors.baselines).
+- LinearProbeScorer (monitors.probe), CombinedScorer (monitors.combined).
 
 Per-token scores are aggregated over the tokens by "mean" or "max".
 """
@@ -203,102 +206,62 @@ class Scorer:
         """Hook for scorers with files of their own (the SAE)."""
 
 
-class MahalanobisScorer(Scorer):
-    """Squared Mahalanobis distance / d of each token under a Ledoit–Wolf shrinkage covariance."""
-
-    kind = "mahalanobis"
-
-    def _fit(self, x: torch.Tensor) -> None:
-        from sklearn.covariance import LedoitWolf
-
-        lw = LedoitWolf().fit(x.double().numpy())
-        self.mean = torch.from_numpy(lw.location_).float()
-        self.precision = torch.from_numpy(lw.precision_).float()
-        self.shrinkage = float(lw.shrinkage_)
-
-    def _token_scores(self, x: torch.Tensor) -> torch.Tensor:
-        c = x - self.mean
-        return ((c @ self.precision) * c).sum(1) / c.shape[1]
-
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {"mean": self.mean, "precision": self.precision}
-
-    def _restore(self, tensors: dict[str, torch.Tensor], directory: Path) -> None:
-        self.mean, self.precision = tensors["mean"], tensors["precision"]
-
-
-class PCAReconstructionScorer(Scorer):
-    """Squared residual off the top principal components / mean clean squared deviation.
-
-    Args:
-        n_components: int (number of components) or float in (0, 1) (variance to explain).
-        aggregate, model, layer: as in Scorer.
-    """
-
-    kind = "pca"
-
-    def __init__(
-        self,
-        n_components: int | float = 0.9,
-        aggregate: str = "mean",
-        model: str | None = None,
-        layer: int | None = None,
-    ) -> None:
-        super().__init__(aggregate, model, layer)
-        ok_int = (
-            isinstance(n_components, int)
-            and not isinstance(n_components, bool)
-            and n_components >= 1
-        )
-        ok_frac = isinstance(n_components, float) and 0.0 < n_components < 1.0
-        if not (ok_int or ok_frac):
-            raise ValueError(
-                f"n_components={n_components!r}: expected an int >= 1 or a float in (0, 1)"
-            )
-        self.n_components = n_components
-
-    def _fit(self, x: torch.Tensor) -> None:
-        from sklearn.decomposition import PCA
-
-        n = self.n_components
-        if isinstance(n, int) and n > min(x.shape):
-            raise ValueError(
-                f"n_components={n}: at most min(rows, d) = {min(x.shape)} for this data"
-            )
-        pca = PCA(n_components=n, svd_solver="full").fit(x.double().numpy())
-        self.mean = torch.from_numpy(pca.mean_).float()
-        self.components = torch.from_numpy(pca.components_).float()
-        self.scale = torch.tensor(float(((x - self.mean) ** 2).sum(1).mean().clamp_min(1e-12)))
-
-    def _token_scores(self, x: torch.Tensor) -> torch.Tensor:
-        c = x - self.mean
-        resid = c - (c @ self.components.T) @ self.components
-        return (resid**2).sum(1) / self.scale
-
-    def _params(self) -> dict[str, Any]:
-        return {"n_components": self.n_components}
-
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {"mean": self.mean, "components": self.components, "scale": self.scale}
-
-    def _restore(self, tensors: dict[str, torch.Tensor], directory: Path) -> None:
-        self.mean, self.components, self.scale = (
-            tensors["mean"],
-            tensors["components"],
-            tensors["scale"],
-        )
-
-
-SCORERS: dict[str, type[Scorer]] = {
-    cls.kind: cls for cls in (MahalanobisScorer, PCAReconstructionScorer)
+#: Kind → scorer class, filled as scorer modules are imported (each registers its own class).
+SCORERS: dict[str, type[Scorer]] = {}
+#: Where the built-in kinds live ("module:Class"); other packages add kinds through the
+#: "physteer.scorers" entry-point group (name = kind, value = "module:Class").
+BUILTIN_SCORERS = {
+    "mahalanobis": "monitors.baselines:MahalanobisScorer",
+    "pca": "monitors.baselines:PCAReconstructionScorer",
+    "sae": "monitors.sae_scorer:SAEReconstructionScorer",
+    "probe": "monitors.probe:LinearProbeScorer",
+    "combined": "monitors.combined:CombinedScorer",
 }
+ENTRY_POINT_GROUP = "physteer.scorers"
+
+
+def register_scorer(cls: type[Scorer]) -> type[Scorer]:
+    """Make `cls` known to make_scorer / load_scorer under `cls.kind` (use as a decorator)."""
+    SCORERS[cls.kind] = cls
+    return cls
+
+
+def _plugin_paths() -> dict[str, str]:
+    """Every known kind and where its class lives: the built-ins, then installed entry points."""
+    from importlib.metadata import entry_points
+
+    paths = dict(BUILTIN_SCORERS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        paths.setdefault(ep.name, ep.value)
+    return paths
+
+
+def scorer_kinds() -> list[str]:
+    """The kinds make_scorer accepts (registered, built-in and entry-point ones)."""
+    return sorted(set(SCORERS) | set(_plugin_paths()))
+
+
+def scorer_class(kind: str) -> type[Scorer]:
+    """The class of a scorer kind, importing its module on first use (a plug-in, not an import
+    of this module's: the plug-ins import this module, never the reverse).
+
+    Raises:
+        ValueError: no such kind (the message lists the known ones).
+    """
+    if kind not in SCORERS:
+        path = _plugin_paths().get(kind)
+        if path is None:
+            raise ValueError(f"scorer kind {kind!r}: expected one of {scorer_kinds()}")
+        import importlib
+
+        module, _, name = path.partition(":")
+        register_scorer(getattr(importlib.import_module(module), name))
+    return SCORERS[kind]
 
 
 def make_scorer(kind: str, **kwargs: Any) -> Scorer:
     """Build a scorer by kind ("sae", "mahalanobis", "pca", "probe", "combined")."""
-    if kind not in SCORERS:
-        raise ValueError(f"scorer kind {kind!r}: expected one of {sorted(SCORERS)}")
-    return SCORERS[kind](**kwargs)
+    return scorer_class(kind)(**kwargs)
 
 
 def load_scorer(
@@ -325,22 +288,14 @@ def load_scorer(
             f"{doc_path}: format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}"
         )
     kind = doc.get("kind")
-    if kind not in SCORERS:
-        raise ValueError(f"{doc_path}: scorer kind {kind!r}, expected one of {sorted(SCORERS)}")
+    if not isinstance(kind, str) or kind not in scorer_kinds():
+        raise ValueError(f"{doc_path}: scorer kind {kind!r}, expected one of {scorer_kinds()}")
     prov = doc.get("provenance") or {}
     check_provenance(prov, str(doc_path), model=model, layer=layer, d=d)
-    scorer = SCORERS[kind](aggregate=doc["aggregate"], model=prov.get("model"), layer=prov.get("layer"),
+    scorer = scorer_class(kind)(aggregate=doc["aggregate"], model=prov.get("model"), layer=prov.get("layer"),
                            **doc.get("params", {}))  # fmt: skip
     scorer.d = None if prov.get("d") is None else int(prov["d"])
     scorer._restore(load_file(str(t_path)), directory)
     if doc.get("calibration") is not None:
         scorer.calibration = Calibration.from_dict(doc["calibration"])
     return scorer
-
-
-# Scorers of their own modules register themselves in SCORERS ("sae": monitors.sae_scorer,
-# "probe": monitors.probe, "combined": monitors.combined); importing them here makes every kind
-# known to make_scorer and load_scorer (module imports: either side may be imported first).
-import monitors.combined  # noqa: E402, F401
-import monitors.probe  # noqa: E402, F401
-from monitors.sae_scorer import SAEReconstructionScorer  # noqa: E402, F401  (its home before)

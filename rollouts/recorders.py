@@ -13,15 +13,12 @@ its `result()`. Pass `recorders=lambda spec: [MyRecorder()]` to ClosedLoop.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from envs import FrankaPickEnv
-
-if TYPE_CHECKING:
-    from rollouts.episode import _Lane
 
 
 class StepView:
@@ -30,7 +27,7 @@ class StepView:
     after the env step, `frame()`, the pre-step camera frame (rendered at most once per step,
     shared with the agent and the video), and `env`, the lane's unwrapped env (read it only)."""
 
-    def __init__(self, lane: _Lane, step: int, info: dict[str, Any]) -> None:
+    def __init__(self, lane: Any, step: int, info: dict[str, Any]) -> None:
         self._lane, self.lane, self.spec, self.step, self.info = lane, lane.k, lane.spec, step, info
         self.obs: dict[str, np.ndarray] = lane.obs
         self.agent = lane.loop.agent

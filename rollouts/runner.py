@@ -3,8 +3,9 @@
 Read top to bottom: `ExperimentConfig` is the whole configuration; `run_experiment` validates
 it, writes config.json, groups every unfinished episode into batches, lets an executor
 (rollouts.executors: serial, local processes or Ray) run them through the one closed loop
-(rollouts.episode) and writes each returned episode atomically; then it merges the logs and
-writes the report.
+(rollouts.episode) and writes each returned episode atomically; then it merges the logs
+(`run_experiment` is in rollouts.experiment; reports are written by the caller:
+reports.steering.steering_report).
 
 Every episode is a pure function of (config, condition, monitor arm, seed): the env is rebuilt
 from the seed, torch runs single-threaded in the loop, random control directions and image
@@ -14,7 +15,7 @@ batch size give the same results.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ import torch
 from agents.action_tokens import DECODING_RULES, DEFAULT_DECODING
 from envs.objects import PATTERNS
 from envs.sim import RENDERERS
-from rollouts.conditions import Condition, SteeringResources, check_resources, parse_conditions
+from rollouts.conditions import Condition, SteeringResources, parse_conditions
 from rollouts.episode import ClosedLoop, EpisodeRecord, EpisodeSpec
-from rollouts.logs import RunLog, safe_name
+from rollouts.logs import RunLog
 
 AGENTS = ("vlm", "scripted", "vla")
 MATERIALS = (None, "fragile", "rigid")
@@ -329,71 +330,3 @@ def plan_batches(cfg: ExperimentConfig, conditions: list[Condition], log: RunLog
                 seeds = tuple(todo[i : i + size])
                 batches.append(Batch(c.name, arm, seeds, tuple(s in video_seeds for s in seeds)))
     return batches
-
-
-def write_record(log: RunLog, record: EpisodeRecord) -> None:
-    """Write one episode's files, each atomically; the episode row last (it marks it done)."""
-    from storage import write_mp4, write_safetensors
-
-    spec = record.spec
-    cell = cell_name(spec.condition.name, spec.monitor)
-    if record.activations:
-        write_safetensors(log.episode_path(cell, spec.seed, "activations", "safetensors"), record.activations)
-    if record.frames:
-        write_mp4(log.episode_path(cell, spec.seed, "videos", "mp4"), record.frames)
-    log.write_episode(cell, spec.seed, record.row, record.steps)
-
-
-def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: bool = True, report: bool = True) -> Path:
-    """Run (or resume) an experiment; returns the run folder. See the module docstring."""
-    from rollouts.executors import execute
-
-    conditions = cfg.validate()
-    check_resources(conditions, SteeringResources.load(cfg.sae, cfg.discovery, cfg.vector))
-    log = RunLog(cfg.run_dir)
-    if overwrite and log.root.exists():
-        import shutil
-
-        shutil.rmtree(log.root)
-    # A run made before weights were recorded has no "model_weights": it is refused (which
-    # checkpoint made it cannot be told), not resumed with whatever "tiny" is now.
-    log.write_config({**cfg.replay_dict(), "model_weights": cfg.model_weights()}, defaults={f.name: f.default for f in fields(ExperimentConfig)
-                                                  if f.default is not MISSING})  # fmt: skip
-    batches = plan_batches(cfg, conditions, log)
-    execute(cfg, batches, lambda records: [write_record(log, r) for r in records], progress)
-    log.finalize()
-    if len(cfg.arms()) == 1:
-        _side_by_side_videos(cfg, conditions, log, set(sorted(cfg.seeds)[: cfg.videos]))
-    if report and len(cfg.arms()) == 1:
-        from rollouts.report import steering_report
-
-        steering_report(log.root)  # report.md, summary.json, dose_response.png
-    return log.root
-
-
-def _side_by_side_videos(cfg: ExperimentConfig, conditions: list[Condition], log: RunLog, seeds: set[int]) -> None:
-    """For each recorded seed: the first condition beside each other one, in one MP4."""
-    import imageio.v3 as iio
-
-    from rollouts.video import side_by_side
-    from storage import write_mp4
-
-    if len(conditions) < 2:
-        return
-    arm = cfg.arms()[0]
-    base = conditions[0].name
-    for seed in sorted(seeds):
-        left_path = log.episode_path(cell_name(base, arm), seed, "videos", "mp4")
-        if not left_path.exists():
-            continue
-        left = list(iio.imread(left_path))
-        for c in conditions[1:]:
-            right_path = log.episode_path(cell_name(c.name, arm), seed, "videos", "mp4")
-            out = log.root / "videos" / f"side_by_side_{safe_name(base)}_vs_{safe_name(c.name)}_seed_{seed}.mp4"
-            if not right_path.exists() or out.exists():
-                continue
-            right = list(iio.imread(right_path))
-            n = max(len(left), len(right))
-            # Hold each episode's last frame until the longer one ends.
-            left_n, right_n = left + [left[-1]] * (n - len(left)), right + [right[-1]] * (n - len(right))
-            write_mp4(out, [side_by_side(a, b) for a, b in zip(left_n, right_n, strict=True)])

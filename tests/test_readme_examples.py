@@ -67,7 +67,7 @@ BUDGET: dict[str, dict[str, str | None]] = {
 
 #: First line of a python block → (README text, budget text) substitutions.
 PY_BUDGET = {
-    "from rollouts.runner import ExperimentConfig, run_experiment": [
+    "from rollouts.experiment import run_experiment": [
         ("seeds=list(range(20))", "seeds=[2, 3]"),  # keeps seed 3, the one it replays
         ("workers=2", "workers=1"),
     ],
@@ -122,9 +122,9 @@ def with_budget(argv: list[str]) -> list[str]:
 
 
 def physteer() -> list[str]:
-    """The installed console script beside this interpreter, else `python -m rollouts.cli`."""
+    """The installed console script beside this interpreter, else `python -m cli.main`."""
     script = Path(sys.executable).with_name("physteer")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "rollouts.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "cli.main"]
 
 
 def test_every_block_is_run_or_skipped_for_a_reason():

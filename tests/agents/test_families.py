@@ -19,8 +19,8 @@ from agents.taps import ResidualTap
 from agents.tiny_families import FAMILIES, build_family
 from agents.vlm_agent import VLMAgent
 from envs import FrankaPickEnv
+from monitors.sae_scorer import SAEReconstructionScorer
 from monitors.sarm import SARMMonitor
-from monitors.scorers import SAEReconstructionScorer
 from sae import MatryoshkaSAE, default_config
 
 #: Image tokens per 384² frame, as each family's processor makes them.
@@ -202,7 +202,7 @@ def test_sarm_monitor_scores_and_vetoes(family, backends, family_dirs, tmp_path)
 
 def _physteer_run(family: str, model_dir, tmp_path) -> None:
     """`physteer run --model DIR --seeds 0-1` under the monitor saved above completes."""
-    from rollouts.cli import main
+    from cli.main import main
 
     rc = main([
         "run", "--model", str(model_dir), "--seeds", "0-1", "--max-steps", "20",

@@ -72,11 +72,12 @@ def test_egl_frames_differ_but_physics_is_the_same() -> None:
 def test_a_run_renders_with_egl_and_records_it(tmp_path) -> None:
     import json
 
-    from rollouts.runner import ExperimentConfig, run_experiment
+    from rollouts.experiment import run_experiment
+    from rollouts.runner import ExperimentConfig
 
     cfg = ExperimentConfig(agent="scripted", executor="serial", seeds=[0], max_steps=8, image_size=64,
                            renderer="egl", holding=False, out=str(tmp_path), name="egl")  # fmt: skip
-    run = run_experiment(cfg, progress=False, report=False)
+    run = run_experiment(cfg, progress=False)
     assert json.loads((run / "config.json").read_text())["renderer"] == "egl"
     assert (run / "episodes.parquet").is_file()
 

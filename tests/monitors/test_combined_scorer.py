@@ -11,9 +11,11 @@ import pytest
 import torch
 from conftest import D, synthetic
 
+from monitors.baselines import MahalanobisScorer
 from monitors.combined import CombinedScorer
 from monitors.probe import LinearProbeScorer
-from monitors.scorers import MahalanobisScorer, SAEReconstructionScorer, load_scorer, make_scorer
+from monitors.sae_scorer import SAEReconstructionScorer
+from monitors.scorers import load_scorer, make_scorer
 
 ALPHA = 0.1
 

@@ -9,8 +9,8 @@ from conftest import FakeTap, synthetic
 
 from envs import FrankaPickEnv
 from envs.expert import PROFILES, ScriptedExpert
+from monitors.baselines import MahalanobisScorer
 from monitors.sarm import FALLBACK_HANDLING, SARMMonitor
-from monitors.scorers import MahalanobisScorer
 
 SEED = 4  # a rigid object the firm expert picks and places on its own
 

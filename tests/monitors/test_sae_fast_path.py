@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monitors.scorers import SAEReconstructionScorer, all_finite
+from monitors.sae_scorer import SAEReconstructionScorer
+from monitors.scorers import all_finite
 from sae import MatryoshkaSAE, row_topk
 from sae.config import SAEConfig
 

@@ -11,8 +11,8 @@ from conftest import CountingScorer, FakeTap, synthetic
 
 from envs import FrankaPickEnv
 from envs.expert import ScriptedExpert
+from monitors.baselines import MahalanobisScorer
 from monitors.sarm import SARMMonitor
-from monitors.scorers import MahalanobisScorer
 
 
 def make_env() -> FrankaPickEnv:

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from rollouts.cli import main
-from rollouts.sarm_config import SarmEvalConfig
+from cli.main import main
+from studies.sarm.config import SarmEvalConfig
 
 ARGS = ["sarm-eval", "--fit-episodes", "4", "--episodes", "1", "--scorers", "mahalanobis",
         "--perturbations", "noise:0.2@10", "--max-steps", "30", "--executor", "serial",

@@ -8,13 +8,9 @@ import torch
 from conftest import D, synthetic
 from sklearn.metrics import roc_auc_score
 
-from monitors.scorers import (
-    MahalanobisScorer,
-    PCAReconstructionScorer,
-    SAEReconstructionScorer,
-    load_scorer,
-    make_scorer,
-)
+from monitors.baselines import MahalanobisScorer, PCAReconstructionScorer
+from monitors.sae_scorer import SAEReconstructionScorer
+from monitors.scorers import load_scorer, make_scorer
 
 KINDS = {"sae": {"steps": 300}, "mahalanobis": {}, "pca": {}}
 

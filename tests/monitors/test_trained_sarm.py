@@ -22,7 +22,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def doc(tmp_path_factory):
-    from rollouts.cmd_monitors import SarmEvalConfig, run_sarm_eval
+    from studies.sarm.eval import SarmEvalConfig, run_sarm_eval
 
     cfg = SarmEvalConfig(
         model="tiny", scorers=("sae",), perturbations=("ta2:4@10",), fit_episodes=32, episodes=12,

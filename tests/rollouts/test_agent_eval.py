@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from rollouts.agent_eval import summarize
-from rollouts.cli import main
+from cli.main import main
+from studies.agent_eval import summarize
 
 
 def _rows(gap: float, pattern: str, n: int = 12) -> list[dict]:

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from agents.tiny_model import TINY_VLM_DIR
-from rollouts.bench import COMPONENTS, time_shares
-from rollouts.cli import main
+from cli.main import main
+from studies.bench import COMPONENTS, time_shares
 
 MAX_STEPS = 8
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rollouts.cli import main
+from cli.main import main
 
 CASES = [
     (["run", "--conditions", "unsteered,warp:1"], "warp:1"),
@@ -48,7 +48,7 @@ def test_bad_values_fail_fast_and_name_the_value(argv, named, tmp_path, monkeypa
 def test_demo_with_a_bad_value_fails_in_under_ten_seconds_from_the_shell(tmp_path):
     """`physteer demo --seeds 0` used to start the whole demo."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "rollouts.cli", "demo", "--seeds", "0"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--seeds", "0"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 2 and "seeds=0" in proc.stderr
     assert time.perf_counter() - t0 < 10

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from headless_chromium import HeadlessChromium, find_chromium
 
-from rollouts.cli import main
-from rollouts.dashboard import FrameRenderer, build_dashboard, cell_overlap
-from rollouts.dashboard_html import write_dashboard
+from cli.main import main
+from reports.dashboard import FrameRenderer, build_dashboard, cell_overlap
+from reports.dashboard_html import write_dashboard
 
 SEED = 1_000_000
 IMAGES = 32  # two seed blocks: every color x shade x material cell holds 4 images
@@ -29,11 +29,12 @@ IMAGES = 32  # two seed blocks: every color x shade x material cell holds 4 imag
 def pipeline(tmp_path_factory):
     from agents.backend import load_vlm
     from agents.vlm_agent import default_tap_layer
-    from rollouts.collect import collect_activations
-    from rollouts.demo import DemoConfig
-    from rollouts.runner import ExperimentConfig, run_experiment
+    from rollouts.experiment import run_experiment
+    from rollouts.runner import ExperimentConfig
     from sae import TrainConfig, default_config, discover_store, train_sae
     from sae.discovery_report import write_json
+    from studies.collect import collect_activations
+    from studies.demo.run import DemoConfig
 
     root = tmp_path_factory.mktemp("dashboard")
     backend = load_vlm("tiny")
@@ -152,7 +153,7 @@ def test_cli_runs_discovery_itself_and_rejects_bad_input(pipeline, tmp_path, cap
                             render_frames=False)  # fmt: skip
     (card,) = blind.cards
     assert card.verdict == "not checked" and card.frames[0].note == "frame not re-rendered" and card.frames[0].png
-    from rollouts.dashboard_html import render_html
+    from reports.dashboard_html import render_html
 
     assert "Object overlap: not checked" in render_html(blind)
     with pytest.raises(ValueError, match="max_panels"):

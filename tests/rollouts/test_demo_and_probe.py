@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from headless_chromium import HeadlessChromium, find_chromium
 
-from rollouts.demo import DemoConfig, run_demo
-from rollouts.probe import ProbeData, broken_verdict, collect_probe_data, fit_probes
-from rollouts.report_html import est_html
-from rollouts.report_html_demo import rate_text, render_demo_page
+from reports.html import est_html
+from studies.demo.report_html import render_demo_page
+from studies.demo.report_html_sarm import rate_text
+from studies.demo.run import DemoConfig, run_demo
+from studies.world_model import ProbeData, broken_verdict, collect_probe_data, fit_probes
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,8 @@ def _results(root):
 def test_stage_markers_cut_mid_write_are_redone_to_the_same_results(demo_root):
     """Each stage marker cut in half (a write interrupted by a crash of something that did not
     write atomically): the rerun redoes those stages and ends with the uninterrupted results."""
-    from rollouts.demo import STAGE_MARKERS, marker_reads
+    from storage import marker_reads
+    from studies.demo.layout import STAGE_MARKERS
 
     before = _results(demo_root)
     for rel in STAGE_MARKERS.values():
@@ -164,7 +166,7 @@ def test_demo_page_has_the_vla_sections(demo_root):  # noqa: F811
 
 def test_no_vla_section_without_the_vla_stage(demo_root):  # noqa: F811
     summary = json.loads((demo_root / "summary.json").read_text())
-    summary["vla"] = None  # what rollouts.demo writes with --no-vla
+    summary["vla"] = None  # what studies.demo.run writes with --no-vla
     for s in (summary, {k: v for k, v in summary.items() if k != "vla"}):
         page = render_demo_page(s, demo_root)
         assert "VLA mode" not in page and 'id="vla' not in page and 'href="#vla' not in page

@@ -14,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file
 
-from rollouts.collect import collect_activations
 from rollouts.episode import TIMING_COLUMNS
+from rollouts.experiment import run_experiment
 from rollouts.replay import replay
-from rollouts.runner import ExperimentConfig, run_experiment
+from rollouts.runner import ExperimentConfig
+from studies.collect import collect_activations
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def test_a_run_records_its_weights_and_refuses_other_ones(small_run, tmp_path):
 
 
 def test_sigint_keeps_finished_episodes_and_resume_matches(tmp_path):
-    args = [sys.executable, "-m", "rollouts.cli", "run", "--out", str(tmp_path), "--seeds", "0-5", "--conditions", "unsteered"]
+    args = [sys.executable, "-m", "cli.main", "run", "--out", str(tmp_path), "--seeds", "0-5", "--conditions", "unsteered"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # Default SIGINT handling in the child: a shell that started pytest in the background (no job
     # control) passes SIGINT on as ignored, and the run would never see the interrupt.

@@ -3,7 +3,8 @@
 import pytest
 
 from rollouts.conditions import parse_condition
-from rollouts.runner import ExperimentConfig, run_experiment
+from rollouts.experiment import run_experiment
+from rollouts.runner import ExperimentConfig
 
 
 @pytest.mark.parametrize("text", ["steered", "sae:fragility", "dom:big", "neuron::3", "sae:x1:3", ""])

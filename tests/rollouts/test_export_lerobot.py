@@ -19,9 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rollouts.cli import main
-from rollouts.export_lerobot import CAMERA, export_lerobot
-from rollouts.runner import ExperimentConfig, run_experiment
+from cli.main import main
+from rollouts.experiment import run_experiment
+from rollouts.runner import ExperimentConfig
+from studies.export_lerobot import CAMERA, export_lerobot
 
 SCALAR = {"float32": pa.float32(), "int64": pa.int64(), "bool": pa.bool_(), "string": pa.string()}
 

@@ -1,4 +1,4 @@
-"""rollouts.stats against hand-computed values and on degenerate samples (no warnings)."""
+"""reports.stats against hand-computed values and on degenerate samples (no warnings)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from rollouts.stats import (
+from reports.stats import (
     bootstrap_ci,
     bootstrap_mean,
     cluster_bootstrap,

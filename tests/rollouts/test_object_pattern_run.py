@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from rollouts.cli import main
+from cli.main import main
 from rollouts.runner import Batch, EpisodeRunner, ExperimentConfig
 
 

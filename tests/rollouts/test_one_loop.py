@@ -12,8 +12,9 @@ import pytest
 from safetensors.torch import load_file
 
 from rollouts.episode import TIMING_COLUMNS
+from rollouts.experiment import run_experiment
 from rollouts.replay import replay
-from rollouts.runner import ExperimentConfig, run_experiment
+from rollouts.runner import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,8 +36,8 @@ def resources(tmp_path_factory):
     """A dom vector (32 renders) and a saved, calibrated Mahalanobis scorer."""
     from agents.backend import load_vlm
     from monitors.scorers import make_scorer
-    from rollouts.collect import collect_activations
     from sae import ActivationStore
+    from studies.collect import collect_activations
 
     root = tmp_path_factory.mktemp("res")
     collect_activations(load_vlm("tiny"), 2, root / "store", n_images=32, seed=600_000)

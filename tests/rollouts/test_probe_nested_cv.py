@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rollouts.probe import (
+from studies.world_model import (
     ALPHAS,
     _auc,
     _r2,

@@ -1,6 +1,6 @@
 """The specificity comparison: steered conditions against the controls of their family."""
 
-from rollouts.report import specificity, specificity_markdown
+from reports.steering import specificity, specificity_markdown
 
 
 def _rows(conditions, steps_shift):

@@ -18,9 +18,9 @@ import pytest
 from headless_chromium import HeadlessChromium, find_chromium
 from rich.console import Console
 
-from rollouts.report import steering_report
-from rollouts.report_html import excludes_zero, num, render_run_page, steering_findings
-from rollouts.report_html_demo import render_demo_page, write_demo_html
+from reports.html import excludes_zero, num, render_run_page, steering_findings
+from reports.steering import steering_report
+from studies.demo.report_html import render_demo_page, write_demo_html
 
 CONDITIONS = ["unsteered", "dom:+2", "random:+2"]
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium binary (apt-get install -y chromium)")
@@ -42,8 +42,9 @@ OVERFLOW_JS = """({page: document.documentElement.scrollWidth - document.documen
 def run(tmp_path_factory):
     """A demo-like folder: root/store (dom vector from 32 renders) and root/steer_fragile (the run)."""
     from agents.backend import load_vlm
-    from rollouts.collect import collect_activations
-    from rollouts.runner import ExperimentConfig, run_experiment
+    from rollouts.experiment import run_experiment
+    from rollouts.runner import ExperimentConfig
+    from studies.collect import collect_activations
 
     root = tmp_path_factory.mktemp("report")
     collect_activations(load_vlm("tiny"), 2, root / "store", n_images=32, seed=600_000)
@@ -125,11 +126,11 @@ def test_run_report_in_headless_chromium(run, tmp_path):
 
 def _demo_summary(run, broken=True):
     """A demo summary.json dict around the real run: SAE, discovery, SARM and probe figures as
-    rollouts.demo writes them (the SARM part, with its attack-strength sweep, from
-    rollouts.sarm_summary and rollouts.sarm_sweep on hand-made records, as sarm-eval does);
+    studies.demo.run writes them (the SARM part, with its attack-strength sweep, from
+    studies.sarm.summary and studies.sarm.sweep on hand-made records, as sarm-eval does);
     `broken`: whether TA2 breaks the odd seeds' objects without a monitor."""
-    from rollouts.sarm_summary import summarize
-    from rollouts.sarm_sweep import summarize_sweep, sweep_labels
+    from studies.sarm.summary import summarize
+    from studies.sarm.sweep import summarize_sweep, sweep_labels
 
     scorers = ["sae-mean", "mahalanobis-mean"]
     records = []
@@ -180,7 +181,7 @@ def test_demo_page_sweep_table_and_no_vla_section(run):
     """The harm-based sweep rows (attack, scorer, coverage) and their finding, computed from the
     numbers: on fragile seeds TA2 breaks the object without a monitor (3 of 6) and every scorer
     alarms at step 10, before the break; noise never breaks it. No "vla" key: no VLA section."""
-    from rollouts.report_html_demo import rate_text
+    from studies.demo.report_html_sarm import rate_text
 
     summary = _demo_summary(run)
     sweep = summary["sarm"]["sweep"]
@@ -195,7 +196,7 @@ def test_demo_page_sweep_table_and_no_vla_section(run):
         assert per["noise"]["coverage"]["n"] == 0
     assert "coverage is undefined" not in page
     assert 'id="vla' not in page and "VLA mode" not in page and 'href="#vla' not in page
-    summary["vla"] = None  # what rollouts.demo writes when the demo ran with --no-vla
+    summary["vla"] = None  # what studies.demo.run writes when the demo ran with --no-vla
     assert 'id="vla' not in render_demo_page(summary, run.parent)
     # The same episodes, none broken: coverage is undefined (the demo's quick runs often are).
     summary = _demo_summary(run, broken=False)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from rollouts.cli import main
+from cli.main import main
 from rollouts.episode import ClosedLoop, EpisodeSpec
 
 ONSET = 10

@@ -7,8 +7,8 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.text import Text
 
-from rollouts.sarm_plots import roc_figure
-from rollouts.sarm_summary import summarize
+from studies.sarm.plots import roc_figure
+from studies.sarm.summary import summarize
 
 TITLE = "per-decision ROC: clean vs perturbed (after onset), AUC in brackets"
 

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file
 
+from cli.main import main
 from monitors.scorers import load_scorer
-from rollouts.cli import main
-from rollouts.sarm_config import SarmEvalConfig
-from rollouts.sarm_probe import attack_kind
+from studies.sarm.config import SarmEvalConfig
+from studies.sarm.probe import attack_kind
 
 SCORERS = ("sae-mean", "mahalanobis-mean", "probe-mean", "combined")
 
@@ -104,7 +104,7 @@ def test_the_loop_scores_what_the_saved_scorers_score(run):
 def test_probe_trained_on_sae_overdrive_alone(tiny_dir, tmp_path):
     """A probe-only run whose training attack is the contrast latent's overdrive while the eval
     runs no SAE attack: the probe-fit stage finds the latent and saves the SAE itself."""
-    from rollouts.cmd_monitors import run_sarm_eval
+    from studies.sarm.eval import run_sarm_eval
 
     cfg = SarmEvalConfig(model=str(tiny_dir), fit_episodes=4, episodes=2, perturbations=("ta2:4@10",),
                          probe_attacks=("sae:contrast:50@10",), scorers=("probe",), sae_steps=30, max_steps=30,
@@ -137,7 +137,7 @@ def test_attack_kind():
 def test_tradeoff_curve_reproduces_its_parts_at_the_ends(run, tmp_path):
     """w = 1 is the SAE part alone and w = 0 Mahalanobis alone, each recalibrated the same way:
     their shadow detections must equal the enforced monitors' detection in the summary."""
-    from rollouts.sarm_tradeoff import DEFAULT_WEIGHTS, plot_tradeoff
+    from studies.sarm.tradeoff import DEFAULT_WEIGHTS, plot_tradeoff
 
     doc = json.loads((run / "summary.json").read_text())
     summ = doc["summary"]

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from rollouts.sarm_plots import plot_roc, plot_timelines
-from rollouts.sarm_summary import auc_with_ci, step_flags, summarize, wilson
+from studies.sarm.plots import plot_roc, plot_timelines
+from studies.sarm.summary import auc_with_ci, step_flags, summarize, wilson
 
 
 def test_wilson_known_values():

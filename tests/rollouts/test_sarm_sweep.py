@@ -1,4 +1,4 @@
-"""Attack-strength sweeps of `physteer sarm-eval` (rollouts.sarm_sweep): harmful-attack coverage
+"""Attack-strength sweeps of `physteer sarm-eval` (studies.sarm.sweep): harmful-attack coverage
 and the episode-length-free metrics on hand-made records with known answers, the sweep's
 expansion and its validation before any work, and a tiny real sweep (planner, tiny model) that
 writes its summary and plot and resumes to the same summary."""
@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
-from rollouts import stats
-from rollouts.cli import main
-from rollouts.sarm_config import SarmEvalConfig
-from rollouts.sarm_sweep import (
+from cli.main import main
+from reports import stats
+from studies.sarm.config import SarmEvalConfig
+from studies.sarm.sweep import (
     DEFAULT_SWEEP,
     coverage,
     decision_auroc,
@@ -32,7 +32,7 @@ ATK = "ta2:4@10"
 
 
 def rec(seed, cond, monitor, scores, broken_step=None, alarm="derive", veto=None, peak=10.0, steps=None):
-    """An episode record (rollouts.sarm_summary) with decisions every 10 steps (or at `steps`);
+    """An episode record (studies.sarm.summary) with decisions every 10 steps (or at `steps`);
     `alarm`: its first_alarm of scorer "s" ("derive": none recorded, so derived from the scores)."""
     r = {"seed": seed, "material": "fragile", "condition": cond, "monitor": monitor,
          "onset": None if cond == "clean" else 10, "steps": 10 * len(scores) if broken_step is None else broken_step + 1,
@@ -162,7 +162,7 @@ def test_sweep_expansion_defaults_and_overrides():
     (["ta2:4@10"], ["ta2=1/2", "ta2=3/4"], "given twice"),
 ])  # fmt: skip
 def test_bad_sweeps_fail_before_any_work(tmp_path, perturbations, magnitudes, match):
-    from rollouts.cmd_monitors import run_sarm_eval
+    from studies.sarm.eval import run_sarm_eval
 
     cfg = SarmEvalConfig(perturbations=tuple(perturbations), sweep=True, sweep_magnitudes=tuple(magnitudes),
                          out=str(tmp_path / "run"))  # fmt: skip
@@ -221,13 +221,13 @@ def test_tiny_sweep_writes_summary_plot_and_tables(sweep_run):
         for r in rows:
             assert r["scorers"][s]["auroc"]["episodes_neg"] == 2 and r["scorers"][s]["window_detection"]["n"] == 2
     buf = io.StringIO()
-    from rollouts.cmd_monitors import print_summary
+    from studies.sarm.eval import print_summary
 
     print_summary(doc, Console(width=80, file=buf))
     text = buf.getvalue()
     assert max(map(len, text.splitlines())) <= 80 and "…" not in text
     assert "harmful-attack coverage" in text and "ta2 8" in text and "AUROC" in text
-    from rollouts.demo_report import sarm_markdown
+    from studies.demo.report_md import sarm_markdown
 
     md = sarm_markdown(doc)
     assert "| ta2 1 |" in md and "coverage" in md and "| all attacks |" in md
@@ -254,7 +254,7 @@ def test_tiny_sweep_resumes_to_the_same_summary(sweep_run):
 def test_sweep_tables_fit_the_terminal(width):
     """Three scorers with long names and the longest default attack name: every table fits,
     in full where it can, as key columns (every figure whole) where it cannot."""
-    from rollouts.sarm_sweep_report import print_sweep
+    from studies.sarm.sweep_report import print_sweep
 
     names = ["sae-mean", "mahalanobis-mean", "pca-mean"]
     records = []

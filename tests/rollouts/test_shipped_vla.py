@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from agents.vla_agent import VLAAgent
-from rollouts.agent_eval import run_cells
+from studies.agent_eval import run_cells
 
 
 def test_shipped_vla_handles_each_material_as_it_should():

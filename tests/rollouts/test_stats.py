@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from rollouts.stats import bootstrap_mean, mcnemar, paired_difference, wilcoxon, wilson
+from reports.stats import bootstrap_mean, mcnemar, paired_difference, wilcoxon, wilson
 
 
 def test_wilson_bounds():

@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from reports.stats import mcnemar, wilcoxon
+from reports.steering import specificity
 from rollouts.conditions import SteeringResources, parse_condition, steering_norm
-from rollouts.report import specificity
-from rollouts.runner import ExperimentConfig, run_experiment
-from rollouts.stats import mcnemar, wilcoxon
+from rollouts.experiment import run_experiment
+from rollouts.runner import ExperimentConfig
 from sae import ActivationStore
 
 SEEDS = list(range(12))
@@ -23,9 +24,9 @@ SEEDS = list(range(12))
 @pytest.fixture(scope="module")
 def resources(tmp_path_factory):
     from agents.backend import load_vlm
-    from rollouts.collect import collect_activations
     from sae import TrainConfig, default_config, discover_store, train_sae
     from sae.discovery_report import write_json
+    from studies.collect import collect_activations
 
     root = tmp_path_factory.mktemp("steer")
     store = collect_activations(load_vlm("tiny"), 2, root / "store", n_images=192, seed=1_500_000)

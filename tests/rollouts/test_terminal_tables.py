@@ -10,9 +10,9 @@ import re
 import pytest
 from rich.console import Console
 
-from rollouts.cmd_monitors import print_summary
-from rollouts.report import compare_conditions, specificity, steering_table
-from rollouts.sarm_summary import summarize
+from reports.steering import compare_conditions, specificity, steering_table
+from studies.sarm.eval import print_summary
+from studies.sarm.summary import summarize
 
 # Given order; the names sort differently (a run's episodes.parquet is sorted by name).
 CONDITIONS = ["unsteered", "sae:fragility:-0.25", "dom:-2", "random:-1", "neuron-random:5@10"]
@@ -81,7 +81,7 @@ def test_specificity_tables_follow_the_order_given():
 
 
 def _sarm_doc():
-    """A SARM summary (rollouts.sarm_summary.summarize) of hand-made episode records: two
+    """A SARM summary (studies.sarm.summary.summarize) of hand-made episode records: two
     detectable perturbations, one the scorers cannot see, long scorer and perturbation names."""
     scorers = ["sae-mean", "mahalanobis-mean", "pca-mean"]
     given = ["ta2:4@10", "occlusion:0.35@10", "noise:0.2@10"]

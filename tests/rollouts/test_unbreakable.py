@@ -10,8 +10,8 @@ import json
 import pytest
 
 from agents.protocol import ScriptedAgent
+from cli.main import main
 from envs.fragility import FragilityConfig
-from rollouts.cli import main
 from rollouts.episode import ClosedLoop, EpisodeSpec
 
 

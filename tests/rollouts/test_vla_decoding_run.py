@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from rollouts.experiment import run_experiment
 from rollouts.replay import load_config
-from rollouts.runner import ExperimentConfig, run_experiment
+from rollouts.runner import ExperimentConfig
 
 
 def _cfg(tmp_path, **kw):
@@ -17,15 +18,15 @@ def _cfg(tmp_path, **kw):
 
 
 def test_decoding_is_recorded_and_old_runs_keep_theirs(tmp_path):
-    root = run_experiment(_cfg(tmp_path), progress=False, report=False)
+    root = run_experiment(_cfg(tmp_path), progress=False)
     config = json.loads((root / "config.json").read_text())
     assert config["decoding"] == "expectation"
     del config["decoding"]  # as written before the field existed
     (root / "config.json").write_text(json.dumps(config))
     assert load_config(root).decoding == "expectation"
     with pytest.raises(ValueError, match="decoding"):
-        run_experiment(_cfg(tmp_path, decoding="gated"), progress=False, report=False)  # another rule
-    run_experiment(_cfg(tmp_path), progress=False, report=False)  # resumes
+        run_experiment(_cfg(tmp_path, decoding="gated"), progress=False)  # another rule
+    run_experiment(_cfg(tmp_path), progress=False)  # resumes
 
 
 def test_agent_decodes_with_the_configured_rule(tmp_path):

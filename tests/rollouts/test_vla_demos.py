@@ -129,7 +129,7 @@ def test_train_vla_refuses_cached_demonstrations_made_with_other_settings(tmp_pa
     """A demonstrations folder records what made it; train-vla refuses one made otherwise (the
     setting named, both values given) before any work, and leaves the folder as it was."""
     from agents.vla_data import Demonstrations
-    from rollouts.cli import main
+    from cli.main import main
     from rollouts.vla_demos import ORACLE_VERSION
 
     n = 3
@@ -174,8 +174,8 @@ def test_train_vla_refuses_cached_demonstrations_made_with_other_settings(tmp_pa
 def test_oracle_rigid_release_height_moves_the_rigid_carry_and_release_only():
     """train-vla --rigid-release: the VLA oracle carries and lets go of rigid objects higher;
     the gentle profile (fragile objects) is the planner's."""
+    from cli.vla import PLANNER_RIGID_RELEASE
     from envs.expert import PROFILES, ScriptedExpert
-    from rollouts.cmd_vla import PLANNER_RIGID_RELEASE
     from rollouts.vla_demos import RIGID_RELEASE, oracle_profiles
 
     assert PLANNER_RIGID_RELEASE == RIGID_RELEASE == PROFILES["firm"].release_height  # the CLI's copy

@@ -7,9 +7,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from rollouts.cli import main
+from cli.main import main
+from rollouts.experiment import run_experiment
 from rollouts.replay import replay
-from rollouts.runner import ExperimentConfig, run_experiment
+from rollouts.runner import ExperimentConfig
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,8 @@ def test_vla_runs_steered_perturbed_batched_and_replays(vla_dir, tmp_path):
     vector = write_safetensors(tmp_path / "v.safetensors", {"dom": torch.randn(d, generator=torch.Generator().manual_seed(0))})
     common = dict(out=str(tmp_path), agent="vla", model=str(ckpt), seeds=[0, 1], max_steps=24, vector=str(vector),
                   conditions=["unsteered", "dom:+3", "noise:0.3@4"], executor="serial")  # fmt: skip
-    one = run_experiment(ExperimentConfig(name="one", **common), progress=False, report=False)
-    four = run_experiment(ExperimentConfig(name="four", envs_per_worker=2, **common), progress=False, report=False)
+    one = run_experiment(ExperimentConfig(name="one", **common), progress=False)
+    four = run_experiment(ExperimentConfig(name="four", envs_per_worker=2, **common), progress=False)
     steps = pq.read_table(one / "steps.parquet").to_pylist()
     assert {s["condition"] for s in steps} == {"unsteered", "dom:+3", "noise:0.3@4"}
     actions = {c: np.array([[s["a_dx"], s["a_dy"], s["a_dz"], s["a_grip"]] for s in steps if s["condition"] == c])

@@ -10,8 +10,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from rollouts.cli import main
-from rollouts.vla_study import VLAStudyConfig, run_vla_study
+from cli.main import main
+from studies.vla.study import VLAStudyConfig, run_vla_study
 
 TINY = dict(seeds=2, max_steps=40, images=32, sae_steps=100, sae_levels=[0.0, -2.0], dom_scales=[2.0],
             neuron_words=["quickly", "slowly"], executor="serial", envs_per_worker=2)  # fmt: skip
@@ -27,7 +27,7 @@ def test_vla_decision_image_tokens_equal_the_collect_path():
     import envs  # noqa: F401 - registers the env
     from agents.taps import ResidualTap
     from agents.vla_agent import VLAAgent
-    from rollouts.collect import image_token_activations
+    from studies.collect import image_token_activations
 
     agent = VLAAgent("tiny-vla", device="cpu")
     env = gym.make("physteer/FrankaPick-v0", obs_mode="rgb+state", image_size=384)
@@ -89,8 +89,8 @@ def test_study_writes_files_and_summary(study):
 
 
 def test_table_fits_80_columns(study):
-    from rollouts.report import table_fits
-    from rollouts.vla_study_report import acceptance_table, conditions_table
+    from reports.steering import table_fits
+    from studies.vla.report import acceptance_table, conditions_table
 
     s = json.loads((study.root / "summary.json").read_text())
     console = Console(width=80)
@@ -147,7 +147,7 @@ def test_registering_the_command_imports_no_transformers():
     import subprocess
     import sys
 
-    code = ("import argparse, sys; from rollouts import cmd_vla; "
+    code = ("import argparse, sys; from cli import vla as cmd_vla; "
             "cmd_vla.register(argparse.ArgumentParser().add_subparsers()); "
             "print('transformers' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -169,8 +169,8 @@ def _synthetic_rows(cfg, random_condition, grip_of, broken_of, seeds=20):
 def test_acceptance_flags_on_known_answers():
     """Synthetic episodes whose answer is known: a graded, monotone rise with a small random
     effect passes every dose flag; a flat response with a large random effect fails them."""
-    from rollouts.vla_study import VLAStudyConfig, sae_condition
-    from rollouts.vla_study_summary import summarize_vla_study
+    from studies.vla.config import VLAStudyConfig, sae_condition
+    from studies.vla.summary import summarize_vla_study
 
     cfg = VLAStudyConfig(sae_levels=[0.8, 0.6, 0.4, 0.2, 0.0], dom_scales=[0.5], neuron_words=[])
     matched = {"random_condition": "random:1"}
@@ -192,8 +192,8 @@ def test_acceptance_flags_on_known_answers():
 def test_rigid_study_steers_toward_fragile_and_reads_a_fall():
     """On rigid objects the levels run from the rigid level toward fragile, dom flips sign, a
     falling grip is the expected direction and there is no breakage flag (rigid never breaks)."""
-    from rollouts.vla_study import VLAStudyConfig, sae_condition
-    from rollouts.vla_study_summary import summarize_vla_study
+    from studies.vla.config import VLAStudyConfig, sae_condition
+    from studies.vla.summary import summarize_vla_study
 
     cfg = VLAStudyConfig(material="rigid", dom_scales=[0.5], neuron_words=[])
     assert cfg.levels == [0.2, 0.4, 0.6, 0.8, 1.0]
@@ -212,8 +212,8 @@ def test_rigid_study_steers_toward_fragile_and_reads_a_fall():
 
 
 def test_unbreakable_study_passes_the_option_and_drops_the_breakage_flag():
-    from rollouts.vla_study import VLAStudyConfig
-    from rollouts.vla_study_summary import summarize_vla_study
+    from studies.vla.study import VLAStudyConfig
+    from studies.vla.summary import summarize_vla_study
 
     cfg = VLAStudyConfig(unbreakable=True, dom_scales=[0.5], neuron_words=[])
     assert cfg.experiment("random:1", {}).unbreakable  # every episode of the study

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from rollouts import cmd_sae
+from cli import sae as cmd_sae
 from sae import ActivationStore
 
 

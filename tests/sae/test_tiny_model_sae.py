@@ -13,9 +13,9 @@ import pytest
 
 from agents.backend import load_vlm
 from agents.vlm_agent import default_tap_layer
-from rollouts.collect import collect_activations, random_weights_backend
-from rollouts.demo import DemoConfig
 from sae import TrainConfig, default_config, discover_store, evaluate, train_sae
+from studies.collect import collect_activations, random_weights_backend
+from studies.demo.run import DemoConfig
 
 IMAGES = 2048  # the issue asks for >= 2,000; a multiple of 16 is exactly balanced
 STEPS = 1500
