@@ -1,5 +1,7 @@
 """physteer.agents: agents that act in the FrankaPick env, and the model internals they expose.
 
+Imports storage, envs and sae (plus torch and transformers); never monitors, rollouts or above.
+
 - agents.protocol: the lanes protocol (reset, act_batch, needs_image_for, decision_for, tap) and
   the model-free agents: ScriptedAgent (oracle), ExpertAgent (one profile), ReplayAgent.
 - agents.backend: load any Hugging Face image-text-to-text model (load_vlm) and run it.

@@ -1,5 +1,7 @@
 """physteer.envs: the FrankaPick Gymnasium environment and its scripted expert.
 
+Imports numpy, pybullet and gymnasium only: no other physteer package, no torch, no transformers.
+
 Importing this package registers `physteer/FrankaPick-v0`; `gym.make("envs:physteer/FrankaPick-v0")`
 imports it for you.
 """

@@ -3,7 +3,7 @@ scorers with baselines, threshold calibration and injected perturbations (evalua
 live in studies.sarm.summary).
 
 Imports agents (tap protocol, interventions), sae, gymnasium, torch, numpy and scikit-learn;
-never rollouts.
+never rollouts. Of physteer: storage, envs (the fallback veto's gentle expert), sae, agents.
 """
 
 from monitors.attacks import (

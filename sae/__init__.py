@@ -1,6 +1,8 @@
 """Sparse autoencoders on agent activations: Matryoshka top-k SAE, activation store, trainer,
 metrics and decorrelated feature discovery.
 
+Of physteer it imports storage only.
+
 Imports only torch, safetensors, numpy, pyarrow, rich and matplotlib, so it works on any
 activations (no envs, no agents).
 """

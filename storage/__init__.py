@@ -1,4 +1,5 @@
 """Atomic file writes for every package (see `storage.atomic`): standard library only at import.
+It imports no other physteer package; every package but envs (which writes nothing) may import it.
 
     from storage import write_json, write_parquet, write_png
     write_json("runs/x/summary.json", summary)      # the old file or the new one, never half

@@ -1,0 +1,1 @@
+"""The VLA steering study (`physteer vla-study`): config, study, summary, report."""
