@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from cli.config_flags import add_config_arguments, config_from_args
+from studies.agent_eval import AgentEvalConfig, evaluate_agent, print_summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,31 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train_tiny)
 
     e = subparsers.add_parser("agent-eval", help="an agent (VLM planner or VLA) in closed loop over color × material")
-    e.add_argument("--agent", default="vlm", choices=("vlm", "vla"), help="vlm (planner + expert) or vla (own action tokens)")
-    e.add_argument("--model", default=None, help="'tiny' / 'tiny-vla' (the defaults), a local directory or a cached hub id")
-    e.add_argument("--chunk", type=int, default=None, help="VLA actions executed per forward (default: its horizon)")
-    from agents.action_tokens import (  # torch is loaded with the CLI already (runner)
-        DECODING_RULES,
-        DEFAULT_DECODING,
-    )
-
-    e.add_argument("--decoding", default=DEFAULT_DECODING, choices=DECODING_RULES,
-                   help="how the VLA decodes its action tokens (gated: the gripper decided open/closed first)")
-    e.add_argument("--object-pattern", default="material", help="material (default) or plain: the material cue removed")
-    e.add_argument("--pattern-control", action="store_true",
-                   help="also run the same seeds with plain, unbreakable objects and report the grip-force gap ratio")
-    e.add_argument("--unbreakable", action="store_true",
-                   help="fragile objects never break: peak grip force not cut short at the breaking threshold")
-    e.add_argument("--max-steps", type=int, default=200)
-    e.add_argument("--seeds", type=int, default=25, help="episodes per combination (default 25)")
-    e.add_argument("--first-seed", type=int, default=2_000_000, help="first env seed")
-    e.add_argument("--decide-every", type=int, default=10)
-    e.add_argument("--threshold", type=float, default=0.5)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--dtype", default="float32")
-    e.add_argument("--oracle", action="store_true", help="use the ScriptedAgent instead")
-    e.add_argument("--envs", type=int, default=1, help="environments stepped together (batched decisions)")
-    e.add_argument("--out", default="runs/agent-eval", help="folder for summary.json")
+    add_config_arguments(e, AgentEvalConfig)
     e.set_defaults(func=run_agent_eval)
 
 
@@ -126,78 +104,23 @@ def run_train_tiny(args: argparse.Namespace) -> int:
 
 
 def run_agent_eval(args: argparse.Namespace) -> int:
-    """Run the agent on every color × material combination (the one closed loop); print rates
-    and the peak grip force per material with 95% intervals (studies.agent_eval)."""
-    from envs.objects import check_pattern
-    from studies.agent_eval import run_cells, run_pattern_control, summarize
+    """Run the agent on every color × material combination (studies.agent_eval) with a progress
+    bar; print rates and the peak grip force per material with 95% intervals."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.envs < 1:
-        raise ValueError(f"--envs must be >= 1, got {args.envs}")
-    if not 0.0 <= args.threshold <= 1.0:
-        raise ValueError(f"--threshold {args.threshold}: must be in [0, 1]")
-    if args.max_steps < 1:
-        raise ValueError(f"--max-steps {args.max_steps}: must be >= 1")
-    check_pattern(args.object_pattern)
-    if args.pattern_control and args.object_pattern != "material":
-        raise ValueError("--pattern-control compares with the material pattern: leave --object-pattern at material")
+    cfg = config_from_args(AgentEvalConfig, args)
+    cfg.check()
     console = Console()
-    agent = _agent(args)
-    t0 = time.time()
-    run = dict(seeds=args.seeds, first_seed=args.first_seed, envs=args.envs, max_steps=args.max_steps,
-               unbreakable=args.unbreakable)  # fmt: skip
-    rows = run_cells(agent, object_pattern=args.object_pattern, **run)
-    control = run_pattern_control(agent, **run) if args.pattern_control else None
-    summary = summarize(rows, control)
-    table = Table(title=f"{args.agent} closed loop, {args.seeds} seeds per combination ({time.time() - t0:.0f}s)")
-    for col in ("cell", "n", "success", "intact", "peak grip N"):
-        table.add_column(col)
-
-    def add(name: str, c: dict) -> None:
-        f = c["peak_grip_force"]
-        table.add_row(name, str(c["n"]), _rate(c["success"]), _rate(c["intact"]),
-                      f"{f['value']:.1f} [{f['low']:.1f}, {f['high']:.1f}]")  # fmt: skip
-
-    for name, c in [*summary["cells"].items(), *summary["materials"].items()]:
-        add(name, c)
-    for name, c in (summary.get("control") or {}).get("materials", {}).items():
-        add(f"plain {name}", c)
-    console.print(table)
-    g = summary["grip_gap"]
-    console.print(f"rigid − fragile peak grip force: {g['value']:.1f} N [{g['low']:.1f}, {g['high']:.1f}]")
-    if control is not None:
-        g, r = summary["control"]["grip_gap"], summary["control"]["gap_ratio"]
-        console.print(f"plain, unbreakable objects: gap {g['value']:.1f} N [{g['low']:.1f}, {g['high']:.1f}]; "
-                      f"plain / trained gap {r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]")  # fmt: skip
-        c, r = summary["command_gap"], summary["control"]["command_gap_ratio"]
-        console.print(f"commanded grip (mean closing command): gap {c['value']:.2f} [{c['low']:.2f}, {c['high']:.2f}]; "
-                      f"plain / trained {r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]")  # fmt: skip
-    from storage import write_json
-
-    config = {k: getattr(args, k) for k in ("agent", "model", "chunk", "decoding", "seeds", "first_seed", "decide_every",
-                                            "threshold", "object_pattern", "pattern_control", "unbreakable", "max_steps", "oracle")}  # fmt: skip
-    path = write_json(Path(args.out) / "summary.json",
-                      {"config": config, "summary": summary, "episodes": rows, "control_episodes": control or []})  # fmt: skip
-    console.print(f"wrote {path}")
+    columns = [TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("episodes", total=None)
+        doc = evaluate_agent(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    print_summary(doc, console)
+    console.print(f"wrote {Path(cfg.out) / 'summary.json'}")
     return 0
-
-
-def _rate(e: dict) -> str:
-    return f"{e['value']:.2f} [{e['low']:.2f}, {e['high']:.2f}]"
-
-
-def _agent(args: argparse.Namespace) -> object:
-    """The agent agent-eval runs (validated before any episode)."""
-    if args.oracle:
-        from agents.protocol import ScriptedAgent
-
-        return ScriptedAgent()
-    if args.agent == "vla":
-        from agents.vla_agent import VLAAgent
-
-        return VLAAgent(args.model or "tiny-vla", chunk=args.chunk, decoding=args.decoding, tap_layer=None, device=args.device, dtype=args.dtype)
-    from agents.vlm_agent import VLMAgent
-
-    return VLMAgent(args.model or "tiny", decide_every=args.decide_every, threshold=args.threshold,
-                    device=args.device, dtype=args.dtype)  # fmt: skip

@@ -1,52 +1,85 @@
-"""The `physteer` command line: one sub-command per job, each defined in its own module.
+"""The `physteer` command line: one sub-command per job, each defined in a module of this package.
 
-Each `rollouts/cmd_*.py` module exposes `register(subparsers)` which adds its sub-commands
-and sets `func` on them. Keeping commands in separate modules keeps this file a table of
-contents rather than a blob.
+Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its sub-commands and
+sets `func` on them; GROUPS orders them by job for `physteer --help`, in the order a user meets
+them. This file is a table of contents, not a blob.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-# Modules that register sub-commands, in the order they appear in `physteer --help`.
-COMMAND_MODULES = [
-    "cli.env",
-    "cli.agents",
-    "cli.sae",
-    "cli.collect",
-    "cli.run",
-    "cli.demo",
-    "cli.bench",
-    "cli.monitors",
-    "cli.dashboard",
-    "cli.export",
-    "cli.vla",
-]
+# Modules that register sub-commands.
+COMMAND_MODULES = ["cli.demo", "cli.env", "cli.run", "cli.collect", "cli.sae", "cli.monitors", "cli.agents",
+                   "cli.vla", "cli.dashboard", "cli.export", "cli.bench"]  # fmt: skip
+
+#: `physteer --help`: the commands by job, in the order a user meets them (a test keeps every
+#: registered command in exactly one group).
+GROUPS = {
+    "Start here": ["demo", "env-demo"],
+    "Experiments: steer and compare on paired seeds": ["run", "replay"],
+    "Features: what the model encodes": ["collect", "train-sae", "discover", "dashboard"],
+    "Monitors": ["sarm-eval"],
+    "Agents and models": ["agent-eval", "vla-study", "vla-rewiring", "train-tiny", "train-vla"],
+    "Data and speed": ["export-lerobot", "bench"],
+}
+
+
+def version() -> str:
+    """The installed distribution's version (the source tree's pyproject when not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("physteer")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class GroupedParser(argparse.ArgumentParser):
+    """The top-level parser: its help lists the sub-commands grouped by job (GROUPS)."""
+
+    def format_help(self) -> str:
+        helps = {a.dest: a.help or "" for a in self._subparsers._group_actions[0]._choices_actions}
+        width = max(map(len, helps)) + 2
+        lines = [self.format_usage().rstrip(), "", self.description or "", ""]
+        for title, names in GROUPS.items():
+            lines.append(f"{title}:")
+            lines += [f"  {n:<{width}}{helps.get(n, '')}" for n in names if n in helps]
+            lines.append("")
+        lines += ["options:", "  -h, --help    show this help and exit",
+                  "  --version     show physteer's version and exit", "",
+                  "Each command's own options: physteer COMMAND --help. Documentation: docs/ (mkdocs serve)."]  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+
+def quiet_libraries() -> None:
+    """Keep library noise out of the output: transformers' "Loading weights" bars and advisory
+    warnings (in this process and, through the environment, in every worker it starts)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every registered sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = GroupedParser(
         prog="physteer",
-        description="Steer and monitor VLM-driven robot agents in a PyBullet Franka Panda testbed.",
+        description="Steer and monitor vision-language(-action) robot agents in a PyBullet Franka Panda testbed.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"physteer {version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a command module not written yet
-            if exc.name == name:
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `physteer` console script."""
+    quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -208,10 +208,9 @@ def cmd_rewiring(args: argparse.Namespace) -> int:
 def register_study(subparsers: argparse._SubParsersAction) -> None:
     """Add `vla-study`; its flags are VLAStudyConfig's fields (studies.vla.study)."""
     from cli.config_flags import add_config_arguments
-    from studies.vla.study import VLAStudyConfig
+    from studies.vla.config import VLAStudyConfig
 
-    p = subparsers.add_parser("vla-study", help="graded steering of the VLA's handling of one material: SAE dose "
-                              "response, norm-matched random, dom and neuron clusters, paired seeds")  # fmt: skip
+    p = subparsers.add_parser("vla-study", help="graded steering of the VLA's handling: SAE dose response beside its controls")
     add_config_arguments(p, VLAStudyConfig)
     p.set_defaults(func=cmd_vla_study)
 

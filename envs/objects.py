@@ -139,7 +139,7 @@ def spawn(
 
     `pattern` ("material" or "plain", see texture_array) sets only its look, never its physics.
     """
-    import pybullet as p
+    from envs._pybullet import p
 
     orn = p.getQuaternionFromEuler((0.0, 0.0, yaw))
     half = OBJECT_SIZE / 2
@@ -162,7 +162,7 @@ def spawn_fragments(
 ) -> list[int]:
     """Replace a broken object by eight small shards at its position (drawn with `pattern`,
     like the object); return their ids."""
-    import pybullet as p
+    from envs._pybullet import p
 
     size = OBJECT_SIZE / 4
     bodies = []

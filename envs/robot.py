@@ -14,9 +14,9 @@ import tempfile
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet as p
 import pybullet_data
 
+from envs._pybullet import p
 from envs.sim import Sim
 
 ARM_JOINTS = (0, 1, 2, 3, 4, 5, 6)

@@ -23,8 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet as p
 import pybullet_data
+
+from envs._pybullet import p
 
 
 @dataclass(frozen=True)

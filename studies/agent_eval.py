@@ -15,14 +15,21 @@ scene's four episodes resampled together).
 
     rows = run_cells(VLAAgent("tiny-vla"), seeds=25)
     summary = summarize(rows)
+
+or the whole study as `physteer agent-eval` runs it (validation, episodes with a progress bar,
+summary.json): `evaluate_agent(AgentEvalConfig(agent="vla", seeds=25))`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agents.action_tokens import DECODING_RULES, DEFAULT_DECODING
 from envs import COLORS, MATERIALS
 from reports.stats import Estimate, bootstrap_mean, cluster_bootstrap, wilson
 from rollouts.episode import ClosedLoop, EpisodeSpec
@@ -30,7 +37,7 @@ from rollouts.episode import ClosedLoop, EpisodeSpec
 
 def run_cells(agent: Any, seeds: int, first_seed: int = 2_000_000, envs: int = 1,
               object_pattern: str = "material", max_steps: int = 200,
-              unbreakable: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+              unbreakable: bool = False, progress: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Run `seeds` episodes per color × material; one row per episode.
 
     Args:
@@ -41,6 +48,7 @@ def run_cells(agent: Any, seeds: int, first_seed: int = 2_000_000, envs: int = 1
         max_steps: steps before truncation.
         unbreakable: fragile objects never break (ClosedLoop): the peak grip force is the whole
             grip, not cut short at the breaking threshold.
+        progress: optional callable(episodes done) after each batch.
     """
     loop = ClosedLoop(agent, n_envs=envs, record_decisions=False, object_pattern=object_pattern, max_steps=max_steps,
                       unbreakable=unbreakable)  # fmt: skip
@@ -61,6 +69,8 @@ def run_cells(agent: Any, seeds: int, first_seed: int = 2_000_000, envs: int = 1
                             "release_height": r.row["release_height"],
                             "p_fragile": first.get("p_fragile"), "profile": first.get("profile"),
                         })  # fmt: skip
+                    if progress is not None:
+                        progress(len(rows))
     finally:
         loop.close()
     return rows
@@ -146,3 +156,137 @@ def summarize(rows: list[dict[str, Any]], control: list[dict[str, Any]] | None =
         # the agent's own commanded grip is not, so its gap ratio is the cleaner control.
         out["control"]["gap_ratio"] = out["control"]["grip_gap_ratio"]
     return out
+
+
+@dataclass
+class AgentEvalConfig:
+    """Settings of `physteer agent-eval`.
+
+    Attributes:
+        agent: vlm (the planner over the scripted expert) or vla (its own action tokens).
+        model: 'tiny' / 'tiny-vla' (the defaults, by agent), a local directory or a cached hub id.
+        chunk: VLA actions executed per forward (None: its horizon).
+        decoding: how the VLA decodes its action tokens (gated: the gripper decided open/closed first).
+        object_pattern: material, or plain: the material cue removed from the frame.
+        pattern_control: also run the same seeds with plain, unbreakable objects and report the
+            grip-force gap ratio.
+        unbreakable: fragile objects never break (peak grip force not cut short at the threshold).
+        max_steps: steps before truncation.
+        seeds: episodes per color × material.
+        first_seed: first env seed.
+        decide_every: the planner's decision period in steps.
+        threshold: the planner's P(fragile) threshold for the gentle profile.
+        device: auto, cpu or cuda.
+        dtype: float32, float16 or bfloat16.
+        oracle: use the ScriptedAgent (reads the true material) instead of a model.
+        envs: environments stepped together (batched decisions).
+        out: folder for summary.json.
+    """
+
+    agent: str = "vlm"
+    model: str | None = None
+    chunk: int | None = None
+    decoding: str = DEFAULT_DECODING
+    object_pattern: str = "material"
+    pattern_control: bool = False
+    unbreakable: bool = False
+    max_steps: int = 200
+    seeds: int = 25
+    first_seed: int = 2_000_000
+    decide_every: int = 10
+    threshold: float = 0.5
+    device: str = "auto"
+    dtype: str = "float32"
+    oracle: bool = False
+    envs: int = 1
+    out: str = "runs/agent-eval"
+
+    def check(self) -> None:
+        """ValueError naming the first bad setting (before any episode)."""
+        from envs.objects import check_pattern
+
+        if self.agent not in ("vlm", "vla"):
+            raise ValueError(f"agent {self.agent!r}: expected vlm or vla")
+        if self.decoding not in DECODING_RULES:
+            raise ValueError(f"decoding {self.decoding!r}: expected one of {list(DECODING_RULES)}")
+        for name in ("seeds", "envs", "max_steps", "decide_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; it must be an int >= 1")
+        if self.chunk is not None and self.chunk < 1:
+            raise ValueError(f"chunk={self.chunk!r} is not allowed; it must be an int >= 1 or none")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold={self.threshold!r} is not allowed; it must be in [0, 1]")
+        check_pattern(self.object_pattern)
+        if self.pattern_control and self.object_pattern != "material":
+            raise ValueError("pattern_control compares with the material pattern: leave object_pattern at material")
+
+    def build_agent(self) -> Any:
+        """The agent to evaluate (loading a model raises a ValueError naming what is missing)."""
+        if self.oracle:
+            from agents.protocol import ScriptedAgent
+
+            return ScriptedAgent()
+        if self.agent == "vla":
+            from agents.vla_agent import VLAAgent
+
+            return VLAAgent(self.model or "tiny-vla", chunk=self.chunk, decoding=self.decoding, tap_layer=None,
+                            device=self.device, dtype=self.dtype)  # fmt: skip
+        from agents.vlm_agent import VLMAgent
+
+        return VLMAgent(self.model or "tiny", decide_every=self.decide_every, threshold=self.threshold,
+                        device=self.device, dtype=self.dtype)  # fmt: skip
+
+
+def evaluate_agent(cfg: AgentEvalConfig, progress: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
+    """Check the config, run every cell (and the pattern control), summarize, write
+    `<out>/summary.json` (atomically); returns its content. `progress(done, total)` after each batch."""
+    import time
+
+    from storage import write_json
+
+    cfg.check()
+    agent = cfg.build_agent()
+    t0 = time.time()
+    total = 4 * cfg.seeds * (2 if cfg.pattern_control else 1)
+    run = dict(seeds=cfg.seeds, first_seed=cfg.first_seed, envs=cfg.envs, max_steps=cfg.max_steps,
+               unbreakable=cfg.unbreakable)  # fmt: skip
+    rows = run_cells(agent, object_pattern=cfg.object_pattern, **run,
+                     progress=progress and (lambda n: progress(n, total)))  # fmt: skip
+    control = (run_pattern_control(agent, **run, progress=progress and (lambda n: progress(len(rows) + n, total)))
+               if cfg.pattern_control else None)  # fmt: skip
+    keys = ("agent", "model", "chunk", "decoding", "seeds", "first_seed", "decide_every", "threshold",
+            "object_pattern", "pattern_control", "unbreakable", "max_steps", "oracle")  # fmt: skip
+    config = {k: v for k, v in asdict(cfg).items() if k in keys}
+    doc = {"config": config, "summary": summarize(rows, control), "episodes": rows, "control_episodes": control or [],
+           "seconds": time.time() - t0}  # fmt: skip
+    write_json(Path(cfg.out) / "summary.json", doc)
+    return doc
+
+
+def print_summary(doc: dict[str, Any], console: Any) -> None:
+    """The terminal table of an agent evaluation: rates and peak grip per cell and material."""
+    from rich.table import Table
+
+    cfg, summary = doc["config"], doc["summary"]
+
+    def rate(e: dict) -> str:
+        return f"{e['value']:.2f} [{e['low']:.2f}, {e['high']:.2f}]"
+
+    table = Table(title=f"{cfg['agent']} closed loop, {cfg['seeds']} seeds per combination ({doc.get('seconds', 0):.0f}s)")
+    for col in ("cell", "n", "success", "intact", "peak grip N"):
+        table.add_column(col)
+    cells = [*summary["cells"].items(), *summary["materials"].items(),
+             *((f"plain {n}", c) for n, c in (summary.get("control") or {}).get("materials", {}).items())]  # fmt: skip
+    for name, c in cells:
+        f = c["peak_grip_force"]
+        table.add_row(name, str(c["n"]), rate(c["success"]), rate(c["intact"]), f"{f['value']:.1f} [{f['low']:.1f}, {f['high']:.1f}]")
+    console.print(table)
+    g = summary["grip_gap"]
+    console.print(f"rigid − fragile peak grip force: {g['value']:.1f} N [{g['low']:.1f}, {g['high']:.1f}]")
+    if summary.get("control"):
+        g, r = summary["control"]["grip_gap"], summary["control"]["gap_ratio"]
+        console.print(f"plain, unbreakable objects: gap {g['value']:.1f} N [{g['low']:.1f}, {g['high']:.1f}]; "
+                      f"plain / trained gap {r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]")  # fmt: skip
+        c, r = summary["command_gap"], summary["control"]["command_gap_ratio"]
+        console.print(f"commanded grip (mean closing command): gap {c['value']:.2f} [{c['low']:.2f}, {c['high']:.2f}]; "
+                      f"plain / trained {r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]")  # fmt: skip

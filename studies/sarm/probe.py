@@ -128,7 +128,7 @@ def fit_probe(
     conditions = [p.replace(":contrast:", f":{feature}:") for p in cfg.probe_conditions]
     sae = out / "sae"
     run = run_experiment(cfg.experiment("probe-fit", split["fit"], conditions, vector=str(out / "perturbation_vector.safetensors"),
-                                        sae=str(sae) if sae.is_dir() else None), progress=False, report=False)  # fmt: skip
+                                        sae=str(sae) if sae.is_dir() else None), progress=False)  # fmt: skip
     clean = [a for s in split["fit"] for a in decision_activations(fit_dir, "unsteered", s, "all")]
     attacked = [a for c in conditions for s in split["fit"] for a in attacked_decisions(run, c, s)]
     n_img, layer = _fit_meta(fit_dir, split["fit"][0])

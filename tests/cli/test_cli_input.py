@@ -26,9 +26,9 @@ CASES = [
     (["demo", "--seeds", "0"], "seeds=0"),
     (["demo", "--quick", "--sarm-perturbations", "laser"], "'laser'"),
     (["sarm-eval", "--k", "-1"], "k=-1.0"),
-    (["env-demo", "--seeds", "0"], "--seeds must be"),
-    (["agent-eval", "--seeds", "0"], "--seeds must be"),
-    (["agent-eval", "--threshold", "2"], "--threshold 2.0"),
+    (["env-demo", "--seeds", "0"], "seeds=0"),
+    (["agent-eval", "--seeds", "0"], "seeds=0"),
+    (["agent-eval", "--threshold", "2"], "threshold=2.0"),
     (["bench", "--episodes", "0"], "--episodes (0)"),
     (["bench", "--variants", "gpu-farm"], "variant 'gpu-farm'"),
 ]
