@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     """Build the config from the arguments, run, print tables."""
     cfg = config_from_args(SarmEvalConfig, args, out=str(Path("runs") / args.name))
-    doc = run_sarm_eval(cfg)
+    doc = run_sarm_eval(cfg, progress=True)
     print_summary(doc)
     print(f"wrote {cfg.out}/summary.json" + (", roc.png, sweep.png, timeline_*.png" if cfg.plots else ""))
     return 0

@@ -26,7 +26,37 @@ from studies.demo.layout import STAGE_MARKERS
 
 @dataclass
 class DemoConfig:
-    """Sizes of each stage of the demo (defaults: ≤ 15 minutes on 2 CPU cores)."""
+    """Sizes of each stage of the demo (defaults: ≤ 15 minutes on 2 CPU cores).
+
+    Attributes:
+        name: the demo folder's name under `out`.
+        out: the parent folder of the demo folder.
+        model: the planner's VLM ('tiny', a local folder or a cached hub id).
+        images: labelled frames collected for the SAE (× 81 image tokens each).
+        sae_steps: SAE training steps.
+        sae_expansion: SAE dictionary size as a multiple of the activation width.
+        sae_lr: SAE learning rate.
+        seeds: paired seeds per steering experiment.
+        toward_rigid: SAE steering levels on fragile objects (0 = rigid level, 1 = fragile level).
+        toward_fragile: SAE steering levels on rigid objects.
+        dom_scale: difference-of-means steering strength, in units of the vector.
+        random_scales: random-direction controls, in units of ||dom||.
+        sarm_fit_episodes: clean episodes that fit and calibrate the planner's monitors.
+        sarm_episodes: evaluation episodes per perturbation condition.
+        sarm_perturbations: the SARM stage's perturbation conditions.
+        probe_episodes: episodes of the world-model probe.
+        videos: seeds per condition recorded as MP4.
+        workers: worker processes.
+        vla: run the VLA stage.
+        vla_seeds_per_cell: the VLA's closed-loop episodes per color × material.
+        vla_seeds: paired seeds of the VLA steering study.
+        vla_images: labelled frames for the VLA's SAE.
+        vla_sae_steps: the VLA SAE's training steps.
+        vla_sae_levels: SAE steering levels of the VLA study.
+        vla_sarm_fit_episodes: clean episodes that fit and calibrate the VLA's monitors.
+        vla_sarm_episodes: the VLA's SARM evaluation episodes per condition.
+        vla_max_steps: steps before truncation in the VLA stage.
+    """
 
     name: str = "demo"
     out: str = "runs"

@@ -138,8 +138,9 @@ def records_from_run(run_dir: Path, scorers: list[str]) -> list[dict[str, Any]]:
     return records
 
 
-def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print) -> dict[str, Any]:
-    """Run the protocol of the module docstring (resuming finished stages); returns summary.json."""
+def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print, progress: bool = False) -> dict[str, Any]:
+    """Run the protocol of the module docstring (resuming finished stages); returns summary.json.
+    `progress`: a progress bar over each stage's episodes (the CLI shows it)."""
     from rollouts.experiment import run_experiment
     from storage import marker_reads, write_json
     from studies.sarm.plots import plot_roc, plot_sweep, plot_timelines
@@ -154,7 +155,7 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print) -> dict[str, Any]:
     if marker is not None and marker.get("calibration", cfg.calibration_settings()) != cfg.calibration_settings():
         raise ValueError(f"{out} was calibrated with {marker['calibration']}, not {cfg.calibration_settings()}: "
                          "its eval episodes used those thresholds; choose another --name")  # fmt: skip
-    fit_dir = run_experiment(cfg.experiment("fit", cfg.fit_seeds, ["unsteered"]), progress=False)
+    fit_dir = run_experiment(cfg.experiment("fit", cfg.fit_seeds, ["unsteered"]), progress=progress)
     marker = marker or fit_scorers(cfg, fit_dir, log)
     feature = marker["contrast_feature"]
     given = cfg.run_perturbations()
@@ -164,7 +165,7 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print) -> dict[str, Any]:
         "eval", cfg.eval_seeds, ["unsteered", *perturbations], monitors=scorer_dirs, enforce=["none", *marker["scorers"]],
         vector=str(out / "perturbation_vector.safetensors"), sae=str(out / "sae") if feature is not None else None,
     )  # fmt: skip
-    eval_dir = run_experiment(eval_cfg, progress=False)
+    eval_dir = run_experiment(eval_cfg, progress=progress)
     from monitors.scorers import load_scorer
 
     thresholds = {n: load_scorer(d).threshold for n, d in zip(marker["scorers"], scorer_dirs, strict=True)}
