@@ -68,7 +68,9 @@ class DaggerAgent:
         """Lane 0's need for a frame."""
         return self.needs_image_for(0)
 
-    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+    def act_batch(
+        self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]
+    ) -> list[np.ndarray]:
         """The policy's actions; the oracle's (from the same observations) become the labels."""
         executed = self.policy.act_batch(observations, infos, lanes)
         for info, i in zip(infos, lanes, strict=True):
@@ -94,9 +96,17 @@ class DaggerAgent:
     def _at_object_ungripped(info: dict[str, Any]) -> bool:
         """Not holding, fingers not both on the object, gripper above it (within ALIGNED in
         x, y) and below hover height."""
-        if info.get("holding") or info.get("gripped") or "ee_pos" not in info or "object_pos" not in info:
+        if (
+            info.get("holding")
+            or info.get("gripped")
+            or "ee_pos" not in info
+            or "object_pos" not in info
+        ):
             return False
-        return over_object(np.asarray(info["ee_pos"], dtype=np.float64), np.asarray(info["object_pos"], dtype=np.float64))
+        return over_object(
+            np.asarray(info["ee_pos"], dtype=np.float64),
+            np.asarray(info["object_pos"], dtype=np.float64),
+        )
 
     def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         """Lane 0's executed action."""

@@ -28,7 +28,13 @@ PROMPT_BUILDERS: dict[str, Callable[[Any, str], str]] = {
 #: Input names a processor may return that are for training only (never passed to the model).
 TRAINING_ONLY_INPUTS = ("labels",)
 #: Parameters of the processors that `image_only_processor_class` can rebuild.
-IMAGE_ONLY_PARAMS = ("image_processor", "tokenizer", "video_processor", "image_seq_len", "chat_template")
+IMAGE_ONLY_PARAMS = (
+    "image_processor",
+    "tokenizer",
+    "video_processor",
+    "image_seq_len",
+    "chat_template",
+)
 
 
 class UnsupportedModelError(ValueError):
@@ -83,7 +89,11 @@ def image_only_processor_class(cls: type) -> type:
 def _missing_package(exc: BaseException) -> str | None:
     """The package an ImportError says is missing (torchvision, num2words, ...), or None."""
     text = str(exc)
-    patterns = (r"requires the (\w+) library", r"Package `(\w+)` is required", r"No module named '(\w+)")
+    patterns = (
+        r"requires the (\w+) library",
+        r"Package `(\w+)` is required",
+        r"No module named '(\w+)",
+    )
     for pattern in patterns:
         match = re.search(pattern, text, flags=re.IGNORECASE)
         if match:
@@ -108,7 +118,9 @@ def load_processor(source: str, local_files_only: bool) -> Any:
         return AutoProcessor.from_pretrained(source, **kwargs)
     except ImportError as exc:
         first: BaseException = exc
-    except AttributeError as exc:  # transformers' video classes are placeholders without torchvision
+    except (
+        AttributeError
+    ) as exc:  # transformers' video classes are placeholders without torchvision
         if is_torchvision_available():
             raise
         first = exc
@@ -116,7 +128,9 @@ def load_processor(source: str, local_files_only: bool) -> Any:
         if "video processor" not in str(exc):
             raise
         first = exc
-    missing = _missing_package(first) or ("torchvision" if not is_torchvision_available() else "an optional package")
+    missing = _missing_package(first) or (
+        "torchvision" if not is_torchvision_available() else "an optional package"
+    )
     config = AutoConfig.from_pretrained(source, **kwargs)
     cls = PROCESSOR_MAPPING.get(type(config), None)
     if cls is None or "video_processor" not in cls.get_attributes():

@@ -56,7 +56,9 @@ class Agent(Protocol):
     def needs_image_for(self, lane: int = 0) -> bool:
         """Whether the lane's next act reads a camera frame."""
 
-    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+    def act_batch(
+        self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]
+    ) -> list[np.ndarray]:
         """One action (4,) float32 per lane."""
 
     def decision_for(self, lane: int = 0) -> dict[str, Any] | None:
@@ -178,7 +180,9 @@ class LaneAgent(LaneViews):
         """The lane's scripted-expert phase (approach … release, retreat)."""
         return self.lane(lane).expert.phase
 
-    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+    def act_batch(
+        self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]
+    ) -> list[np.ndarray]:
         """One action per lane (see the module docstring)."""
         raise NotImplementedError
 
@@ -211,7 +215,9 @@ class ExpertAgent(LaneAgent):
         ScriptedExpert(value)  # validates
         self._initial_profile = value
 
-    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+    def act_batch(
+        self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]
+    ) -> list[np.ndarray]:
         """The expert's action in each lane."""
         out = []
         for info, i in zip(infos, lanes, strict=True):
@@ -228,7 +234,9 @@ class ScriptedAgent(LaneAgent):
     gentle for fragile objects, firm for rigid ones (configurable with `profile_for`).
     """
 
-    def __init__(self, profile_for: dict[str, str | HandlingProfile] | None = None, recover: bool = False) -> None:
+    def __init__(
+        self, profile_for: dict[str, str | HandlingProfile] | None = None, recover: bool = False
+    ) -> None:
         """Args:
         profile_for: material → profile name or HandlingProfile (default DEFAULT_PROFILE_FOR).
         recover: the experts go back for a lost object (the VLA's demonstration oracles).
@@ -237,16 +245,22 @@ class ScriptedAgent(LaneAgent):
         self.profile_for = check_profile_map(profile_for or DEFAULT_PROFILE_FOR)
         super().__init__(self.profile_for["fragile"])
 
-    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+    def act_batch(
+        self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]
+    ) -> list[np.ndarray]:
         """Choose each lane's profile from info["object"]["material"], then the expert's action."""
         out = []
         for info, i in zip(infos, lanes, strict=True):
             try:
                 material = info["object"]["material"]
             except (KeyError, TypeError) as exc:
-                raise ValueError("info['object']['material'] is missing: pass the env's info") from exc
+                raise ValueError(
+                    "info['object']['material'] is missing: pass the env's info"
+                ) from exc
             if material not in self.profile_for:
-                raise ValueError(f"material {material!r}: expected one of {sorted(self.profile_for)}")
+                raise ValueError(
+                    f"material {material!r}: expected one of {sorted(self.profile_for)}"
+                )
             state = self.lane(i)
             profile = self.profile_for[material]
             state.expert.profile = profile
@@ -281,7 +295,11 @@ class ReplayAgent(LaneAgent):
         self._actions: dict[int, np.ndarray] = {}
         super().__init__("gentle")  # the lanes' scripted expert is never asked
         if actions_by_lane is not None:
-            items = actions_by_lane.items() if isinstance(actions_by_lane, Mapping) else enumerate(actions_by_lane)
+            items = (
+                actions_by_lane.items()
+                if isinstance(actions_by_lane, Mapping)
+                else enumerate(actions_by_lane)
+            )
             for lane, actions in items:
                 self.set_actions(lane, actions)
 
@@ -290,13 +308,19 @@ class ReplayAgent(LaneAgent):
         self.lane(lane)  # validates the lane
         arr = np.asarray(actions, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != 4:
-            raise ValueError(f"actions for lane {lane} have shape {arr.shape}: expected T × 4 with T >= 1")
+            raise ValueError(
+                f"actions for lane {lane} have shape {arr.shape}: expected T × 4 with T >= 1"
+            )
         if not np.isfinite(arr).all():
             bad = np.argwhere(~np.isfinite(arr))[0].tolist()
-            raise ValueError(f"actions for lane {lane}: row {bad[0]} is {arr[bad[0]].tolist()}; every value must be finite")
+            raise ValueError(
+                f"actions for lane {lane}: row {bad[0]} is {arr[bad[0]].tolist()}; every value must be finite"
+            )
         self._actions[lane] = arr
 
-    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+    def act_batch(
+        self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]
+    ) -> list[np.ndarray]:
         """Each lane's next given action.
 
         Raises:
@@ -307,9 +331,13 @@ class ReplayAgent(LaneAgent):
             state = self.lane(i)
             actions = self._actions.get(i)
             if actions is None:
-                raise ValueError(f"lane {i} has no actions to replay: call set_actions({i}, actions) first")
+                raise ValueError(
+                    f"lane {i} has no actions to replay: call set_actions({i}, actions) first"
+                )
             if state.step >= len(actions):
-                raise ValueError(f"lane {i}: step {state.step} runs past the {len(actions)} actions given to replay")
+                raise ValueError(
+                    f"lane {i}: step {state.step} runs past the {len(actions)} actions given to replay"
+                )
             state.last_decision = {"decided": False}
             out.append(actions[state.step].copy())
             state.step += 1
@@ -332,19 +360,28 @@ class NoisyOracle(ScriptedAgent):
     #: uniform σ 0.15-0.3 broke 32-67% of them), none while the fingers close or open.
     PHASE_SCALE = {"descend": 0.3, "lower": 0.3, "close": 0.0, "release": 0.0}
 
-    def __init__(self, sigma: float = 0.3, prob: float = 0.5, profile_for: dict[str, str | HandlingProfile] | None = None) -> None:
+    def __init__(
+        self,
+        sigma: float = 0.3,
+        prob: float = 0.5,
+        profile_for: dict[str, str | HandlingProfile] | None = None,
+    ) -> None:
         if not (0.0 <= sigma <= 1.0 and 0.0 <= prob <= 1.0):
             raise ValueError(f"sigma={sigma!r} and prob={prob!r}: each must be in [0, 1]")
         self.sigma, self.prob = float(sigma), float(prob)
         self._rngs: dict[int, np.random.Generator] = {}
-        super().__init__(profile_for, recover=True)  # demonstrations show how to recover a lost object
+        super().__init__(
+            profile_for, recover=True
+        )  # demonstrations show how to recover a lost object
 
     def reset(self, seed: int | None = None, lane: int = 0) -> None:
         """Start a new episode; the lane's noise generator restarts from the seed."""
         super().reset(seed, lane)
         self._rngs[lane] = np.random.default_rng([0 if seed is None else seed, 4242])
 
-    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+    def act_batch(
+        self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]
+    ) -> list[np.ndarray]:
         """The oracle's action plus noise; the clean action goes to the decision as "label"."""
         clean = super().act_batch(observations, infos, lanes)
         out = []

@@ -78,9 +78,13 @@ def weights_sha1(folder: str | Path) -> str:
     WEIGHT_SUFFIXES, in sorted order). A run records it because a name such as "tiny" points
     at a folder whose weights change when a new checkpoint ships. Reads every weight byte once
     (seconds for a multi-GB model)."""
-    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    files = sorted(
+        p for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+    )
     if not files:
-        raise ValueError(f"{folder} holds no weight files (expected one ending in {', '.join(WEIGHT_SUFFIXES)})")
+        raise ValueError(
+            f"{folder} holds no weight files (expected one ending in {', '.join(WEIGHT_SUFFIXES)})"
+        )
     digest = hashlib.sha1()
     for path in files:
         digest.update(path.name.encode() + b"\0")

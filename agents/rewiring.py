@@ -64,7 +64,9 @@ def rewiring_report(vlm: Any, vla: Any, k: int = 10, reference_seed: int = 0) ->
     from agents.backend import VLMBackend
 
     if vlm.n_layers != vla.n_layers:
-        raise ValueError(f"the VLM has {vlm.n_layers} layers and the VLA {vla.n_layers}: not one architecture")
+        raise ValueError(
+            f"the VLM has {vlm.n_layers} layers and the VLA {vla.n_layers}: not one architecture"
+        )
     with torch.random.fork_rng():
         torch.manual_seed(reference_seed)
         fresh = type(vlm.model)(vlm.model.config).eval()
@@ -72,5 +74,7 @@ def rewiring_report(vlm: Any, vla: Any, k: int = 10, reference_seed: int = 0) ->
     return {
         "k": k,
         "vla": [compare_layer(vlm, vla, layer, k) for layer in range(vlm.n_layers)],
-        "random_reference": [compare_layer(vlm, random_copy, layer, k) for layer in range(vlm.n_layers)],
+        "random_reference": [
+            compare_layer(vlm, random_copy, layer, k) for layer in range(vlm.n_layers)
+        ],
     }

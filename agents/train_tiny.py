@@ -58,7 +58,11 @@ Renderer = Callable[..., tuple[np.ndarray, list[dict[str, Any]]]]
 
 
 def load_frames(
-    n: int, seed: int, cache_dir: str | Path | None, render: Renderer, log: Callable[[str], None] = print
+    n: int,
+    seed: int,
+    cache_dir: str | Path | None,
+    render: Renderer,
+    log: Callable[[str], None] = print,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Render (or load cached) labelled frames from env seeds seed..seed+n-1 with
     `render(n, seed=seed, image_size=384)` (rollouts.frames.render_labeled_frames)."""
@@ -254,7 +258,9 @@ def probe_report(
     return out
 
 
-def train_tiny(cfg: TrainConfig, render: Renderer, log: Callable[[str], None] = print) -> dict[str, Any]:
+def train_tiny(
+    cfg: TrainConfig, render: Renderer, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Train, evaluate, probe and save the tiny model; returns the report (also saved as JSON).
 
     `render(n, seed=..., image_size=...)` gives labelled frames: rollouts.frames.render_labeled_frames
@@ -353,7 +359,9 @@ def train_tiny(cfg: TrainConfig, render: Renderer, log: Callable[[str], None] = 
         "probe": probe_report(backend, random_backend, ev_images, ev_labels, cfg.probe_layer),
         "torch": torch.__version__,
     }
-    with atomic_dir(cfg.out_dir) as tmp:  # the checkpoint and its report replace the old pair together
+    with atomic_dir(
+        cfg.out_dir
+    ) as tmp:  # the checkpoint and its report replace the old pair together
         save_tiny(model, processor, tmp)
         write_json(tmp / "training_report.json", report)
     out = Path(cfg.out_dir)

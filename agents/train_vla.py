@@ -44,7 +44,16 @@ from agents.vla_model import PromptBuilder, VLASpec, build_vla, load_vla, save_v
 from storage import write_json
 
 #: Packages whose versions a checkpoint's numbers depend on (recorded in training_report.json).
-VERSIONED = ("torch", "transformers", "tokenizers", "numpy", "pybullet", "safetensors", "pillow", "gymnasium")
+VERSIONED = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "numpy",
+    "pybullet",
+    "safetensors",
+    "pillow",
+    "gymnasium",
+)
 
 #: Co-trained plain-prompt questions: (question, answer if fragile, answer if rigid).
 COTRAIN_QUESTIONS = (
@@ -138,7 +147,11 @@ def _held_pools(data: _Batches, train_rows: np.ndarray) -> dict[bool, np.ndarray
 
 
 def _swap_held_frames(
-    data: _Batches, idx: np.ndarray, pools: dict[bool, np.ndarray], share: float, gen: np.random.Generator
+    data: _Batches,
+    idx: np.ndarray,
+    pools: dict[bool, np.ndarray],
+    share: float,
+    gen: np.random.Generator,
 ) -> np.ndarray:
     """Row of the image features each batch row trains on: its own, except for a `share` of
     held-object rows, which get a held row of the other material (`pools`: `_held_pools`; see
@@ -273,7 +286,9 @@ def train_vla(
             raise ValueError(f"init={cfg.init!r} has (k_bins, state_bins, horizon) {have}; the config and "
                              f"demonstrations ask for {(cfg.k_bins, cfg.state_bins, demos.horizon)}")  # fmt: skip
     else:
-        backend, spec = build_vla(cfg.base, cfg.k_bins, cfg.state_bins, demos.horizon, seed=cfg.seed)
+        backend, spec = build_vla(
+            cfg.base, cfg.k_bins, cfg.state_bins, demos.horizon, seed=cfg.seed
+        )
     model = backend.model
     inner = model.model
     for module in (inner.vision_model, inner.connector):

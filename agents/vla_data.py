@@ -88,7 +88,9 @@ class ConcatFrames:
         shapes = {tuple(p.shape[1:]) for p in parts}
         dtypes = {np.dtype(p.dtype) for p in parts}
         if len(shapes) != 1 or len(dtypes) != 1:
-            raise ValueError(f"frames of shapes {sorted(shapes)} and dtypes {sorted(map(str, dtypes))}: parts must share one")
+            raise ValueError(
+                f"frames of shapes {sorted(shapes)} and dtypes {sorted(map(str, dtypes))}: parts must share one"
+            )
         self.parts = list(parts)
         self.offsets = np.cumsum([0] + [len(p) for p in parts])
         self.shape = (int(self.offsets[-1]), *shapes.pop())
@@ -99,7 +101,9 @@ class ConcatFrames:
         return self.shape[0]
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return np.concatenate([np.asarray(p) for p in self.parts]).astype(dtype or self.dtype, copy=False)
+        return np.concatenate([np.asarray(p) for p in self.parts]).astype(
+            dtype or self.dtype, copy=False
+        )
 
     def __getitem__(self, index: Any) -> np.ndarray:
         if isinstance(index, (int, np.integer)):
@@ -218,7 +222,11 @@ class Demonstrations:
         ids = [set(p.episodes.tolist()) for p in parts]
         if sum(map(len, ids)) != len(set().union(*ids)):
             raise ValueError("parts share episode ids: give each source its own seeds")
-        arrays = {n: np.concatenate([np.asarray(getattr(p, n)) for p in parts]) for n in _ARRAYS if n != "frames"}
+        arrays = {
+            n: np.concatenate([np.asarray(getattr(p, n)) for p in parts])
+            for n in _ARRAYS
+            if n != "frames"
+        }
         return cls(frames=ConcatFrames([p.frames for p in parts]), **arrays)
 
     @classmethod

@@ -111,7 +111,9 @@ class VLMAgent(LaneAgent):
         """Query the VLM about `image` and set the lane's expert profile; returns the decision."""
         return self._decide(lane, self.p_fragile(np.asarray(image)))
 
-    def act_batch(self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]) -> list[np.ndarray]:
+    def act_batch(
+        self, observations: list[dict[str, Any]], infos: list[dict[str, Any]], lanes: list[int]
+    ) -> list[np.ndarray]:
         """Decide for the lanes due a query (one batched VLM forward), then each expert's action."""
         asking = [k for k, i in enumerate(lanes) if self.needs_image_for(i)]
         images = []
@@ -129,7 +131,11 @@ class VLMAgent(LaneAgent):
             if k in answered:
                 state.last_decision = self._decide(i, float(answered[k]))
             else:
-                state.last_decision = {**(state.last_decision or {}), "step": state.step, "decided": False}
+                state.last_decision = {
+                    **(state.last_decision or {}),
+                    "step": state.step,
+                    "decided": False,
+                }
             state.step += 1
             actions.append(state.expert.act(info))
         return actions

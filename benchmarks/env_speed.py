@@ -23,13 +23,17 @@ import envs
 
 
 def make_ours(render: bool) -> gym.Env:
-    return gym.make(envs.ENV_ID, obs_mode="state", render_mode="rgb_array" if render else None, image_size=384)
+    return gym.make(
+        envs.ENV_ID, obs_mode="state", render_mode="rgb_array" if render else None, image_size=384
+    )
 
 
 def make_panda(render: bool) -> gym.Env:
     import panda_gym  # noqa: F401  (registers the envs)
 
-    kwargs = {"render_mode": "rgb_array", "render_width": 384, "render_height": 384} if render else {}
+    kwargs = (
+        {"render_mode": "rgb_array", "render_width": 384, "render_height": 384} if render else {}
+    )
     return gym.make("PandaPickAndPlace-v3", **kwargs)
 
 
@@ -41,20 +45,28 @@ def main() -> None:
     try:
         import panda_gym  # noqa: F401
     except ImportError:
-        raise SystemExit("panda-gym is not installed: pip install -c constraints.txt -e '.[bench]'") from None
+        raise SystemExit(
+            "panda-gym is not installed: pip install -c constraints.txt -e '.[bench]'"
+        ) from None
 
     results: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):
         for name, make in (("physteer", make_ours), ("panda-gym", make_panda)):
             env = make(render=False)
-            results.setdefault((name, "steps/s"), []).append(benchmark_step(env, target_duration=args.seconds, seed=0))
+            results.setdefault((name, "steps/s"), []).append(
+                benchmark_step(env, target_duration=args.seconds, seed=0)
+            )
             env.close()
             env = make(render=True)
             env.reset(seed=0)
-            results.setdefault((name, "frames/s"), []).append(benchmark_render(env, target_duration=args.seconds))
+            results.setdefault((name, "frames/s"), []).append(
+                benchmark_render(env, target_duration=args.seconds)
+            )
             env.close()
 
-    table = Table(title=f"Env speed ({args.rounds} alternating rounds of {args.seconds:.0f} s; medians)")
+    table = Table(
+        title=f"Env speed ({args.rounds} alternating rounds of {args.seconds:.0f} s; medians)"
+    )
     for col in ("metric", "physteer", "panda-gym", "ratio", "target"):
         table.add_column(col)
     for metric, target in (("steps/s", 1.5), ("frames/s", 3.0)):

@@ -57,7 +57,9 @@ def episode(loop, seed: int) -> dict[str, float]:  # noqa: ANN001
             "steps": row["steps"], "record": record}  # fmt: skip
 
 
-def build_scorers(kinds: list[str], tokens: list, decisions: list, n_img: int, sae_kwargs: dict) -> dict:
+def build_scorers(
+    kinds: list[str], tokens: list, decisions: list, n_img: int, sae_kwargs: dict
+) -> dict:
     """Every scorer kind fitted on the clean decisions and calibrated (mean + 2·std of its own
     scores): anomaly scorers on the image tokens; the probe on every row against the same
     decisions shifted along a random direction (its cost does not depend on what it learnt);
@@ -67,11 +69,15 @@ def build_scorers(kinds: list[str], tokens: list, decisions: list, n_img: int, s
     from monitors.scorers import make_scorer
 
     out: dict = {}
-    for kind in [k for k in kinds if k != "combined"] + (["combined"] if "combined" in kinds else []):
+    for kind in [k for k in kinds if k != "combined"] + (
+        ["combined"] if "combined" in kinds else []
+    ):
         if kind == "probe":
             g = torch.Generator().manual_seed(0)
             shift = torch.randn(decisions[0].shape[1], generator=g)
-            s = LinearProbeScorer(n_image_tokens=n_img).fit(decisions, [d + shift for d in decisions])
+            s = LinearProbeScorer(n_image_tokens=n_img).fit(
+                decisions, [d + shift for d in decisions]
+            )
             s.calibrate(s.score_many(decisions), method="sigma", k=2)
         elif kind == "combined":
             parts = [out.get(k) or build_scorers([k], tokens, decisions, n_img, sae_kwargs)[k]
@@ -115,8 +121,12 @@ def main() -> None:
     parser.add_argument("--decide-every", type=int, default=10)
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--scorers", default="sae,mahalanobis,pca,probe,combined", help="comma-separated kinds")
-    parser.add_argument("--repeats", type=int, default=30, help="timed calls per decision-level median")
+    parser.add_argument(
+        "--scorers", default="sae,mahalanobis,pca,probe,combined", help="comma-separated kinds"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=30, help="timed calls per decision-level median"
+    )
     parser.add_argument("--sae-latents", type=int, default=None,
                         help="SAE dictionary size (default: sae.default_config, 4 × d)")  # fmt: skip
     args = parser.parse_args()
@@ -125,7 +135,11 @@ def main() -> None:
 
     bad = [k for k in kinds if k not in scorer_kinds()]
     if bad or args.episodes < 1 or args.repeats < 1:
-        parser.error(f"--scorers {bad} not among {scorer_kinds()}" if bad else "--episodes and --repeats must be >= 1")
+        parser.error(
+            f"--scorers {bad} not among {scorer_kinds()}"
+            if bad
+            else "--episodes and --repeats must be >= 1"
+        )
     torch.set_num_threads(args.threads)
 
     from rollouts.episode import ClosedLoop

@@ -184,7 +184,9 @@ def measure(backend: VLMBackend, layer: int, frames: np.ndarray, repeats: int, b
     steering.remove()
     batch_frames = list(frames[:batch])
     batched = timed(lambda: backend.prob_yes(batch_frames), device, max(1, repeats // 2))
-    singles = timed(lambda: [backend.prob_yes([f]) for f in batch_frames], device, max(1, repeats // 2))
+    singles = timed(
+        lambda: [backend.prob_yes([f]) for f in batch_frames], device, max(1, repeats // 2)
+    )
     ids = backend.prepare([frame])["input_ids"]
     n_image = int((ids == backend.image_token_id).sum())
     return {
@@ -274,9 +276,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     parser.add_argument("--dtype", default="bfloat16", help="float32 | bfloat16 | float16")
-    parser.add_argument("--repeats", type=int, default=2, help="timed decisions per figure (reference)")
-    parser.add_argument("--tiny-repeats", type=int, default=20, help="timed decisions per figure (tiny)")
-    parser.add_argument("--tiny-dtype", default="float32", help="the tiny model's dtype (its own: float32)")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="timed decisions per figure (reference)"
+    )
+    parser.add_argument(
+        "--tiny-repeats", type=int, default=20, help="timed decisions per figure (tiny)"
+    )
+    parser.add_argument(
+        "--tiny-dtype", default="float32", help="the tiny model's dtype (its own: float32)"
+    )
     parser.add_argument("--batch", type=int, default=4, help="frames of the batched decision")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--scales", default="tiny,reference", help="tiny, reference or both")

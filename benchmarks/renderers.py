@@ -52,14 +52,19 @@ def speeds(rounds: int, seconds: float, size: int) -> tuple[dict[str, float], di
     resets: dict[str, list[float]] = {r: [] for r in RENDERERS}
     for _ in range(rounds):
         for r in RENDERERS:
-            env = FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=size, renderer=r)
+            env = FrankaPickEnv(
+                render_mode="rgb_array", obs_mode="state", image_size=size, renderer=r
+            )
             for seed in range(3):
                 start = time.perf_counter()
                 env.reset(seed=seed)
                 resets[r].append(time.perf_counter() - start)
             rates[r].append(benchmark_render(env, target_duration=seconds))
             env.close()
-    return ({r: statistics.median(v) for r, v in rates.items()}, {r: statistics.median(v) for r, v in resets.items()})
+    return (
+        {r: statistics.median(v) for r, v in rates.items()},
+        {r: statistics.median(v) for r, v in resets.items()},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,7 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     used = probe.sim.renderer
     probe.close()
     if used != "egl":
-        raise SystemExit("PyBullet's EGL plugin does not load on this machine (renderer 'egl'); nothing to compare")
+        raise SystemExit(
+            "PyBullet's EGL plugin does not load on this machine (renderer 'egl'); nothing to compare"
+        )
 
     console = Console()
     fps, reset_s = speeds(args.rounds, args.seconds, args.size)
@@ -86,7 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     from agents.backend import load_vlm
 
     backend = load_vlm("tiny")
-    p = {r: np.concatenate([backend.prob_yes(list(f[i : i + 16])) for i in range(0, len(f), 16)]) for r, f in frames.items()}
+    p = {
+        r: np.concatenate([backend.prob_yes(list(f[i : i + 16])) for i in range(0, len(f), 16)])
+        for r, f in frames.items()
+    }
     decided = {r: v >= 0.5 for r, v in p.items()}
     truth = np.array([m == "fragile" for m in materials])
     n = len(truth)
@@ -96,15 +106,37 @@ def main(argv: list[str] | None = None) -> None:
         e = wilson(int(k), n)
         return f"{e.value:.0%} [{e.low:.0%}, {e.high:.0%}]"
 
-    table = Table(title=f"EGL vs TinyRenderer at {args.size}² ({n} paired frames, seeds {args.seed}-{args.seed + n - 1})")
+    table = Table(
+        title=f"EGL vs TinyRenderer at {args.size}² ({n} paired frames, seeds {args.seed}-{args.seed + n - 1})"
+    )
     for col in ("measure", "TinyRenderer", "EGL", "EGL / Tiny or paired"):
         table.add_column(col)
-    table.add_row("frames/s (median of rounds)", f"{fps['tiny']:.1f}", f"{fps['egl']:.1f}", f"{fps['egl'] / fps['tiny']:.2f}×")
-    table.add_row("reset ms (median)", f"{reset_s['tiny'] * 1000:.0f}", f"{reset_s['egl'] * 1000:.0f}", f"{reset_s['egl'] / reset_s['tiny']:.2f}×")
+    table.add_row(
+        "frames/s (median of rounds)",
+        f"{fps['tiny']:.1f}",
+        f"{fps['egl']:.1f}",
+        f"{fps['egl'] / fps['tiny']:.2f}×",
+    )
+    table.add_row(
+        "reset ms (median)",
+        f"{reset_s['tiny'] * 1000:.0f}",
+        f"{reset_s['egl'] * 1000:.0f}",
+        f"{reset_s['egl'] / reset_s['tiny']:.2f}×",
+    )
     table.add_row("pixel |Δ| (mean, levels)", "", "", f"{diff.mean():.1f}")
     table.add_row("pixels with |Δ| > 40", "", "", f"{(diff.max(-1) > 40).mean():.0%}")
-    table.add_row("tiny VLM says fragile = truth", rate((decided["tiny"] == truth).sum()), rate((decided["egl"] == truth).sum()), "")
-    table.add_row("same decision on both (n, 95% CI)", "", "", f"{rate((decided['tiny'] == decided['egl']).sum())} (n={n})")
+    table.add_row(
+        "tiny VLM says fragile = truth",
+        rate((decided["tiny"] == truth).sum()),
+        rate((decided["egl"] == truth).sum()),
+        "",
+    )
+    table.add_row(
+        "same decision on both (n, 95% CI)",
+        "",
+        "",
+        f"{rate((decided['tiny'] == decided['egl']).sum())} (n={n})",
+    )
     table.add_row("mean |ΔP(fragile)|", "", "", f"{np.abs(p['egl'] - p['tiny']).mean():.3f}")
     console.print(table)
 

@@ -107,9 +107,9 @@ class DenseSAE(torch.nn.Module):
         xn = (x - self.mean) / self.scale
         z = self.code(xn)
         den = ((xn - xn.mean(0)) ** 2).sum()
-        return sum(((xn - self.b_dec - z[:, :m] @ self.W_dec[:m]) ** 2).sum() / den for m in self.prefixes) / len(
-            self.prefixes
-        )
+        return sum(
+            ((xn - self.b_dec - z[:, :m] @ self.W_dec[:m]) ** 2).sum() / den for m in self.prefixes
+        ) / len(self.prefixes)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,8 +138,15 @@ def train_dense(model: DenseSAE, x: torch.Tensor, steps: int, batch: int, tc: Tr
 
 
 def train_sae_lens(
-    x: torch.Tensor, held: torch.Tensor, n: int, k: int, prefixes: tuple[int, ...], steps: int, batch: int,
-    tc: TrainConfig, ours: SAEConfig,
+    x: torch.Tensor,
+    held: torch.Tensor,
+    n: int,
+    k: int,
+    prefixes: tuple[int, ...],
+    steps: int,
+    batch: int,
+    tc: TrainConfig,
+    ours: SAEConfig,
 ) -> tuple[float, float]:
     """SAELens' own Matryoshka BatchTopK SAE and `SAETrainer.fit()`, fed the same batches.
 
@@ -166,7 +173,9 @@ def train_sae_lens(
 
     torch.manual_seed(tc.seed)
     sae = MatryoshkaBatchTopKTrainingSAE(
-        MatryoshkaBatchTopKTrainingSAEConfig(d_in=x.shape[1], d_sae=n, k=k, matryoshka_widths=list(prefixes))
+        MatryoshkaBatchTopKTrainingSAEConfig(
+            d_in=x.shape[1], d_sae=n, k=k, matryoshka_widths=list(prefixes)
+        )
     )
     cfg = SAETrainerConfig(
         total_training_samples=steps * batch, train_batch_size_samples=batch, lr=tc.lr, lr_end=tc.lr,
@@ -181,25 +190,33 @@ def train_sae_lens(
         return clock.tokens_per_s(batch), fve(held, sae.decode(sae.encode(held)))
 
 
-def _train_ours(x: torch.Tensor, held: torch.Tensor, cfg: SAEConfig, steps: int, tc: dict) -> tuple[float, float]:
+def _train_ours(
+    x: torch.Tensor, held: torch.Tensor, cfg: SAEConfig, steps: int, tc: dict
+) -> tuple[float, float]:
     """tokens/s (`StepClock` on the trainer's own batch stream) and held-out FVE of sae.train_sae."""
     from sae import trainer
 
     clock, batches = StepClock(), trainer._Stream.batches
-    with mock.patch.object(trainer._Stream, "batches", lambda self, start: clock.wrap(batches(self, start))):
+    with mock.patch.object(
+        trainer._Stream, "batches", lambda self, start: clock.wrap(batches(self, start))
+    ):
         res = train_sae(x, cfg, TrainConfig(steps=steps, **tc), progress=False)
     with torch.no_grad():
         return clock.tokens_per_s(tc["batch_size"]), fve(held, res.sae(held))
 
 
-def _run_variant(name: str, x: torch.Tensor, held: torch.Tensor, cfg: SAEConfig, steps: int, tc: dict):
+def _run_variant(
+    name: str, x: torch.Tensor, held: torch.Tensor, cfg: SAEConfig, steps: int, tc: dict
+):
     """Train one variant for `steps` steps: (tokens/s, held-out FVE), or None without sae_lens."""
     d, n, k, prefixes, batch = cfg.d_in, cfg.n_latents, cfg.k, cfg.prefixes, tc["batch_size"]
     if name == "ours":
         return _train_ours(x, held, cfg, steps, tc)
     if name == "sae_lens":
         try:
-            return train_sae_lens(x, held, n, k, prefixes, steps, batch, TrainConfig(steps=steps, **tc), cfg)
+            return train_sae_lens(
+                x, held, n, k, prefixes, steps, batch, TrainConfig(steps=steps, **tc), cfg
+            )
         except ImportError:
             return None
     torch.manual_seed(0)
@@ -209,8 +226,15 @@ def _run_variant(name: str, x: torch.Tensor, held: torch.Tensor, cfg: SAEConfig,
 
 
 def bench_shape(
-    d: int, n: int, k: int, prefixes: tuple[int, ...], tokens: int, batch: int, lrs: tuple[float, ...],
-    rounds: int = 0, round_steps: int = 32,
+    d: int,
+    n: int,
+    k: int,
+    prefixes: tuple[int, ...],
+    tokens: int,
+    batch: int,
+    lrs: tuple[float, ...],
+    rounds: int = 0,
+    round_steps: int = 32,
 ) -> dict:
     """Train every variant at every learning rate on the same data and token budget.
 
@@ -244,7 +268,9 @@ def bench_shape(
             entry["fve"][lr] = r[1]
     live = [name for name in names if out.get(name) is not None]
     round_steps = min(round_steps, steps)
-    tc = dict(lr=lrs[0], batch_size=batch, warmup_steps=max(1, round_steps // 10), seed=0, init_rows=4096)
+    tc = dict(
+        lr=lrs[0], batch_size=batch, warmup_steps=max(1, round_steps // 10), seed=0, init_rows=4096
+    )
     for i in range(rounds):
         for name in live if i % 2 == 0 else live[::-1]:
             out[name]["round_tps"].append(_run_variant(name, x, held, cfg, round_steps, tc)[0])
@@ -257,27 +283,46 @@ def _speed(r: dict, name: str) -> tuple[float, float]:
     if this["round_tps"]:
         ratios = [a / b for a, b in zip(ours["round_tps"], this["round_tps"], strict=True)]
         return statistics.median(this["round_tps"]), statistics.median(ratios)
-    return statistics.median(this["tps"]), statistics.median(ours["tps"]) / statistics.median(this["tps"])
+    return statistics.median(this["tps"]), statistics.median(ours["tps"]) / statistics.median(
+        this["tps"]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print a table of tokens/s, FVE and ratios."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--tokens-big", type=int, default=12288, help="token budget at 2048 -> 8192")
     ap.add_argument("--tokens-small", type=int, default=1 << 20, help="token budget at 128 -> 512")
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--lrs", type=lambda s: tuple(float(v) for v in s.split(",")), default=(1e-3, 3e-3, 1e-2),
                     help="learning-rate grid, comma-separated (default 1e-3,3e-3,1e-2)")  # fmt: skip
     ap.add_argument("--skip-big", action="store_true", help="only the 128 -> 512 shape")
-    ap.add_argument("--rounds", type=int, default=8, help="alternating speed rounds at 128 -> 512 (0: grid timings)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=8,
+        help="alternating speed rounds at 128 -> 512 (0: grid timings)",
+    )
     args = ap.parse_args(argv)
     small = default_config(128)
     # The reference width is only timed (a few steps: SAELens needs ~15 s per step there), at one lr.
-    shapes = [] if args.skip_big else [(2048, 8192, 16, (64, 256, 1024, 4096, 8192), args.tokens_big, args.lrs[:1], 0)]
-    shapes.append((128, small.n_latents, small.k, small.prefixes, args.tokens_small, args.lrs, args.rounds))
+    shapes = (
+        []
+        if args.skip_big
+        else [(2048, 8192, 16, (64, 256, 1024, 4096, 8192), args.tokens_big, args.lrs[:1], 0)]
+    )
+    shapes.append(
+        (128, small.n_latents, small.k, small.prefixes, args.tokens_small, args.lrs, args.rounds)
+    )
     console = Console(width=200)  # full table even when piped to a file
-    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch}")
-    table = Table(title="SAE training: ours vs dense baselines and SAELens (same data, same token budget)")
+    console.print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch}"
+    )
+    table = Table(
+        title="SAE training: ours vs dense baselines and SAELens (same data, same token budget)"
+    )
     for col in ("shape", "tokens", "variant", "tokens/s (median)", "speed ours/this (median)",
                 *(f"FVE lr {lr:g}" for lr in args.lrs), "best FVE"):  # fmt: skip
         table.add_column(col, justify="right")
@@ -296,8 +341,13 @@ def main(argv: list[str] | None = None) -> None:
         if r["sae_lens"] is not None:
             tps, ratio = _speed(r, "sae_lens")
             best = max(r["sae_lens"]["fve"].values())
-            timing = f"median of {rounds} alternating rounds" if rounds else "median over the lr grid"
-            per_lr = ", ".join(f"lr {lr:g}: {r['ours']['fve'][lr]:.3f} vs {f:.3f}" for lr, f in r["sae_lens"]["fve"].items())
+            timing = (
+                f"median of {rounds} alternating rounds" if rounds else "median over the lr grid"
+            )
+            per_lr = ", ".join(
+                f"lr {lr:g}: {r['ours']['fve'][lr]:.3f} vs {f:.3f}"
+                for lr, f in r["sae_lens"]["fve"].items()
+            )
             summary.append(f"  {d}->{n} k{k}, {r['tokens']:,} tokens: tokens/s ours/SAELens {ratio:.2f}x ({timing}; "
                            f"{ours_tps:,.0f} vs {tps:,.0f}); best FVE ours {ours_best:.3f} vs SAELens {best:.3f}; "
                            f"FVE ours vs SAELens at the same lr: {per_lr}")  # fmt: skip
@@ -306,7 +356,9 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"vs SAELens {sae_lens_version()} Matryoshka BatchTopK (SAETrainer.fit):", *summary,
                       sep="\n", soft_wrap=True)  # fmt: skip
     else:
-        console.print("SAELens: `import sae_lens` failed (not installed) - its trainer was not measured.")
+        console.print(
+            "SAELens: `import sae_lens` failed (not installed) - its trainer was not measured."
+        )
 
 
 def sae_lens_version() -> str:
@@ -314,6 +366,7 @@ def sae_lens_version() -> str:
     import sae_lens
 
     return sae_lens.__version__
+
 
 if __name__ == "__main__":
     main()

@@ -56,7 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", default=d.cache_dir, help="render cache folder ('' for none)")
     p.set_defaults(func=run_train_tiny)
 
-    e = subparsers.add_parser("agent-eval", help="an agent (VLM planner or VLA) in closed loop over color × material")
+    e = subparsers.add_parser(
+        "agent-eval", help="an agent (VLM planner or VLA) in closed loop over color × material"
+    )
     add_config_arguments(e, AgentEvalConfig)
     e.set_defaults(func=run_agent_eval)
 
@@ -120,7 +122,9 @@ def run_agent_eval(args: argparse.Namespace) -> int:
     columns = [TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("episodes", total=None)
-        doc = evaluate_agent(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        doc = evaluate_agent(
+            cfg, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
     print_summary(doc, console)
     console.print(f"wrote {Path(cfg.out) / 'summary.json'}")
     return 0

@@ -11,15 +11,27 @@ from rich.progress import Progress
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `collect`."""
-    p = subparsers.add_parser("collect", help="render balanced frames and store the VLM's tap-layer activations")
+    p = subparsers.add_parser(
+        "collect", help="render balanced frames and store the VLM's tap-layer activations"
+    )
     p.add_argument("--out", default="runs/collect/store", help="store folder (must be new)")
     p.add_argument("--images", type=int, default=2048, help="number of frames (default 2048)")
-    p.add_argument("--seed", type=int, default=1_000_000, help="first env seed (keep apart from training seeds)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1_000_000,
+        help="first env seed (keep apart from training seeds)",
+    )
     p.add_argument("--model", default="tiny")
     p.add_argument("--layer", type=int, default=None, help="decoder layer (default: 2/3 depth)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--random-weights", type=int, metavar="SEED", default=None,
-                   help="the discovery control: same architecture, freshly initialised weights (seeded)")
+    p.add_argument(
+        "--random-weights",
+        type=int,
+        metavar="SEED",
+        default=None,
+        help="the discovery control: same architecture, freshly initialised weights (seeded)",
+    )
     p.set_defaults(func=cmd_collect)
 
 
@@ -39,8 +51,15 @@ def cmd_collect(args: argparse.Namespace) -> int:
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("frames", total=args.images)
         store = collect_activations(
-            backend, layer, args.out, args.images, seed=args.seed, batch_size=args.batch_size,
+            backend,
+            layer,
+            args.out,
+            args.images,
+            seed=args.seed,
+            batch_size=args.batch_size,
             progress=lambda n: bar.update(task, completed=n),
         )
-    console.print(f"{store}  (layer {layer}); steering vector: {os.path.join(args.out, 'dom_vector.safetensors')}")
+    console.print(
+        f"{store}  (layer {layer}); steering vector: {os.path.join(args.out, 'dom_vector.safetensors')}"
+    )
     return 0

@@ -39,7 +39,7 @@ def _attribute_help(cls: type) -> dict[str, str]:
 
 
 def parse_int_list(text: str) -> list[int]:
-    """"0-19" (a range), "0,3,5" or a mix ("0-3,8") → list of ints."""
+    """ "0-19" (a range), "0,3,5" or a mix ("0-3,8") → list of ints."""
     out: list[int] = []
     try:
         for part in (p for p in text.split(",") if p):
@@ -49,7 +49,9 @@ def parse_int_list(text: str) -> list[int]:
             else:
                 out.append(int(part))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use a range like 0-19 or a list like 0,3,5") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use a range like 0-19 or a list like 0,3,5"
+        ) from None
     return out
 
 
@@ -114,15 +116,23 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: set[s
         flag = "--" + f.name.replace("_", "-")
         value = argparse.SUPPRESS if only_given else default
         if is_bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=text)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=value, help=text
+            )
         else:
-            parser.add_argument(flag, type=convert, default=value, help=text, metavar=f.name.upper())
+            parser.add_argument(
+                flag, type=convert, default=value, help=text, metavar=f.name.upper()
+            )
 
 
-def config_from_args(cls: type, args: argparse.Namespace, base: Any = None, **overrides: Any) -> Any:
+def config_from_args(
+    cls: type, args: argparse.Namespace, base: Any = None, **overrides: Any
+) -> Any:
     """Build the dataclass from parsed arguments (fields without a flag keep their defaults,
     or `base`'s values when given)."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    values = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+    }
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         if typing.get_origin(hints[name]) is tuple and isinstance(value, list):

@@ -19,12 +19,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--store", required=True, help="activation store (from `physteer collect`)")
     p.add_argument("--sae", required=True, help="SAE folder (or a train-sae output folder)")
-    p.add_argument("--discovery", help="discovery.json of this SAE on this store (default: run discovery here)")
+    p.add_argument(
+        "--discovery", help="discovery.json of this SAE on this store (default: run discovery here)"
+    )
     p.add_argument("--run", help="run folder whose summary.json holds SAE steering effects")
     p.add_argument("--out", help="output folder (default runs/dashboard_<store name>)")
-    p.add_argument("--features", type=int, default=24, help="features with a detailed card (default 24)")
-    p.add_argument("--top-frames", type=int, default=6, help="top-activating frames per feature (default 6)")
-    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples if discovery runs here")
+    p.add_argument(
+        "--features", type=int, default=24, help="features with a detailed card (default 24)"
+    )
+    p.add_argument(
+        "--top-frames", type=int, default=6, help="top-activating frames per feature (default 6)"
+    )
+    p.add_argument(
+        "--n-boot", type=int, default=200, help="bootstrap resamples if discovery runs here"
+    )
     p.set_defaults(func=cmd_dashboard)
 
 
@@ -43,7 +51,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     path = write_dashboard(d, out)
     verdicts = [c.verdict for c in d.cards if c.effect["kind"] == "fragility"]
     on = sum(v in ("on the object", "partly on the object") for v in verdicts)
-    console.print(f"{len(d.cards)} feature cards; fragility features on the object: {on} of {len(verdicts)}")
+    console.print(
+        f"{len(d.cards)} feature cards; fragility features on the object: {on} of {len(verdicts)}"
+    )
     for note in d.notes:
         console.print(f"[yellow]{note}[/yellow]")
     console.print(f"Dashboard: {path.resolve()}")

@@ -12,8 +12,14 @@ from studies.demo.run import DemoConfig, run_demo
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `demo`; its flags are DemoConfig's fields."""
-    p = subparsers.add_parser("demo", help="collect → SAE → discover → steer → SARM → probe → report (≤ 15 min)")
-    p.add_argument("--quick", action="store_true", help="a few-minute smoke version (DemoConfig.quick); other flags override it")
+    p = subparsers.add_parser(
+        "demo", help="collect → SAE → discover → steer → SARM → probe → report (≤ 15 min)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few-minute smoke version (DemoConfig.quick); other flags override it",
+    )
     add_config_arguments(p, DemoConfig, only_given=True)
     p.set_defaults(func=cmd_demo)
 

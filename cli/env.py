@@ -14,7 +14,9 @@ from studies.env_demo import EnvDemoConfig, outcome_table, run_env_demo
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `env-demo` sub-command; its flags are EnvDemoConfig's fields."""
-    p = subparsers.add_parser("env-demo", help="scripted expert over color × material × profile, with videos")
+    p = subparsers.add_parser(
+        "env-demo", help="scripted expert over color × material × profile, with videos"
+    )
     add_config_arguments(p, EnvDemoConfig)
     p.set_defaults(func=cmd_env_demo)
 
@@ -26,7 +28,9 @@ def cmd_env_demo(args: argparse.Namespace) -> int:
     console = Console()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("episodes", total=None)
-        cells = run_env_demo(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        cells = run_env_demo(
+            cfg, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
     console.print(outcome_table(cells, cfg.seeds))
     if cfg.video:
         console.print(f"Videos: {os.path.abspath(cfg.out)}/<color>_<material>.mp4")

@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", help="run folder, e.g. runs/fragile")
     p.add_argument("out", help="dataset folder to create, e.g. runs/fragile_lerobot")
-    p.add_argument("--no-video", action="store_true", help="tabular data only (no camera feature, faster)")
+    p.add_argument(
+        "--no-video", action="store_true", help="tabular data only (no camera feature, faster)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=cmd_export)
 

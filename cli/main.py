@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Steer and monitor vision-language(-action) robot agents in a PyBullet Franka Panda testbed.",
     )
     parser.add_argument("--version", action="version", version=f"physteer {version()}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser
+    )
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser

@@ -13,7 +13,9 @@ from studies.sarm.tables import print_summary
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `sarm-eval` sub-command; its flags are SarmEvalConfig's fields."""
-    p = subparsers.add_parser("sarm-eval", help="evaluate the SARM monitor under injected perturbations")
+    p = subparsers.add_parser(
+        "sarm-eval", help="evaluate the SARM monitor under injected perturbations"
+    )
     add_config_arguments(p, SarmEvalConfig, skip={"out"})
     p.add_argument("--name", default="sarm-eval", help="output folder runs/<name>/")
     p.set_defaults(func=run_cli)
@@ -24,5 +26,8 @@ def run_cli(args: argparse.Namespace) -> int:
     cfg = config_from_args(SarmEvalConfig, args, out=str(Path("runs") / args.name))
     doc = run_sarm_eval(cfg, progress=True)
     print_summary(doc)
-    print(f"wrote {cfg.out}/summary.json" + (", roc.png, sweep.png, timeline_*.png" if cfg.plots else ""))
+    print(
+        f"wrote {cfg.out}/summary.json"
+        + (", roc.png, sweep.png, timeline_*.png" if cfg.plots else "")
+    )
     return 0

@@ -40,7 +40,9 @@ def command_markdown(name: str, parser: argparse.ArgumentParser, summary: str) -
         if isinstance(action, argparse._HelpAction):
             continue
         help_text, default = action.help or "", _default(action)
-        if m := re.search(r"\s*\(default:? ([^()]*)\)\s*$", help_text):  # config flags say their default
+        if m := re.search(
+            r"\s*\(default:? ([^()]*)\)\s*$", help_text
+        ):  # config flags say their default
             help_text, default = help_text[: m.start()], f"`{m.group(1)}`"
         out.append(f"| {_flags(action)} | {default} | {_cell(help_text)} |")
     return [*out, ""]

@@ -21,7 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     r = subparsers.add_parser("replay", help="re-run a logged episode and check it matches exactly")
     r.add_argument("run", help="run folder, e.g. runs/experiment")
-    r.add_argument("episode", help="<condition>/<seed>, <condition>#<monitor>/<seed>, or a row index of episodes.parquet")
+    r.add_argument(
+        "episode",
+        help="<condition>/<seed>, <condition>#<monitor>/<seed>, or a row index of episodes.parquet",
+    )
     r.add_argument("--video", default=None, help="also write the replay as this MP4")
     r.set_defaults(func=cmd_replay)
 

@@ -22,7 +22,9 @@ def _prefixes(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--prefixes must be comma-separated ints, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--prefixes must be comma-separated ints, got {text!r}"
+        ) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output directory (default runs/sae_<store name>)")
     p.add_argument("--k", type=int, help="active latents per token (default: scaled reference)")
     p.add_argument("--n-latents", type=int, help="dictionary size (default 4 x d)")
-    p.add_argument("--prefixes", type=_prefixes, help="Matryoshka prefixes, e.g. 64,256,1024,4096,8192")
+    p.add_argument(
+        "--prefixes", type=_prefixes, help="Matryoshka prefixes, e.g. 64,256,1024,4096,8192"
+    )
     p.add_argument("--batch-topk", action="store_true", help="BatchTopK selection at train time")
     p.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
     p.add_argument("--batch-size", type=int, default=1024, help="rows per step (default 1024)")
@@ -94,7 +98,9 @@ def run_train(args: argparse.Namespace) -> int:
         table.add_row(f"FVE prefix {m}", f"{v:.4f}")
     table.add_row("L0", f"{ev.l0:.2f}")
     table.add_row("dead latents", f"{ev.n_dead} ({ev.dead_fraction:.1%})")
-    table.add_row("error p50 / p99", f"{ev.error_quantiles[0.5]:.4f} / {ev.error_quantiles[0.99]:.4f}")
+    table.add_row(
+        "error p50 / p99", f"{ev.error_quantiles[0.5]:.4f} / {ev.error_quantiles[0.99]:.4f}"
+    )
     Console().print(table)
     return 0
 

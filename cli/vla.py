@@ -22,7 +22,15 @@ from rich.console import Console
 
 #: train-vla flags that make the oracle's demonstrations, and those of the DAgger rounds
 #: (recorded with each cached folder and in the checkpoint's recipe).
-DEMO_SETTINGS = ("episodes", "demo_seed", "horizon", "frame_every", "noise_sigma", "noise_prob", "rigid_release")
+DEMO_SETTINGS = (
+    "episodes",
+    "demo_seed",
+    "horizon",
+    "frame_every",
+    "noise_sigma",
+    "noise_prob",
+    "rigid_release",
+)
 DAGGER_SETTINGS = ("dagger_rounds", "dagger_episodes", "dagger_epochs", "dagger_envs")
 #: The planner's rigid release height, the demonstrations' default: rollouts.vla_demos.RIGID_RELEASE
 #: (not imported: the CLI builds its flags without loading the env; a test keeps them equal).
@@ -35,20 +43,63 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `train-vla`: collection flags, then TrainVLAConfig's fields."""
     from cli.config_flags import add_config_arguments
 
-    p = subparsers.add_parser("train-vla", help="collect noisy-oracle demonstrations and fine-tune the tiny VLA")
+    p = subparsers.add_parser(
+        "train-vla", help="collect noisy-oracle demonstrations and fine-tune the tiny VLA"
+    )
     p.add_argument("--episodes", type=int, default=192, help="demonstration episodes (default 192)")
-    p.add_argument("--demo-seed", type=int, default=7_000_000, help="first env seed of the demonstrations")
-    p.add_argument("--horizon", type=int, default=4, help="actions per chunk the model predicts (default 4)")
-    p.add_argument("--frame-every", type=int, default=3, help="keep a frame every N steps after the first 16 (default 3)")
-    p.add_argument("--noise-sigma", type=float, default=0.3, help="executed-motion noise std (default 0.3)")
-    p.add_argument("--noise-prob", type=float, default=0.5, help="share of steps with noise (default 0.5)")
-    p.add_argument("--rigid-release", type=float, default=PLANNER_RIGID_RELEASE,
-                   help=f"the oracle's rigid release height above the bin floor, m (default {PLANNER_RIGID_RELEASE}, the planner's)")
-    p.add_argument("--demos", default="runs/train-vla/demos", help="demonstrations folder (reused when it exists)")
-    p.add_argument("--dagger-rounds", type=int, default=0, help="DAgger rounds after the first training (default 0)")
-    p.add_argument("--dagger-episodes", type=int, default=128, help="policy-driven episodes per DAgger round (default 128)")
-    p.add_argument("--dagger-epochs", type=int, default=2, help="epochs of each DAgger round's fine-tuning (default 2)")
-    p.add_argument("--dagger-envs", type=int, default=8, help="lanes per batched forward in DAgger rounds (default 8)")
+    p.add_argument(
+        "--demo-seed", type=int, default=7_000_000, help="first env seed of the demonstrations"
+    )
+    p.add_argument(
+        "--horizon", type=int, default=4, help="actions per chunk the model predicts (default 4)"
+    )
+    p.add_argument(
+        "--frame-every",
+        type=int,
+        default=3,
+        help="keep a frame every N steps after the first 16 (default 3)",
+    )
+    p.add_argument(
+        "--noise-sigma", type=float, default=0.3, help="executed-motion noise std (default 0.3)"
+    )
+    p.add_argument(
+        "--noise-prob", type=float, default=0.5, help="share of steps with noise (default 0.5)"
+    )
+    p.add_argument(
+        "--rigid-release",
+        type=float,
+        default=PLANNER_RIGID_RELEASE,
+        help=f"the oracle's rigid release height above the bin floor, m (default {PLANNER_RIGID_RELEASE}, the planner's)",
+    )
+    p.add_argument(
+        "--demos",
+        default="runs/train-vla/demos",
+        help="demonstrations folder (reused when it exists)",
+    )
+    p.add_argument(
+        "--dagger-rounds",
+        type=int,
+        default=0,
+        help="DAgger rounds after the first training (default 0)",
+    )
+    p.add_argument(
+        "--dagger-episodes",
+        type=int,
+        default=128,
+        help="policy-driven episodes per DAgger round (default 128)",
+    )
+    p.add_argument(
+        "--dagger-epochs",
+        type=int,
+        default=2,
+        help="epochs of each DAgger round's fine-tuning (default 2)",
+    )
+    p.add_argument(
+        "--dagger-envs",
+        type=int,
+        default=8,
+        help="lanes per batched forward in DAgger rounds (default 8)",
+    )
     add_config_arguments(p, _config_class())
     p.set_defaults(func=cmd_train_vla)
     register_rewiring(subparsers)
@@ -79,13 +130,22 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(_config_class(), args)
     cfg.validate()
-    for name in ("episodes", "horizon", "frame_every", "dagger_episodes", "dagger_epochs", "dagger_envs"):
+    for name in (
+        "episodes",
+        "horizon",
+        "frame_every",
+        "dagger_episodes",
+        "dagger_epochs",
+        "dagger_envs",
+    ):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
     if args.dagger_rounds < 0:
         raise ValueError(f"--dagger-rounds {args.dagger_rounds}: must be >= 0")
     if not (0 <= args.noise_sigma <= 1 and 0 <= args.noise_prob <= 1):
-        raise ValueError(f"--noise-sigma {args.noise_sigma} and --noise-prob {args.noise_prob}: each must be in [0, 1]")
+        raise ValueError(
+            f"--noise-sigma {args.noise_sigma} and --noise-prob {args.noise_prob}: each must be in [0, 1]"
+        )
     try:
         oracle_profiles(args.rigid_release)
     except ValueError as exc:
@@ -98,7 +158,12 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
     # What each cached folder must have been made with: a folder made with other settings is
     # refused here, before any work, rather than trained on silently.
     base = {"oracle": ORACLE_VERSION, **{k: getattr(args, k) for k in DEMO_SETTINGS}}
-    policy = {**base, **{k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "threads", "feature_batch")}}
+    policy = {
+        **base,
+        **{
+            k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "threads", "feature_batch")
+        },
+    }
     folders = [(demos_dir, base)] + [
         (demos_dir.with_name(f"{demos_dir.name}-dagger{r}"),
          {**policy, "dagger_round": r, "dagger_labels": DAGGER_LABELS_VERSION, "dagger_episodes": args.dagger_episodes,
@@ -144,7 +209,9 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
                        "epochs": args.dagger_epochs, "eval": report["eval"]})  # fmt: skip
     # The report beside the checkpoint says how to make it again, every round included.
     recipe = {k: getattr(args, k) for k in DEMO_SETTINGS + DAGGER_SETTINGS}
-    write_json(Path(cfg.out_dir) / "training_report.json", {**report, "recipe": recipe, "rounds": rounds})
+    write_json(
+        Path(cfg.out_dir) / "training_report.json", {**report, "recipe": recipe, "rounds": rounds}
+    )
     held = report["eval"]
     console.print({k: held[k] for k in ("frag_slot_acc", "cotrain_acc") if k in held})
     console.print(f"checkpoint: {cfg.out_dir} (training_report.json beside it)")
@@ -162,7 +229,10 @@ def check_cached_demos(folder: Path, made_with: dict) -> None:
     have = Demonstrations.made_with_of(folder)
     if have is None:
         return
-    have = {**SETTINGS_ADDED_LATER, **have}  # a folder made before a setting existed had its default
+    have = {
+        **SETTINGS_ADDED_LATER,
+        **have,
+    }  # a folder made before a setting existed had its default
     differ = {k: (have.get(k), v) for k, v in made_with.items() if have.get(k) != v}
     if differ:
         listed = ", ".join(f"{k}: {a!r} there, {b!r} asked" for k, (a, b) in differ.items())
@@ -172,9 +242,20 @@ def check_cached_demos(folder: Path, made_with: dict) -> None:
 
 def register_rewiring(subparsers: argparse._SubParsersAction) -> None:
     """Add `vla-rewiring`."""
-    p = subparsers.add_parser("vla-rewiring", help="Häon's claims on the tiny VLA: value vectors rewired, action-token share")
-    p.add_argument("--vla", default="tiny-vla", help="VLA checkpoint folder (default: the embedded agents/tiny_vla)")
-    p.add_argument("--base", default="tiny", help="the VLM it was fine-tuned from (default: the embedded tiny VLM)")
+    p = subparsers.add_parser(
+        "vla-rewiring",
+        help="Häon's claims on the tiny VLA: value vectors rewired, action-token share",
+    )
+    p.add_argument(
+        "--vla",
+        default="tiny-vla",
+        help="VLA checkpoint folder (default: the embedded agents/tiny_vla)",
+    )
+    p.add_argument(
+        "--base",
+        default="tiny",
+        help="the VLM it was fine-tuned from (default: the embedded tiny VLM)",
+    )
     p.add_argument("--k", type=int, default=10, help="top tokens per value vector (default 10)")
     p.add_argument("--out", default="runs/vla-rewiring", help="folder for rewiring.json")
     p.set_defaults(func=cmd_rewiring)
@@ -194,7 +275,14 @@ def cmd_rewiring(args: argparse.Namespace) -> int:
     vla, _ = load_vla(TINY_VLA_DIR if args.vla == "tiny-vla" else args.vla, "cpu", "float32")
     report = rewiring_report(load_vlm(args.base, "cpu", "float32"), vla, k=args.k)
     table = Table(title=f"FFN value vectors, VLM → VLA (top-{args.k} tokens under the unembedding)")
-    for col in ("layer", "top-1 changed", "overlap < half", "action share top-k", "(vocab)", "random: top-1 changed"):
+    for col in (
+        "layer",
+        "top-1 changed",
+        "overlap < half",
+        "action share top-k",
+        "(vocab)",
+        "random: top-1 changed",
+    ):
         table.add_column(col)
     for row, ref in zip(report["vla"], report["random_reference"], strict=True):
         table.add_row(str(row["layer"]), f"{row['top1_changed']:.0%}", f"{row['overlap_below_half']:.0%}",
@@ -210,7 +298,10 @@ def register_study(subparsers: argparse._SubParsersAction) -> None:
     from cli.config_flags import add_config_arguments
     from studies.vla.config import VLAStudyConfig
 
-    p = subparsers.add_parser("vla-study", help="graded steering of the VLA's handling: SAE dose response beside its controls")
+    p = subparsers.add_parser(
+        "vla-study",
+        help="graded steering of the VLA's handling: SAE dose response beside its controls",
+    )
     add_config_arguments(p, VLAStudyConfig)
     p.set_defaults(func=cmd_vla_study)
 

@@ -16,4 +16,13 @@ ENV_ID = "physteer/FrankaPick-v0"
 if ENV_ID not in registry:
     register(id=ENV_ID, entry_point="envs.franka_pick:FrankaPickEnv", max_episode_steps=None)
 
-__all__ = ["COLORS", "ENV_ID", "MATERIALS", "SHADES", "SHAPES", "EnvConfig", "FrankaPickEnv", "ObjectSpec"]
+__all__ = [
+    "COLORS",
+    "ENV_ID",
+    "MATERIALS",
+    "SHADES",
+    "SHAPES",
+    "EnvConfig",
+    "FrankaPickEnv",
+    "ObjectSpec",
+]

@@ -68,7 +68,9 @@ def get_profile(profile: str | HandlingProfile) -> HandlingProfile:
     if isinstance(profile, HandlingProfile):
         return profile
     if profile not in PROFILES:
-        raise ValueError(f"handling profile {profile!r} is unknown; choose one of {sorted(PROFILES)}")
+        raise ValueError(
+            f"handling profile {profile!r} is unknown; choose one of {sorted(PROFILES)}"
+        )
     return PROFILES[profile]
 
 

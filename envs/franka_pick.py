@@ -26,9 +26,7 @@ RENDER_MODES = ("rgb_array", "human")
 STATE_SIZE = 17
 # Balanced design: every block of 16 consecutive episode indices holds each
 # color × material × shade × shape combination exactly once (in a block-specific order).
-DESIGN = [
-    (c, m, s, sh) for c in COLORS for m in MATERIALS for s in SHADES for sh in SHAPES
-]
+DESIGN = [(c, m, s, sh) for c in COLORS for m in MATERIALS for s in SHADES for sh in SHAPES]
 
 
 @dataclass(frozen=True)
@@ -70,11 +68,15 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         if self.obs_mode not in OBS_MODES:
-            raise ValueError(f"obs_mode {self.obs_mode!r} is not allowed; choose one of {list(OBS_MODES)}")
+            raise ValueError(
+                f"obs_mode {self.obs_mode!r} is not allowed; choose one of {list(OBS_MODES)}"
+            )
         if not (isinstance(self.image_size, int) and 16 <= self.image_size <= 2048):
             raise ValueError(f"image_size {self.image_size!r} must be an int in [16, 2048]")
         if self.max_steps < 1 or self.substeps < 1:
-            raise ValueError(f"max_steps ({self.max_steps}) and substeps ({self.substeps}) must be ≥ 1")
+            raise ValueError(
+                f"max_steps ({self.max_steps}) and substeps ({self.substeps}) must be ≥ 1"
+            )
         check_pattern(self.object_pattern)
         check_renderer(self.renderer)
 
@@ -108,13 +110,19 @@ class FrankaPickEnv(gym.Env):
     # gymnasium's check_env, which makes the env in each of them, passes on a headless machine.
     metadata = {"render_modes": list(RENDER_MODES), "render_fps": 24}
 
-    def __init__(self, render_mode: str | None = None, config: EnvConfig | None = None, **overrides: Any) -> None:
+    def __init__(
+        self, render_mode: str | None = None, config: EnvConfig | None = None, **overrides: Any
+    ) -> None:
         if render_mode is not None and render_mode not in RENDER_MODES:
-            raise ValueError(f"render_mode {render_mode!r} is not allowed; choose one of {list(RENDER_MODES)} or None")
+            raise ValueError(
+                f"render_mode {render_mode!r} is not allowed; choose one of {list(RENDER_MODES)} or None"
+            )
         config = config or EnvConfig()
         unknown = set(overrides) - set(EnvConfig.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown env option(s) {sorted(unknown)}; allowed: {sorted(EnvConfig.__dataclass_fields__)}")
+            raise ValueError(
+                f"unknown env option(s) {sorted(unknown)}; allowed: {sorted(EnvConfig.__dataclass_fields__)}"
+            )
         self.config = replace(config, **overrides)
         self.render_mode = render_mode
         modes = RENDER_MODES if display_set() else ("rgb_array",)
@@ -141,7 +149,9 @@ class FrankaPickEnv(gym.Env):
         options = dict(options or {})
         unknown = set(options) - {"color", "material", "shade", "shape"}
         if unknown:
-            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: color, material, shade, shape")
+            raise ValueError(
+                f"unknown reset option(s) {sorted(unknown)}; allowed: color, material, shade, shape"
+            )
         if seed is not None:
             self._episode_index = int(seed)
         elif not self._seeded:
@@ -199,9 +209,13 @@ class FrankaPickEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (4,):
-            raise ValueError(f"action must have 4 values (dx, dy, dz, gripper), got shape {action.shape}: {action}")
+            raise ValueError(
+                f"action must have 4 values (dx, dy, dz, gripper), got shape {action.shape}: {action}"
+            )
         if not np.all(np.isfinite(action)):
-            raise ValueError(f"action {action.tolist()} contains NaN or inf; all 4 values must be finite in [-1, 1]")
+            raise ValueError(
+                f"action {action.tolist()} contains NaN or inf; all 4 values must be finite in [-1, 1]"
+            )
         action = np.clip(action, -1.0, 1.0)  # documented: out-of-range actions are clipped
 
         cfg = self.config
@@ -261,10 +275,17 @@ class FrankaPickEnv(gym.Env):
     # --- observations -----------------------------------------------------------------------
     def _state(self) -> np.ndarray:
         r, t = self.robot, self.task
-        state = np.concatenate([
-            r.ee_position(), r.ee_velocity(), [r.finger_width()],
-            t.object_position(), t.object_velocity(), t.bin_position, [float(self._holding())],
-        ])
+        state = np.concatenate(
+            [
+                r.ee_position(),
+                r.ee_velocity(),
+                [r.finger_width()],
+                t.object_position(),
+                t.object_velocity(),
+                t.bin_position,
+                [float(self._holding())],
+            ]
+        )
         return np.clip(state, -10.0, 10.0).astype(np.float32)
 
     def _observation(self) -> dict[str, np.ndarray]:

@@ -85,7 +85,9 @@ class ObjectSpec:
 def check_pattern(pattern: str) -> None:
     """Raise ValueError unless `pattern` is one of PATTERNS."""
     if pattern not in PATTERNS:
-        raise ValueError(f"object_pattern {pattern!r} is not allowed; choose one of {list(PATTERNS)}")
+        raise ValueError(
+            f"object_pattern {pattern!r} is not allowed; choose one of {list(PATTERNS)}"
+        )
 
 
 def shows_stripes(spec: ObjectSpec, pattern: str = "material") -> bool:
@@ -121,7 +123,9 @@ def texture_path(spec: ObjectSpec, pattern: str = "material") -> str:
 
 @functools.cache
 def _texture_file(color: str, shade: str, shape: str, striped: bool) -> str:
-    path = os.path.join(_texture_dir(), f"{color}_{shade}_{'striped' if striped else 'plain'}_{shape}.png")
+    path = os.path.join(
+        _texture_dir(), f"{color}_{shade}_{'striped' if striped else 'plain'}_{shape}.png"
+    )
     material = "fragile" if striped else "rigid"
     Image.fromarray(texture_array(ObjectSpec(color, material, shade, shape))).save(path)
     return path
@@ -133,7 +137,12 @@ def _texture_dir() -> str:
 
 
 def spawn(
-    sim: Sim, spec: ObjectSpec, xy: tuple[float, float], yaw: float, z0: float = 0.0, pattern: str = "material"
+    sim: Sim,
+    spec: ObjectSpec,
+    xy: tuple[float, float],
+    yaw: float,
+    z0: float = 0.0,
+    pattern: str = "material",
 ) -> int:
     """Create the object resting on the surface at height z0 and return its body id.
 
@@ -149,15 +158,24 @@ def spawn(
     else:
         body = sim.create_cylinder(half, OBJECT_SIZE, pos, mass=OBJECT_MASS, orientation=orn)
     p.changeDynamics(
-        body, -1, lateralFriction=1.0, spinningFriction=0.002, rollingFriction=0.0005,
-        restitution=0.05, physicsClientId=sim.client,
+        body,
+        -1,
+        lateralFriction=1.0,
+        spinningFriction=0.002,
+        rollingFriction=0.0005,
+        restitution=0.05,
+        physicsClientId=sim.client,
     )
     sim.apply_texture(body, texture_path(spec, pattern))
     return body
 
 
 def spawn_fragments(
-    sim: Sim, spec: ObjectSpec, position: np.ndarray, velocity: np.ndarray, rng: np.random.Generator,
+    sim: Sim,
+    spec: ObjectSpec,
+    position: np.ndarray,
+    velocity: np.ndarray,
+    rng: np.random.Generator,
     pattern: str = "material",
 ) -> list[int]:
     """Replace a broken object by eight small shards at its position (drawn with `pattern`,
@@ -172,7 +190,12 @@ def spawn_fragments(
                 offset = np.array([dx, dy, dz]) * OBJECT_SIZE / 4
                 pos = tuple(position + offset)
                 body = sim.create_textured_cube(size, pos, mass=OBJECT_MASS / 8)
-                sim.apply_texture(body, texture_path(ObjectSpec(spec.color, spec.material, spec.shade, "cube"), pattern))
+                sim.apply_texture(
+                    body,
+                    texture_path(
+                        ObjectSpec(spec.color, spec.material, spec.shade, "cube"), pattern
+                    ),
+                )
                 v = velocity + rng.normal(0.0, 0.15, 3) + offset * 4
                 p.resetBaseVelocity(body, v.tolist(), physicsClientId=sim.client)
                 bodies.append(body)

@@ -90,7 +90,9 @@ class Panda:
             panda_urdf(cheap_visuals), base_position, useFixedBase=True, physicsClientId=c
         )
         for j in FINGER_JOINTS:
-            p.changeDynamics(self.body, j, lateralFriction=1.2, spinningFriction=0.002, physicsClientId=c)
+            p.changeDynamics(
+                self.body, j, lateralFriction=1.2, spinningFriction=0.002, physicsClientId=c
+            )
         # Arm links are grey; the fingertips slightly darker so the grasp reads in video.
         for link in range(-1, 12):
             p.changeVisualShape(self.body, link, rgbaColor=(0.85, 0.85, 0.87, 1), physicsClientId=c)
@@ -151,15 +153,25 @@ class Panda:
         if value <= 0:
             for j in FINGER_JOINTS:
                 p.setJointMotorControl2(
-                    self.body, j, p.POSITION_CONTROL, targetPosition=0.04,
-                    force=self.gripper.open_force, maxVelocity=0.1, physicsClientId=c,
+                    self.body,
+                    j,
+                    p.POSITION_CONTROL,
+                    targetPosition=0.04,
+                    force=self.gripper.open_force,
+                    maxVelocity=0.1,
+                    physicsClientId=c,
                 )
             return
         force = float(min(value, 1.0)) * self.gripper.max_force
         for j in FINGER_JOINTS:
             p.setJointMotorControl2(
-                self.body, j, p.POSITION_CONTROL, targetPosition=0.0, force=force,
-                maxVelocity=self.gripper.close_speed, physicsClientId=c,
+                self.body,
+                j,
+                p.POSITION_CONTROL,
+                targetPosition=0.0,
+                force=force,
+                maxVelocity=self.gripper.close_speed,
+                physicsClientId=c,
             )
 
     def ee_position(self) -> np.ndarray:
@@ -169,13 +181,17 @@ class Panda:
 
     def ee_velocity(self) -> np.ndarray:
         """World linear velocity of the end effector."""
-        state = p.getLinkState(self.body, EE_LINK, computeLinkVelocity=1, physicsClientId=self.sim.client)
+        state = p.getLinkState(
+            self.body, EE_LINK, computeLinkVelocity=1, physicsClientId=self.sim.client
+        )
         return np.asarray(state[6], dtype=np.float64)
 
     def finger_width(self) -> float:
         """Distance between the fingers (m)."""
         c = self.sim.client
-        return float(sum(p.getJointState(self.body, j, physicsClientId=c)[0] for j in FINGER_JOINTS))
+        return float(
+            sum(p.getJointState(self.body, j, physicsClientId=c)[0] for j in FINGER_JOINTS)
+        )
 
     def finger_contacts(self, body: int) -> tuple[float, float]:
         """Total contact normal force of each finger on `body` (N)."""

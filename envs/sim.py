@@ -137,7 +137,9 @@ class Sim:
         RendererUnavailableError (a RuntimeError): renderer "egl" where the plugin cannot load.
     """
 
-    def __init__(self, timestep: float = 1.0 / 240.0, gui: bool = False, renderer: str = "tiny") -> None:
+    def __init__(
+        self, timestep: float = 1.0 / 240.0, gui: bool = False, renderer: str = "tiny"
+    ) -> None:
         check_renderer(renderer)
         self.timestep = timestep
         self.client = -1
@@ -167,7 +169,9 @@ class Sim:
         plugin = -1
         if loader is not None:
             with c_stdout_silenced():
-                plugin = p.loadPlugin(loader.get_filename(), "_eglRendererPlugin", physicsClientId=self.client)
+                plugin = p.loadPlugin(
+                    loader.get_filename(), "_eglRendererPlugin", physicsClientId=self.client
+                )
         if plugin >= 0:
             self._egl_plugin, self.renderer = plugin, "egl"
         elif required:
@@ -219,15 +223,21 @@ class Sim:
         """Create a box body and return its id (mass 0 makes it static)."""
         c = self.client
         col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half_extents, physicsClientId=c)
-        vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half_extents, rgbaColor=rgba, physicsClientId=c)
+        vis = p.createVisualShape(
+            p.GEOM_BOX, halfExtents=half_extents, rgbaColor=rgba, physicsClientId=c
+        )
         return self._body(col, vis, position, mass, orientation, lateral_friction)
 
-    def _body(self, col: int, vis: int, position, mass: float, orientation, lateral_friction: float) -> int:
+    def _body(
+        self, col: int, vis: int, position, mass: float, orientation, lateral_friction: float
+    ) -> int:
         body = p.createMultiBody(mass, col, vis, position, orientation, physicsClientId=self.client)
         p.changeDynamics(body, -1, lateralFriction=lateral_friction, physicsClientId=self.client)
         return body
 
-    def create_collider(self, half_extents: tuple[float, float, float], position: tuple[float, float, float]) -> int:
+    def create_collider(
+        self, half_extents: tuple[float, float, float], position: tuple[float, float, float]
+    ) -> int:
         """Create a static, invisible box (collision only)."""
         c = self.client
         col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half_extents, physicsClientId=c)
@@ -265,8 +275,12 @@ class Sim:
     ) -> int:
         """Create an upright cylinder body and return its id."""
         c = self.client
-        col = p.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height, physicsClientId=c)
-        vis = p.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=rgba, physicsClientId=c)
+        col = p.createCollisionShape(
+            p.GEOM_CYLINDER, radius=radius, height=height, physicsClientId=c
+        )
+        vis = p.createVisualShape(
+            p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=rgba, physicsClientId=c
+        )
         return self._body(col, vis, position, mass, orientation, lateral_friction)
 
     def apply_texture(self, body: int, texture_path: str) -> None:

@@ -95,7 +95,9 @@ class PickTask:
         yaw = float(rng.uniform(-np.pi / 9, np.pi / 9))
         self.spec = spec
         self.fragment_ids = []
-        self.object_id = spawn(self.sim, spec, (float(xy[0]), float(xy[1])), yaw, pattern=self.pattern)
+        self.object_id = spawn(
+            self.sim, spec, (float(xy[0]), float(xy[1])), yaw, pattern=self.pattern
+        )
 
     def shatter(self, rng: np.random.Generator) -> None:
         """Replace the object by fragments that keep its position and velocity."""
@@ -123,7 +125,8 @@ class PickTask:
         lay = self.layout
         d = np.abs(position[:2] - np.asarray(lay.bin_center))
         return bool(
-            d[0] < lay.bin_inner[0] and d[1] < lay.bin_inner[1]
+            d[0] < lay.bin_inner[0]
+            and d[1] < lay.bin_inner[1]
             and position[2] < lay.bin_wall_height + OBJECT_SIZE / 2
         )
 
@@ -134,7 +137,9 @@ class PickTask:
         pos = self.object_position()
         return self.in_bin(pos) and float(np.linalg.norm(self.object_velocity())) < 0.05
 
-    def reward(self, ee_position: np.ndarray, holding: bool, success: bool, broke_now: bool) -> float:
+    def reward(
+        self, ee_position: np.ndarray, holding: bool, success: bool, broke_now: bool
+    ) -> float:
         """Dense shaping (reach, then carry toward the bin) plus a success bonus."""
         obj = self.object_position()
         reach = float(np.linalg.norm(ee_position - obj))

@@ -139,4 +139,3 @@ class CombinedScorer(Scorer):
         model, layer = self.model, self.layer
         self._set_parts(parts)
         self.model, self.layer = model, layer
-

@@ -185,4 +185,3 @@ class LinearProbeScorer(Scorer):
     def _restore(self, tensors: dict[str, torch.Tensor], directory: Path) -> None:
         self.mean, self.scale = tensors["mean"], tensors["scale"]
         self.coef, self.intercept = tensors["coef"], tensors["intercept"]
-

@@ -89,4 +89,3 @@ class SAEReconstructionScorer(Scorer):
         from sae import MatryoshkaSAE
 
         self.sae = MatryoshkaSAE.from_pretrained(directory / "sae", expected_d_in=self.d).eval()
-

@@ -130,11 +130,15 @@ def _image_layout(meta: Any) -> tuple[np.ndarray, np.ndarray, int]:
     order = np.lexsort((tok, img))
     ids, counts = np.unique(img[order], return_counts=True)
     if len(set(counts.tolist())) != 1:
-        raise ValueError(f"images have different numbers of tokens ({sorted(set(counts.tolist()))}); cannot draw a token grid")
+        raise ValueError(
+            f"images have different numbers of tokens ({sorted(set(counts.tolist()))}); cannot draw a token grid"
+        )
     return order.reshape(len(ids), counts[0]), ids.astype(np.int64), int(counts[0])
 
 
-def _encode(sae: Any, store: Any, panel: list[int], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _encode(
+    sae: Any, store: Any, panel: list[int], batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Fire rate of every latent and the panel latents' activations for every row (store order)."""
     fires = torch.zeros(sae.config.n_latents, dtype=torch.float64)
     z_panel = np.zeros((len(store), len(panel)), dtype=np.float32)
@@ -185,7 +189,9 @@ def cell_overlap(mask: np.ndarray, grid: int) -> np.ndarray:
     return m.reshape(grid, cell, grid, cell).mean((1, 3))
 
 
-def heatmap_png(frame: np.ndarray, grid_acts: np.ndarray, vmax: float, mask: np.ndarray | None, size: int = 176) -> bytes:
+def heatmap_png(
+    frame: np.ndarray, grid_acts: np.ndarray, vmax: float, mask: np.ndarray | None, size: int = 176
+) -> bytes:
     """The frame with the token activations over it (inferno, opacity 0.55 × activation) and the
     object's outline in cyan, as PNG bytes of `size` × `size`."""
     import io
@@ -196,17 +202,23 @@ def heatmap_png(frame: np.ndarray, grid_acts: np.ndarray, vmax: float, mask: np.
     g = grid_acts.shape[0]
     cell = (frame.shape[0] // PATCH_PX // g) * PATCH_PX
     heat = np.zeros(frame.shape[:2])
-    heat[: g * cell, : g * cell] = np.kron(np.clip(grid_acts / max(vmax, 1e-12), 0, 1), np.ones((cell, cell)))
+    heat[: g * cell, : g * cell] = np.kron(
+        np.clip(grid_acts / max(vmax, 1e-12), 0, 1), np.ones((cell, cell))
+    )
     rgb = matplotlib.colormaps["inferno"](heat)[..., :3] * 255
     alpha = (0.55 * heat)[..., None]
     out = frame.astype(np.float64) * (1 - alpha) + rgb * alpha
     if mask is not None and mask.any():
         inner = mask.copy()
-        inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+        inner[1:-1, 1:-1] = (
+            mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+        )
         edge = mask & ~inner
         edge = edge | np.roll(edge, 1, 0) | np.roll(edge, 1, 1)  # 2 px, visible after downscaling
         out[edge] = (0, 255, 255)
-    img = Image.fromarray(out.clip(0, 255).astype(np.uint8)).resize((size, size), Image.Resampling.LANCZOS)
+    img = Image.fromarray(out.clip(0, 255).astype(np.uint8)).resize(
+        (size, size), Image.Resampling.LANCZOS
+    )
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
@@ -228,27 +240,40 @@ def load_discovery(path: str | Path, n_latents: int) -> dict[str, Any]:
         raise ValueError(f"{p} is not a discovery.json (no 'features' / 'levels')")
     bad = [e["feature"] for e in data["features"] if not 0 <= int(e["feature"]) < n_latents]
     if bad:
-        raise ValueError(f"{p} names latents {bad[:5]} but the SAE has latents 0..{n_latents - 1}: another SAE's discovery?")
+        raise ValueError(
+            f"{p} names latents {bad[:5]} but the SAE has latents 0..{n_latents - 1}: another SAE's discovery?"
+        )
     return data
 
 
-def steering_effects(run_dir: str | Path, discovery: dict[str, Any], sae_dir: Path) -> tuple[dict[int, list[dict]], list[str]]:
+def steering_effects(
+    run_dir: str | Path, discovery: dict[str, Any], sae_dir: Path
+) -> tuple[dict[int, list[dict]], list[str]]:
     """Per latent, the run's SAE conditions that set it and their paired effects (summary.json)."""
     from rollouts.conditions import FRAGILITY_TOP, parse_condition
 
     run = Path(run_dir)
     for name in ("summary.json", "config.json"):
         if not (run / name).is_file():
-            raise FileNotFoundError(f"{run / name} does not exist: give a finished run folder as --run")
-    summary, config = json.loads((run / "summary.json").read_text()), json.loads((run / "config.json").read_text())
+            raise FileNotFoundError(
+                f"{run / name} does not exist: give a finished run folder as --run"
+            )
+    summary, config = (
+        json.loads((run / "summary.json").read_text()),
+        json.loads((run / "config.json").read_text()),
+    )
     notes = []
     if config.get("sae") and resolve_sae_dir(config["sae"]).resolve() != sae_dir.resolve():
-        notes.append(f"The run steered the SAE {config['sae']}, not {sae_dir}: its latent numbers may mean other features.")
+        notes.append(
+            f"The run steered the SAE {config['sae']}, not {sae_dir}: its latent numbers may mean other features."
+        )
     fragility = discovery.get("fragility", [])
     if config.get("discovery") and Path(config["discovery"]).is_file():
         fragility = json.loads(Path(config["discovery"]).read_text()).get("fragility", [])
     elif config.get("discovery"):
-        notes.append(f"The run's discovery file {config['discovery']} is gone; sae:fragility:* is read as this page's fragility list.")
+        notes.append(
+            f"The run's discovery file {config['discovery']} is gone; sae:fragility:* is read as this page's fragility list."
+        )
     out: dict[int, list[dict]] = {}
     for res in summary.get("conditions", []):
         name = res.get("condition")
@@ -258,7 +283,11 @@ def steering_effects(run_dir: str | Path, discovery: dict[str, Any], sae_dir: Pa
             continue
         if name == summary.get("baseline") or cond.kind != "sae":
             continue
-        latents = [int(f) for f in fragility[:FRAGILITY_TOP]] if cond.feature == "fragility" else [int(cond.feature)]
+        latents = (
+            [int(f) for f in fragility[:FRAGILITY_TOP]]
+            if cond.feature == "fragility"
+            else [int(cond.feature)]
+        )
         entry = {"condition": name, "baseline": summary.get("baseline"), "n_features": len(latents),
                  "n_paired": res.get("n_paired"), **{k: res.get(k) for k in res if k.endswith(("_diff", "_p"))}}  # fmt: skip
         for f in latents:
@@ -312,18 +341,28 @@ def build_dashboard(
         source = f"computed here (threshold 0.5, {n_boot} bootstrap resamples of images)"
     steer, notes = steering_effects(run, disc, sae_path) if run is not None else ({}, [])
     by_id = {int(e["feature"]): e for e in disc["features"]}
-    order = [int(f) for f in disc.get("fragility", [])] + sorted(by_id, key=lambda f: -abs(by_id[f]["material_score"] or 0))
+    order = [int(f) for f in disc.get("fragility", [])] + sorted(
+        by_id, key=lambda f: -abs(by_id[f]["material_score"] or 0)
+    )
     panel = list(dict.fromkeys(f for f in order if f in by_id))[:max_panels]
     fire_rate, z = _encode(sae, store, panel, batch_size)
     first = layout[:, 0]  # one metadata row per image: its first token's
-    columns = [c for c in ("color", "material", "shade", "shape", "episode", "step") if c in meta.column_names]
+    columns = [
+        c
+        for c in ("color", "material", "shade", "shape", "episode", "step")
+        if c in meta.column_names
+    ]
     rows = dict(zip(first.tolist(), meta.select(columns).take(first).to_pylist(), strict=True))
     grid = math.isqrt(n_tok) if math.isqrt(n_tok) ** 2 == n_tok else None
     acts = z[layout]  # images × tokens × panel
     per_image_max, per_image_mean = acts.max(1), acts.mean(1)
     cells = [_cell_name(disc["levels"], rows[r]) for r in first]
-    if render_frames and any(rows[r].get("episode") is None or rows[r].get("step") is None for r in first):
-        notes.append("The store's rows carry no env seed / step: frames cannot be re-rendered, the object check is not done.")
+    if render_frames and any(
+        rows[r].get("episode") is None or rows[r].get("step") is None for r in first
+    ):
+        notes.append(
+            "The store's rows carry no env seed / step: frames cannot be re-rendered, the object check is not done."
+        )
         render_frames = False
     renderer = FrameRenderer() if render_frames else None
     cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, dict]] = {}
@@ -333,7 +372,11 @@ def build_dashboard(
             card = FeatureCard(f, by_id[f], float(fire_rate[f]), steering=steer.get(f, []))
             for cell in dict.fromkeys(sorted(cells)):
                 card.cells[cell] = per_image_mean[[c == cell for c in cells], j]
-            top = [i for i in np.argsort(-per_image_max[:, j], kind="stable")[:top_frames] if per_image_max[i, j] > 0]
+            top = [
+                i
+                for i in np.argsort(-per_image_max[:, j], kind="stable")[:top_frames]
+                if per_image_max[i, j] > 0
+            ]
             vmax = float(per_image_max[top, j].max()) if top else 1.0
             for i in top:
                 row = rows[first[i]]
@@ -344,7 +387,9 @@ def build_dashboard(
                 if renderer is not None and g is not None:
                     _fill_frame(frame, renderer, cache, row, labels, g, vmax)
                 elif g is not None:  # no frame: the heatmap over grey, the object check not done
-                    frame.png = heatmap_png(np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 128, np.uint8), g, vmax, None)
+                    frame.png = heatmap_png(
+                        np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 128, np.uint8), g, vmax, None
+                    )
                     frame.note = "frame not re-rendered"
                 card.frames.append(frame)
             _pool_object_share(card)
@@ -353,12 +398,22 @@ def build_dashboard(
         if renderer is not None:
             renderer.close()
     if grid is None:
-        notes.append(f"{n_tok} tokens per image do not form a square grid: no heatmaps, the object check is not done.")
+        notes.append(
+            f"{n_tok} tokens per image do not form a square grid: no heatmaps, the object check is not done."
+        )
     return Dashboard(str(store_dir), str(sae_path), asdict(sae.config), disc, source, len(store), len(image_ids),
                      grid, fire_rate, cards, str(run) if run is not None else None, notes)  # fmt: skip
 
 
-def _fill_frame(frame: TopFrame, renderer: FrameRenderer, cache: dict, row: dict, labels: dict, g: np.ndarray, vmax: float) -> None:
+def _fill_frame(
+    frame: TopFrame,
+    renderer: FrameRenderer,
+    cache: dict,
+    row: dict,
+    labels: dict,
+    g: np.ndarray,
+    vmax: float,
+) -> None:
     key = (int(row["episode"]), int(row["step"]))
     if key not in cache:
         cache[key] = renderer.render(*key)

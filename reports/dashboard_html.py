@@ -62,7 +62,9 @@ def _pct(x: float | None) -> str:
 
 
 def _verdict_class(card: FeatureCard) -> str:
-    return {"on the object": "on", "partly on the object": "partly"}.get(card.verdict, "off" if card.object_share is not None else "muted")
+    return {"on the object": "on", "partly on the object": "partly"}.get(
+        card.verdict, "off" if card.object_share is not None else "muted"
+    )
 
 
 def _estimate(e: dict | None, pct: bool = False) -> str:
@@ -78,7 +80,11 @@ def _steering_lines(card: FeatureCard) -> str:
         return ""
     items = []
     for s in card.steering:
-        who = "alone" if s["n_features"] == 1 else f"with {s['n_features'] - 1} other fragility features"
+        who = (
+            "alone"
+            if s["n_features"] == 1
+            else f"with {s['n_features'] - 1} other fragility features"
+        )
         p = s.get("p_fragile_mean_p")
         items.append(
             f"<li><code>{_e(s['condition'])}</code> (set {who}) vs <code>{_e(s['baseline'])}</code>, "
@@ -86,7 +92,11 @@ def _steering_lines(card: FeatureCard) -> str:
             f"{'' if p is None else f' (p = {p:.3g})'}, Δbroken {_estimate(s.get('broken_diff'), pct=True)}, "
             f"Δsuccess {_estimate(s.get('success_diff'), pct=True)}</li>"
         )
-    return "<p><b>Steering effect</b> (paired differences, 95% CIs, from the run's summary.json):</p><ul>" + "".join(items) + "</ul>"
+    return (
+        "<p><b>Steering effect</b> (paired differences, 95% CIs, from the run's summary.json):</p><ul>"
+        + "".join(items)
+        + "</ul>"
+    )
 
 
 def distribution_svg(cells: dict[str, np.ndarray], width: int = 560, height: int = 180) -> str:
@@ -111,7 +121,9 @@ def distribution_svg(cells: dict[str, np.ndarray], width: int = 560, height: int
                        f'fill="{color}" fill-opacity="0.15" stroke="{color}"/>'
                        f'<line x1="{cx - step * 0.3:.1f}" x2="{cx + step * 0.3:.1f}" y1="{y(med):.1f}" y2="{y(med):.1f}" stroke="{color}" stroke-width="2"/>')  # fmt: skip
             for val, jit in zip(v, rng.uniform(-0.22, 0.22, len(v)), strict=True):
-                out.append(f'<circle cx="{cx + jit * step:.1f}" cy="{y(val):.1f}" r="1.8" fill="{color}" fill-opacity="0.7"/>')
+                out.append(
+                    f'<circle cx="{cx + jit * step:.1f}" cy="{y(val):.1f}" r="1.8" fill="{color}" fill-opacity="0.7"/>'
+                )
         context, _, material = name.rpartition("/")
         out.append(f'<text x="{cx:.1f}" y="{height - bottom + 12}" font-size="10" text-anchor="middle">{_e(context.replace("/", " "))}</text>'
                    f'<text x="{cx:.1f}" y="{height - bottom + 23}" font-size="10" text-anchor="middle" fill="{color}">{_e(material)}</text>'
@@ -165,13 +177,15 @@ def _card(d: Dashboard, card: FeatureCard) -> str:
             figs.append(f'<figure><img src="{src}" alt="feature {card.feature}, image {fr.image_id}">'
                         f'<figcaption>{cap}{"<br>" + _e(fr.note) if fr.note else ""}</figcaption></figure>')  # fmt: skip
         else:
-            figs.append(f"<figure><figcaption>{cap}<br>{_e(fr.note or 'no frame')}</figcaption></figure>")
+            figs.append(
+                f"<figure><figcaption>{cap}<br>{_e(fr.note or 'no frame')}</figcaption></figure>"
+            )
     frames = "".join(figs) or '<p class="muted">No image activates this feature.</p>'
     return f"""<div class="card" id="f{card.feature}">
-<h3>Feature {card.feature} <span class="kind {_e(e['kind'])}">{_e(e['kind'])}</span>
-<span class="muted">prefix {_e(e.get('prefix') or '–')} · fires on {_pct(card.fire_rate)} of tokens</span></h3>
-<p>Material effect (weakest context's Cohen's d, fragile − rigid): <b class="d">{_num(e.get('material_score'))}</b>{_ci(e.get('material_score_ci'))};
-per context: {ctx}. Raw Δ {_num(e.get('delta'), '+.3f')}{_ci(e.get('delta_ci'), '+.3f')}; color d {_num(e.get('color_score'))}{_ci(e.get('color_score_ci'))}.</p>
+<h3>Feature {card.feature} <span class="kind {_e(e["kind"])}">{_e(e["kind"])}</span>
+<span class="muted">prefix {_e(e.get("prefix") or "–")} · fires on {_pct(card.fire_rate)} of tokens</span></h3>
+<p>Material effect (weakest context's Cohen's d, fragile − rigid): <b class="d">{_num(e.get("material_score"))}</b>{_ci(e.get("material_score_ci"))};
+per context: {ctx}. Raw Δ {_num(e.get("delta"), "+.3f")}{_ci(e.get("delta_ci"), "+.3f")}; color d {_num(e.get("color_score"))}{_ci(e.get("color_score_ci"))}.</p>
 {obj}{_steering_lines(card)}
 <p><b>Top-activating frames</b> (activation over the {d.grid}×{d.grid} image tokens, dark = 0, bright = the feature's
 highest value in these frames; cyan: the object's outline)</p><div class="frames">{frames}</div>
@@ -182,11 +196,21 @@ highest value in these frames; cyan: the object's outline)</p><div class="frames
 def _what_it_shows(d: Dashboard) -> str:
     frag = [c for c in d.cards if c.effect["kind"] == "fragility"]
     n_frag = len(d.discovery.get("fragility", []))
-    lines = [f"Discovery lists {n_frag} fragility, {len(d.discovery.get('color', []))} color and "
-             f"{len(d.discovery.get('shade', []))} shade features (|d| ≥ {d.discovery.get('threshold')} in every context)."]
+    lines = [
+        f"Discovery lists {n_frag} fragility, {len(d.discovery.get('color', []))} color and "
+        f"{len(d.discovery.get('shade', []))} shade features (|d| ≥ {d.discovery.get('threshold')} in every context)."
+    ]
     checked = [c for c in frag if c.object_share is not None]
     if checked:
-        n = {v: sum(c.verdict == v for c in checked) for v in ("on the object", "partly on the object", "spread over the frame", "off the object")}
+        n = {
+            v: sum(c.verdict == v for c in checked)
+            for v in (
+                "on the object",
+                "partly on the object",
+                "spread over the frame",
+                "off the object",
+            )
+        }
         area = np.mean([c.object_area for c in checked])
         lines.append(
             f"Do the fragility features look at the object's pattern? Of the {len(checked)} shown, <b>{n['on the object']}</b> "
@@ -200,11 +224,17 @@ def _what_it_shows(d: Dashboard) -> str:
             f'<a href="#f{c.feature}">{c.feature}</a> (d {_num(c.effect.get("material_score"))}: {c.verdict}, '
             f'{_pct(c.object_share)} on the object)' for c in strongest) + ".")  # fmt: skip
         if n["on the object"] + n["partly on the object"] == 0:
-            lines.append("<b>So these fragility features are not visibly about the object's pattern.</b>")
+            lines.append(
+                "<b>So these fragility features are not visibly about the object's pattern.</b>"
+            )
         elif sum(c.verdict in ("on the object", "partly on the object") for c in strongest) == 0:
-            lines.append("<b>The strongest fragility features are not about the object's pattern</b>; only weaker ones are.")
+            lines.append(
+                "<b>The strongest fragility features are not about the object's pattern</b>; only weaker ones are."
+            )
     elif frag:
-        lines.append("Whether the fragility features look at the object is <b>not checked</b>: no frame could be re-rendered.")
+        lines.append(
+            "Whether the fragility features look at the object is <b>not checked</b>: no frame could be re-rendered."
+        )
     return "".join(f"<p>{ln}</p>" for ln in lines)
 
 
@@ -212,15 +242,17 @@ def render_html(d: Dashboard, title: str = "physteer · SAE feature dashboard") 
     """The whole page as one string."""
     cards = {c.feature: c for c in d.cards}
     cfg = d.sae_config
-    counts = ", ".join(f"{_e(k)} {v['units']}" for k, v in d.discovery.get("cell_counts", {}).items())
+    counts = ", ".join(
+        f"{_e(k)} {v['units']}" for k, v in d.discovery.get("cell_counts", {}).items()
+    )
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in d.notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(title)}</title><style>{CSS}</style></head><body>
 <h1>{_e(title)}</h1>
 <p class="muted">Store <code>{_e(d.store)}</code>: {d.n_rows} token rows of {d.n_images} images ({d.grid}×{d.grid} tokens each).
-SAE <code>{_e(d.sae)}</code>: {cfg.get('d_in')} → {cfg.get('n_latents')} latents, k {cfg.get('k')}.
-Discovery: {_e(d.discovery_source)}; {d.discovery.get('n_boot')} bootstrap resamples of {_e(d.discovery.get('unit'))}s; images per cell: {counts}.
+SAE <code>{_e(d.sae)}</code>: {cfg.get("d_in")} → {cfg.get("n_latents")} latents, k {cfg.get("k")}.
+Discovery: {_e(d.discovery_source)}; {d.discovery.get("n_boot")} bootstrap resamples of {_e(d.discovery.get("unit"))}s; images per cell: {counts}.
 {f"Steering run: <code>{_e(d.run)}</code>." if d.run else "No steering run given (--run)."}</p>
 <h2>What this shows</h2><div class="shows">{_what_it_shows(d)}</div>{notes}
 <p class="muted">A token overlaps the object when ≥ {OVERLAP_MIN:.0%} of its pixels show the object (segmentation render of the

@@ -69,7 +69,9 @@ def est_text(e: dict[str, Any] | None, pct: bool = False, signed: bool = False) 
     return f"{num(e['value'], pct, signed)} [{num(e['low'], pct, signed)}, {num(e['high'], pct, signed)}]"
 
 
-def est_html(e: dict[str, Any] | None, pct: bool = False, signed: bool = False, p: float | None = None) -> str:
+def est_html(
+    e: dict[str, Any] | None, pct: bool = False, signed: bool = False, p: float | None = None
+) -> str:
     """An Estimate dict as cell content: the value, its 95% CI below, then the p-value."""
     if not e or not e.get("n") or not finite(e.get("value")):
         return "–"
@@ -82,13 +84,22 @@ def est_html(e: dict[str, Any] | None, pct: bool = False, signed: bool = False, 
 
 def excludes_zero(e: dict[str, Any] | None) -> bool:
     """Whether an interval lies entirely above or below 0."""
-    return bool(e) and finite(e.get("low")) and finite(e.get("high")) and (e["low"] > 0 or e["high"] < 0)
+    return (
+        bool(e)
+        and finite(e.get("low"))
+        and finite(e.get("high"))
+        and (e["low"] > 0 or e["high"] < 0)
+    )
 
 
-def table(head: list[str], rows: list[list[str]], cls: str, caption: str = "", names: int = 1) -> str:
+def table(
+    head: list[str], rows: list[list[str]], cls: str, caption: str = "", names: int = 1
+) -> str:
     """An HTML table; cells are HTML already (one starting with '<td' is taken as is), the
     first `names` columns are left-aligned labels, the others right-aligned figures."""
-    th = "".join(f'<th class="name">{h}</th>' if i < names else f"<th>{h}</th>" for i, h in enumerate(head))
+    th = "".join(
+        f'<th class="name">{h}</th>' if i < names else f"<th>{h}</th>" for i, h in enumerate(head)
+    )
     body = "".join("<tr>" + "".join(c if c.startswith("<td") else (f'<td class="name">{c}</td>' if i < names else f"<td>{c}</td>")
                                     for i, c in enumerate(r)) + "</tr>" for r in rows)  # fmt: skip
     cap = f'<p class="caption">{caption}</p>' if caption else ""
@@ -153,7 +164,9 @@ def steering_table_html(results: list[dict[str, Any]], baseline: str) -> str:
             "Δ P(fragile)"]  # fmt: skip
     rows = []
     for r in results:
-        n = f"{r['n']}" + ("" if r["condition"] == baseline else f'<span class="ci">{r["n_paired"]} paired</span>')
+        n = f"{r['n']}" + (
+            "" if r["condition"] == baseline else f'<span class="ci">{r["n_paired"]} paired</span>'
+        )
         rows.append([esc(r["condition"]), n, est_html(r["success"], True), est_html(r["broken"], True),
                      _diff_cell(r, "broken", True), est_html(r["peak_force"]), est_html(r["steps"]),
                      _diff_cell(r, "steps", False), est_html(r["p_fragile_mean"]), _diff_cell(r, "p_fragile_mean", False)])  # fmt: skip
@@ -195,9 +208,13 @@ def steering_findings(summary: dict[str, Any]) -> list[str]:
     n = f"n={pairs[0]}" if len(pairs) == 1 else f"n={pairs[0]}–{pairs[-1]}"
     out = []
     if moved:
-        out.append(f"Differs from {base} (95% CI of the paired difference excludes 0; {n} pairs): {', '.join(moved)}.")
+        out.append(
+            f"Differs from {base} (95% CI of the paired difference excludes 0; {n} pairs): {', '.join(moved)}."
+        )
     if still:
-        out.append(f"No outcome differs from {base} for {', '.join(still)} (every paired CI includes 0).")
+        out.append(
+            f"No outcome differs from {base} for {', '.join(still)} (every paired CI includes 0)."
+        )
     return out
 
 
@@ -207,7 +224,9 @@ def specificity_findings(spec: dict[str, list[dict[str, Any]]]) -> list[str]:
     per: dict[str, dict[str, list[str]]] = {}  # steered -> control -> outcomes that differ
     for control, results in spec.items():
         for r in results:
-            per.setdefault(r["condition"], {})[control] = [label for k, label, _ in OUTCOMES if excludes_zero(r.get(f"{k}_diff"))]
+            per.setdefault(r["condition"], {})[control] = [
+                label for k, label, _ in OUTCOMES if excludes_zero(r.get(f"{k}_diff"))
+            ]
     if not per:
         return []
     every, some, none = [], [], []
@@ -222,7 +241,9 @@ def specificity_findings(spec: dict[str, list[dict[str, Any]]]) -> list[str]:
             none.append(steered)
     out = []
     if every:
-        out.append(f"Beyond every control of its family (steered − control CI excludes 0): {', '.join(every)}.")
+        out.append(
+            f"Beyond every control of its family (steered − control CI excludes 0): {', '.join(every)}."
+        )
     if some:
         out.append(f"Beyond some controls only: {', '.join(some)}.")
     if none:
@@ -249,21 +270,34 @@ def video_figures(run_dir: Path, page_dir: Path, conditions: list[str]) -> str:
         for p in sorted(videos.glob(pattern), key=lambda p: int(p.stem.split("_")[-1])):
             wide.append(tag(p, f"{conditions[0]} | {c}, seed {p.stem.split('_')[-1]}"))
             seen.add(p)
-    wide += [tag(p, p.stem.replace("_", " ")) for p in sorted(videos.glob("side_by_side_*.mp4")) if p not in seen]
+    wide += [
+        tag(p, p.stem.replace("_", " "))
+        for p in sorted(videos.glob("side_by_side_*.mp4"))
+        if p not in seen
+    ]
     order = {safe_name(c): i for i, c in enumerate(conditions)}
-    folders = sorted((d for d in videos.iterdir() if d.is_dir()), key=lambda d: (order.get(d.name, len(order)), d.name))
+    folders = sorted(
+        (d for d in videos.iterdir() if d.is_dir()),
+        key=lambda d: (order.get(d.name, len(order)), d.name),
+    )
     names = {safe_name(c): c for c in conditions}
     single = [tag(p, f"{names.get(d.name, d.name)}, {p.stem.replace('_', ' ')}")
               for d in folders for p in sorted(d.glob("seed_*.mp4"), key=lambda p: int(p.stem.split("_")[-1]))]  # fmt: skip
     out = ""
     if wide:
-        out += '<h3>Side by side: baseline (left) and each condition (right)</h3><div class="videos wide">' + "".join(wide) + "</div>"
+        out += (
+            '<h3>Side by side: baseline (left) and each condition (right)</h3><div class="videos wide">'
+            + "".join(wide)
+            + "</div>"
+        )
     if single:
         out += '<h3>Episodes</h3><div class="videos">' + "".join(single) + "</div>"
     return out
 
 
-def steering_body(summary: dict[str, Any], run_dir: Path, page_dir: Path, extra: str = "") -> tuple[list[str], str]:
+def steering_body(
+    summary: dict[str, Any], run_dir: Path, page_dir: Path, extra: str = ""
+) -> tuple[list[str], str]:
     """(what-this-shows sentences, HTML) of one run's steering comparison: the table, `extra`
     (e.g. steering sizes), the specificity table, the dose-response plot and the videos."""
     spec = summary.get("specificity") or {}
@@ -278,21 +312,33 @@ def steering_body(summary: dict[str, Any], run_dir: Path, page_dir: Path, extra:
     return shows, body
 
 
-def render_run_page(summary: dict[str, Any], run_dir: str | Path, config: dict[str, Any] | None = None) -> str:
+def render_run_page(
+    summary: dict[str, Any], run_dir: str | Path, config: dict[str, Any] | None = None
+) -> str:
     """The HTML of one run's report (the dict `steering_report` writes to summary.json)."""
-    require_keys(summary, ("baseline", "conditions"), "the dict steering_report writes to summary.json")
+    require_keys(
+        summary, ("baseline", "conditions"), "the dict steering_report writes to summary.json"
+    )
     run_dir = Path(run_dir)
     config = config or {}
-    n_seeds = len(config.get("seeds", [])) or max((r["n"] for r in summary["conditions"]), default=0)
+    n_seeds = len(config.get("seeds", [])) or max(
+        (r["n"] for r in summary["conditions"]), default=0
+    )
     meta = (f"{n_seeds} paired seeds per condition; object material: {esc(config.get('material') or 'any')}; "
             f"agent: {esc(config.get('agent', '?'))} ({esc(config.get('model', '?'))}); baseline: "
             f"{esc(summary['baseline'])}. Every figure: value [95% CI] with its n.")  # fmt: skip
     shows, body = steering_body(summary, run_dir, run_dir)
     sections = [section("steering", f"Steered vs {summary['baseline']}", shows, body)]
-    nav = [("report.md", "report.md"), ("summary.json", "summary.json"), ("episodes.parquet", "episodes.parquet")]
+    nav = [
+        ("report.md", "report.md"),
+        ("summary.json", "summary.json"),
+        ("episodes.parquet", "episodes.parquet"),
+    ]
     return page(f"Steering report: {run_dir.name}", meta, nav, sections)
 
 
-def write_run_html(run_dir: str | Path, summary: dict[str, Any], config: dict[str, Any] | None = None) -> Path:
+def write_run_html(
+    run_dir: str | Path, summary: dict[str, Any], config: dict[str, Any] | None = None
+) -> Path:
     """Write run_dir/report.html atomically; returns its path."""
     return write_text(Path(run_dir) / "report.html", render_run_page(summary, run_dir, config))

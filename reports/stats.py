@@ -126,7 +126,9 @@ def bootstrap_ci(
         return float(statistic(*args))
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)  # non-finite resamples, handled below
+        warnings.simplefilter(
+            "ignore", stats.DegenerateDataWarning
+        )  # non-finite resamples, handled below
         res = stats.bootstrap(
             [samples[i] for i in free], stat, n_resamples=n_boot, vectorized=False, paired=False,
             method="percentile", confidence_level=confidence_level, rng=np.random.default_rng(seed),
@@ -168,15 +170,21 @@ def cluster_bootstrap(
     groups = np.asarray(groups)
     bad = [np.shape(a)[0] for a in arrays if np.shape(a)[0] != len(groups)]
     if bad:
-        raise ValueError(f"arrays must have one row per group label ({len(groups)} rows), got {bad[0]} rows")
+        raise ValueError(
+            f"arrays must have one row per group label ({len(groups)} rows), got {bad[0]} rows"
+        )
     _, inverse = np.unique(groups, return_inverse=True)
-    rows_of = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)] if len(groups) else []
+    rows_of = (
+        [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)] if len(groups) else []
+    )
 
     def stat(picked: np.ndarray) -> float:
         rows = np.concatenate([rows_of[g] for g in picked])
         return metric(*(a[rows] for a in arrays))
 
-    return bootstrap_ci(stat, [np.arange(len(rows_of))], n_boot=n_boot, seed=seed, confidence_level=confidence_level)
+    return bootstrap_ci(
+        stat, [np.arange(len(rows_of))], n_boot=n_boot, seed=seed, confidence_level=confidence_level
+    )
 
 
 def bootstrap_mean(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> Estimate:
@@ -198,7 +206,12 @@ def bootstrap_mean(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> Est
         (values,), np.mean, n_resamples=n_boot, method="percentile", confidence_level=0.95,
         rng=np.random.default_rng(seed),
     )  # fmt: skip
-    return Estimate(float(values.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high), n)
+    return Estimate(
+        float(values.mean()),
+        float(res.confidence_interval.low),
+        float(res.confidence_interval.high),
+        n,
+    )
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> Estimate:
@@ -217,7 +230,9 @@ def mcnemar(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> flo
         alternative: "two-sided", "greater" (b is true more often than a) or "less".
     """
     if alternative not in ("two-sided", "greater", "less"):
-        raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
+        raise ValueError(
+            f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}"
+        )
     a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     if a.shape != b.shape:
         raise ValueError(f"paired samples differ in size: {a.shape} vs {b.shape}")

@@ -26,7 +26,15 @@ from storage import write_json, write_png, write_text
 BINARY = ("success", "broken")
 #: Episode outcomes compared as means; the handling ones are None where they do not apply
 #: (never held, never released) and are left out of their own estimates, not counted as 0.
-CONTINUOUS = ("peak_force", "steps", "p_fragile_mean", "peak_grip_force", "grip_command", "carry_speed", "release_height")
+CONTINUOUS = (
+    "peak_force",
+    "steps",
+    "p_fragile_mean",
+    "peak_grip_force",
+    "grip_command",
+    "carry_speed",
+    "release_height",
+)
 
 
 def _by_condition(rows: list[dict]) -> dict[str, dict[int, dict]]:
@@ -36,14 +44,18 @@ def _by_condition(rows: list[dict]) -> dict[str, dict[int, dict]]:
     return out
 
 
-def ordered_conditions(names: Sequence[str], baseline: str, order: Sequence[str] | None = None) -> list[str]:
+def ordered_conditions(
+    names: Sequence[str], baseline: str, order: Sequence[str] | None = None
+) -> list[str]:
     """`names` with the baseline first, then in `order` (the run's conditions as given), then
     any others in their first appearance (a log's rows are sorted by name, not as given)."""
     present = set(names)
     return [n for n in dict.fromkeys([baseline, *(order or ()), *names]) if n in present]
 
 
-def compare_conditions(rows: list[dict], baseline: str, order: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def compare_conditions(
+    rows: list[dict], baseline: str, order: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """Per condition: outcome estimates and paired tests against `baseline` on shared seeds.
 
     Args:
@@ -54,7 +66,9 @@ def compare_conditions(rows: list[dict], baseline: str, order: Sequence[str] | N
     """
     by = _by_condition(rows)
     if baseline not in by:
-        raise ValueError(f"baseline condition {baseline!r} has no episodes; conditions: {sorted(by)}")
+        raise ValueError(
+            f"baseline condition {baseline!r} has no episodes; conditions: {sorted(by)}"
+        )
     results = []
     for name in ordered_conditions(list(by), baseline, order):
         eps = by[name]
@@ -146,7 +160,18 @@ def _short_diff(r: dict, key: str, pct: bool) -> str:
 
 def _full_steering_table(results: list[dict], baseline: str) -> Table:
     t = Table(title=Text(f"Steered vs {baseline} (95% CIs; paired by seed: McNemar / Wilcoxon)"))
-    for col in ("condition", "n", "success", "broken", "Δ broken vs base", "peak force N", "steps", "Δ steps", "P(fragile)", "Δ P(fragile)"):
+    for col in (
+        "condition",
+        "n",
+        "success",
+        "broken",
+        "Δ broken vs base",
+        "peak force N",
+        "steps",
+        "Δ steps",
+        "P(fragile)",
+        "Δ P(fragile)",
+    ):
         t.add_column(col)
     for r in results:
         t.add_row(*map(Text, (
@@ -170,7 +195,9 @@ def markdown_table(results: list[dict], baseline: str) -> str:
     return "\n".join(lines)
 
 
-def errorbar_estimates(ax: Any, xs: Sequence[float], estimates: Sequence[dict], **kwargs: Any) -> None:
+def errorbar_estimates(
+    ax: Any, xs: Sequence[float], estimates: Sequence[dict], **kwargs: Any
+) -> None:
     """Plot Estimate dicts (value, low, high) at `xs` with their 95% intervals as error bars."""
     v = np.array([e["value"] for e in estimates], dtype=float)
     low = v - np.array([e["low"] for e in estimates], dtype=float)
@@ -217,7 +244,9 @@ def dose_response_plot(results: list[dict], path: Path) -> Path | None:
 CONTROLS = {"random": ("sae", "dom"), "neuron-random": ("neuron",)}
 
 
-def specificity(rows: list[dict], baseline: str, order: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+def specificity(
+    rows: list[dict], baseline: str, order: Sequence[str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Each steered condition against each control of its family (a random direction for SAE
     and difference-of-means steering, a random neuron cluster for neuron overrides), paired by
     seed: is the steered effect larger than what an unspecific push does? Controls and steered
@@ -242,7 +271,10 @@ def specificity_markdown(spec: dict[str, list[dict[str, Any]]]) -> str:
     """The steered-minus-control differences as Markdown (empty when the run has no control)."""
     if not spec or not any(spec.values()):
         return ""
-    lines = ["| steered | control | n pairs | Δ broken | Δ steps | Δ P(fragile) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| steered | control | n pairs | Δ broken | Δ steps | Δ P(fragile) |",
+        "|---|---|---|---|---|---|",
+    ]
     for control, results in spec.items():
         for r in results:
             lines.append(f"| {r['condition']} | {control} | {r['n_paired']} | {_fmt_diff(r, 'broken', True)} | "
@@ -250,7 +282,9 @@ def specificity_markdown(spec: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def steering_report(run_dir: str | Path, console: Console | None = None, baseline: str | None = None) -> dict[str, Any]:
+def steering_report(
+    run_dir: str | Path, console: Console | None = None, baseline: str | None = None
+) -> dict[str, Any]:
     """Build the steering comparison for a run: terminal table, report.md, report.html,
     summary.json, PNG.
 

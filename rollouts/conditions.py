@@ -43,7 +43,11 @@ import numpy as np
 import torch
 
 STEERING_KINDS = ("unsteered", "sae", "dom", "random", "neuron", "neuron-random")
-FRAME_KINDS = {"noise": "noise", "occlusion": "occlusion", "color": "color_shift"}  # → ImageCorruption
+FRAME_KINDS = {
+    "noise": "noise",
+    "occlusion": "occlusion",
+    "color": "color_shift",
+}  # → ImageCorruption
 PERTURBATION_KINDS = ("ta2", *FRAME_KINDS, "prompt")
 KINDS = STEERING_KINDS + PERTURBATION_KINDS
 RESIDUAL_KINDS = ("sae", "dom", "random", "ta2")  # kinds that edit the residual stream
@@ -109,7 +113,9 @@ def parse_condition(text: str) -> Condition:
         if kind in FRAME_KINDS and len(parts) == 2:
             magnitude = float(parts[1])
             if not 0.0 < magnitude <= 1.0:
-                raise ValueError(f"condition {text!r}: the magnitude of {kind} is a fraction in (0, 1]")
+                raise ValueError(
+                    f"condition {text!r}: the magnitude of {kind} is a fraction in (0, 1]"
+                )
             return Condition(text, kind, magnitude, onset=onset)
         if kind == "prompt" and len(parts) in (1, 2):
             repeats = int(parts[1]) if len(parts) == 2 else 1
@@ -150,7 +156,9 @@ class SteeringResources:
     dom_vector: torch.Tensor | None = None
 
     @classmethod
-    def load(cls, sae_dir: str | None = None, discovery: str | None = None, vector: str | None = None) -> SteeringResources:
+    def load(
+        cls, sae_dir: str | None = None, discovery: str | None = None, vector: str | None = None
+    ) -> SteeringResources:
         """Load from an SAE checkpoint folder, a discovery JSON and a steering-vector file."""
         res = cls()
         if sae_dir:
@@ -161,10 +169,14 @@ class SteeringResources:
         if discovery:
             path = Path(discovery)
             if not path.exists():
-                raise FileNotFoundError(f"discovery file {path} does not exist (run `physteer discover`)")
+                raise FileNotFoundError(
+                    f"discovery file {path} does not exist (run `physteer discover`)"
+                )
             data = json.loads(path.read_text())
             if not data.get("fragility"):
-                raise ValueError(f"discovery file {path} lists no fragility feature: SAE steering has nothing to steer")
+                raise ValueError(
+                    f"discovery file {path} lists no fragility feature: SAE steering has nothing to steer"
+                )
             effects = {int(e["feature"]): e for e in data["features"]}
             res.fragility_features = []
             for f in data["fragility"][:FRAGILITY_TOP]:
@@ -182,22 +194,32 @@ class SteeringResources:
         return res
 
 
-def check_resources(conditions: list[Condition], res: SteeringResources, n_latents: int | None = None) -> None:
+def check_resources(
+    conditions: list[Condition], res: SteeringResources, n_latents: int | None = None
+) -> None:
     """Fail before any episode if a condition lacks what it needs."""
     for c in conditions:
         if c.needs_sae and res.sae is None:
             raise ValueError(f"condition {c.name!r} needs an SAE: pass --sae DIR")
         if c.kind == "sae" and c.feature == "fragility" and not res.fragility_features:
-            raise ValueError(f"condition {c.name!r} needs a discovered fragility feature: pass --discovery FILE")
+            raise ValueError(
+                f"condition {c.name!r} needs a discovered fragility feature: pass --discovery FILE"
+            )
         if c.kind == "sae" and c.feature != "fragility":
             n = int(res.sae.n_latents)
             if not 0 <= int(c.feature) < n:
-                raise ValueError(f"condition {c.name!r}: feature {c.feature} is out of range; the SAE has latents 0..{n - 1}")
+                raise ValueError(
+                    f"condition {c.name!r}: feature {c.feature} is out of range; the SAE has latents 0..{n - 1}"
+                )
         if c.needs_dom and res.dom_vector is None:
-            raise ValueError(f"condition {c.name!r} needs a difference-of-means vector: pass --vector FILE")
+            raise ValueError(
+                f"condition {c.name!r} needs a difference-of-means vector: pass --vector FILE"
+            )
 
 
-def residual_interventions(c: Condition, res: SteeringResources, layer: int, seed: int = 0) -> list[Any]:
+def residual_interventions(
+    c: Condition, res: SteeringResources, layer: int, seed: int = 0
+) -> list[Any]:
     """The residual-stream interventions of a sae, dom or random condition, not yet attached
     (applied in order; `[]` for unsteered). Neuron conditions edit FFN inputs: ValueError."""
     from agents.interventions import AddVector, SAEFeatureSteering
@@ -218,10 +240,14 @@ def residual_interventions(c: Condition, res: SteeringResources, layer: int, see
         direction = torch.randn(res.dom_vector.shape, generator=g)
         direction = direction / direction.norm() * res.dom_vector.norm()
         return [AddVector(direction, c.magnitude, layer=layer)]
-    raise ValueError(f"condition {c.name!r} does not edit the residual stream; kinds that do: {RESIDUAL_KINDS}")
+    raise ValueError(
+        f"condition {c.name!r} does not edit the residual stream; kinds that do: {RESIDUAL_KINDS}"
+    )
 
 
-def build_intervention(c: Condition, res: SteeringResources, backend: Any, layer: int, seed: int = 0) -> AbstractContextManager:
+def build_intervention(
+    c: Condition, res: SteeringResources, backend: Any, layer: int, seed: int = 0
+) -> AbstractContextManager:
     """The intervention for a condition, ready to `attach(backend)` (or a no-op context)."""
     if c.kind == "unsteered":
         return nullcontext()
@@ -236,9 +262,17 @@ def build_intervention(c: Condition, res: SteeringResources, backend: Any, layer
         return select_cluster(backend, c.concept).override(c.magnitude).attach(backend)
     if c.kind == "neuron-random":
         ref = select_cluster(backend, c.concept or "fragile")  # the cluster it controls for
-        return random_cluster(backend, ref.layer, len(ref.neuron_ids), seed=seed, exclude=ref.neuron_ids).override(c.magnitude).attach(backend)
-    raise ValueError(f"condition {c.name!r} does not edit the model; model-editing kinds: "
-                     f"{RESIDUAL_KINDS + ('neuron', 'neuron-random')}")
+        return (
+            random_cluster(
+                backend, ref.layer, len(ref.neuron_ids), seed=seed, exclude=ref.neuron_ids
+            )
+            .override(c.magnitude)
+            .attach(backend)
+        )
+    raise ValueError(
+        f"condition {c.name!r} does not edit the model; model-editing kinds: "
+        f"{RESIDUAL_KINDS + ('neuron', 'neuron-random')}"
+    )
 
 
 class ConditionEffect:
@@ -261,8 +295,16 @@ class ConditionEffect:
     def __init__(self, condition: Condition, resources: SteeringResources, agent: Any, layer: int | None,
                  seeds: list[int]) -> None:  # fmt: skip
         if condition.per_seed and len(seeds) != 1:
-            raise ValueError(f"condition {condition.name!r} draws its edit per seed: run its episodes one per batch")
-        self.condition, self.resources, self.agent, self.layer, self.seeds = condition, resources, agent, layer, seeds
+            raise ValueError(
+                f"condition {condition.name!r} draws its edit per seed: run its episodes one per batch"
+            )
+        self.condition, self.resources, self.agent, self.layer, self.seeds = (
+            condition,
+            resources,
+            agent,
+            layer,
+            seeds,
+        )
         self.active = False
         self._model: AbstractContextManager | None = None
         self._prompt: Any = None
@@ -277,7 +319,9 @@ class ConditionEffect:
         if c.kind in FRAME_KINDS:
             from monitors.attacks import ImageCorruption
 
-            self._frames = [ImageCorruption(FRAME_KINDS[c.kind], c.magnitude, 0, seed=s) for s in self.seeds]
+            self._frames = [
+                ImageCorruption(FRAME_KINDS[c.kind], c.magnitude, 0, seed=s) for s in self.seeds
+            ]
             for f in self._frames:
                 f.update(self.agent, step)
         elif c.kind == "prompt":
@@ -288,8 +332,12 @@ class ConditionEffect:
         else:
             backend = getattr(self.agent, "backend", None)
             if backend is None:
-                raise ValueError(f"condition {c.name!r} edits the model, but agent {type(self.agent).__name__} has none")
-            self._model = build_intervention(c, self.resources, backend, self.layer, seed=self.seeds[0])
+                raise ValueError(
+                    f"condition {c.name!r} edits the model, but agent {type(self.agent).__name__} has none"
+                )
+            self._model = build_intervention(
+                c, self.resources, backend, self.layer, seed=self.seeds[0]
+            )
 
     def frame(self, k: int, image: np.ndarray) -> np.ndarray:
         """The frame lane `k`'s agent sees (corrupted once an image condition is on)."""

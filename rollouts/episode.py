@@ -92,7 +92,9 @@ class TapView:
         self.n_image_tokens = 0
         self.calls = 0
 
-    def set(self, latest: torch.Tensor, positions: torch.Tensor | None, n_image_tokens: int) -> None:
+    def set(
+        self, latest: torch.Tensor, positions: torch.Tensor | None, n_image_tokens: int
+    ) -> None:
         """Point the view at a new decision's activations."""
         self.latest, self.positions, self.n_image_tokens = latest, positions, n_image_tokens
         self.calls += 1
@@ -181,8 +183,12 @@ class ClosedLoop:
         if any(s.condition != first.condition or s.monitor != first.monitor for s in specs):
             raise ValueError("the episodes of one batch must share their condition and monitor")
         if first.monitor != "none" and first.monitor not in self.scorers:
-            raise ValueError(f"monitor {first.monitor!r} is not among the loop's scorers {list(self.scorers)} or 'none'")
-        effect = ConditionEffect(first.condition, self.resources, self.agent, self.layer, [s.seed for s in specs])
+            raise ValueError(
+                f"monitor {first.monitor!r} is not among the loop's scorers {list(self.scorers)} or 'none'"
+            )
+        effect = ConditionEffect(
+            first.condition, self.resources, self.agent, self.layer, [s.seed for s in specs]
+        )
         lanes = [_Lane(self, k, spec) for k, spec in enumerate(specs)]
         try:
             self._step_until_done(lanes, effect)
@@ -199,13 +205,21 @@ class ClosedLoop:
             observations = []
             for lane in active:
                 frame = lane.frame() if lane in asking or lane.spec.video else None
-                observations.append(lane.obs if frame is None else {**lane.obs, "image": effect.frame(lane.k, frame)})
+                observations.append(
+                    lane.obs
+                    if frame is None
+                    else {**lane.obs, "image": effect.frame(lane.k, frame)}
+                )
             t = time.perf_counter()
-            actions = agent.act_batch(observations, [lane.info for lane in active], [lane.k for lane in active])
+            actions = agent.act_batch(
+                observations, [lane.info for lane in active], [lane.k for lane in active]
+            )
             share = (time.perf_counter() - t) / len(active)
             if asking and tap is not None and tap.latest_batch is not None:
                 for row, lane in enumerate(asking):
-                    lane.tap_view.set(tap.latest_batch[row], tap.positions_batch[row], tap.n_image_tokens)
+                    lane.tap_view.set(
+                        tap.latest_batch[row], tap.positions_batch[row], tap.n_image_tokens
+                    )
             for lane, obs, action in zip(active, observations, actions, strict=True):
                 lane.agent_s += share
                 lane.step(action, obs.get("image"), step)
@@ -274,11 +288,27 @@ class _Lane:
             "ee_z": float(info["ee_pos"][2]), "object_z": float(info["object_pos"][2]), "reward": float(reward),
             "ee_speed": float(np.linalg.norm(self.obs["state"][3:6])), "vetoed": False,  # state[3:6]: ee velocity
         }  # fmt: skip
-        if "executed_action" in info:  # behind a monitor: what the env ran (a veto's or fallback's action)
+        if (
+            "executed_action" in info
+        ):  # behind a monitor: what the env ran (a veto's or fallback's action)
             executed = info["executed_action"]  # None where the monitor stopped the episode
-            row.update(zip(EXECUTED_COLUMNS, [None] * 4 if executed is None else map(float, executed), strict=True))
-        over_bin = np.linalg.norm(np.subtract(info["object_pos"][:2], info["bin_pos"][:2])) < BIN_REACH
-        if self.steps and self.steps[-1]["holding"] and not row["holding"] and self.release_height is None and over_bin:
+            row.update(
+                zip(
+                    EXECUTED_COLUMNS,
+                    [None] * 4 if executed is None else map(float, executed),
+                    strict=True,
+                )
+            )
+        over_bin = (
+            np.linalg.norm(np.subtract(info["object_pos"][:2], info["bin_pos"][:2])) < BIN_REACH
+        )
+        if (
+            self.steps
+            and self.steps[-1]["holding"]
+            and not row["holding"]
+            and self.release_height is None
+            and over_bin
+        ):
             # let go above the bin (a drop on the table is not a release)
             self.release_height = float(self.steps[-1]["ee_z"] - info["bin_pos"][2])
         banner = None
@@ -296,13 +326,23 @@ class _Lane:
         self.steps.append(row)
         if spec.video:  # the frame the agent saw, with THIS step's verdict
             obj = info["object"]
-            lines = [f"{spec.condition.name} | seed {spec.seed} | {obj['color']} {obj['material']}",
-                     f"step {step}  P(fragile) {self.p_last:.2f}  {decision.get('profile') or ''}  grip {row['grip_force']:.1f} N"]
+            lines = [
+                f"{spec.condition.name} | seed {spec.seed} | {obj['color']} {obj['material']}",
+                f"step {step}  P(fragile) {self.p_last:.2f}  {decision.get('profile') or ''}  grip {row['grip_force']:.1f} N",
+            ]
             if spec.monitor != "none":
                 sarm = info.get(f"sarm:{spec.monitor}") or {}
                 score = sarm.get("score")
-                lines.append(f"monitor {score if score is None else f'{score:.3g}'} / {sarm.get('threshold', math.nan):.3g}")
-            self.frames.append(_annotate(seen if seen is not None else self.frame(), lines, "BROKEN" if info["broken"] else banner))
+                lines.append(
+                    f"monitor {score if score is None else f'{score:.3g}'} / {sarm.get('threshold', math.nan):.3g}"
+                )
+            self.frames.append(
+                _annotate(
+                    seen if seen is not None else self.frame(),
+                    lines,
+                    "BROKEN" if info["broken"] else banner,
+                )
+            )
         stop = any([r.after_step(view) for r in self.recorders])
         self.stopped = stop and not (terminated or truncated)
         self.truncated = bool(truncated) or self.stopped
@@ -317,7 +357,16 @@ class _Lane:
         if self.spec.video:
             info = self.info
             banner = "BROKEN" if info["broken"] else ("SUCCESS" if info["success"] else "TIMEOUT")
-            self.frames.extend([_annotate(self.frame(), [f"{self.spec.condition.name} | seed {self.spec.seed}"], banner)] * 8)
+            self.frames.extend(
+                [
+                    _annotate(
+                        self.frame(),
+                        [f"{self.spec.condition.name} | seed {self.spec.seed}"],
+                        banner,
+                    )
+                ]
+                * 8
+            )
         self.wall_s = time.perf_counter() - self.t0
 
     def record(self) -> EpisodeRecord:

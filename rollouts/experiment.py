@@ -25,7 +25,9 @@ def write_record(log: RunLog, record: EpisodeRecord) -> None:
     spec = record.spec
     cell = cell_name(spec.condition.name, spec.monitor)
     if record.activations:
-        write_safetensors(log.episode_path(cell, spec.seed, "activations", "safetensors"), record.activations)
+        write_safetensors(
+            log.episode_path(cell, spec.seed, "activations", "safetensors"), record.activations
+        )
     if record.frames:
         write_mp4(log.episode_path(cell, spec.seed, "videos", "mp4"), record.frames)
     log.write_episode(cell, spec.seed, record.row, record.steps)
@@ -57,7 +59,9 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: boo
     return log.root
 
 
-def _side_by_side_videos(cfg: ExperimentConfig, conditions: list[Condition], log: RunLog, seeds: set[int]) -> None:
+def _side_by_side_videos(
+    cfg: ExperimentConfig, conditions: list[Condition], log: RunLog, seeds: set[int]
+) -> None:
     """For each recorded seed: the first condition beside each other one, in one MP4."""
     import imageio.v3 as iio
 
@@ -75,11 +79,18 @@ def _side_by_side_videos(cfg: ExperimentConfig, conditions: list[Condition], log
         left = list(iio.imread(left_path))
         for c in conditions[1:]:
             right_path = log.episode_path(cell_name(c.name, arm), seed, "videos", "mp4")
-            out = log.root / "videos" / f"side_by_side_{safe_name(base)}_vs_{safe_name(c.name)}_seed_{seed}.mp4"
+            out = (
+                log.root
+                / "videos"
+                / f"side_by_side_{safe_name(base)}_vs_{safe_name(c.name)}_seed_{seed}.mp4"
+            )
             if not right_path.exists() or out.exists():
                 continue
             right = list(iio.imread(right_path))
             n = max(len(left), len(right))
             # Hold each episode's last frame until the longer one ends.
-            left_n, right_n = left + [left[-1]] * (n - len(left)), right + [right[-1]] * (n - len(right))
+            left_n, right_n = (
+                left + [left[-1]] * (n - len(left)),
+                right + [right[-1]] * (n - len(right)),
+            )
             write_mp4(out, [side_by_side(a, b) for a, b in zip(left_n, right_n, strict=True)])

@@ -106,7 +106,10 @@ def render_labeled_frames(
     if n < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")
     rng = np.random.default_rng([seed, 31337])
-    steps = [0 if rng.random() < first_frame_prob else int(rng.integers(1, max_steps_into_episode + 1)) for _ in range(n)]
+    steps = [
+        0 if rng.random() < first_frame_prob else int(rng.integers(1, max_steps_into_episode + 1))
+        for _ in range(n)
+    ]
     loop = ClosedLoop(ExpertAgent("gentle"), image_size=image_size, record_decisions=False, renderer=renderer,
                       recorders=lambda spec: [FrameAt(steps[spec.seed - seed])])  # fmt: skip
     images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)

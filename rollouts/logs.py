@@ -36,7 +36,9 @@ class RunLog:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    def episode_path(self, condition: str, seed: int, kind: str = "episodes", ext: str = "parquet") -> Path:
+    def episode_path(
+        self, condition: str, seed: int, kind: str = "episodes", ext: str = "parquet"
+    ) -> Path:
         """Path of one episode's file of a kind (episodes, steps, activations, videos)."""
         return self.root / kind / safe_name(condition) / f"seed_{seed}.{ext}"
 
@@ -51,7 +53,9 @@ class RunLog:
             return False
         return True
 
-    def write_config(self, config: dict[str, Any], resume: bool = True, defaults: dict[str, Any] | None = None) -> None:
+    def write_config(
+        self, config: dict[str, Any], resume: bool = True, defaults: dict[str, Any] | None = None
+    ) -> None:
         """Write config.json; refuse to mix a different config into an existing run.
 
         Args:
@@ -64,10 +68,14 @@ class RunLog:
             try:
                 old = json.loads(path.read_text())
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path} is corrupt ({exc}); move it away or choose another --name") from None
+                raise ValueError(
+                    f"{path} is corrupt ({exc}); move it away or choose another --name"
+                ) from None
             new = json.loads(json.dumps(config, default=str))
             # A field added since the run was made counts as equal when it has its default.
-            changed = sorted(k for k in set(old) | set(new) if old.get(k, defaults.get(k)) != new.get(k))
+            changed = sorted(
+                k for k in set(old) | set(new) if old.get(k, defaults.get(k)) != new.get(k)
+            )
             if changed:
                 weights = ("; its episodes came from other model weights (a folder made before runs recorded "
                            "them has none)") if "model_weights" in changed else ""  # fmt: skip
@@ -86,7 +94,9 @@ class RunLog:
             raise FileNotFoundError(f"{self.root} is not a run folder (no config.json)")
         return json.loads(path.read_text())
 
-    def write_episode(self, condition: str, seed: int, episode: dict[str, Any], steps: list[dict[str, Any]]) -> None:
+    def write_episode(
+        self, condition: str, seed: int, episode: dict[str, Any], steps: list[dict[str, Any]]
+    ) -> None:
         """Write steps first, then the episode row that marks the episode finished."""
         write_parquet(self.episode_path(condition, seed, "steps"), steps)
         write_parquet(self.episode_path(condition, seed, "episodes"), [episode])
@@ -99,7 +109,9 @@ class RunLog:
             try:
                 tables.append(pq.read_table(f))
             except Exception as exc:
-                raise ValueError(f"log file {f} is unreadable ({exc}); delete it and rerun to redo that episode") from None
+                raise ValueError(
+                    f"log file {f} is unreadable ({exc}); delete it and rerun to redo that episode"
+                ) from None
         if not tables:
             return pa.table({})
         return pa.concat_tables(tables, promote_options="default")
@@ -121,5 +133,7 @@ class RunLog:
             try:
                 return pq.read_table(path)
             except Exception as exc:
-                raise ValueError(f"{path} is unreadable ({exc}); rerun the experiment to rebuild it") from None
+                raise ValueError(
+                    f"{path} is unreadable ({exc}); rerun the experiment to rebuild it"
+                ) from None
         return self.merge("episodes")

@@ -12,7 +12,15 @@ import pyarrow.parquet as pq
 from rollouts.logs import RunLog
 from rollouts.runner import Batch, EpisodeRunner, ExperimentConfig, cell_name
 
-COMPARED = ("success", "broken", "broken_cause", "steps", "peak_force", "impact_speed", "p_fragile_first")
+COMPARED = (
+    "success",
+    "broken",
+    "broken_cause",
+    "steps",
+    "peak_force",
+    "impact_speed",
+    "p_fragile_first",
+)
 
 
 def load_config(run_dir: str | Path) -> ExperimentConfig:
@@ -21,7 +29,12 @@ def load_config(run_dir: str | Path) -> ExperimentConfig:
     data = log.read_config()
     known = {f.name for f in fields(ExperimentConfig)}
     cfg = ExperimentConfig(**{k: v for k, v in data.items() if k in known})
-    cfg.out, cfg.name, cfg.workers, cfg.executor = str(Path(run_dir).parent), Path(run_dir).name, 1, "serial"
+    cfg.out, cfg.name, cfg.workers, cfg.executor = (
+        str(Path(run_dir).parent),
+        Path(run_dir).name,
+        1,
+        "serial",
+    )
     return cfg
 
 
@@ -41,7 +54,9 @@ def parse_episode(episode: str, cfg: ExperimentConfig) -> tuple[str, str, int]:
         return condition, arm, int(seed)
     table = RunLog(cfg.run_dir).read_episodes().to_pylist()
     if not episode.isdigit() or not 0 <= int(episode) < len(table):
-        raise ValueError(f"episode {episode!r}: give <condition>/<seed> or a row index 0..{len(table) - 1}")
+        raise ValueError(
+            f"episode {episode!r}: give <condition>/<seed> or a row index 0..{len(table) - 1}"
+        )
     row = table[int(episode)]
     return row["condition"], row.get("monitor", "none"), int(row["seed"])
 
@@ -55,8 +70,10 @@ def replay(run_dir: str | Path, episode: str, video: bool = False) -> dict[str, 
     cfg = load_config(run_dir)
     recorded, now = RunLog(run_dir).read_config().get("model_weights"), cfg.model_weights()
     if recorded is not None and recorded != now:
-        raise ValueError(f"{run_dir} was made with other weights of model {cfg.model!r} (sha1 {recorded[:12]}…, "
-                         f"now {now[:12]}…): replay needs the checkpoint that made the run")
+        raise ValueError(
+            f"{run_dir} was made with other weights of model {cfg.model!r} (sha1 {recorded[:12]}…, "
+            f"now {now[:12]}…): replay needs the checkpoint that made the run"
+        )
     condition, arm, seed = parse_episode(episode, cfg)
     log = RunLog(cfg.run_dir)
     steps_path = log.episode_path(cell_name(condition, arm), seed, "steps")
@@ -70,11 +87,19 @@ def replay(run_dir: str | Path, episode: str, video: bool = False) -> dict[str, 
     cols = ("a_dx", "a_dy", "a_dz", "a_grip")
     old_actions = np.array([logged_steps[c] for c in cols]).T
     new_actions = np.array([[s[c] for c in cols] for s in steps])
-    actions_equal = old_actions.shape == new_actions.shape and bool(np.array_equal(old_actions, new_actions))
+    actions_equal = old_actions.shape == new_actions.shape and bool(
+        np.array_equal(old_actions, new_actions)
+    )
     diffs = {k: (logged[k], new[k]) for k in COMPARED if not _same(logged[k], new[k])}
     return {
-        "condition": condition, "monitor": arm, "seed": seed, "actions_equal": actions_equal,
-        "outcome_equal": not diffs, "differences": diffs, "episode": new, "frames": frames,
+        "condition": condition,
+        "monitor": arm,
+        "seed": seed,
+        "actions_equal": actions_equal,
+        "outcome_equal": not diffs,
+        "differences": diffs,
+        "episode": new,
+        "frames": frames,
     }
 
 

@@ -36,7 +36,9 @@ def executed_actions(config: dict[str, Any], episode: dict[str, Any], steps: lis
     actions, last_grip = [], -1.0
     for i, row in enumerate(steps):
         if row["step"] != i:
-            raise ValueError(f"episode {episode['condition']}/{episode['seed']}: step rows skip from {i - 1} to {row['step']}")
+            raise ValueError(
+                f"episode {episode['condition']}/{episode['seed']}: step rows skip from {i - 1} to {row['step']}"
+            )
         vetoed = bool(row.get("vetoed", row.get("sarm_veto", False)))
         if row.get(EXECUTED_COLUMNS[0]) is not None:  # logged as executed (a fallback's action too)
             action = [row[c] for c in EXECUTED_COLUMNS]
@@ -55,7 +57,9 @@ class _Replayed(Recorder):
 
     name = "replay"
 
-    def __init__(self, label: str, steps: list[dict[str, Any]], n: int, render: bool, stopped: bool) -> None:
+    def __init__(
+        self, label: str, steps: list[dict[str, Any]], n: int, render: bool, stopped: bool
+    ) -> None:
         self.label, self.steps, self.n, self.render, self.stopped = label, steps, n, render, stopped
         self.images: list[np.ndarray] = []
         self.states: list[np.ndarray] = []
@@ -76,7 +80,11 @@ class _Replayed(Recorder):
         if last and self.stopped:
             return True  # in the run the monitor stopped here: the env was not stepped, nothing to check
         row, info = self.steps[view.step], view.next_info
-        got = {"ee_z": float(info["ee_pos"][2]), "object_z": float(info["object_pos"][2]), "broken": bool(info["broken"])}
+        got = {
+            "ee_z": float(info["ee_pos"][2]),
+            "object_z": float(info["object_pos"][2]),
+            "broken": bool(info["broken"]),
+        }
         diff = {k: (row[k], v) for k, v in got.items() if row[k] != v}
         if diff:
             raise ValueError(f"episode {self.label} does not replay: at step {view.step} (logged, replayed) "
@@ -125,9 +133,17 @@ class Replayer:
 
         actions, stopped = executed_actions(self.config, episode, steps)
         self.agent.set_actions(0, actions)
-        self._recorder = _Replayed(f"{episode['condition']}/{episode['seed']}", steps, len(actions), self.render, stopped)
+        self._recorder = _Replayed(
+            f"{episode['condition']}/{episode['seed']}", steps, len(actions), self.render, stopped
+        )
         material = self.config.get("material")
-        (record,) = self.loop.run([EpisodeSpec(int(episode["seed"]), options={"material": material} if material else None)])
+        (record,) = self.loop.run(
+            [
+                EpisodeSpec(
+                    int(episode["seed"]), options={"material": material} if material else None
+                )
+            ]
+        )
         return record.extra["replay"]
 
     def close(self) -> None:

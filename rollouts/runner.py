@@ -121,9 +121,12 @@ class ExperimentConfig:
 
     def validate(self) -> list[Condition]:
         """Check every field before any episode runs; return the parsed conditions."""
+
         def allowed(field_name: str, value: Any, choices: tuple) -> None:
             if value not in choices:
-                raise ValueError(f"{field_name} {value!r} is not allowed; choose one of {list(choices)}")
+                raise ValueError(
+                    f"{field_name} {value!r} is not allowed; choose one of {list(choices)}"
+                )
 
         allowed("agent", self.agent, AGENTS)
         allowed("material", self.material, MATERIALS)
@@ -139,10 +142,25 @@ class ExperimentConfig:
 
         allowed("dtype", self.dtype, tuple(DTYPES))
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device {self.device!r} is not allowed; choose one of {list(DEVICES)} or cuda:N")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
-            raise ValueError(f"seeds must be a non-empty list of distinct ints >= 0, got {self.seeds}")
-        for name, low in (("workers", 1), ("envs_per_worker", 1), ("decide_every", 1), ("max_steps", 1), ("image_size", 16), ("videos", 0)):
+            raise ValueError(
+                f"device {self.device!r} is not allowed; choose one of {list(DEVICES)} or cuda:N"
+            )
+        if (
+            not self.seeds
+            or len(set(self.seeds)) != len(self.seeds)
+            or any(s < 0 for s in self.seeds)
+        ):
+            raise ValueError(
+                f"seeds must be a non-empty list of distinct ints >= 0, got {self.seeds}"
+            )
+        for name, low in (
+            ("workers", 1),
+            ("envs_per_worker", 1),
+            ("decide_every", 1),
+            ("max_steps", 1),
+            ("image_size", 16),
+            ("videos", 0),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r} is not allowed; it must be an int >= {low}")
@@ -151,27 +169,39 @@ class ExperimentConfig:
         if not 0.0 <= self.gpus_per_worker:
             raise ValueError(f"gpus_per_worker={self.gpus_per_worker!r} must be >= 0")
         if self.executor == "serial" and self.workers != 1:
-            raise ValueError(f"executor 'serial' runs in this process: workers={self.workers} needs 'processes' or 'ray'")
+            raise ValueError(
+                f"executor 'serial' runs in this process: workers={self.workers} needs 'processes' or 'ray'"
+            )
         if self.executor == "ray":
             import importlib.util
 
             if importlib.util.find_spec("ray") is None:
-                raise ValueError("executor 'ray' needs Ray: pip install -c constraints.txt -e '.[ray]'")
+                raise ValueError(
+                    "executor 'ray' needs Ray: pip install -c constraints.txt -e '.[ray]'"
+                )
         conditions = parse_conditions(self.conditions)
         names = self.monitor_names()
         for arm in self.arms():
             if arm != "none" and arm not in names:
-                raise ValueError(f"enforce arm {arm!r} is not a monitor; monitors: {names} (or 'none')")
+                raise ValueError(
+                    f"enforce arm {arm!r} is not a monitor; monitors: {names} (or 'none')"
+                )
         if self.monitors and self.agent == "scripted":
-            raise ValueError("a SARM monitor needs a model agent, 'vlm' or 'vla' (it reads the agent's activations)")
+            raise ValueError(
+                "a SARM monitor needs a model agent, 'vlm' or 'vla' (it reads the agent's activations)"
+            )
         if self.agent == "vla":
             self._check_vla()
         if self.agent == "scripted" and any(c.kind != "unsteered" for c in conditions):
-            raise ValueError("steered or perturbed conditions need agent='vlm' (the scripted agent has no model)")
+            raise ValueError(
+                "steered or perturbed conditions need agent='vlm' (the scripted agent has no model)"
+            )
         self._check_words(conditions)
         for path in self.monitors:
             if not (Path(path) / "scorer.json").is_file():
-                raise FileNotFoundError(f"monitor {path} is not a saved scorer folder (no scorer.json; `physteer sarm-eval` writes them)")
+                raise FileNotFoundError(
+                    f"monitor {path} is not a saved scorer folder (no scorer.json; `physteer sarm-eval` writes them)"
+                )
         return conditions
 
     def _check_vla(self) -> None:
@@ -181,11 +211,17 @@ class ExperimentConfig:
         path = self._vla_dir()
         config = path / "config.json"
         if not config.is_file():
-            raise FileNotFoundError(f"VLA checkpoint {path} has no config.json (run `physteer train-vla`, or pass --model DIR)")
+            raise FileNotFoundError(
+                f"VLA checkpoint {path} has no config.json (run `physteer train-vla`, or pass --model DIR)"
+            )
         if "vla" not in json.loads(config.read_text()):
-            raise ValueError(f"model {self.model!r} is not a VLA checkpoint: its config has no 'vla' entry "
-                             "(action tokens and slots); train one with `physteer train-vla`")
-        if self.chunk is not None and (isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1):
+            raise ValueError(
+                f"model {self.model!r} is not a VLA checkpoint: its config has no 'vla' entry "
+                "(action tokens and slots); train one with `physteer train-vla`"
+            )
+        if self.chunk is not None and (
+            isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1
+        ):
             raise ValueError(f"chunk={self.chunk!r} is not allowed; it must be an int >= 1")
 
     def _vla_dir(self) -> Path:
@@ -210,7 +246,9 @@ class ExperimentConfig:
     def _check_words(self, conditions: list[Condition]) -> None:
         """A neuron condition's word must be a token of the model: checked on its tokenizer
         alone, so that a misspelt word stops the run before its folder exists."""
-        words = sorted({c.concept or "fragile" for c in conditions if c.kind in ("neuron", "neuron-random")})
+        words = sorted(
+            {c.concept or "fragile" for c in conditions if c.kind in ("neuron", "neuron-random")}
+        )
         if not words or self.agent == "scripted":
             return
         from transformers import AutoTokenizer
@@ -237,7 +275,9 @@ class ExperimentConfig:
         """The monitor arms each (condition, seed) runs under."""
         if self.enforce is not None:
             if not self.enforce or len(set(self.enforce)) != len(self.enforce):
-                raise ValueError(f"enforce must be a non-empty list of distinct arms, got {self.enforce}")
+                raise ValueError(
+                    f"enforce must be a non-empty list of distinct arms, got {self.enforce}"
+                )
             return list(self.enforce)
         return self.monitor_names() or ["none"]
 
@@ -249,7 +289,15 @@ class ExperimentConfig:
     def replay_dict(self) -> dict[str, Any]:
         """The fields that determine episodes (how and where they run do not)."""
         d = asdict(self)
-        for k in ("workers", "videos", "out", "executor", "envs_per_worker", "address", "gpus_per_worker"):
+        for k in (
+            "workers",
+            "videos",
+            "out",
+            "executor",
+            "envs_per_worker",
+            "address",
+            "gpus_per_worker",
+        ):
             d.pop(k)
         return d
 
@@ -283,7 +331,14 @@ class EpisodeRunner:
             from agents.vla_agent import VLAAgent
 
             model = "tiny-vla" if cfg.model == "tiny" else cfg.model
-            self.agent = VLAAgent(model, chunk=cfg.chunk, decoding=cfg.decoding, tap_layer=layer, device=cfg.device, dtype=cfg.dtype)
+            self.agent = VLAAgent(
+                model,
+                chunk=cfg.chunk,
+                decoding=cfg.decoding,
+                tap_layer=layer,
+                device=cfg.device,
+                dtype=cfg.dtype,
+            )
         elif cfg.agent == "vlm":
             from agents.vlm_agent import VLMAgent
 
@@ -294,7 +349,10 @@ class EpisodeRunner:
                 from monitors.scorers import load_scorer
 
                 d = self.agent.backend.hidden_size
-                scorers = {Path(p).name: load_scorer(p, layer=self.agent.tap.layer, d=d) for p in cfg.monitors}
+                scorers = {
+                    Path(p).name: load_scorer(p, layer=self.agent.tap.layer, d=d)
+                    for p in cfg.monitors
+                }
         else:
             from agents.protocol import ScriptedAgent
 
@@ -313,7 +371,10 @@ class EpisodeRunner:
 
     def run(self, batch: Batch) -> list[EpisodeRecord]:
         """Run one batch of episodes through the closed loop."""
-        specs = [self.spec(batch.condition, batch.monitor, s, v) for s, v in zip(batch.seeds, batch.videos, strict=True)]
+        specs = [
+            self.spec(batch.condition, batch.monitor, s, v)
+            for s, v in zip(batch.seeds, batch.videos, strict=True)
+        ]
         return self.loop.run(specs)
 
 

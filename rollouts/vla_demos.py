@@ -46,7 +46,10 @@ def oracle_profiles(rigid_release: float = RIGID_RELEASE) -> dict[str, HandlingP
     Raises:
         ValueError: a height outside envs.expert.HandlingProfile's range.
     """
-    return {"fragile": PROFILES["gentle"], "rigid": replace(PROFILES["firm"], release_height=float(rigid_release))}
+    return {
+        "fragile": PROFILES["gentle"],
+        "rigid": replace(PROFILES["firm"], release_height=float(rigid_release)),
+    }
 
 
 class DemoSteps(Recorder):
@@ -101,7 +104,11 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
     if n_episodes < 1 or frame_every < 1 or horizon < 1 or n_envs < 1:
         raise ValueError(f"n_episodes={n_episodes}, frame_every={frame_every}, horizon={horizon}, "
                          f"n_envs={n_envs}: each must be >= 1")  # fmt: skip
-    agent = agent if agent is not None else NoisyOracle(sigma, prob, profile_for=oracle_profiles(rigid_release))
+    agent = (
+        agent
+        if agent is not None
+        else NoisyOracle(sigma, prob, profile_for=oracle_profiles(rigid_release))
+    )
     loop = ClosedLoop(agent, n_envs=n_envs, image_size=image_size, max_steps=max_steps, record_decisions=False,
                       recorders=lambda spec: [DemoSteps(frame_every)])  # fmt: skip
     rows, episodes = [], []

@@ -31,7 +31,9 @@ _FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-pthread"]
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("PHYSTEER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "physteer")
+    root = os.environ.get("PHYSTEER_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "physteer"
+    )
     return Path(root)
 
 
@@ -59,10 +61,19 @@ def _build(source: bytes) -> Path | None:
         return target
     try:
         with atomic_path(target, mode=0o755) as tmp:
-            subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", str(tmp)], check=True, capture_output=True, timeout=120)
+            subprocess.run(
+                [compiler, *_FLAGS, str(_SOURCE), "-o", str(tmp)],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
     except (OSError, subprocess.SubprocessError) as err:
         detail = getattr(err, "stderr", b"") or b""
-        log.warning("building the SAE top-k kernel failed (%s %s); using torch.topk", err, detail.decode()[-500:])
+        log.warning(
+            "building the SAE top-k kernel failed (%s %s); using torch.topk",
+            err,
+            detail.decode()[-500:],
+        )
         return None
     return target
 
@@ -106,7 +117,9 @@ def _self_check(fn) -> bool:
         if got is None:
             return False
         want = pre.topk(k, dim=1).values.sort(dim=1).values
-        if not torch.equal(got[0].sort(dim=1).values, want) or not torch.equal(got[1][0], torch.arange(k)):
+        if not torch.equal(got[0].sort(dim=1).values, want) or not torch.equal(
+            got[1][0], torch.arange(k)
+        ):
             return False
         if not torch.equal(pre.gather(1, got[1]), got[0]) or bool((got[1].diff(dim=1) <= 0).any()):
             return False
@@ -125,4 +138,3 @@ def native_row_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     if fn is None:
         return None
     return _call(fn, pre.contiguous(), k)
-

@@ -65,7 +65,10 @@ class _TableGrad(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             order = torch.argsort(cols, stable=True)
             grad_table = F.embedding_bag(
-                rows[order], grad.contiguous(), bag_offsets(cols[order], ctx.n_table), mode="sum",
+                rows[order],
+                grad.contiguous(),
+                bag_offsets(cols[order], ctx.n_table),
+                mode="sum",
                 per_sample_weights=vals[order],
             )
         return grad, grad_table, None, None, None
@@ -159,8 +162,12 @@ class GatherPreacts(torch.autograd.Function):
 
 
 def prefix_increments(
-    rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, table: torch.Tensor,
-    bounds: torch.Tensor, n_rows: int,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    vals: torch.Tensor,
+    table: torch.Tensor,
+    bounds: torch.Tensor,
+    n_rows: int,
 ) -> torch.Tensor:
     """Per-row sums over each prefix bucket: out[r, g] = sum of vals * table[cols] for cols in
     [bounds[g-1], bounds[g]) (bounds[-1] = 0), as an (n_rows, len(bounds), d) tensor.

@@ -75,7 +75,9 @@ class SAEConfig:
                     f"prefix_weights has {len(weights)} entries but prefixes {prefixes} has {len(prefixes)}"
                 )
             if any(w < 0 or not math.isfinite(w) for w in weights) or sum(weights) <= 0:
-                raise ValueError(f"prefix_weights must be finite, >= 0 and not all 0, got {weights}")
+                raise ValueError(
+                    f"prefix_weights must be finite, >= 0 and not all 0, got {weights}"
+                )
             total = sum(weights)
             weights = tuple(w / total for w in weights)
         self.prefix_weights = weights

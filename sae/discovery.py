@@ -100,7 +100,9 @@ class _Design:
             raise ValueError(f"none of the {n} rows has both a color and a material label")
         mats = sorted({str(material[i]) for i in rows})
         if set(mats) != set(material_levels):
-            raise ValueError(f"material levels found {mats}, expected exactly {list(material_levels)}")
+            raise ValueError(
+                f"material levels found {mats}, expected exactly {list(material_levels)}"
+            )
         colors = sorted({str(color[i]) for i in rows})
         if len(colors) != 2:
             raise ValueError(f"color must have exactly 2 levels, found {colors}")
@@ -216,7 +218,9 @@ def _bootstrap(cnt, s, q, design, n_boot, seed, chunk=50):
         for c, u in enumerate(cells):
             if len(u) == 0:
                 continue
-            w = torch.from_numpy(rng.multinomial(len(u), np.full(len(u), 1 / len(u)), size=nb).astype(np.float64))
+            w = torch.from_numpy(
+                rng.multinomial(len(u), np.full(len(u), 1 / len(u)), size=nb).astype(np.float64)
+            )
             N[:, c] = (w @ cnt[u]).numpy()
             S[:, c] = (w @ s[u]).numpy()
             Q[:, c] = (w @ q[u]).numpy()
@@ -251,7 +255,9 @@ def discover(
     design = _Design(labels, z.shape[0], material_levels)
     rows = torch.arange(z.shape[0])
     stats = _unit_stats([(rows, z.detach().cpu())], design, aggregate, z.shape[1])
-    return _discover(stats, design, threshold, top, n_boot, ci, seed, aggregate, prefixes, require_ci)
+    return _discover(
+        stats, design, threshold, top, n_boot, ci, seed, aggregate, prefixes, require_ci
+    )
 
 
 @torch.no_grad()
@@ -263,15 +269,28 @@ def discover_store(sae: Any, store: Any, batch_size: int = 2048, **kwargs: Any) 
     kwargs are those of `discover` (threshold, top, n_boot, aggregate, ...).
     """
     if store.d != sae.config.d_in:
-        raise ValueError(f"store {store.root} has d={store.d} but the SAE has d_in={sae.config.d_in}")
+        raise ValueError(
+            f"store {store.root} has d={store.d} but the SAE has d_in={sae.config.d_in}"
+        )
     labels = store.load_metadata()
     design = _Design(labels, labels.num_rows, kwargs.pop("material_levels", MATERIAL_LEVELS))
     aggregate = kwargs.pop("aggregate", "token")
     kwargs.setdefault("prefixes", sae.config.prefixes)
     sae.eval()
-    batches = ((ix, sae.encode(x)) for x, ix in store.iter_minibatches(batch_size, shuffle=False, return_index=True))
+    batches = (
+        (ix, sae.encode(x))
+        for x, ix in store.iter_minibatches(batch_size, shuffle=False, return_index=True)
+    )
     stats = _unit_stats(batches, design, aggregate, sae.config.n_latents)
-    opts = {"threshold": 0.5, "top": 20, "n_boot": 1000, "ci": 0.95, "seed": 0, "prefixes": None, "require_ci": True}
+    opts = {
+        "threshold": 0.5,
+        "top": 20,
+        "n_boot": 1000,
+        "ci": 0.95,
+        "seed": 0,
+        "prefixes": None,
+        "require_ci": True,
+    }
     unknown = set(kwargs) - set(opts)
     if unknown:
         raise ValueError(f"unknown options {sorted(unknown)}; allowed: {sorted(opts)}")
@@ -279,7 +298,9 @@ def discover_store(sae: Any, store: Any, batch_size: int = 2048, **kwargs: Any) 
     return _discover(stats, design, aggregate=aggregate, **opts)
 
 
-def _discover(stats, design, threshold, top, n_boot, ci, seed, aggregate, prefixes, require_ci) -> DiscoveryResult:
+def _discover(
+    stats, design, threshold, top, n_boot, ci, seed, aggregate, prefixes, require_ci
+) -> DiscoveryResult:
     """Classification, bootstrap and ranking from per-unit stats (shared by both entry points)."""
     if aggregate not in ("token", "image"):
         raise ValueError(f"aggregate must be 'token' or 'image', got {aggregate!r}")
@@ -303,7 +324,12 @@ def _discover(stats, design, threshold, top, n_boot, ci, seed, aggregate, prefix
     ranked = np.argsort(-np.abs(ms), kind="stable")[:top]
     color_rank = [int(f) for f in np.argsort(-np.abs(cs), kind="stable") if is_color[f]][:top]
     shade_rank = [int(f) for f in np.argsort(-np.abs(ss), kind="stable") if is_shade[f]][:top]
-    chosen = sorted(set(ranked.tolist()) | set(np.flatnonzero(is_frag).tolist()) | set(color_rank) | set(shade_rank))
+    chosen = sorted(
+        set(ranked.tolist())
+        | set(np.flatnonzero(is_frag).tolist())
+        | set(color_rank)
+        | set(shade_rank)
+    )
     boot = _bootstrap(cnt, s[:, chosen], q[:, chosen], design, n_boot, seed) if n_boot else {}
     alpha = (1 - ci) / 2
 
@@ -319,8 +345,12 @@ def _discover(stats, design, threshold, top, n_boot, ci, seed, aggregate, prefix
     fragility = []
     for j, f in enumerate(chosen):
         score_ci = interval("material_score", j)
-        frag = bool(is_frag[f]) and (not require_ci or not boot or score_ci[0] > 0 or score_ci[1] < 0)
-        kind = "fragility" if frag else "color" if is_color[f] else "shade" if is_shade[f] else "none"
+        frag = bool(is_frag[f]) and (
+            not require_ci or not boot or score_ci[0] > 0 or score_ci[1] < 0
+        )
+        kind = (
+            "fragility" if frag else "color" if is_color[f] else "shade" if is_shade[f] else "none"
+        )
         prefix = next((p for p in (prefixes or ()) if f < p), None)
         effects[f] = FeatureEffect(
             feature=int(f), kind=kind, prefix=prefix,
@@ -340,7 +370,9 @@ def _discover(stats, design, threshold, top, n_boot, ci, seed, aggregate, prefix
     if design.n_dropped:
         notes.append(f"{design.n_dropped} rows without complete labels were dropped")
     if design.unit_kind == "token":
-        notes.append("no image_id: bootstrap resamples tokens, CIs are too narrow if tokens share images")
+        notes.append(
+            "no image_id: bootstrap resamples tokens, CIs are too narrow if tokens share images"
+        )
     return DiscoveryResult(
         threshold=threshold, unit=design.unit_kind, aggregate=aggregate,
         n_rows=int(design.keep.sum()), n_units=len(design.unit_cell), n_dropped=design.n_dropped,

@@ -41,7 +41,9 @@ def _title(result: DiscoveryResult) -> str:
 
 
 def _caption(result: DiscoveryResult) -> str:
-    counts = ", ".join(f"{k} {v['rows']} ({v['units']} {result.unit}s)" for k, v in result.cell_counts.items())
+    counts = ", ".join(
+        f"{k} {v['rows']} ({v['units']} {result.unit}s)" for k, v in result.cell_counts.items()
+    )
     return f"n per cell: {counts}" + "".join(f"\n{n}" for n in result.notes)
 
 
@@ -51,7 +53,9 @@ def table_fits(table: Table, console: Console) -> bool:
     return Measurement.get(console, unbounded, table).maximum <= console.width
 
 
-def build_table(result: DiscoveryResult, top: int | None = None, console: Console | None = None) -> Table:
+def build_table(
+    result: DiscoveryResult, top: int | None = None, console: Console | None = None
+) -> Table:
     """A rich Table of the ranked features: effect sizes with CIs, raw deltas, 2x2 group means.
 
     With `console`, the full table where it fits `console.width`, else `compact_table` (no cell
@@ -97,7 +101,9 @@ def _full_table(result: DiscoveryResult, top: int | None) -> Table:
     return table
 
 
-def render_table(result: DiscoveryResult, console: Console | None = None, top: int | None = None) -> None:
+def render_table(
+    result: DiscoveryResult, console: Console | None = None, top: int | None = None
+) -> None:
     """Print the ranked table to `console` (a new stdout Console by default), within its width."""
     console = console or Console()
     console.print(build_table(result, top, console))
@@ -147,13 +153,19 @@ def save_plot(result: DiscoveryResult, path: str | Path, top: int = 6) -> Path:
     ncol = min(3, max(1, len(feats)))
     nrow = max(1, math.ceil(len(feats) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.4 * nrow), squeeze=False)
-    n_units = {m: sum(v["units"] for k, v in result.cell_counts.items() if k.endswith("/" + m)) for m in materials}
+    n_units = {
+        m: sum(v["units"] for k, v in result.cell_counts.items() if k.endswith("/" + m))
+        for m in materials
+    }
     for ax, f in zip(axes.flat, feats, strict=False):
         means = group_means(result, f)
         for m, mark in zip(materials, ("o-", "s--"), strict=True):
             ys = [means[f"{c}/{m}"] for c in colors]
             ax.plot(colors, ys, mark, label=f"{m} (n={n_units[m]} {result.unit}s)")
-        ax.set_title(f"f{f.feature} [{f.kind}] d={f.material_score:+.2f} {_fmt_ci(f.material_score_ci)}", fontsize=9)
+        ax.set_title(
+            f"f{f.feature} [{f.kind}] d={f.material_score:+.2f} {_fmt_ci(f.material_score_ci)}",
+            fontsize=9,
+        )
         ax.set_ylabel("mean activation")
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(feats) :]:

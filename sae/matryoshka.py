@@ -166,7 +166,9 @@ class MatryoshkaSAE(nn.Module):
                     rows, cols = torch.cat([rows, a_rows]), torch.cat([cols, a_cols])
                     selected = torch.cat([selected, pre[a_rows, a_cols]])
         # One gather for main + aux so the sparse backward runs once.
-        vals = GatherPreacts.apply(xn, self.W_enc, self.b_enc, self.b_dec, rows, cols, selected).relu()
+        vals = GatherPreacts.apply(
+            xn, self.W_enc, self.b_enc, self.b_dec, rows, cols, selected
+        ).relu()
         main = SparseCode(rows[:n_main], cols[:n_main], vals[:n_main], xn.shape[0])
         if not aux:
             return main, None
@@ -224,7 +226,11 @@ class MatryoshkaSAE(nn.Module):
 
     def decode_prefix(self, z: torch.Tensor, m: int) -> torch.Tensor:
         """Reconstruct raw activations using only the first `m` latents (1 <= m <= n_latents)."""
-        if isinstance(m, bool) or not isinstance(m, numbers.Integral) or not 1 <= m <= self.config.n_latents:
+        if (
+            isinstance(m, bool)
+            or not isinstance(m, numbers.Integral)
+            or not 1 <= m <= self.config.n_latents
+        ):
             raise ValueError(f"prefix m must be an int in [1, {self.config.n_latents}], got {m!r}")
         m = int(m)
         code = self._dense_to_code(z, m)
@@ -285,7 +291,9 @@ class MatryoshkaSAE(nn.Module):
         if xn.shape[0] < 2:
             raise ValueError(f"loss needs a batch of at least 2 samples, got {xn.shape[0]}")
         code, aux_code = self._encode_normalized(xn, aux=self.training)
-        inc = prefix_increments(code.rows, code.cols, code.vals, self.W_dec, self.prefix_bounds, code.batch_size)
+        inc = prefix_increments(
+            code.rows, code.cols, code.vals, self.W_dec, self.prefix_bounds, code.batch_size
+        )
         # Normalising by the batch variance makes each term 1 - FVE: scale-free across models.
         denom = ((xn - xn.mean(0)) ** 2).sum().clamp_min(1e-12)
         nmses, resid = NestedResidualLoss.apply(inc, xn - self.b_dec, denom)
@@ -347,7 +355,11 @@ class MatryoshkaSAE(nn.Module):
         # Config last: a directory with config.json has complete weights beside it.
         write_json(
             directory / CONFIG_FILE,
-            {"format_version": FORMAT_VERSION, "class": type(self).__name__, **self.config.to_dict()},
+            {
+                "format_version": FORMAT_VERSION,
+                "class": type(self).__name__,
+                **self.config.to_dict(),
+            },
         )
         return directory
 
@@ -388,6 +400,8 @@ class MatryoshkaSAE(nn.Module):
             if k in tensors and tensors[k].shape != v.shape
         ]
         if problems:
-            raise ValueError(f"SAE checkpoint {w_path} does not match its config: " + "; ".join(problems))
+            raise ValueError(
+                f"SAE checkpoint {w_path} does not match its config: " + "; ".join(problems)
+            )
         model.load_state_dict(tensors)
         return model.to(device)

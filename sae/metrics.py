@@ -119,6 +119,7 @@ def evaluate(
         dead_fraction=len(dead) / sae.config.n_latents,
         error_mean=float(err.mean()),
         error_std=float(err.std()),
-        error_quantiles={q: float(np.quantile(err, q)) for q in QUANTILES} | {1.0: float(err.max())},
+        error_quantiles={q: float(np.quantile(err, q)) for q in QUANTILES}
+        | {1.0: float(err.max())},
         dead_latents=dead,
     )

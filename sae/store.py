@@ -140,7 +140,9 @@ class ActivationStore:
                 raise CorruptShardError(f"size {size} bytes, manifest says {entry['bytes']}")
             t = load_file(str(path))[TENSOR_KEY]
             if tuple(t.shape) != (entry["n"], self.d):
-                raise CorruptShardError(f"shape {tuple(t.shape)}, manifest says ({entry['n']}, {self.d})")
+                raise CorruptShardError(
+                    f"shape {tuple(t.shape)}, manifest says ({entry['n']}, {self.d})"
+                )
         except (SafetensorError, OSError, KeyError, CorruptShardError) as exc:
             raise CorruptShardError(f"corrupt or unreadable shard {path}: {exc}") from exc
         return t.float()
@@ -154,14 +156,19 @@ class ActivationStore:
         except (pa.ArrowException, OSError) as exc:
             raise CorruptShardError(f"corrupt or unreadable metadata {path}: {exc}") from exc
         if table.num_rows != entry["n"]:
-            raise CorruptShardError(f"metadata {path} has {table.num_rows} rows, manifest says {entry['n']}")
+            raise CorruptShardError(
+                f"metadata {path} has {table.num_rows} rows, manifest says {entry['n']}"
+            )
         return table
 
     def verify(self) -> list[tuple[str, str]]:
         """Try to read every shard; return [(file, error)] for the bad ones (empty if all good)."""
         bad = []
         for i, entry in enumerate(self.shards):
-            for loader, name in ((self.load_shard, entry["file"]), (self.load_shard_metadata, entry["meta"])):
+            for loader, name in (
+                (self.load_shard, entry["file"]),
+                (self.load_shard_metadata, entry["meta"]),
+            ):
                 try:
                     loader(i)
                 except CorruptShardError as exc:
@@ -252,7 +259,11 @@ class ActivationStore:
                 x, ix = x[perm], ix[perm]
             n_full = x.shape[0] // batch_size * batch_size
             for b in range(0, n_full, batch_size):
-                yield (x[b : b + batch_size], ix[b : b + batch_size]) if return_index else x[b : b + batch_size]
+                yield (
+                    (x[b : b + batch_size], ix[b : b + batch_size])
+                    if return_index
+                    else x[b : b + batch_size]
+                )
             carry_x, carry_i = x[n_full:], ix[n_full:]
         if carry_x.shape[0] and not drop_last:
             yield (carry_x, carry_i) if return_index else carry_x
@@ -275,7 +286,9 @@ def _meta_table(meta: list[dict[str, Any]] | dict[str, Any] | pa.Table | None, n
     elif isinstance(meta, list):
         table = pa.Table.from_pylist(meta)
     else:
-        raise ValueError(f"meta must be a list of row dicts, a dict of columns or a Table, got {type(meta).__name__}")
+        raise ValueError(
+            f"meta must be a list of row dicts, a dict of columns or a Table, got {type(meta).__name__}"
+        )
     if table.num_rows != n:
         raise ValueError(f"metadata has {table.num_rows} rows but acts have {n} rows")
     for col in META_COLUMNS:

@@ -117,7 +117,9 @@ class _Stream:
         elif isinstance(data, ActivationStore):
             self.x, self.store, self.n, self.d = None, data, len(data), data.d
         else:
-            raise ValueError(f"data must be a tensor, array or ActivationStore, got {type(data).__name__}")
+            raise ValueError(
+                f"data must be a tensor, array or ActivationStore, got {type(data).__name__}"
+            )
         if self.n < batch_size:
             raise ValueError(f"batch_size={batch_size} exceeds the {self.n} rows of training data")
         self.batch_size, self.seed, self.window = batch_size, seed, window_shards
@@ -149,7 +151,9 @@ class _Stream:
             idx = np.random.default_rng([self.seed, 2**31]).permutation(self.n)[:n]
             return self.x[torch.from_numpy(idx)]
         rows, got = [], 0
-        for xb in self.store.iter_minibatches(min(n, self.n), seed=self.seed + 2**31, window_shards=self.window):
+        for xb in self.store.iter_minibatches(
+            min(n, self.n), seed=self.seed + 2**31, window_shards=self.window
+        ):
             rows.append(xb)
             got += xb.shape[0]
             if got >= n:
@@ -157,7 +161,9 @@ class _Stream:
         return torch.cat(rows)[:n]
 
 
-def _save_checkpoint(out: Path, sae: MatryoshkaSAE, opt: torch.optim.Optimizer, state: dict, keep: int) -> None:
+def _save_checkpoint(
+    out: Path, sae: MatryoshkaSAE, opt: torch.optim.Optimizer, state: dict, keep: int
+) -> None:
     """Write a complete checkpoint directory, then point latest.json at it (atomic switch)."""
     root = out / CKPT_DIR
     name = f"step_{state['step']:09d}"
@@ -188,13 +194,19 @@ def _load_checkpoint(ckpt: Path, config: SAEConfig, train: TrainConfig, d: int):
     a.pop("metadata"), b.pop("metadata")
     diff = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
     if diff:
-        raise ValueError(f"cannot resume {ckpt}: SAE config differs (checkpoint, requested): {diff}")
+        raise ValueError(
+            f"cannot resume {ckpt}: SAE config differs (checkpoint, requested): {diff}"
+        )
     state = json.loads((ckpt / "state.json").read_text())
     saved = state["train_config"]
     now = json.loads(json.dumps(asdict(train)))
-    tdiff = {k: (saved.get(k), now[k]) for k in now if k not in _RESUME_FREE and saved.get(k) != now[k]}
+    tdiff = {
+        k: (saved.get(k), now[k]) for k in now if k not in _RESUME_FREE and saved.get(k) != now[k]
+    }
     if tdiff:
-        raise ValueError(f"cannot resume {ckpt}: training settings differ (checkpoint, requested): {tdiff}")
+        raise ValueError(
+            f"cannot resume {ckpt}: training settings differ (checkpoint, requested): {tdiff}"
+        )
     if saved.get("steps") != now["steps"] or saved.get("tokens") != now["tokens"]:
         warnings.warn("resuming with a different budget changes the lr schedule", stacklevel=3)
     opt = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.betas)
@@ -227,7 +239,9 @@ def train_sae(
     out = Path(train.out_dir) if train.out_dir else None
     ckpt = latest_checkpoint(out) if out else None
     if ckpt is not None and not resume:
-        raise ValueError(f"{out} already holds a run (checkpoint {ckpt.name}); resume it or pick another out_dir")
+        raise ValueError(
+            f"{out} already holds a run (checkpoint {ckpt.name}); resume it or pick another out_dir"
+        )
     if ckpt is not None:
         sae, opt, state = _load_checkpoint(ckpt, config, train, stream.d)
         start, history = int(state["step"]), list(state["history"])
@@ -262,7 +276,9 @@ def train_sae(
                 bar.update(task, completed=done, stats=(
                     f"loss {parts['loss']:.4f}  FVE {parts['fve']:.3f}  "
                     f"L0 {parts['l0']:.1f}  dead {parts['dead_frac']:.1%}"))  # fmt: skip
-            if out and (done == total or (train.checkpoint_every and done % train.checkpoint_every == 0)):
+            if out and (
+                done == total or (train.checkpoint_every and done % train.checkpoint_every == 0)
+            ):
                 state = {"step": done, "train_config": asdict(train), "history": history}
                 _save_checkpoint(out, sae, opt, state, max(1, train.keep_checkpoints))
     sae.eval()

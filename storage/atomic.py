@@ -76,13 +76,17 @@ def atomic_path(path: str | os.PathLike[str], mode: int = FILE_MODE) -> Iterator
     """
     target = _target(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.tmp", suffix=target.suffix, dir=target.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{target.stem}.tmp", suffix=target.suffix, dir=target.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         if not tmp.is_file():
-            raise FileNotFoundError(f"the temporary file {tmp} for {target} disappeared before it was moved into place")
+            raise FileNotFoundError(
+                f"the temporary file {tmp} for {target} disappeared before it was moved into place"
+            )
         _fsync_path(tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, target)
@@ -236,7 +240,11 @@ def write_parquet(path: str | os.PathLike[str], rows_or_table: Any, **write_kwar
     return Path(path)
 
 
-def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> Path:
+def write_safetensors(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, Any],
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
     """Write tensors to a safetensors file atomically; returns the path.
 
     Args:
@@ -250,10 +258,17 @@ def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Any], 
             mixed (nothing is written).
     """
     if not isinstance(tensors, Mapping) or any(not isinstance(k, str) for k in tensors):
-        raise ValueError(f"tensors must be a mapping of str names to tensors, got {type(tensors).__name__}")
-    if metadata is not None and any(not isinstance(k, str) or not isinstance(v, str) for k, v in metadata.items()):
+        raise ValueError(
+            f"tensors must be a mapping of str names to tensors, got {type(tensors).__name__}"
+        )
+    if metadata is not None and any(
+        not isinstance(k, str) or not isinstance(v, str) for k, v in metadata.items()
+    ):
         raise ValueError(f"metadata must map str to str, got {dict(metadata)!r}")
-    kinds = {"torch" if type(v).__module__.split(".")[0] == "torch" else "numpy" for v in tensors.values()}
+    kinds = {
+        "torch" if type(v).__module__.split(".")[0] == "torch" else "numpy"
+        for v in tensors.values()
+    }
     if len(kinds) > 1:
         raise ValueError("tensors mix torch tensors and numpy arrays; pass one kind")
     meta = None if metadata is None else dict(metadata)
@@ -293,8 +308,15 @@ def write_mp4(path: str | os.PathLike[str], frames: Sequence[Any], fps: float = 
         raise ValueError(f"no frames to write to {path}")
     shapes = {np.shape(f) for f in frames}
     dtypes = {np.asarray(f).dtype for f in frames}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[2] != 3 or dtypes != {np.dtype(np.uint8)}:
-        raise ValueError(f"frames must be H×W×3 uint8 arrays of one size, got shapes {sorted(shapes)} and dtypes {sorted(map(str, dtypes))}")
+    if (
+        len(shapes) != 1
+        or len(next(iter(shapes))) != 3
+        or next(iter(shapes))[2] != 3
+        or dtypes != {np.dtype(np.uint8)}
+    ):
+        raise ValueError(
+            f"frames must be H×W×3 uint8 arrays of one size, got shapes {sorted(shapes)} and dtypes {sorted(map(str, dtypes))}"
+        )
     video = np.stack([np.asarray(f) for f in frames])
     h, w = video.shape[1:3]
     if h % 2 or w % 2:
@@ -329,7 +351,9 @@ def write_png(path: str | os.PathLike[str], image: Any, dpi: float | None = None
 
     arr = np.asarray(image)
     if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
-        raise ValueError(f"image must be a matplotlib Figure or an H×W, H×W×3 or H×W×4 uint8 array, got {arr.dtype} {arr.shape}")
+        raise ValueError(
+            f"image must be a matplotlib Figure or an H×W, H×W×3 or H×W×4 uint8 array, got {arr.dtype} {arr.shape}"
+        )
     import imageio.v3 as iio
 
     with atomic_path(path) as tmp:

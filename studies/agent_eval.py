@@ -89,10 +89,16 @@ def _cell(sel: list[dict[str, Any]]) -> dict[str, Any]:
         "n": n,
         "success": wilson(sum(r["success"] for r in sel), n).to_dict(),
         "intact": wilson(sum(not r["broken"] for r in sel), n).to_dict(),
-        "peak_grip_force": bootstrap_mean(np.array([r["peak_grip_force"] for r in sel], float)).to_dict(),
-        "grip_command": bootstrap_mean(np.array([r.get("grip_command") for r in sel], float)).to_dict(),
+        "peak_grip_force": bootstrap_mean(
+            np.array([r["peak_grip_force"] for r in sel], float)
+        ).to_dict(),
+        "grip_command": bootstrap_mean(
+            np.array([r.get("grip_command") for r in sel], float)
+        ).to_dict(),
         "carry_speed": bootstrap_mean(np.array([r["carry_speed"] for r in sel], float)).to_dict(),
-        "release_height": bootstrap_mean(np.array([r["release_height"] for r in sel], float)).to_dict(),
+        "release_height": bootstrap_mean(
+            np.array([r["release_height"] for r in sel], float)
+        ).to_dict(),
     }
 
 
@@ -128,7 +134,9 @@ def _paired_estimate(metric: Any, cols: dict[str, np.ndarray], *names: str) -> d
     return Estimate(float(metric(*arrays)), low, high, len(cols["group"])).to_dict()
 
 
-def summarize(rows: list[dict[str, Any]], control: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def summarize(
+    rows: list[dict[str, Any]], control: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Per combination and per material: success, intact, peak grip force, carry speed, release
     height (95% intervals); the rigid − fragile gap in mean peak grip force; with `control`
     (the same agent on plain objects), its gap and the ratio of the two gaps."""
@@ -147,11 +155,17 @@ def summarize(rows: list[dict[str, Any]], control: list[dict[str, Any]] | None =
         out[name] = _paired_estimate(_gap_of, cols, "values", "rigid")
         if control:
             c_cols = _columns(control, key, plain=True)
-            out.setdefault("control", {})[name] = _paired_estimate(_gap_of, c_cols, "values", "rigid")
+            out.setdefault("control", {})[name] = _paired_estimate(
+                _gap_of, c_cols, "values", "rigid"
+            )
             both = {k: np.concatenate([cols[k], c_cols[k]]) for k in cols}
-            out["control"][f"{name}_ratio"] = _paired_estimate(_gap_ratio, both, "values", "rigid", "plain")
+            out["control"][f"{name}_ratio"] = _paired_estimate(
+                _gap_ratio, both, "values", "rigid", "plain"
+            )
     if control:
-        out["control"]["materials"] = {m: _cell([r for r in control if r["material"] == m]) for m in MATERIALS}
+        out["control"]["materials"] = {
+            m: _cell([r for r in control if r["material"] == m]) for m in MATERIALS
+        }
         # Peak grip force is censored where a fragile object breaks (the episode ends at ~15 N);
         # the agent's own commanded grip is not, so its gap ratio is the cleaner control.
         out["control"]["gap_ratio"] = out["control"]["grip_gap_ratio"]
@@ -211,14 +225,18 @@ class AgentEvalConfig:
             raise ValueError(f"decoding {self.decoding!r}: expected one of {list(DECODING_RULES)}")
         for name in ("seeds", "envs", "max_steps", "decide_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; it must be an int >= 1")
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is not allowed; it must be an int >= 1"
+                )
         if self.chunk is not None and self.chunk < 1:
             raise ValueError(f"chunk={self.chunk!r} is not allowed; it must be an int >= 1 or none")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold={self.threshold!r} is not allowed; it must be in [0, 1]")
         check_pattern(self.object_pattern)
         if self.pattern_control and self.object_pattern != "material":
-            raise ValueError("pattern_control compares with the material pattern: leave object_pattern at material")
+            raise ValueError(
+                "pattern_control compares with the material pattern: leave object_pattern at material"
+            )
 
     def build_agent(self) -> Any:
         """The agent to evaluate (loading a model raises a ValueError naming what is missing)."""
@@ -237,7 +255,9 @@ class AgentEvalConfig:
                         device=self.device, dtype=self.dtype)  # fmt: skip
 
 
-def evaluate_agent(cfg: AgentEvalConfig, progress: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
+def evaluate_agent(
+    cfg: AgentEvalConfig, progress: Callable[[int, int], Any] | None = None
+) -> dict[str, Any]:
     """Check the config, run every cell (and the pattern control), summarize, write
     `<out>/summary.json` (atomically); returns its content. `progress(done, total)` after each batch."""
     import time
@@ -272,17 +292,27 @@ def print_summary(doc: dict[str, Any], console: Any) -> None:
     def rate(e: dict) -> str:
         return f"{e['value']:.2f} [{e['low']:.2f}, {e['high']:.2f}]"
 
-    table = Table(title=f"{cfg['agent']} closed loop, {cfg['seeds']} seeds per combination ({doc.get('seconds', 0):.0f}s)")
+    table = Table(
+        title=f"{cfg['agent']} closed loop, {cfg['seeds']} seeds per combination ({doc.get('seconds', 0):.0f}s)"
+    )
     for col in ("cell", "n", "success", "intact", "peak grip N"):
         table.add_column(col)
     cells = [*summary["cells"].items(), *summary["materials"].items(),
              *((f"plain {n}", c) for n, c in (summary.get("control") or {}).get("materials", {}).items())]  # fmt: skip
     for name, c in cells:
         f = c["peak_grip_force"]
-        table.add_row(name, str(c["n"]), rate(c["success"]), rate(c["intact"]), f"{f['value']:.1f} [{f['low']:.1f}, {f['high']:.1f}]")
+        table.add_row(
+            name,
+            str(c["n"]),
+            rate(c["success"]),
+            rate(c["intact"]),
+            f"{f['value']:.1f} [{f['low']:.1f}, {f['high']:.1f}]",
+        )
     console.print(table)
     g = summary["grip_gap"]
-    console.print(f"rigid − fragile peak grip force: {g['value']:.1f} N [{g['low']:.1f}, {g['high']:.1f}]")
+    console.print(
+        f"rigid − fragile peak grip force: {g['value']:.1f} N [{g['low']:.1f}, {g['high']:.1f}]"
+    )
     if summary.get("control"):
         g, r = summary["control"]["grip_gap"], summary["control"]["gap_ratio"]
         console.print(f"plain, unbreakable objects: gap {g['value']:.1f} N [{g['low']:.1f}, {g['high']:.1f}]; "

@@ -68,7 +68,9 @@ def collect_activations(
         raise ValueError(f"n_images must be ≥ 1, got {n_images}")
     store = ActivationStore(store_dir, d=backend.hidden_size)
     if len(store):
-        raise ValueError(f"store {store_dir} already holds {len(store)} rows; collect into a new folder")
+        raise ValueError(
+            f"store {store_dir} already holds {len(store)} rows; collect into a new folder"
+        )
     sums = {m: torch.zeros(backend.hidden_size, dtype=torch.float64) for m in ("fragile", "rigid")}
     counts = {"fragile": 0, "rigid": 0}
     with ResidualTap(layer, include_last=False).attach(backend) as tap:
@@ -84,12 +86,22 @@ def collect_activations(
                     image_id = done + start + b
                     acts.append(block[b])
                     pos = positions[b].tolist()
-                    meta.extend({
-                        "image_id": image_id, "token_position": p, "token_index": t,
-                        "color": lab["color"], "material": lab["material"], "shade": lab["shade"],
-                        "shape": lab["shape"], "episode": lab["seed"], "step": lab["step"],
-                        "layer": layer, "model": backend.name,
-                    } for t, p in enumerate(pos))
+                    meta.extend(
+                        {
+                            "image_id": image_id,
+                            "token_position": p,
+                            "token_index": t,
+                            "color": lab["color"],
+                            "material": lab["material"],
+                            "shade": lab["shade"],
+                            "shape": lab["shape"],
+                            "episode": lab["seed"],
+                            "step": lab["step"],
+                            "layer": layer,
+                            "model": backend.name,
+                        }
+                        for t, p in enumerate(pos)
+                    )
                     sums[lab["material"]] += block[b].double().sum(0)
                     counts[lab["material"]] += block[b].shape[0]
             store.append(torch.cat(acts), meta)
@@ -98,8 +110,11 @@ def collect_activations(
                 progress(done)
     if min(counts.values()) > 0:
         dom = (sums["fragile"] / counts["fragile"] - sums["rigid"] / counts["rigid"]).float()
-        write_safetensors(Path(store_dir) / "dom_vector.safetensors", {"dom": dom},
-                          metadata={"layer": str(layer), "model": backend.name, "n_images": str(n_images)})
+        write_safetensors(
+            Path(store_dir) / "dom_vector.safetensors",
+            {"dom": dom},
+            metadata={"layer": str(layer), "model": backend.name, "n_images": str(n_images)},
+        )
     return store
 
 
@@ -140,5 +155,9 @@ def random_weights_backend(backend: Any, seed: int = 0) -> Any:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         fresh = type(model)(model.config)  # transformers' own initialisation of this architecture
-    fresh = fresh.to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype).eval()
-    return VLMBackend(fresh, backend.processor, name=f"{backend.name} (random weights, seed {seed})")
+    fresh = fresh.to(
+        device=next(model.parameters()).device, dtype=next(model.parameters()).dtype
+    ).eval()
+    return VLMBackend(
+        fresh, backend.processor, name=f"{backend.name} (random weights, seed {seed})"
+    )

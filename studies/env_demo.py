@@ -41,10 +41,14 @@ class EnvDemoConfig:
         if self.seeds < 1:
             raise ValueError(f"seeds={self.seeds!r} is not allowed; it must be an int >= 1")
         if self.image_size < 16:
-            raise ValueError(f"image_size={self.image_size!r} is not allowed; it must be an int >= 16")
+            raise ValueError(
+                f"image_size={self.image_size!r} is not allowed; it must be an int >= 16"
+            )
 
 
-def run_env_demo(cfg: EnvDemoConfig, progress: Callable[[int, int], Any] | None = None) -> list[tuple[str, str, str, list[dict]]]:
+def run_env_demo(
+    cfg: EnvDemoConfig, progress: Callable[[int, int], Any] | None = None
+) -> list[tuple[str, str, str, list[dict]]]:
     """Run every combination and profile through the one closed loop (an ExpertAgent per
     profile); returns (color, material, profile, episode rows) per cell; `progress(done, total)`."""
     cfg.check()
@@ -58,7 +62,11 @@ def run_env_demo(cfg: EnvDemoConfig, progress: Callable[[int, int], Any] | None 
             for profile, loop in loops.items():
                 outcomes = []
                 for seed in range(cfg.seeds):
-                    spec = EpisodeSpec(seed, options={"color": color, "material": material}, video=cfg.video and seed == 0)
+                    spec = EpisodeSpec(
+                        seed,
+                        options={"color": color, "material": material},
+                        video=cfg.video and seed == 0,
+                    )
                     (record,) = loop.run([spec])
                     frames.extend(record.frames)
                     outcomes.append(record.row)

@@ -49,7 +49,12 @@ VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.m
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 KEY_COLUMNS = ("condition", "monitor", "seed", "step")
-STEP_LOG_COLUMNS = (*ACTION_COLUMNS, "ee_z", "object_z", "broken")  # what the replay is checked against
+STEP_LOG_COLUMNS = (
+    *ACTION_COLUMNS,
+    "ee_z",
+    "object_z",
+    "broken",
+)  # what the replay is checked against
 
 
 @dataclass
@@ -67,7 +72,9 @@ def _episode_key(row: dict[str, Any]) -> tuple:
     return (row["condition"], row.get("monitor"), int(row["seed"]))
 
 
-def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[tuple, list[dict[str, Any]]]]:
+def load_run(
+    run_dir: str | Path,
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[tuple, list[dict[str, Any]]]]:
     """(config, episode rows in condition-then-seed order, step rows per episode key) of a run folder.
 
     Raises:
@@ -76,25 +83,35 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]],
     """
     run = Path(run_dir)
     if not (run / "config.json").is_file():
-        raise FileNotFoundError(f"{run} is not a run folder (no config.json); give the folder `physteer run` wrote")
+        raise FileNotFoundError(
+            f"{run} is not a run folder (no config.json); give the folder `physteer run` wrote"
+        )
     config = json.loads((run / "config.json").read_text())
     for name in ("episodes.parquet", "steps.parquet"):
         if not (run / name).is_file():
-            raise FileNotFoundError(f"{run / name} does not exist: the run has not finished (rerun it to complete it)")
+            raise FileNotFoundError(
+                f"{run / name} does not exist: the run has not finished (rerun it to complete it)"
+            )
     episodes = pq.read_table(run / "episodes.parquet").to_pylist()
     steps = pq.read_table(run / "steps.parquet")
-    missing = [c for c in ("condition", "seed", "step", *STEP_LOG_COLUMNS) if c not in steps.column_names]
+    missing = [
+        c for c in ("condition", "seed", "step", *STEP_LOG_COLUMNS) if c not in steps.column_names
+    ]
     if missing or not episodes:
         raise ValueError(f"{run}: steps.parquet lacks columns {missing} or the run has no episodes")
     per: dict[tuple, list[dict[str, Any]]] = {}
     for row in steps.to_pylist():
         per.setdefault(_episode_key(row), []).append(row)
     order = {c: i for i, c in enumerate(config.get("conditions", []))}
-    episodes.sort(key=lambda e: (order.get(e["condition"], len(order)), str(e.get("monitor")), int(e["seed"])))
+    episodes.sort(
+        key=lambda e: (order.get(e["condition"], len(order)), str(e.get("monitor")), int(e["seed"]))
+    )
     for e in episodes:
         rows = per.get(_episode_key(e))
         if not rows:
-            raise ValueError(f"{run}: episode {e['condition']}/{e['seed']} has no rows in steps.parquet")
+            raise ValueError(
+                f"{run}: episode {e['condition']}/{e['seed']} has no rows in steps.parquet"
+            )
         rows.sort(key=lambda r: r["step"])
     return config, episodes, per
 
@@ -109,7 +126,12 @@ def feature_stats(x: np.ndarray, image: bool = False) -> dict[str, list]:
     else:
         flat = x.reshape(len(x), -1).astype(np.float64)
     out: dict[str, Any] = {}
-    for name, fn in (("min", np.nanmin), ("max", np.nanmax), ("mean", np.nanmean), ("std", np.nanstd)):
+    for name, fn in (
+        ("min", np.nanmin),
+        ("max", np.nanmax),
+        ("mean", np.nanmean),
+        ("std", np.nanstd),
+    ):
         out[name] = fn(flat, axis=0)
     for q in QUANTILES:
         out[f"q{round(q * 100):02d}"] = np.nanquantile(flat, q, axis=0)
@@ -119,7 +141,9 @@ def feature_stats(x: np.ndarray, image: bool = False) -> dict[str, list]:
     return stats
 
 
-def features(fps: int, image_size: int, video: bool, extras: dict[str, pa.DataType]) -> dict[str, dict[str, Any]]:
+def features(
+    fps: int, image_size: int, video: bool, extras: dict[str, pa.DataType]
+) -> dict[str, dict[str, Any]]:
     """The `features` of meta/info.json: dtype, shape and names of every column (and the camera)."""
     feats: dict[str, dict[str, Any]] = {}
     if video:
@@ -129,7 +153,11 @@ def features(fps: int, image_size: int, video: bool, extras: dict[str, pa.DataTy
                      "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": fps,
                      "video.channels": 3, "has_audio": False},
         }  # fmt: skip
-    feats["observation.state"] = {"dtype": "float32", "shape": [len(STATE_NAMES)], "names": STATE_NAMES}
+    feats["observation.state"] = {
+        "dtype": "float32",
+        "shape": [len(STATE_NAMES)],
+        "names": STATE_NAMES,
+    }
     feats["action"] = {"dtype": "float32", "shape": [4], "names": ACTION_NAMES}
     feats["physteer.agent_action"] = {"dtype": "float32", "shape": [4], "names": ACTION_NAMES}
     feats["next.reward"] = {"dtype": "float32", "shape": [1], "names": None}
@@ -164,7 +192,9 @@ def _extra_columns(steps: pa.Schema) -> dict[str, tuple[str, pa.DataType]]:
 
 def _check_out(run: Path, out: Path, overwrite: bool) -> None:
     if out.resolve() == run.resolve() or out.resolve() in run.resolve().parents:
-        raise ValueError(f"OUT {out} holds the run folder {run}; choose a new folder (e.g. {run / 'lerobot'})")
+        raise ValueError(
+            f"OUT {out} holds the run folder {run}; choose a new folder (e.g. {run / 'lerobot'})"
+        )
     if out.exists() and not overwrite:
         raise ValueError(f"{out} exists; choose a new folder or pass --overwrite")
 
@@ -220,10 +250,19 @@ def export_lerobot(run_dir: str | Path, out: str | Path, video: bool = True, ove
                     ep.update({f"videos/{CAMERA}/chunk_index": chunk, f"videos/{CAMERA}/file_index": file,
                                f"videos/{CAMERA}/from_timestamp": start / fps,
                                f"videos/{CAMERA}/to_timestamp": (start + length) / fps})  # fmt: skip
-                    ep.update(_flat_stats(CAMERA, feature_stats(sim["images"][:: max(1, length // 50)], image=True)))
+                    ep.update(
+                        _flat_stats(
+                            CAMERA,
+                            feature_stats(sim["images"][:: max(1, length // 50)], image=True),
+                        )
+                    )
                 ep.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
                 for key in ("observation.state", "action"):
-                    ep.update(_flat_stats(key, feature_stats(np.asarray(columns[key][total:], dtype=np.float32))))
+                    ep.update(
+                        _flat_stats(
+                            key, feature_stats(np.asarray(columns[key][total:], dtype=np.float32))
+                        )
+                    )
                 ep.update({f"physteer/{k}": v for k, v in episode.items()})
                 ep_rows.append(ep)
                 total += length
@@ -278,7 +317,12 @@ def _flat_stats(key: str, stats: dict[str, list]) -> dict[str, list]:
 
 
 def _arrow_type(ft: dict[str, Any]) -> pa.DataType:
-    base = {"float32": pa.float32(), "int64": pa.int64(), "bool": pa.bool_(), "string": pa.string()}[ft["dtype"]]
+    base = {
+        "float32": pa.float32(),
+        "int64": pa.int64(),
+        "bool": pa.bool_(),
+        "string": pa.string(),
+    }[ft["dtype"]]
     return base if ft["shape"] == [1] else pa.list_(base, ft["shape"][0])
 
 
@@ -297,8 +341,16 @@ def _write_tables(root: Path, feats, columns, ep_rows, tasks) -> None:
         {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
         {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None}],
         "creator": {"library": "pyarrow", "version": pa.__version__}, "pandas_version": "2.2.0"}  # fmt: skip
-    table = pa.table({"task_index": pa.array([tasks[t] for t in names], pa.int64()), "task": pa.array(names, pa.string())})
-    write_parquet(root / "meta" / "tasks.parquet", table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)}))
+    table = pa.table(
+        {
+            "task_index": pa.array([tasks[t] for t in names], pa.int64()),
+            "task": pa.array(names, pa.string()),
+        }
+    )
+    write_parquet(
+        root / "meta" / "tasks.parquet",
+        table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)}),
+    )
 
 
 class _VideoFiles:
@@ -311,7 +363,9 @@ class _VideoFiles:
         self.samples: list[np.ndarray] = []
 
     def _path(self) -> Path:
-        return self.root / VIDEO_PATH.format(video_key=CAMERA, chunk_index=self.chunk, file_index=self.file)
+        return self.root / VIDEO_PATH.format(
+            video_key=CAMERA, chunk_index=self.chunk, file_index=self.file
+        )
 
     def append(self, images: np.ndarray) -> tuple[int, int, int]:
         """Add one episode's frames; returns (chunk, file, index of its first frame in the file)."""

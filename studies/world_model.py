@@ -71,7 +71,11 @@ class ReleaseProbe(Recorder):
         if info["holding"] and phase == "release" and len(self.h) == 1:
             self.h.append(self._embed(view.frame()))
             self.released_at = info["step"]
-        if self.released_at is not None and self.next_embedding is None and info["step"] >= self.released_at + 4:
+        if (
+            self.released_at is not None
+            and self.next_embedding is None
+            and info["step"] >= self.released_at + 4
+        ):
             self.next_embedding = self._embed(view.frame())
 
     def after_step(self, view: StepView) -> bool:
@@ -90,8 +94,14 @@ class ReleaseProbe(Recorder):
         return {"h": self.h, "next_embedding": self.next_embedding}
 
 
-def collect_probe_data(backend: Any, layer: int, n_episodes: int, seed: int = 2_000_000,
-                       heights: tuple[float, float] = (0.04, 0.30), progress: Any = None) -> ProbeData:
+def collect_probe_data(
+    backend: Any,
+    layer: int,
+    n_episodes: int,
+    seed: int = 2_000_000,
+    heights: tuple[float, float] = (0.04, 0.30),
+    progress: Any = None,
+) -> ProbeData:
     """Run `n_episodes` release episodes (the one closed loop, a scripted expert releasing from a
     random height) and collect h_t and S_{t+1} (see module docstring)."""
     from agents.protocol import ExpertAgent
@@ -102,11 +112,15 @@ def collect_probe_data(backend: Any, layer: int, n_episodes: int, seed: int = 2_
     rows: dict[str, list] = {k: [] for k in ProbeData.__dataclass_fields__}
     agent = ExpertAgent()
     with ResidualTap(layer, include_last=False).attach(backend) as tap:
-        loop = ClosedLoop(agent, record_decisions=False, recorders=lambda spec: [ReleaseProbe(backend, tap)])
+        loop = ClosedLoop(
+            agent, record_decisions=False, recorders=lambda spec: [ReleaseProbe(backend, tap)]
+        )
         try:
             for ep in range(n_episodes):
                 height = float(rng.uniform(*heights))
-                agent.profile = HandlingProfile("probe", grip=0.15, speed=0.5, release_height=height)
+                agent.profile = HandlingProfile(
+                    "probe", grip=0.15, speed=0.5, release_height=height
+                )
                 (record,) = loop.run([EpisodeSpec(seed + ep)])
                 probe, row = record.extra["probe"], record.row
                 if probe is not None:  # else: never held the object over the bin, nothing to probe
@@ -164,7 +178,9 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(pos) - n_pos)))
 
 
-def ridge_predictions(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, alphas: Any) -> np.ndarray:
+def ridge_predictions(
+    X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, alphas: Any
+) -> np.ndarray:
     """Predictions of a standardised ridge for every penalty at once (one SVD).
 
     The same model as scikit-learn's `make_pipeline(StandardScaler(), Ridge(alpha))` (features
@@ -183,7 +199,9 @@ def ridge_predictions(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarr
     """
     alphas = np.atleast_1d(np.asarray(alphas, dtype=float))
     mean, scale = X_train.mean(0), X_train.std(0)
-    scale[scale < 10 * np.finfo(float).eps * np.maximum(np.abs(mean), 1.0)] = 1.0  # constant features
+    scale[scale < 10 * np.finfo(float).eps * np.maximum(np.abs(mean), 1.0)] = (
+        1.0  # constant features
+    )
     xs = (X_train - mean) / scale
     y_mean = y_train.mean(0)
     u, sv, vt = np.linalg.svd(xs, full_matrices=False)
@@ -194,21 +212,27 @@ def ridge_predictions(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarr
     return pred.reshape((len(alphas), len(X_test)) + y_train.shape[1:])
 
 
-def _oof(make, X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_splits: int, classify: bool) -> np.ndarray:
+def _oof(
+    make, X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_splits: int, classify: bool
+) -> np.ndarray:
     """Out-of-fold predictions, grouped by episode."""
     from sklearn.model_selection import GroupKFold
 
     oof = np.zeros(y.shape, dtype=float)
     for train, test in GroupKFold(n_splits=n_splits).split(X, y, groups):
         if classify and len(np.unique(y[train])) < 2:
-            oof[test] = y[train].mean()  # a fold without both outcomes can only predict the base rate
+            oof[test] = y[
+                train
+            ].mean()  # a fold without both outcomes can only predict the base rate
             continue
         model = make().fit(X[train], y[train])
         oof[test] = model.predict_proba(X[test])[:, 1] if classify else model.predict(X[test])
     return oof
 
 
-def nested_ridge_oof(X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_splits: int) -> tuple[np.ndarray, list[float]]:
+def nested_ridge_oof(
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray, n_splits: int
+) -> tuple[np.ndarray, list[float]]:
     """Out-of-fold ridge predictions with the penalty chosen inside each outer fold (nested CV).
 
     The outer GroupKFold splits episodes into `n_splits` folds. For each, the penalty is the
@@ -280,12 +304,26 @@ def fit_probes(data: ProbeData, n_splits: int = 5, seed: int = 0) -> list[ProbeR
         y = np.asarray(getattr(data, target), dtype=float)
         classify = target == "broken"
         if classify and not 0 < y.sum() < len(y):
-            rows.append(ProbeRow(target, "all", "AUROC", float("nan"), float("nan"), float("nan"), n_eps,
-                                 notes=[f"not estimable: broken is {'always' if y.sum() else 'never'} true in {n_eps} episodes"]))
+            rows.append(
+                ProbeRow(
+                    target,
+                    "all",
+                    "AUROC",
+                    float("nan"),
+                    float("nan"),
+                    float("nan"),
+                    n_eps,
+                    notes=[
+                        f"not estimable: broken is {'always' if y.sum() else 'never'} true in {n_eps} episodes"
+                    ],
+                )
+            )
             continue
         metric = _auc if classify else _r2
         name = "AUROC" if classify else "R²"
-        y_shuf = np.concatenate([y[groups == remap[g]][:1].repeat((groups == g).sum(), 0) for g in np.unique(groups)])
+        y_shuf = np.concatenate(
+            [y[groups == remap[g]][:1].repeat((groups == g).sum(), 0) for g in np.unique(groups)]
+        )
         for pname, X in [*predictors.items(), ("shuffled-label control", data.h)]:
             yy = y_shuf if pname.startswith("shuffled") else y[order]
             XX = X[order]
@@ -299,7 +337,10 @@ def fit_probes(data: ProbeData, n_splits: int = 5, seed: int = 0) -> list[ProbeR
                     oof[test] = yy[train].mean(0)
                 fit = np.full(yy.shape, yy.mean(0))
             elif classify:
-                make = lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))  # noqa: E731
+
+                def make():
+                    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+
                 oof = _oof(make, XX, yy, gg, n_splits, True)
                 fit = make().fit(XX, yy).predict_proba(XX)[:, 1]
             else:
@@ -307,7 +348,9 @@ def fit_probes(data: ProbeData, n_splits: int = 5, seed: int = 0) -> list[ProbeR
                 fit = ridge_predictions(XX, yy, XX, [float(np.median(alphas))])[0]
             value = metric(yy, oof)
             low, high = cluster_bootstrap(metric, gg, yy, oof, n_boot=500, seed=seed)
-            row = ProbeRow(target, pname, name, value, low, high, n_eps, train_value=metric(yy, fit))
+            row = ProbeRow(
+                target, pname, name, value, low, high, n_eps, train_value=metric(yy, fit)
+            )
             if not classify and np.isfinite(value) and value < 0:
                 row.notes.append(_explain_negative(XX, yy, gg, n_splits, row.train_value, alphas))
             rows.append(row)
@@ -336,7 +379,11 @@ def regularisation_path(X, y, groups, n_splits) -> np.ndarray:
 def _explain_negative(X, y, groups, n_splits, train_r2, alphas=()) -> str:
     path = regularisation_path(X, y, groups, n_splits)
     best = float(np.nanmax(path)) if np.isfinite(path).any() else float("nan")
-    chosen = f" α chosen inside each outer fold: {', '.join(f'{a:g}' for a in alphas)}." if alphas else ""
+    chosen = (
+        f" α chosen inside each outer fold: {', '.join(f'{a:g}' for a in alphas)}."
+        if alphas
+        else ""
+    )
     return (
         f"negative test R² with train R² {train_r2:.2f}: the probe predicts held-out episodes worse than "
         f"their mean (overfitting or no signal). Best test R² along the ridge path "
@@ -346,10 +393,15 @@ def _explain_negative(X, y, groups, n_splits, train_r2, alphas=()) -> str:
 
 def probe_table_markdown(rows: list[ProbeRow]) -> str:
     """The probe results as a Markdown table (with notes)."""
-    lines = ["| target | predictor | metric | test value [95% CI] | train value | episodes |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| target | predictor | metric | test value [95% CI] | train value | episodes |",
+        "|---|---|---|---|---|---|",
+    ]
     notes = []
     for r in rows:
-        lines.append(f"| {r.target} | {r.predictor} | {r.metric} | {r.value:.3f} [{r.low:.3f}, {r.high:.3f}] | {r.train_value:.3f} | {r.n_episodes} |")
+        lines.append(
+            f"| {r.target} | {r.predictor} | {r.metric} | {r.value:.3f} [{r.low:.3f}, {r.high:.3f}] | {r.train_value:.3f} | {r.n_episodes} |"
+        )
         notes += [f"- {r.target} / {r.predictor}: {n}" for n in r.notes]
     return "\n".join(lines + ([""] + notes if notes else []))
 
@@ -364,5 +416,9 @@ def broken_verdict(rows: list[ProbeRow]) -> str:
     return (
         f"Breakage after release is predicted from h_t with AUROC {h.value:.2f} [{h.low:.2f}, {h.high:.2f}] vs "
         f"{lab.value:.2f} [{lab.low:.2f}, {lab.high:.2f}] from labels only: "
-        + ("h_t predicts breakage ABOVE the labels-only baseline." if above else "h_t does NOT predict breakage clearly above the labels-only baseline.")
+        + (
+            "h_t predicts breakage ABOVE the labels-only baseline."
+            if above
+            else "h_t does NOT predict breakage clearly above the labels-only baseline."
+        )
     )

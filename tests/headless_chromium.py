@@ -54,7 +54,9 @@ class HeadlessChromium:
     def __init__(self, binary: str | None = None, timeout: float = 60.0) -> None:
         self.binary = binary or find_chromium()
         if self.binary is None:
-            raise FileNotFoundError("no chromium binary (apt-get install chromium, or set PHYSTEER_CHROMIUM)")
+            raise FileNotFoundError(
+                "no chromium binary (apt-get install chromium, or set PHYSTEER_CHROMIUM)"
+            )
         self.timeout = timeout
         self._id = 0
         self._buffer = b""
@@ -108,13 +110,21 @@ class HeadlessChromium:
                 raise CDPError(f"chromium did not answer within {self.timeout} s")
             chunk = os.read(self._from_chrome, 1 << 20)
             if not chunk:
-                err = self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.poll() is not None else ""
-                raise CDPError(f"chromium closed the DevTools pipe (exit {self.proc.poll()}): {err}")
+                err = (
+                    self.proc.stderr.read().decode(errors="replace")[-2000:]
+                    if self.proc.poll() is not None
+                    else ""
+                )
+                raise CDPError(
+                    f"chromium closed the DevTools pipe (exit {self.proc.poll()}): {err}"
+                )
             self._buffer += chunk
         raw, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(raw)
 
-    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> dict[str, Any]:
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None
+    ) -> dict[str, Any]:
         """Send one command and return its result; events that arrive meanwhile go to `events`."""
         self._id += 1
         msg: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
@@ -145,7 +155,9 @@ class HeadlessChromium:
     def open(self, path: Path, width: int = 1280, height: int = 900) -> Page:
         """Load a local file in a new tab of the given viewport; returns the loaded Page."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
         for domain in ("Page.enable", "Runtime.enable", "Log.enable"):
             self.send(domain, session=session)
         self.send("Emulation.setDeviceMetricsOverride",
@@ -179,7 +191,12 @@ class Page:
                 continue
             p = ev.get("params", {})
             if ev["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console." + p["type"] + ": " + " ".join(str(a.get("value", a.get("description"))) for a in p["args"]))
+                out.append(
+                    "console."
+                    + p["type"]
+                    + ": "
+                    + " ".join(str(a.get("value", a.get("description"))) for a in p["args"])
+                )
             elif ev["method"] == "Runtime.exceptionThrown":
                 out.append("exception: " + json.dumps(p["exceptionDetails"])[:500])
             elif ev["method"] == "Log.entryAdded" and p["entry"]["level"] == "error":

@@ -131,12 +131,17 @@ def test_no_import_cycles():
 def test_cycle_finder_finds_a_cycle():
     """The check itself can fail: a planted two-module cycle and a three-module one are found."""
     graph = {"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"e"}, "e": {"c", "a"}, "f": set()}
-    assert cycles(graph) == [["a", "b"], ["c", "d", "e"]] or sorted(cycles(graph)) == [["a", "b"], ["c", "d", "e"]]
+    assert cycles(graph) == [["a", "b"], ["c", "d", "e"]] or sorted(cycles(graph)) == [
+        ["a", "b"],
+        ["c", "d", "e"],
+    ]
 
 
 def test_design_rules_cover_every_package_and_hold():
     rules = design_rules()
-    assert set(rules) == set(PACKAGES), f"DESIGN.md's table names {sorted(rules)}, packages are {sorted(PACKAGES)}"
+    assert set(rules) == set(PACKAGES), (
+        f"DESIGN.md's table names {sorted(rules)}, packages are {sorted(PACKAGES)}"
+    )
     graph, lines = import_graph()
     broken = []
     for source, targets in graph.items():
@@ -144,7 +149,9 @@ def test_design_rules_cover_every_package_and_hold():
         for target in targets:
             other = target.split(".")[0]
             if other != package and other not in rules[package]:
-                broken.append(f"{source} imports {target} (line {lines[(source, target)]}): {package} may import {sorted(rules[package])}")
+                broken.append(
+                    f"{source} imports {target} (line {lines[(source, target)]}): {package} may import {sorted(rules[package])}"
+                )
     assert broken == [], "\n".join(broken)
 
 
@@ -165,7 +172,9 @@ def test_third_party_rules():
         if package == "storage":
             for node in tree.body:
                 if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
-                    top = (node.module if isinstance(node, ast.ImportFrom) else node.names[0].name).split(".")[0]
+                    top = (
+                        node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                    ).split(".")[0]
                     if top not in sys.stdlib_module_names and top not in ("storage", "__future__"):
                         offenders.append(f"{name}:{node.lineno} imports {top} at module level")
     assert offenders == [], offenders
@@ -183,4 +192,6 @@ def test_package_and_module_sizes():
 def test_every_package_says_what_it_may_import():
     for package in PACKAGES:
         doc = ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text()))
-        assert doc and "import" in doc.lower(), f"{package}/__init__.py: docstring should say what it is and what it may import"
+        assert doc and "import" in doc.lower(), (
+            f"{package}/__init__.py: docstring should say what it is and what it may import"
+        )

@@ -46,7 +46,9 @@ def test_every_command_in_one_help_group_and_in_the_reference():
 
     registered = set(build_parser()._subparsers._group_actions[0].choices)
     grouped = [n for names in GROUPS.values() for n in names]
-    assert sorted(grouped) == sorted(registered), "each command in exactly one group of cli.main.GROUPS"
+    assert sorted(grouped) == sorted(registered), (
+        "each command in exactly one group of cli.main.GROUPS"
+    )
     reference = reference_markdown()
     assert all(f"### `physteer {n}`" in reference for n in registered)
 
@@ -59,7 +61,12 @@ def test_help_is_grouped_and_version_answers(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    assert out.index("Start here:") < out.index("  demo ") < out.index("Monitors:") < out.index("  sarm-eval ")
+    assert (
+        out.index("Start here:")
+        < out.index("  demo ")
+        < out.index("Monitors:")
+        < out.index("  sarm-eval ")
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("physteer ")

@@ -47,6 +47,7 @@ def doc_pages() -> list[Path]:
     nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
     return [README, *(ROOT / "docs" / page for page in walk(nav))]
 
+
 #: First line of a block that cannot run in CI → why.
 SKIP = {
     "python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e . && .venv/bin/physteer demo":
@@ -86,11 +87,22 @@ BUDGET: dict[str, dict[str, str | None]] = {
     "run": {"--seeds": "2-3", "--videos": "0", "--workers": "1"},  # README --videos 2
     "dashboard": {"--features": "4", "--top-frames": "2"},
     "export-lerobot": {"--no-video": None},  # MP4 encoding takes about 15 s per episode here
-    "train-vla": {"--episodes": "4", "--epochs": "1", "--threads": "1", "--dagger-episodes": "2",
-                  "--dagger-epochs": "1"},  # README 256, 3, 128, 2
+    "train-vla": {
+        "--episodes": "4",
+        "--epochs": "1",
+        "--threads": "1",
+        "--dagger-episodes": "2",
+        "--dagger-epochs": "1",
+    },  # README 256, 3, 128, 2
     # the tour: a clean fit large enough to calibrate, one eval episode, one cheap scorer
-    "sarm-eval": {"--fit-episodes": "4", "--episodes": "1", "--scorers": "mahalanobis", "--max-steps": "40",
-                  "--n-boot": "50", "--no-plots": None},
+    "sarm-eval": {
+        "--fit-episodes": "4",
+        "--episodes": "1",
+        "--scorers": "mahalanobis",
+        "--max-steps": "40",
+        "--n-boot": "50",
+        "--no-plots": None,
+    },
     "agent-eval": {"--seeds": "1", "--max-steps": "40"},  # the tour's 5 seeds per cell
 }
 
@@ -166,9 +178,15 @@ def physteer() -> list[str]:
 def test_every_block_is_run_or_skipped_for_a_reason():
     blocks = readme_blocks()
     keys = {b.key for b in blocks}
-    repeated = {b.key for b in blocks if b.key not in SKIP} - {k for k in keys if sum(c.key == k for c in blocks) == 1}
-    assert not repeated, f"blocks that start with the same line (SKIP cannot tell them apart): {sorted(repeated)}"
-    assert all(b.lang != "toml" or b.key in SKIP for b in blocks), "a toml block is not run: list it in SKIP"
+    repeated = {b.key for b in blocks if b.key not in SKIP} - {
+        k for k in keys if sum(c.key == k for c in blocks) == 1
+    }
+    assert not repeated, (
+        f"blocks that start with the same line (SKIP cannot tell them apart): {sorted(repeated)}"
+    )
+    assert all(b.lang != "toml" or b.key in SKIP for b in blocks), (
+        "a toml block is not run: list it in SKIP"
+    )
     assert not set(SKIP) - keys, (
         f"SKIP entries that match no README block: {sorted(set(SKIP) - keys)}"
     )
@@ -181,7 +199,9 @@ def test_every_block_is_run_or_skipped_for_a_reason():
     used = set()
     for b in run:
         for argv in shell_commands(b) if b.lang == "bash" else []:
-            assert argv[0] == "physteer" and len(argv) > 1, f"{b.where}: {argv} is not a physteer command"
+            assert argv[0] == "physteer" and len(argv) > 1, (
+                f"{b.where}: {argv} is not a physteer command"
+            )
             used.add(argv[1])
         for old, _ in PY_BUDGET.get(b.key, []):
             assert old in b.text, f"{b.where}: PY_BUDGET's {old!r} is no longer in the block"

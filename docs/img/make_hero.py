@@ -24,7 +24,9 @@ def main() -> None:
     finally:
         loop.close()
     gap = np.full((frames[0].shape[0], 8, 3), 255, dtype=np.uint8)
-    write_png(Path(__file__).with_name("hero.png"), np.concatenate([frames[0], gap, frames[1]], axis=1))
+    write_png(
+        Path(__file__).with_name("hero.png"), np.concatenate([frames[0], gap, frames[1]], axis=1)
+    )
 
 
 if __name__ == "__main__":

@@ -48,16 +48,34 @@ def sae_section(sae: dict[str, Any]) -> str:
 def discovery_section(disc: dict[str, Any], control: dict[str, Any], root: Path) -> str:
     """Fragility features found in the trained model and in its random-weight control."""
     frag, cfrag = disc.get("fragility") or [], control.get("fragility") or []
-    unit = f"n={disc['n_units']} {disc.get('unit', 'image')}s" if disc.get("n_units") else "the stored images"
+    unit = (
+        f"n={disc['n_units']} {disc.get('unit', 'image')}s"
+        if disc.get("n_units")
+        else "the stored images"
+    )
     shows = [f"{len(frag)} fragility feature(s) in the trained model (|d| ≥ {num(disc.get('threshold', control.get('threshold')))} "
              f"in every color × shade context, {unit}): {_ids(frag)}; {len(disc.get('color') or [])} color feature(s) excluded."]  # fmt: skip
-    verdict = ("as expected none" if not cfrag else "so the discovery may read pixel statistics, not what the model learned")
+    verdict = (
+        "as expected none"
+        if not cfrag
+        else "so the discovery may read pixel statistics, not what the model learned"
+    )
     shows.append(f"The random-weight control finds {len(cfrag)} ({verdict}); its strongest latent's material score is "
                  f"{control.get('strongest_material_score', float('nan')):+.2f}.")  # fmt: skip
     rows = []
     for f in disc.get("top") or []:
-        ci = {"value": f["material_score"], "low": f["material_score_ci"][0], "high": f["material_score_ci"][1], "n": 1}
-        cc = {"value": f["color_score"], "low": f["color_score_ci"][0], "high": f["color_score_ci"][1], "n": 1}
+        ci = {
+            "value": f["material_score"],
+            "low": f["material_score_ci"][0],
+            "high": f["material_score_ci"][1],
+            "n": 1,
+        }
+        cc = {
+            "value": f["color_score"],
+            "low": f["color_score_ci"][0],
+            "high": f["color_score_ci"][1],
+            "n": 1,
+        }
         rows.append([f"f{f['feature']}", esc(f["kind"]), est_html(ci, signed=True), est_html(cc, signed=True),
                      str(disc.get("n_units", "–"))])  # fmt: skip
     body = ""
@@ -89,7 +107,9 @@ def _norms_html(norms: dict[str, float]) -> str:
 def steering_section(material: str, summary: dict[str, Any], root: Path, seeds: int | None) -> str:
     """One material's steering experiment (its run folder is root/steer_<material>)."""
     run_dir = root / f"steer_{material}"
-    shows, body = steering_body(summary, run_dir, root, extra=_norms_html(summary.get("steering_norms") or {}))
+    shows, body = steering_body(
+        summary, run_dir, root, extra=_norms_html(summary.get("steering_norms") or {})
+    )
     n = f" ({seeds} paired seeds)" if seeds else ""
     return section(f"steer-{material}", f"Steering on {material} objects{n}", shows, body)
 
@@ -121,23 +141,42 @@ def probe_section(rows: list[dict[str, Any]], verdict: str) -> str:
     cells = [[esc(r["target"]), esc(r["predictor"]), esc(r["metric"]),
               est_html({"value": r["value"], "low": r["low"], "high": r["high"], "n": r["n_episodes"]}),
               num(r.get("train_value")), str(r["n_episodes"])] for r in rows]  # fmt: skip
-    notes = [f"<li>{esc(r['target'])} / {esc(r['predictor'])}: {esc(n)}</li>" for r in rows for n in r.get("notes") or []]
+    notes = [
+        f"<li>{esc(r['target'])} / {esc(r['predictor'])}: {esc(n)}</li>"
+        for r in rows
+        for n in r.get("notes") or []
+    ]
     body = table(["target", "predictor", "metric", "test value", "train value", "episodes"], cells, "probe",
                  "Held-out values with 95% bootstrap CIs over episodes (grouped cross-validation).", names=3)  # fmt: skip
-    body += f"<details><summary>Notes ({len(notes)})</summary><ul>{''.join(notes)}</ul></details>" if notes else ""
-    return section("probe", "World-model probe (holding state → after release)", [*probe_findings(rows), verdict], body)
+    body += (
+        f"<details><summary>Notes ({len(notes)})</summary><ul>{''.join(notes)}</ul></details>"
+        if notes
+        else ""
+    )
+    return section(
+        "probe",
+        "World-model probe (holding state → after release)",
+        [*probe_findings(rows), verdict],
+        body,
+    )
 
 
 def timings_section(timings: dict[str, float], wall: float) -> str:
     """Seconds per stage (one run each: no interval)."""
     rows = [[esc(k), f"{v:.0f}"] for k, v in timings.items()]
     longest = max(timings.items(), key=lambda kv: kv[1], default=None)
-    shows = [f"The demo took {wall / 60:.1f} min"
-             + (f"; the longest stage was {longest[0]} ({longest[1]:.0f} s)." if longest else ".")]
-    return section("timings", "Stage timings", shows, table(["stage", "seconds (n=1 run)"], rows, "timings"))
+    shows = [
+        f"The demo took {wall / 60:.1f} min"
+        + (f"; the longest stage was {longest[0]} ({longest[1]:.0f} s)." if longest else ".")
+    ]
+    return section(
+        "timings", "Stage timings", shows, table(["stage", "seconds (n=1 run)"], rows, "timings")
+    )
 
 
-def render_demo_page(summary: dict[str, Any], root: str | Path, dashboard: str | Path | None = None) -> str:
+def render_demo_page(
+    summary: dict[str, Any], root: str | Path, dashboard: str | Path | None = None
+) -> str:
     """The demo's page from its summary.json dict; `dashboard`: a feature dashboard HTML to link
     (default: root/dashboard/dashboard.html when it exists)."""
     require_keys(summary, ("sae", "steering"), "the dict studies.demo.run writes to summary.json")
@@ -150,7 +189,9 @@ def render_demo_page(summary: dict[str, Any], root: str | Path, dashboard: str |
     sections += [steering_section(m, s, root, seeds) for m, s in steering.items()]
     sections.append(sarm_section(summary.get("sarm"), summary.get("sarm_perturbations"), root))
     sections.append(probe_section(summary.get("probe") or [], summary.get("probe_verdict", "")))
-    nav = [("#sae", "SAE"), ("#discovery", "discovery")] + [(f"#steer-{m}", f"steering: {m}") for m in steering]
+    nav = [("#sae", "SAE"), ("#discovery", "discovery")] + [
+        (f"#steer-{m}", f"steering: {m}") for m in steering
+    ]
     nav += [("#sarm", "SARM"), ("#probe", "probe")]
     if summary.get("vla"):  # None or absent: the demo ran without its VLA stage
         from studies.demo.report_html_vla import VLA_NAV, vla_sections
@@ -166,6 +207,8 @@ def render_demo_page(summary: dict[str, Any], root: str | Path, dashboard: str |
     return page(f"physteer demo report ({summary.get('model', '?')})", meta, nav, sections)
 
 
-def write_demo_html(root: str | Path, summary: dict[str, Any], dashboard: str | Path | None = None) -> Path:
+def write_demo_html(
+    root: str | Path, summary: dict[str, Any], dashboard: str | Path | None = None
+) -> Path:
     """Write root/report.html atomically; returns its path."""
     return write_text(Path(root) / "report.html", render_demo_page(summary, root, dashboard))

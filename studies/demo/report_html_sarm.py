@@ -18,7 +18,11 @@ from reports.html import (
 
 def _rate_est(r: dict[str, Any] | None) -> dict[str, Any] | None:
     """A studies.sarm.summary rate dict as an Estimate dict."""
-    return None if not r else {"value": r.get("rate"), "low": r.get("lo"), "high": r.get("hi"), "n": r.get("n", 0)}
+    return (
+        None
+        if not r
+        else {"value": r.get("rate"), "low": r.get("lo"), "high": r.get("hi"), "n": r.get("n", 0)}
+    )
 
 
 def _f2(x: Any) -> str:
@@ -62,8 +66,11 @@ def sarm_findings(summ: dict[str, Any], order: list[str]) -> list[str]:
     """Clean false alarms, which scorer detects which perturbation (AUC CI above 0.5) and where
     enforcing a scorer lowered fragile breakage (one-sided sign test p < 0.05)."""
     scorers = list(summ.get("clean", {}))
-    out = ["False alarms on clean episodes (share vetoed): "
-           + ", ".join(f"{s} {rate_text(summ['clean'][s]['fpr_episode'])}" for s in scorers) + "."]
+    out = [
+        "False alarms on clean episodes (share vetoed): "
+        + ", ".join(f"{s} {rate_text(summ['clean'][s]['fpr_episode'])}" for s in scorers)
+        + "."
+    ]
     detected, missed, lowered = [], [], []
     for cond in order:
         per = summ["perturbations"][cond]
@@ -78,7 +85,11 @@ def sarm_findings(summ: dict[str, Any], order: list[str]) -> list[str]:
         out.append("Detected (AUC 95% CI above 0.5): " + "; ".join(detected) + ".")
     if missed:
         out.append("Detected by no scorer: " + ", ".join(missed) + ".")
-    out.append("Enforcing a scorer lowered fragile breakage (sign test p < 0.05): " + (", ".join(lowered) or "nowhere") + ".")
+    out.append(
+        "Enforcing a scorer lowered fragile breakage (sign test p < 0.05): "
+        + (", ".join(lowered) or "nowhere")
+        + "."
+    )
     return out
 
 
@@ -94,7 +105,9 @@ def sweep_findings(sweep: dict[str, Any] | None) -> list[str]:
                    + " and ".join(f"{rate_text(r['broken_off'])} of episodes at magnitude {r['magnitude']:g}" for r in ends) + ".")  # fmt: skip
     pooled = {s: per.get("all") or {} for s, per in sweep["coverage"].items()}
     if not any((c.get("coverage") or {}).get("n") for c in pooled.values()):
-        out.append("No attacked episode broke the object without a monitor: harmful-attack coverage is undefined (n=0).")
+        out.append(
+            "No attacked episode broke the object without a monitor: harmful-attack coverage is undefined (n=0)."
+        )
         return out
     out.append("Harmful-attack coverage (an alarm at or before the break, among attacked episodes that broke without a "
                "monitor), pooled over attacks: " + "; ".join(
@@ -112,13 +125,25 @@ def sweep_html(sweep: dict[str, Any] | None, folder: Path) -> str:
     from studies.sarm.sweep_report import attack_label  # the attack label the Markdown table uses
 
     w = sweep["window"]
-    keys = ("coverage", "coverage_after_onset", "broken_remaining", "broken_on", "window_detection", "window_false_alarm")
+    keys = (
+        "coverage",
+        "coverage_after_onset",
+        "broken_remaining",
+        "broken_on",
+        "window_detection",
+        "window_false_alarm",
+    )
     rows = []
     for kind, per in sweep["kinds"].items():
         for r in per:
             for s, x in r["scorers"].items():
                 a = x["auroc"]
-                auc = _ci_html(a.get("auc"), a.get("lo"), a.get("hi"), f"ep={a['episodes_neg']}+{a['episodes_pos']}")
+                auc = _ci_html(
+                    a.get("auc"),
+                    a.get("lo"),
+                    a.get("hi"),
+                    f"ep={a['episodes_neg']}+{a['episodes_pos']}",
+                )
                 cls = ' class="sig"' if _auc_detects(a) else ""
                 rows.append([esc(attack_label(kind, r)), esc(s), rate_html(r["broken_off"]), *(rate_html(x[k]) for k in keys),
                              f"<td{cls}>{auc}</td>"])  # fmt: skip
@@ -162,7 +187,11 @@ def sarm_section(summ: dict[str, Any] | None, order: list[str] | None, root: Pat
         for s in scorers:
             r, a, lat = per[s], per[s]["auc"], per[s]["latency_steps"]
             auc = _ci_html(a.get("auc"), a.get("lo"), a.get("hi"), f"n={a['n_neg']}+{a['n_pos']}")
-            lat_s = "–" if not lat.get("n") else f'{num(lat["mean"])}<span class="p">max {lat["max"]}, n={lat["n"]}</span>'
+            lat_s = (
+                "–"
+                if not lat.get("n")
+                else f'{num(lat["mean"])}<span class="p">max {lat["max"]}, n={lat["n"]}</span>'
+            )
             cls = ' class="sig"' if _auc_detects(a) else ""
             rows.append([esc(cond), esc(s), rate_html(r["detection"]), rate_html(r["early_veto"]), lat_s,
                          f"<td{cls}>{auc}</td>", rate_html(per["broken_fragile_off"]), rate_html(r["broken_fragile_on"])])  # fmt: skip

@@ -33,7 +33,9 @@ def est_n_html(e: dict[str, Any] | None, pct: bool = False, signed: bool = False
     return cell if cell == "–" else cell + f'<span class="p">n={e["n"]}</span>'
 
 
-def est_n_text(e: dict[str, Any] | None, pct: bool = False, signed: bool = False, unit: str = "") -> str:
+def est_n_text(
+    e: dict[str, Any] | None, pct: bool = False, signed: bool = False, unit: str = ""
+) -> str:
     """'value [low, high] unit (n=…)' of an Estimate dict, or '– (n=0)'."""
     text = est_text(e, pct, signed)
     return "– (n=0)" if text == "–" else f"{text}{' ' + unit if unit else ''} (n={e['n']})"
@@ -59,7 +61,9 @@ def closed_loop_findings(s: dict[str, Any]) -> list[str]:
     gap = s.get("grip_gap")
     if gap:
         where = "its CI excludes 0" if excludes_zero(gap) else "its CI includes 0"
-        out.append(f"Peak grip force on rigid minus fragile objects: {est_n_text(gap, signed=True, unit='N')} ({where}).")
+        out.append(
+            f"Peak grip force on rigid minus fragile objects: {est_n_text(gap, signed=True, unit='N')} ({where})."
+        )
     control = s.get("control") or {}
     if control:
         out.append("With the material pattern removed (and the objects unbreakable, so that no break cuts a grip short) "
@@ -74,7 +78,10 @@ def closed_loop_section(s: dict[str, Any], root: Path) -> str:
     """Per material (and per material with the pattern removed): success, intact, peak grip
     force and commanded grip, each over its 95% CI with its n."""
     rows = []
-    groups = [("", s.get("materials") or {}), (", pattern removed", (s.get("control") or {}).get("materials") or {})]
+    groups = [
+        ("", s.get("materials") or {}),
+        (", pattern removed", (s.get("control") or {}).get("materials") or {}),
+    ]
     for suffix, mats in groups:
         for m, c in mats.items():
             rows.append([esc(m + suffix), str(c.get("n", "–")), est_n_html(c.get("success"), pct=True),
@@ -110,14 +117,22 @@ def steering_findings(dose: dict[str, Any], neurons: dict[str, Any]) -> list[str
     if not dose:
         return ["No VLA steering in this report."]
     strengths = ", ".join(f"{x:g}" for x in dose.get("strengths") or [])
-    rho = f"{dose['spearman_rho']:+.2f}" if finite(dose.get("spearman_rho")) else "undefined (the means do not vary)"
+    rho = (
+        f"{dose['spearman_rho']:+.2f}"
+        if finite(dose.get("spearman_rho"))
+        else "undefined (the means do not vary)"
+    )
     out = [f"SAE steering toward rigid on fragile objects (strengths {strengths}): Spearman ρ of mean peak grip force "
            f"vs strength {rho} (p {_p(dose.get('spearman_p'))}); grip change at the strongest "
            f"{est_n_text(dose.get('sae_grip_change'), signed=True, unit='N')} vs {est_n_text(dose.get('random_grip_change'), signed=True, unit='N')} "
            f"for the norm-matched random direction; broken {est_n_text(dose.get('broken_unsteered'), pct=True)} unsteered, "
            f"{est_n_text(dose.get('broken_strongest'), pct=True)} at the strongest."]  # fmt: skip
     if flags := dose.get("flags"):
-        out.append("Acceptance: " + ", ".join(f"{k.replace('_', ' ')} {'yes' if v else 'no'}" for k, v in flags.items()) + ".")
+        out.append(
+            "Acceptance: "
+            + ", ".join(f"{k.replace('_', ' ')} {'yes' if v else 'no'}" for k, v in flags.items())
+            + "."
+        )
     for word, n in (neurons or {}).items():
         name = (f"a random neuron cluster of the {word.removeprefix('random ')!r} cluster's layer and size" if word.startswith("random ")
                 else "the random neuron cluster" if word == "random" else f"the {word!r} neuron cluster")  # fmt: skip
@@ -126,7 +141,9 @@ def steering_findings(dose: dict[str, Any], neurons: dict[str, Any]) -> list[str
     return out
 
 
-def _acceptance_rows(dose: dict[str, Any], neurons: dict[str, Any], acc: dict[str, Any]) -> list[list[str]]:
+def _acceptance_rows(
+    dose: dict[str, Any], neurons: dict[str, Any], acc: dict[str, Any]
+) -> list[list[str]]:
     """(check, figures, pass) per acceptance flag, from the dose response and neuron clusters."""
     flags = dose.get("flags") or {}
     yes = lambda ok: "yes" if ok else "no"  # noqa: E731
@@ -148,7 +165,11 @@ def _acceptance_rows(dose: dict[str, Any], neurons: dict[str, Any], acc: dict[st
     ]  # fmt: skip
     for word, n in (neurons or {}).items():
         f = n.get("flags") or {}
-        ok = not f.get("significant") if word.startswith("random") else f.get("expected_direction", f.get("significant"))
+        ok = (
+            not f.get("significant")
+            if word.startswith("random")
+            else f.get("expected_direction", f.get("significant"))
+        )
         rows.append([f"neuron cluster {word}", f"Δ carry speed {est_n_text(n.get('carry_speed_change'), signed=True, unit='m/s')}, "
                                                f"p {_p(n.get('carry_speed_p'))}", yes(ok)])  # fmt: skip
     return [[esc(c) for c in r] for r in rows]
@@ -180,7 +201,12 @@ def steering_section(vla: dict[str, Any], root: Path) -> str:
     figure = root / Path(VLA_MARKERS["steering"]).parent / "dose_response.png"
     if figure.is_file():
         body += img(figure, "VLA dose response")
-    return section("vla-steering", "VLA mode: graded steering on fragile objects", steering_findings(dose, neurons), body)
+    return section(
+        "vla-steering",
+        "VLA mode: graded steering on fragile objects",
+        steering_findings(dose, neurons),
+        body,
+    )
 
 
 def vla_sections(vla: dict[str, Any], root: str | Path) -> list[str]:

@@ -11,35 +11,87 @@ from typing import Any
 from storage import write_json, write_text
 
 
-def write_report(cfg, root, metrics, discovery, control, steering, sarm, probe_rows, verdict, timings, wall, vla=None) -> Path:
+def write_report(
+    cfg,
+    root,
+    metrics,
+    discovery,
+    control,
+    steering,
+    sarm,
+    probe_rows,
+    verdict,
+    timings,
+    wall,
+    vla=None,
+) -> Path:
     """report.md, summary.json and report.html of a finished demo in `root`; returns report.md's path."""
     from reports.steering import markdown_table, specificity_markdown
     from studies.demo.report_html import write_demo_html
     from studies.world_model import probe_table_markdown
 
-    md = [f"# physteer demo report ({cfg.model})", "",
-          f"Wall time {wall / 60:.1f} min. Every figure: value [95% CI] (n). The same with figures, videos "
-          "and what each section shows: [report.html](report.html).", ""]
-    md += ["## SAE", "", f"FVE {metrics.fve:.3f}, L0 {metrics.l0:.1f}, dead latents {metrics.dead_fraction:.1%} "
-           f"(n={metrics.n} rows).", ""]
-    md += ["## Decorrelated discovery", "",
-           f"Fragility features: {discovery.get('fragility')}; color features (excluded): {discovery.get('color')}.",
-           "", "![discovery](discovery/discovery.png)", "",
-           "Control: the same collection, SAE and discovery (threshold |d| ≥ "
-           f"{control['threshold']:g} in every context) on {control['model']}: fragility features "
-           f"{control['fragility'] or 'none'} (expected none); its strongest latent's material score is "
-           f"{control['strongest_material_score']:+.2f} (SAE FVE {control['fve']:.3f}).", ""]
+    md = [
+        f"# physteer demo report ({cfg.model})",
+        "",
+        f"Wall time {wall / 60:.1f} min. Every figure: value [95% CI] (n). The same with figures, videos "
+        "and what each section shows: [report.html](report.html).",
+        "",
+    ]
+    md += [
+        "## SAE",
+        "",
+        f"FVE {metrics.fve:.3f}, L0 {metrics.l0:.1f}, dead latents {metrics.dead_fraction:.1%} "
+        f"(n={metrics.n} rows).",
+        "",
+    ]
+    md += [
+        "## Decorrelated discovery",
+        "",
+        f"Fragility features: {discovery.get('fragility')}; color features (excluded): {discovery.get('color')}.",
+        "",
+        "![discovery](discovery/discovery.png)",
+        "",
+        "Control: the same collection, SAE and discovery (threshold |d| ≥ "
+        f"{control['threshold']:g} in every context) on {control['model']}: fragility features "
+        f"{control['fragility'] or 'none'} (expected none); its strongest latent's material score is "
+        f"{control['strongest_material_score']:+.2f} (SAE FVE {control['fve']:.3f}).",
+        "",
+    ]
     for material, summary in steering.items():
-        md += [f"## Steering on {material} objects ({cfg.seeds} paired seeds)", "",
-               markdown_table(summary["conditions"], summary["baseline"]), "",
-               _norms_markdown(summary.get("steering_norms", {})), "",
-               f"![dose response](steer_{material}/dose_response.png)", ""]
+        md += [
+            f"## Steering on {material} objects ({cfg.seeds} paired seeds)",
+            "",
+            markdown_table(summary["conditions"], summary["baseline"]),
+            "",
+            _norms_markdown(summary.get("steering_norms", {})),
+            "",
+            f"![dose response](steer_{material}/dose_response.png)",
+            "",
+        ]
         if spec := specificity_markdown(summary.get("specificity", {})):
-            md += ["Specificity: each steered condition minus each random-direction control, paired "
-                   "by seed (a control's own small effect explains a steered effect only if this is ~0).",
-                   "", spec, ""]
-    md += ["## SARM monitor", "", sarm_markdown(sarm), "", "![roc](sarm/roc.png) ![sweep](sarm/sweep.png)", ""]
-    md += ["## World-model probe (holding state → after release)", "", probe_table_markdown(probe_rows), "", verdict, ""]
+            md += [
+                "Specificity: each steered condition minus each random-direction control, paired "
+                "by seed (a control's own small effect explains a steered effect only if this is ~0).",
+                "",
+                spec,
+                "",
+            ]
+    md += [
+        "## SARM monitor",
+        "",
+        sarm_markdown(sarm),
+        "",
+        "![roc](sarm/roc.png) ![sweep](sarm/sweep.png)",
+        "",
+    ]
+    md += [
+        "## World-model probe (holding state → after release)",
+        "",
+        probe_table_markdown(probe_rows),
+        "",
+        verdict,
+        "",
+    ]
     if vla is not None:
         md += vla_markdown(vla)
     md += ["## Stage timings", ""] + [f"- {k}: {v:.0f} s" for k, v in timings.items()]
@@ -66,7 +118,14 @@ def _discovery_summary(discovery: dict[str, Any], top: int = 8) -> dict[str, Any
     features (fragility first) with their effect sizes and CIs."""
     features = {f["feature"]: f for f in discovery.get("features", [])}
     ids = list(dict.fromkeys([*discovery.get("fragility", []), *features]))[:top]
-    keys = ("feature", "kind", "material_score", "material_score_ci", "color_score", "color_score_ci")
+    keys = (
+        "feature",
+        "kind",
+        "material_score",
+        "material_score_ci",
+        "color_score",
+        "color_score_ci",
+    )
     return {"fragility": discovery.get("fragility"), "color": discovery.get("color"),
             "threshold": discovery.get("threshold"), "unit": discovery.get("unit"), "n_units": discovery.get("n_units"),
             "top": [{k: features[i].get(k) for k in keys} for i in ids if i in features]}  # fmt: skip
@@ -90,17 +149,29 @@ def sarm_markdown(doc: dict[str, Any]) -> str:
     summary = doc.get("summary", {})
     lines = ["| scorer | threshold | FPR (episodes) | FPR (steps) |", "|---|---|---|---|"]
     for s, r in summary.get("clean", {}).items():
-        lines.append(f"| {s} | {r['threshold']:.4g} | {_rate(r['fpr_episode'])} | {_rate(r['fpr_step'])} |")
-    lines += ["", "| perturbation | scorer | detection | veto before onset | AUC [95% CI] | fragile broken off | fragile broken on |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {s} | {r['threshold']:.4g} | {_rate(r['fpr_episode'])} | {_rate(r['fpr_step'])} |"
+        )
+    lines += [
+        "",
+        "| perturbation | scorer | detection | veto before onset | AUC [95% CI] | fragile broken off | fragile broken on |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for cond in _sarm_order(doc):
         per = summary["perturbations"][cond]
         for s in summary.get("clean", {}):
             r, a = per[s], per[s]["auc"]
-            auc = "–" if a.get("auc") is None or a["auc"] != a["auc"] else f"{a['auc']:.2f} [{a['lo']:.2f}, {a['hi']:.2f}]"
-            lines.append(f"| {cond} | {s} | {_rate(r['detection'])} | {_rate(r['early_veto'])} | {auc} | "
-                         f"{_rate(per['broken_fragile_off'])} | {_rate(r['broken_fragile_on'])} |")
+            auc = (
+                "–"
+                if a.get("auc") is None or a["auc"] != a["auc"]
+                else f"{a['auc']:.2f} [{a['lo']:.2f}, {a['hi']:.2f}]"
+            )
+            lines.append(
+                f"| {cond} | {s} | {_rate(r['detection'])} | {_rate(r['early_veto'])} | {auc} | "
+                f"{_rate(per['broken_fragile_off'])} | {_rate(r['broken_fragile_on'])} |"
+            )
     from studies.sarm.sweep_report import sweep_markdown  # the harm-based table (coverage)
+
     return "\n".join([*lines, "", sweep_markdown(summary)])
 
 
@@ -108,7 +179,9 @@ def _norms_markdown(norms: dict[str, float]) -> str:
     if not norms:
         return ""
     sizes = ", ".join(f"{k} {v:.2f}" for k, v in norms.items())
-    return f"Steering size, mean per-token ||Δh|| on stored image tokens in units of ||dom||: {sizes}."
+    return (
+        f"Steering size, mean per-token ||Δh|| on stored image tokens in units of ||dom||: {sizes}."
+    )
 
 
 def vla_markdown(vla: dict[str, Any]) -> list[str]:
@@ -136,9 +209,20 @@ def vla_markdown(vla: dict[str, Any]) -> list[str]:
                   f"{_est(r.get('carry_speed'))} | {_est(r.get('broken'), pct=True)} |")  # fmt: skip
     dose = st.get("dose_response", {})
     if dose:
-        md += ["", f"SAE dose response: Spearman ρ {dose.get('spearman_rho')} over strengths {dose.get('strengths')}.", ""]
+        md += [
+            "",
+            f"SAE dose response: Spearman ρ {dose.get('spearman_rho')} over strengths {dose.get('strengths')}.",
+            "",
+        ]
     md += ["![VLA dose response](vla/study/dose_response.png)", ""]
-    md += ["### SARM on the VLA (TA2 at step 10)", "", sarm_markdown(vla["sarm"]), "", "![roc](vla/sarm/roc.png)", ""]
+    md += [
+        "### SARM on the VLA (TA2 at step 10)",
+        "",
+        sarm_markdown(vla["sarm"]),
+        "",
+        "![roc](vla/sarm/roc.png)",
+        "",
+    ]
     return md
 
 

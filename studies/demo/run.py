@@ -100,10 +100,24 @@ class DemoConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
         """A minutes-long version for tests and smoke runs."""
-        base = dict(images=64, sae_steps=200, seeds=2, sarm_fit_episodes=4, sarm_episodes=1,
-                    sarm_perturbations=("ta2:4@10",), probe_episodes=10, videos=1, workers=1,
-                    vla_seeds_per_cell=1, vla_seeds=2, vla_images=32, vla_sae_steps=100, vla_sarm_fit_episodes=12,
-                    vla_sarm_episodes=1, vla_max_steps=40)
+        base = dict(
+            images=64,
+            sae_steps=200,
+            seeds=2,
+            sarm_fit_episodes=4,
+            sarm_episodes=1,
+            sarm_perturbations=("ta2:4@10",),
+            probe_episodes=10,
+            videos=1,
+            workers=1,
+            vla_seeds_per_cell=1,
+            vla_seeds=2,
+            vla_images=32,
+            vla_sae_steps=100,
+            vla_sarm_fit_episodes=12,
+            vla_sarm_episodes=1,
+            vla_max_steps=40,
+        )
         base.update(overrides)
         return cls(**base)
 
@@ -119,12 +133,18 @@ class DemoConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r} is not allowed: it must be an int >= {low}")
         if not 0 < self.sae_lr < 1 or self.sae_expansion <= 0:
-            raise ValueError(f"sae_lr={self.sae_lr} must be in (0, 1) and sae_expansion={self.sae_expansion} > 0")
+            raise ValueError(
+                f"sae_lr={self.sae_lr} must be in (0, 1) and sae_expansion={self.sae_expansion} > 0"
+            )
         if self.dom_scale <= 0 or any(s <= 0 for s in self.random_scales):
-            raise ValueError(f"dom_scale={self.dom_scale} and random_scales={self.random_scales} must be > 0")
+            raise ValueError(
+                f"dom_scale={self.dom_scale} and random_scales={self.random_scales} must be > 0"
+            )
         levels = list(self.vla_sae_levels)
         if len(levels) < 2 or len(set(levels)) != len(levels) or not all(x < 1 for x in levels):
-            raise ValueError(f"vla_sae_levels={levels}: give at least 2 distinct SAE levels, each < 1 (1 = fragile level)")
+            raise ValueError(
+                f"vla_sae_levels={levels}: give at least 2 distinct SAE levels, each < 1 (1 = fragile level)"
+            )
         for p in self.sarm_perturbations:
             parse_condition(p.replace(":contrast:", ":0:"))
         if not self.name or "/" in self.name:
@@ -185,9 +205,14 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     sae_dir = root / "sae"
     sae_config = default_config(store.d, n_latents=max(8, round(cfg.sae_expansion * store.d)))
     if not finished("2. train SAE"):
-        train_sae(store, sae_config, TrainConfig(lr=cfg.sae_lr, steps=cfg.sae_steps, batch_size=1024, seed=0,
-                                                   out_dir=str(sae_dir)),
-                  resume=(sae_dir / "checkpoints").exists())
+        train_sae(
+            store,
+            sae_config,
+            TrainConfig(
+                lr=cfg.sae_lr, steps=cfg.sae_steps, batch_size=1024, seed=0, out_dir=str(sae_dir)
+            ),
+            resume=(sae_dir / "checkpoints").exists(),
+        )
     sae = MatryoshkaSAE.from_pretrained(sae_dir / "sae", expected_d_in=store.d)
     metrics = evaluate(sae, store)
     console.print(f"FVE {metrics.fve:.3f}, L0 {metrics.l0:.1f}, dead {metrics.dead_fraction:.1%}")
@@ -206,13 +231,17 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
         render_table(result, console, top=8)
     discovery = json.loads(discovery_path.read_text())
     has_feature = bool(discovery.get("fragility"))
-    console.print(f"fragility features: {discovery.get('fragility')}; color features excluded: {len(discovery.get('color', []))}")
+    console.print(
+        f"fragility features: {discovery.get('fragility')}; color features excluded: {len(discovery.get('color', []))}"
+    )
     done("3. discover fragility features")
 
     stage("3b. discovery control: random-weight model")
     control = _discovery_control(cfg, root / "control", backend, layer, sae_config)
-    console.print(f"random-weight control: fragility features {control['fragility']} (expected none); "
-                  f"strongest material score {control['strongest_material_score']:+.2f}")
+    console.print(
+        f"random-weight control: fragility features {control['fragility']} (expected none); "
+        f"strongest material score {control['strongest_material_score']:+.2f}"
+    )
     done("3b. discovery control: random-weight model")
 
     stage("4. steered vs unsteered")
@@ -221,15 +250,30 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     from rollouts.runner import ExperimentConfig
 
     steering = {}
-    for material, sae_mags, sign in (("fragile", cfg.toward_rigid, -1), ("rigid", cfg.toward_fragile, +1)):
-        conditions = ["unsteered", f"dom:{sign * cfg.dom_scale:+g}", *(f"random:{sign * s:+g}" for s in cfg.random_scales)]
+    for material, sae_mags, sign in (
+        ("fragile", cfg.toward_rigid, -1),
+        ("rigid", cfg.toward_fragile, +1),
+    ):
+        conditions = [
+            "unsteered",
+            f"dom:{sign * cfg.dom_scale:+g}",
+            *(f"random:{sign * s:+g}" for s in cfg.random_scales),
+        ]
         if has_feature:
             conditions[1:1] = [f"sae:fragility:{m:+g}" for m in sae_mags]
         exp = ExperimentConfig(
-            name=f"steer_{material}", out=str(root), conditions=conditions, seeds=list(range(cfg.seeds)),
-            material=material, model=cfg.model, layer=layer, sae=str(sae_dir / "sae"),
-            discovery=str(discovery_path) if has_feature else None, vector=str(store_dir / "dom_vector.safetensors"),
-            videos=cfg.videos, workers=cfg.workers,
+            name=f"steer_{material}",
+            out=str(root),
+            conditions=conditions,
+            seeds=list(range(cfg.seeds)),
+            material=material,
+            model=cfg.model,
+            layer=layer,
+            sae=str(sae_dir / "sae"),
+            discovery=str(discovery_path) if has_feature else None,
+            vector=str(store_dir / "dom_vector.safetensors"),
+            videos=cfg.videos,
+            workers=cfg.workers,
         )
         run_dir = run_experiment(exp)
         console.print(f"[bold]{material} objects[/bold]")
@@ -242,10 +286,18 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
 
     sarm_dir = root / "sarm"
     if not finished("5. SARM monitor under perturbations"):
-        doc = run_sarm_eval(SarmEvalConfig(
-            model=cfg.model, layer=layer, fit_episodes=cfg.sarm_fit_episodes, episodes=cfg.sarm_episodes,
-            perturbations=cfg.sarm_perturbations, out=str(sarm_dir), workers=cfg.workers,
-        ), log=console.print)
+        doc = run_sarm_eval(
+            SarmEvalConfig(
+                model=cfg.model,
+                layer=layer,
+                fit_episodes=cfg.sarm_fit_episodes,
+                episodes=cfg.sarm_episodes,
+                perturbations=cfg.sarm_perturbations,
+                out=str(sarm_dir),
+                workers=cfg.workers,
+            ),
+            log=console.print,
+        )
     else:
         doc = json.loads((sarm_dir / "summary.json").read_text())
     print_summary(doc)
@@ -283,14 +335,30 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     console.rule("[bold]8. report")
     from studies.demo.report_md import write_report
 
-    report = write_report(cfg, root, metrics, discovery, control, steering, doc, probe_rows, verdict, timings,
-                           time.time() - t_all, vla)
+    report = write_report(
+        cfg,
+        root,
+        metrics,
+        discovery,
+        control,
+        steering,
+        doc,
+        probe_rows,
+        verdict,
+        timings,
+        time.time() - t_all,
+        vla,
+    )
     console.print(f"\nReport: {report.resolve()}")
-    console.print(f"Videos: {(root / 'steer_fragile' / 'videos').resolve()} and {(root / 'steer_rigid' / 'videos').resolve()}")
+    console.print(
+        f"Videos: {(root / 'steer_fragile' / 'videos').resolve()} and {(root / 'steer_rigid' / 'videos').resolve()}"
+    )
     return report
 
 
-def _steering_norms(exp: Any, store_dir: Path, material: str, max_rows: int = 20000) -> dict[str, float]:
+def _steering_norms(
+    exp: Any, store_dir: Path, material: str, max_rows: int = 20000
+) -> dict[str, float]:
     """Mean per-token ||Δh|| of each residual condition on stored image tokens of `material`,
     in units of ||dom||: shows which random control matches which steering in size."""
     import numpy as np
@@ -315,7 +383,9 @@ def _steering_norms(exp: Any, store_dir: Path, material: str, max_rows: int = 20
     return out
 
 
-def _discovery_control(cfg: DemoConfig, folder: Path, backend: Any, layer: int, sae_config: Any) -> dict[str, Any]:
+def _discovery_control(
+    cfg: DemoConfig, folder: Path, backend: Any, layer: int, sae_config: Any
+) -> dict[str, Any]:
     """Stages 1-3 again on a random-weight copy of the model (same images, SAE config, steps and
     threshold). A discovery that also finds fragility features here would be reading pixel
     statistics that any network passes through, not what the trained model learned."""
@@ -326,18 +396,29 @@ def _discovery_control(cfg: DemoConfig, folder: Path, backend: Any, layer: int, 
     if not marker_reads(path):
         import shutil
 
-        shutil.rmtree(folder / "store", ignore_errors=True)  # a half-written store from an interrupted run
+        shutil.rmtree(
+            folder / "store", ignore_errors=True
+        )  # a half-written store from an interrupted run
         store = collect_activations(random_weights_backend(backend, seed=0), layer, folder / "store", cfg.images,
                                     seed=1_000_000)  # fmt: skip
-        sae = train_sae(store, sae_config, TrainConfig(lr=cfg.sae_lr, steps=cfg.sae_steps, batch_size=1024, seed=0),
-                        progress=False).sae
+        sae = train_sae(
+            store,
+            sae_config,
+            TrainConfig(lr=cfg.sae_lr, steps=cfg.sae_steps, batch_size=1024, seed=0),
+            progress=False,
+        ).sae
         result = discover_store(sae, store, threshold=0.5, n_boot=300)
         top = result.features[0] if result.features else None
-        write_json(path, {
-            "model": store.load_metadata().column("model")[0].as_py(), "fve": evaluate(sae, store).fve,
-            "fragility": result.fragility, "threshold": result.threshold,
-            "strongest_feature": top.feature if top else None,
-            "strongest_material_score": top.material_score if top else 0.0,
-            "strongest_material_d": top.material_d if top else {},
-        })
+        write_json(
+            path,
+            {
+                "model": store.load_metadata().column("model")[0].as_py(),
+                "fve": evaluate(sae, store).fve,
+                "fragility": result.fragility,
+                "threshold": result.threshold,
+                "strongest_feature": top.feature if top else None,
+                "strongest_material_score": top.material_score if top else 0.0,
+                "strongest_material_d": top.material_d if top else {},
+            },
+        )
     return json.loads(path.read_text())

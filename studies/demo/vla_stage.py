@@ -42,10 +42,15 @@ def run_vla_stage(cfg: Any, root: Path, console: Console) -> dict[str, Any]:
         from studies.agent_eval import run_cells, run_pattern_control, summarize
 
         agent = VLAAgent("tiny-vla", tap_layer=None)
-        run = dict(seeds=cfg.vla_seeds_per_cell, first_seed=2_000_000, envs=4, max_steps=cfg.vla_max_steps)
+        run = dict(
+            seeds=cfg.vla_seeds_per_cell, first_seed=2_000_000, envs=4, max_steps=cfg.vla_max_steps
+        )
         rows = run_cells(agent, **run)
         control = run_pattern_control(agent, **run)
-        write_json(path, {"summary": summarize(rows, control), "episodes": rows, "control_episodes": control})
+        write_json(
+            path,
+            {"summary": summarize(rows, control), "episodes": rows, "control_episodes": control},
+        )
     out["closed_loop"] = json.loads(path.read_text())["summary"]
     _print_closed_loop(out["closed_loop"], console)
 

@@ -150,7 +150,9 @@ class SarmEvalConfig:
             raise ValueError(f"fpr={self.fpr!r}: must be in (0, 1)")
         self._check_calibration()
         if self.sweep_magnitudes and not self.sweep:
-            raise ValueError(f"sweep_magnitudes={list(self.sweep_magnitudes)} given without sweep: add --sweep")
+            raise ValueError(
+                f"sweep_magnitudes={list(self.sweep_magnitudes)} given without sweep: add --sweep"
+            )
         self.run_perturbations()  # ValueError naming a kind or magnitude the sweep cannot run
         if self.first_seed < 0:
             raise ValueError(f"first_seed={self.first_seed}: must be >= 0")
@@ -172,7 +174,11 @@ class SarmEvalConfig:
         kind of them at each of its sweep magnitudes (studies.sarm.sweep.expand_sweep)."""
         from studies.sarm.sweep import expand_sweep
 
-        return expand_sweep(self.perturbations, self.sweep_magnitudes) if self.sweep else list(self.perturbations)
+        return (
+            expand_sweep(self.perturbations, self.sweep_magnitudes)
+            if self.sweep
+            else list(self.perturbations)
+        )
 
     @property
     def model_id(self) -> str:
@@ -277,9 +283,19 @@ class SarmEvalConfig:
                 raise ValueError("scorer 'probe' needs probe_attacks: perturbations to train it on")
             for p in self.probe_attacks:
                 if parse_condition(p.replace(":contrast:", ":0:")).kind == "unsteered":
-                    raise ValueError(f"probe attack {p!r}: list perturbations (the probe's clean decisions are the fit run's)")
+                    raise ValueError(
+                        f"probe attack {p!r}: list perturbations (the probe's clean decisions are the fit run's)"
+                    )
         if "combined" in self.scorers:
-            bad = [p for p in self.combined_parts if p not in self.scorers or p in ("probe", "combined")]
-            if len(self.combined_parts) < 2 or len(set(self.combined_parts)) != len(self.combined_parts) or bad:
+            bad = [
+                p
+                for p in self.combined_parts
+                if p not in self.scorers or p in ("probe", "combined")
+            ]
+            if (
+                len(self.combined_parts) < 2
+                or len(set(self.combined_parts)) != len(self.combined_parts)
+                or bad
+            ):
                 raise ValueError(f"combined_parts {list(self.combined_parts)}: give at least 2 distinct scorers "
                                  f"among {[s for s in self.scorers if s not in ('probe', 'combined')]} (bad: {bad})")  # fmt: skip

@@ -49,7 +49,15 @@ from studies.sarm.data import COMPARED_CALIBRATIONS, decision_activations
 from studies.sarm.probe import DERIVED_SCORERS, derived_summary, fit_derived_scorers
 from studies.sarm.tables import print_summary
 
-__all__ = ["DEFAULT_PERTURBATIONS", "SARM_AGENTS", "SarmEvalConfig", "print_summary", "run_sarm_eval"]
+__all__ = [
+    "DEFAULT_PERTURBATIONS",
+    "SARM_AGENTS",
+    "SarmEvalConfig",
+    "print_summary",
+    "run_sarm_eval",
+]
+
+
 def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[str, Any]:
     """Fit and calibrate every scorer on the fit run; save them, the SAE and the TA2 vector.
 
@@ -70,8 +78,19 @@ def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[st
     split = cfg.seed_split()
     fit = [(a, material[seed]) for seed in split["fit"]
            for a in decision_activations(fit_dir, "unsteered", seed, cfg.tokens)]  # fmt: skip
-    calib = [decision_activations(fit_dir, "unsteered", seed, cfg.tokens) for seed in split["calibration"]]
-    layer = int(load_file(str(RunLog(fit_dir).episode_path("unsteered", cfg.fit_seeds[0], "activations", "safetensors")))["layer"])
+    calib = [
+        decision_activations(fit_dir, "unsteered", seed, cfg.tokens)
+        for seed in split["calibration"]
+    ]
+    layer = int(
+        load_file(
+            str(
+                RunLog(fit_dir).episode_path(
+                    "unsteered", cfg.fit_seeds[0], "activations", "safetensors"
+                )
+            )
+        )["layer"]
+    )
     meta = {"model": cfg.model_id, "layer": layer, "aggregate": cfg.aggregate}
     method = cfg.calibration_method
     settings = {"k": cfg.k, "fpr": cfg.fpr or 0.05, "alpha": cfg.alpha}
@@ -80,7 +99,9 @@ def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[st
         extra = {"steps": cfg.sae_steps} if kind == "sae" else {}
         s = make_scorer(kind, **meta, **extra).fit([a for a, _ in fit])
         per_episode = [s.score_many(e) for e in calib]  # clean calibration scores, per episode
-        s.calibration = calibrate_episodes(per_episode, method, seeds=split["calibration"], **settings)
+        s.calibration = calibrate_episodes(
+            per_episode, method, seeds=split["calibration"], **settings
+        )
         name = s.name.replace("/", "-")
         s.save(out / "scorers" / name)
         names.append(name)
@@ -105,7 +126,9 @@ def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[st
     marker = {**marker, "scorers": names + derived["names"], "calibrations": {**table, **derived["calibrations"]},
               **derived["marker"]}  # fmt: skip
     write_json(out / "scorers" / "fit.json", marker)
-    log(f"fit: {len(fit)} + {n_calib} clean decisions ({len(calib)} calibration episodes), layer {layer}, d {marker['d']}")
+    log(
+        f"fit: {len(fit)} + {n_calib} clean decisions ({len(calib)} calibration episodes), layer {layer}, d {marker['d']}"
+    )
     return marker
 
 
@@ -152,7 +175,10 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print, progress: bool = False)
     out = Path(cfg.out)
     marker_path = out / "scorers" / "fit.json"
     marker = json.loads(marker_path.read_text()) if marker_reads(marker_path) else None
-    if marker is not None and marker.get("calibration", cfg.calibration_settings()) != cfg.calibration_settings():
+    if (
+        marker is not None
+        and marker.get("calibration", cfg.calibration_settings()) != cfg.calibration_settings()
+    ):
         raise ValueError(f"{out} was calibrated with {marker['calibration']}, not {cfg.calibration_settings()}: "
                          "its eval episodes used those thresholds; choose another --name")  # fmt: skip
     fit_dir = run_experiment(cfg.experiment("fit", cfg.fit_seeds, ["unsteered"]), progress=progress)
@@ -168,17 +194,29 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print, progress: bool = False)
     eval_dir = run_experiment(eval_cfg, progress=progress)
     from monitors.scorers import load_scorer
 
-    thresholds = {n: load_scorer(d).threshold for n, d in zip(marker["scorers"], scorer_dirs, strict=True)}
+    thresholds = {
+        n: load_scorer(d).threshold for n, d in zip(marker["scorers"], scorer_dirs, strict=True)
+    }
     log("thresholds: " + ", ".join(f"{n} {t:.4g}" for n, t in thresholds.items()))
     records = records_from_run(eval_dir, marker["scorers"])
-    summary = summarize(records, thresholds, n_boot=cfg.n_boot, calibrations=marker.get("calibrations"))
-    summary.update(derived_summary(summary, marker, perturbations))  # probe: trained vs held-out kinds
+    summary = summarize(
+        records, thresholds, n_boot=cfg.n_boot, calibrations=marker.get("calibrations")
+    )
+    summary.update(
+        derived_summary(summary, marker, perturbations)
+    )  # probe: trained vs held-out kinds
     labels = sweep_labels(dict(zip(given, perturbations, strict=True)))
-    summary["sweep"] = summarize_sweep(records, thresholds, labels, window=cfg.window, n_boot=cfg.n_boot)
-    if marker.get("combined"):  # how the combined scorer trades one attack kind's detection for another's
+    summary["sweep"] = summarize_sweep(
+        records, thresholds, labels, window=cfg.window, n_boot=cfg.n_boot
+    )
+    if marker.get(
+        "combined"
+    ):  # how the combined scorer trades one attack kind's detection for another's
         from studies.sarm.tradeoff import combined_tradeoff
 
-        summary["tradeoff"] = combined_tradeoff(cfg, fit_dir, records, thresholds, marker["combined"])
+        summary["tradeoff"] = combined_tradeoff(
+            cfg, fit_dir, records, thresholds, marker["combined"]
+        )
     doc = {
         "config": asdict(cfg), "layer": marker["layer"], "d": marker["d"], "seconds": time.time() - t0,
         "seed_split": marker.get("seed_split"), "calibration": marker.get("calibration"),

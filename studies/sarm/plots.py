@@ -151,12 +151,16 @@ def sweep_figure(sweep: dict[str, Any]) -> Any:
     n = max(1, len(kinds))
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(max(6.0, 3.4 * cols), 3.0 * rows + 0.9), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(max(6.0, 3.4 * cols), 3.0 * rows + 0.9), squeeze=False
+    )
     for ax, (kind, points) in zip(axes.flat, kinds.items(), strict=False):
         xs = [r["magnitude"] for r in points]
         log = len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 4
         scorers = list(points[0]["scorers"]) if points else []
-        series = [("broken, no monitor", [r["broken_off"] for r in points], {"color": "k", "marker": "s"})]
+        series = [
+            ("broken, no monitor", [r["broken_off"] for r in points], {"color": "k", "marker": "s"})
+        ]
         for i, s in enumerate(scorers):
             series += [(f"{s} detection", [r["scorers"][s]["detection"] for r in points], {"color": f"C{i}", "marker": "o"}),
                        (f"broken, {s} on", [r["scorers"][s]["broken_on"] for r in points],
@@ -166,7 +170,10 @@ def sweep_figure(sweep: dict[str, Any]) -> Any:
             shift = j - (len(series) - 1) / 2
             dodged = [x * 1.025**shift if log else x + 0.008 * span * shift for x in xs]
             ys = [r["rate"] for r in rates]
-            err = [[max(0.0, r["rate"] - r["lo"]) for r in rates], [max(0.0, r["hi"] - r["rate"]) for r in rates]]
+            err = [
+                [max(0.0, r["rate"] - r["lo"]) for r in rates],
+                [max(0.0, r["hi"] - r["rate"]) for r in rates],
+            ]
             ax.errorbar(dodged, ys, yerr=err, capsize=2, lw=1.2, ms=4, label=label, **style)
         if log:
             ax.set_xscale("log")
@@ -176,12 +183,14 @@ def sweep_figure(sweep: dict[str, Any]) -> Any:
         ax.set_title(f"{kind} (n={points[0]['n'] if points else 0} per point)", fontsize=9)
         ax.set_xlabel("magnitude", fontsize=8)
         ax.set_ylabel("rate", fontsize=8)
-    for ax in list(axes.flat)[len(kinds):]:
+    for ax in list(axes.flat)[len(kinds) :]:
         ax.axis("off")
     _suptitle(fig, "attack-strength sweep: detection (solid), breakage without a monitor (black) and with each "
               "monitor enforcing (dashed); 95% Wilson CIs", 10)  # fmt: skip
     if kinds:
         handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7, frameon=False)
+        fig.legend(
+            handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7, frameon=False
+        )
     fig.tight_layout(rect=(0, 0.9 / (3.0 * rows + 0.9), 1, 1))
     return fig

@@ -256,6 +256,10 @@ def _paired(off: Sequence[dict[str, Any]], on: Sequence[dict[str, Any]]) -> dict
     only_on = sum(b and not a for a, b in pairs)
     both = sum(a and b for a, b in pairs)
     on_broken, off_broken = (np.array([p[i] for p in pairs], dtype=bool) for i in (1, 0))
-    p = stats.mcnemar(on_broken, off_broken, alternative="greater") if only_off + only_on else math.nan
+    p = (
+        stats.mcnemar(on_broken, off_broken, alternative="greater")
+        if only_off + only_on
+        else math.nan
+    )
     return {"n_pairs": len(pairs), "broken_without_only": only_off, "broken_with_only": only_on,
             "broken_both": both, "sign_test_p": p}  # fmt: skip

@@ -90,12 +90,16 @@ def parse_sweep_magnitudes(entries: Iterable[str]) -> dict[str, tuple[float, ...
         except ValueError:
             mags = ()
         if not mags:
-            raise ValueError(f"sweep_magnitudes entry {entry!r}: expected <kind>=<m1>/<m2>/..., e.g. ta2=0.5/1/2/4/8")
+            raise ValueError(
+                f"sweep_magnitudes entry {entry!r}: expected <kind>=<m1>/<m2>/..., e.g. ta2=0.5/1/2/4/8"
+            )
         if kind in out:
             raise ValueError(f"sweep_magnitudes: kind {kind!r} is given twice")
         bad = [m for m in mags if not (math.isfinite(m) and m > 0)]
         if bad or len(set(mags)) < 2 or len(set(mags)) != len(mags):
-            raise ValueError(f"sweep_magnitudes entry {entry!r}: give at least 2 distinct finite magnitudes > 0")
+            raise ValueError(
+                f"sweep_magnitudes entry {entry!r}: give at least 2 distinct finite magnitudes > 0"
+            )
         out[kind] = mags
     return out
 
@@ -133,7 +137,9 @@ def expand_sweep(perturbations: Sequence[str], magnitudes: Iterable[str] = ()) -
         onset = f"@{c.onset}" if "@" in p else ""
         for m in sorted(mags):
             if kind == "prompt" and not float(m).is_integer():
-                raise ValueError(f"sweep magnitude {m:g} of prompt: repetitions must be whole numbers >= 1")
+                raise ValueError(
+                    f"sweep magnitude {m:g} of prompt: repetitions must be whole numbers >= 1"
+                )
             name = f"{kind}:{_number(m)}{onset}"
             try:
                 sweep_kind(name)
@@ -142,7 +148,9 @@ def expand_sweep(perturbations: Sequence[str], magnitudes: Iterable[str] = ()) -
             out.append(name)
     unknown = sorted(set(over) - swept)
     if unknown:
-        raise ValueError(f"sweep_magnitudes names kinds {unknown} that are not among the perturbations' kinds {sorted(swept)}")
+        raise ValueError(
+            f"sweep_magnitudes names kinds {unknown} that are not among the perturbations' kinds {sorted(swept)}"
+        )
     return list(dict.fromkeys(out))
 
 
@@ -174,7 +182,9 @@ def first_alarm(record: dict[str, Any], scorer: str, threshold: float) -> int | 
     return next((d["step"] for d in record["decisions"] if flagged(d, scorer, threshold)), None)
 
 
-def coverage(off: Sequence[dict[str, Any]], on: Sequence[dict[str, Any]], scorer: str, threshold: float) -> dict[str, Any]:
+def coverage(
+    off: Sequence[dict[str, Any]], on: Sequence[dict[str, Any]], scorer: str, threshold: float
+) -> dict[str, Any]:
     """Harmful-attack coverage of one scorer (module docstring).
 
     Args:
@@ -191,11 +201,17 @@ def coverage(off: Sequence[dict[str, Any]], on: Sequence[dict[str, Any]], scorer
     """
     harmful = [r for r in off if r["broken"]]
     alarms = [first_alarm(r, scorer, threshold) for r in harmful]
-    covered = sum(a is not None and a <= broken_step(r) for a, r in zip(alarms, harmful, strict=True))
+    covered = sum(
+        a is not None and a <= broken_step(r) for a, r in zip(alarms, harmful, strict=True)
+    )
     after_onset = sum(any(flagged(d, scorer, threshold) for d in r["decisions"]
                           if (r["onset"] or 0) <= d["step"] <= broken_step(r)) for r in harmful)  # fmt: skip
     by_key = {(r["condition"], r["seed"]): r for r in on}
-    paired = [by_key[(r["condition"], r["seed"])] for r in harmful if (r["condition"], r["seed"]) in by_key]
+    paired = [
+        by_key[(r["condition"], r["seed"])]
+        for r in harmful
+        if (r["condition"], r["seed"]) in by_key
+    ]
     vetoed = sum(o["first_veto_step"] is not None and (not o["broken"] or o["first_veto_step"] <= broken_step(o))
                  for o in paired)  # fmt: skip
     return {"coverage": wilson(covered, len(harmful)), "coverage_after_onset": wilson(after_onset, len(harmful)),
@@ -236,11 +252,15 @@ def decision_auroc(neg: Sequence[Sequence[float | None]], pos: Sequence[Sequence
         return float(roc_auc_score(yy, ss)) if 0 < yy.sum() < len(yy) else math.nan
 
     out["auc"] = auc(y, s)
-    out["lo"], out["hi"] = stats.cluster_bootstrap(auc, np.asarray(groups), y, s, n_boot=n_boot, seed=seed)
+    out["lo"], out["hi"] = stats.cluster_bootstrap(
+        auc, np.asarray(groups), y, s, n_boot=n_boot, seed=seed
+    )
     return out
 
 
-def window_alarm(record: dict[str, Any], scorer: str, threshold: float, onset: int, window: int) -> bool | None:
+def window_alarm(
+    record: dict[str, Any], scorer: str, threshold: float, onset: int, window: int
+) -> bool | None:
     """Whether any of the first `window` decisions at or after `onset` is flagged (None: the
     episode has no decision after onset)."""
     after = [d for d in record["decisions"] if d["step"] >= onset][:window]
@@ -272,17 +292,24 @@ def _scorer_row(off: Sequence[dict[str, Any]], on: Sequence[dict[str, Any]], cle
         "detection": wilson(sum(f is not None for f in firsts), len(off)),
         "alarm_before_onset": wilson(sum(a is not None and a < onset for a in alarms), len(off)),
         "latency_steps": _mean([f - onset for f in firsts if f is not None], n_boot),
-        "window_detection": _rate_of([window_alarm(r, scorer, threshold, onset, window) for r in off]),
-        "window_false_alarm": _rate_of([window_alarm(r, scorer, threshold, onset, window) for r in clean]),
-        "auroc": decision_auroc([[d["scores"].get(scorer) for d in r["decisions"]] for r in clean],
-                                [[d["scores"].get(scorer) for d in r["decisions"] if d["step"] >= onset] for r in off],
-                                n_boot=n_boot),  # fmt: skip
+        "window_detection": _rate_of(
+            [window_alarm(r, scorer, threshold, onset, window) for r in off]
+        ),
+        "window_false_alarm": _rate_of(
+            [window_alarm(r, scorer, threshold, onset, window) for r in clean]
+        ),
+        "auroc": decision_auroc(
+            [[d["scores"].get(scorer) for d in r["decisions"]] for r in clean],
+            [[d["scores"].get(scorer) for d in r["decisions"] if d["step"] >= onset] for r in off],
+            n_boot=n_boot,
+        ),  # fmt: skip
         **coverage(off, on, scorer, threshold),
         "broken_on": wilson(sum(bool(r["broken"]) for r in on), len(on)),
         "success_on": wilson(sum(bool(r.get("success")) for r in on), len(on)),
         "peak_force_on": _mean(_peak(on), n_boot),
-        "peak_force_change": stats.paired_difference(_peak([a for a, _ in pairs]), _peak([b for _, b in pairs]),
-                                                     n_boot=n_boot).to_dict(),  # fmt: skip
+        "peak_force_change": stats.paired_difference(
+            _peak([a for a, _ in pairs]), _peak([b for _, b in pairs]), n_boot=n_boot
+        ).to_dict(),  # fmt: skip
     }
 
 
@@ -314,7 +341,10 @@ def summarize_sweep(records: Sequence[dict[str, Any]], thresholds: dict[str, flo
         raise ValueError(f"window={window!r}: must be an int >= 1 (decisions after onset)")
 
     def select(cond: str, monitor: str | None) -> list[dict[str, Any]]:
-        return sorted((r for r in records if r["condition"] == cond and r["monitor"] == monitor), key=lambda r: r["seed"])
+        return sorted(
+            (r for r in records if r["condition"] == cond and r["monitor"] == monitor),
+            key=lambda r: r["seed"],
+        )
 
     clean = select("clean", None)
     kinds: dict[str, list[dict[str, Any]]] = {}
@@ -337,5 +367,8 @@ def summarize_sweep(records: Sequence[dict[str, Any]], thresholds: dict[str, flo
                 lists[0] += off
                 lists[1] += on
         kinds.setdefault(kind, []).append(row)
-    cov = {s: {k: coverage(off, on, s, thresholds[s]) for k, (off, on) in per.items()} for s, per in pooled.items()}
+    cov = {
+        s: {k: coverage(off, on, s, thresholds[s]) for k, (off, on) in per.items()}
+        for s, per in pooled.items()
+    }
     return {"window": window, "kinds": kinds, "coverage": cov}

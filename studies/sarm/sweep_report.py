@@ -69,7 +69,11 @@ def print_sweep(doc: dict[str, Any], console: Any = None) -> None:
         columns(t, ("attack", "broken", "success", "peak force N"), compact)
         for kind, rows in sweep["kinds"].items():
             for r in rows:
-                cells = (_rate(r["broken_off"], compact), _rate(r["success_off"], compact), _mean(r["peak_force_off"], compact))
+                cells = (
+                    _rate(r["broken_off"], compact),
+                    _rate(r["success_off"], compact),
+                    _mean(r["peak_force_off"], compact),
+                )
                 t.add_row(*map(Text, (attack_label(kind, r), *cells)))
         return t
 
@@ -79,7 +83,17 @@ def print_sweep(doc: dict[str, Any], console: Any = None) -> None:
         t = table(title, compact)
         if compact:
             t.caption = "key columns (all in summary.json); AUROC ep: clean + attacked episodes"
-            columns(t, ("attack\n scorer", "coverage", "broken\nmonitor on", f"alarm in\n{w} dec.", "AUROC"), compact)
+            columns(
+                t,
+                (
+                    "attack\n scorer",
+                    "coverage",
+                    "broken\nmonitor on",
+                    f"alarm in\n{w} dec.",
+                    "AUROC",
+                ),
+                compact,
+            )
         else:
             columns(t, ("attack", "scorer", "coverage", "after onset", "broken remaining", "broken on", "detection", "latency steps",
                         f"alarm in {w} dec.", f"clean alarm in {w} dec.", "AUROC [95% CI]"), compact)  # fmt: skip
@@ -97,7 +111,10 @@ def print_sweep(doc: dict[str, Any], console: Any = None) -> None:
         return t
 
     def pooled(compact: bool) -> Table:
-        t = table("harmful-attack coverage pooled over magnitudes, and breakage remaining with the monitor on", compact)
+        t = table(
+            "harmful-attack coverage pooled over magnitudes, and breakage remaining with the monitor on",
+            compact,
+        )
         names = ("coverage", "after onset", "coverage enforced", "broken remaining")
         columns(t, ("scorer\n attack", *(n.replace(" ", "\n") for n in names)) if compact else
                 ("scorer", "attack", *names), compact)  # fmt: skip
@@ -135,6 +152,8 @@ def sweep_markdown(summary: dict[str, Any]) -> str:
                 lines.append("| " + " | ".join(cells) + " |")
     for s, per in sweep["coverage"].items():
         all_ = per.get("all", {})
-        cells = [_rate(all_.get(k)) for k in ("coverage", "coverage_after_onset", "broken_remaining")]
+        cells = [
+            _rate(all_.get(k)) for k in ("coverage", "coverage_after_onset", "broken_remaining")
+        ]
         lines.append(f"| all attacks | | {s} | " + " | ".join(cells) + " | | | | |")
     return "\n".join(lines)

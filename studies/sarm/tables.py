@@ -46,18 +46,34 @@ def print_summary(doc: dict[str, Any], console: Any = None) -> None:
     def auc(a: dict[str, Any], compact: bool) -> str:
         if a["auc"] is None or not math.isfinite(a["auc"]):
             return "–"
-        lo, hi = ("–" if x is None or not math.isfinite(x) else f"{x:.2f}" for x in (a["lo"], a["hi"]))
-        return f"{a['auc']:.2f}\n[{lo}, {hi}]\nn={a['n_neg']}+{a['n_pos']}" if compact else f"{a['auc']:.2f} [{lo},{hi}]"
+        lo, hi = (
+            "–" if x is None or not math.isfinite(x) else f"{x:.2f}" for x in (a["lo"], a["hi"])
+        )
+        return (
+            f"{a['auc']:.2f}\n[{lo}, {hi}]\nn={a['n_neg']}+{a['n_pos']}"
+            if compact
+            else f"{a['auc']:.2f} [{lo},{hi}]"
+        )
 
     def clean(compact: bool) -> Table:
         agent = "VLA" if doc.get("config", {}).get("agent") == "vla" else "planner"
-        t = table(f"clean episodes: false positives ({agent}, layer {doc['layer']}, 95% Wilson CI)", compact)
+        t = table(
+            f"clean episodes: false positives ({agent}, layer {doc['layer']}, 95% Wilson CI)",
+            compact,
+        )
         t.add_column("scorer\n threshold" if compact else "scorer", overflow="fold")
         cols = ("FPR episodes", "FPR steps", "FPR decisions", "broken fragile (on)")
         for col in cols if compact else ("threshold", *cols):
-            t.add_column(col.replace(" ", "\n", 1) if compact else col, no_wrap=compact, justify="right" if compact else "left")
+            t.add_column(
+                col.replace(" ", "\n", 1) if compact else col,
+                no_wrap=compact,
+                justify="right" if compact else "left",
+            )
         for s, r in summ["clean"].items():
-            rates = [_rate(r[k], compact) for k in ("fpr_episode", "fpr_step", "fpr_decision", "broken_fragile_on")]
+            rates = [
+                _rate(r[k], compact)
+                for k in ("fpr_episode", "fpr_step", "fpr_decision", "broken_fragile_on")
+            ]
             name = [f"{s}\n {r['threshold']:.4g}"] if compact else [s, f"{r['threshold']:.4g}"]
             t.add_row(*map(Text, [*name, *rates]))  # Text: no markup or emoji codes in names
         return t
@@ -87,37 +103,69 @@ def print_summary(doc: dict[str, Any], console: Any = None) -> None:
         return t
 
     def alarms(compact: bool) -> Table:
-        t = table("clean false alarms: realised (unmonitored clean episodes, 95% Wilson CI) vs promised α", compact)
+        t = table(
+            "clean false alarms: realised (unmonitored clean episodes, 95% Wilson CI) vs promised α",
+            compact,
+        )
         t.add_column("scorer\n calibration" if compact else "scorer", overflow="fold")
         cols = ("threshold", "promised α", "per episode", "per decision")
         for col in cols if compact else ("calibration", *cols):
-            t.add_column(col.replace(" ", "\n", 1) if compact else col, no_wrap=compact, justify="right" if compact else "left")
+            t.add_column(
+                col.replace(" ", "\n", 1) if compact else col,
+                no_wrap=compact,
+                justify="right" if compact else "left",
+            )
         for s, methods in summ.get("false_alarms", {}).items():
             for method, r in methods.items():
                 name = method + (" (on)" if r.get("enforced") else "")
                 thr = "–" if r.get("threshold") is None else f"{r['threshold']:.4g}"
                 alpha = "–" if r.get("alpha") is None else f"{r['alpha']:.3g} / {r['unit']}"
                 rates = [_rate(r[k], compact) if k in r else "–" for k in ("episode", "decision")]
-                t.add_row(*map(Text, [f"{s}\n {name}"] if compact else [s, name]), *map(Text, [thr, alpha, *rates]))
+                t.add_row(
+                    *map(Text, [f"{s}\n {name}"] if compact else [s, name]),
+                    *map(Text, [thr, alpha, *rates]),
+                )
         return t
 
     def outcomes(compact: bool) -> Table:
         policy = doc.get("config", {}).get("on_veto", "?")
-        t = table(f"success and breakage (all materials), monitor off vs on (on_veto={policy})", compact)
+        t = table(
+            f"success and breakage (all materials), monitor off vs on (on_veto={policy})", compact
+        )
         t.add_column("condition\n scorer" if compact else "condition", overflow="fold")
         fallback = policy == "fallback" and not compact
-        cols = ("success off", "success on", "broken off", "broken on", *(("fallback",) if fallback else ()))
+        cols = (
+            "success off",
+            "success on",
+            "broken off",
+            "broken on",
+            *(("fallback",) if fallback else ()),
+        )
         for col in ("scorer", *cols) if not compact else cols:
-            t.add_column(col.replace(" ", "\n", 1) if compact else col, no_wrap=compact, justify="right" if compact else "left")
+            t.add_column(
+                col.replace(" ", "\n", 1) if compact else col,
+                no_wrap=compact,
+                justify="right" if compact else "left",
+            )
         for cond in ["clean", *order]:
             off = summ["clean_outcomes_off"] if cond == "clean" else summ["perturbations"][cond]
             for s in summ["clean"]:
                 r = summ["clean"][s] if cond == "clean" else summ["perturbations"][cond][s]
                 if "success_on" not in r:
                     continue
-                rates = [_rate(x, compact) for x in (off["success_off"], r["success_on"], off["broken_off"], r["broken_on"])]
+                rates = [
+                    _rate(x, compact)
+                    for x in (
+                        off["success_off"],
+                        r["success_on"],
+                        off["broken_off"],
+                        r["broken_on"],
+                    )
+                ]
                 head = [f"{cond}\n {s}"] if compact else [cond, s]
-                t.add_row(*map(Text, [*head, *rates, *([_rate(r["fallback_on"])] if fallback else [])]))
+                t.add_row(
+                    *map(Text, [*head, *rates, *([_rate(r["fallback_on"])] if fallback else [])])
+                )
         return t
 
     for build in (clean, alarms, perturbed, outcomes):

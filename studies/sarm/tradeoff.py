@@ -39,7 +39,9 @@ DEFAULT_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 def weighted(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     """s_w = max(w·a, (1 − w)·b) of normalised part scores (same shape)."""
-    return np.maximum(w * np.asarray(a, dtype=np.float64), (1.0 - w) * np.asarray(b, dtype=np.float64))
+    return np.maximum(
+        w * np.asarray(a, dtype=np.float64), (1.0 - w) * np.asarray(b, dtype=np.float64)
+    )
 
 
 def _first_alarm(record: dict[str, Any], parts: tuple[str, str], scale: tuple[float, float], w: float,
@@ -87,10 +89,16 @@ def tradeoff_curve(
 
     for p in parts:
         if p not in calib_scores or p not in part_thresholds:
-            raise ValueError(f"part {p!r}: expected calibration scores and a threshold for it; have {sorted(calib_scores)}")
+            raise ValueError(
+                f"part {p!r}: expected calibration scores and a threshold for it; have {sorted(calib_scores)}"
+            )
     a_eps, b_eps = ([np.asarray(e, dtype=np.float64) for e in calib_scores[p]] for p in parts)
-    if len(a_eps) != len(b_eps) or any(x.shape != y.shape for x, y in zip(a_eps, b_eps, strict=True)):
-        raise ValueError(f"parts {list(parts)}: calibration scores must cover the same episodes and decisions")
+    if len(a_eps) != len(b_eps) or any(
+        x.shape != y.shape for x, y in zip(a_eps, b_eps, strict=True)
+    ):
+        raise ValueError(
+            f"parts {list(parts)}: calibration scores must cover the same episodes and decisions"
+        )
     bad = [w for w in weights if not 0.0 <= float(w) <= 1.0]
     if bad:
         raise ValueError(f"weights {bad}: each must be in [0, 1]")
@@ -103,12 +111,17 @@ def tradeoff_curve(
             attacked.setdefault(r["condition"], []).append(r)
     rows = []
     for w in map(float, weights):
-        per_episode = [weighted(x / scale[0], y / scale[1], w) for x, y in zip(a_eps, b_eps, strict=True)]
+        per_episode = [
+            weighted(x / scale[0], y / scale[1], w) for x, y in zip(a_eps, b_eps, strict=True)
+        ]
         thr = float(calibrate_episodes(per_episode, method, **settings).threshold)
         alarms = [_first_alarm(r, parts, scale, w, thr) for r in clean]
         detection, pooled = {}, {}
         for cond, recs in sorted(attacked.items()):
-            hits = [(s := _first_alarm(r, parts, scale, w, thr)) is not None and s >= (r["onset"] or 0) for r in recs]
+            hits = [
+                (s := _first_alarm(r, parts, scale, w, thr)) is not None and s >= (r["onset"] or 0)
+                for r in recs
+            ]
             detection[cond] = wilson(sum(hits), len(hits))
             pooled.setdefault(sweep_kind(cond)[0], []).extend(hits)
         rows.append({"w": w, "threshold": thr, "clean_alarm": wilson(sum(a is not None for a in alarms), len(alarms)),
@@ -136,13 +149,25 @@ def combined_tradeoff(cfg: Any, fit_dir: Path, records: Sequence[dict[str, Any]]
     calib = {}
     for p in parts:
         scorer = load_scorer(Path(cfg.out) / "scorers" / p)
-        calib[p] = [scorer.score_many(decision_activations(fit_dir, "unsteered", s, cfg.tokens)) for s in split["calibration"]]
-    settings = {"k": cfg.k, "fpr": cfg.fpr or 0.05, "alpha": cfg.alpha, "seeds": split["calibration"]}
-    rows = tradeoff_curve(records, calib, parts, thresholds, cfg.calibration_method, weights, **settings)
+        calib[p] = [
+            scorer.score_many(decision_activations(fit_dir, "unsteered", s, cfg.tokens))
+            for s in split["calibration"]
+        ]
+    settings = {
+        "k": cfg.k,
+        "fpr": cfg.fpr or 0.05,
+        "alpha": cfg.alpha,
+        "seeds": split["calibration"],
+    }
+    rows = tradeoff_curve(
+        records, calib, parts, thresholds, cfg.calibration_method, weights, **settings
+    )
     return {"parts": list(parts), "method": cfg.calibration_method, "rows": rows}
 
 
-def plot_tradeoff(rows: Sequence[dict[str, Any]], path: str | Path, x: str | None = None, y: str | None = None) -> Path:
+def plot_tradeoff(
+    rows: Sequence[dict[str, Any]], path: str | Path, x: str | None = None, y: str | None = None
+) -> Path:
     """Detection of attack kind `y` against kind `x` along the curve, pooled over magnitudes
     (95% Wilson CIs as bars, each point labelled with its w); defaults: a frame corruption
     (noise, occlusion, color) on x and an activation attack on y. Returns the PNG's path."""
@@ -171,7 +196,13 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], path: str | Path, x: str | Non
         for r, dx, dy in zip(rows, xs, ys, strict=True):
             ax.errorbar(dx["rate"], dy["rate"], xerr=[[dx["rate"] - dx["lo"]], [dx["hi"] - dx["rate"]]],
                         yerr=[[dy["rate"] - dy["lo"]], [dy["hi"] - dy["rate"]]], fmt="o", color="C0", alpha=0.6)  # fmt: skip
-            ax.annotate(f"w={r['w']:g}", (dx["rate"], dy["rate"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(
+                f"w={r['w']:g}",
+                (dx["rate"], dy["rate"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
         ax.plot([d["rate"] for d in xs], [d["rate"] for d in ys], color="C0", lw=1)
         n = xs[0]["n"], ys[0]["n"]
         ax.set_xlabel(f"detection of {x} (n={n[0]})")

@@ -98,7 +98,9 @@ class VLAStudyConfig:
     sae_lr: float | None = None
     sae_levels: list[float] | None = None
     dom_scales: list[float] = field(default_factory=lambda: [0.25, 0.5])
-    neuron_words: list[str] = field(default_factory=lambda: ["quickly", "slowly", "gently", "firmly"])
+    neuron_words: list[str] = field(
+        default_factory=lambda: ["quickly", "slowly", "gently", "firmly"]
+    )
     neuron_value: float = 5.0
     videos: int = 0
     executor: str = "processes"
@@ -132,25 +134,42 @@ class VLAStudyConfig:
         checks, and that cached resources were made with the same settings)."""
         from agents.vla_model import HANDLING_WORDS
 
-        for name, low in (("seeds", 2), ("max_steps", 1), ("images", 16), ("sae_steps", 1), ("videos", 0)):
+        for name, low in (
+            ("seeds", 2),
+            ("max_steps", 1),
+            ("images", 16),
+            ("sae_steps", 1),
+            ("videos", 0),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r} is not allowed: it must be an int >= {low}")
         if not self.name or "/" in self.name:
             raise ValueError(f"name={self.name!r}: a folder name without '/'")
         if not self.sae_expansion > 0 or (self.sae_lr is not None and not 0 < self.sae_lr < 1):
-            raise ValueError(f"sae_expansion={self.sae_expansion} must be > 0 and sae_lr={self.sae_lr} in (0, 1)")
+            raise ValueError(
+                f"sae_expansion={self.sae_expansion} must be > 0 and sae_lr={self.sae_lr} in (0, 1)"
+            )
         if self.material not in OWN_LEVEL:
             raise ValueError(f"material={self.material!r}: allowed {list(OWN_LEVEL)}")
         levels, own = list(self.levels), OWN_LEVEL[self.material]
         toward = all(self.direction * (own - x) > 0 for x in levels)  # on the other material's side
-        if len(levels) < 2 or len(set(levels)) != len(levels) or not all(math.isfinite(x) for x in levels) or not toward:
+        if (
+            len(levels) < 2
+            or len(set(levels)) != len(levels)
+            or not all(math.isfinite(x) for x in levels)
+            or not toward
+        ):
             side = ("X < 1 (toward rigid: 0 = rigid level, < 0 beyond it)" if self.material == "fragile"
                     else "X > 0 (toward fragile: 1 = fragile level, > 1 beyond it)")  # fmt: skip
             raise ValueError(f"sae_levels={self.sae_levels}: on {self.material} objects give at least 2 distinct "
                              f"finite levels {side}")  # fmt: skip
         scales = list(self.dom_scales)
-        if not scales or len(set(scales)) != len(scales) or not all(math.isfinite(m) and m > 0 for m in scales):
+        if (
+            not scales
+            or len(set(scales)) != len(scales)
+            or not all(math.isfinite(m) and m > 0 for m in scales)
+        ):
             raise ValueError(f"dom_scales={scales}: give at least 1 distinct finite magnitude > 0")
         unknown = [w for w in self.neuron_words if w not in HANDLING_WORDS]
         if unknown or len(set(self.neuron_words)) != len(self.neuron_words):

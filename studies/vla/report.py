@@ -18,7 +18,9 @@ COLUMNS = (("peak_grip_force", "grip N", 1, ".1f"), ("grip_command", "grip cmd",
            ("success", "success", 100, ".0f%"))  # fmt: skip
 
 
-def _cell(e: dict[str, Any] | None, scale: float = 1, fmt: str = ".3g", signed: bool = False) -> str:
+def _cell(
+    e: dict[str, Any] | None, scale: float = 1, fmt: str = ".3g", signed: bool = False
+) -> str:
     """Value over its [low, high] on two lines, times `scale` in format `fmt` (a trailing "%"
     is printed), or "–" when there is none."""
     if not e or not e.get("n") or e["value"] is None or math.isnan(e["value"]):
@@ -37,7 +39,9 @@ def conditions_table(summary: dict[str, Any]) -> Table:
         t.add_column(header, no_wrap=True, justify="right")
     for r in summary["conditions"]:
         cells = (_cell(r.get(k), scale, fmt) for k, _, scale, fmt in COLUMNS)
-        name = "\n".join(r["condition"][i : i + 13] for i in range(0, len(r["condition"]), 13))  # fits 80 columns
+        name = "\n".join(
+            r["condition"][i : i + 13] for i in range(0, len(r["condition"]), 13)
+        )  # fits 80 columns
         t.add_row(Text(f"{name}\nn={r['n']}"), *map(Text, cells))
     return t
 
@@ -72,12 +76,24 @@ def acceptance_table(summary: dict[str, Any]) -> Table:
         t.add_column(col, overflow="fold")
     sep = ", ".join(f"{s:g}" for s in d["separated_intermediates"]) or "none"
     f = d["flags"]
-    d = {k: (float("nan") if v is None else v) for k, v in d.items()}  # summary.json writes NaN as null
-    need = f">= {acc['spearman_rho_min']:g}" if d.get("direction", 1) > 0 else f"<= -{acc['spearman_rho_min']:g}"
-    t.add_row("SAE monotone", f"rho {d['spearman_rho']:.2f} (p {d['spearman_p']:.2g}); need {need}",
-              _flag(f["monotone"]))
-    t.add_row("SAE graded", f"separated strengths: {sep}; need >= {acc['min_separated_intermediates']}",
-              _flag(f["graded"]))
+    d = {
+        k: (float("nan") if v is None else v) for k, v in d.items()
+    }  # summary.json writes NaN as null
+    need = (
+        f">= {acc['spearman_rho_min']:g}"
+        if d.get("direction", 1) > 0
+        else f"<= -{acc['spearman_rho_min']:g}"
+    )
+    t.add_row(
+        "SAE monotone",
+        f"rho {d['spearman_rho']:.2f} (p {d['spearman_p']:.2g}); need {need}",
+        _flag(f["monotone"]),
+    )
+    t.add_row(
+        "SAE graded",
+        f"separated strengths: {sep}; need >= {acc['min_separated_intermediates']}",
+        _flag(f["graded"]),
+    )
     if "breakage_rises" in f:  # fragile objects only
         t.add_row("breakage", f"{_cell(d['broken_unsteered'], 100, '.0f%')} → {_cell(d['broken_strongest'], 100, '.0f%')}"
                   .replace("\n", " ") + f" (paired p {d['broken_change_p']:.2g}); need <= "
@@ -90,7 +106,9 @@ def acceptance_table(summary: dict[str, Any]) -> Table:
         figures = f"Δcarry {_cell(n['carry_speed_change'], 100, '.1f', True)}".replace("\n", " ")
         flags, p = n["flags"], n["carry_speed_p"]
         if word.startswith("random"):  # the control passes when it does NOT move the speed
-            t.add_row(f"{word} cluster", f"{figures} cm/s, p {_p(p)}", _flag(not flags["significant"]))
+            t.add_row(
+                f"{word} cluster", f"{figures} cm/s, p {_p(p)}", _flag(not flags["significant"])
+            )
             continue
         ok = flags.get("expected_direction", flags["significant"])
         t.add_row(f"neuron {word}", f"{figures} cm/s, p {_p(p)}", _flag(ok))
@@ -127,7 +145,12 @@ def plot_dose_response(summary: dict[str, Any], path: Path) -> Path:
               ("release_height", "release height (m)"), ("broken", "breakage rate"))  # fmt: skip
     fig, axes = plt.subplots(1, len(panels), figsize=(21, 4))
     for ax, (key, label) in zip(axes, panels, strict=True):
-        errorbar_estimates(ax, xs, [_nan(by[c].get(key)) for c in d["conditions"]], label=f"SAE fragility → {other}")
+        errorbar_estimates(
+            ax,
+            xs,
+            [_nan(by[c].get(key)) for c in d["conditions"]],
+            label=f"SAE fragility → {other}",
+        )
         errorbar_estimates(ax, [xs[-1] + 0.08], [_nan(random.get(key))], marker="s", color="grey", linestyle="none",
                            label="random, norm-matched")  # fmt: skip
         ax.set(xlabel="strength s = |X − own level| (0: unsteered)", ylabel=label)

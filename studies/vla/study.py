@@ -68,9 +68,15 @@ def build_resources(cfg: VLAStudyConfig, console: Console) -> dict[str, Any]:
     from studies.collect import collect_activations
 
     root = cfg.root
-    backend, _ = load_vla(TINY_VLA_DIR if cfg.model in ("tiny", "tiny-vla") else cfg.model, cfg.device, "float32")
+    backend, _ = load_vla(
+        TINY_VLA_DIR if cfg.model in ("tiny", "tiny-vla") else cfg.model, cfg.device, "float32"
+    )
     layer = default_tap_layer(backend.n_layers) if cfg.layer is None else cfg.layer
-    store_dir, sae_dir, discovery_path = root / "store", root / "sae", root / "discovery" / "discovery.json"
+    store_dir, sae_dir, discovery_path = (
+        root / "store",
+        root / "sae",
+        root / "discovery" / "discovery.json",
+    )
     if not marker_reads(store_dir / "dom_vector.safetensors"):
         shutil.rmtree(store_dir, ignore_errors=True)  # a half-written store from an interrupted run
         console.print(f"collecting {cfg.images} labelled frames at layer {layer}")
@@ -89,7 +95,9 @@ def build_resources(cfg: VLAStudyConfig, console: Console) -> dict[str, Any]:
         save_plot(result, discovery_path.with_name("discovery.png"))
         write_discovery(result, discovery_path)
     fragility = json.loads(discovery_path.read_text()).get("fragility") or []
-    console.print(f"resources: {store}, SAE FVE {metrics.fve:.3f}, {len(fragility)} fragility features")
+    console.print(
+        f"resources: {store}, SAE FVE {metrics.fve:.3f}, {len(fragility)} fragility features"
+    )
     if not fragility:
         raise ValueError(f"discovery on {cfg.model} at layer {layer} found no fragility feature "
                          f"({discovery_path.with_name('discovery.png')}): the SAE conditions have nothing to "
@@ -99,7 +107,9 @@ def build_resources(cfg: VLAStudyConfig, console: Console) -> dict[str, Any]:
             "sae_fve": metrics.fve, "sae_l0": metrics.l0, "n_fragility_features": len(fragility)}  # fmt: skip
 
 
-def matched_random(cfg: VLAStudyConfig, res: dict[str, Any], max_rows: int = 20000) -> dict[str, Any]:
+def matched_random(
+    cfg: VLAStudyConfig, res: dict[str, Any], max_rows: int = 20000
+) -> dict[str, Any]:
     """The random direction matched in per-token norm to the SAE edit at the strongest strength,
     measured (as the hooks edit) on the collected image tokens of the study's material; every residual
     condition's norm beside it, and the tokens' own mean norm (for scale)."""
@@ -140,7 +150,9 @@ def neuron_clusters(cfg: VLAStudyConfig, backend: Any) -> dict[str, Any]:
     return out
 
 
-def run_vla_study(cfg: VLAStudyConfig, console: Console | None = None, progress: bool = True) -> Path:
+def run_vla_study(
+    cfg: VLAStudyConfig, console: Console | None = None, progress: bool = True
+) -> Path:
     """Validate, build (or reuse) the resources, run (or resume) the episodes, summarize.
 
     Returns:
@@ -157,7 +169,9 @@ def run_vla_study(cfg: VLAStudyConfig, console: Console | None = None, progress:
     matched = matched_random(cfg, res)
     clusters = neuron_clusters(cfg, res.pop("backend"))
     exp = cfg.experiment(matched["random_condition"], res)
-    console.print(f"{len(exp.conditions)} conditions × {cfg.seeds} seeds on {objects_label(cfg.material, cfg.unbreakable)}")
+    console.print(
+        f"{len(exp.conditions)} conditions × {cfg.seeds} seeds on {objects_label(cfg.material, cfg.unbreakable)}"
+    )
     run_dir = run_experiment(exp, progress=progress)
     from rollouts.logs import RunLog
 

@@ -20,7 +20,9 @@ from studies.vla.config import (
 )
 
 
-def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched: dict[str, Any]) -> dict[str, Any]:
+def summarize_vla_study(
+    rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched: dict[str, Any]
+) -> dict[str, Any]:
     """Per condition estimates, the SAE dose response and the neuron clusters' effects.
 
     Args:
@@ -42,16 +44,27 @@ def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched
     means = np.array([g["value"] for g in grip], dtype=float)
     finite = np.isfinite(means)
     varies = finite.sum() >= 3 and np.ptp(means[finite]) > 0  # else rho is undefined
-    rho, p = spearmanr(np.array(strengths)[finite], means[finite]) if varies else (math.nan, math.nan)
+    rho, p = (
+        spearmanr(np.array(strengths)[finite], means[finite]) if varies else (math.nan, math.nan)
+    )
     lo_end, hi_end = grip[0], grip[-1]
 
     def separated(e: dict) -> bool:
-        between = min(lo_end["value"], hi_end["value"]) < e["value"] < max(lo_end["value"], hi_end["value"])
-        return between and all(e["high"] < x["low"] or e["low"] > x["high"] for x in (lo_end, hi_end))
+        between = (
+            min(lo_end["value"], hi_end["value"])
+            < e["value"]
+            < max(lo_end["value"], hi_end["value"])
+        )
+        return between and all(
+            e["high"] < x["low"] or e["low"] > x["high"] for x in (lo_end, hi_end)
+        )
 
     sep = [s for s, e in zip(strengths[1:-1], grip[1:-1], strict=True) if separated(e)]
     strongest = by[conds[-1]]
-    sae_change, rand_change = strongest["peak_grip_force_diff"], by[matched["random_condition"]]["peak_grip_force_diff"]
+    sae_change, rand_change = (
+        strongest["peak_grip_force_diff"],
+        by[matched["random_condition"]]["peak_grip_force_diff"],
+    )
     fraction = rand_change["value"] / sae_change["value"] if sae_change["value"] else math.nan
     broken_diff = strongest["broken_diff"]
     dose = {
@@ -70,9 +83,13 @@ def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched
             "random_small": bool(abs(fraction) < ACCEPTANCE["random_fraction_max"]),
         },
     }  # fmt: skip
-    if cfg.material == "fragile" and not cfg.unbreakable:  # rigid (or unbreakable) objects do not break
-        dose["flags"]["breakage_rises"] = bool(by["unsteered"]["broken"]["value"] <= ACCEPTANCE["broken_unsteered_max"]
-                                               and by[conds[-1]]["broken"]["value"] >= ACCEPTANCE["broken_strongest_min"])
+    if (
+        cfg.material == "fragile" and not cfg.unbreakable
+    ):  # rigid (or unbreakable) objects do not break
+        dose["flags"]["breakage_rises"] = bool(
+            by["unsteered"]["broken"]["value"] <= ACCEPTANCE["broken_unsteered_max"]
+            and by[conds[-1]]["broken"]["value"] >= ACCEPTANCE["broken_strongest_min"]
+        )
     neurons: dict[str, Any] = {}
     if cfg.neuron_words:
         for word, cond in [(w, f"neuron:{w}:{cfg.neuron_value:g}") for w in cfg.neuron_words] + \
@@ -81,7 +98,9 @@ def summarize_vla_study(rows: list[dict[str, Any]], cfg: VLAStudyConfig, matched
             sign = EXPECTED_CARRY_SIGN.get(word)
             flags = {"significant": bool(pval < ACCEPTANCE["alpha"])}
             if sign is not None:
-                flags["expected_direction"] = bool(flags["significant"] and np.sign(diff["value"]) == sign)
+                flags["expected_direction"] = bool(
+                    flags["significant"] and np.sign(diff["value"]) == sign
+                )
             neurons[word] = {"condition": cond, "carry_speed_change": diff, "carry_speed_p": pval,
                              "peak_grip_force_change": by[cond].get("peak_grip_force_diff"),
                              "expected_sign": sign, "flags": flags}  # fmt: skip

@@ -105,16 +105,16 @@ def test_image_positions_and_tap_match_the_processor(family, backends, frames) -
 def test_image_splitting_changes_the_token_count(family_dirs, frames) -> None:
     split = load_vlm(str(family_dirs("idefics3-split")), device="cpu")
     whole = load_vlm(str(family_dirs("idefics3-split")), device="cpu", image_splitting=False)
-    count = [int((b.prepare([frames[0]])["input_ids"] == b.image_token_id).sum()) for b in (split, whole)]
+    count = [
+        int((b.prepare([frames[0]])["input_ids"] == b.image_token_id).sum()) for b in (split, whole)
+    ]
     assert count == [20, 4]  # 2×2 tiles + the global image, 4 tokens each; or the frame alone
     with pytest.raises(ValueError, match="no image splitting"):
         load_vlm(str(family_dirs("llava")), device="cpu", image_splitting=False)
 
 
 def _hooks(model: torch.nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
-    )  # noqa: SLF001
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())  # noqa: SLF001
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -141,7 +141,9 @@ def test_every_intervention_changes_logits_and_leaves_no_trace(family, backends,
         with intervention.attach(backend):
             steered = backend.next_token_logits(list(frames))
         assert (steered - base).abs().max() > 1e-3, f"{family}: {name} did not change the logits"
-        assert torch.equal(backend.next_token_logits(list(frames)), base), f"{family}: {name} left a trace"
+        assert torch.equal(backend.next_token_logits(list(frames)), base), (
+            f"{family}: {name} left a trace"
+        )
         assert _hooks(backend.model) == hooks
 
 
@@ -214,9 +216,13 @@ def _physteer_run(family: str, model_dir, tmp_path) -> None:
     assert sorted(e["seed"] for e in episodes) == [0, 1]
     assert all(e["decisions"] >= 1 and 0 < e["p_fragile_first"] < 1 for e in episodes)
     steps = pq.read_table(tmp_path / "runs" / family / "steps.parquet").to_pylist()
-    scores = [v for row in steps for k, v in row.items() if k.startswith("score:") and row["decided"]]
+    scores = [
+        v for row in steps for k, v in row.items() if k.startswith("score:") and row["decided"]
+    ]
     assert scores and all(np.isfinite(scores)), "the monitor scored no decision"
-    assert json.loads((tmp_path / "runs" / family / "config.json").read_text())["model"] == str(model_dir)
+    assert json.loads((tmp_path / "runs" / family / "config.json").read_text())["model"] == str(
+        model_dir
+    )
 
 
 def test_unsupported_models_fail_at_load_naming_what_is_missing(family_dirs, tmp_path) -> None:

@@ -71,7 +71,9 @@ def test_random_cluster_condition_matches_its_words_cluster():
     layers = {}
     for word in ("fragile", "quickly", "slowly", "gently", "firmly"):
         ref = select_cluster(vla, word)
-        cond = parse_condition(f"neuron-random:{word}:5" if word != "fragile" else "neuron-random:5")
+        cond = parse_condition(
+            f"neuron-random:{word}:5" if word != "fragile" else "neuron-random:5"
+        )
         assert cond.concept == (None if word == "fragile" else word)
         edit = build_intervention(cond, SteeringResources(), vla, layer=0, seed=7)
         assert isinstance(edit, NeuronOverride)

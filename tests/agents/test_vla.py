@@ -67,7 +67,9 @@ def test_gated_decoding_keeps_a_gentle_grip_closed():
     for s in np.linspace(-4, 4, 9):  # mass shifts from the gentle bin to the firm one
         firmer[0, 3, 31] = s
         levels.append(tok.decode_logits(firmer, "gated")[0, 3])
-    assert np.all(np.diff(levels) > 0) and tok.centres[gentle] - 0.01 < levels[0] < levels[-1] <= 1.0
+    assert (
+        np.all(np.diff(levels) > 0) and tok.centres[gentle] - 0.01 < levels[0] < levels[-1] <= 1.0
+    )
     logits[0, 3, open_] = 3.0  # "open" holds most of the mass: the fingers open fully
     assert tok.decode_logits(logits, "gated")[0, 3] == pytest.approx(tok.centres[open_])
 
@@ -94,7 +96,8 @@ def test_expectation_is_smooth_where_argmax_steps():
     with pytest.raises(ValueError, match="rule"):
         tok.decode_logits(logits, "mean")
     assert tok.decode_logits(logits, "gated")[0] == pytest.approx(
-        float(p[:4] @ tok.centres[:4] / p[:4].sum()), abs=1e-6  # most mass on the "open" side
+        float(p[:4] @ tok.centres[:4] / p[:4].sum()),
+        abs=1e-6,  # most mass on the "open" side
     )
     with pytest.raises(ValueError, match="expected"):
         tok.decode_logits(torch.zeros(1, 7))
@@ -344,8 +347,21 @@ def test_concatenated_frames_read_like_one_array(tmp_path):
     rng = np.random.default_rng(0)
     parts = [rng.integers(0, 255, (n, 4, 5, 3), dtype=np.uint8) for n in (3, 1, 4)]
     whole, frames = np.concatenate(parts), ConcatFrames(parts)
-    assert frames.shape == whole.shape and frames.dtype == np.uint8 and len(frames) == 8 and frames.ndim == 4
-    for index in (0, 3, -1, slice(2, 6), slice(None, None, 3), np.array([7, 0, 3, 3]), whole[:, 0, 0, 0] > 100):
+    assert (
+        frames.shape == whole.shape
+        and frames.dtype == np.uint8
+        and len(frames) == 8
+        and frames.ndim == 4
+    )
+    for index in (
+        0,
+        3,
+        -1,
+        slice(2, 6),
+        slice(None, None, 3),
+        np.array([7, 0, 3, 3]),
+        whole[:, 0, 0, 0] > 100,
+    ):
         assert np.array_equal(frames[index], whole[index]), index
     assert np.array_equal(np.asarray(frames), whole)
     with pytest.raises(ValueError, match="shapes"):
@@ -404,7 +420,10 @@ def test_train_vla_is_deterministic_and_reports(tiny_dir, tmp_path):
         for line in (Path(__file__).parents[2] / "constraints.txt").read_text().splitlines()
         if "==" in line and not line.lstrip().startswith("#")
     }
-    assert pinned >= {"torch", "transformers", "numpy", "pybullet"} and set(saved["versions"]) == pinned
+    assert (
+        pinned >= {"torch", "transformers", "numpy", "pybullet"}
+        and set(saved["versions"]) == pinned
+    )
     assert saved["versions"]["torch"] == importlib.metadata.version("torch")
     a, b, c = (load_vlm(str(tmp_path / r), device="cpu").model.state_dict() for r in "abc")
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)

@@ -22,7 +22,10 @@ CASES = [
     (["run", "--conditions", "noise:2@5"], "(0, 1]"),
     (["run", "--material", "glass"], "material 'glass'"),
     (["run", "--conditions", "unsteered,neuron-random:zebra:5"], "answer word 'zebra'"),
-    (["run", "--agent", "vla", "--conditions", "neuron:quickly:5,neuron:zebra:5"], "answer word 'zebra'"),
+    (
+        ["run", "--agent", "vla", "--conditions", "neuron:quickly:5,neuron:zebra:5"],
+        "answer word 'zebra'",
+    ),
     (["demo", "--seeds", "0"], "seeds=0"),
     (["demo", "--quick", "--sarm-perturbations", "laser"], "'laser'"),
     (["sarm-eval", "--k", "-1"], "k=-1.0"),

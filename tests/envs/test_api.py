@@ -60,6 +60,15 @@ def test_info_keys():
     env = envs.FrankaPickEnv(obs_mode="state")
     _, info = env.reset(seed=0)
     _, _, _, _, info = env.step(np.zeros(4))
-    for key in ("holding", "broken", "broken_cause", "peak_force", "impact_speed", "object", "success", "instruction"):
+    for key in (
+        "holding",
+        "broken",
+        "broken_cause",
+        "peak_force",
+        "impact_speed",
+        "object",
+        "success",
+        "instruction",
+    ):
         assert key in info
     env.close()

@@ -37,7 +37,12 @@ def test_out_of_range_actions_are_clipped():
 
 @pytest.mark.parametrize(
     "options, allowed",
-    [({"color": "green"}, "red"), ({"material": "glass"}, "fragile"), ({"shade": "neon"}, "pale"), ({"shape": "cone"}, "cube")],
+    [
+        ({"color": "green"}, "red"),
+        ({"material": "glass"}, "fragile"),
+        ({"shade": "neon"}, "pale"),
+        ({"shape": "cone"}, "cube"),
+    ],
 )
 def test_bad_spec(env, options, allowed):
     with pytest.raises(ValueError, match=allowed):

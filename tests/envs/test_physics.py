@@ -29,7 +29,9 @@ def outcomes():
     for color in COLORS:
         for material in MATERIALS:
             for profile in ("gentle", "firm"):
-                out[color, material, profile] = [run(env, s, color, material, profile) for s in SEEDS]
+                out[color, material, profile] = [
+                    run(env, s, color, material, profile) for s in SEEDS
+                ]
     env.close()
     return out
 

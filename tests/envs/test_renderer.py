@@ -23,11 +23,15 @@ def egl_loads() -> bool:
         s.close()
 
 
-needs_egl = pytest.mark.skipif(not egl_loads(), reason="PyBullet's EGL plugin does not load on this machine")
+needs_egl = pytest.mark.skipif(
+    not egl_loads(), reason="PyBullet's EGL plugin does not load on this machine"
+)
 
 
 def test_unknown_renderer_is_named_before_anything_starts() -> None:
-    with pytest.raises(ValueError, match=r"renderer 'opengl' is not allowed.*'tiny', 'egl', 'auto'"):
+    with pytest.raises(
+        ValueError, match=r"renderer 'opengl' is not allowed.*'tiny', 'egl', 'auto'"
+    ):
         EnvConfig(renderer="opengl")
     with pytest.raises(ValueError, match="renderer 'opengl'"):
         FrankaPickEnv(renderer="opengl")
@@ -35,7 +39,10 @@ def test_unknown_renderer_is_named_before_anything_starts() -> None:
 
 def test_egl_that_cannot_load_says_why_and_auto_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sim_module.pkgutil, "get_loader", lambda name: None)
-    with pytest.raises(RendererUnavailableError, match=r"renderer 'egl' cannot be used here: pybullet has no eglRenderer.*'tiny'"):
+    with pytest.raises(
+        RendererUnavailableError,
+        match=r"renderer 'egl' cannot be used here: pybullet has no eglRenderer.*'tiny'",
+    ):
         Sim(renderer="egl")
     s = Sim(renderer="auto")
     assert s.renderer == "tiny"
@@ -45,7 +52,10 @@ def test_egl_that_cannot_load_says_why_and_auto_falls_back(monkeypatch: pytest.M
 
 @needs_egl
 def test_egl_frames_differ_but_physics_is_the_same() -> None:
-    pair = {r: FrankaPickEnv(render_mode="rgb_array", image_size=64, renderer=r) for r in ("tiny", "egl")}
+    pair = {
+        r: FrankaPickEnv(render_mode="rgb_array", image_size=64, renderer=r)
+        for r in ("tiny", "egl")
+    }
     try:
         assert pair["egl"].sim.renderer == "egl" and pair["tiny"].sim.renderer == "tiny"
         obs = {r: env.reset(seed=3)[0] for r, env in pair.items()}
@@ -60,7 +70,9 @@ def test_egl_frames_differ_but_physics_is_the_same() -> None:
         frames = {r: o["image"] for r, o in obs.items()}
         assert frames["egl"].shape == (64, 64, 3) and frames["egl"].dtype == np.uint8
         assert frames["egl"].std() > 5  # a scene, not a blank buffer
-        assert np.abs(frames["egl"].astype(int) - frames["tiny"]).mean() > 1  # really another renderer
+        assert (
+            np.abs(frames["egl"].astype(int) - frames["tiny"]).mean() > 1
+        )  # really another renderer
         seg = pair["egl"].sim.render_segmentation(32, 32, pair["egl"].config.camera)
         assert len(np.unique(seg)) > 2
     finally:

@@ -46,8 +46,16 @@ def test_balanced_over_400_unseeded_resets():
 def test_forced_spec():
     env = FrankaPickEnv(obs_mode="state")
     for seed in range(6):
-        _, info = env.reset(seed=seed, options={"color": "blue", "material": "fragile", "shade": "pale", "shape": "cylinder"})
-        assert info["object"] == {"color": "blue", "material": "fragile", "shade": "pale", "shape": "cylinder"}
+        _, info = env.reset(
+            seed=seed,
+            options={"color": "blue", "material": "fragile", "shade": "pale", "shape": "cylinder"},
+        )
+        assert info["object"] == {
+            "color": "blue",
+            "material": "fragile",
+            "shade": "pale",
+            "shape": "cylinder",
+        }
     env.close()
 
 

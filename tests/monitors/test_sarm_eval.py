@@ -113,7 +113,9 @@ def test_sigint_then_rerun_equals_an_uninterrupted_run(tiny_dir, tmp_path):
     assert 4 <= finished < 3 * 3 * 3, f"interrupt came too late or too early ({finished} finished)"
     assert not (tmp_path / "runs" / "cut" / "summary.json").exists()
     subprocess.run([*args, "--name", "cut"], cwd=tmp_path, env=env, check=True, capture_output=True)
-    subprocess.run([*args, "--name", "straight"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [*args, "--name", "straight"], cwd=tmp_path, env=env, check=True, capture_output=True
+    )
     cut = json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())
     straight = json.loads((tmp_path / "runs" / "straight" / "summary.json").read_text())
     assert cut["summary"] == straight["summary"] and cut["records"] == straight["records"]

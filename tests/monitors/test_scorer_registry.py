@@ -25,7 +25,8 @@ def test_unknown_kind_is_named():
 def test_a_scorer_from_another_distribution(tmp_path, monkeypatch):
     """A package that declares a scorer as an entry point: make_scorer finds it, it fits,
     scores, saves and loads like a built-in."""
-    (tmp_path / "norm_scorer_pkg.py").write_text(textwrap.dedent('''
+    (tmp_path / "norm_scorer_pkg.py").write_text(
+        textwrap.dedent("""
         import torch
         from monitors.scorers import Scorer, register_scorer
 
@@ -44,16 +45,21 @@ def test_a_scorer_from_another_distribution(tmp_path, monkeypatch):
 
             def _restore(self, tensors, directory):
                 self.scale = tensors["scale"]
-    '''))
+    """)
+    )
     dist = tmp_path / "norm_scorer_pkg-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: norm-scorer-pkg\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[physteer.scorers]\nnorm = norm_scorer_pkg:NormScorer\n")
+    (dist / "entry_points.txt").write_text(
+        "[physteer.scorers]\nnorm = norm_scorer_pkg:NormScorer\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "norm" in scorer_kinds()
     clean = torch.randn(200, 8)
     scorer = make_scorer("norm", model="m", layer=1).fit([clean])
     assert scorer.score(clean[:10] * 3) > scorer.score(clean[:10])
-    scorer.calibrate(scorer.score_many([clean[i : i + 10] for i in range(0, 200, 10)]), method="sigma", k=2)
+    scorer.calibrate(
+        scorer.score_many([clean[i : i + 10] for i in range(0, 200, 10)]), method="sigma", k=2
+    )
     again = load_scorer(scorer.save(tmp_path / "saved"), model="m", layer=1)
     assert again.kind == "norm" and again.threshold == pytest.approx(scorer.threshold)

@@ -38,7 +38,9 @@ def pipeline(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("dashboard")
     backend = load_vlm("tiny")
-    store = collect_activations(backend, default_tap_layer(backend.n_layers), root / "store", IMAGES, seed=SEED)
+    store = collect_activations(
+        backend, default_tap_layer(backend.n_layers), root / "store", IMAGES, seed=SEED
+    )
     sae = train_sae(store, default_config(store.d), TrainConfig(lr=DemoConfig.sae_lr, steps=300, batch_size=512, seed=0),
                     progress=False).sae  # fmt: skip
     sae.save(root / "sae")
@@ -49,7 +51,9 @@ def pipeline(tmp_path_factory):
     cfg = ExperimentConfig(name="steer", out=str(root / "runs"), conditions=["unsteered", f"sae:{steered}:6"],
                            seeds=[0], sae=str(root / "sae"), discovery=str(root / "discovery.json"))  # fmt: skip
     run = run_experiment(cfg, progress=False)
-    d = build_dashboard(root / "store", root / "sae", root / "discovery.json", run=run, max_panels=3, top_frames=3)
+    d = build_dashboard(
+        root / "store", root / "sae", root / "discovery.json", run=run, max_panels=3, top_frames=3
+    )
     page = write_dashboard(d, root / "out")
     return {"root": root, "dashboard": d, "page": page, "steered": steered, "discovery": discovery}
 
@@ -64,14 +68,18 @@ def test_token_grid_geometry():
 def test_rerender_equals_the_collected_frames():
     from rollouts.frames import render_labeled_frames
 
-    images, labels = render_labeled_frames(4, seed=SEED)  # the store's first frames (same seeds and steps)
+    images, labels = render_labeled_frames(
+        4, seed=SEED
+    )  # the store's first frames (same seeds and steps)
     assert any(lab["step"] > 0 for lab in labels), "want a frame taken mid-episode too"
     renderer = FrameRenderer()
     try:
         for image, lab in zip(images, labels, strict=True):
             frame, mask, got = renderer.render(lab["seed"], lab["step"])
             assert np.array_equal(frame, image), lab
-            assert got == {k: lab[k] for k in got} and 200 < mask.sum() < 0.2 * mask.size  # the object, seen
+            assert (
+                got == {k: lab[k] for k in got} and 200 < mask.sum() < 0.2 * mask.size
+            )  # the object, seen
     finally:
         renderer.close()
 
@@ -86,9 +94,16 @@ def test_cards_hold_frames_cells_effects_and_steering(pipeline):
         assert 1 <= len(card.frames) <= 3
         assert all(fr.png is not None and fr.png[:4] == b"\x89PNG" for fr in card.frames)
         assert 0.0 <= card.object_share <= 1.0 and 0.0 < card.object_area < 0.5
-        assert card.verdict in ("on the object", "partly on the object", "spread over the frame", "off the object")
+        assert card.verdict in (
+            "on the object",
+            "partly on the object",
+            "spread over the frame",
+            "off the object",
+        )
         maxima = [fr.max_act for fr in card.frames]
-        assert maxima == sorted(maxima, reverse=True) and maxima[0] == pytest.approx(card.frames[0].grid.max())
+        assert maxima == sorted(maxima, reverse=True) and maxima[0] == pytest.approx(
+            card.frames[0].grid.max()
+        )
     card = next(c for c in d.cards if c.feature == steered)
     (entry,) = [s for s in card.steering if s["condition"] == f"sae:{steered}:6"]
     summary = json.loads((pipeline["root"] / "runs" / "steer" / "summary.json").read_text())
@@ -96,7 +111,9 @@ def test_cards_hold_frames_cells_effects_and_steering(pipeline):
     assert entry["n_features"] == 1 and entry["p_fragile_mean_diff"] == row["p_fragile_mean_diff"]
 
 
-@pytest.mark.skipif(find_chromium() is None, reason="no chromium binary (apt-get install -y chromium)")
+@pytest.mark.skipif(
+    find_chromium() is None, reason="no chromium binary (apt-get install -y chromium)"
+)
 def test_page_in_headless_chromium(pipeline, tmp_path):
     d, page = pipeline["dashboard"], pipeline["page"]
     with HeadlessChromium() as browser:
@@ -112,7 +129,10 @@ def test_page_in_headless_chromium(pipeline, tmp_path):
         for card in d.cards:
             shown = tab.evaluate(f"document.querySelector('#f{card.feature} .d').textContent")
             assert shown == f"{card.effect['material_score']:+.2f}"
-            assert tab.evaluate(f"document.querySelector('#f{card.feature} .share').textContent") == f"{100 * card.object_share:.0f}%"
+            assert (
+                tab.evaluate(f"document.querySelector('#f{card.feature} .share').textContent")
+                == f"{100 * card.object_share:.0f}%"
+            )
         assert "Do the fragility features look at the object's pattern?" in text
         assert f"sae:{pipeline['steered']}:6" in text
         shots = Path(os.environ.get("PHYSTEER_SCREENSHOTS") or tmp_path)
@@ -120,7 +140,9 @@ def test_page_in_headless_chromium(pipeline, tmp_path):
         rows = tab.evaluate("document.querySelectorAll('#index tbody tr').length")
         assert rows == len(d.discovery["features"])
         # Sorting: the |d| column, descending then ascending.
-        col = tab.evaluate("Array.from(document.querySelectorAll('#index th')).findIndex(th => th.textContent === '|d|')")
+        col = tab.evaluate(
+            "Array.from(document.querySelectorAll('#index th')).findIndex(th => th.textContent === '|d|')"
+        )
         values = f"Array.from(document.querySelectorAll('#index tbody tr')).map(r => parseFloat(r.cells[{col}].dataset.v))"
         tab.evaluate(f"document.querySelectorAll('#index th')[{col}].click()")
         down = tab.evaluate(values)
@@ -152,7 +174,11 @@ def test_cli_runs_discovery_itself_and_rejects_bad_input(pipeline, tmp_path, cap
     blind = build_dashboard(root / "store", root / "sae", root / "discovery.json", max_panels=1, top_frames=1,
                             render_frames=False)  # fmt: skip
     (card,) = blind.cards
-    assert card.verdict == "not checked" and card.frames[0].note == "frame not re-rendered" and card.frames[0].png
+    assert (
+        card.verdict == "not checked"
+        and card.frames[0].note == "frame not re-rendered"
+        and card.frames[0].png
+    )
     from reports.dashboard_html import render_html
 
     assert "Object overlap: not checked" in render_html(blind)

@@ -53,7 +53,12 @@ def test_bootstrap_mean_degenerate_samples_do_not_warn():
         warnings.simplefilter("error")
         assert bootstrap_mean([]).n == 0 and math.isnan(bootstrap_mean([np.nan]).value)
         assert bootstrap_mean([2.5]).to_dict() == {"value": 2.5, "low": 2.5, "high": 2.5, "n": 1}
-        assert bootstrap_mean([0.1] * 7).to_dict() == {"value": 0.1, "low": 0.1, "high": 0.1, "n": 7}
+        assert bootstrap_mean([0.1] * 7).to_dict() == {
+            "value": 0.1,
+            "low": 0.1,
+            "high": 0.1,
+            "n": 7,
+        }
         d = paired_difference(np.zeros(5), np.ones(5))
         assert (d.value, d.low, d.high) == (1.0, 1.0, 1.0)
         with pytest.raises(ValueError, match="differ in size"):
@@ -73,7 +78,9 @@ def test_bootstrap_ci_drops_undefined_resamples_and_fixes_single_observations():
     both = lambda a: np.nan if a.min() == a.max() else float(a.mean())  # noqa: E731
     low, high = bootstrap_ci(both, [np.array([0.0, 1.0])], n_boot=400)
     assert (low, high) == (0.5, 0.5)  # only the resamples holding both values count
-    assert bootstrap_ci(lambda a, b: float(a.mean() - b.mean()), [np.array([3.0]), np.array([1.0])]) == (2.0, 2.0)
+    assert bootstrap_ci(
+        lambda a, b: float(a.mean() - b.mean()), [np.array([3.0]), np.array([1.0])]
+    ) == (2.0, 2.0)
     assert all(math.isnan(v) for v in bootstrap_ci(np.mean, [np.array([])]))
     with pytest.raises(ValueError, match="n_boot must be a positive int"):
         bootstrap_ci(np.mean, [np.arange(3.0)], n_boot=0)

@@ -10,10 +10,19 @@ def _rows(conditions, steps_shift):
 
 
 def test_each_steering_is_compared_with_the_controls_of_its_family():
-    conditions = ["unsteered", "sae:fragility:+1", "dom:+2", "random:+1", "neuron:fragile:5", "neuron-random:5"]
+    conditions = [
+        "unsteered",
+        "sae:fragility:+1",
+        "dom:+2",
+        "random:+1",
+        "neuron:fragile:5",
+        "neuron-random:5",
+    ]
     spec = specificity(_rows(conditions, {"sae:fragility:+1": 7, "random:+1": 2}), "unsteered")
     assert {k: [r["condition"] for r in v] for k, v in spec.items()} == {
-        "random:+1": ["sae:fragility:+1", "dom:+2"], "neuron-random:5": ["neuron:fragile:5"]}
+        "random:+1": ["sae:fragility:+1", "dom:+2"],
+        "neuron-random:5": ["neuron:fragile:5"],
+    }
     (sae_vs_random,) = [r for r in spec["random:+1"] if r["condition"] == "sae:fragility:+1"]
     assert sae_vs_random["n_paired"] == 6
     assert sae_vs_random["steps_diff"]["value"] == 5  # steered (+7) minus the control (+2)

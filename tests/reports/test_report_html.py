@@ -23,7 +23,9 @@ from reports.steering import steering_report
 from studies.demo.report_html import render_demo_page, write_demo_html
 
 CONDITIONS = ["unsteered", "dom:+2", "random:+2"]
-needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium binary (apt-get install -y chromium)")
+needs_chromium = pytest.mark.skipif(
+    find_chromium() is None, reason="no chromium binary (apt-get install -y chromium)"
+)
 
 # Every <video> of the page, once its metadata has loaded or failed (at most 10 s).
 VIDEOS_JS = """Promise.all(Array.from(document.querySelectorAll('video')).map(v => new Promise(done => {
@@ -60,11 +62,15 @@ def test_report_html_beside_report_md(run):
     text = page.read_text()
     assert "http://" not in text and "https://" not in text  # self-contained
     assert text.count("data:image/png;base64,") == 1  # dose_response.png, inline
-    srcs = [s.split('"')[0] for s in text.split('<video controls muted preload="metadata" src="')[1:]]
+    srcs = [
+        s.split('"')[0] for s in text.split('<video controls muted preload="metadata" src="')[1:]
+    ]
     assert len(srcs) == 2 + 3  # side-by-side vs each condition, and one episode per condition
     assert all((run / s).is_file() for s in srcs), srcs  # relative to the page's folder
     summary = json.loads((run / "summary.json").read_text())
-    assert [r["condition"] for r in summary["conditions"]] == CONDITIONS  # baseline first, then as given
+    assert [
+        r["condition"] for r in summary["conditions"]
+    ] == CONDITIONS  # baseline first, then as given
     assert text.index(">dom:+2<") < text.index(">random:+2<")
 
 
@@ -72,7 +78,10 @@ def test_what_this_shows_is_written_from_the_data(run):
     summary = json.loads((run / "summary.json").read_text())
     (line,) = [s for s in steering_findings(summary) if s.startswith("Differs")] or [""]
     for r in summary["conditions"][1:]:
-        moved = any(excludes_zero(r.get(f"{k}_diff")) for k in ("broken", "success", "p_fragile_mean", "steps", "peak_force"))
+        moved = any(
+            excludes_zero(r.get(f"{k}_diff"))
+            for k in ("broken", "success", "p_fragile_mean", "steps", "peak_force")
+        )
         assert (r["condition"] in line) == moved, (r["condition"], line)
     made_up = {"baseline": "unsteered", "specificity": {}, "conditions": [
         {"condition": "unsteered", "n": 4, "n_paired": 4},
@@ -89,7 +98,9 @@ def test_steering_report_prints_within_80_columns(run):
     text = buf.getvalue()
     assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text, text
     lines = text.splitlines()
-    first = [next(i for i, line in enumerate(lines) if line.startswith(c + " ")) for c in CONDITIONS]
+    first = [
+        next(i for i, line in enumerate(lines) if line.startswith(c + " ")) for c in CONDITIONS
+    ]
     assert first == sorted(first)  # the baseline first, then the conditions as given
 
 
@@ -99,7 +110,9 @@ def test_run_report_in_headless_chromium(run, tmp_path):
     with HeadlessChromium() as browser:
         tab = browser.open(run / "report.html", width=1280, height=900)
         videos = tab.evaluate(VIDEOS_JS)
-        assert len(videos) == 5 and all(v["ready"] >= 1 and v["error"] is None and v["width"] > 0 for v in videos), videos
+        assert len(videos) == 5 and all(
+            v["ready"] >= 1 and v["error"] is None and v["width"] > 0 for v in videos
+        ), videos
         images = [m for m in tab.media if m["tag"] == "img"]
         assert len(images) == 1 and all(m["complete"] and m["width"] > 0 for m in images), images
         assert tab.evaluate(OVERFLOW_JS) == {"page": 0, "tables": []}
@@ -112,7 +125,9 @@ def test_run_report_in_headless_chromium(run, tmp_path):
             assert cells[8] == f"{num(p['value'])} [{num(p['low'])}, {num(p['high'])}]"
             if r["condition"] != "unsteered":
                 d = r["p_fragile_mean_diff"]
-                assert cells[9].startswith(f"{num(d['value'], signed=True)} [{num(d['low'], signed=True)}, ")
+                assert cells[9].startswith(
+                    f"{num(d['value'], signed=True)} [{num(d['low'], signed=True)}, "
+                )
         text = tab.evaluate("document.body.innerText")
         assert "What this shows:" in text and "Specificity" in text
         shots = Path(os.environ.get("PHYSTEER_SCREENSHOTS") or tmp_path)
@@ -148,7 +163,9 @@ def _demo_summary(run, broken=True):
     steering["steering_norms"] = {"dom:+2": 2.0, "random:+2": 2.0}
     thresholds = {s: 0.45 for s in scorers}
     sarm = summarize(records, thresholds, n_boot=50)
-    sarm["sweep"] = summarize_sweep(records, thresholds, sweep_labels({c: c for c in ("ta2:4@10", "noise:0.2@10")}), n_boot=50)
+    sarm["sweep"] = summarize_sweep(
+        records, thresholds, sweep_labels({c: c for c in ("ta2:4@10", "noise:0.2@10")}), n_boot=50
+    )
     return {"model": "tiny", "seeds": 3, "sae": {"fve": 0.998, "l0": 16.0, "dead_fraction": 0.02, "n": 5184, "n_dead": 3},
             "discovery": {"fragility": [22, 27], "color": [5], "threshold": 0.5, "unit": "image", "n_units": 64,
                           "top": [{"feature": 22, "kind": "fragility", "material_score": -5.49, "material_score_ci": [-7.53, -4.19],
@@ -174,7 +191,9 @@ def test_demo_page_sections_and_findings(run):
     assert "feature dashboard" not in page
     (run.parent / "dashboard").mkdir()
     (run.parent / "dashboard" / "dashboard.html").write_text("<html></html>")
-    assert '<a href="dashboard/dashboard.html">feature dashboard</a>' in render_demo_page(summary, run.parent)
+    assert '<a href="dashboard/dashboard.html">feature dashboard</a>' in render_demo_page(
+        summary, run.parent
+    )
 
 
 def test_demo_page_sweep_table_and_no_vla_section(run):
@@ -186,13 +205,20 @@ def test_demo_page_sweep_table_and_no_vla_section(run):
     summary = _demo_summary(run)
     sweep = summary["sarm"]["sweep"]
     page = render_demo_page(summary, run.parent)
-    assert "Attack-strength sweep: harm-based detection" in page and "harmful-attack coverage" in page
+    assert (
+        "Attack-strength sweep: harm-based detection" in page and "harmful-attack coverage" in page
+    )
     for attack in ("ta2 4", "noise 0.2"):
         for scorer in ("sae-mean", "mahalanobis-mean"):
-            assert f'<td class="name">{attack}</td><td class="name">{scorer}</td>' in page, (attack, scorer)
+            assert f'<td class="name">{attack}</td><td class="name">{scorer}</td>' in page, (
+                attack,
+                scorer,
+            )
     for scorer, per in sweep["coverage"].items():
         assert (per["all"]["coverage"]["k"], per["all"]["coverage"]["n"]) == (3, 3)
-        assert f"{scorer} {rate_text(per['all']['coverage'])}, still broken with it enforcing" in page
+        assert (
+            f"{scorer} {rate_text(per['all']['coverage'])}, still broken with it enforcing" in page
+        )
         assert per["noise"]["coverage"]["n"] == 0
     assert "coverage is undefined" not in page
     assert 'id="vla' not in page and "VLA mode" not in page and 'href="#vla' not in page
@@ -201,8 +227,10 @@ def test_demo_page_sweep_table_and_no_vla_section(run):
     # The same episodes, none broken: coverage is undefined (the demo's quick runs often are).
     summary = _demo_summary(run, broken=False)
     assert summary["sarm"]["sweep"]["coverage"]["sae-mean"]["all"]["coverage"]["n"] == 0
-    assert "No attacked episode broke the object without a monitor: harmful-attack coverage is undefined (n=0)." in \
-        render_demo_page(summary, run.parent)
+    assert (
+        "No attacked episode broke the object without a monitor: harmful-attack coverage is undefined (n=0)."
+        in render_demo_page(summary, run.parent)
+    )
 
 
 @needs_chromium
@@ -211,7 +239,9 @@ def test_demo_page_in_headless_chromium(run, tmp_path):
     with HeadlessChromium() as browser:
         tab = browser.open(page, width=1280, height=900)
         videos = tab.evaluate(VIDEOS_JS)
-        assert len(videos) == 5 and all(v["ready"] >= 1 and v["src"].startswith("steer_fragile/videos/") for v in videos), videos
+        assert len(videos) == 5 and all(
+            v["ready"] >= 1 and v["src"].startswith("steer_fragile/videos/") for v in videos
+        ), videos
         assert tab.evaluate(OVERFLOW_JS) == {"page": 0, "tables": []}
         text = tab.evaluate("document.body.innerText")
         assert "reconstructs 99.8% of the activations' variance" in text and "5184" in text

@@ -35,8 +35,12 @@ def store(tmp_path_factory):
 def small_run(tmp_path_factory, store):
     out = tmp_path_factory.mktemp("runs")
     cfg = ExperimentConfig(
-        name="small", out=str(out), conditions=["unsteered", "dom:+4"], seeds=[0, 1, 2, 3],
-        vector=str(store / "dom_vector.safetensors"), videos=1,
+        name="small",
+        out=str(out),
+        conditions=["unsteered", "dom:+4"],
+        seeds=[0, 1, 2, 3],
+        vector=str(store / "dom_vector.safetensors"),
+        videos=1,
     )
     root = run_experiment(cfg, progress=False)
     return cfg, root
@@ -66,7 +70,12 @@ def test_paired_seeds_see_the_same_scenes(small_run):
     by = {(r["condition"], r["seed"]): r for r in rows}
     for seed in range(4):
         a, b = by["unsteered", seed], by["dom:+4", seed]
-        assert (a["color"], a["material"], a["shape"], a["shade"]) == (b["color"], b["material"], b["shape"], b["shade"])
+        assert (a["color"], a["material"], a["shape"], a["shade"]) == (
+            b["color"],
+            b["material"],
+            b["shape"],
+            b["shade"],
+        )
 
 
 def test_replay_is_exact(small_run):
@@ -89,7 +98,7 @@ def _without_timing(rows):
 
 
 def test_a_run_records_its_weights_and_refuses_other_ones(small_run, tmp_path):
-    """"tiny" names a folder whose weights change when a new checkpoint ships: a run records the
+    """ "tiny" names a folder whose weights change when a new checkpoint ships: a run records the
     sha1 of the weights that made it, and neither resumes nor replays under other weights."""
     import shutil
 
@@ -97,7 +106,9 @@ def test_a_run_records_its_weights_and_refuses_other_ones(small_run, tmp_path):
     from agents.tiny_model import TINY_VLM_DIR
 
     cfg, root = small_run
-    assert json.loads((root / "config.json").read_text())["model_weights"] == weights_sha1(TINY_VLM_DIR)
+    assert json.loads((root / "config.json").read_text())["model_weights"] == weights_sha1(
+        TINY_VLM_DIR
+    )
     copy = tmp_path / "small"
     shutil.copytree(root, copy)
     config = json.loads((copy / "config.json").read_text())
@@ -122,7 +133,18 @@ def test_a_run_records_its_weights_and_refuses_other_ones(small_run, tmp_path):
 
 
 def test_sigint_keeps_finished_episodes_and_resume_matches(tmp_path):
-    args = [sys.executable, "-m", "cli.main", "run", "--out", str(tmp_path), "--seeds", "0-5", "--conditions", "unsteered"]
+    args = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "run",
+        "--out",
+        str(tmp_path),
+        "--seeds",
+        "0-5",
+        "--conditions",
+        "unsteered",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # Default SIGINT handling in the child: a shell that started pytest in the background (no job
     # control) passes SIGINT on as ignored, and the run would never see the interrupt.
@@ -152,7 +174,9 @@ def test_sigint_keeps_finished_episodes_and_resume_matches(tmp_path):
 def test_parallel_workers_match_serial(tmp_path):
     common = dict(out=str(tmp_path), conditions=["unsteered"], seeds=[0, 1], agent="scripted")
     serial = run_experiment(ExperimentConfig(name="serial", **common), progress=False)
-    parallel = run_experiment(ExperimentConfig(name="parallel", workers=2, **common), progress=False)
+    parallel = run_experiment(
+        ExperimentConfig(name="parallel", workers=2, **common), progress=False
+    )
     a = _without_timing(pq.read_table(Path(serial) / "episodes.parquet").to_pylist())
     b = _without_timing(pq.read_table(Path(parallel) / "episodes.parquet").to_pylist())
     assert a == b

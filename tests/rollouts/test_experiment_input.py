@@ -7,7 +7,9 @@ from rollouts.experiment import run_experiment
 from rollouts.runner import ExperimentConfig
 
 
-@pytest.mark.parametrize("text", ["steered", "sae:fragility", "dom:big", "neuron::3", "sae:x1:3", ""])
+@pytest.mark.parametrize(
+    "text", ["steered", "sae:fragility", "dom:big", "neuron::3", "sae:x1:3", ""]
+)
 def test_unknown_condition(text):
     with pytest.raises(ValueError, match="allowed"):
         parse_condition(text)
@@ -31,7 +33,9 @@ def test_feature_out_of_range(tmp_path):
 
     sae = MatryoshkaSAE(SAEConfig(d_in=128, n_latents=64, k=4, prefixes=(16, 64)))
     sae.save(tmp_path / "sae")
-    cfg = ExperimentConfig(name="x", out=str(tmp_path), conditions=["sae:64:5"], sae=str(tmp_path / "sae"))
+    cfg = ExperimentConfig(
+        name="x", out=str(tmp_path), conditions=["sae:64:5"], sae=str(tmp_path / "sae")
+    )
     with pytest.raises(ValueError, match="out of range.*0..63"):
         run_experiment(cfg, progress=False)
     assert not (tmp_path / "x").exists()
@@ -49,15 +53,23 @@ def test_duplicate_and_bad_fields(tmp_path):
 
 
 def test_different_config_in_same_folder(tmp_path):
-    run_experiment(ExperimentConfig(name="x", out=str(tmp_path), agent="scripted", seeds=[0]), progress=False)
+    run_experiment(
+        ExperimentConfig(name="x", out=str(tmp_path), agent="scripted", seeds=[0]), progress=False
+    )
     with pytest.raises(ValueError, match="different experiment.*seeds"):
-        run_experiment(ExperimentConfig(name="x", out=str(tmp_path), agent="scripted", seeds=[0, 1]), progress=False)
+        run_experiment(
+            ExperimentConfig(name="x", out=str(tmp_path), agent="scripted", seeds=[0, 1]),
+            progress=False,
+        )
 
 
 def test_corrupt_episode_log_names_the_file(tmp_path):
     from rollouts.logs import RunLog
 
-    root = run_experiment(ExperimentConfig(name="x", out=str(tmp_path), agent="scripted", seeds=[0, 1]), progress=False)
+    root = run_experiment(
+        ExperimentConfig(name="x", out=str(tmp_path), agent="scripted", seeds=[0, 1]),
+        progress=False,
+    )
     bad = root / "steps" / "unsteered" / "seed_1.parquet"
     bad.write_bytes(b"not parquet")
     with pytest.raises(ValueError, match="seed_1.parquet"):

@@ -62,6 +62,10 @@ def test_a_run_made_before_the_field_existed_resumes(tmp_path):
     log = RunLog(tmp_path / "r")
     log.root.mkdir(parents=True)
     (log.root / "config.json").write_text(json.dumps({"seeds": [0]}))
-    log.write_config({"seeds": [0], "object_pattern": "material"}, defaults={"object_pattern": "material"})
+    log.write_config(
+        {"seeds": [0], "object_pattern": "material"}, defaults={"object_pattern": "material"}
+    )
     with pytest.raises(ValueError, match="object_pattern"):
-        log.write_config({"seeds": [0], "object_pattern": "plain"}, defaults={"object_pattern": "material"})
+        log.write_config(
+            {"seeds": [0], "object_pattern": "plain"}, defaults={"object_pattern": "material"}
+        )

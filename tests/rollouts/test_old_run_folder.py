@@ -27,7 +27,9 @@ def old_run(tmp_path):
 
 def test_config_names_no_module_path():
     text = (FIXTURE / "config.json").read_text()
-    assert not any(f"{p}." in text for p in ("rollouts", "studies", "reports", "cli", "monitors", "agents"))
+    assert not any(
+        f"{p}." in text for p in ("rollouts", "studies", "reports", "cli", "monitors", "agents")
+    )
 
 
 @pytest.mark.parametrize("episode", ["unsteered/0", "noise:0.2@5/0"])
@@ -47,6 +49,7 @@ def test_old_run_resumes_without_redoing_its_episodes(old_run):
     cfg.out, cfg.name = str(old_run.parent), old_run.name
     run_experiment(cfg, progress=False)
     assert pq.read_table(old_run / "episodes.parquet").to_pylist() == before
-    assert json.loads((old_run / "config.json").read_text())["model_weights"] == json.loads(
-        (FIXTURE / "config.json").read_text()
-    )["model_weights"]
+    assert (
+        json.loads((old_run / "config.json").read_text())["model_weights"]
+        == json.loads((FIXTURE / "config.json").read_text())["model_weights"]
+    )

@@ -24,11 +24,22 @@ def test_no_other_module_steps_an_env_in_a_loop_of_its_own():
     a step through; they loop over nothing)."""
     allowed = {"rollouts/episode.py", "envs/franka_pick.py", "monitors/sarm.py"}
     stepping = set()
-    for package in ("envs", "agents", "monitors", "rollouts", "reports", "studies", "cli", "benchmarks"):
+    for package in (
+        "envs",
+        "agents",
+        "monitors",
+        "rollouts",
+        "reports",
+        "studies",
+        "cli",
+        "benchmarks",
+    ):
         for path in (ROOT / package).rglob("*.py"):
             if re.search(r"\benv\w*\.step\(", path.read_text()):
                 stepping.add(str(path.relative_to(ROOT)))
-    assert stepping <= allowed, f"modules stepping an env outside the one loop: {sorted(stepping - allowed)}"
+    assert stepping <= allowed, (
+        f"modules stepping an env outside the one loop: {sorted(stepping - allowed)}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +87,18 @@ def _activations(root):
 def runs(resources, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     return {
-        "serial": run_experiment(_config(resources, out, "serial", executor="serial"), progress=False),
-        "processes": run_experiment(_config(resources, out, "processes", workers=2), progress=False),
-        "ray": run_experiment(_config(resources, out, "ray", executor="ray", workers=2), progress=False),
-        "batched": run_experiment(_config(resources, out, "batched", executor="serial", envs_per_worker=4), progress=False),
+        "serial": run_experiment(
+            _config(resources, out, "serial", executor="serial"), progress=False
+        ),
+        "processes": run_experiment(
+            _config(resources, out, "processes", workers=2), progress=False
+        ),
+        "ray": run_experiment(
+            _config(resources, out, "ray", executor="ray", workers=2), progress=False
+        ),
+        "batched": run_experiment(
+            _config(resources, out, "batched", executor="serial", envs_per_worker=4), progress=False
+        ),
     }
 
 
@@ -99,17 +118,44 @@ def test_four_envs_per_worker_match_one_by_one(runs):
     serial, batched = _steps(runs["serial"]), _steps(runs["batched"])
     assert len(serial) == len(batched)
     for s, b in zip(serial, batched, strict=True):
-        for key in ("condition", "monitor", "seed", "step", "a_dx", "a_dy", "a_dz", "a_grip", "broken", "holding", "vetoed", "profile"):
+        for key in (
+            "condition",
+            "monitor",
+            "seed",
+            "step",
+            "a_dx",
+            "a_dy",
+            "a_dz",
+            "a_grip",
+            "broken",
+            "holding",
+            "vetoed",
+            "profile",
+        ):
             assert s[key] == b[key], (key, s, b)
         assert abs(s["p_fragile"] - b["p_fragile"]) <= 1e-5
-    outcome = ("success", "broken", "steps", "peak_force", "vetoes", "first_veto_step", "first_alarm:maha")
+    outcome = (
+        "success",
+        "broken",
+        "steps",
+        "peak_force",
+        "vetoes",
+        "first_veto_step",
+        "first_alarm:maha",
+    )
     for s, b in zip(_episodes(runs["serial"]), _episodes(runs["batched"]), strict=True):
         assert {k: s[k] for k in outcome} == {k: b[k] for k in outcome}
     a, b = _activations(runs["serial"]), _activations(runs["batched"])
     assert a.keys() == b.keys()
     for name in a:
         for key in a[name]:
-            np.testing.assert_allclose(a[name][key].numpy(), b[name][key].numpy(), atol=1e-5, rtol=0, err_msg=f"{name} {key}")
+            np.testing.assert_allclose(
+                a[name][key].numpy(),
+                b[name][key].numpy(),
+                atol=1e-5,
+                rtol=0,
+                err_msg=f"{name} {key}",
+            )
 
 
 def test_the_noise_perturbation_switches_on_at_its_onset(runs):
@@ -128,11 +174,17 @@ def test_replay_of_a_perturbed_monitored_episode_is_exact(runs):
 
 def test_holding_capture_never_changes_what_the_monitor_scores(resources, tmp_path):
     common = dict(conditions=["unsteered"], seeds=[0, 1], max_steps=120, executor="serial")
-    on = run_experiment(_config(resources, tmp_path, "holding", holding=True, **common), progress=False)
-    off = run_experiment(_config(resources, tmp_path, "no_holding", holding=False, **common), progress=False)
+    on = run_experiment(
+        _config(resources, tmp_path, "holding", holding=True, **common), progress=False
+    )
+    off = run_experiment(
+        _config(resources, tmp_path, "no_holding", holding=False, **common), progress=False
+    )
     acts = _activations(on)
     shadow = [a for name, a in acts.items() if "#" not in name]
-    assert len(shadow) == 2 and all("holding" in a for a in shadow), "the episodes must reach the release"
+    assert len(shadow) == 2 and all("holding" in a for a in shadow), (
+        "the episodes must reach the release"
+    )
     assert not any("holding" in a for a in _activations(off).values())
     on_steps, off_steps = _steps(on), _steps(off)
     assert [s["score:maha"] for s in on_steps] == [s["score:maha"] for s in off_steps]

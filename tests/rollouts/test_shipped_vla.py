@@ -22,4 +22,9 @@ def test_shipped_vla_handles_each_material_as_it_should():
     assert len(fragile) == len(rigid) == 10
     assert sum(not r["broken"] for r in fragile) >= 8 and sum(r["success"] for r in fragile) >= 8
     assert sum(r["success"] for r in rigid) >= 8
-    assert np.mean([r["peak_grip_force"] for r in fragile]) < 15.0 < 25.0 < np.mean([r["peak_grip_force"] for r in rigid])
+    assert (
+        np.mean([r["peak_grip_force"] for r in fragile])
+        < 15.0
+        < 25.0
+        < np.mean([r["peak_grip_force"] for r in rigid])
+    )

@@ -23,7 +23,9 @@ def firm_on_fragile():
         loop = ClosedLoop(ScriptedAgent({"fragile": "firm", "rigid": "firm"}), image_size=64, max_steps=120,
                           record_decisions=False, unbreakable=unbreakable)  # fmt: skip
         try:
-            (out[unbreakable],) = loop.run([EpisodeSpec(seed=3, options={"material": "fragile", "color": "red"})])
+            (out[unbreakable],) = loop.run(
+                [EpisodeSpec(seed=3, options={"material": "fragile", "color": "red"})]
+            )
         finally:
             loop.close()
     return out
@@ -65,7 +67,9 @@ def test_replay_follows_the_option(firm_on_fragile):
 
     rec = firm_on_fragile[True]
     for unbreakable in (True, False):
-        replayer = Replayer({"image_size": 64, "max_steps": 120, "unbreakable": unbreakable}, render=False)
+        replayer = Replayer(
+            {"image_size": 64, "max_steps": 120, "unbreakable": unbreakable}, render=False
+        )
         try:
             if unbreakable:
                 replayer.replay(rec.row, rec.steps)  # raises at the first step that differs

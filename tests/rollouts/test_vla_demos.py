@@ -13,7 +13,11 @@ def test_demonstrations_are_reproducible_and_labelled_with_the_clean_action():
     assert len(a) == len(b) > 4
     for name in ("frames", "states", "efforts", "labels"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-    assert a.frames.shape[1:] == (384, 384, 3) and a.labels.shape[1:] == (3, 4) and a.states.shape[1] == 17
+    assert (
+        a.frames.shape[1:] == (384, 384, 3)
+        and a.labels.shape[1:] == (3, 4)
+        and a.states.shape[1] == 17
+    )
     assert set(a.episodes.tolist()) == {7_000_000, 7_000_001}
     assert a.efforts[0] == -1.0  # nothing executed before an episode's first step
     # the label is the oracle's handling of the true material: firm (grip 1.0) or gentle (0.15)
@@ -70,7 +74,12 @@ def test_expert_goes_back_for_an_object_it_lost_while_carrying():
 
     expert = ScriptedExpert("gentle", recover=True)
     expert.phase = "carry"
-    info = {"ee_pos": [0.0, 0.1, 0.16], "object_pos": [0.0, 0.0, 0.02], "bin_pos": [0.0, 0.3, 0.0], "holding": False}
+    info = {
+        "ee_pos": [0.0, 0.1, 0.16],
+        "object_pos": [0.0, 0.0, 0.02],
+        "bin_pos": [0.0, 0.3, 0.0],
+        "holding": False,
+    }
     actions = [expert.act(info) for _ in range(7)]
     assert expert.phase == "approach" and actions[-1][3] == -1.0  # fingers open, back to the object
     planner_expert = ScriptedExpert("gentle")  # off by default: the planner's episodes as before
@@ -103,7 +112,11 @@ def test_dagger_oracle_labels_a_policy_at_the_object_from_the_scene():
     from agents.dagger import DaggerAgent
     from agents.protocol import ExpertAgent
 
-    scene = {"object_pos": [0.0, 0.0, 0.03], "bin_pos": [0.0, 0.3, 0.0], "object": {"material": "rigid"}}
+    scene = {
+        "object_pos": [0.0, 0.0, 0.03],
+        "bin_pos": [0.0, 0.3, 0.0],
+        "object": {"material": "rigid"},
+    }
 
     def label_after_lift(ee_z: float, gripped: bool) -> tuple[list[float], str]:
         agent = DaggerAgent(ExpertAgent("firm"))
@@ -148,18 +161,32 @@ def test_train_vla_refuses_cached_demonstrations_made_with_other_settings(tmp_pa
     assert "episodes: 4 there, 8 asked" in err and str(folder) in err
     older = {**made_with, "oracle": ORACLE_VERSION - 1}
     demos.save(folder, made_with=older)  # labelled by an older oracle: refused too
-    assert main(["train-vla", "--demos", str(folder), "--episodes", "4", "--out-dir", str(out)]) == 2
+    assert (
+        main(["train-vla", "--demos", str(folder), "--episodes", "4", "--out-dir", str(out)]) == 2
+    )
     assert f"oracle: {ORACLE_VERSION - 1} there, {ORACLE_VERSION} asked" in capsys.readouterr().err
     # a DAgger folder labelled by older DAgger rules (no dagger_labels recorded) is refused too
     from agents.dagger import DAGGER_LABELS_VERSION
 
     demos.save(folder, made_with=made_with)
     dagger = demos.save(tmp_path / "demos-dagger1", made_with={**made_with, "dagger_round": 1})
-    argv = ["train-vla", "--demos", str(folder), "--episodes", "4", "--dagger-rounds", "1", "--out-dir", str(out)]
+    argv = [
+        "train-vla",
+        "--demos",
+        str(folder),
+        "--episodes",
+        "4",
+        "--dagger-rounds",
+        "1",
+        "--out-dir",
+        str(out),
+    ]
     assert main(argv) == 2
     assert f"dagger_labels: None there, {DAGGER_LABELS_VERSION} asked" in capsys.readouterr().err
     # a folder made before holding_swap existed was made without it (0.0): asked for 0.5, refused
-    demos.save(dagger, made_with={**made_with, "dagger_round": 1, "dagger_labels": DAGGER_LABELS_VERSION})
+    demos.save(
+        dagger, made_with={**made_with, "dagger_round": 1, "dagger_labels": DAGGER_LABELS_VERSION}
+    )
     assert main(argv + ["--holding-swap", "0.5"]) == 2
     assert "holding_swap: 0.0 there, 0.5 asked" in capsys.readouterr().err
     # ... and so was one made before rigid_release existed (the planner's 0.15)
@@ -168,7 +195,9 @@ def test_train_vla_refuses_cached_demonstrations_made_with_other_settings(tmp_pa
     assert main(argv + ["--rigid-release", "0.5"]) == 2  # out of the profile's range
     assert "--rigid-release 0.5" in (err := capsys.readouterr().err) and "[0.02, 0.35]" in err
     assert not out.exists() and (dagger / "frames.npy").is_file()
-    assert not out.exists() and sorted(p.name for p in folder.iterdir()) == [name for name, _ in before]
+    assert not out.exists() and sorted(p.name for p in folder.iterdir()) == [
+        name for name, _ in before
+    ]
 
 
 def test_oracle_rigid_release_height_moves_the_rigid_carry_and_release_only():
@@ -178,12 +207,23 @@ def test_oracle_rigid_release_height_moves_the_rigid_carry_and_release_only():
     from envs.expert import PROFILES, ScriptedExpert
     from rollouts.vla_demos import RIGID_RELEASE, oracle_profiles
 
-    assert PLANNER_RIGID_RELEASE == RIGID_RELEASE == PROFILES["firm"].release_height  # the CLI's copy
+    assert (
+        PLANNER_RIGID_RELEASE == RIGID_RELEASE == PROFILES["firm"].release_height
+    )  # the CLI's copy
 
     profiles = oracle_profiles(0.25)
-    assert profiles["fragile"] == PROFILES["gentle"] and oracle_profiles()["rigid"] == PROFILES["firm"]
-    assert profiles["rigid"].release_height == 0.25 and profiles["rigid"].grip == PROFILES["firm"].grip
-    held = {"ee_pos": [0.0, 0.3, 0.2], "object_pos": [0.0, 0.3, 0.17], "bin_pos": [0.0, 0.3, 0.0], "holding": True}
+    assert (
+        profiles["fragile"] == PROFILES["gentle"] and oracle_profiles()["rigid"] == PROFILES["firm"]
+    )
+    assert (
+        profiles["rigid"].release_height == 0.25 and profiles["rigid"].grip == PROFILES["firm"].grip
+    )
+    held = {
+        "ee_pos": [0.0, 0.3, 0.2],
+        "object_pos": [0.0, 0.3, 0.17],
+        "bin_pos": [0.0, 0.3, 0.0],
+        "holding": True,
+    }
     for profile, rises in ((PROFILES["firm"], False), (profiles["rigid"], True)):
         expert = ScriptedExpert(profile)
         expert.phase = "lift"  # over the bin at 0.2 m: the high release first rises to carry height

@@ -34,16 +34,23 @@ def test_vla_runs_steered_perturbed_batched_and_replays(vla_dir, tmp_path):
 
     from storage import write_safetensors
 
-    vector = write_safetensors(tmp_path / "v.safetensors", {"dom": torch.randn(d, generator=torch.Generator().manual_seed(0))})
+    vector = write_safetensors(
+        tmp_path / "v.safetensors",
+        {"dom": torch.randn(d, generator=torch.Generator().manual_seed(0))},
+    )
     common = dict(out=str(tmp_path), agent="vla", model=str(ckpt), seeds=[0, 1], max_steps=24, vector=str(vector),
                   conditions=["unsteered", "dom:+3", "noise:0.3@4"], executor="serial")  # fmt: skip
     one = run_experiment(ExperimentConfig(name="one", **common), progress=False)
-    four = run_experiment(ExperimentConfig(name="four", envs_per_worker=2, **common), progress=False)
+    four = run_experiment(
+        ExperimentConfig(name="four", envs_per_worker=2, **common), progress=False
+    )
     steps = pq.read_table(one / "steps.parquet").to_pylist()
     assert {s["condition"] for s in steps} == {"unsteered", "dom:+3", "noise:0.3@4"}
     actions = {c: np.array([[s["a_dx"], s["a_dy"], s["a_dz"], s["a_grip"]] for s in steps if s["condition"] == c])
                for c in ("unsteered", "dom:+3")}  # fmt: skip
-    assert not np.array_equal(actions["unsteered"], actions["dom:+3"])  # steering moves the VLA's own actions
+    assert not np.array_equal(
+        actions["unsteered"], actions["dom:+3"]
+    )  # steering moves the VLA's own actions
     batched = pq.read_table(four / "steps.parquet").to_pylist()
     key = lambda s: (s["condition"], s["seed"], s["step"])  # noqa: E731
     for a, b in zip(sorted(steps, key=key), sorted(batched, key=key), strict=True):
@@ -57,8 +64,18 @@ def test_bad_vla_input_fails_before_any_episode(vla_dir, tmp_path, capsys):
     ckpt, vlm = vla_dir
     assert main(["run", "--agent", "vla", "--model", str(vlm), "--out", str(tmp_path)]) == 2
     assert "not a VLA checkpoint" in capsys.readouterr().err
-    assert main(["run", "--agent", "vla", "--model", str(ckpt), "--chunk", "0", "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            ["run", "--agent", "vla", "--model", str(ckpt), "--chunk", "0", "--out", str(tmp_path)]
+        )
+        == 2
+    )
     assert "chunk=0" in capsys.readouterr().err
-    assert main(["run", "--agent", "vla", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            ["run", "--agent", "vla", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path)]
+        )
+        == 2
+    )
     assert "nowhere" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

@@ -6,7 +6,9 @@ import numpy as np
 import torch
 
 
-def planted_dictionary(n: int, d: int = 32, n_atoms: int = 64, s: int = 3, noise: float = 0.01, seed: int = 0):
+def planted_dictionary(
+    n: int, d: int = 32, n_atoms: int = 64, s: int = 3, noise: float = 0.01, seed: int = 0
+):
     """x = sum of s random unit atoms (Zipf-like frequencies, magnitudes in [0.5, 1.5]) + noise.
 
     Returns (x (n, d) float32, atoms (n_atoms, d) unit rows). The generator seed is offset so
@@ -23,7 +25,9 @@ def planted_dictionary(n: int, d: int = 32, n_atoms: int = 64, s: int = 3, noise
     return z @ atoms + noise * torch.randn(n, d, generator=g), atoms
 
 
-def design_2x2(n_images: int = 160, tokens: int = 8, n_latents: int = 48, seed: int = 0, planted: bool = True):
+def design_2x2(
+    n_images: int = 160, tokens: int = 8, n_latents: int = 48, seed: int = 0, planted: bool = True
+):
     """Latents over a balanced color x material design, tokens grouped in images.
 
     Every latent has image-level noise (tokens of one image are correlated). With `planted`:

@@ -32,10 +32,15 @@ def labelled_store(tmp_path):
             for t in range(tokens):
                 # Sparse tokens: the material atom shows on some tokens of fragile images, the
                 # color atom on some tokens of red images, independently, plus distractor atoms.
-                on = rng.random(8) < [0.7 * (material == "fragile"), 0.7 * (color == "red")] + [0.3] * 6
+                on = (
+                    rng.random(8)
+                    < [0.7 * (material == "fragile"), 0.7 * (color == "red")] + [0.3] * 6
+                )
                 x = (on * rng.uniform(1, 2, 8)) @ basis + rng.normal(size=d) * 0.05
                 rows.append(x)
-                meta.append({"image_id": image, "token_position": t, "color": color, "material": material})
+                meta.append(
+                    {"image_id": image, "token_position": t, "color": color, "material": material}
+                )
         store.append(np.array(rows, dtype=np.float32), meta)
     return tmp_path / "store"
 

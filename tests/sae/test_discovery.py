@@ -74,7 +74,10 @@ def test_image_bootstrap_wider_than_token_bootstrap():
 def test_bad_labels_raise():
     z, labels = design_2x2(n_images=16)
     with pytest.raises(ValueError, match=r"material levels found \['glass', 'rigid'\]"):
-        discover(z, {**labels, "material": ["glass" if m == "fragile" else m for m in labels["material"]]})
+        discover(
+            z,
+            {**labels, "material": ["glass" if m == "fragile" else m for m in labels["material"]]},
+        )
     with pytest.raises(ValueError, match="color must have exactly 2 levels"):
         discover(z, {**labels, "color": (["red", "blue", "green", "red"] * len(z))[: len(z)]})
     with pytest.raises(ValueError, match="'color' and 'material'"):

@@ -14,7 +14,9 @@ from sae.discovery_report import render_table
 @pytest.fixture(scope="module")
 def result():
     z, labels = design_2x2()
-    shade = ["pale" if (i // 4) % 2 == 0 else "deep" for i in labels["image_id"]]  # the env's third factor
+    shade = [
+        "pale" if (i // 4) % 2 == 0 else "deep" for i in labels["image_id"]
+    ]  # the env's third factor
     return discover(z, {**labels, "shade": shade}, threshold=0.5, n_boot=100, top=8)
 
 

@@ -79,12 +79,19 @@ def test_sparse_gradients_match_dense_reference():
     z = torch.zeros_like(pre).scatter(1, pre.topk(4, dim=1).indices, 1.0) * pre
     z = z.relu()
     den = ((xn - xn.mean(0)) ** 2).sum()
-    ref = sum(((xn - sae.b_dec - z[:, :m] @ sae.W_dec[:m]) ** 2).sum() / den / 3 for m in cfg.prefixes)
+    ref = sum(
+        ((xn - sae.b_dec - z[:, :m] @ sae.W_dec[:m]) ** 2).sum() / den / 3 for m in cfg.prefixes
+    )
     resid = (xn - sae.b_dec - z @ sae.W_dec).detach()
     dead = torch.arange(64) >= 10
     aidx = pre.masked_fill(~dead, float("-inf")).topk(cfg.aux_k, dim=1).indices
     za = (torch.zeros_like(pre).scatter(1, aidx, 1.0) * pre).relu()
-    ref = ref + cfg.aux_coeff * ((resid - za @ sae.W_dec) ** 2).sum() / ((resid - resid.mean(0)) ** 2).sum()
+    ref = (
+        ref
+        + cfg.aux_coeff
+        * ((resid - za @ sae.W_dec) ** 2).sum()
+        / ((resid - resid.mean(0)) ** 2).sum()
+    )
     assert abs(ref.item() - loss.item()) < 1e-10
     ref.backward()
     for name, p in sae.named_parameters():
@@ -112,7 +119,9 @@ def test_decode_matches_dense_and_prefix_uses_first_m():
 def test_reconstruction_improves_with_each_prefix():
     x, _ = planted_dictionary(6000, d=32, n_atoms=64)
     cfg = SAEConfig(d_in=32, n_latents=128, k=4, prefixes=(8, 32, 128))
-    sae = train_sae(x, cfg, TrainConfig(lr=3e-3, steps=300, batch_size=256, warmup_steps=20), progress=False).sae
+    sae = train_sae(
+        x, cfg, TrainConfig(lr=3e-3, steps=300, batch_size=256, warmup_steps=20), progress=False
+    ).sae
     with torch.no_grad():
         errs = [float(((x - r) ** 2).sum()) for r in sae.prefix_reconstructions(x)]
     assert errs[0] > errs[1] > errs[2], errs
@@ -122,7 +131,9 @@ def test_reconstruction_improves_with_each_prefix():
 def test_batch_topk_mean_l0_and_threshold():
     x, _ = planted_dictionary(4000, d=16, n_atoms=32)
     cfg = SAEConfig(d_in=16, n_latents=64, k=4, prefixes=(16, 64), batch_topk=True)
-    sae = train_sae(x, cfg, TrainConfig(lr=3e-3, steps=150, batch_size=200, warmup_steps=10), progress=False).sae
+    sae = train_sae(
+        x, cfg, TrainConfig(lr=3e-3, steps=150, batch_size=200, warmup_steps=10), progress=False
+    ).sae
     assert float(sae.threshold) > 0
     sae.train()
     code = sae.encode_sparse(x[:200])
@@ -154,7 +165,9 @@ def test_load_shape_mismatch_names_tensor(tmp_path):
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     cfg["n_latents"], cfg["prefixes"] = 128, [8, 32, 128]
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"W_enc: checkpoint shape \(64, 16\) vs config shape \(128, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"W_enc: checkpoint shape \(64, 16\) vs config shape \(128, 16\)"
+    ):
         MatryoshkaSAE.from_pretrained(tmp_path / "m")
 
 

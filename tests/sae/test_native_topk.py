@@ -25,7 +25,9 @@ def _check(pre: torch.Tensor, k: int, vals: torch.Tensor, cols: torch.Tensor) ->
     assert bool((cols.diff(dim=1) > 0).all()), "columns must be strictly ascending per row"
 
 
-@pytest.mark.parametrize(("B", "n", "k"), [(3000, 512, 16), (50, 37, 5), (40, 2048, 64), (9, 16, 16), (20, 100, 1)])
+@pytest.mark.parametrize(
+    ("B", "n", "k"), [(3000, 512, 16), (50, 37, 5), (40, 2048, 64), (9, 16, 16), (20, 100, 1)]
+)
 def test_native_topk_equals_torch_topk(fresh_kernel, B, n, k):
     assert _native._kernel() is not None, "gcc is on this machine: the kernel must build"
     assert list(fresh_kernel.glob("topk-*.so")), "the built library is cached"

@@ -17,7 +17,10 @@ def make_store(root, n_shards=5, d=8, dtype="float32", seed=0):
     for s in range(n_shards):
         n = 10 + 3 * s
         x = rng.normal(size=(n, d)).astype(np.float32)
-        meta = [{"image_id": 100 * s + i // 4, "token_position": i % 4, "color": "red", "extra": s} for i in range(n)]
+        meta = [
+            {"image_id": 100 * s + i // 4, "token_position": i % 4, "color": "red", "extra": s}
+            for i in range(n)
+        ]
         store.append(x, meta)
         rows.append(x)
     return store, np.concatenate(rows)
@@ -27,7 +30,10 @@ def test_manifest_metadata_and_reopen(tmp_path):
     store, x = make_store(tmp_path / "s")
     manifest = json.loads((tmp_path / "s" / "store.json").read_text())
     assert manifest["d"] == 8 and manifest["n_rows"] == len(x) == len(store)
-    assert [e["file"] for e in manifest["shards"]][:2] == ["shard_00000.safetensors", "shard_00001.safetensors"]
+    assert [e["file"] for e in manifest["shards"]][:2] == [
+        "shard_00000.safetensors",
+        "shard_00001.safetensors",
+    ]
     again = ActivationStore.open(tmp_path / "s")
     acts, meta = again.load_all(with_metadata=True)
     assert torch.equal(acts, torch.from_numpy(x))
@@ -40,7 +46,10 @@ def test_manifest_metadata_and_reopen(tmp_path):
 
 def test_float16_storage_and_column_dict(tmp_path):
     store = ActivationStore(tmp_path / "h", d=4, dtype="float16")
-    store.append(torch.ones(3, 4) / 3, {"color": ["red", "blue", "red"], "material": np.array(["fragile"] * 3)})
+    store.append(
+        torch.ones(3, 4) / 3,
+        {"color": ["red", "blue", "red"], "material": np.array(["fragile"] * 3)},
+    )
     x, meta = store.load_all(with_metadata=True)
     assert x.dtype == torch.float32 and abs(float(x[0, 0]) - 1 / 3) < 1e-3
     assert meta.column("color").to_pylist() == ["red", "blue", "red"]
@@ -71,9 +80,17 @@ def test_streaming_covers_every_row_once_per_epoch(tmp_path, window):
     assert sorted(seen) == list(range(len(x)))
     assert all(b == 7 for b in batches[:-1])
     assert seen != list(range(len(x)))  # shuffled
-    other = [i for _, ix in store.iter_minibatches(7, seed=4, window_shards=window, return_index=True) for i in ix.tolist()]
+    other = [
+        i
+        for _, ix in store.iter_minibatches(7, seed=4, window_shards=window, return_index=True)
+        for i in ix.tolist()
+    ]
     assert other != seen  # the seed changes the order
-    same = [i for _, ix in store.iter_minibatches(7, seed=3, window_shards=window, return_index=True) for i in ix.tolist()]
+    same = [
+        i
+        for _, ix in store.iter_minibatches(7, seed=3, window_shards=window, return_index=True)
+        for i in ix.tolist()
+    ]
     assert same == seen  # and is reproducible
 
 
@@ -103,7 +120,11 @@ def test_corrupt_shard_named_and_others_readable(tmp_path):
     with pytest.raises(CorruptShardError, match="shard_00002.safetensors"):
         store.load_all()
     with pytest.warns(UserWarning, match="shard_00002"):
-        rows = [i for _, ix in store.iter_minibatches(4, seed=0, on_error="skip", return_index=True) for i in ix.tolist()]
+        rows = [
+            i
+            for _, ix in store.iter_minibatches(4, seed=0, on_error="skip", return_index=True)
+            for i in ix.tolist()
+        ]
     good = set(range(len(x))) - set(range(10 + 13, 10 + 13 + 16))  # shard 2 holds rows 23..38
     assert sorted(rows) == sorted(good)
     with pytest.warns(UserWarning):

@@ -25,7 +25,9 @@ THRESHOLD = 0.5  # discovery's per-context |Cohen's d| threshold (the CLI defaul
 
 def _pipeline(backend, folder):  # noqa: ANN001, ANN202
     layer = default_tap_layer(backend.n_layers)
-    store = collect_activations(backend, layer, folder / "store", IMAGES, seed=1_000_000, batch_size=32)
+    store = collect_activations(
+        backend, layer, folder / "store", IMAGES, seed=1_000_000, batch_size=32
+    )
     config = default_config(store.d)  # 4x: 512 latents, k 16
     train = TrainConfig(lr=LR, steps=STEPS, batch_size=1024, seed=0)
     sae = train_sae(store, config, train, progress=False).sae

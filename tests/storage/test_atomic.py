@@ -51,7 +51,11 @@ def test_a_writer_that_fails_leaves_the_old_file(tmp_path):
         storage.write_json(target, {"ok": 1, "bad": object()})
     with pytest.raises(ValueError, match="H×W×3 uint8"):
         storage.write_mp4(tmp_path / "v.mp4", [np.zeros((4, 4), np.uint8)])
-    assert target.read_bytes() == OLD and _leftovers(tmp_path) == [] and not (tmp_path / "v.mp4").exists()
+    assert (
+        target.read_bytes() == OLD
+        and _leftovers(tmp_path) == []
+        and not (tmp_path / "v.mp4").exists()
+    )
 
 
 def test_a_killed_writer_leaves_the_old_file(tmp_path):
@@ -78,7 +82,9 @@ def test_bytes_text_json_round_trip(tmp_path):
     path = storage.write_json(tmp_path / "a.json", obj, sort_keys=True)
     assert json.loads(path.read_text()) == {"a": [0, 1, 2], "b": 0.5, "n": 7, "p": "x/y", "t": True}
     assert path.read_text().startswith('{\n  "a"') and path.read_text().endswith("}\n")
-    assert json.loads(storage.write_json(tmp_path / "s.json", {"o": object}, default=str).read_text())["o"].startswith("<class")
+    assert json.loads(
+        storage.write_json(tmp_path / "s.json", {"o": object}, default=str).read_text()
+    )["o"].startswith("<class")
 
 
 def test_parquet_round_trip(tmp_path):
@@ -89,7 +95,9 @@ def test_parquet_round_trip(tmp_path):
     assert pq.read_table(storage.write_parquet(tmp_path / "r.parquet", rows)).to_pylist() == rows
     table = pa.table({"x": [1, 2, 3]})
     assert pq.read_table(storage.write_parquet(tmp_path / "t.parquet", table)).equals(table)
-    assert pq.read_table(storage.write_parquet(tmp_path / "c.parquet", {"x": [1, 2, 3]})).equals(table)
+    assert pq.read_table(storage.write_parquet(tmp_path / "c.parquet", {"x": [1, 2, 3]})).equals(
+        table
+    )
     assert pq.read_table(storage.write_parquet(tmp_path / "e.parquet", [])).num_rows == 0
     with pytest.raises(ValueError, match="rows must be dicts, got int"):
         storage.write_parquet(tmp_path / "bad.parquet", [1, 2])
@@ -101,14 +109,19 @@ def test_safetensors_round_trip(tmp_path):
     from safetensors.numpy import load_file as load_numpy
     from safetensors.torch import load_file as load_torch
 
-    t = {"w": torch.arange(12.0).reshape(3, 4).t(), "b": torch.ones(2, dtype=torch.float16)}  # non-contiguous
+    t = {
+        "w": torch.arange(12.0).reshape(3, 4).t(),
+        "b": torch.ones(2, dtype=torch.float16),
+    }  # non-contiguous
     path = storage.write_safetensors(tmp_path / "t.safetensors", t, metadata={"layer": "2"})
     back = load_torch(path)
     assert all(torch.equal(back[k], t[k]) for k in t)
     with safe_open(str(path), "pt") as f:
         assert f.metadata() == {"layer": "2"}
     a = {"x": np.arange(6, dtype=np.int32).reshape(2, 3)}
-    assert np.array_equal(load_numpy(storage.write_safetensors(tmp_path / "a.safetensors", a))["x"], a["x"])
+    assert np.array_equal(
+        load_numpy(storage.write_safetensors(tmp_path / "a.safetensors", a))["x"], a["x"]
+    )
     with pytest.raises(ValueError, match="mix torch tensors and numpy"):
         storage.write_safetensors(tmp_path / "m.safetensors", {**t, **a})
     with pytest.raises(ValueError, match="metadata must map str to str"):
@@ -124,7 +137,9 @@ def test_mp4_keeps_a_size_that_is_not_a_multiple_of_16(tmp_path):
     back = iio.imread(path)
     assert back.shape == (5, 50, 70, 3)
     assert abs(float(back[3].mean()) - 120) < 4  # lossy, but the frame is there
-    odd = storage.write_mp4(tmp_path / "odd.mp4", list(rng.integers(0, 255, (3, 51, 71, 3), dtype=np.uint8)))
+    odd = storage.write_mp4(
+        tmp_path / "odd.mp4", list(rng.integers(0, 255, (3, 51, 71, 3), dtype=np.uint8))
+    )
     assert iio.imread(odd).shape == (3, 52, 72, 3)  # odd sizes are padded by one edge pixel
     assert _leftovers(tmp_path) == [] and _leftovers(tmp_path / "v") == []
     with pytest.raises(ValueError, match="no frames"):

@@ -33,7 +33,9 @@ def test_gap_and_its_ratio_under_the_pattern_control():
     assert 28 < s["grip_gap"]["value"] < 32
     ratio = s["control"]["gap_ratio"]
     assert 0.05 < ratio["low"] < ratio["value"] < ratio["high"] < 0.2
-    assert np.isnan(s["materials"]["rigid"]["release_height"]["value"])  # never released: no estimate
+    assert np.isnan(
+        s["materials"]["rigid"]["release_height"]["value"]
+    )  # never released: no estimate
     assert s["control"]["command_gap_ratio"]["value"] == pytest.approx(0.1)  # (3/40) / (30/40)
 
 
@@ -44,7 +46,9 @@ def test_gap_interval_pairs_each_scene_fragile_with_rigid():
     for r in rows:
         r["peak_grip_force"] = 5.0 * r["seed"] + (20.0 if r["material"] == "rigid" else 0.0)
     gap = summarize(rows)["grip_gap"]
-    assert gap["value"] == pytest.approx(20.0) and gap["high"] - gap["low"] < 1e-9 and gap["n"] == 48
+    assert (
+        gap["value"] == pytest.approx(20.0) and gap["high"] - gap["low"] < 1e-9 and gap["n"] == 48
+    )
 
 
 def test_vla_agent_eval_runs_both_patterns(tmp_path):
@@ -53,10 +57,15 @@ def test_vla_agent_eval_runs_both_patterns(tmp_path):
                  "--pattern-control", "--unbreakable", "--out", str(out)])  # fmt: skip
     assert code == 0
     saved = json.loads((out / "summary.json").read_text())
-    assert saved["config"]["unbreakable"] is True and not any(r["broken"] for r in saved["episodes"])
+    assert saved["config"]["unbreakable"] is True and not any(
+        r["broken"] for r in saved["episodes"]
+    )
     assert {r["pattern"] for r in saved["episodes"]} == {"material"}
     assert {r["pattern"] for r in saved["control_episodes"]} == {"plain"}
-    assert len(saved["episodes"]) == 4 and set(saved["summary"]["control"]) >= {"grip_gap", "gap_ratio"}
+    assert len(saved["episodes"]) == 4 and set(saved["summary"]["control"]) >= {
+        "grip_gap",
+        "gap_ratio",
+    }
 
 
 def test_bad_pattern_is_refused_before_any_episode(tmp_path, capsys):

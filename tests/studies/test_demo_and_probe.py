@@ -31,13 +31,33 @@ def demo_root(tmp_path_factory):
 
 def test_demo_writes_report_and_summary(demo_root):
     text = (demo_root / "report.md").read_text()
-    for section in ("## SAE", "## Decorrelated discovery", "## Steering on fragile objects", "## SARM monitor",
-                    "## World-model probe", "## VLA mode", "### Graded steering", "### SARM on the VLA"):
+    for section in (
+        "## SAE",
+        "## Decorrelated discovery",
+        "## Steering on fragile objects",
+        "## SARM monitor",
+        "## World-model probe",
+        "## VLA mode",
+        "### Graded steering",
+        "### SARM on the VLA",
+    ):
         assert section in text
     summary = json.loads((demo_root / "summary.json").read_text())
-    assert {"sae", "discovery", "steering", "sarm", "probe", "probe_verdict", "wall_s", "vla"} <= set(summary)
+    assert {
+        "sae",
+        "discovery",
+        "steering",
+        "sarm",
+        "probe",
+        "probe_verdict",
+        "wall_s",
+        "vla",
+    } <= set(summary)
     vla = summary["vla"]
-    assert set(vla["closed_loop"]["materials"]) == {"fragile", "rigid"} and "gap_ratio" in vla["closed_loop"]["control"]
+    assert (
+        set(vla["closed_loop"]["materials"]) == {"fragile", "rigid"}
+        and "gap_ratio" in vla["closed_loop"]["control"]
+    )
     assert "spearman_rho" in vla["steering"] and vla["sarm"]
     assert (demo_root / "steer_fragile" / "episodes.parquet").exists()
     assert (demo_root / "sarm" / "roc.png").exists()
@@ -74,8 +94,14 @@ def test_probe_recovers_a_planted_signal():
     groups = np.repeat(np.arange(n_eps), 2)
     y = h @ w
     data = ProbeData(
-        h=h, groups=groups, color=np.where(groups % 2, "red", "blue"), material=np.where(groups % 3, "rigid", "fragile"),
-        release_height=np.zeros(2 * n_eps), broken=y > 0, impact_speed=y, final_height=-y,
+        h=h,
+        groups=groups,
+        color=np.where(groups % 2, "red", "blue"),
+        material=np.where(groups % 3, "rigid", "fragile"),
+        release_height=np.zeros(2 * n_eps),
+        broken=y > 0,
+        impact_speed=y,
+        final_height=-y,
         next_embedding=np.stack([y, 2 * y], 1),
     )
     by = {(r.target, r.predictor): r for r in fit_probes(data)}
@@ -109,7 +135,9 @@ def test_stage_markers_cut_mid_write_are_redone_to_the_same_results(demo_root):
 
 
 # --- the demo page's VLA sections and SARM sweep tables --------------------------------
-needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium binary (apt-get install -y chromium)")
+needs_chromium = pytest.mark.skipif(
+    find_chromium() is None, reason="no chromium binary (apt-get install -y chromium)"
+)
 VLA_IDS = ("vla", "vla-steering", "vla-sarm")
 
 
@@ -121,7 +149,9 @@ def _section(page: str, sid: str) -> str:
 
 def _shows(section: str) -> str:
     """The section's "What this shows" text, unescaped."""
-    return html.unescape(re.search(r'<p class="shows"><b>What this shows:</b> (.*?)</p>', section).group(1))
+    return html.unescape(
+        re.search(r'<p class="shows"><b>What this shows:</b> (.*?)</p>', section).group(1)
+    )
 
 
 def test_demo_page_has_the_vla_sections(demo_root):  # noqa: F811
@@ -144,7 +174,9 @@ def test_demo_page_has_the_vla_sections(demo_root):  # noqa: F811
     for r in study["conditions"]:
         assert f'<td class="name">{html.escape(r["condition"])}</td>' in steer, r["condition"]
     flags = vla["steering"]["flags"]
-    assert all(f"{k.replace('_', ' ')} {'yes' if v else 'no'}" in _shows(steer) for k, v in flags.items())
+    assert all(
+        f"{k.replace('_', ' ')} {'yes' if v else 'no'}" in _shows(steer) for k, v in flags.items()
+    )
     assert '<td class="name">SAE monotone</td>' in steer and 'alt="VLA dose response"' in steer
 
     sarm = _section(page, "vla-sarm")
@@ -155,7 +187,10 @@ def test_demo_page_has_the_vla_sections(demo_root):  # noqa: F811
         for kind, rows in sweep["kinds"].items():
             for row in rows:
                 for scorer in row["scorers"]:
-                    assert f'<td class="name">{kind} {row["magnitude"]:g}</td><td class="name">{scorer}</td>' in sec
+                    assert (
+                        f'<td class="name">{kind} {row["magnitude"]:g}</td><td class="name">{scorer}</td>'
+                        in sec
+                    )
         assert 'alt="attack-strength sweep"' in sec  # sarm-eval wrote sweep.png beside roc.png
         pooled = {s: per["all"]["coverage"] for s, per in sweep["coverage"].items()}
         if any(c["n"] for c in pooled.values()):
@@ -185,5 +220,7 @@ def test_demo_page_with_vla_in_headless_chromium(demo_root, tmp_path):  # noqa: 
         assert images and all(m["complete"] and m["width"] > 0 for m in images), images
         text = tab.evaluate("document.getElementById('vla-steering').innerText")
         assert "What this shows:" in text and "Acceptance" in text
-        tab.screenshot(Path(os.environ.get("PHYSTEER_SCREENSHOTS") or tmp_path) / "report_demo_vla.png")
+        tab.screenshot(
+            Path(os.environ.get("PHYSTEER_SCREENSHOTS") or tmp_path) / "report_demo_vla.png"
+        )
         assert tab.console_errors == []

@@ -30,7 +30,9 @@ SCALAR = {"float32": pa.float32(), "int64": pa.int64(), "bool": pa.bool_(), "str
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    cfg = ExperimentConfig(name="export", out=str(out), conditions=["unsteered"], seeds=[0, 1], videos=1)
+    cfg = ExperimentConfig(
+        name="export", out=str(out), conditions=["unsteered"], seeds=[0, 1], videos=1
+    )
     return run_experiment(cfg, progress=False)
 
 
@@ -51,33 +53,62 @@ def test_layout_and_info_follow_the_v3_description(dataset, run):
     assert info["codebase_version"] == "v3.0"
     assert isinstance(info["fps"], int) and info["fps"] > 0
     assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-    assert info["video_path"] == "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    assert (
+        info["video_path"] == "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    )
     episodes_run = pq.read_table(run / "episodes.parquet").to_pylist()
     assert info["total_episodes"] == len(episodes_run) == 2
     assert info["total_frames"] == sum(e["steps"] for e in episodes_run)
     assert info["splits"] == {"train": "0:2"} and info["total_tasks"] >= 1
     for name, ft in info["features"].items():
         assert {"dtype", "shape", "names"} <= set(ft), name
-    for name in ("timestamp", "frame_index", "episode_index", "index", "task_index", "action", "observation.state"):
+    for name in (
+        "timestamp",
+        "frame_index",
+        "episode_index",
+        "index",
+        "task_index",
+        "action",
+        "observation.state",
+    ):
         assert name in info["features"], name
     cam = info["features"][CAMERA]
-    assert cam["dtype"] == "video" and cam["shape"] == [384, 384, 3] and cam["names"] == ["height", "width", "channels"]
+    assert (
+        cam["dtype"] == "video"
+        and cam["shape"] == [384, 384, 3]
+        and cam["names"] == ["height", "width", "channels"]
+    )
     assert cam["info"]["video.fps"] == info["fps"] and cam["info"]["video.codec"] == "h264"
     # The data file holds exactly the non-video features, typed as their dtype and shape say.
     eps = _read(dataset, "meta/episodes/chunk-000/file-000.parquet").to_pylist()
-    data = _read(dataset, info["data_path"].format(chunk_index=eps[0]["data/chunk_index"], file_index=eps[0]["data/file_index"]))
-    assert set(data.column_names) == {k for k, v in info["features"].items() if v["dtype"] != "video"}
+    data = _read(
+        dataset,
+        info["data_path"].format(
+            chunk_index=eps[0]["data/chunk_index"], file_index=eps[0]["data/file_index"]
+        ),
+    )
+    assert set(data.column_names) == {
+        k for k, v in info["features"].items() if v["dtype"] != "video"
+    }
     for name, ft in info["features"].items():
         if ft["dtype"] == "video":
             continue
-        want = SCALAR[ft["dtype"]] if ft["shape"] == [1] else pa.list_(SCALAR[ft["dtype"]], ft["shape"][0])
+        want = (
+            SCALAR[ft["dtype"]]
+            if ft["shape"] == [1]
+            else pa.list_(SCALAR[ft["dtype"]], ft["shape"][0])
+        )
         assert data.schema.field(name).type == want, name
     for key in ("physteer.condition", "physteer.p_fragile", "physteer.broken", "physteer.vetoed"):
         assert key in data.column_names, key
-    assert (dataset / info["video_path"].format(video_key=CAMERA, chunk_index=0, file_index=0)).is_file()
+    assert (
+        dataset / info["video_path"].format(video_key=CAMERA, chunk_index=0, file_index=0)
+    ).is_file()
     tasks = _read(dataset, "meta/tasks.parquet")
     assert tasks.column_names == ["task_index", "task"]
-    assert json.loads(tasks.schema.metadata[b"pandas"])["index_columns"] == ["task"]  # read as LeRobot reads it
+    assert json.loads(tasks.schema.metadata[b"pandas"])["index_columns"] == [
+        "task"
+    ]  # read as LeRobot reads it
     stats = json.loads((dataset / "meta" / "stats.json").read_text())
     assert np.array(stats[CAMERA]["mean"]).shape == (3, 1, 1)
     assert len(stats["action"]["mean"]) == 4 and stats["action"]["count"] == [info["total_frames"]]
@@ -107,13 +138,22 @@ def test_episode_metadata_offsets_and_outcomes(dataset, run):
 def test_round_trip_actions_state_and_frames(dataset, run):
     info = json.loads((dataset / "meta" / "info.json").read_text())
     fps = info["fps"]
-    ep = _read(dataset, "meta/episodes/chunk-000/file-000.parquet").to_pylist()[0]  # unsteered, seed 0 (has a video)
+    ep = _read(dataset, "meta/episodes/chunk-000/file-000.parquet").to_pylist()[
+        0
+    ]  # unsteered, seed 0 (has a video)
     data = _read(dataset, "data/chunk-000/file-000.parquet").to_pydict()
     rows = slice(ep["dataset_from_index"], ep["dataset_to_index"])
     steps = pq.read_table(run / "steps.parquet").to_pylist()
-    logged = sorted((s for s in steps if s["condition"] == "unsteered" and s["seed"] == 0), key=lambda s: s["step"])
-    want = np.array([[s[c] for c in ("a_dx", "a_dy", "a_dz", "a_grip")] for s in logged], dtype=np.float32)
-    assert np.array_equal(np.array(data["action"][rows], dtype=np.float32), want)  # no veto: executed = proposed
+    logged = sorted(
+        (s for s in steps if s["condition"] == "unsteered" and s["seed"] == 0),
+        key=lambda s: s["step"],
+    )
+    want = np.array(
+        [[s[c] for c in ("a_dx", "a_dy", "a_dz", "a_grip")] for s in logged], dtype=np.float32
+    )
+    assert np.array_equal(
+        np.array(data["action"][rows], dtype=np.float32), want
+    )  # no veto: executed = proposed
     assert np.array_equal(np.array(data["physteer.agent_action"][rows], dtype=np.float32), want)
     assert data["frame_index"][rows] == list(range(ep["length"]))
     assert data["index"][rows] == list(range(ep["dataset_from_index"], ep["dataset_to_index"]))
@@ -121,8 +161,13 @@ def test_round_trip_actions_state_and_frames(dataset, run):
     assert data["next.done"][rows][-1] and not any(data["next.done"][rows][:-1])
     # The state before action t is the state the log recorded after action t - 1.
     state = np.array(data["observation.state"][rows], dtype=np.float32)
-    assert np.array_equal(state[1:, 2], np.array([s["ee_z"] for s in logged[:-1]], dtype=np.float32))
-    assert np.array_equal(data["physteer.p_fragile"][rows], np.array([s["p_fragile"] for s in logged], dtype=np.float32))
+    assert np.array_equal(
+        state[1:, 2], np.array([s["ee_z"] for s in logged[:-1]], dtype=np.float32)
+    )
+    assert np.array_equal(
+        data["physteer.p_fragile"][rows],
+        np.array([s["p_fragile"] for s in logged], dtype=np.float32),
+    )
     # Frames: the episode's span of the concatenated video against the run's own recording
     # (its text overlay covers the top rows) and against a fresh render of the seed.
     video = iio.imread(dataset / "videos" / CAMERA / "chunk-000" / "file-000.mp4")
@@ -147,7 +192,11 @@ def test_cli_without_video_and_bad_input(run, tmp_path, capsys):
     out = tmp_path / "tabular"
     assert main(["export-lerobot", str(run), str(out), "--no-video"]) == 0
     info = json.loads((out / "meta" / "info.json").read_text())
-    assert info["video_path"] is None and CAMERA not in info["features"] and not (out / "videos").exists()
+    assert (
+        info["video_path"] is None
+        and CAMERA not in info["features"]
+        and not (out / "videos").exists()
+    )
     assert "2 episodes" in capsys.readouterr().out
     assert main(["export-lerobot", str(run), str(out)]) == 2  # exists, no --overwrite
     assert "exists" in capsys.readouterr().err
@@ -165,14 +214,19 @@ def test_a_log_that_does_not_replay_stops_the_export(run, tmp_path):
     k = next(i for i, r in enumerate(steps.select(["condition", "seed", "step"]).to_pylist())
              if (r["condition"], r["seed"], r["step"]) == ("unsteered", 1, 5))  # fmt: skip
     dx[k] = -dx[k] if dx[k] else 0.5
-    pq.write_table(steps.set_column(steps.column_names.index("a_dx"), "a_dx", pa.array(dx)), bad / "steps.parquet")
+    pq.write_table(
+        steps.set_column(steps.column_names.index("a_dx"), "a_dx", pa.array(dx)),
+        bad / "steps.parquet",
+    )
     with pytest.raises(ValueError, match=r"unsteered/1 does not replay: at step 5"):
         export_lerobot(bad, tmp_path / "ds", video=False)
     assert not (tmp_path / "ds").exists()  # all or nothing
 
 
 def test_loads_with_lerobot_if_installed(dataset):
-    lerobot = pytest.importorskip("lerobot.datasets.lerobot_dataset", reason="lerobot is not installed (it pins torch < 2.11)")
+    lerobot = pytest.importorskip(
+        "lerobot.datasets.lerobot_dataset", reason="lerobot is not installed (it pins torch < 2.11)"
+    )
     ds = lerobot.LeRobotDataset("physteer/export", root=dataset)
     assert ds.num_episodes == 2 and ds.meta.video_keys == [CAMERA]
     row = ds.hf_dataset[3]

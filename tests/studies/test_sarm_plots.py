@@ -31,6 +31,10 @@ def test_roc_title_is_whole_and_inside(perturbations):
         assert title.get_text().split() == TITLE.split()  # wrapped, no word lost
         box, frame = title.get_window_extent(renderer), fig.bbox
         assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and box.y1 <= frame.y1, (box, frame)
-        assert all(box.y0 >= ax.title.get_window_extent(renderer).y1 - 1 for ax in fig.axes if ax.get_title())
+        assert all(
+            box.y0 >= ax.title.get_window_extent(renderer).y1 - 1
+            for ax in fig.axes
+            if ax.get_title()
+        )
     finally:
         plt.close(fig)

@@ -31,7 +31,9 @@ from studies.sarm.sweep import (
 ATK = "ta2:4@10"
 
 
-def rec(seed, cond, monitor, scores, broken_step=None, alarm="derive", veto=None, peak=10.0, steps=None):
+def rec(
+    seed, cond, monitor, scores, broken_step=None, alarm="derive", veto=None, peak=10.0, steps=None
+):
     """An episode record (studies.sarm.summary) with decisions every 10 steps (or at `steps`);
     `alarm`: its first_alarm of scorer "s" ("derive": none recorded, so derived from the scores)."""
     r = {"seed": seed, "material": "fragile", "condition": cond, "monitor": monitor,
@@ -53,9 +55,30 @@ def _records():
     out = [rec(s, "clean", None, low) for s in range(4)]
     for seed, alarm in enumerate([10, 20, 25, None]):
         scores = [5.0 if alarm is not None and t >= alarm else 0.1 for t in (0, 10, 20, 25)]
-        out.append(rec(seed, ATK, None, scores, broken_step=25, alarm=alarm, peak=30.0, steps=[0, 10, 20, 25]))
+        out.append(
+            rec(
+                seed,
+                ATK,
+                None,
+                scores,
+                broken_step=25,
+                alarm=alarm,
+                peak=30.0,
+                steps=[0, 10, 20, 25],
+            )
+        )
         on_broken = 25 if seed == 3 else None
-        out.append(rec(seed, ATK, "s", [0.1, 5.0], broken_step=on_broken, veto=None if seed == 3 else alarm, peak=12.0))
+        out.append(
+            rec(
+                seed,
+                ATK,
+                "s",
+                [0.1, 5.0],
+                broken_step=on_broken,
+                veto=None if seed == 3 else alarm,
+                peak=12.0,
+            )
+        )
     for seed in (4, 5):  # not broken without a monitor: outside coverage's denominator
         out.append(rec(seed, ATK, None, [0.1, 5.0, 5.0, 5.0], alarm=10))
         out.append(rec(seed, ATK, "s", [0.1, 5.0], veto=10))
@@ -69,7 +92,9 @@ def test_coverage_known_answer():
     c = coverage(off, on, "s", 1.0)
     expected = stats.wilson(3, 4)
     assert (c["coverage"]["k"], c["coverage"]["n"], c["coverage"]["rate"]) == (3, 4, 0.75)
-    assert c["coverage"]["lo"] == pytest.approx(expected.low) and c["coverage"]["hi"] == pytest.approx(expected.high)
+    assert c["coverage"]["lo"] == pytest.approx(expected.low) and c["coverage"][
+        "hi"
+    ] == pytest.approx(expected.high)
     assert (c["coverage_enforced"]["k"], c["coverage_enforced"]["n"]) == (3, 4)
     assert c["coverage_after_onset"]["k"] == 3
     assert (c["broken_remaining"]["k"], c["broken_remaining"]["n"]) == (1, 4)
@@ -96,7 +121,9 @@ def test_coverage_derives_alarms_and_break_steps_when_not_recorded():
 
 def test_summarize_sweep_rows_and_pooled_coverage():
     records = _records()
-    records += [{**r, "condition": "ta2:1@10"} for r in records if r["condition"] == ATK and r["seed"] >= 4]
+    records += [
+        {**r, "condition": "ta2:1@10"} for r in records if r["condition"] == ATK and r["seed"] >= 4
+    ]
     labels = sweep_labels({"ta2:4@10": ATK, "ta2:1@10": "ta2:1@10"})
     assert labels == {ATK: ("ta2", 4.0), "ta2:1@10": ("ta2", 1.0)}
     out = summarize_sweep(records, {"s": 1.0}, labels, window=1, n_boot=50)
@@ -105,7 +132,9 @@ def test_summarize_sweep_rows_and_pooled_coverage():
     s = rows[1]["scorers"]["s"]
     assert s["coverage"]["rate"] == 0.75 and rows[1]["broken_off"]["k"] == 4
     assert s["detection"]["k"] == 5  # a flagged decision after onset: all but seed 3
-    assert s["window_detection"]["k"] == 3  # the first decision after onset (step 10): seeds 0, 4, 5
+    assert (
+        s["window_detection"]["k"] == 3
+    )  # the first decision after onset (step 10): seeds 0, 4, 5
     assert s["window_false_alarm"]["k"] == 0 and s["window_false_alarm"]["n"] == 4
     # 16 clean decisions at 0.1; after onset: 6 at 0.1 (ties count 1/2) and 12 at 5.0
     assert s["auroc"]["auc"] == pytest.approx(15 / 18) and s["auroc"]["episodes_neg"] == 4
@@ -134,7 +163,9 @@ def test_decision_auroc_ci_resamples_episodes():
     # each episode's decisions repeated 5 times: the same episodes, so the same interval (a
     # decision-level bootstrap would narrow it)
     five = decision_auroc([g * 5 for g in neg], [g * 5 for g in pos], n_boot=300, seed=3)
-    assert (five["auc"], five["lo"], five["hi"]) == pytest.approx((one["auc"], one["lo"], one["hi"]))
+    assert (five["auc"], five["lo"], five["hi"]) == pytest.approx(
+        (one["auc"], one["lo"], one["hi"])
+    )
     assert one["lo"] < one["auc"] < one["hi"] and five["n_pos"] == 5 * one["n_pos"]
     assert decision_auroc(neg, pos, n_boot=300, seed=3) == one  # deterministic
     empty = decision_auroc([], [[1.0, None]])
@@ -213,13 +244,18 @@ def test_tiny_sweep_writes_summary_plot_and_tables(sweep_run):
     assert (root / "sweep.png").stat().st_size > 10_000 and (root / "roc.png").exists()
     episodes = pq.read_table(root / "eval" / "episodes.parquet").to_pylist()
     broken = [e for e in episodes if e["broken"]]
-    assert broken and all(e["broken_step"] == e["steps"] - 1 for e in broken)  # the env ends at the break
+    assert broken and all(
+        e["broken_step"] == e["steps"] - 1 for e in broken
+    )  # the env ends at the break
     assert all(e["broken_step"] is None for e in episodes if not e["broken"])
     harmful = [e for e in episodes if e["broken"] and e["monitor"] == "none"]
     for s in ("mahalanobis-mean", "pca-mean"):  # coverage counts exactly the harmful episodes
         assert sweep["coverage"][s]["all"]["coverage"]["n"] == len(harmful)
         for r in rows:
-            assert r["scorers"][s]["auroc"]["episodes_neg"] == 2 and r["scorers"][s]["window_detection"]["n"] == 2
+            assert (
+                r["scorers"][s]["auroc"]["episodes_neg"] == 2
+                and r["scorers"][s]["window_detection"]["n"] == 2
+            )
     buf = io.StringIO()
     from studies.sarm.eval import print_summary
 
@@ -240,7 +276,9 @@ def test_tiny_sweep_resumes_to_the_same_summary(sweep_run):
     before = json.loads((root / "summary.json").read_text())
     kept = root / "eval" / "episodes" / "ta2_1@10" / "seed_5000011.parquet"
     dropped = root / "eval" / "episodes" / "ta2_8@10" / "seed_5000010.parquet"
-    assert kept.exists() and dropped.exists(), sorted(p.name for p in (root / "eval" / "episodes").iterdir())
+    assert kept.exists() and dropped.exists(), sorted(
+        p.name for p in (root / "eval" / "episodes").iterdir()
+    )
     mtime = kept.stat().st_mtime_ns
     dropped.unlink()
     (root / "summary.json").unlink()
@@ -262,12 +300,16 @@ def test_sweep_tables_fit_the_terminal(width):
         cond = r["condition"] if r["condition"] == "clean" else "sae:17:200@10"
         for n in names:
             if r["monitor"] is None or n == "sae-mean":
-                scores = [{**d, "scores": {m: d["scores"]["s"] for m in names}} for d in r["decisions"]]
+                scores = [
+                    {**d, "scores": {m: d["scores"]["s"] for m in names}} for d in r["decisions"]
+                ]
                 alarm = {m: r["first_alarm"]["s"] for m in names} if "first_alarm" in r else {}
                 records.append({**r, "condition": cond, "monitor": r["monitor"] and n, "decisions": scores,
                                 "first_alarm": alarm})  # fmt: skip
     records = list({(r["condition"], r["monitor"], r["seed"]): r for r in records}.values())
-    sweep = summarize_sweep(records, dict.fromkeys(names, 1.0), {"sae:17:200@10": ("sae:contrast", 200.0)}, n_boot=50)
+    sweep = summarize_sweep(
+        records, dict.fromkeys(names, 1.0), {"sae:17:200@10": ("sae:contrast", 200.0)}, n_boot=50
+    )
     assert sweep["coverage"]["sae-mean"]["all"]["coverage"]["rate"] == 0.75
     buf = io.StringIO()
     print_sweep({"summary": {"sweep": sweep}}, Console(width=width, file=buf))

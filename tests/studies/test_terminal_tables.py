@@ -24,7 +24,9 @@ def _episodes():
     for c in CONDITIONS:
         for s in range(12):
             broken = c == "sae:fragility:-0.25" or (c == "dom:-2" and s % 2 == 0)
-            p = {"unsteered": 0.9, "sae:fragility:-0.25": 0.1, "dom:-2": 0.45}.get(c, 0.9) + 0.0004 * (s % 3)
+            p = {"unsteered": 0.9, "sae:fragility:-0.25": 0.1, "dom:-2": 0.45}.get(
+                c, 0.9
+            ) + 0.0004 * (s % 3)
             rows.append(dict(condition=c, seed=s, success=not broken, broken=broken, peak_force=7.07 + 40 * broken + 0.01 * s,
                              steps=93 + s % 4 + (12 if broken else 0), p_fragile_mean=p))  # fmt: skip
     return sorted(rows, key=lambda r: (r["condition"], r["seed"]))
@@ -59,7 +61,9 @@ def test_steering_table_at_80_columns_keeps_numbers_whole_and_the_order_given(re
     for c in CONDITIONS:  # every condition's name, whole, in the order given
         assert c in text
     assert [text.index(c) for c in CONDITIONS] == sorted(text.index(c) for c in CONDITIONS)
-    assert "[+100%, +100%]" in text and "[-0.80, -0.80]" in text  # Δ broken and Δ P(fragile) of the SAE steering
+    assert (
+        "[+100%, +100%]" in text and "[-0.80, -0.80]" in text
+    )  # Δ broken and Δ P(fragile) of the SAE steering
     assert "n=12" in text and "p=" in text and "peak force" not in text
 
 
@@ -75,9 +79,13 @@ def test_specificity_tables_follow_the_order_given():
     spec = specificity(_episodes(), "unsteered", CONDITIONS)
     assert list(spec) == ["random:-1"]
     assert [r["condition"] for r in spec["random:-1"]] == ["sae:fragility:-0.25", "dom:-2"]
-    text = _render(steering_table(spec["random:-1"], "random:-1", Console(width=80, file=io.StringIO())), 80)
+    text = _render(
+        steering_table(spec["random:-1"], "random:-1", Console(width=80, file=io.StringIO())), 80
+    )
     _check_fits(text)
-    assert "Steered vs random:-1: key columns" in text  # printed as is (":-1:" is also an emoji code)
+    assert (
+        "Steered vs random:-1: key columns" in text
+    )  # printed as is (":-1:" is also an emoji code)
 
 
 def _sarm_doc():
@@ -88,9 +96,17 @@ def _sarm_doc():
     records = []
     for seed in range(8):
         material = "fragile" if seed % 2 == 0 else "rigid"
-        for cond, shift in [("clean", 0.0), ("ta2:4@10", 3.0), ("occlusion:0.35@10", 2.0), ("noise:0.2@10", 0.0)]:
+        for cond, shift in [
+            ("clean", 0.0),
+            ("ta2:4@10", 3.0),
+            ("occlusion:0.35@10", 2.0),
+            ("noise:0.2@10", 0.0),
+        ]:
             for monitor in [None, *scorers]:
-                scores = [{s: 0.1 * ((seed + i) % 5) + (shift if i >= 1 else 0.0) for s in scorers} for i in range(6)]
+                scores = [
+                    {s: 0.1 * ((seed + i) % 5) + (shift if i >= 1 else 0.0) for s in scorers}
+                    for i in range(6)
+                ]
                 veto = 10 if shift and monitor else (20 if monitor and seed == 3 else None)
                 records.append({"seed": seed, "material": material, "condition": cond, "monitor": monitor,
                                 "onset": None if cond == "clean" else 10, "steps": 60,
@@ -105,12 +121,21 @@ def _sarm_doc():
 
 def test_sarm_tables_at_80_columns(sarm_doc):
     doc = sarm_doc
-    assert list(doc["summary"]["perturbations"]) == sorted(doc["perturbations"])  # summarize sorts by name
+    assert list(doc["summary"]["perturbations"]) == sorted(
+        doc["perturbations"]
+    )  # summarize sorts by name
     buf = io.StringIO()
     print_summary(doc, Console(width=80, file=buf))
     text = buf.getvalue()
     _check_fits(text)
-    for name in ["sae-mean", "mahalanobis-mean", "pca-mean", "ta2:4@10", "occlusion:0.35@10", "noise:0.2@10"]:
+    for name in [
+        "sae-mean",
+        "mahalanobis-mean",
+        "pca-mean",
+        "ta2:4@10",
+        "occlusion:0.35@10",
+        "noise:0.2@10",
+    ]:
         assert name in text
     given = list(doc["perturbations"])
     assert [text.index(p) for p in given] == sorted(text.index(p) for p in given)  # the order given
@@ -133,7 +158,12 @@ def test_sarm_tables_full_where_they_fit_and_piped_output_fits(sarm_doc, capsys,
 
 @pytest.mark.parametrize("width", [80, 100, 120])
 def test_no_table_prints_wider_than_the_terminal(width, results, sarm_doc):
-    _check_fits(_render(steering_table(results, "unsteered", Console(width=width, file=io.StringIO())), width), width)
+    _check_fits(
+        _render(
+            steering_table(results, "unsteered", Console(width=width, file=io.StringIO())), width
+        ),
+        width,
+    )
     buf = io.StringIO()
     print_summary(sarm_doc, Console(width=width, file=buf))
     _check_fits(buf.getvalue(), width)

@@ -102,7 +102,14 @@ def test_table_fits_80_columns(study):
 
 def test_rerun_reuses_resources_and_resumes(study):
     root = study.root
-    kept = [root / f for f in ("store/dom_vector.safetensors", "sae/sae/sae.safetensors", "discovery/discovery.json")]
+    kept = [
+        root / f
+        for f in (
+            "store/dom_vector.safetensors",
+            "sae/sae/sae.safetensors",
+            "discovery/discovery.json",
+        )
+    ]
     episodes = sorted((root / "episodes" / "episodes").rglob("seed_*.parquet"))
     before = {p: p.stat().st_mtime_ns for p in kept + episodes}
     gone = root / "episodes" / "episodes" / "dom_-2" / "seed_1.parquet"
@@ -110,7 +117,9 @@ def test_rerun_reuses_resources_and_resumes(study):
     old = json.loads((root / "summary.json").read_text())
     run_vla_study(study, Console(quiet=True), progress=False)
     assert gone.is_file()  # the missing episode was run again
-    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p != gone)  # nothing else redone
+    assert all(
+        p.stat().st_mtime_ns == t for p, t in before.items() if p != gone
+    )  # nothing else redone
     new = json.loads((root / "summary.json").read_text())
     assert new["matched_norm"] == old["matched_norm"]
     assert new["conditions"] == old["conditions"]  # an episode is a pure function of its seed
@@ -142,7 +151,6 @@ def test_changed_resource_settings_are_refused(study, capsys):
     assert "other ['material']" in capsys.readouterr().err
 
 
-
 def test_registering_the_command_imports_no_transformers():
     import subprocess
     import sys
@@ -150,7 +158,9 @@ def test_registering_the_command_imports_no_transformers():
     code = ("import argparse, sys; from cli import vla as cmd_vla; "
             "cmd_vla.register(argparse.ArgumentParser().add_subparsers()); "
             "print('transformers' in sys.modules)")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "False"
 
 
@@ -181,7 +191,12 @@ def test_acceptance_flags_on_known_answers():
         cfg, matched)  # fmt: skip
     d = rising["dose_response"]
     assert d["spearman_rho"] == pytest.approx(1.0) and len(d["separated_intermediates"]) >= 2
-    assert d["flags"] == {"monotone": True, "graded": True, "breakage_rises": True, "random_small": True}
+    assert d["flags"] == {
+        "monotone": True,
+        "graded": True,
+        "breakage_rises": True,
+        "random_small": True,
+    }
     flat = summarize_vla_study(
         _synthetic_rows(cfg, "random:1", lambda c: 6 + (3 if c == "random:1" else 0) + (1 if c in strength else 0),
                         lambda c: 0.0), cfg, matched)  # fmt: skip
@@ -197,13 +212,20 @@ def test_rigid_study_steers_toward_fragile_and_reads_a_fall():
 
     cfg = VLAStudyConfig(material="rigid", dom_scales=[0.5], neuron_words=[])
     assert cfg.levels == [0.2, 0.4, 0.6, 0.8, 1.0]
-    assert cfg.conditions("random:1") == ["unsteered", *map(sae_condition, cfg.levels), "random:1", "dom:+0.5"]
+    assert cfg.conditions("random:1") == [
+        "unsteered",
+        *map(sae_condition, cfg.levels),
+        "random:1",
+        "dom:+0.5",
+    ]
     strength = {sae_condition(x): x for x in cfg.levels}
     falling = summarize_vla_study(
         _synthetic_rows(cfg, "random:1", lambda c: 35 - 25 * strength.get(c, 0) + (0.5 if c == "random:1" else 0),
                         lambda c: 0.0), cfg, {"random_condition": "random:1"})  # fmt: skip
     d = falling["dose_response"]
-    assert d["strengths"] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0]) and d["spearman_rho"] == pytest.approx(-1.0)
+    assert d["strengths"] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0]) and d[
+        "spearman_rho"
+    ] == pytest.approx(-1.0)
     assert d["flags"] == {"monotone": True, "graded": True, "random_small": True}
     rising = summarize_vla_study(
         _synthetic_rows(cfg, "random:1", lambda c: 10 + 25 * strength.get(c, 0), lambda c: 0.0), cfg,
@@ -219,4 +241,8 @@ def test_unbreakable_study_passes_the_option_and_drops_the_breakage_flag():
     assert cfg.experiment("random:1", {}).unbreakable  # every episode of the study
     s = summarize_vla_study(_synthetic_rows(cfg, "random:1", lambda c: 7.0, lambda c: 0.0), cfg,
                             {"random_condition": "random:1"})  # fmt: skip
-    assert s["dose_response"]["unbreakable"] and set(s["dose_response"]["flags"]) == {"monotone", "graded", "random_small"}
+    assert s["dose_response"]["unbreakable"] and set(s["dose_response"]["flags"]) == {
+        "monotone",
+        "graded",
+        "random_small",
+    }
