@@ -38,7 +38,8 @@ from envs import FrankaPickEnv
 from envs.expert import BIN_REACH
 from envs.fragility import FragilityConfig
 from rollouts.conditions import Condition, ConditionEffect, SteeringResources, parse_condition
-from rollouts.recorders import HoldingState, Recorder, StepView
+from rollouts.recorders import HoldingState, Recorder, StepView, TapView
+from rollouts.video import annotate
 
 UNSTEERED = parse_condition("unsteered")
 #: Timing columns of an episode row: they differ between runs and are left out of comparisons.
@@ -80,29 +81,6 @@ class EpisodeRecord:
     activations: dict[str, torch.Tensor] = field(default_factory=dict)
     frames: list[np.ndarray] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class TapView:
-    """The activations a lane's monitors score: those of the forward that made the lane's last
-    decision (same attributes as agents.taps.ResidualTap that monitors read)."""
-
-    def __init__(self) -> None:
-        self.latest: torch.Tensor | None = None
-        self.positions: torch.Tensor | None = None
-        self.n_image_tokens = 0
-        self.calls = 0
-
-    def set(
-        self, latest: torch.Tensor, positions: torch.Tensor | None, n_image_tokens: int
-    ) -> None:
-        """Point the view at a new decision's activations."""
-        self.latest, self.positions, self.n_image_tokens = latest, positions, n_image_tokens
-        self.calls += 1
-
-    @property
-    def image_activations(self) -> torch.Tensor | None:
-        """The image-token rows of `latest`."""
-        return None if self.latest is None else self.latest[: self.n_image_tokens]
 
 
 class ClosedLoop:
@@ -337,7 +315,7 @@ class _Lane:
                     f"monitor {score if score is None else f'{score:.3g}'} / {sarm.get('threshold', math.nan):.3g}"
                 )
             self.frames.append(
-                _annotate(
+                annotate(
                     seen if seen is not None else self.frame(),
                     lines,
                     "BROKEN" if info["broken"] else banner,
@@ -359,7 +337,7 @@ class _Lane:
             banner = "BROKEN" if info["broken"] else ("SUCCESS" if info["success"] else "TIMEOUT")
             self.frames.extend(
                 [
-                    _annotate(
+                    annotate(
                         self.frame(),
                         [f"{self.spec.condition.name} | seed {self.spec.seed}"],
                         banner,
@@ -418,9 +396,3 @@ def agent_handling(agent: Any, lane: int) -> str:
     lanes = getattr(agent, "lane", None)
     expert = getattr(lanes(lane), "expert", None) if callable(lanes) else None
     return "vla" if expert is None else expert.profile.name
-
-
-def _annotate(frame: np.ndarray, lines: list[str], banner: str | None) -> np.ndarray:
-    from rollouts.video import annotate
-
-    return annotate(frame, lines, banner=banner)

@@ -1,4 +1,5 @@
-"""What the one closed loop (rollouts.episode.ClosedLoop) shows per-episode recorders.
+"""What the one closed loop (rollouts.episode.ClosedLoop) shows per-episode recorders, and the
+view of a lane's decision activations its monitors score (`TapView`).
 
 A recorder sees each step of one lane's episode through a `StepView` and keeps what it needs
 (a labelled frame, the holding state, demonstration rows); `EpisodeRecord.extra[name]` holds
@@ -92,3 +93,26 @@ class HoldingState(Recorder):
     def result(self) -> torch.Tensor | None:
         """(n_tokens × d) or None when the episode never released a held object."""
         return self.h
+
+
+class TapView:
+    """The activations a lane's monitors score: those of the forward that made the lane's last
+    decision (same attributes as agents.taps.ResidualTap that monitors read)."""
+
+    def __init__(self) -> None:
+        self.latest: torch.Tensor | None = None
+        self.positions: torch.Tensor | None = None
+        self.n_image_tokens = 0
+        self.calls = 0
+
+    def set(
+        self, latest: torch.Tensor, positions: torch.Tensor | None, n_image_tokens: int
+    ) -> None:
+        """Point the view at a new decision's activations."""
+        self.latest, self.positions, self.n_image_tokens = latest, positions, n_image_tokens
+        self.calls += 1
+
+    @property
+    def image_activations(self) -> torch.Tensor | None:
+        """The image-token rows of `latest`."""
+        return None if self.latest is None else self.latest[: self.n_image_tokens]

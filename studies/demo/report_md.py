@@ -28,7 +28,7 @@ def write_report(
     """report.md, summary.json and report.html of a finished demo in `root`; returns report.md's path."""
     from reports.steering import markdown_table, specificity_markdown
     from studies.demo.report_html import write_demo_html
-    from studies.world_model import probe_table_markdown
+    from studies.world_model_report import probe_table_markdown
 
     md = [
         f"# physteer demo report ({cfg.model})",

@@ -19,7 +19,8 @@ from reports.html import est_html
 from studies.demo.report_html import render_demo_page
 from studies.demo.report_html_sarm import rate_text
 from studies.demo.run import DemoConfig, run_demo
-from studies.world_model import ProbeData, broken_verdict, collect_probe_data, fit_probes
+from studies.world_model import ProbeData, collect_probe_data, fit_probes
+from studies.world_model_report import broken_verdict
 
 
 @pytest.fixture(scope="module")
