@@ -108,9 +108,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sections = _check(args)
     console, doc = Console(), {}
     if "executors" in sections:
-        doc["executors"] = _executors(args, console)
+        with console.status("measuring episodes/min per executor (alternating rounds)"):
+            doc["executors"] = _executors(args, console)
     if "agents" in sections:
-        doc["agents"] = _agents(args, console)
+        with console.status("measuring the planner beside the VLA (alternating rounds)"):
+            doc["agents"] = _agents(args, console)
     wall = demo_wall_time()
     console.print(
         f"demo wall time: {wall / 60:.1f} min (runs/demo/summary.json)"

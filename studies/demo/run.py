@@ -298,6 +298,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
                 workers=cfg.workers,
             ),
             log=console.print,
+            progress=True,
         )
     else:
         doc = json.loads((sarm_dir / "summary.json").read_text())

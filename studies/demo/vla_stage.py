@@ -76,7 +76,7 @@ def run_vla_stage(cfg: Any, root: Path, console: Console) -> dict[str, Any]:
         doc = run_sarm_eval(SarmEvalConfig(agent="vla", model="tiny-vla", scorers=("sae",), fit_episodes=cfg.vla_sarm_fit_episodes,
                                            episodes=cfg.vla_sarm_episodes, perturbations=("ta2:4@10",),
                                            max_steps=cfg.vla_max_steps,
-                                           out=str(path.parent), workers=cfg.workers), log=console.print)  # fmt: skip
+                                           out=str(path.parent), workers=cfg.workers), log=console.print, progress=True)  # fmt: skip
     else:
         doc = json.loads(path.read_text())
     print_summary(doc, console)
