@@ -19,13 +19,12 @@ import ctypes.util
 import os
 import pkgutil
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pybullet_data
 
-from envs._pybullet import p
+from envs._pybullet import c_output_silenced, p
 
 
 @dataclass(frozen=True)
@@ -101,24 +100,10 @@ def display_problem() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def c_stdout_silenced(active: bool = True) -> Iterator[None]:
+def c_stdout_silenced(active: bool = True) -> contextlib.AbstractContextManager[None]:
     """Send what C code prints to stdout to /dev/null meanwhile (PyBullet's EGL plugin prints its
     driver banner on load, on its first frames and on unload)."""
-    if not active:
-        yield
-        return
-    libc = ctypes.CDLL(None)
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-        yield
-    finally:
-        libc.fflush(None)  # C's buffered prints go to /dev/null, not to the restored stdout
-        os.dup2(saved, 1)
-        os.close(saved)
+    return c_output_silenced(1, active)
 
 
 class Sim:

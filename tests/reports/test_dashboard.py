@@ -29,6 +29,7 @@ IMAGES = 32  # two seed blocks: every color x shade x material cell holds 4 imag
 def pipeline(tmp_path_factory):
     from agents.backend import load_vlm
     from agents.vlm_agent import default_tap_layer
+    from reports.steering import steering_report
     from rollouts.experiment import run_experiment
     from rollouts.runner import ExperimentConfig
     from sae import TrainConfig, default_config, discover_store, train_sae
@@ -51,6 +52,7 @@ def pipeline(tmp_path_factory):
     cfg = ExperimentConfig(name="steer", out=str(root / "runs"), conditions=["unsteered", f"sae:{steered}:6"],
                            seeds=[0], sae=str(root / "sae"), discovery=str(root / "discovery.json"))  # fmt: skip
     run = run_experiment(cfg, progress=False)
+    steering_report(run)  # the run's summary.json holds the steering effects
     d = build_dashboard(
         root / "store", root / "sae", root / "discovery.json", run=run, max_panels=3, top_frames=3
     )

@@ -53,7 +53,9 @@ def run(tmp_path_factory):
     cfg = ExperimentConfig(name="steer_fragile", out=str(root), conditions=CONDITIONS, seeds=[0, 1, 2],
                            material="fragile", vector=str(root / "store" / "dom_vector.safetensors"), videos=1,
                            executor="serial")  # fmt: skip
-    return run_experiment(cfg, progress=False)
+    run = run_experiment(cfg, progress=False)
+    steering_report(run)  # what `physteer run` writes after the episodes
+    return run
 
 
 def test_report_html_beside_report_md(run):

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file
 
+from reports.steering import steering_report
 from rollouts.episode import TIMING_COLUMNS
 from rollouts.experiment import run_experiment
 from rollouts.replay import replay
@@ -43,6 +44,7 @@ def small_run(tmp_path_factory, store):
         videos=1,
     )
     root = run_experiment(cfg, progress=False)
+    steering_report(root)  # what `physteer run` writes after the episodes
     return cfg, root
 
 
