@@ -18,7 +18,7 @@ from gymnasium import spaces
 from envs.fragility import ForceTracker, FragilityConfig
 from envs.objects import COLORS, MATERIALS, SHADES, SHAPES, ObjectSpec, check_pattern
 from envs.robot import FINGER_JOINTS, GripperConfig, Panda
-from envs.sim import Camera, Lighting, Sim, check_renderer, display_set
+from envs.sim import DEFAULT_RENDERER, Camera, Lighting, Sim, check_renderer, display_set
 from envs.task import Layout, PickTask
 
 OBS_MODES = ("rgb", "state", "rgb+state")
@@ -45,8 +45,8 @@ class EnvConfig:
         object_pattern: "material" (the surface pattern marks the material: fragile striped,
             rigid plain) or "plain" (every object plain in its color whatever its material: the
             material cue is removed from the frame; physics unchanged).
-        renderer: camera frames from "tiny" (TinyRenderer, what the shipped models were trained
-            on), "egl" (OpenGL through PyBullet's EGL plugin: a GPU's where there is one, else
+        renderer: camera frames from "tiny-layered" (the default) or "tiny" (TinyRenderer, what the
+            shipped models were trained on, in two layers or in one pass: the same pixels), "egl" (OpenGL through PyBullet's EGL plugin: a GPU's where there is one, else
             Mesa's software rasteriser; lit differently) or "auto" (EGL where it loads).
     """
 
@@ -60,7 +60,7 @@ class EnvConfig:
     workspace_high: tuple[float, float, float] = (0.2, 0.3, 0.4)
     cheap_arm_visuals: bool = True
     object_pattern: str = "material"
-    renderer: str = "tiny"
+    renderer: str = DEFAULT_RENDERER
     camera: Camera = field(default_factory=Camera)
     layout: Layout = field(default_factory=Layout)
     gripper: GripperConfig = field(default_factory=GripperConfig)

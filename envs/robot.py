@@ -86,18 +86,16 @@ class Panda:
         self.sim = sim
         self.gripper = gripper
         c = sim.client
-        self.body = p.loadURDF(
-            panda_urdf(cheap_visuals), base_position, useFixedBase=True, physicsClientId=c
-        )
+        self.body = sim.load_urdf(panda_urdf(cheap_visuals), base_position, fixed_base=True)
         for j in FINGER_JOINTS:
             p.changeDynamics(
                 self.body, j, lateralFriction=1.2, spinningFriction=0.002, physicsClientId=c
             )
         # Arm links are grey; the fingertips slightly darker so the grasp reads in video.
         for link in range(-1, 12):
-            p.changeVisualShape(self.body, link, rgbaColor=(0.85, 0.85, 0.87, 1), physicsClientId=c)
+            sim.set_color(self.body, link, (0.85, 0.85, 0.87, 1))
         for j in FINGER_JOINTS:
-            p.changeVisualShape(self.body, j, rgbaColor=(0.25, 0.25, 0.28, 1), physicsClientId=c)
+            sim.set_color(self.body, j, (0.25, 0.25, 0.28, 1))
         ll = [p.getJointInfo(self.body, j, physicsClientId=c)[8] for j in ARM_JOINTS]
         ul = [p.getJointInfo(self.body, j, physicsClientId=c)[9] for j in ARM_JOINTS]
         self._limits = (ll, ul, [u - lo for lo, u in zip(ll, ul, strict=True)])

@@ -4,8 +4,10 @@ Every call carries this client's `physicsClientId`, so several environments can 
 process without sharing a world. The wrapper only adds what the scene needs: building boxes
 and cylinders, reading contacts, and rendering a camera frame.
 
-Rendering: TinyRenderer (PyBullet's CPU rasteriser, the default: every shipped model was trained
-on its frames) or OpenGL through PyBullet's EGL plugin (`renderer="egl"`): headless, on a GPU
+Rendering: TinyRenderer (PyBullet's CPU rasteriser: every shipped model was trained on its
+frames), in one pass over the world (`renderer="tiny"`) or in two layers (`"tiny-layered"`: the
+static scene drawn once per episode, what moves drawn per frame, joined by depth; envs.layers),
+or OpenGL through PyBullet's EGL plugin (`renderer="egl"`): headless, on a GPU
 where the EGL driver has one, else in Mesa's software rasteriser (llvmpipe). EGL frames are lit
 differently (PyBullet's OpenGL light, not `Lighting`); `benchmarks/renderers.py` measures their
 speed and how often the tiny model decides the same on both.
@@ -20,11 +22,13 @@ import os
 import pkgutil
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pybullet_data
 
 from envs._pybullet import c_output_silenced, p
+from envs.layers import LayeredRenderer, VisualRecipe
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,14 @@ class Lighting:
     specular: float = 0.05
 
 
-#: Camera-frame renderers: "tiny" (TinyRenderer), "egl" (OpenGL through the EGL plugin; an
+#: Camera-frame renderers: "tiny" (TinyRenderer, one pass), "tiny-layered" (TinyRenderer, the
+#: static layer drawn once per episode: envs.layers), "egl" (OpenGL through the EGL plugin; an
 #: error where it cannot load), "auto" (EGL where it loads, else TinyRenderer).
-RENDERERS = ("tiny", "egl", "auto")
+RENDERERS = ("tiny", "tiny-layered", "egl", "auto")
+TINY_RENDERERS = ("tiny", "tiny-layered")
+#: The default: TinyRenderer frames (what the shipped models were trained on), drawn in layers
+#: (the same pixels as one pass, tests/envs/test_layers.py; about 3× the frames/s).
+DEFAULT_RENDERER = "tiny-layered"
 
 
 class NoDisplayError(RuntimeError):
@@ -112,7 +121,7 @@ class Sim:
     Args:
         timestep: physics step in seconds.
         gui: open the PyBullet GUI (needs a display).
-        renderer: camera frames from "tiny", "egl" or "auto" (RENDERERS); the one in use is
+        renderer: camera frames from "tiny", "tiny-layered", "egl" or "auto" (RENDERERS); the one in use is
             `self.renderer` ("tiny" or "egl"). The GUI renders with its own OpenGL.
 
     Raises:
@@ -123,13 +132,18 @@ class Sim:
     """
 
     def __init__(
-        self, timestep: float = 1.0 / 240.0, gui: bool = False, renderer: str = "tiny"
+        self, timestep: float = 1.0 / 240.0, gui: bool = False, renderer: str = DEFAULT_RENDERER
     ) -> None:
         check_renderer(renderer)
         self.timestep = timestep
         self.client = -1
-        self.renderer = "tiny"
+        self.renderer = (
+            renderer if renderer in TINY_RENDERERS else DEFAULT_RENDERER
+        )  # "auto" falls back
         self._egl_plugin = -1
+        self.visuals: dict[int, VisualRecipe] = {}  # body → how it looks (the layered renderer)
+        self.scene_version = 0
+        self._layers: LayeredRenderer | None = None
         if gui:
             problem = display_problem()
             if problem is not None:
@@ -141,7 +155,7 @@ class Sim:
         self.client = p.connect(p.GUI if gui else p.DIRECT)
         if self.client < 0:
             raise RuntimeError("could not connect to PyBullet (GUI needs a display)")
-        if renderer != "tiny" and not gui:
+        if renderer not in TINY_RENDERERS and not gui:
             self._load_egl(required=renderer == "egl")
         self._world_used = False
         self.reset()
@@ -176,6 +190,7 @@ class Sim:
             self.client = p.connect(p.DIRECT)
             self._load_egl(required=True)
         self._world_used = True
+        self.visuals, self.scene_version = {}, self.scene_version + 1
         p.resetSimulation(physicsClientId=self.client)
         p.setGravity(0, 0, -9.81, physicsClientId=self.client)
         p.setTimeStep(self.timestep, physicsClientId=self.client)
@@ -183,6 +198,9 @@ class Sim:
 
     def close(self) -> None:
         """Disconnect the client; the object is unusable afterwards."""
+        if self._layers is not None:
+            self._layers.close()
+            self._layers = None
         if self.client >= 0 and p.isConnected(self.client):
             if self._egl_plugin >= 0:
                 with c_stdout_silenced():
@@ -211,7 +229,22 @@ class Sim:
         vis = p.createVisualShape(
             p.GEOM_BOX, halfExtents=half_extents, rgbaColor=rgba, physicsClientId=c
         )
-        return self._body(col, vis, position, mass, orientation, lateral_friction)
+        body = self._body(col, vis, position, mass, orientation, lateral_friction)
+        self._record(
+            body,
+            "box",
+            mass,
+            half_extents=half_extents,
+            rgba=rgba,
+            position=position,
+            orientation=orientation,
+        )
+        return body
+
+    def _record(self, body: int, kind: str, mass: float, **params: Any) -> None:
+        """Remember how `body` looks (the layered renderer draws it again in its own clients)."""
+        self.visuals[body] = VisualRecipe(kind, params, static=mass == 0.0)
+        self.scene_version += 1
 
     def _body(
         self, col: int, vis: int, position, mass: float, orientation, lateral_friction: float
@@ -246,7 +279,10 @@ class Sim:
         vis = p.createVisualShape(
             p.GEOM_MESH, fileName="cube.obj", meshScale=(2 * half,) * 3, physicsClientId=c
         )
-        return self._body(col, vis, position, mass, orientation, lateral_friction)
+        body = self._body(col, vis, position, mass, orientation, lateral_friction)
+        self._record(body, "mesh", mass, file=os.path.join(pybullet_data.getDataPath(), "cube.obj"),
+                     scale=(2 * half,) * 3, position=position, orientation=orientation)  # fmt: skip
+        return body
 
     def create_cylinder(
         self,
@@ -266,7 +302,27 @@ class Sim:
         vis = p.createVisualShape(
             p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=rgba, physicsClientId=c
         )
-        return self._body(col, vis, position, mass, orientation, lateral_friction)
+        body = self._body(col, vis, position, mass, orientation, lateral_friction)
+        self._record(body, "cylinder", mass, radius=radius, length=height, rgba=rgba, position=position,
+                     orientation=orientation)  # fmt: skip
+        return body
+
+    def load_urdf(
+        self, path: str, position: tuple[float, float, float], fixed_base: bool = True
+    ) -> int:
+        """Load an articulated body (the robot) from a URDF file; returns its id."""
+        body = p.loadURDF(path, position, useFixedBase=fixed_base, physicsClientId=self.client)
+        self.visuals[body] = VisualRecipe("urdf", {"path": path, "position": position, "orientation": (0, 0, 0, 1)},
+                                          static=False)  # fmt: skip
+        self.scene_version += 1
+        return body
+
+    def set_color(self, body: int, link: int, rgba: tuple[float, float, float, float]) -> None:
+        """Colour one link of a body (-1: its base)."""
+        p.changeVisualShape(body, link, rgbaColor=rgba, physicsClientId=self.client)
+        if body in self.visuals:
+            self.visuals[body].rgba[link] = tuple(rgba)
+            self.scene_version += 1
 
     def apply_texture(self, body: int, texture_path: str) -> None:
         """Load an image file as a texture and put it on `body` (white tint keeps its colors)."""
@@ -274,10 +330,15 @@ class Sim:
         p.changeVisualShape(
             body, -1, textureUniqueId=tex, rgbaColor=(1, 1, 1, 1), physicsClientId=self.client
         )
+        if body in self.visuals:
+            self.visuals[body].texture = texture_path
+            self.scene_version += 1
 
     def remove(self, body: int) -> None:
         """Remove a body from the world."""
         p.removeBody(body, physicsClientId=self.client)
+        if self.visuals.pop(body, None) is not None:
+            self.scene_version += 1
 
     # --- reading ----------------------------------------------------------------------------
     def pose(self, body: int) -> tuple[np.ndarray, np.ndarray]:
@@ -313,6 +374,14 @@ class Sim:
         TinyRenderer's (the EGL plugin lights the scene its own way)."""
         c = self.client
         view, proj = self._matrices(width, height, camera)
+        if self.renderer == "tiny-layered":
+            if self._layers is None:
+                self._layers = LayeredRenderer(self.client)
+            light = dict(lightDirection=lighting.direction, lightAmbientCoeff=lighting.ambient,
+                         lightDiffuseCoeff=lighting.diffuse, lightSpecularCoeff=lighting.specular)  # fmt: skip
+            return self._layers.render(
+                self.visuals, self.scene_version, width, height, view, proj, light
+            )
         with c_stdout_silenced(self.renderer == "egl"):
             _, _, rgba, _, _ = p.getCameraImage(
                 width,

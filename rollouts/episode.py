@@ -37,6 +37,7 @@ import torch
 from envs import FrankaPickEnv
 from envs.expert import BIN_REACH
 from envs.fragility import FragilityConfig
+from envs.sim import DEFAULT_RENDERER
 from rollouts.conditions import Condition, ConditionEffect, SteeringResources, parse_condition
 from rollouts.recorders import HoldingState, Recorder, StepView, TapView
 from rollouts.video import annotate
@@ -102,7 +103,7 @@ class ClosedLoop:
         record_holding: add the HoldingState recorder.
         recorders: callable(spec) → list of extra Recorder instances for an episode.
         object_pattern: how objects are drawn, "material" or "plain" (envs EnvConfig).
-        renderer: camera frames from "tiny", "egl" or "auto" (envs EnvConfig).
+        renderer: camera frames from "tiny-layered" (default), "tiny", "egl" or "auto" (envs EnvConfig).
         unbreakable: fragile objects never break (envs FragilityConfig threshold = inf; forces
             are still tracked): a fragile object's peak grip force is then the whole grip, not
             cut short at the breaking threshold. Everything else is unchanged.
@@ -112,7 +113,7 @@ class ClosedLoop:
                  resources: SteeringResources | None = None, layer: int | None = None,
                  scorers: dict[str, Any] | None = None, on_veto: str = "hold", tokens: str = "image",
                  record_decisions: bool = True, record_holding: bool = False,
-                 recorders: Any = None, object_pattern: str = "material", renderer: str = "tiny",
+                 recorders: Any = None, object_pattern: str = "material", renderer: str = DEFAULT_RENDERER,
                  unbreakable: bool = False) -> None:  # fmt: skip
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r}: expected an int >= 1")

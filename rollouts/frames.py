@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.sim import DEFAULT_RENDERER
 from rollouts.episode import ClosedLoop, EpisodeSpec
 from rollouts.recorders import Recorder, StepView
 
@@ -83,7 +84,7 @@ def render_labeled_frames(
     max_steps_into_episode: int = 60,
     first_frame_prob: float = 0.5,
     progress: Any = None,
-    renderer: str = "tiny",
+    renderer: str = DEFAULT_RENDERER,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Render `n` frames with their labels.
 
@@ -94,7 +95,7 @@ def render_labeled_frames(
         max_steps_into_episode: frames are taken after 0..this many expert steps.
         first_frame_prob: probability of taking the episode's first frame.
         progress: optional callable(i) called after each frame (for progress bars).
-        renderer: "tiny", "egl" or "auto" (envs EnvConfig.renderer); the same seed gives the
+        renderer: envs.sim.RENDERERS (envs EnvConfig.renderer); the same seed gives the
             same scene and step with any renderer.
 
     Returns:

@@ -79,8 +79,10 @@ class RunLog:
             if changed:
                 weights = ("; its episodes came from other model weights (a folder made before runs recorded "
                            "them has none)") if "model_weights" in changed else ""  # fmt: skip
+                both = "; ".join(f"{k}: {_short(old.get(k, defaults.get(k)))} in the folder, {_short(new.get(k))} now"
+                                 for k in changed)  # fmt: skip
                 raise ValueError(
-                    f"run folder {self.root} holds a different experiment (fields differ: {changed}){weights}; "
+                    f"run folder {self.root} holds a different experiment (fields differ: {changed}; {both}){weights}; "
                     "use another --name, or --overwrite (or delete the folder) to start afresh"
                 )
             if not resume:
@@ -137,3 +139,9 @@ class RunLog:
                     f"{path} is unreadable ({exc}); rerun the experiment to rebuild it"
                 ) from None
         return self.merge("episodes")
+
+
+def _short(value: Any, most: int = 60) -> str:
+    """A config value for an error message, cut to `most` characters."""
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 1] + "…"

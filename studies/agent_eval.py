@@ -31,7 +31,6 @@ import numpy as np
 
 from agents.action_tokens import DECODING_RULES, DEFAULT_DECODING
 from envs import COLORS, MATERIALS
-from reports.stats import Estimate, bootstrap_mean, cluster_bootstrap, wilson
 from rollouts.episode import ClosedLoop, EpisodeSpec
 
 
@@ -85,18 +84,22 @@ def run_pattern_control(agent: Any, **run: Any) -> list[dict[str, Any]]:
 
 def _cell(sel: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(sel)
+    from reports import stats  # scipy: imported when a summary is made, not with the CLI
+
     return {
         "n": n,
-        "success": wilson(sum(r["success"] for r in sel), n).to_dict(),
-        "intact": wilson(sum(not r["broken"] for r in sel), n).to_dict(),
-        "peak_grip_force": bootstrap_mean(
+        "success": stats.wilson(sum(r["success"] for r in sel), n).to_dict(),
+        "intact": stats.wilson(sum(not r["broken"] for r in sel), n).to_dict(),
+        "peak_grip_force": stats.bootstrap_mean(
             np.array([r["peak_grip_force"] for r in sel], float)
         ).to_dict(),
-        "grip_command": bootstrap_mean(
+        "grip_command": stats.bootstrap_mean(
             np.array([r.get("grip_command") for r in sel], float)
         ).to_dict(),
-        "carry_speed": bootstrap_mean(np.array([r["carry_speed"] for r in sel], float)).to_dict(),
-        "release_height": bootstrap_mean(
+        "carry_speed": stats.bootstrap_mean(
+            np.array([r["carry_speed"] for r in sel], float)
+        ).to_dict(),
+        "release_height": stats.bootstrap_mean(
             np.array([r["release_height"] for r in sel], float)
         ).to_dict(),
     }
@@ -130,8 +133,10 @@ def _paired_estimate(metric: Any, cols: dict[str, np.ndarray], *names: str) -> d
     """`metric` over the columns `names`, with a bootstrap interval that resamples whole scenes
     (color, seed): the fragile and rigid (and plain) episodes of a scene stay together."""
     arrays = [cols[n] for n in names]
-    low, high = cluster_bootstrap(metric, cols["group"], *arrays)
-    return Estimate(float(metric(*arrays)), low, high, len(cols["group"])).to_dict()
+    from reports import stats
+
+    low, high = stats.cluster_bootstrap(metric, cols["group"], *arrays)
+    return stats.Estimate(float(metric(*arrays)), low, high, len(cols["group"])).to_dict()
 
 
 def summarize(

@@ -30,7 +30,7 @@ needs_egl = pytest.mark.skipif(
 
 def test_unknown_renderer_is_named_before_anything_starts() -> None:
     with pytest.raises(
-        ValueError, match=r"renderer 'opengl' is not allowed.*'tiny', 'egl', 'auto'"
+        ValueError, match=r"renderer 'opengl' is not allowed.*'tiny', 'tiny-layered', 'egl', 'auto'"
     ):
         EnvConfig(renderer="opengl")
     with pytest.raises(ValueError, match="renderer 'opengl'"):
@@ -45,7 +45,7 @@ def test_egl_that_cannot_load_says_why_and_auto_falls_back(monkeypatch: pytest.M
     ):
         Sim(renderer="egl")
     s = Sim(renderer="auto")
-    assert s.renderer == "tiny"
+    assert s.renderer == "tiny-layered"  # TinyRenderer frames, drawn in layers
     s.close()
     assert pkgutil.get_loader("eglRenderer") is None  # the patch is what made it fail
 
