@@ -62,60 +62,107 @@ def collect_activations(
         frames_per_chunk: frames rendered before each forward pass (memory bound).
         progress: optional callable(n_done) after each chunk.
     """
+    (store,) = collect_many(
+        [(backend, layer, store_dir)], n_images, seed, batch_size, frames_per_chunk, progress
+    )
+    return store
+
+
+def collect_many(
+    targets: list[tuple[Any, int, str | Path]],
+    n_images: int,
+    seed: int = 0,
+    batch_size: int = 16,
+    frames_per_chunk: int = 64,
+    progress: Any = None,
+) -> list[ActivationStore]:
+    """`collect_activations` for several (backend, layer, store folder) targets from ONE rendering
+    pass: each chunk of frames is rendered once and fed to every target (several models, or one
+    model at several layers). Each store equals what `collect_activations` alone would write."""
     from agents.taps import ResidualTap
 
     if n_images < 1:
         raise ValueError(f"n_images must be ≥ 1, got {n_images}")
-    store = ActivationStore(store_dir, d=backend.hidden_size)
-    if len(store):
-        raise ValueError(
-            f"store {store_dir} already holds {len(store)} rows; collect into a new folder"
-        )
-    sums = {m: torch.zeros(backend.hidden_size, dtype=torch.float64) for m in ("fragile", "rigid")}
-    counts = {"fragile": 0, "rigid": 0}
-    with ResidualTap(layer, include_last=False).attach(backend) as tap:
-        done = 0
-        while done < n_images:
-            n = min(frames_per_chunk, n_images - done)
-            images, labels = render_labeled_frames(n, seed=seed + done, image_size=384)
-            acts, meta = [], []
-            batches = image_token_activations(backend, tap, images, batch_size)
-            for start, block, positions in batches:
-                for b in range(block.shape[0]):
-                    lab = labels[start + b]
-                    image_id = done + start + b
-                    acts.append(block[b])
-                    pos = positions[b].tolist()
-                    meta.extend(
-                        {
-                            "image_id": image_id,
-                            "token_position": p,
-                            "token_index": t,
-                            "color": lab["color"],
-                            "material": lab["material"],
-                            "shade": lab["shade"],
-                            "shape": lab["shape"],
-                            "episode": lab["seed"],
-                            "step": lab["step"],
-                            "layer": layer,
-                            "model": backend.name,
-                        }
-                        for t, p in enumerate(pos)
-                    )
-                    sums[lab["material"]] += block[b].double().sum(0)
-                    counts[lab["material"]] += block[b].shape[0]
-            store.append(torch.cat(acts), meta)
-            done += n
-            if progress is not None:
-                progress(done)
-    if min(counts.values()) > 0:
-        dom = (sums["fragile"] / counts["fragile"] - sums["rigid"] / counts["rigid"]).float()
-        write_safetensors(
-            Path(store_dir) / "dom_vector.safetensors",
-            {"dom": dom},
-            metadata={"layer": str(layer), "model": backend.name, "n_images": str(n_images)},
-        )
-    return store
+    if not targets:
+        raise ValueError("no (backend, layer, store folder) target to collect for")
+    writers = [_StoreWriter(backend, layer, store_dir) for backend, layer, store_dir in targets]
+    done = 0
+    while done < n_images:
+        n = min(frames_per_chunk, n_images - done)
+        images, labels = render_labeled_frames(n, seed=seed + done, image_size=384)
+        for w in writers:
+            with ResidualTap(w.layer, include_last=False).attach(w.backend) as tap:
+                w.add(image_token_activations(w.backend, tap, images, batch_size), labels, done)
+        done += n
+        if progress is not None:
+            progress(done)
+    return [w.finish(n_images) for w in writers]
+
+
+class _StoreWriter:
+    """One target of `collect_many`: its store, and the sums behind its dom vector."""
+
+    def __init__(self, backend: Any, layer: int, store_dir: str | Path) -> None:
+        self.backend, self.layer, self.store_dir = backend, layer, Path(store_dir)
+        self.store = ActivationStore(store_dir, d=backend.hidden_size)
+        if len(self.store):
+            raise ValueError(
+                f"store {store_dir} already holds {len(self.store)} rows; collect into a new folder"
+            )
+        self.sums = {
+            m: torch.zeros(backend.hidden_size, dtype=torch.float64) for m in ("fragile", "rigid")
+        }
+        self.counts = {"fragile": 0, "rigid": 0}
+
+    def add(
+        self,
+        batches: Iterator[tuple[int, torch.Tensor, torch.Tensor]],
+        labels: list[dict],
+        done: int,
+    ) -> None:
+        """Append one chunk's image-token activations (`done`: images before the chunk)."""
+        acts, meta = [], []
+        for start, block, positions in batches:
+            for b in range(block.shape[0]):
+                lab = labels[start + b]
+                acts.append(block[b])
+                meta.extend(
+                    {
+                        "image_id": done + start + b,
+                        "token_position": p,
+                        "token_index": t,
+                        "color": lab["color"],
+                        "material": lab["material"],
+                        "shade": lab["shade"],
+                        "shape": lab["shape"],
+                        "episode": lab["seed"],
+                        "step": lab["step"],
+                        "layer": self.layer,
+                        "model": self.backend.name,
+                    }
+                    for t, p in enumerate(positions[b].tolist())
+                )
+                self.sums[lab["material"]] += block[b].double().sum(0)
+                self.counts[lab["material"]] += block[b].shape[0]
+        self.store.append(torch.cat(acts), meta)
+
+    def finish(self, n_images: int) -> ActivationStore:
+        """Write the dom vector (mean fragile − mean rigid) beside the store; returns the store."""
+        if min(self.counts.values()) > 0:
+            dom = (
+                self.sums["fragile"] / self.counts["fragile"]
+                - self.sums["rigid"] / self.counts["rigid"]
+            ).float()
+            write_safetensors(
+                self.store_dir / "dom_vector.safetensors",
+                {"dom": dom},
+                metadata={
+                    "layer": str(self.layer),
+                    "model": self.backend.name,
+                    "n_images": str(n_images),
+                },
+            )
+        return self.store
 
 
 def load_dom_vector(path: str | Path) -> torch.Tensor:

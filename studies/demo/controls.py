@@ -51,11 +51,18 @@ def discovery_control(
     if not marker_reads(path):
         import shutil
 
-        shutil.rmtree(
-            folder / "store", ignore_errors=True
-        )  # a half-written store from an interrupted run
-        store = collect_activations(random_weights_backend(backend, seed=0), layer, folder / "store", cfg.images,
-                                    seed=1_000_000)  # fmt: skip
+        from sae import ActivationStore
+
+        if marker_reads(
+            folder / "store" / "dom_vector.safetensors"
+        ):  # collected with stage 1's frames
+            store = ActivationStore.open(folder / "store")
+        else:
+            shutil.rmtree(
+                folder / "store", ignore_errors=True
+            )  # a half-written store from an interrupted run
+            store = collect_activations(random_weights_backend(backend, seed=0), layer, folder / "store", cfg.images,
+                                        seed=1_000_000)  # fmt: skip
         sae = train_sae(
             store,
             sae_config,

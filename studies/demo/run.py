@@ -189,10 +189,20 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     if not finished("1. collect activations"):
         import shutil
 
-        from studies.collect import collect_activations
+        from studies.collect import collect_many, random_weights_backend
 
-        shutil.rmtree(store_dir, ignore_errors=True)  # a half-written store from an interrupted run
-        collect_activations(backend, layer, store_dir, cfg.images, seed=1_000_000)
+        targets = [(backend, layer, store_dir)]
+        if not finished("3b. discovery control: random-weight model"):
+            # Render each frame once: the control's random-weight copy reads the same frames (its
+            # stage reuses this store; it collects its own only if this one is gone).
+            targets.append(
+                (random_weights_backend(backend, seed=0), layer, root / "control" / "store")
+            )
+        for _, _, folder in targets:
+            shutil.rmtree(
+                folder, ignore_errors=True
+            )  # a half-written store from an interrupted run
+        collect_many(targets, cfg.images, seed=1_000_000)
     from sae import ActivationStore
 
     store = ActivationStore.open(store_dir)
