@@ -256,9 +256,11 @@ class FrankaPickEnv(gym.Env):
                 touching_world = touching_world or pt[2] != robot
         self._finger_forces = (left, right)
         # Impact speed: the speed at which a free-flying object first touches the world again.
-        velocity = self.sim.velocity(self.task.object_id)
+        # (The velocity is kept as PyBullet's tuple, made an array only for that rare norm.)
+        velocity = self.sim.velocity_tuple(self.task.object_id)
         if touching_world and self._was_free:
-            self._impact_speed = max(self._impact_speed, float(np.linalg.norm(self._last_velocity)))
+            speed = float(np.linalg.norm(np.asarray(self._last_velocity, dtype=np.float64)))
+            self._impact_speed = max(self._impact_speed, speed)
         self._was_free = not touching_world and (left + right) == 0.0
         self._last_velocity = velocity
         return self.forces.update(max(left, right), other)

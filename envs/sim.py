@@ -348,8 +348,11 @@ class Sim:
 
     def velocity(self, body: int) -> np.ndarray:
         """Return the linear velocity of a body's base."""
-        lin, _ = p.getBaseVelocity(body, physicsClientId=self.client)
-        return np.asarray(lin, dtype=np.float64)
+        return np.asarray(self.velocity_tuple(body), dtype=np.float64)
+
+    def velocity_tuple(self, body: int) -> tuple[float, float, float]:
+        """The linear velocity of a body's base as PyBullet gives it (no array: per substep)."""
+        return p.getBaseVelocity(body, physicsClientId=self.client)[0]
 
     def contacts(self, body_a: int, body_b: int | None = None) -> list[tuple]:
         """Return PyBullet contact points of `body_a` (optionally only those with `body_b`)."""
