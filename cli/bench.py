@@ -72,6 +72,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-monitor", action="store_true", help="agent comparison without the shadow SAE scorer"
     )
+    p.add_argument(
+        "--renderers",
+        default="tiny,tiny-layered",
+        help="comma list of camera-frame renderers each agent runs with, side by side "
+        "(default: the one-pass tiny beside the default tiny-layered)",
+    )
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_bench)
 
@@ -92,6 +98,11 @@ def _check(args: argparse.Namespace) -> list[str]:
     for n in [v.strip() for v in args.variants.split(",")] if args.variants else []:
         if n not in VARIANTS:
             raise ValueError(f"variant {n!r} is unknown; choose from {list(VARIANTS)}")
+    from envs.sim import RENDERERS
+
+    renderers = [r.strip() for r in args.renderers.split(",") if r.strip()]
+    if not renderers or any(r not in RENDERERS for r in renderers):
+        raise ValueError(f"--renderers {args.renderers!r}: choose from {list(RENDERERS)}")
     if "agents" in sections:  # the VLA checkpoint, before anything runs
         from rollouts.runner import ExperimentConfig
 
@@ -147,13 +158,14 @@ def _executors(args: argparse.Namespace, console: Console) -> dict:
 
 
 def _agents(args: argparse.Namespace, console: Console) -> dict:
-    from studies.bench import AGENT_MODES, COMPONENTS, VLA_TARGET, compare_agents
+    from studies.bench import COMPONENTS, VLA_TARGET, compare_agents
 
+    renderers = tuple(r.strip() for r in args.renderers.split(",") if r.strip())
     runs = compare_agents(args.agent_episodes, args.rounds, args.agent_workers, args.max_steps,
                           models={"vlm": args.model, "vla": args.vla_model}, chunk=args.chunk,
-                          monitor=not args.no_monitor)  # fmt: skip
-    base_name = next(iter(AGENT_MODES))
-    base = runs[base_name]
+                          monitor=not args.no_monitor, renderers=renderers)  # fmt: skip
+    base = next(iter(runs.values()))
+    first = {r.agent: r for r in reversed(list(runs.values())) if r.renderer == renderers[0]}
     shadow = "no monitor" if args.no_monitor else "SAE scorer in shadow mode"
     table = Table(title=f"Planner vs VLA: {args.agent_workers} worker process(es), 384², no video, {shadow}; "
                         f"{args.agent_episodes} episodes × {args.rounds} round(s), same seeds")  # fmt: skip
@@ -164,6 +176,7 @@ def _agents(args: argparse.Namespace, console: Console) -> dict:
         "agent",
         "eps/min wall",
         "ratio",
+        f"vs {renderers[0]}",
         "eps/min in loop",
         "ratio",
         "steps/ep",
@@ -171,8 +184,10 @@ def _agents(args: argparse.Namespace, console: Console) -> dict:
     ):
         table.add_column(col, justify="left" if col == "agent" else "right")
     for name, run in runs.items():
-        table.add_row(name, f"{run.rate:.1f}", f"{run.rate / base.rate:.2f}×", f"{run.loop_rate:.1f}",
-                      f"{run.loop_rate / base.loop_rate:.2f}×", f"{run.steps_per_episode:.0f}", f"{run.ms_per_step:.1f}")  # fmt: skip
+        same = first[run.agent]
+        table.add_row(name, f"{run.rate:.1f}", f"{run.rate / base.rate:.2f}×", f"{run.rate / same.rate:.2f}×",
+                      f"{run.loop_rate:.1f}", f"{run.loop_rate / base.loop_rate:.2f}×", f"{run.steps_per_episode:.0f}",
+                      f"{run.ms_per_step:.1f}")  # fmt: skip
     console.print(table)
     table = Table(
         title="Share of episode wall time per component (rows' own timings)",
@@ -189,7 +204,7 @@ def _agents(args: argparse.Namespace, console: Console) -> dict:
         ]
         table.add_row(comp, *cells)
     console.print(table)
-    vla = runs["vla"]
+    vla = next(r for r in reversed(list(runs.values())) if r.agent == "vla")  # the last renderer's
     verdict = (
         ("met" if vla.rate >= VLA_TARGET else "not met")
         if args.agent_workers == 2

@@ -110,12 +110,14 @@ class AgentRun:
     Attributes:
         agent: ExperimentConfig.agent ("vlm" or "vla").
         workers: worker processes that ran the episodes.
+        renderer: ExperimentConfig.renderer the episodes' frames were drawn with.
         rates: wall-clock episodes/min of each round (start-up included).
         rows: the episode rows of every round.
     """
 
     agent: str
     workers: int
+    renderer: str = "tiny-layered"
     rates: list[float] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
 
@@ -144,7 +146,7 @@ class AgentRun:
     def summary(self) -> dict[str, Any]:
         """The figures as plain JSON-able values."""
         return {
-            "agent": self.agent, "workers": self.workers, "episodes": len(self.rows),
+            "agent": self.agent, "workers": self.workers, "renderer": self.renderer, "episodes": len(self.rows),
             "episodes_per_min": self.rate, "episodes_per_min_rounds": self.rates,
             "episodes_per_min_in_loop": self.loop_rate, "steps_per_episode": self.steps_per_episode,
             "ms_per_step": self.ms_per_step, "success_rate": float(np.mean([bool(r["success"]) for r in self.rows])),
@@ -182,6 +184,7 @@ def compare_agents(
     chunk: int | None = None,
     monitor: bool = True,
     executor: str = "processes",
+    renderers: tuple[str, ...] = ("tiny-layered",),
 ) -> dict[str, AgentRun]:
     """The planner and the VLA through the runner, alternating over rounds (module docstring).
 
@@ -194,10 +197,17 @@ def compare_agents(
         chunk: actions the VLA executes per forward (None: its checkpoint's horizon).
         monitor: score every decision with an SAE scorer in shadow mode.
         executor: the runner's executor ("processes", as `physteer run` uses by default).
+        renderers: camera-frame renderers, each run for every agent (several: "<mode>, <renderer>"
+            rows, e.g. the one-pass "tiny" beside the default "tiny-layered").
 
     Returns:
-        mode name (AGENT_MODES) → AgentRun.
+        mode name (AGENT_MODES, with ", <renderer>" when several) → AgentRun.
     """
+    from envs.sim import RENDERERS
+
+    bad = [r for r in renderers if r not in RENDERERS]
+    if bad or not renderers:
+        raise ValueError(f"renderers {list(renderers)}: give some of {list(RENDERERS)}")
     for name, value, low in (
         ("n_episodes", n_episodes, 1),
         ("rounds", rounds, 1),
@@ -207,7 +217,11 @@ def compare_agents(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}={value!r} is not allowed; it must be an int >= {low}")
     models = {"vlm": "tiny", "vla": "tiny", **(models or {})}
-    runs = {name: AgentRun(agent, workers) for name, agent in AGENT_MODES.items()}
+    runs = {
+        name if len(renderers) == 1 else f"{name}, {renderer}": AgentRun(agent, workers, renderer)
+        for name, agent in AGENT_MODES.items()
+        for renderer in renderers
+    }
     with tempfile.TemporaryDirectory() as tmp:
         shadow: dict[str, dict[str, Any]] = {}
         for agent in AGENT_MODES.values():
@@ -218,7 +232,7 @@ def compare_agents(
                 run = runs[name]
                 extra = {"chunk": chunk} if run.agent == "vla" else {}
                 rate, rows = run_episodes(n_episodes, models[run.agent], agent=run.agent, executor=executor, workers=workers,
-                                          max_steps=max_steps, **shadow[run.agent], **extra)  # fmt: skip
+                                          max_steps=max_steps, renderer=run.renderer, **shadow[run.agent], **extra)  # fmt: skip
                 run.rates.append(rate)
                 run.rows.extend(rows)
     return runs

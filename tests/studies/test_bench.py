@@ -29,12 +29,21 @@ def test_bench_prints_the_vla_line_beside_the_planner(bench, capsys):
     text = capsys.readouterr().out
     assert "Planner vs VLA" in text and "VLA:" in text and "target >= 20" in text
     rows = [line for line in text.splitlines() if line.lstrip("│ ").startswith(("vla", "planner"))]
-    assert len(rows) == 2, text
+    assert len(rows) == 4, (
+        text
+    )  # each agent with the one-pass and the layered renderer, side by side
     doc = json.loads(out.read_text())["agents"]
-    assert list(doc) == ["planner (vlm)", "vla"]
-    for name, agent in (("planner (vlm)", "vlm"), ("vla", "vla")):
+    names = ["planner (vlm), tiny", "planner (vlm), tiny-layered", "vla, tiny", "vla, tiny-layered"]
+    assert list(doc) == names
+    for name in names:
         r = doc[name]
-        assert r["agent"] == agent and r["episodes"] == 1 and r["workers"] == 1
+        agent, renderer = ("vla" if name.startswith("vla") else "vlm"), name.split(", ")[1]
+        assert (
+            r["agent"] == agent
+            and r["renderer"] == renderer
+            and r["episodes"] == 1
+            and r["workers"] == 1
+        )
         assert r["episodes_per_min"] > 0 and r["episodes_per_min_in_loop"] >= r["episodes_per_min"]
         assert 1 <= r["steps_per_episode"] <= MAX_STEPS and r["ms_per_step"] > 0
         shares = r["shares"]
@@ -62,6 +71,7 @@ def test_time_shares_of_rows():
         (["--sections", "gpus"], "--sections 'gpus'"),
         (["--agent-episodes", "0"], "--agent-episodes (0)"),
         (["--chunk", "0"], "--chunk (0)"),
+        (["--renderers", "tiny,vulkan"], "--renderers 'tiny,vulkan'"),
         (["--vla-model", str(TINY_VLM_DIR)], "not a VLA checkpoint"),
     ],
 )
