@@ -25,10 +25,10 @@ def test_one_pass_equals_separate_collections(tmp_path, backends):
     trained, random = backends
     targets = [(trained, 2, tmp_path / "many" / "trained"), (random, 2, tmp_path / "many" / "random"),
                (trained, 1, tmp_path / "many" / "trained_layer1")]  # fmt: skip
-    collect_many(targets, n_images=16, seed=600_000, frames_per_chunk=8)
+    collect_many(targets, n_images=8, seed=600_000, frames_per_chunk=4)
     for backend, layer, folder in targets:
         alone = tmp_path / "alone" / folder.name
-        collect_activations(backend, layer, alone, n_images=16, seed=600_000, frames_per_chunk=8)
+        collect_activations(backend, layer, alone, n_images=8, seed=600_000, frames_per_chunk=4)
         a, b = ActivationStore.open(folder), ActivationStore.open(alone)
         assert torch.equal(a.load_all(), b.load_all()), folder.name
         assert a.load_metadata().to_pylist() == b.load_metadata().to_pylist()
