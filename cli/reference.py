@@ -27,7 +27,7 @@ def _flags(action: argparse.Action) -> str:
 
 
 def _cell(text: str | None) -> str:
-    """A help text as one Markdown table cell (argparse's %(default)s expanded, pipes escaped)."""
+    """A help text as one Markdown table cell (argparse's %% unescaped, pipes escaped, one line)."""
     return (text or "").replace("%%", "%").replace("|", "\\|").replace("\n", " ")
 
 

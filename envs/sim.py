@@ -137,9 +137,9 @@ class Sim:
         check_renderer(renderer)
         self.timestep = timestep
         self.client = -1
-        self.renderer = (
-            renderer if renderer in TINY_RENDERERS else DEFAULT_RENDERER
-        )  # "auto" falls back
+        # "egl" and "auto" become "egl" once the plugin loads; "auto" without it draws TinyRenderer
+        # frames in layers.
+        self.renderer = renderer if renderer in TINY_RENDERERS else DEFAULT_RENDERER
         self._egl_plugin = -1
         self.visuals: dict[int, VisualRecipe] = {}  # body → how it looks (the layered renderer)
         self.scene_version = 0
