@@ -15,12 +15,15 @@ clients beside the physics client:
 TinyRenderer draws each triangle into a z-buffer with no shadows (shadow=0), so the nearer of
 two layers is what one pass over both would have drawn: tests/envs/test_layers.py measures the
 frames against one pass. The physics client is only read, so physics and replay are unchanged.
-The copies are rebuilt when the scene changes (a body created, removed, recoloured or
-retextured: each `Sim` call that does so bumps `Sim.scene_version`).
+The copies follow the scene when it changes (a body created, removed, recoloured or
+retextured: each `Sim` call that does so bumps `Sim.scene_version`): a copy whose recipe is
+unchanged is kept (the arm, and the whole static client, across episodes), others are removed
+or added, and each texture file is loaded once per client.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,8 +101,13 @@ class LayeredRenderer:
         self.static_client = p.connect(p.DIRECT)
         self.dynamic_client = p.connect(p.DIRECT)
         self._version: int | None = None
-        self._copies: dict[int, int] = {}  # physics body → its copy in the dynamic client
+        self._static_recipes: list[VisualRecipe] | None = None
+        self._dynamic: dict[int, tuple[VisualRecipe, int]] = {}  # physics body → (recipe, its copy)
         self._joints: dict[int, list[int]] = {}  # articulated physics body → its moving joints
+        self._textures: tuple[dict[str, int], dict[str, int]] = (
+            {},
+            {},
+        )  # static, dynamic: file → id
         self._static_frame: tuple[Any, np.ndarray, np.ndarray] | None = None  # (key, rgb, depth)
 
     def close(self) -> None:
@@ -109,18 +117,30 @@ class LayeredRenderer:
                 p.disconnect(c)
         self.static_client = self.dynamic_client = -1
 
-    def _rebuild(self, recipes: dict[int, VisualRecipe], version: int) -> None:
-        """Copy every body of the scene into its layer's client (after the scene changed)."""
-        for c in (self.static_client, self.dynamic_client):
-            p.resetSimulation(physicsClientId=c)
-        self._copies, self._joints, self._static_frame = {}, {}, None
-        static_tex: dict[str, int] = {}
-        dynamic_tex: dict[str, int] = {}
-        for body, recipe in recipes.items():
-            if recipe.static:
-                _create(self.static_client, recipe, static_tex)
+    def _update(self, recipes: dict[int, VisualRecipe], version: int) -> None:
+        """Make the copies match the scene (after it changed): keep a copy whose recipe is the
+        same, replace or drop the others, add the new ones."""
+        # Copies of the recipes: a Sim may still colour or texture its own after this.
+        static = [copy.deepcopy(r) for r in recipes.values() if r.static]
+        if static != self._static_recipes:
+            p.resetSimulation(physicsClientId=self.static_client)
+            self._textures[0].clear()
+            for recipe in static:
+                _create(self.static_client, recipe, self._textures[0])
+            self._static_recipes, self._static_frame = static, None
+        wanted = {body: r for body, r in recipes.items() if not r.static}
+        for body, (recipe, twin) in list(self._dynamic.items()):
+            if wanted.get(body) != recipe:
+                p.removeBody(twin, physicsClientId=self.dynamic_client)
+                del self._dynamic[body]
+                self._joints.pop(body, None)
+        for body, recipe in wanted.items():
+            if body in self._dynamic:
                 continue
-            self._copies[body] = _create(self.dynamic_client, recipe, dynamic_tex)
+            self._dynamic[body] = (
+                copy.deepcopy(recipe),
+                _create(self.dynamic_client, recipe, self._textures[1]),
+            )
             if recipe.kind == "urdf":
                 n = p.getNumJoints(body, physicsClientId=self.physics)
                 self._joints[body] = [j for j in range(n)
@@ -129,17 +149,17 @@ class LayeredRenderer:
 
     def _sync(self) -> None:
         """Put every dynamic copy where its body is in the physics client now."""
-        for body, copy in self._copies.items():
+        for body, (_, twin) in self._dynamic.items():
             joints = self._joints.get(body)
             if joints is None:
                 pos, orn = p.getBasePositionAndOrientation(body, physicsClientId=self.physics)
                 p.resetBasePositionAndOrientation(
-                    copy, pos, orn, physicsClientId=self.dynamic_client
+                    twin, pos, orn, physicsClientId=self.dynamic_client
                 )
                 continue
             states = p.getJointStates(body, joints, physicsClientId=self.physics)
             for j, state in zip(joints, states, strict=True):
-                p.resetJointState(copy, j, state[0], physicsClientId=self.dynamic_client)
+                p.resetJointState(twin, j, state[0], physicsClientId=self.dynamic_client)
 
     def render(self, recipes: dict[int, VisualRecipe], version: int, width: int, height: int,
                view: list, proj: list, light: dict[str, Any]) -> np.ndarray:  # fmt: skip
@@ -152,7 +172,7 @@ class LayeredRenderer:
             light: TinyRenderer's lighting keywords (lightDirection, lightAmbientCoeff, ...).
         """
         if version != self._version:
-            self._rebuild(recipes, version)
+            self._update(recipes, version)
         key = (
             width,
             height,

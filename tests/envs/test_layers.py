@@ -65,3 +65,35 @@ def test_the_check_can_fail():
         assert not np.array_equal(before, env.render())
     finally:
         env.close()
+
+
+def test_copies_kept_across_episodes_still_draw_each_episode_exactly():
+    """One pair of envs through three episodes (the arm's copy and the static scene are kept,
+    the object's copy replaced): every episode's frames equal one pass, from its first frame."""
+    envs = {
+        r: FrankaPickEnv(render_mode="rgb_array", obs_mode="state", image_size=96, renderer=r)
+        for r in ("tiny", "tiny-layered")
+    }
+    try:
+        for seed in (5, 6, 3):
+            info = envs["tiny"].reset(seed=seed)[1]
+            envs["tiny-layered"].reset(seed=seed)
+            expert = ScriptedExpert("firm")
+            for t in range(60):
+                if t % 10 == 0:
+                    assert np.array_equal(envs["tiny"].render(), envs["tiny-layered"].render()), (
+                        seed,
+                        t,
+                    )
+                action = expert.act(info)
+                out = {r: e.step(action) for r, e in envs.items()}
+                info = out["tiny"][4]
+                if out["tiny"][2] or out["tiny"][3]:
+                    break
+            assert np.array_equal(envs["tiny"].render(), envs["tiny-layered"].render()), (
+                seed,
+                "last",
+            )
+    finally:
+        for e in envs.values():
+            e.close()
