@@ -108,19 +108,11 @@ def run_train_tiny(args: argparse.Namespace) -> int:
 def run_agent_eval(args: argparse.Namespace) -> int:
     """Run the agent on every color × material combination (studies.agent_eval) with a progress
     bar; print rates and the peak grip force per material with 95% intervals."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import Progress
 
-    cfg = config_from_args(AgentEvalConfig, args)
-    cfg.check()
+    cfg = config_from_args(AgentEvalConfig, args)  # evaluate_agent checks it before any episode
     console = Console()
-    columns = [TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=True) as bar:
+    with Progress(console=console, transient=True) as bar:
         task = bar.add_task("episodes", total=None)
         doc = evaluate_agent(
             cfg, progress=lambda done, total: bar.update(task, completed=done, total=total)

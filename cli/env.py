@@ -23,8 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_env_demo(args: argparse.Namespace) -> int:
     """Run the demo with a progress bar, print the table and where the videos are."""
-    cfg = config_from_args(EnvDemoConfig, args)
-    cfg.check()
+    cfg = config_from_args(EnvDemoConfig, args)  # run_env_demo checks it before any episode
     console = Console()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("episodes", total=None)

@@ -375,31 +375,18 @@ class Sim:
     def render(self, width: int, height: int, camera: Camera, lighting: Lighting) -> np.ndarray:
         """Render an RGB uint8 frame (height × width × 3) with `self.renderer`; `lighting` is
         TinyRenderer's (the EGL plugin lights the scene its own way)."""
-        c = self.client
         view, proj = self._matrices(width, height, camera)
+        light = dict(lightDirection=lighting.direction, lightAmbientCoeff=lighting.ambient,
+                     lightDiffuseCoeff=lighting.diffuse, lightSpecularCoeff=lighting.specular)  # fmt: skip
         if self.renderer == "tiny-layered":
             if self._layers is None:
                 self._layers = LayeredRenderer(self.client)
-            light = dict(lightDirection=lighting.direction, lightAmbientCoeff=lighting.ambient,
-                         lightDiffuseCoeff=lighting.diffuse, lightSpecularCoeff=lighting.specular)  # fmt: skip
             return self._layers.render(
                 self.visuals, self.scene_version, width, height, view, proj, light
             )
         with c_stdout_silenced(self.renderer == "egl"):
-            _, _, rgba, _, _ = p.getCameraImage(
-                width,
-                height,
-                view,
-                proj,
-                renderer=self._renderer_flag(),
-                lightDirection=lighting.direction,
-                lightAmbientCoeff=lighting.ambient,
-                lightDiffuseCoeff=lighting.diffuse,
-                lightSpecularCoeff=lighting.specular,
-                shadow=0,
-                flags=p.ER_NO_SEGMENTATION_MASK,
-                physicsClientId=c,
-            )
+            _, _, rgba, _, _ = p.getCameraImage(width, height, view, proj, renderer=self._renderer_flag(), shadow=0,
+                                                flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=self.client, **light)  # fmt: skip
         return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
 
     def render_segmentation(self, width: int, height: int, camera: Camera) -> np.ndarray:
