@@ -1,4 +1,5 @@
-"""`physteer sarm-eval`: the SARM evaluation (studies.sarm.eval) from SarmEvalConfig's flags."""
+"""`physteer sarm-eval`: the SARM evaluation (studies.sarm.eval) from SarmEvalConfig's flags;
+`physteer shift-suite`: the policies' own failures under distribution shifts (studies.shift_suite)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from cli.config_flags import add_config_arguments, config_from_args
 from studies.sarm.config import SarmEvalConfig
 from studies.sarm.eval import run_sarm_eval
 from studies.sarm.tables import print_summary
+from studies.shift_suite import ShiftSuiteConfig, print_suite, run_shift_suite
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,6 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(p, SarmEvalConfig, skip={"out"})
     p.add_argument("--name", default="sarm-eval", help="output folder runs/<name>/")
     p.set_defaults(func=run_cli)
+    p = subparsers.add_parser(
+        "shift-suite", help="natural failures of a policy under scene shifts it was not trained on"
+    )
+    add_config_arguments(p, ShiftSuiteConfig, skip={"out"})
+    p.add_argument("--name", default="shift-suite", help="output folder runs/<name>/")
+    p.set_defaults(func=run_suite_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -30,4 +38,13 @@ def run_cli(args: argparse.Namespace) -> int:
         f"wrote {cfg.out}/summary.json"
         + (", roc.png, sweep.png, timeline_*.png" if cfg.plots else "")
     )
+    return 0
+
+
+def run_suite_cli(args: argparse.Namespace) -> int:
+    """Run (or resume) the shift suite; print its table."""
+    cfg = config_from_args(ShiftSuiteConfig, args, out=str(Path("runs") / args.name))
+    doc = run_shift_suite(cfg, progress=True)
+    print_suite(doc)
+    print(f"wrote {doc['run']}/summary.json" + (", failures.png" if cfg.plots else ""))
     return 0

@@ -18,8 +18,9 @@ from gymnasium import spaces
 from envs.fragility import ForceTracker, FragilityConfig
 from envs.objects import COLORS, MATERIALS, SHADES, SHAPES, ObjectSpec, check_pattern
 from envs.robot import FINGER_JOINTS, GripperConfig, Panda
+from envs.shifts import parse_shift
 from envs.sim import DEFAULT_RENDERER, Camera, Lighting, Sim, check_renderer, display_set
-from envs.task import Layout, PickTask
+from envs.task import TABLE_COLOR, Layout, PickTask
 
 OBS_MODES = ("rgb", "state", "rgb+state")
 RENDER_MODES = ("rgb_array", "human")
@@ -139,19 +140,26 @@ class FrankaPickEnv(gym.Env):
         self.sim = Sim(timestep=cfg.timestep, gui=render_mode == "human", renderer=cfg.renderer)
         self._episode_index = 0
         self._seeded = False
+        self.camera, self.shift = (
+            self.config.camera,
+            None,
+        )  # per episode: a shift may move the camera
         self.robot: Panda | None = None
         self.task: PickTask | None = None
 
     # --- episode ----------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Start an episode. `options` may force "color", "material", "shade", "shape"."""
-        super().reset(seed=seed)
+        """Start an episode. `options` may force "color", "material", "shade", "shape", and
+        set a distribution "shift" ('kind:strength', envs.shifts: camera, lighting, table, size,
+        mass, position, distractors)."""
         options = dict(options or {})
-        unknown = set(options) - {"color", "material", "shade", "shape"}
+        unknown = set(options) - {"color", "material", "shade", "shape", "shift"}
         if unknown:
             raise ValueError(
-                f"unknown reset option(s) {sorted(unknown)}; allowed: color, material, shade, shape"
+                f"unknown reset option(s) {sorted(unknown)}; allowed: color, material, shade, shape, shift"
             )
+        shift = parse_shift(options.pop("shift", None))  # ValueError before anything changes
+        super().reset(seed=seed)
         if seed is not None:
             self._episode_index = int(seed)
         elif not self._seeded:
@@ -167,8 +175,15 @@ class FrankaPickEnv(gym.Env):
         rng = self.np_random
         start = np.array([0.0, -0.04, 0.22]) + rng.uniform(-1, 1, 3) * np.array([0.05, 0.04, 0.03])
         self.robot.reset(ee_position=start)
-        self.task.place_object(spec, rng)
-        self.lighting = self._draw_lighting(rng)
+        self.task.place_object(spec, rng, size_scale=shift.size_scale(), mass_scale=shift.mass_scale(),
+                               offset=shift.spawn_offset())  # fmt: skip
+        self.lighting = shift.lighting(self._draw_lighting(rng))
+        self.camera = shift.camera(cfg.camera)
+        self.shift = shift if shift.strength > 0 else None
+        if shift.kind == "table" and shift.strength > 0:
+            self.sim.set_color(self.task.table_id, -1, shift.table_rgba(TABLE_COLOR))
+        if shift.distractors():
+            self.task.place_distractors(shift.distractors(), shift.rng(self._episode_index - 1))
         for _ in range(20):  # let the object settle on the table
             self.sim.step()
         self.forces = ForceTracker(cfg.fragility, self.sim.timestep)
@@ -271,8 +286,10 @@ class FrankaPickEnv(gym.Env):
         return self.task.object_id is not None and left > 0 and right > 0
 
     def _holding(self) -> bool:
-        """Gripped and off the table."""
-        return self._gripped() and self.task.object_position()[2] > 0.035
+        """Gripped and off the table (its centre 5 mm above where it rests)."""
+        return (
+            self._gripped() and self.task.object_position()[2] > self.task.object_size / 2 + 0.005
+        )
 
     # --- observations -----------------------------------------------------------------------
     def _state(self) -> np.ndarray:
@@ -300,7 +317,7 @@ class FrankaPickEnv(gym.Env):
 
     def _frame(self) -> np.ndarray:
         size = self.config.image_size
-        return self.sim.render(size, size, self.config.camera, self.lighting)
+        return self.sim.render(size, size, self.camera, self.lighting)
 
     def _info(self, success: bool) -> dict[str, Any]:
         t, r = self.task, self.robot
@@ -308,6 +325,7 @@ class FrankaPickEnv(gym.Env):
         return {
             "step": self._steps,
             "object": dict(self._spec_dict),
+            "shift": None if self.shift is None else self.shift.name,
             "instruction": t.instruction(),
             "holding": self._holding(),
             "gripped": self._gripped(),

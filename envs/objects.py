@@ -143,20 +143,23 @@ def spawn(
     yaw: float,
     z0: float = 0.0,
     pattern: str = "material",
+    size: float = OBJECT_SIZE,
+    mass: float = OBJECT_MASS,
 ) -> int:
     """Create the object resting on the surface at height z0 and return its body id.
 
-    `pattern` ("material" or "plain", see texture_array) sets only its look, never its physics.
+    `pattern` ("material" or "plain", see texture_array) sets only its look, never its physics;
+    `size` (cube side, cylinder diameter and height) and `mass` default to the training scene's.
     """
     from envs._pybullet import p
 
     orn = p.getQuaternionFromEuler((0.0, 0.0, yaw))
-    half = OBJECT_SIZE / 2
+    half = size / 2
     pos = (xy[0], xy[1], z0 + half)
     if spec.shape == "cube":
-        body = sim.create_textured_cube(half, pos, mass=OBJECT_MASS, orientation=orn)
+        body = sim.create_textured_cube(half, pos, mass=mass, orientation=orn)
     else:
-        body = sim.create_cylinder(half, OBJECT_SIZE, pos, mass=OBJECT_MASS, orientation=orn)
+        body = sim.create_cylinder(half, size, pos, mass=mass, orientation=orn)
     p.changeDynamics(
         body,
         -1,
@@ -177,19 +180,20 @@ def spawn_fragments(
     velocity: np.ndarray,
     rng: np.random.Generator,
     pattern: str = "material",
+    size: float = OBJECT_SIZE,
+    mass: float = OBJECT_MASS,
 ) -> list[int]:
-    """Replace a broken object by eight small shards at its position (drawn with `pattern`,
-    like the object); return their ids."""
+    """Replace a broken object (of `size` and `mass`) by eight small shards at its position
+    (drawn with `pattern`, like the object); return their ids."""
     from envs._pybullet import p
 
-    size = OBJECT_SIZE / 4
     bodies = []
     for dx in (-1, 1):
         for dy in (-1, 1):
             for dz in (-1, 1):
-                offset = np.array([dx, dy, dz]) * OBJECT_SIZE / 4
+                offset = np.array([dx, dy, dz]) * size / 4
                 pos = tuple(position + offset)
-                body = sim.create_textured_cube(size, pos, mass=OBJECT_MASS / 8)
+                body = sim.create_textured_cube(size / 4, pos, mass=mass / 8)
                 sim.apply_texture(
                     body,
                     texture_path(

@@ -10,7 +10,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.objects import OBJECT_SIZE, ObjectSpec, check_pattern, spawn, spawn_fragments
+from envs.objects import (
+    COLORS,
+    MATERIALS,
+    OBJECT_MASS,
+    OBJECT_SIZE,
+    SHADES,
+    SHAPES,
+    ObjectSpec,
+    check_pattern,
+    spawn,
+    spawn_fragments,
+)
 from envs.sim import Sim
 
 TABLE_COLOR = (0.78, 0.74, 0.68, 1.0)
@@ -51,7 +62,9 @@ class PickTask:
         self.layout = layout
         self.pattern = pattern
         self.object_id: int | None = None
+        self.object_size, self.object_mass = OBJECT_SIZE, OBJECT_MASS
         self.fragment_ids: list[int] = []
+        self.distractor_ids: list[int] = []
         self.spec: ObjectSpec | None = None
         self._build_static()
 
@@ -88,16 +101,42 @@ class PickTask:
         assert self.spec is not None
         return f"Put the {self.spec.color} object in the bin."
 
-    def place_object(self, spec: ObjectSpec, rng: np.random.Generator) -> None:
-        """Spawn the object at a random pose in the spawn region."""
+    def place_object(self, spec: ObjectSpec, rng: np.random.Generator, size_scale: float = 1.0,
+                     mass_scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> None:  # fmt: skip
+        """Spawn the object at a random pose in the spawn region (moved by `offset`, m), its
+        size and mass scaled (envs.shifts; 1 and (0, 0) are the training scene)."""
         lay = self.layout
-        xy = np.asarray(lay.object_center) + rng.uniform(-1, 1, 2) * np.asarray(lay.object_range)
+        center = np.asarray(lay.object_center) + np.asarray(offset)
+        xy = center + rng.uniform(-1, 1, 2) * np.asarray(lay.object_range)
         yaw = float(rng.uniform(-np.pi / 9, np.pi / 9))
         self.spec = spec
         self.fragment_ids = []
-        self.object_id = spawn(
-            self.sim, spec, (float(xy[0]), float(xy[1])), yaw, pattern=self.pattern
-        )
+        self.object_size = OBJECT_SIZE * size_scale
+        self.object_mass = OBJECT_MASS * mass_scale
+        self.object_id = spawn(self.sim, spec, (float(xy[0]), float(xy[1])), yaw, pattern=self.pattern,
+                               size=self.object_size, mass=self.object_mass)  # fmt: skip
+
+    def place_distractors(self, n: int, rng: np.random.Generator) -> None:
+        """Stand n objects of the other color on the table beside the target (not in the bin,
+        at least 9 cm from the target and from each other, within the camera's view)."""
+        assert self.spec is not None and self.object_id is not None
+        other = next(c for c in COLORS if c != self.spec.color)
+        target = self.sim.pose(self.object_id)[0][:2]
+        placed: list[np.ndarray] = [np.asarray(target)]
+        self.distractor_ids = []
+        for _ in range(n):
+            for _attempt in range(100):
+                xy = np.array([rng.uniform(-0.14, 0.14), rng.uniform(-0.18, 0.04)])
+                if all(np.linalg.norm(xy - q) > 0.09 for q in placed):
+                    break
+            placed.append(xy)
+            spec = ObjectSpec(
+                other, str(rng.choice(MATERIALS)), str(rng.choice(SHADES)), str(rng.choice(SHAPES))
+            )
+            yaw = float(rng.uniform(-np.pi / 9, np.pi / 9))
+            self.distractor_ids.append(
+                spawn(self.sim, spec, (float(xy[0]), float(xy[1])), yaw, pattern=self.pattern)
+            )
 
     def shatter(self, rng: np.random.Generator) -> None:
         """Replace the object by fragments that keep its position and velocity."""
@@ -106,7 +145,8 @@ class PickTask:
         vel = self.sim.velocity(self.object_id)
         self.sim.remove(self.object_id)
         self.object_id = None
-        self.fragment_ids = spawn_fragments(self.sim, self.spec, pos, vel, rng, self.pattern)
+        self.fragment_ids = spawn_fragments(self.sim, self.spec, pos, vel, rng, self.pattern,
+                                            size=self.object_size, mass=self.object_mass)  # fmt: skip
 
     def object_position(self) -> np.ndarray:
         """Object centre, or the mean of its fragments once broken."""
@@ -127,7 +167,7 @@ class PickTask:
         return bool(
             d[0] < lay.bin_inner[0]
             and d[1] < lay.bin_inner[1]
-            and position[2] < lay.bin_wall_height + OBJECT_SIZE / 2
+            and position[2] < lay.bin_wall_height + self.object_size / 2
         )
 
     def is_success(self, holding: bool) -> bool:

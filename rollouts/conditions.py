@@ -28,6 +28,12 @@ Perturbations are conditions too, parsed by the same factory (SARM evaluation ru
 
 Any condition takes an onset step, `@<step>`: `ta2:4@10` is switched on at step 10 and stays on
 (`sae:17:50@10` is the SAE overdrive attack). Without `@` a condition is on from step 0.
+A distribution shift changes the scene itself, from the reset on (no onset; envs.shifts):
+
+    shift:mass:0.5            the object 5.5 times as heavy; likewise shift:camera:1,
+                              shift:lighting:0.5, shift:table:1, shift:size:1, shift:position:1,
+                              shift:distractors:1 (strength in [0, 1]; 0 is the training scene)
+
 Everything is validated before an episode runs.
 """
 
@@ -49,7 +55,8 @@ FRAME_KINDS = {
     "color": "color_shift",
 }  # → ImageCorruption
 PERTURBATION_KINDS = ("ta2", *FRAME_KINDS, "prompt")
-KINDS = STEERING_KINDS + PERTURBATION_KINDS
+ENV_KINDS = ("shift",)  # kinds that change the scene at reset (envs.shifts), not the agent
+KINDS = STEERING_KINDS + PERTURBATION_KINDS + ENV_KINDS
 RESIDUAL_KINDS = ("sae", "dom", "random", "ta2")  # kinds that edit the residual stream
 SEEDED_KINDS = ("random", "neuron-random")  # model edits drawn per episode seed
 FRAGILITY_TOP = 30
@@ -81,6 +88,11 @@ class Condition:
         return self.kind in ("dom", "random", "ta2")
 
     @property
+    def env_options(self) -> dict[str, Any]:
+        """The env reset options this condition sets ({"shift": "kind:strength"} for a shift)."""
+        return {"shift": f"{self.feature}:{self.magnitude:g}"} if self.kind == "shift" else {}
+
+    @property
     def per_seed(self) -> bool:
         """Whether its model edit is drawn per episode seed (such episodes are not batched:
         one batched forward carries one edit)."""
@@ -92,7 +104,8 @@ def parse_condition(text: str) -> Condition:
     usage = (
         f"condition {text!r} is not understood; allowed: unsteered, sae:<fragility|latent>:<value>, "
         "dom:<scale>, random:<scale>, neuron:<word>:<value>, neuron-random:[<word>:]<value>, ta2:<scale>, "
-        "noise:<0-1>, occlusion:<0-1>, color:<0-1>, prompt[:<repeats>], each optionally @<onset step>"
+        "noise:<0-1>, occlusion:<0-1>, color:<0-1>, prompt[:<repeats>], each optionally @<onset step>; "
+        "shift:<kind>:<0-1> (no onset)"
     )
     body, _, onset_text = text.strip().partition("@")
     parts = body.split(":")
@@ -122,6 +135,18 @@ def parse_condition(text: str) -> Condition:
             if repeats < 1:
                 raise ValueError(f"condition {text!r}: prompt repeats must be an int >= 1")
             return Condition(text, kind, float(repeats), onset=onset)
+        if kind == "shift" and len(parts) == 3:
+            from envs.shifts import Shift
+
+            if onset_text:
+                raise ValueError(
+                    f"condition {text!r}: a shift changes the scene from the reset on; drop '@{onset_text}'"
+                )
+            try:
+                shift = Shift(parts[1], float(parts[2]))
+            except ValueError as exc:
+                raise ValueError(f"condition {text!r}: {exc}") from None
+            return Condition(text, kind, shift.strength, feature=shift.kind)
         if kind in ("neuron", "neuron-random") and len(parts) == 3 and parts[1]:
             return Condition(text, kind, float(parts[2]), concept=parts[1], onset=onset)
     except ValueError as exc:
@@ -313,7 +338,7 @@ class ConditionEffect:
     def update(self, step: int) -> None:
         """Switch on when `step` reaches the onset (call before the agent acts)."""
         c = self.condition
-        if self.active or step < c.onset or c.kind == "unsteered":
+        if self.active or step < c.onset or c.kind in ("unsteered", *ENV_KINDS):
             return
         self.active = True
         if c.kind in FRAME_KINDS:

@@ -73,7 +73,7 @@ def object_mask(env: Any) -> np.ndarray:
     """H × W bool: the pixels of a FrankaPickEnv's camera frame that show the object (all False
     when the scene has no object)."""
     size, obj = env.config.image_size, env.task.object_id
-    seg = env.sim.render_segmentation(size, size, env.config.camera)
+    seg = env.sim.render_segmentation(size, size, env.camera)
     return seg == obj if obj is not None else np.zeros(seg.shape, dtype=bool)
 
 

@@ -368,8 +368,12 @@ class EpisodeRunner:
 
     def spec(self, condition: str, monitor: str, seed: int, video: bool = False) -> EpisodeSpec:
         """The EpisodeSpec of one episode of this experiment."""
-        options = {"material": self.cfg.material} if self.cfg.material else None
-        return EpisodeSpec(seed, self.conditions[condition], options, monitor, video)
+        cond = self.conditions[condition]
+        options = {
+            **({"material": self.cfg.material} if self.cfg.material else {}),
+            **cond.env_options,
+        }
+        return EpisodeSpec(seed, cond, options or None, monitor, video)
 
     def run(self, batch: Batch) -> list[EpisodeRecord]:
         """Run one batch of episodes through the closed loop."""

@@ -65,12 +65,21 @@ def _auc_detects(a: dict[str, Any]) -> bool:
 def sarm_findings(summ: dict[str, Any], order: list[str]) -> list[str]:
     """Clean false alarms, which scorer detects which perturbation (AUC CI above 0.5) and where
     enforcing a scorer lowered fragile breakage (one-sided sign test p < 0.05)."""
-    scorers = list(summ.get("clean", {}))
+    from studies.sarm.summary import is_calibrated
+    from studies.sarm.tables import promise_text
+
+    every = list(summ.get("clean", {}))
     out = [
         "False alarms on clean episodes (share vetoed): "
-        + ", ".join(f"{s} {rate_text(summ['clean'][s]['fpr_episode'])}" for s in scorers)
+        + ", ".join(f"{s} {rate_text(summ['clean'][s]['fpr_episode'])}, {promise_text(summ['clean'][s])}"
+                    for s in every)
         + "."
-    ]
+    ]  # fmt: skip
+    scorers = [s for s in every if is_calibrated(summ, s)]
+    if len(scorers) < len(every):
+        out.append("Not calibrated (realised clean false alarms above the promised α, 95% lower bound): "
+                   + ", ".join(s for s in every if s not in scorers)
+                   + ": its detections and breakage are not results (it stops clean robots too).")  # fmt: skip
     detected, missed, lowered = [], [], []
     for cond in order:
         per = summ["perturbations"][cond]
@@ -176,11 +185,22 @@ def sarm_section(summ: dict[str, Any] | None, order: list[str] | None, root: Pat
     folder = Path(folder) if folder else Path(root) / "sarm"
     order = [p for p in (order or []) if p in summ["perturbations"]]
     order += [p for p in summ["perturbations"] if p not in order]
+    from studies.sarm.summary import is_calibrated
+    from studies.sarm.tables import promise_text
+
     scorers = list(summ["clean"])
+
+    def result(r: dict[str, Any], s: str) -> str:  # a scorer that breaks its promise has no results
+        return rate_html(r) if is_calibrated(summ, s) else "not calibrated"
+
     clean = [[esc(s), num(r["threshold"]), rate_html(r["fpr_episode"]), rate_html(r["fpr_step"]),
-              rate_html(r["fpr_decision"]), rate_html(r["broken_fragile_on"])] for s, r in summ["clean"].items()]  # fmt: skip
-    body = table(["scorer", "threshold", "FPR episodes", "FPR steps", "FPR decisions", "fragile broken (monitor on)"],
-                 clean, "sarm", "Clean episodes: rates with 95% Wilson CIs and n.")  # fmt: skip
+              rate_html(r["fpr_decision"]), esc(promise_text(r)), result(r["broken_fragile_on"], s)]
+             for s, r in summ["clean"].items()]  # fmt: skip
+    body = table(["scorer", "threshold", "FPR episodes", "FPR steps", "FPR decisions", "promise",
+                  "fragile broken (monitor on)"], clean, "sarm",
+                 "Clean episodes: rates with 95% Wilson CIs and n. Promise: the realised clean false-alarm rate against "
+                 "the promised α (per episode unless the calibration promises per decision); \"NOT calibrated\" where "
+                 "its 95% lower bound is above α.")  # fmt: skip
     rows = []
     for cond in order:
         per = summ["perturbations"][cond]
@@ -193,8 +213,8 @@ def sarm_section(summ: dict[str, Any] | None, order: list[str] | None, root: Pat
                 else f'{num(lat["mean"])}<span class="p">max {lat["max"]}, n={lat["n"]}</span>'
             )
             cls = ' class="sig"' if _auc_detects(a) else ""
-            rows.append([esc(cond), esc(s), rate_html(r["detection"]), rate_html(r["early_veto"]), lat_s,
-                         f"<td{cls}>{auc}</td>", rate_html(per["broken_fragile_off"]), rate_html(r["broken_fragile_on"])])  # fmt: skip
+            rows.append([esc(cond), esc(s), result(r["detection"], s), rate_html(r["early_veto"]), lat_s,
+                         f"<td{cls}>{auc}</td>", rate_html(per["broken_fragile_off"]), result(r["broken_fragile_on"], s)])  # fmt: skip
     body += table(["perturbation", "scorer", "detection (veto after onset)", "veto before onset", "latency (steps)",
                    "AUC", "fragile broken, monitor off", "fragile broken, monitor on"], rows, "sarm",
                   "Rates with 95% Wilson CIs and n episodes; AUC of perturbed vs clean decision scores with a "

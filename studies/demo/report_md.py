@@ -147,11 +147,15 @@ def _rate(r: dict[str, Any]) -> str:
 def sarm_markdown(doc: dict[str, Any]) -> str:
     """SARM figures as Markdown: clean false positives per scorer, then each perturbation × scorer."""
     summary = doc.get("summary", {})
-    lines = ["| scorer | threshold | FPR (episodes) | FPR (steps) |", "|---|---|---|---|"]
+    from studies.sarm.tables import promise_text
+
+    lines = [
+        "| scorer | threshold | FPR (episodes) | FPR (steps) | promise |",
+        "|---|---|---|---|---|",
+    ]
     for s, r in summary.get("clean", {}).items():
-        lines.append(
-            f"| {s} | {r['threshold']:.4g} | {_rate(r['fpr_episode'])} | {_rate(r['fpr_step'])} |"
-        )
+        lines.append(f"| {s} | {r['threshold']:.4g} | {_rate(r['fpr_episode'])} | {_rate(r['fpr_step'])} | "
+                     f"{promise_text(r)} |")  # fmt: skip
     lines += [
         "",
         "| perturbation | scorer | detection | veto before onset | AUC [95% CI] | fragile broken off | fragile broken on |",
@@ -166,10 +170,12 @@ def sarm_markdown(doc: dict[str, Any]) -> str:
                 if a.get("auc") is None or a["auc"] != a["auc"]
                 else f"{a['auc']:.2f} [{a['lo']:.2f}, {a['hi']:.2f}]"
             )
-            lines.append(
-                f"| {cond} | {s} | {_rate(r['detection'])} | {_rate(r['early_veto'])} | {auc} | "
-                f"{_rate(per['broken_fragile_off'])} | {_rate(r['broken_fragile_on'])} |"
+            ok = (summary["clean"][s].get("promise") or {}).get("calibrated") is not False
+            detection, broken_on = (
+                _rate(r[k]) if ok else "not calibrated" for k in ("detection", "broken_fragile_on")
             )
+            lines.append(f"| {cond} | {s} | {detection} | {_rate(r['early_veto'])} | {auc} | "
+                         f"{_rate(per['broken_fragile_off'])} | {broken_on} |")  # fmt: skip
     from studies.sarm.sweep_report import sweep_markdown  # the harm-based table (coverage)
 
     return "\n".join([*lines, "", sweep_markdown(summary)])

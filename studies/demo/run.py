@@ -42,7 +42,10 @@ class DemoConfig:
         toward_fragile: SAE steering levels on rigid objects.
         dom_scale: difference-of-means steering strength, in units of the vector.
         random_scales: random-direction controls, in units of ||dom||.
-        sarm_fit_episodes: clean episodes that fit and calibrate the planner's monitors.
+        sarm_fit_episodes: clean episodes that fit and calibrate the planner's monitors (half
+            calibrate: conformal calibration at sarm_alpha needs 9 for 0.1, so >= 18).
+        sarm_alpha: the promised clean false-alarm rate per episode of both monitors (split
+            conformal over the calibration episodes' largest scores).
         sarm_episodes: evaluation episodes per perturbation condition.
         sarm_perturbations: the SARM stage's perturbation conditions.
         probe_episodes: episodes of the world-model probe.
@@ -54,7 +57,8 @@ class DemoConfig:
         vla_images: labelled frames for the VLA's SAE.
         vla_sae_steps: the VLA SAE's training steps.
         vla_sae_levels: SAE steering levels of the VLA study.
-        vla_sarm_fit_episodes: clean episodes that fit and calibrate the VLA's monitors.
+        vla_sarm_fit_episodes: clean episodes that fit and calibrate the VLA's monitors (>= 18
+            at sarm_alpha 0.1, as for the planner).
         vla_sarm_episodes: the VLA's SARM evaluation episodes per condition.
         vla_max_steps: steps before truncation in the VLA stage.
     """
@@ -77,7 +81,10 @@ class DemoConfig:
     # Random-direction controls, in units of ||dom||. The SAE steerings above move image tokens
     # by about 1-2 ||dom|| (the report's steering-norm column), so these bracket them.
     random_scales: tuple[float, ...] = (1.0, 2.0)
-    sarm_fit_episodes: int = 24  # calibration needs many clean episodes (scores vary by episode)
+    # 12 fit the scorers, 12 calibrate them: split conformal at alpha 0.1 needs 9 episodes; 12 put
+    # the threshold at the 12th of 12 episode maxima, so a clean episode alarms with P <= 1/13.
+    sarm_fit_episodes: int = 24
+    sarm_alpha: float = 0.1
     sarm_episodes: int = 8
     # TA2 at 5 strengths, from below any behavioural effect to clearly harmful, so the harm-based
     # sweep table and plot have a dose axis; the other kinds at one strength each.
@@ -94,7 +101,7 @@ class DemoConfig:
     vla_images: int = 256
     vla_sae_steps: int = 800
     vla_sae_levels: tuple[float, ...] = (0.6, 0.2)
-    vla_sarm_fit_episodes: int = 12
+    vla_sarm_fit_episodes: int = 18  # 9 calibration episodes: the fewest for alpha 0.1
     vla_sarm_episodes: int = 6
     vla_max_steps: int = 200
 
@@ -105,7 +112,7 @@ class DemoConfig:
             images=64,
             sae_steps=200,
             seeds=2,
-            sarm_fit_episodes=4,
+            sarm_fit_episodes=18,  # the fewest that calibrate at alpha 0.1 (9 episodes)
             sarm_episodes=1,
             sarm_perturbations=("ta2:4@10",),
             probe_episodes=10,
@@ -115,7 +122,7 @@ class DemoConfig:
             vla_seeds=2,
             vla_images=32,
             vla_sae_steps=100,
-            vla_sarm_fit_episodes=12,
+            vla_sarm_fit_episodes=18,
             vla_sarm_episodes=1,
             vla_max_steps=40,
         )
@@ -148,6 +155,9 @@ class DemoConfig:
             )
         for p in self.sarm_perturbations:
             parse_condition(p.replace(":contrast:", ":0:"))
+        self.sarm_config().check()  # calibration: enough clean episodes for alpha, before any stage
+        if self.vla:
+            self.vla_sarm_config().check()
         if not self.name or "/" in self.name:
             raise ValueError(f"name={self.name!r}: a folder name without '/'")
 
@@ -155,6 +165,25 @@ class DemoConfig:
     def root(self) -> Path:
         """The demo's run folder."""
         return Path(self.out) / self.name
+
+    def sarm_config(self, layer: int | None = None) -> Any:
+        """Stage 5's SarmEvalConfig: the planner's monitors at sarm-eval's default calibration
+        (conformal per episode at `sarm_alpha`)."""
+        from studies.sarm.config import SarmEvalConfig
+
+        return SarmEvalConfig(model=self.model, layer=layer, fit_episodes=self.sarm_fit_episodes,
+                              episodes=self.sarm_episodes, perturbations=self.sarm_perturbations,
+                              alpha=self.sarm_alpha, out=str(self.root / "sarm"), workers=self.workers)  # fmt: skip
+
+    def vla_sarm_config(self) -> Any:
+        """The VLA stage's SarmEvalConfig: the SAE monitor against TA2, calibrated as stage 5's."""
+        from studies.demo.layout import VLA_MARKERS
+        from studies.sarm.config import SarmEvalConfig
+
+        return SarmEvalConfig(agent="vla", model="tiny-vla", scorers=("sae",), fit_episodes=self.vla_sarm_fit_episodes,
+                              episodes=self.vla_sarm_episodes, perturbations=("ta2:4@10",), alpha=self.sarm_alpha,
+                              max_steps=self.vla_max_steps, out=str(self.root / Path(VLA_MARKERS["sarm"]).parent),
+                              workers=self.workers)  # fmt: skip
 
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
@@ -293,20 +322,12 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     done("4. steered vs unsteered")
 
     stage("5. SARM monitor under perturbations")
-    from studies.sarm.eval import SarmEvalConfig, print_summary, run_sarm_eval
+    from studies.sarm.eval import print_summary, run_sarm_eval
 
     sarm_dir = root / "sarm"
     if not finished("5. SARM monitor under perturbations"):
         doc = run_sarm_eval(
-            SarmEvalConfig(
-                model=cfg.model,
-                layer=layer,
-                fit_episodes=cfg.sarm_fit_episodes,
-                episodes=cfg.sarm_episodes,
-                perturbations=cfg.sarm_perturbations,
-                out=str(sarm_dir),
-                workers=cfg.workers,
-            ),
+            cfg.sarm_config(layer),
             log=console.print,
             progress=True,
         )

@@ -69,14 +69,11 @@ def run_vla_stage(cfg: Any, root: Path, console: Console) -> dict[str, Any]:
         print_summary(json.loads(path.read_text()), console)
     out["steering"] = json.loads(path.read_text())
 
-    from studies.sarm.eval import SarmEvalConfig, print_summary, run_sarm_eval
+    from studies.sarm.eval import print_summary, run_sarm_eval
 
     path = root / VLA_MARKERS["sarm"]
     if not marker_reads(path):
-        doc = run_sarm_eval(SarmEvalConfig(agent="vla", model="tiny-vla", scorers=("sae",), fit_episodes=cfg.vla_sarm_fit_episodes,
-                                           episodes=cfg.vla_sarm_episodes, perturbations=("ta2:4@10",),
-                                           max_steps=cfg.vla_max_steps,
-                                           out=str(path.parent), workers=cfg.workers), log=console.print, progress=True)  # fmt: skip
+        doc = run_sarm_eval(cfg.vla_sarm_config(), log=console.print, progress=True)
     else:
         doc = json.loads(path.read_text())
     print_summary(doc, console)

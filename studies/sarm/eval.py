@@ -5,8 +5,8 @@ Three experiments through the runner (rollouts.runner: resume, workers, Ray, exa
 Parquet logs), each in its own folder under the output folder:
 1. `fit/`: clean episodes (no monitor) on the fit seeds. Scorers are fitted on the decision
    activations of half of them and their thresholds calibrated on the decision scores of the
-   other half (`--calibration`: mean + k·std, the (1 − fpr) quantile, or split conformal at
-   `--alpha` per decision or per episode; monitors.calibration). The fit, calibration and eval
+   other half (`--calibration`: split conformal at `--alpha` per episode, the default, or per
+   decision, the (1 − fpr) quantile, or mean + k·std; monitors.calibration). The fit, calibration and eval
    seeds are disjoint (`SarmEvalConfig.seed_split`, checked). Saved under `scorers/<name>/`
    (the calibration with its method, alpha and seeds), with `scorers/fit.json` written last
    (the stage marker: the seed split, the calibration settings, every method's threshold side
@@ -200,7 +200,11 @@ def run_sarm_eval(cfg: SarmEvalConfig, log: Any = print, progress: bool = False)
     log("thresholds: " + ", ".join(f"{n} {t:.4g}" for n, t in thresholds.items()))
     records = records_from_run(eval_dir, marker["scorers"])
     summary = summarize(
-        records, thresholds, n_boot=cfg.n_boot, calibrations=marker.get("calibrations")
+        records,
+        thresholds,
+        n_boot=cfg.n_boot,
+        calibrations=marker.get("calibrations"),
+        alpha=cfg.alpha,
     )
     summary.update(
         derived_summary(summary, marker, perturbations)

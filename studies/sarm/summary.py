@@ -139,7 +139,7 @@ def _calibration_rows(clean_off: Sequence[dict[str, Any]], scorer: str, threshol
     """Per calibration method: its threshold, promised alpha and unit, and realised false alarms."""
     rows: dict[str, Any] = {}
     for method, cal in (methods or {"given": {"threshold": threshold}}).items():
-        row = {"threshold": cal.get("threshold"), "alpha": cal.get("alpha"), "unit": cal.get("unit"),
+        row = {"threshold": cal.get("threshold"), "alpha": cal.get("alpha"), "fpr": cal.get("fpr"), "unit": cal.get("unit"),
                "enforced": cal.get("threshold") == threshold, "error": cal.get("error")}  # fmt: skip
         if row["threshold"] is not None:
             row.update(false_alarms(clean_off, scorer, float(row["threshold"])))
@@ -147,11 +147,37 @@ def _calibration_rows(clean_off: Sequence[dict[str, Any]], scorer: str, threshol
     return rows
 
 
+def promise_check(row: dict[str, Any], alpha: float, unit: str) -> dict[str, Any]:
+    """Does a scorer keep its clean false-alarm promise? Its realised rate on the clean
+    evaluation episodes (per episode, or per decision for a per-decision promise) beside alpha:
+    "not calibrated" when the rate's 95% lower bound is above alpha (then its detections and
+    breakage figures are not results: it would stop clean robots too), else "calibrated".
+
+    Args:
+        row: the scorer's `summary["clean"]` row (fpr_episode, fpr_decision).
+        alpha: the promised false-alarm rate.
+        unit: "episode" or "decision".
+    """
+    realised = row["fpr_decision"] if unit == "decision" else row["fpr_episode"]
+    lo = realised["lo"]
+    calibrated = None if not realised["n"] else not (math.isfinite(lo) and lo > alpha)
+    verdict = {None: "no clean episodes", True: "calibrated", False: "not calibrated"}[calibrated]
+    return {"alpha": alpha, "unit": unit, "realised": realised, "calibrated": calibrated,
+            "verdict": verdict}  # fmt: skip
+
+
+def is_calibrated(summary: dict[str, Any], scorer: str) -> bool:
+    """False only where the scorer's realised clean false-alarm rate is above its promise
+    (`promise_check`); summaries written before the check count as calibrated."""
+    return summary["clean"][scorer].get("promise", {}).get("calibrated") is not False
+
+
 def summarize(
     records: Sequence[dict[str, Any]],
     thresholds: dict[str, float],
     n_boot: int = 1000,
     calibrations: dict[str, dict[str, dict[str, Any]]] | None = None,
+    alpha: float = 0.1,
 ) -> dict[str, Any]:
     """Figures per scorer (clean false positives) and per (perturbation, scorer).
 
@@ -162,6 +188,9 @@ def summarize(
         calibrations: scorer → method → {"threshold", "alpha", "unit"} (or {"error"}), the
             calibrations computed side by side on the same clean episodes (sarm-eval's
             scorers/fit.json); None: only the enforced threshold.
+        alpha: the run's promised clean false-alarm rate per episode, against which a scorer
+            is checked (`promise_check`) when its enforced calibration promises nothing of its
+            own (sigma); a conformal or quantile calibration is checked on its own alpha, unit.
 
     Returns:
         {"clean": {scorer: {fpr_episode, fpr_step, fpr_decision, broken_fragile_on,
@@ -189,6 +218,16 @@ def summarize(
             **_outcomes(on, "on"),
         }
         out["false_alarms"][s] = _calibration_rows(clean_off, s, thr, (calibrations or {}).get(s))
+        enforced = next((r for r in out["false_alarms"][s].values() if r["enforced"]), {})
+        # conformal methods promise alpha, "quantile" its fpr (per decision); sigma nothing
+        promised = next(
+            (enforced[k] for k in ("alpha", "fpr") if enforced.get(k) is not None), None
+        )
+        out["clean"][s]["promise"] = promise_check(
+            out["clean"][s],
+            alpha if promised is None else float(promised),
+            "episode" if promised is None else (enforced.get("unit") or "decision"),
+        )
     out["clean_broken_fragile_off"] = _broken(clean_off)
     out["clean_outcomes_off"] = _outcomes(clean_off, "off")
     conditions = sorted({r["condition"] for r in records} - {"clean"})

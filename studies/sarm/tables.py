@@ -17,6 +17,27 @@ def _rate(r: dict[str, Any], compact: bool = False) -> str:
     return f"{r['rate']:.2f} [{r['lo']:.2f},{r['hi']:.2f}] n={r['n']}"
 
 
+def promise_text(clean_row: dict[str, Any], compact: bool = False) -> str:
+    """'calibrated (α 0.1/episode)' or 'NOT calibrated (α 0.1/episode)': the scorer's realised
+    clean false-alarm rate against its promise (studies.sarm.summary.promise_check)."""
+    p = clean_row.get("promise")
+    if not p:
+        return "–"
+    word = "NOT calibrated" if p["calibrated"] is False else p["verdict"]
+    return f"{word}{chr(10) if compact else ' '}(α {p['alpha']:g}/{p['unit']})"
+
+
+def _result(
+    r: dict[str, Any], key: str, compact: bool, clean_row: dict[str, Any] | None = None
+) -> str:
+    """r[key] as a rate, or "not calibrated" where the scorer (clean_row: its clean row; r itself
+    when None) breaks its false-alarm promise: its detections and outcomes are not results."""
+    row = r if clean_row is None else clean_row
+    if (row.get("promise") or {}).get("calibrated") is False:
+        return "not calibrated"
+    return _rate(r[key], compact)
+
+
 def print_summary(doc: dict[str, Any], console: Any = None) -> None:
     """Rich tables: clean false positives per scorer, then figures per perturbation × scorer,
     then the sweep's harm-based figures per (kind, magnitude) × scorer (studies.sarm.sweep_report).
@@ -62,7 +83,7 @@ def print_summary(doc: dict[str, Any], console: Any = None) -> None:
             compact,
         )
         t.add_column("scorer\n threshold" if compact else "scorer", overflow="fold")
-        cols = ("FPR episodes", "FPR steps", "FPR decisions", "broken fragile (on)")
+        cols = ("FPR episodes", "FPR steps", "FPR decisions", "promise", "broken fragile (on)")
         for col in cols if compact else ("threshold", *cols):
             t.add_column(
                 col.replace(" ", "\n", 1) if compact else col,
@@ -70,10 +91,8 @@ def print_summary(doc: dict[str, Any], console: Any = None) -> None:
                 justify="right" if compact else "left",
             )
         for s, r in summ["clean"].items():
-            rates = [
-                _rate(r[k], compact)
-                for k in ("fpr_episode", "fpr_step", "fpr_decision", "broken_fragile_on")
-            ]
+            rates = [_rate(r[k], compact) for k in ("fpr_episode", "fpr_step", "fpr_decision")]
+            rates += [promise_text(r, compact), _result(r, "broken_fragile_on", compact)]
             name = [f"{s}\n {r['threshold']:.4g}"] if compact else [s, f"{r['threshold']:.4g}"]
             t.add_row(*map(Text, [*name, *rates]))  # Text: no markup or emoji codes in names
         return t
@@ -92,14 +111,16 @@ def print_summary(doc: dict[str, Any], console: Any = None) -> None:
             per = summ["perturbations"][cond]
             for s in summ["clean"]:
                 r = per[s]
+                ok = summ["clean"][s]
                 if compact:
-                    t.add_row(*map(Text, (f"{cond}\n {s}", _rate(r["detection"], True), _rate(r["early_veto"], True),
-                                          auc(r["auc"], True), _rate(r["broken_fragile_on"], True))))  # fmt: skip
+                    t.add_row(*map(Text, (f"{cond}\n {s}", _result(r, "detection", True, ok), _rate(r["early_veto"], True),
+                                          auc(r["auc"], True), _result(r, "broken_fragile_on", True, ok))))  # fmt: skip
                     continue
                 lat = r["latency_steps"]
                 lat_s = "–" if not lat["n"] else f"{lat['mean']:.1f} (max {lat['max']})"
-                t.add_row(*map(Text, (cond, s, _rate(r["detection"]), _rate(r["early_veto"]), lat_s, auc(r["auc"], False),
-                                      _rate(per["broken_fragile_off"]), _rate(r["broken_fragile_on"]))))  # fmt: skip
+                t.add_row(*map(Text, (cond, s, _result(r, "detection", False, ok), _rate(r["early_veto"]), lat_s,
+                                      auc(r["auc"], False), _rate(per["broken_fragile_off"]),
+                                      _result(r, "broken_fragile_on", False, ok))))  # fmt: skip
         return t
 
     def alarms(compact: bool) -> Table:
@@ -153,15 +174,9 @@ def print_summary(doc: dict[str, Any], console: Any = None) -> None:
                 r = summ["clean"][s] if cond == "clean" else summ["perturbations"][cond][s]
                 if "success_on" not in r:
                     continue
-                rates = [
-                    _rate(x, compact)
-                    for x in (
-                        off["success_off"],
-                        r["success_on"],
-                        off["broken_off"],
-                        r["broken_on"],
-                    )
-                ]
+                ok = summ["clean"][s]
+                rates = [_rate(off["success_off"], compact), _result(r, "success_on", compact, ok),
+                         _rate(off["broken_off"], compact), _result(r, "broken_on", compact, ok)]  # fmt: skip
                 head = [f"{cond}\n {s}"] if compact else [cond, s]
                 t.add_row(
                     *map(Text, [*head, *rates, *([_rate(r["fallback_on"])] if fallback else [])])

@@ -18,7 +18,7 @@ def run(tiny_dir, tmp_path_factory):
     os.chdir(work)
     try:
         rc = main([
-            "sarm-eval", "--model", str(tiny_dir), "--fit-episodes", "4", "--episodes", "2",
+            "sarm-eval", "--model", str(tiny_dir), "--fit-episodes", "4", "--calibration", "sigma", "--episodes", "2",
             "--perturbations", "ta2:4@10,noise:0.2@10", "--sae-steps", "60", "--max-steps", "40",
             "--name", "smoke",
         ])  # fmt: skip
@@ -96,7 +96,7 @@ def test_sigint_then_rerun_equals_an_uninterrupted_run(tiny_dir, tmp_path):
     import sys
     import time
 
-    args = [sys.executable, "-m", "cli.main", "sarm-eval", "--model", str(tiny_dir), "--fit-episodes", "4",
+    args = [sys.executable, "-m", "cli.main", "sarm-eval", "--model", str(tiny_dir), "--fit-episodes", "4", "--calibration", "sigma",
             "--episodes", "3", "--perturbations", "ta2:4@10,noise:0.2@10", "--sae-steps", "40", "--max-steps", "40",
             "--scorers", "sae,mahalanobis", "--no-plots"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -88,6 +88,9 @@ def test_resuming_with_another_calibration_is_refused(run, capsys):
     (["--calibration", "bayes"], "calibration 'bayes'"),
     (["--alpha", "0"], "alpha=0.0"),
     (["--calibration", "conformal-episode", "--fit-episodes", "8"], "needs at least 9"),
+    (["--fit-episodes", "16"], "needs at least 9"),  # the default calibration is conformal per episode
+    (["--alpha", "1"], "alpha=1"),
+    (["--fpr", "0.05"], "fpr=0.05 applies to calibration 'quantile'"),
     (["--calibration", "conformal-decision", "--fpr", "0.1"], "fpr=0.1 applies to calibration 'quantile'"),
 ])  # fmt: skip
 def test_bad_calibration_settings_fail_before_any_episode(
@@ -105,6 +108,6 @@ def test_seed_split_is_explicit_and_disjoint():
     assert split == {"fit": [10, 11, 14, 15], "calibration": [12, 13, 16, 17], "eval": [18, 19, 20]}
     assert sorted(split["fit"] + split["calibration"]) == cfg.fit_seeds
     assert (
-        cfg.calibration_method == "sigma"
-        and SarmEvalConfig(fpr=0.05).calibration_method == "quantile"
+        cfg.calibration_method == "conformal-episode"  # the default: calibrated per episode
+        and SarmEvalConfig(calibration="sigma", fpr=0.05).calibration_method == "quantile"
     )

@@ -26,7 +26,7 @@ def doc(tmp_path_factory):
 
     cfg = SarmEvalConfig(
         model="tiny", scorers=("sae",), perturbations=("ta2:4@10",), fit_episodes=32, episodes=12,
-        k=2.0, on_veto="stop", n_boot=200, plots=False,
+        calibration="sigma", k=2.0, on_veto="stop", n_boot=200, plots=False,
         out=str(tmp_path_factory.mktemp("sarm") / "trained"),
     )  # fmt: skip
     return run_sarm_eval(cfg, log=lambda *a: None)

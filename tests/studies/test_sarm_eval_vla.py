@@ -25,7 +25,7 @@ def run(tmp_path_factory):
     os.chdir(work)
     try:
         rc = main([
-            "sarm-eval", "--agent", "vla", "--fit-episodes", "4", "--episodes", "2",
+            "sarm-eval", "--agent", "vla", "--fit-episodes", "4", "--calibration", "sigma", "--episodes", "2",
             "--scorers", "sae,mahalanobis", "--sae-steps", "30", "--perturbations", f"ta2:4@{ONSET}",
             "--max-steps", "20", "--executor", "serial", "--n-boot", "50", "--no-plots", "--name", "vla",
         ])  # fmt: skip

@@ -28,7 +28,7 @@ def run(tiny_dir, tmp_path_factory):
     os.chdir(work)
     try:
         rc = main([
-            "sarm-eval", "--model", str(path), "--fit-episodes", "4", "--episodes", "2",
+            "sarm-eval", "--model", str(path), "--fit-episodes", "4", "--calibration", "sigma", "--episodes", "2",
             "--perturbations", "ta2:4@10,prompt@10", "--probe-attacks", "ta2:4@10,noise:0.2@10",
             "--scorers", "sae,mahalanobis,probe,combined", "--sae-steps", "40", "--max-steps", "40",
             "--n-boot", "50", "--no-plots", "--name", "probe",
@@ -106,7 +106,7 @@ def test_probe_trained_on_sae_overdrive_alone(tiny_dir, tmp_path):
     runs no SAE attack: the probe-fit stage finds the latent and saves the SAE itself."""
     from studies.sarm.eval import run_sarm_eval
 
-    cfg = SarmEvalConfig(model=str(tiny_dir), fit_episodes=4, episodes=2, perturbations=("ta2:4@10",),
+    cfg = SarmEvalConfig(model=str(tiny_dir), fit_episodes=4, calibration="sigma", episodes=2, perturbations=("ta2:4@10",),
                          probe_attacks=("sae:contrast:50@10",), scorers=("probe",), sae_steps=30, max_steps=30,
                          n_boot=20, plots=False, out=str(tmp_path / "p"))  # fmt: skip
     doc = run_sarm_eval(cfg, log=lambda *a: None)

@@ -213,7 +213,7 @@ def test_sweep_settings_are_checked():
 # A tiny real sweep: eval seeds 5000010 (fragile) and 5000011 (rigid); without a monitor, TA2 x1
 # breaks the fragile object at step 21 on the tiny planner.
 SWEEP_ARGS = ["sarm-eval", "--sweep", "--sweep-magnitudes", "ta2=1/8", "--perturbations", "ta2:4@10",
-              "--fit-episodes", "4", "--episodes", "2", "--first-seed", "5000006", "--scorers", "mahalanobis,pca",
+              "--fit-episodes", "4", "--calibration", "sigma", "--episodes", "2", "--first-seed", "5000006", "--scorers", "mahalanobis,pca",
               "--max-steps", "40", "--executor", "serial", "--n-boot", "30", "--name", "sweep"]  # fmt: skip
 
 
