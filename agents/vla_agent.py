@@ -24,6 +24,7 @@ decision; `reset(seed, lane=i)` starts lane i's episode.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class _Lane:
     step: int = 0
     decision: dict[str, Any] | None = None
     decisions: list[dict[str, Any]] = field(default_factory=list)  # the decided steps
+    predicted: np.ndarray | None = None  # the last forward's whole predicted horizon (H × D)
 
 
 class VLAAgent(LaneViews):
@@ -200,18 +202,46 @@ class VLAAgent(LaneViews):
         bins, frag = self.builder.read_slots(out.logits)
         actions = self.spec.action.decode_logits(bins, self.decoding)  # B × H × D
         p_fragile = self.backend.answer_probs(frag, ("yes", "no"))[:, 0].cpu().numpy()
+        entropy = action_entropy(bins)
         for row, s in enumerate(states):
+            change = chunk_change(s.predicted, actions[row], self.chunk)
+            s.predicted = actions[row]
             s.queue = [np.clip(a, -1.0, 1.0).astype(np.float32) for a in actions[row, : self.chunk]]
             s.decision = {
                 "p_fragile": float(p_fragile[row]),
                 "decoding": self.decoding,
                 "effort": s.effort,  # the grip effort the prompt carried
+                # uncertainty signals of the failure-prediction baselines (monitors.signals)
+                "action_entropy": float(entropy[row]),
+                "chunk_change": change,
             }
 
     def close(self) -> None:
         """Detach the tap from the model."""
         if self.tap is not None:
             self.tap.remove()
+
+
+def action_entropy(logits: torch.Tensor) -> np.ndarray:
+    """Per row, the mean entropy of the action tokens' softmax over their K bins, divided by
+    log K (0: every slot certain, 1: every slot uniform); logits are B × H × D × K."""
+    x = torch.as_tensor(logits).detach().to("cpu", torch.float64)
+    logp = torch.log_softmax(x, dim=-1)
+    h = -(logp.exp() * logp).sum(-1) / math.log(x.shape[-1])
+    return h.flatten(1).mean(1).numpy()
+
+
+def chunk_change(previous: np.ndarray | None, current: np.ndarray, executed: int) -> float:
+    """How far a new forward's actions stray from what the previous forward predicted (action
+    units, mean absolute difference): over the overlapping steps where the chunk executed is
+    shorter than the horizon (STAC's consistency), else the jump from the previous horizon's
+    last action to the new first one. 0 at an episode's first forward (nothing to compare)."""
+    if previous is None:
+        return 0.0
+    overlap = previous.shape[0] - executed
+    if overlap > 0:
+        return float(np.abs(current[:overlap] - previous[executed:]).mean())
+    return float(np.abs(current[0] - previous[-1]).mean())
 
 
 def _executed_grip(executed: Any) -> float:

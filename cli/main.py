@@ -22,7 +22,7 @@ GROUPS = {
     "Start here": ["demo", "env-demo"],
     "Experiments: steer and compare on paired seeds": ["run", "replay"],
     "Features: what the model encodes": ["collect", "train-sae", "discover", "dashboard"],
-    "Monitors": ["sarm-eval", "shift-suite"],
+    "Monitors": ["sarm-eval", "shift-suite", "monitor-bench"],
     "Agents and models": ["agent-eval", "vla-study", "vla-rewiring", "train-tiny", "train-vla"],
     "Data and speed": ["export-lerobot", "bench"],
 }

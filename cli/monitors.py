@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from cli.config_flags import add_config_arguments, config_from_args
+from studies.monitor_bench.config import MonitorBenchConfig
 from studies.sarm.config import SarmEvalConfig
 from studies.sarm.eval import run_sarm_eval
 from studies.sarm.tables import print_summary
@@ -27,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(p, ShiftSuiteConfig, skip={"out"})
     p.add_argument("--name", default="shift-suite", help="output folder runs/<name>/")
     p.set_defaults(func=run_suite_cli)
+    p = subparsers.add_parser(
+        "monitor-bench", help="every scorer on a policy's own failures, seen and held-out shifts"
+    )
+    add_config_arguments(p, MonitorBenchConfig, skip={"out"})
+    p.add_argument("--name", default="monitor-bench", help="output folder runs/<name>/")
+    p.set_defaults(func=run_bench_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -47,4 +54,16 @@ def run_suite_cli(args: argparse.Namespace) -> int:
     doc = run_shift_suite(cfg, progress=True)
     print_suite(doc)
     print(f"wrote {doc['run']}/summary.json" + (", failures.png" if cfg.plots else ""))
+    return 0
+
+
+def run_bench_cli(args: argparse.Namespace) -> int:
+    """Run (or resume) the monitor benchmark; print its tables."""
+    from studies.monitor_bench.report import print_bench
+    from studies.monitor_bench.run import run_monitor_bench
+
+    cfg = config_from_args(MonitorBenchConfig, args, out=str(Path("runs") / args.name))
+    doc = run_monitor_bench(cfg, progress=True)
+    print_bench(doc)
+    print(f"wrote {cfg.out}/summary.json" + (", bench.png" if cfg.plots else ""))
     return 0

@@ -139,6 +139,8 @@ class SARMMonitor(gym.Wrapper):
         self._clear_episode()
 
     def _clear_episode(self) -> None:
+        # a stateful scorer (a failure predictor) reads the episode's decisions so far
+        self._state = self.scorer.new_state() if getattr(self.scorer, "stateful", False) else None
         self._last_tensor: torch.Tensor | None = None
         self._last_calls: Any = None
         self._verdict: dict[str, Any] = {
@@ -213,7 +215,14 @@ class SARMMonitor(gym.Wrapper):
         if not validates and not all_finite(acts):
             return self._non_finite(acts), True
         try:
-            score = float(self.scorer.score(acts))
+            if (
+                getattr(self.scorer, "reads", "activations") == "signals"
+            ):  # the agent's own uncertainty
+                score = float(self.scorer.score_signals(getattr(self.tap, "signals", None)))
+            elif self._state is not None:
+                score = float(self.scorer.score_step(acts, self._state))
+            else:
+                score = float(self.scorer.score(acts))
         except Exception as exc:  # noqa: BLE001 - fail closed on any scorer failure
             if validates and not all_finite(acts):
                 return self._non_finite(acts), True

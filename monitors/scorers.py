@@ -14,6 +14,9 @@ first use (built-ins by name, others through the "physteer.scorers" entry-point 
   Matryoshka SAE (sae package).
 - MahalanobisScorer, PCAReconstructionScorer (monitors.baselines).
 - LinearProbeScorer (monitors.probe), CombinedScorer (monitors.combined).
+- FailurePredictor (monitors.failure): a learned predictor of the policy's own failure over an
+  episode's decisions (stateful: the monitor keeps its history per episode); SignalScorer
+  (monitors.signals): the agent's own uncertainty (action-token entropy, chunk change).
 
 Per-token scores are aggregated over the tokens by "mean" or "max".
 """
@@ -216,6 +219,8 @@ BUILTIN_SCORERS = {
     "sae": "monitors.sae_scorer:SAEReconstructionScorer",
     "probe": "monitors.probe:LinearProbeScorer",
     "combined": "monitors.combined:CombinedScorer",
+    "failure": "monitors.failure:FailurePredictor",
+    "signal": "monitors.signals:SignalScorer",
 }
 ENTRY_POINT_GROUP = "physteer.scorers"
 

@@ -45,6 +45,9 @@ from rollouts.video import annotate
 UNSTEERED = parse_condition("unsteered")
 #: Timing columns of an episode row: they differ between runs and are left out of comparisons.
 TIMING_COLUMNS = ("wall_s", "render_s", "agent_s", "monitor_s", "physics_s")
+#: Step-row columns of an agent's own uncertainty at its decisions, where it reports them (the
+#: VLA: agents.vla_agent.action_entropy, chunk_change; NaN between decisions).
+SIGNAL_COLUMNS = ("action_entropy", "chunk_change")
 #: Step-row columns of the action the env executed, where a monitor may replace the agent's.
 EXECUTED_COLUMNS = ("x_dx", "x_dy", "x_dz", "x_grip")
 
@@ -196,8 +199,10 @@ class ClosedLoop:
             share = (time.perf_counter() - t) / len(active)
             if asking and tap is not None and tap.latest_batch is not None:
                 for row, lane in enumerate(asking):
+                    decision = agent.decision_for(lane.k) or {}
+                    signals = {k: decision[k] for k in SIGNAL_COLUMNS if k in decision}
                     lane.tap_view.set(
-                        tap.latest_batch[row], tap.positions_batch[row], tap.n_image_tokens
+                        tap.latest_batch[row], tap.positions_batch[row], tap.n_image_tokens, signals
                     )
             for lane, obs, action in zip(active, observations, actions, strict=True):
                 lane.agent_s += share
@@ -267,6 +272,9 @@ class _Lane:
             "ee_z": float(info["ee_pos"][2]), "object_z": float(info["object_pos"][2]), "reward": float(reward),
             "ee_speed": float(np.linalg.norm(self.obs["state"][3:6])), "vetoed": False,  # state[3:6]: ee velocity
         }  # fmt: skip
+        for key in SIGNAL_COLUMNS:  # an agent's uncertainty signals (the VLA's), at its decisions
+            if key in decision:
+                row[key] = float(decision[key]) if row["decided"] else float("nan")
         if (
             "executed_action" in info
         ):  # behind a monitor: what the env ran (a veto's or fallback's action)

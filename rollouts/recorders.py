@@ -104,12 +104,13 @@ class TapView:
         self.positions: torch.Tensor | None = None
         self.n_image_tokens = 0
         self.calls = 0
+        self.signals: dict[str, float] = {}  # the agent's uncertainty at this decision (the VLA's)
 
-    def set(
-        self, latest: torch.Tensor, positions: torch.Tensor | None, n_image_tokens: int
-    ) -> None:
-        """Point the view at a new decision's activations."""
+    def set(self, latest: torch.Tensor, positions: torch.Tensor | None, n_image_tokens: int,
+            signals: dict[str, float] | None = None) -> None:  # fmt: skip
+        """Point the view at a new decision's activations (and the agent's signals for it)."""
         self.latest, self.positions, self.n_image_tokens = latest, positions, n_image_tokens
+        self.signals = dict(signals or {})
         self.calls += 1
 
     @property

@@ -1,0 +1,88 @@
+"""Scorers of a policy's own output uncertainty, the failure-prediction baselines that read no
+activations: the VLA's action-token entropy and its chunk change (agents.vla_agent).
+
+    entropy = SignalScorer("action_entropy", model="tiny-vla", layer=2).fit(decisions)
+    entropy.score_signals({"action_entropy": 0.31, "chunk_change": 0.02})   # 0.31
+
+The SARM monitor gives a scorer whose `reads` is "signals" the signals of the decision it
+judges (rollouts.recorders.TapView.signals); episode logs carry them as step columns
+(rollouts.episode.SIGNAL_COLUMNS), where offline evaluation reads them. A decision without the
+signal (an agent that does not report it, the planner) cannot be scored: the monitor fails
+closed, as for missing activations. Sample variance across decodings, the third published
+uncertainty baseline, needs a stochastic policy; physteer's VLA decodes deterministically.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from monitors.scorers import Scorer, register_scorer
+
+SIGNALS = ("action_entropy", "chunk_change")
+
+
+@register_scorer
+class SignalScorer(Scorer):
+    """The value of one of the agent's uncertainty signals at a decision (higher = less sure).
+
+    Args:
+        signal: "action_entropy" (mean normalised entropy of the action tokens) or
+            "chunk_change" (how far a forward strays from the previous one's prediction).
+        aggregate, model, layer: as in Scorer (aggregate is unused: one value per decision).
+    """
+
+    kind = "signal"
+    #: the monitor passes `score_signals` the decision's signals instead of its activations
+    reads = "signals"
+
+    def __init__(self, signal: str = "action_entropy", aggregate: str = "mean", model: str | None = None,
+                 layer: int | None = None) -> None:  # fmt: skip
+        super().__init__(aggregate, model, layer)
+        if signal not in SIGNALS:
+            raise ValueError(f"signal={signal!r}: expected one of {list(SIGNALS)}")
+        self.signal = signal
+
+    @property
+    def name(self) -> str:
+        """e.g. "action-entropy"."""
+        return self.signal.replace("_", "-")
+
+    def fit(self, activations: Any) -> SignalScorer:
+        """Nothing to learn: records the width d of the decisions it will watch (provenance:
+        the monitor loads it only beside the same model and layer)."""
+        if activations is None or len(activations) == 0:
+            raise ValueError(
+                "pass the decisions the scorer will watch (their model, layer and width are its provenance)"
+            )
+        first = activations if torch.is_tensor(activations) else activations[0]
+        self.d = int(torch.as_tensor(first).shape[-1])
+        return self
+
+    def score_signals(self, signals: dict[str, Any] | None) -> float:
+        """The decision's signal value; ValueError where the decision does not carry it."""
+        value = (signals or {}).get(self.signal)
+        if value is None or not math.isfinite(float(value)):
+            raise ValueError(
+                f"the decision carries no {self.signal!r} signal (got {value!r}): the agent does not report it"
+            )
+        return float(value)
+
+    def score_many(self, decisions: Any) -> np.ndarray:
+        """Scores of several decisions given as signal dicts."""
+        return np.array([self.score_signals(s) for s in decisions], dtype=np.float64)
+
+    def score(self, activations: Any) -> float:
+        raise ValueError(
+            f"{self.name} reads the agent's signals, not activations: call score_signals"
+        )
+
+    def _params(self) -> dict[str, Any]:
+        return {"signal": self.signal}
+
+    def _restore(self, tensors: dict[str, torch.Tensor], directory: Path) -> None:
+        """Nothing to restore (no parameters)."""

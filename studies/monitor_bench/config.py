@@ -1,0 +1,188 @@
+"""Settings of `physteer monitor-bench` (studies.monitor_bench.run): which scorers, which shifts
+are seen in training and which are held out, the seed split, alpha and what is enforced.
+
+    cfg = MonitorBenchConfig(seen=("mass", "size"), held_out=("camera", "distractors"))
+    cfg.check()          # ValueError naming the first bad setting, before any episode
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from envs.shifts import SHIFT_KINDS
+
+#: Scorer names → (kind, constructor keywords) for monitors.scorers.make_scorer.
+BENCH_SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "failure-mlp": ("failure", {"arch": "mlp"}),
+    "failure-lstm": ("failure", {"arch": "lstm"}),
+    "action-entropy": ("signal", {"signal": "action_entropy"}),
+    "chunk-change": ("signal", {"signal": "chunk_change"}),
+    "mahalanobis": ("mahalanobis", {}),
+    "pca": ("pca", {}),
+    "sae": ("sae", {}),
+    "probe": ("probe", {}),
+}
+#: Learned on failure labels (need failed episodes in the fit data).
+LEARNED = ("failure-mlp", "failure-lstm", "probe")
+#: Fitted on successful episodes only (what is unusual, not what fails).
+ANOMALY = ("mahalanobis", "pca", "sae")
+
+
+@dataclass
+class MonitorBenchConfig:
+    """Settings of one monitor benchmark.
+
+    Attributes:
+        agent: "vla" (its decisions are its forwards; the only agent with action-token signals)
+            or "vlm" (the planner; signal scorers are then unavailable).
+        model: "tiny" or a checkpoint of that agent.
+        layer: tap layer (None: the agent's default).
+        scorers: names among BENCH_SCORERS, side by side on the same data.
+        seen: shift kinds in the fit and calibration data (beside the unshifted scene).
+        held_out: shift kinds only in the evaluation: the held-out variations.
+        strengths: the strengths every kind runs at.
+        fit_seeds: paired seeds per seen condition whose episodes fit the scorers (the learned
+            ones on their success/failure labels, the anomaly ones on their successes).
+        calibration_seeds: paired seeds per seen condition whose successful episodes calibrate
+            every threshold (conformal per episode at alpha; disjoint from fit and eval).
+        eval_seeds: paired seeds per condition (unshifted, seen and held out) for the figures.
+        alpha: the promised false-alarm rate on successful episodes.
+        enforce: scorers run again with their vetoes enforced (on_veto) on the held-out
+            evaluation episodes; "best" is the learned predictor with the highest seen-eval
+            AUROC. () skips the enforced runs.
+        on_veto: what a veto does ("fallback": the gentle scripted expert takes over).
+        max_steps: steps before truncation (a timeout is a failure).
+        sae_steps: training steps of the SAE scorer.
+        workers, envs_per_worker, executor: as for every run.
+        n_boot: bootstrap resamples for the intervals.
+        out: output folder.
+        plots: write bench.png.
+    """
+
+    agent: str = "vla"
+    model: str = "tiny"
+    layer: int | None = None
+    scorers: tuple[str, ...] = tuple(BENCH_SCORERS)
+    seen: tuple[str, ...] = ("mass", "size", "lighting")
+    held_out: tuple[str, ...] = ("position", "distractors", "camera", "table")
+    strengths: tuple[float, ...] = (0.5, 1.0)
+    fit_seeds: int = 12
+    calibration_seeds: int = 12
+    eval_seeds: int = 12
+    alpha: float = 0.1
+    enforce: tuple[str, ...] = ("best", "action-entropy")
+    on_veto: str = "fallback"
+    max_steps: int = 200
+    sae_steps: int = 600
+    workers: int = 2
+    envs_per_worker: int = 1
+    executor: str = "processes"
+    n_boot: int = 500
+    out: str = "runs/monitor-bench"
+    plots: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """ValueError naming the first bad setting (before any episode)."""
+        from envs.shifts import Shift
+        from monitors.calibration import check_alpha, conformal_min_n
+
+        for s in self.scorers:
+            if s not in BENCH_SCORERS:
+                raise ValueError(f"scorer {s!r}: expected some of {list(BENCH_SCORERS)}")
+        if not self.scorers or len(set(self.scorers)) != len(self.scorers):
+            raise ValueError(f"scorers {list(self.scorers)}: give distinct scorers, at least one")
+        if self.agent not in ("vla", "vlm"):
+            raise ValueError(
+                f"agent {self.agent!r}: expected 'vla' or 'vlm' (a monitor reads a model's activations)"
+            )
+        if self.agent != "vla" and (
+            signals := [s for s in self.scorers if BENCH_SCORERS[s][0] == "signal"]
+        ):
+            raise ValueError(
+                f"scorers {signals} read the VLA's action tokens: agent {self.agent!r} has none"
+            )
+        for group in ("seen", "held_out"):
+            kinds = getattr(self, group)
+            for k in kinds:
+                if k not in SHIFT_KINDS:
+                    raise ValueError(
+                        f"{group} shift kind {k!r}: expected some of {list(SHIFT_KINDS)}"
+                    )
+        if not self.seen:
+            raise ValueError(
+                "seen: give at least one shift kind the learned predictors see failing in training"
+            )
+        if overlap := sorted(set(self.seen) & set(self.held_out)):
+            raise ValueError(
+                f"shift kinds {overlap} are both seen and held out: a held-out kind must be unseen"
+            )
+        if not self.strengths or any(s <= 0 for s in self.strengths):
+            raise ValueError(f"strengths {list(self.strengths)}: give strengths in (0, 1]")
+        for s in self.strengths:
+            Shift(self.seen[0], s)
+        check_alpha(self.alpha)
+        for name in ("fit_seeds", "calibration_seeds", "eval_seeds", "max_steps", "sae_steps", "workers",
+                     "envs_per_worker", "n_boot"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: must be an int >= 1")
+        n_cal = self.calibration_seeds * len(self.train_conditions)
+        if n_cal < conformal_min_n(self.alpha):
+            raise ValueError(f"calibration_seeds={self.calibration_seeds} gives {n_cal} calibration episodes, fewer "
+                             f"than the {conformal_min_n(self.alpha)} split conformal needs at alpha={self.alpha} "
+                             "(and only the successful ones calibrate): raise calibration_seeds")  # fmt: skip
+        for e in self.enforce:
+            if e != "best" and e not in self.scorers:
+                raise ValueError(
+                    f"enforce {e!r}: expected 'best' or some of the scorers {list(self.scorers)}"
+                )
+        if "best" in self.enforce and not set(LEARNED) & set(self.scorers):
+            raise ValueError(
+                f"enforce 'best' needs a learned predictor among the scorers ({list(LEARNED)})"
+            )
+        self.experiment("check", self.train_conditions, self.fit_seed_list).validate()
+
+    def _shifts(self, kinds: tuple[str, ...]) -> list[str]:
+        return [f"shift:{k}:{s:g}" for k in kinds for s in sorted(self.strengths)]
+
+    @property
+    def train_conditions(self) -> list[str]:
+        """The unshifted scene and the seen shifts (fit and calibration data)."""
+        return ["unsteered", *self._shifts(self.seen)]
+
+    @property
+    def eval_conditions(self) -> list[str]:
+        """The unshifted scene, the seen shifts and the held-out ones."""
+        return [*self.train_conditions, *self._shifts(self.held_out)]
+
+    @property
+    def held_out_conditions(self) -> list[str]:
+        """The held-out shifts alone."""
+        return self._shifts(self.held_out)
+
+    @property
+    def fit_seed_list(self) -> list[int]:
+        """Seeds that fit the scorers."""
+        return list(range(8_000_000, 8_000_000 + self.fit_seeds))
+
+    @property
+    def calibration_seed_list(self) -> list[int]:
+        """Seeds that calibrate the thresholds (after the fit seeds)."""
+        start = 8_000_000 + self.fit_seeds
+        return list(range(start, start + self.calibration_seeds))
+
+    @property
+    def eval_seed_list(self) -> list[int]:
+        """Seeds of the evaluation (disjoint from fit and calibration)."""
+        return list(range(8_500_000, 8_500_000 + self.eval_seeds))
+
+    def experiment(self, name: str, conditions: list[str], seeds: list[int], **fields: Any) -> Any:
+        """The runner's ExperimentConfig of one of the bench's runs (under `out`)."""
+        from rollouts.runner import ExperimentConfig
+
+        return ExperimentConfig(name=name, out=self.out, conditions=conditions, seeds=seeds, agent=self.agent,
+                                model=self.model, layer=self.layer, max_steps=self.max_steps, holding=False,
+                                on_veto=self.on_veto, workers=self.workers, envs_per_worker=self.envs_per_worker,
+                                executor=self.executor, **fields)  # fmt: skip

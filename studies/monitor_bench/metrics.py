@@ -1,0 +1,93 @@
+"""Failure-prediction metrics of one scorer over scored episodes (no env, no model).
+
+An episode here is a dict:
+
+    {"seed", "condition", "kind" (shift kind or "none"), "failed": bool,
+     "failure_step": int or None (the break, or the last step of a timeout; None: success),
+     "steps": [decision step, ...], "scores": [score, ...]}   # one score per decision, in order
+
+A scorer "alarms" at the first decision whose score is above its threshold. Only decisions
+before the failure step count (an alarm after the break cannot prevent it), so a failed episode
+is caught when it alarms before failing, and its lead time is failure step − alarm step.
+
+`episode_metrics` gives, with n and 95% intervals: episode ROC-AUC (each episode's largest
+score before its failure, failed vs successful; bootstrap over episodes), average precision
+(the threshold-free precision/recall summary), and at the calibrated threshold: the share of
+failures caught in time, the false-alarm rate on successful episodes, balanced accuracy and the
+median lead time (steps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from reports import stats
+
+
+def usable_scores(episode: dict[str, Any]) -> list[tuple[int, float]]:
+    """(step, score) of the decisions before the failure step (all of them for a success)."""
+    end = episode["failure_step"]
+    return [(s, x) for s, x in zip(episode["steps"], episode["scores"], strict=True)
+            if (end is None or s < end) and x is not None and math.isfinite(x)]  # fmt: skip
+
+
+def episode_score(episode: dict[str, Any]) -> float:
+    """The episode's largest usable score (−inf without one)."""
+    xs = [x for _, x in usable_scores(episode)]
+    return max(xs) if xs else -math.inf
+
+
+def first_alarm(episode: dict[str, Any], threshold: float) -> int | None:
+    """The step of the first usable decision scoring above the threshold."""
+    return next((s for s, x in usable_scores(episode) if x > threshold), None)
+
+
+def _auc(neg: np.ndarray, pos: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if len(neg) == 0 or len(pos) == 0:
+        return math.nan
+    finite = np.nan_to_num(np.r_[neg, pos], neginf=-1e300)
+    return float(roc_auc_score(np.r_[np.zeros(len(neg)), np.ones(len(pos))], finite))
+
+
+def episode_metrics(
+    episodes: Sequence[dict[str, Any]], threshold: float, n_boot: int = 500
+) -> dict[str, Any]:
+    """The module docstring's figures for one scorer on these episodes."""
+    from sklearn.metrics import average_precision_score
+
+    failed = [e for e in episodes if e["failed"]]
+    ok = [e for e in episodes if not e["failed"]]
+    neg = np.array([episode_score(e) for e in ok])
+    pos = np.array([episode_score(e) for e in failed])
+    auc = _auc(neg, pos)
+    lo, hi = stats.bootstrap_ci(lambda a, b: _auc(neg[a], pos[b]), [np.arange(len(neg)), np.arange(len(pos))],
+                                n_boot=n_boot)  # fmt: skip
+    ap = (
+        float(average_precision_score(np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.nan_to_num(np.r_[neg, pos], neginf=-1e300)))
+        if len(neg) and len(pos) else math.nan
+    )  # fmt: skip
+    alarms_ok = [first_alarm(e, threshold) is not None for e in ok]
+    leads = [e["failure_step"] - a for e in failed if (a := first_alarm(e, threshold)) is not None]
+    caught = len(leads)
+    tpr = stats.wilson(caught, len(failed))
+    fpr = stats.wilson(sum(alarms_ok), len(ok))
+    bal = 0.5 * (tpr.value + 1 - fpr.value) if len(failed) and len(ok) else math.nan
+    lead = (
+        stats.bootstrap_ci(lambda a: float(np.median(np.asarray(leads)[a])), [np.arange(len(leads))], n_boot=n_boot)
+        if leads else (math.nan, math.nan)
+    )  # fmt: skip
+    return {
+        "n_failed": len(failed), "n_success": len(ok),
+        "auroc": {"value": auc, "low": lo, "high": hi},
+        "average_precision": ap, "base_rate": len(failed) / max(len(episodes), 1),
+        "caught": tpr.to_dict() | {"k": caught}, "false_alarm": fpr.to_dict() | {"k": sum(alarms_ok)},
+        "balanced_accuracy": bal,
+        "lead_steps": {"median": float(np.median(leads)) if leads else math.nan, "low": lead[0], "high": lead[1],
+                       "n": len(leads)},
+    }  # fmt: skip
