@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="tiny")
     p.add_argument("--layer", type=int, default=None, help="decoder layer (default: 2/3 depth)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes rendering the next frames while the model reads (the same frames; default 1)")  # fmt: skip
     p.add_argument(
         "--random-weights",
         type=int,
@@ -58,6 +60,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
             seed=args.seed,
             batch_size=args.batch_size,
             progress=lambda n: bar.update(task, completed=n),
+            workers=args.workers,
         )
     console.print(
         f"{store}  (layer {layer}); steering vector: {os.path.join(args.out, 'dom_vector.safetensors')}"

@@ -9,13 +9,17 @@ acting, not only the first frame.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from envs.sim import DEFAULT_RENDERER
 from rollouts.episode import ClosedLoop, EpisodeSpec
 from rollouts.recorders import Recorder, StepView
+
+#: One frame per episode: TinyRenderer in one pass (the layered renderer's pixels, without a
+#: static layer drawn for a single frame).
+ONE_FRAME_RENDERER = "tiny"
 
 
 class FrameAt(Recorder):
@@ -84,7 +88,7 @@ def render_labeled_frames(
     max_steps_into_episode: int = 60,
     first_frame_prob: float = 0.5,
     progress: Any = None,
-    renderer: str = DEFAULT_RENDERER,
+    renderer: str = ONE_FRAME_RENDERER,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Render `n` frames with their labels.
 
@@ -96,7 +100,9 @@ def render_labeled_frames(
         first_frame_prob: probability of taking the episode's first frame.
         progress: optional callable(i) called after each frame (for progress bars).
         renderer: envs.sim.RENDERERS (envs EnvConfig.renderer); the same seed gives the
-            same scene and step with any renderer.
+            same scene and step with any renderer. The default draws in one pass: each episode
+            gives one frame, so the layered renderer's static layer would never be reused (the
+            same pixels, about 10% faster here).
 
     Returns:
         images (n × image_size × image_size × 3 uint8) and one label dict per frame with
@@ -125,3 +131,40 @@ def render_labeled_frames(
     finally:
         loop.close()
     return images, labels
+
+
+def labeled_frame_chunks(n: int, seed: int, chunk: int = 64, workers: int = 1, image_size: int = 384,
+                         renderer: str = ONE_FRAME_RENDERER) -> Iterator[tuple[np.ndarray, list[dict[str, Any]]]]:  # fmt: skip
+    """Labelled frames in chunks, in order: chunk k is `render_labeled_frames(chunk, seed + k·chunk)`
+    (the chunk size is part of what defines the frames). With `workers` > 1 the chunks are
+    rendered ahead in that many processes (at most workers + 1 chunks in memory) while the
+    caller works on the current one: the same frames, as rendering is most of a frame's cost
+    and one process renders on one core.
+    """
+    starts = list(range(0, n, chunk))
+
+    def job(start: int) -> tuple[int, int, int, str]:
+        return min(chunk, n - start), seed + start, image_size, renderer
+
+    if workers <= 1:
+        for start in starts:
+            c, s, size, r = job(start)
+            yield render_labeled_frames(c, s, image_size=size, renderer=r)
+        return
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for start in starts:
+            pending.append(pool.submit(_render_chunk, *job(start)))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _render_chunk(
+    n: int, seed: int, image_size: int, renderer: str
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    return render_labeled_frames(n, seed, image_size=image_size, renderer=renderer)

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from rollouts.frames import render_labeled_frames
 from sae.store import ActivationStore
 from storage import write_safetensors
 
@@ -49,6 +48,7 @@ def collect_activations(
     batch_size: int = 16,
     frames_per_chunk: int = 64,
     progress: Any = None,
+    workers: int = 1,
 ) -> ActivationStore:
     """Render `n_images` balanced frames, run the VLM in batches, append image-token activations.
 
@@ -61,9 +61,16 @@ def collect_activations(
         batch_size: images per VLM forward.
         frames_per_chunk: frames rendered before each forward pass (memory bound).
         progress: optional callable(n_done) after each chunk.
+        workers: processes rendering the next chunks meanwhile (the same frames).
     """
     (store,) = collect_many(
-        [(backend, layer, store_dir)], n_images, seed, batch_size, frames_per_chunk, progress
+        [(backend, layer, store_dir)],
+        n_images,
+        seed,
+        batch_size,
+        frames_per_chunk,
+        progress,
+        workers,
     )
     return store
 
@@ -75,21 +82,28 @@ def collect_many(
     batch_size: int = 16,
     frames_per_chunk: int = 64,
     progress: Any = None,
+    workers: int = 1,
 ) -> list[ActivationStore]:
     """`collect_activations` for several (backend, layer, store folder) targets from ONE rendering
     pass: each chunk of frames is rendered once and fed to every target (several models, or one
-    model at several layers). Each store equals what `collect_activations` alone would write."""
+    model at several layers). Each store equals what `collect_activations` alone would write.
+    `workers` > 1 renders the next chunks in that many processes while the models read the
+    current one (rollouts.frames.labeled_frame_chunks: the same frames in the same order)."""
     from agents.taps import ResidualTap
+    from rollouts.frames import labeled_frame_chunks
 
     if n_images < 1:
         raise ValueError(f"n_images must be ≥ 1, got {n_images}")
     if not targets:
         raise ValueError("no (backend, layer, store folder) target to collect for")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r}: must be an int >= 1")
     writers = [_StoreWriter(backend, layer, store_dir) for backend, layer, store_dir in targets]
     done = 0
-    while done < n_images:
-        n = min(frames_per_chunk, n_images - done)
-        images, labels = render_labeled_frames(n, seed=seed + done, image_size=384)
+    for images, labels in labeled_frame_chunks(
+        n_images, seed, frames_per_chunk, workers, image_size=384
+    ):
+        n = len(labels)
         for w in writers:
             with ResidualTap(w.layer, include_last=False).attach(w.backend) as tap:
                 w.add(image_token_activations(w.backend, tap, images, batch_size), labels, done)

@@ -231,7 +231,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
             shutil.rmtree(
                 folder, ignore_errors=True
             )  # a half-written store from an interrupted run
-        collect_many(targets, cfg.images, seed=1_000_000)
+        collect_many(targets, cfg.images, seed=1_000_000, workers=cfg.workers)
     from sae import ActivationStore
 
     store = ActivationStore.open(store_dir)

@@ -80,7 +80,9 @@ def build_resources(cfg: VLAStudyConfig, console: Console) -> dict[str, Any]:
     if not marker_reads(store_dir / "dom_vector.safetensors"):
         shutil.rmtree(store_dir, ignore_errors=True)  # a half-written store from an interrupted run
         console.print(f"collecting {cfg.images} labelled frames at layer {layer}")
-        collect_activations(backend, layer, store_dir, cfg.images, seed=COLLECT_SEED)
+        collect_activations(
+            backend, layer, store_dir, cfg.images, seed=COLLECT_SEED, workers=cfg.workers
+        )
     store = ActivationStore.open(store_dir)
     if not marker_reads(sae_dir / "sae" / "config.json"):
         sae_config = default_config(store.d, n_latents=max(8, round(cfg.sae_expansion * store.d)))

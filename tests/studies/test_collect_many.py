@@ -25,7 +25,8 @@ def test_one_pass_equals_separate_collections(tmp_path, backends):
     trained, random = backends
     targets = [(trained, 2, tmp_path / "many" / "trained"), (random, 2, tmp_path / "many" / "random"),
                (trained, 1, tmp_path / "many" / "trained_layer1")]  # fmt: skip
-    collect_many(targets, n_images=8, seed=600_000, frames_per_chunk=4)
+    # frames rendered ahead in 2 processes: the same frames in the same order as one process
+    collect_many(targets, n_images=8, seed=600_000, frames_per_chunk=4, workers=2)
     for backend, layer, folder in targets:
         alone = tmp_path / "alone" / folder.name
         collect_activations(backend, layer, alone, n_images=8, seed=600_000, frames_per_chunk=4)
