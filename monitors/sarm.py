@@ -84,6 +84,8 @@ class SARMMonitor(gym.Wrapper):
             linear probe, monitors.probe: it reads the last token too) always gets every row.
         enforce: False ⇒ shadow mode (scores and reports, never changes the action).
         info_key: key of the monitor's dict in info (several monitors can be stacked).
+        explainer: a monitors.explain.FeatureExplainer: an anomalous verdict then names the SAE
+            latents that moved most at that decision (`info[info_key]["explanation"]`).
 
     Attributes:
         safety_stops: veto events so far (a veto following a step without veto), all episodes.
@@ -104,6 +106,7 @@ class SARMMonitor(gym.Wrapper):
         tokens: str = "image",
         enforce: bool = True,
         info_key: str = "sarm",
+        explainer: Any = None,
     ) -> None:
         super().__init__(env)
         if on_veto not in ON_VETO:
@@ -125,7 +128,7 @@ class SARMMonitor(gym.Wrapper):
             raise ValueError(
                 "threshold=nan: expected a number (inf for a monitor that never vetoes)"
             )
-        self.tap, self.scorer, self.threshold = tap, scorer, threshold
+        self.tap, self.scorer, self.threshold, self.explainer = tap, scorer, threshold, explainer
         self.on_veto, self.tokens, self.enforce, self.info_key = (
             on_veto,
             tokens,
@@ -234,11 +237,20 @@ class SARMMonitor(gym.Wrapper):
         if not math.isfinite(score):
             return {"score": score, "veto": True, "reason": f"non-finite score {score}"}, True
         if score > self.threshold:
-            return {
-                "score": score,
-                "veto": True,
-                "reason": f"anomalous: score {score:.4g} > threshold {self.threshold:.4g}",
-            }, True
+            verdict = {"score": score, "veto": True,
+                       "reason": f"anomalous: score {score:.4g} > threshold {self.threshold:.4g}"}  # fmt: skip
+            if (
+                self.explainer is not None
+            ):  # name the SAE latents that moved most (monitors.explain)
+                from monitors.explain import describe
+
+                image = (
+                    acts[: self.tap.n_image_tokens]
+                    if getattr(self.tap, "n_image_tokens", 0)
+                    else acts
+                )
+                verdict["explanation"] = describe(self.explainer.explain(image))
+            return verdict, True
         return {"score": score, "veto": False, "reason": ""}, True
 
     @staticmethod
@@ -320,6 +332,8 @@ class SARMMonitor(gym.Wrapper):
             "reason": verdict["reason"], "new": new, "step": self._step,
             "enforced": veto and self.enforce, "action": None, "fallback_step": self.fallback_step,
         }  # fmt: skip
+        if new and "explanation" in verdict:  # on the step the alarm is raised, not its repeats
+            report["explanation"] = verdict["explanation"]
         self.monitor_steps += 1
         self._step += 1
         if veto and self.enforce and self.on_veto == "stop":

@@ -107,6 +107,8 @@ class ClosedLoop:
         recorders: callable(spec) → list of extra Recorder instances for an episode.
         object_pattern: how objects are drawn, "material" or "plain" (envs EnvConfig).
         renderer: camera frames from "tiny-layered" (default), "tiny", "egl" or "auto" (envs EnvConfig).
+        explainer: a monitors.explain.FeatureExplainer naming the SAE latents behind each alarm
+            (step column `explain:<monitor>`), or None.
         unbreakable: fragile objects never break (envs FragilityConfig threshold = inf; forces
             are still tracked): a fragile object's peak grip force is then the whole grip, not
             cut short at the breaking threshold. Everything else is unchanged.
@@ -117,7 +119,7 @@ class ClosedLoop:
                  scorers: dict[str, Any] | None = None, on_veto: str = "hold", tokens: str = "image",
                  record_decisions: bool = True, record_holding: bool = False,
                  recorders: Any = None, object_pattern: str = "material", renderer: str = DEFAULT_RENDERER,
-                 unbreakable: bool = False) -> None:  # fmt: skip
+                 unbreakable: bool = False, explainer: Any = None) -> None:  # fmt: skip
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs={n_envs!r}: expected an int >= 1")
         self.agent = agent
@@ -129,6 +131,7 @@ class ClosedLoop:
         tap = getattr(agent, "tap", None)
         self.layer = layer if layer is not None else getattr(tap, "layer", None)
         self.scorers = dict(sorted((scorers or {}).items()))
+        self.explainer = explainer
         self.on_veto, self.tokens = on_veto, tokens
         self.record_decisions, self.record_holding = record_decisions, record_holding
         self.recorders = recorders
@@ -153,7 +156,7 @@ class ClosedLoop:
         env, monitors = self.envs[k], []
         for name in sorted(self.scorers, key=lambda n: n == enforce):
             env = SARMMonitor(env, view, self.scorers[name], on_veto=self.on_veto, tokens=self.tokens,
-                              enforce=name == enforce, info_key=f"sarm:{name}")  # fmt: skip
+                              enforce=name == enforce, info_key=f"sarm:{name}", explainer=self.explainer)  # fmt: skip
             monitors.append(env)
         return env, monitors
 
@@ -304,6 +307,8 @@ class _Lane:
             score = sarm.get("score")
             row[f"score:{name}"] = float("nan") if score is None else float(score)
             row[f"veto:{name}"] = bool(sarm.get("veto", False))
+            if self.loop.explainer is not None:
+                row[f"explain:{name}"] = sarm.get("explanation")
             if sarm.get("veto") and self.first_alarm[name] is None:
                 self.first_alarm[name] = step
             if name == spec.monitor and sarm.get("veto"):

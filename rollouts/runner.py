@@ -68,6 +68,9 @@ class ExperimentConfig:
         sae, discovery, vector: resources for steered conditions.
         monitors: saved SARM scorer folders (`physteer sarm-eval` writes them under
             scorers/); each scores every decision of every episode, named by its folder.
+        explainer: a folder with an SAE (`sae/`) and its clean reference (`explainer.safetensors`,
+            monitors.explain): every alarm of every monitor names the SAE latents that moved most
+            (step column `explain:<monitor>`). None: no explanations.
         enforce: monitor arms: each (condition, seed) runs once per arm, with that monitor's
             vetoes enforced ("none": every monitor only scores). None = one arm per monitor
             ("none" when there is no monitor).
@@ -107,6 +110,7 @@ class ExperimentConfig:
     discovery: str | None = None
     vector: str | None = None
     monitors: list[str] = field(default_factory=list)
+    explainer: str | None = None
     enforce: list[str] | None = None
     on_veto: str = "hold"
     tokens: str = "image"
@@ -188,6 +192,12 @@ class ExperimentConfig:
                 raise ValueError(
                     f"enforce arm {arm!r} is not a monitor; monitors: {names} (or 'none')"
                 )
+        if (
+            self.explainer is not None
+            and not (Path(self.explainer) / "explainer.safetensors").is_file()
+        ):
+            raise ValueError(f"explainer {self.explainer}: no explainer.safetensors there (physteer monitor-bench writes one "
+                             "beside its SAE scorer)")  # fmt: skip
         if self.monitors and self.agent == "scripted":
             raise ValueError(
                 "a SARM monitor needs a model agent, 'vlm' or 'vla' (it reads the agent's activations)"
@@ -328,6 +338,7 @@ class EpisodeRunner:
         self.conditions = {c.name: c for c in parse_conditions(cfg.conditions)}
         resources = SteeringResources.load(cfg.sae, cfg.discovery, cfg.vector)
         scorers: dict[str, Any] = {}
+        explainer: Any = None
         layer = "default" if cfg.layer is None else cfg.layer
         if cfg.agent == "vla":
             from agents.vla_agent import VLAAgent
@@ -355,6 +366,14 @@ class EpisodeRunner:
                     Path(p).name: load_scorer(p, layer=self.agent.tap.layer, d=d)
                     for p in cfg.monitors
                 }
+                if cfg.explainer:
+                    from monitors.explain import FeatureExplainer
+                    from sae import MatryoshkaSAE
+
+                    sae = MatryoshkaSAE.from_pretrained(
+                        Path(cfg.explainer) / "sae", expected_d_in=d
+                    )
+                    explainer = FeatureExplainer.load(cfg.explainer, sae)
         else:
             from agents.protocol import ScriptedAgent
 
@@ -364,7 +383,7 @@ class EpisodeRunner:
                                scorers=scorers, on_veto=cfg.on_veto, tokens=cfg.tokens,
                                record_holding=cfg.holding and cfg.agent != "scripted",
                                object_pattern=cfg.object_pattern, renderer=cfg.renderer,
-                               unbreakable=cfg.unbreakable)  # fmt: skip
+                               unbreakable=cfg.unbreakable, explainer=explainer)  # fmt: skip
 
     def spec(self, condition: str, monitor: str, seed: int, video: bool = False) -> EpisodeSpec:
         """The EpisodeSpec of one episode of this experiment."""

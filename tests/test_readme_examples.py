@@ -96,7 +96,7 @@ BUDGET: dict[str, dict[str, str | None]] = {
     },  # README 256, 3, 128, 2
     # the tour: a clean fit large enough to calibrate, one eval episode, one cheap scorer
     "sarm-eval": {
-        "--fit-episodes": "18",  # the fewest that calibrate at the default alpha 0.1
+        "--fit-episodes": "20",  # 10 calibration episodes: enough for the default alpha 0.1
         "--episodes": "1",
         "--scorers": "mahalanobis",
         "--max-steps": "40",

@@ -42,8 +42,9 @@ class DemoConfig:
         toward_fragile: SAE steering levels on rigid objects.
         dom_scale: difference-of-means steering strength, in units of the vector.
         random_scales: random-direction controls, in units of ||dom||.
-        sarm_fit_episodes: clean episodes that fit and calibrate the planner's monitors (half
-            calibrate: conformal calibration at sarm_alpha needs 9 for 0.1, so >= 18).
+        sarm_fit_episodes: clean episodes that fit and calibrate the planner's monitors (the
+            i-th calibrates when i % 4 >= 2; conformal calibration at sarm_alpha needs 9 of them
+            at 0.1, so >= 19).
         sarm_alpha: the promised clean false-alarm rate per episode of both monitors (split
             conformal over the calibration episodes' largest scores).
         sarm_episodes: evaluation episodes per perturbation condition.
@@ -57,7 +58,7 @@ class DemoConfig:
         vla_images: labelled frames for the VLA's SAE.
         vla_sae_steps: the VLA SAE's training steps.
         vla_sae_levels: SAE steering levels of the VLA study.
-        vla_sarm_fit_episodes: clean episodes that fit and calibrate the VLA's monitors (>= 18
+        vla_sarm_fit_episodes: clean episodes that fit and calibrate the VLA's monitors (>= 19
             at sarm_alpha 0.1, as for the planner).
         vla_sarm_episodes: the VLA's SARM evaluation episodes per condition.
         vla_max_steps: steps before truncation in the VLA stage.
@@ -101,7 +102,7 @@ class DemoConfig:
     vla_images: int = 256
     vla_sae_steps: int = 800
     vla_sae_levels: tuple[float, ...] = (0.6, 0.2)
-    vla_sarm_fit_episodes: int = 18  # 9 calibration episodes: the fewest for alpha 0.1
+    vla_sarm_fit_episodes: int = 20  # 10 calibration episodes (9 is the fewest for alpha 0.1)
     vla_sarm_episodes: int = 6
     vla_max_steps: int = 200
 
@@ -112,7 +113,7 @@ class DemoConfig:
             images=64,
             sae_steps=200,
             seeds=2,
-            sarm_fit_episodes=18,  # the fewest that calibrate at alpha 0.1 (9 episodes)
+            sarm_fit_episodes=20,  # 10 calibration episodes (9 is the fewest at alpha 0.1)
             sarm_episodes=1,
             sarm_perturbations=("ta2:4@10",),
             probe_episodes=10,
@@ -122,7 +123,7 @@ class DemoConfig:
             vla_seeds=2,
             vla_images=32,
             vla_sae_steps=100,
-            vla_sarm_fit_episodes=18,
+            vla_sarm_fit_episodes=20,
             vla_sarm_episodes=1,
             vla_max_steps=40,
         )
@@ -155,9 +156,18 @@ class DemoConfig:
             )
         for p in self.sarm_perturbations:
             parse_condition(p.replace(":contrast:", ":0:"))
-        self.sarm_config().check()  # calibration: enough clean episodes for alpha, before any stage
-        if self.vla:
-            self.vla_sarm_config().check()
+        # calibration: enough clean episodes for alpha, before any stage (named by the demo's field)
+        for field_name, make in (
+            ("sarm_fit_episodes", self.sarm_config),
+            ("vla_sarm_fit_episodes", self.vla_sarm_config),
+        ):
+            if field_name == "sarm_fit_episodes" or self.vla:
+                try:
+                    make().check()
+                except ValueError as exc:
+                    raise ValueError(
+                        f"{field_name}={getattr(self, field_name)}, sarm_alpha={self.sarm_alpha}: {exc}"
+                    ) from None
         if not self.name or "/" in self.name:
             raise ValueError(f"name={self.name!r}: a folder name without '/'")
 

@@ -84,7 +84,22 @@ def evaluate(
         "best": best,
         "raw_vs_sae": raw_vs_sae,
         "verdict": verdict,
+        "explanations": explanation_counts(episodes),
     }
+
+
+def explanation_counts(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per scorer, over its alarms (before a failure, or on a success): how often each SAE latent
+    was the one that moved most (monitors.explain), most frequent first, for caught failures and
+    for false alarms."""
+    from collections import Counter
+
+    out: dict[str, Any] = {}
+    for e in episodes:
+        for name, x in (e.get("explanations") or {}).items():
+            row = out.setdefault(name, {"failures": Counter(), "successes": Counter()})
+            row["failures" if e["failed"] else "successes"][x["latents"][0]["latent"]] += 1
+    return {n: {k: c.most_common(5) for k, c in row.items()} for n, row in out.items()}
 
 
 def _finite(x: Any) -> bool:
@@ -203,6 +218,12 @@ def print_bench(doc: dict[str, Any], console: Any = None) -> None:
                       f"{e['failed_on']['value']:.2f} (prevented {e['prevented']}, caused {e['caused']}, exact McNemar "
                       f"p={e['p_fewer_failures']:.2g}); broken {e['broken_off']} → {e['broken_on']}; success lost "
                       f"{e['success_lost']['k']} of {e['success_lost']['n']}")  # fmt: skip
+    for name, ex in (s.get("explanations") or {}).items():
+        if name == s.get("best") or name in (s.get("enforced") or {}):
+            top = ", ".join(f"latent {lat} ×{n}" for lat, n in ex["failures"])
+            console.print(
+                f"{name}'s alarms before failures, by the SAE latent that moved most: {top or 'none'}"
+            )
     v = s.get("verdict")
     if v:
         console.print(f"best learned predictor {v['best']} {'beats' if v['beats'] else 'does not beat'} the simplest "

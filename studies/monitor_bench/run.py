@@ -177,6 +177,13 @@ def run_monitor_bench(
         cal = calibrate(cfg, scorers, [e for e in episodes if e["seed"] not in fit_seeds])
         for name, s in scorers.items():
             s.save(out / "scorers" / name)
+        if "sae" in scorers:  # explanations of any scorer's alarms: the SAE latents that moved most
+            from monitors.explain import FeatureExplainer
+
+            ok = [e for e in fit if not e["failed"]]
+            FeatureExplainer(scorers["sae"].sae).fit(
+                [a for e in ok for a in image_rows(e, e["decisions"])]
+            ).save(out / "scorers" / "sae")
         write_json(marker_path, {"scorers": list(scorers), "layer": layer, "calibrations": cal,
                                  "fit": {"episodes": len(fit), "failed": sum(e["failed"] for e in fit)},
                                  "calibration": {"episodes": len(episodes) - len(fit),
@@ -190,8 +197,13 @@ def run_monitor_bench(
         cfg.experiment("eval", cfg.eval_conditions, cfg.eval_seed_list), progress=progress
     )
     episodes = load_episodes(ev)
+    explainer = _explainer(out / "scorers" / "sae") if "sae" in scorers else None
     for e in episodes:
         e["scores"] = {n: score_episode(s, n, e) for n, s in scorers.items()}
+        if explainer is not None:
+            e["explanations"] = explain_alarms(
+                e, {n: s.threshold for n, s in scorers.items()}, explainer
+            )
         del e["decisions"]  # scored: the activations are not needed again
     summary = evaluate(cfg, episodes, {n: s.threshold for n, s in scorers.items()})
     enforced = [summary["best"] if e == "best" else e for e in cfg.enforce]
@@ -199,7 +211,8 @@ def run_monitor_bench(
     if enforced:
         run = run_experiment(cfg.experiment("enforce", cfg.held_out_conditions, cfg.eval_seed_list,
                                             monitors=[str(out / "scorers" / n) for n in marker["scorers"]],
-                                            enforce=enforced), progress=progress)  # fmt: skip
+                                            enforce=enforced, explainer=str(out / "scorers" / "sae") if "sae" in scorers else None),
+                           progress=progress)  # fmt: skip
         summary["enforced"] = enforced_summary(ev, run, enforced, cfg.held_out_conditions)
     doc = {"config": asdict(cfg), "seconds": time.time() - t0, "layer": marker["layer"],
            "thresholds": {n: s.threshold for n, s in scorers.items()}, "fit": marker["fit"],
@@ -209,6 +222,31 @@ def run_monitor_bench(
         plot_bench(summary, out / "bench.png")
     write_json(out / "summary.json", doc, default=_json_default)  # last: the bench is done
     return doc
+
+
+def _explainer(directory: Path) -> Any:
+    from monitors.explain import FeatureExplainer
+    from sae import MatryoshkaSAE
+
+    return FeatureExplainer.load(directory, MatryoshkaSAE.from_pretrained(directory / "sae"))
+
+
+def explain_alarms(
+    ep: dict[str, Any], thresholds: dict[str, float], explainer: Any
+) -> dict[str, Any]:
+    """Per scorer that alarms before the failure: its first alarm's step and the SAE latents that
+    moved most at that decision (monitors.explain)."""
+    out = {}
+    end = ep["failure_step"]
+    for name, scores in ep["scores"].items():
+        hit = next((i for i, (s, x) in enumerate(zip(ep["steps"], scores, strict=True))
+                    if (end is None or s < end) and x is not None and math.isfinite(x) and x > thresholds[name]), None)  # fmt: skip
+        if hit is not None:
+            out[name] = {
+                "step": ep["steps"][hit],
+                "latents": explainer.explain(image_rows(ep, [ep["decisions"][hit]])[0]),
+            }
+    return out
 
 
 def _tap_layer(run_dir: Path, cfg: MonitorBenchConfig) -> int:

@@ -60,7 +60,7 @@ class SarmEvalConfig:
         calibration: how thresholds are set from the clean calibration episodes:
             "conformal-episode" (the default: a clean episode has any flagged decision with
             probability <= alpha; needs conformal_min_n(alpha) calibration episodes, 9 for 0.1,
-            so fit_episodes >= 18), "conformal-decision" (split conformal: a clean decision is
+            so fit_episodes >= 19), "conformal-decision" (split conformal: a clean decision is
             flagged with probability <= alpha), "quantile" (the (1 − fpr) quantile) or "sigma"
             (mean + k·std of decision scores, the reference protocol; it promises nothing and
             is checked against alpha per episode). Every summary checks the realised clean
