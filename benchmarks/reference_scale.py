@@ -14,6 +14,11 @@ For each model, on the same env frames:
 - SAE scoring: the SARM scorer (`monitors.sae_scorer.SAEReconstructionScorer` around a
   `sae.MatryoshkaSAE` with `sae.default_config(d)`: 2048 → 8192, k 16 at the reference) on
   the tap's image tokens, per decision, as a share of the decision forward (target ≤ 1%);
+- every other scorer a monitor can run, per decision, as a share of the decision forward
+  (target ≤ 1% each): Mahalanobis, PCA, the raw-activation probe (image tokens + last token),
+  the learned failure predictors (monitors.failure: MLP and LSTM, one step after a 24-decision
+  history, as the monitor calls them) and the action-token signals (monitors.signals); each
+  fitted on rows of the tap's activations plus noise (cost does not depend on what it learnt);
 - SAE steering: the `SAEFeatureSteering` hook's own time (encode, set one latent, decode a
   64-latent prefix twice; median per decision) and the decision latency with it attached;
 - batching: one forward over `--batch` frames against as many one-by-one decisions.
@@ -169,6 +174,7 @@ def measure(backend: VLMBackend, layer: int, frames: np.ndarray, repeats: int, b
     tapped = timed(lambda: backend.prob_yes([frame]), device, repeats)
     tap_s = statistics.median(tap.hook_times)
     acts = tap.image_activations
+    tap_rows = tap.latest  # every row (the probe reads the last token too)
     tap.remove()
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -176,6 +182,7 @@ def measure(backend: VLMBackend, layer: int, frames: np.ndarray, repeats: int, b
     scorer = SAEReconstructionScorer(sae=sae, model=backend.name, layer=layer)
     scorer.score(acts)
     score_s = statistics.median(timed(lambda: scorer.score(acts), torch.device("cpu"), 50))
+    others = scorer_costs(acts, tap_rows, backend.name, layer)
     steering = TimedSteering(sae, feature=0, magnitude=5.0, prefix=sae.config.prefixes[0],
                              layer=layer).attach(backend)  # fmt: skip
     steering.edit(acts.to(backend.dtype))  # warm-up of the SAE's encode path, untimed
@@ -198,7 +205,47 @@ def measure(backend: VLMBackend, layer: int, frames: np.ndarray, repeats: int, b
         "tapped": statistics.median(tapped), "tap": tap_s, "score": score_s,
         "steered": statistics.median(steered), "steer": steer_s,
         "batched": statistics.median(batched) / batch, "singles": statistics.median(singles) / batch,
+        "scorers": others,
     }  # fmt: skip
+
+
+def scorer_costs(acts: torch.Tensor, rows: torch.Tensor, model: str, layer: int) -> dict[str, float]:
+    """Seconds per decision of every other scorer kind (median of 50), on this decision's rows."""
+    from monitors.failure import FailurePredictor
+    from monitors.probe import LinearProbeScorer
+    from monitors.scorers import make_scorer
+    from monitors.signals import SignalScorer
+
+    g = torch.Generator().manual_seed(0)
+    x = acts.float()
+    n, d = x.shape
+
+    def noisy(base: torch.Tensor) -> torch.Tensor:
+        return base.float() + 0.1 * base.float().std() * torch.randn(base.shape, generator=g)
+
+    fit_rows = [noisy(x) for _ in range(max(2, -(-2 * d // n)))]  # >= 2d rows: a full covariance
+    out: dict[str, float] = {}
+    cpu = torch.device("cpu")
+    for kind in ("mahalanobis", "pca"):
+        s = make_scorer(kind, model=model, layer=layer).fit(fit_rows)
+        s.score(x)
+        out[kind] = statistics.median(timed(lambda s=s: s.score(x), cpu, 50))
+    probe = LinearProbeScorer(n_image_tokens=n, model=model, layer=layer).fit(
+        [noisy(rows) for _ in range(8)], [noisy(rows) + 1.0 for _ in range(8)])
+    out["probe"] = statistics.median(timed(lambda: probe.score(rows.float()), cpu, 50))
+    episodes = [[noisy(x) for _ in range(6)] for _ in range(8)]
+    for arch in ("mlp", "lstm"):
+        f = FailurePredictor(arch=arch, epochs=5, model=model, layer=layer).fit_episodes(episodes, [i % 2 == 0 for i in range(8)])
+
+        def step(f: FailurePredictor = f) -> None:
+            state = f.new_state()
+            state.pooled = [f.pool(x)] * 24  # the history of an episode so far
+            f.score_step(x, state)
+
+        out[f"failure-{arch}"] = statistics.median(timed(step, cpu, 50))
+    signal = SignalScorer("action_entropy").fit([x])
+    out["signals"] = statistics.median(timed(lambda: signal.score_signals({"action_entropy": 0.3}), cpu, 50))
+    return out
 
 
 def forward_flops(backend: VLMBackend, seq_len: int) -> float:
@@ -247,6 +294,8 @@ def table(results: dict[str, dict], batch: int) -> Table:
         ("SAE scoring (SARM), per decision", lambda r: ms(r["score"])),
         ("  share of the decision forward", lambda r: share(r["score"], r["decision"])),
         ("  share of its FLOPs (estimate)", lambda r: f"{100 * r['flop_share']:.3f}%"),
+        *[(f"{k} scoring, per decision", lambda r, k=k: f"{ms(r['scorers'][k])} ({share(r['scorers'][k], r['decision'])})")
+          for k in ("mahalanobis", "pca", "probe", "failure-mlp", "failure-lstm", "signals")],
         ("SAE steering hook, per decision", lambda r: f"{ms(r['steer'])} ({share(r['steer'], r['decision'])})"),
         ("  decision with steering (median)", lambda r: ms(r["steered"])),
         (f"batched ×{batch}: per frame", lambda r: ms(r["batched"])),

@@ -215,7 +215,11 @@ class FailurePredictor(Scorer):
             raise ValueError("FailurePredictor is not fitted: call fit_episodes() or load_scorer()")
         if len(decisions) == 0:
             return np.zeros(0)
-        x, _ = self._batch([torch.stack([self.pool(a) for a in decisions])])
+        return self._raw_from_pooled([self.pool(a) for a in decisions])
+
+    @torch.no_grad()
+    def _raw_from_pooled(self, pooled: Sequence[torch.Tensor]) -> np.ndarray:
+        x, _ = self._batch([torch.stack(list(pooled))])
         p = torch.sigmoid(self.head(x))[0]
         if self.arch == "mlp":  # SAFE's MLP: the running mean of per-decision probabilities
             p = p.cumsum(0) / torch.arange(1, len(p) + 1)
@@ -253,9 +257,11 @@ class FailurePredictor(Scorer):
         return _State()
 
     def score_step(self, activations: Any, state: _State) -> float:
-        """Add a decision to the episode's history and return its score (the monitor's call)."""
-        state.pooled.append(activations)
-        return float(self.score_many(state.pooled)[-1])
+        """Add a decision to the episode's history and return its score (the monitor's call):
+        the history keeps each decision pooled, so a step costs one pooling and a pass of the
+        head over the pooled history (a few dozen d-vectors)."""
+        state.pooled.append(self.pool(activations))
+        return float(self.normalised(self._raw_from_pooled(state.pooled))[-1])
 
     def score(self, activations: Any) -> float:
         """A decision scored as the first of an episode (the monitor calls `score_step`)."""

@@ -50,6 +50,9 @@ def doc_pages() -> list[Path]:
 
 #: First line of a block that cannot run in CI → why.
 SKIP = {
+    "physteer monitor-bench --agent vla --workers 2":
+        "needs episodes that fail and succeed under the shifts, several hundred (about 20 min); "
+        "tests/studies/test_monitor_bench.py runs a small bench through the same CLI",
     "python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e . && .venv/bin/physteer demo":
         "installs the package into a new venv and runs the full demo (about 15 min); "
         "tests/studies/test_demo_and_probe.py runs `physteer demo --quick`",
@@ -104,6 +107,9 @@ BUDGET: dict[str, dict[str, str | None]] = {
         "--no-plots": None,
     },
     "agent-eval": {"--seeds": "1", "--max-steps": "40"},  # the tour's 5 seeds per cell
+    # the monitors guide's suite: 15 conditions × 20 seeds; here one shift, two seeds, 30 steps
+    "shift-suite": {"--kinds": "mass", "--strengths": "1", "--seeds": "2", "--max-steps": "30", "--workers": "1",
+                    "--executor": "serial", "--no-plots": None},  # fmt: skip
 }
 
 #: First line of a python block → (README text, budget text) substitutions.

@@ -1,0 +1,69 @@
+"""The monitor benchmark: bad settings refused before any episode; a small bench on the tiny VLA
+runs every stage through the CLI (fit on seen shifts, conformal thresholds on successes,
+held-out evaluation, an enforced scorer with explanations), writes its figures and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from cli.main import main
+from studies.monitor_bench.config import MonitorBenchConfig
+from studies.monitor_bench.metrics import episode_metrics, first_alarm
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"scorers": ("oracle",)}, "scorer 'oracle'"),
+    ({"seen": ("mass",), "held_out": ("mass",)}, "both seen and held out"),
+    ({"seen": ()}, "seen: give at least one"),
+    ({"held_out": ("gravity",)}, "held_out shift kind 'gravity'"),
+    ({"agent": "vlm"}, "read the VLA's action tokens"),
+    ({"alpha": 1.0}, "alpha=1.0"),
+    ({"calibration_seeds": 1, "seen": ("mass",), "strengths": (1.0,)}, "fewer than the 9"),
+    ({"enforce": ("pca-max",)}, "enforce 'pca-max'"),
+    ({"scorers": ("mahalanobis",), "enforce": ("best",)}, "needs a learned predictor"),
+    ({"strengths": (0.0,)}, "strengths"),
+])  # fmt: skip
+def test_bad_settings_fail_before_any_episode(fields, named):
+    with pytest.raises(ValueError, match=named):
+        MonitorBenchConfig(**fields).check()
+
+
+def ep(failed, steps, scores, failure_step=None):
+    return {"failed": failed, "failure_step": failure_step, "steps": steps, "scores": scores}
+
+
+def test_metrics_count_only_alarms_before_the_failure():
+    eps = [ep(True, [0, 8, 16], [0.1, 0.9, 0.95], failure_step=12),  # caught at 8, lead 4
+           ep(True, [0, 8, 16], [0.1, 0.2, 0.99], failure_step=12),  # alarm after the break: missed
+           ep(False, [0, 8, 16], [0.1, 0.2, 0.3]), ep(False, [0, 8, 16], [0.1, 0.6, 0.2])]  # fmt: skip
+    assert first_alarm(eps[0], 0.5) == 8 and first_alarm(eps[1], 0.5) is None
+    m = episode_metrics(eps, threshold=0.5, n_boot=50)
+    assert (m["caught"]["k"], m["false_alarm"]["k"], m["lead_steps"]["median"]) == (1, 1, 4.0)
+    assert m["auroc"]["value"] == pytest.approx(0.5) and m["balanced_accuracy"] == pytest.approx(0.5)  # 0.9, 0.2 vs 0.3, 0.6
+
+
+@pytest.mark.slow
+def test_a_small_bench_runs_every_stage(tmp_path):
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        args = ["monitor-bench", "--scorers", "failure-mlp,action-entropy,chunk-change,mahalanobis,sae",
+                "--seen", "mass", "--held-out", "distractors", "--strengths", "1", "--fit-seeds", "4",
+                "--calibration-seeds", "2", "--eval-seeds", "2", "--alpha", "0.5", "--enforce", "best",
+                "--sae-steps", "30", "--max-steps", "120", "--workers", "1", "--executor", "serial",
+                "--n-boot", "20", "--name", "bench"]  # fmt: skip
+        assert main(args) == 0
+        root = tmp_path / "runs" / "bench"
+        doc = json.loads((root / "summary.json").read_text())
+        s = doc["summary"]
+        assert set(s["scorers"]) == {"failure-mlp", "action-entropy", "chunk-change", "mahalanobis", "sae"}
+        assert {"seen", "held out", "unshifted"} <= set(s["scorers"]["failure-mlp"])
+        assert s["best"] == "failure-mlp" and set(s["enforced"]) == {"failure-mlp"}
+        assert doc["fit"]["failed"] >= 1 and (root / "bench.png").is_file()
+        assert (root / "scorers" / "sae" / "explainer.safetensors").is_file()
+        assert main(args) == 0  # resumes: every stage done
+    finally:
+        os.chdir(cwd)
