@@ -82,9 +82,11 @@ class DemoConfig:
     # Random-direction controls, in units of ||dom||. The SAE steerings above move image tokens
     # by about 1-2 ||dom|| (the report's steering-norm column), so these bracket them.
     random_scales: tuple[float, ...] = (1.0, 2.0)
-    # 12 fit the scorers, 12 calibrate them: split conformal at alpha 0.1 needs 9 episodes; 12 put
-    # the threshold at the 12th of 12 episode maxima, so a clean episode alarms with P <= 1/13.
-    sarm_fit_episodes: int = 24
+    # 24 fit the scorers, 24 calibrate them: split conformal at alpha 0.1 needs 9 episodes, but a
+    # clean episode's largest score is heavy-tailed (a few seeds score far above the rest), and
+    # with 12 the threshold (the largest of 12) let 3 of 8 clean eval episodes alarm for one
+    # scorer; with 24 it is the 2nd largest of 24 (P(alarm) <= 2/25), estimated from twice the data.
+    sarm_fit_episodes: int = 48
     sarm_alpha: float = 0.1
     sarm_episodes: int = 8
     # TA2 at 5 strengths, from below any behavioural effect to clearly harmful, so the harm-based
