@@ -209,7 +209,9 @@ def measure(backend: VLMBackend, layer: int, frames: np.ndarray, repeats: int, b
     }  # fmt: skip
 
 
-def scorer_costs(acts: torch.Tensor, rows: torch.Tensor, model: str, layer: int) -> dict[str, float]:
+def scorer_costs(
+    acts: torch.Tensor, rows: torch.Tensor, model: str, layer: int
+) -> dict[str, float]:
     """Seconds per decision of every other scorer kind (median of 50), on this decision's rows."""
     from monitors.failure import FailurePredictor
     from monitors.probe import LinearProbeScorer
@@ -231,11 +233,14 @@ def scorer_costs(acts: torch.Tensor, rows: torch.Tensor, model: str, layer: int)
         s.score(x)
         out[kind] = statistics.median(timed(lambda s=s: s.score(x), cpu, 50))
     probe = LinearProbeScorer(n_image_tokens=n, model=model, layer=layer).fit(
-        [noisy(rows) for _ in range(8)], [noisy(rows) + 1.0 for _ in range(8)])
+        [noisy(rows) for _ in range(8)], [noisy(rows) + 1.0 for _ in range(8)]
+    )
     out["probe"] = statistics.median(timed(lambda: probe.score(rows.float()), cpu, 50))
     episodes = [[noisy(x) for _ in range(6)] for _ in range(8)]
     for arch in ("mlp", "lstm"):
-        f = FailurePredictor(arch=arch, epochs=5, model=model, layer=layer).fit_episodes(episodes, [i % 2 == 0 for i in range(8)])
+        f = FailurePredictor(arch=arch, epochs=5, model=model, layer=layer).fit_episodes(
+            episodes, [i % 2 == 0 for i in range(8)]
+        )
 
         def step(f: FailurePredictor = f) -> None:
             state = f.new_state()
@@ -244,7 +249,9 @@ def scorer_costs(acts: torch.Tensor, rows: torch.Tensor, model: str, layer: int)
 
         out[f"failure-{arch}"] = statistics.median(timed(step, cpu, 50))
     signal = SignalScorer("action_entropy").fit([x])
-    out["signals"] = statistics.median(timed(lambda: signal.score_signals({"action_entropy": 0.3}), cpu, 50))
+    out["signals"] = statistics.median(
+        timed(lambda: signal.score_signals({"action_entropy": 0.3}), cpu, 50)
+    )
     return out
 
 

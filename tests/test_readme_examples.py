@@ -108,8 +108,15 @@ BUDGET: dict[str, dict[str, str | None]] = {
     },
     "agent-eval": {"--seeds": "1", "--max-steps": "40"},  # the tour's 5 seeds per cell
     # the monitors guide's suite: 15 conditions × 20 seeds; here one shift, two seeds, 30 steps
-    "shift-suite": {"--kinds": "mass", "--strengths": "1", "--seeds": "2", "--max-steps": "30", "--workers": "1",
-                    "--executor": "serial", "--no-plots": None},  # fmt: skip
+    "shift-suite": {
+        "--kinds": "mass",
+        "--strengths": "1",
+        "--seeds": "2",
+        "--max-steps": "30",
+        "--workers": "1",
+        "--executor": "serial",
+        "--no-plots": None,
+    },  # fmt: skip
 }
 
 #: First line of a python block → (README text, budget text) substitutions.

@@ -7,7 +7,7 @@ are seen in training and which are held out, the seed split, alpha and what is e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from envs.shifts import SHIFT_KINDS
@@ -64,12 +64,15 @@ class MonitorBenchConfig:
     model: str = "tiny"
     layer: int | None = None
     scorers: tuple[str, ...] = tuple(BENCH_SCORERS)
-    seen: tuple[str, ...] = ("mass", "size", "lighting")
-    held_out: tuple[str, ...] = ("position", "distractors", "camera", "table")
+    # seen: the shifts that fail the tiny VLA through its grip (heavier, larger objects: 50% at
+    # full strength, `physteer shift-suite`); held out: those that fail it otherwise (dim light
+    # 50%, an object off the training region 60%, mostly timeouts) and those it mostly survives.
+    seen: tuple[str, ...] = ("mass", "size")
+    held_out: tuple[str, ...] = ("lighting", "position", "distractors", "camera", "table")
     strengths: tuple[float, ...] = (0.5, 1.0)
-    fit_seeds: int = 12
+    fit_seeds: int = 20
     calibration_seeds: int = 12
-    eval_seeds: int = 12
+    eval_seeds: int = 20
     alpha: float = 0.1
     enforce: tuple[str, ...] = ("best", "action-entropy")
     on_veto: str = "fallback"
@@ -81,7 +84,6 @@ class MonitorBenchConfig:
     n_boot: int = 500
     out: str = "runs/monitor-bench"
     plots: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         """ValueError naming the first bad setting (before any episode)."""

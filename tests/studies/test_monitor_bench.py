@@ -42,7 +42,9 @@ def test_metrics_count_only_alarms_before_the_failure():
     assert first_alarm(eps[0], 0.5) == 8 and first_alarm(eps[1], 0.5) is None
     m = episode_metrics(eps, threshold=0.5, n_boot=50)
     assert (m["caught"]["k"], m["false_alarm"]["k"], m["lead_steps"]["median"]) == (1, 1, 4.0)
-    assert m["auroc"]["value"] == pytest.approx(0.5) and m["balanced_accuracy"] == pytest.approx(0.5)  # 0.9, 0.2 vs 0.3, 0.6
+    assert m["auroc"]["value"] == pytest.approx(0.5) and m["balanced_accuracy"] == pytest.approx(
+        0.5
+    )  # 0.9, 0.2 vs 0.3, 0.6
 
 
 @pytest.mark.slow
@@ -59,7 +61,13 @@ def test_a_small_bench_runs_every_stage(tmp_path):
         root = tmp_path / "runs" / "bench"
         doc = json.loads((root / "summary.json").read_text())
         s = doc["summary"]
-        assert set(s["scorers"]) == {"failure-mlp", "action-entropy", "chunk-change", "mahalanobis", "sae"}
+        assert set(s["scorers"]) == {
+            "failure-mlp",
+            "action-entropy",
+            "chunk-change",
+            "mahalanobis",
+            "sae",
+        }
         assert {"seen", "held out", "unshifted"} <= set(s["scorers"]["failure-mlp"])
         assert s["best"] == "failure-mlp" and set(s["enforced"]) == {"failure-mlp"}
         assert doc["fit"]["failed"] >= 1 and (root / "bench.png").is_file()
