@@ -31,7 +31,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from studies.monitor_bench.config import BENCH_SCORERS, LEARNED, MonitorBenchConfig
@@ -220,7 +219,7 @@ def run_monitor_bench(
            "episodes": [{k: v for k, v in e.items() if k != "signals"} for e in episodes]}  # fmt: skip
     if cfg.plots:
         plot_bench(summary, out / "bench.png")
-    write_json(out / "summary.json", doc, default=_json_default)  # last: the bench is done
+    write_json(out / "summary.json", doc)  # last: the bench is done
     return doc
 
 
@@ -260,11 +259,3 @@ def _tap_layer(run_dir: Path, cfg: MonitorBenchConfig) -> int:
     if cfg.layer is not None:
         return cfg.layer
     raise ValueError(f"{run_dir}: no logged activations name their layer")
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return str(x)
