@@ -117,8 +117,9 @@ class PickTask:
                                size=self.object_size, mass=self.object_mass)  # fmt: skip
 
     def place_distractors(self, n: int, rng: np.random.Generator) -> None:
-        """Stand n objects of the other color on the table beside the target (not in the bin,
-        at least 9 cm from the target and from each other, within the camera's view)."""
+        """Stand up to n objects of the other color on the table beside the target (not in the
+        bin, at least 9 cm from the target and from each other, within the camera's view); one
+        that finds no free spot in 100 draws is left out rather than dropped onto another."""
         assert self.spec is not None and self.object_id is not None
         other = next(c for c in COLORS if c != self.spec.color)
         target = self.sim.pose(self.object_id)[0][:2]
@@ -129,6 +130,8 @@ class PickTask:
                 xy = np.array([rng.uniform(-0.14, 0.14), rng.uniform(-0.18, 0.04)])
                 if all(np.linalg.norm(xy - q) > 0.09 for q in placed):
                     break
+            else:
+                continue
             placed.append(xy)
             spec = ObjectSpec(
                 other, str(rng.choice(MATERIALS)), str(rng.choice(SHADES)), str(rng.choice(SHAPES))

@@ -40,8 +40,9 @@ class FeatureExplainer:
     @torch.inference_mode()
     def code(self, decision: Any) -> torch.Tensor:
         """The decision's mean latent activation over its tokens (n_latents,)."""
-        x = torch.as_tensor(decision, dtype=torch.float32)
-        return self.sae.encode(x if x.dim() == 2 else x[None]).float().mean(0)
+        device = next(self.sae.parameters()).device  # the tap's rows may sit on the model's device
+        x = torch.as_tensor(decision).to(device=device, dtype=torch.float32)
+        return self.sae.encode(x if x.dim() == 2 else x[None]).float().mean(0).cpu()
 
     def fit(self, clean: Sequence[Any]) -> FeatureExplainer:
         """The clean reference from clean decisions (at least 2)."""

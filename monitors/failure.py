@@ -152,8 +152,12 @@ class FailurePredictor(Scorer):
         gen = torch.Generator().manual_seed(self.seed)
         held = _stratified_holdout(failed, gen)
         train = [i for i in range(len(seqs)) if i not in held]
-        (x, mask, y, w), (xv, mv, yv, wv) = (self._labelled([seqs[i] for i in idx], [failed[i] for i in idx])
-                                             for idx in (train, sorted(held)))  # fmt: skip
+        x, mask, y, w = self._labelled([seqs[i] for i in train], [failed[i] for i in train])
+        held_out = (
+            self._labelled([seqs[i] for i in sorted(held)], [failed[i] for i in sorted(held)])
+            if held
+            else None
+        )
         with torch.random.fork_rng():
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
             self.head = _Head(self.arch, self.d, self.hidden)
@@ -170,19 +174,26 @@ class FailurePredictor(Scorer):
                 / mb.sum()
             )
 
-        best, best_state, stopped_at = math.inf, None, 0
+        best, best_state, stopped_at = (
+            math.inf,
+            None,
+            self.epochs,
+        )  # no held-out set: the last epoch
         for epoch in range(self.epochs):
             self.head.train()
             opt.zero_grad()
             loss(x, mask, y, w).backward()
             opt.step()
             self.head.eval()
+            if held_out is None:
+                continue
             with torch.no_grad():
-                val = float(loss(xv, mv, yv, wv))
+                val = float(loss(*held_out))
             if val < best:
                 best, stopped_at = val, epoch + 1
                 best_state = {k: v.clone() for k, v in self.head.state_dict().items()}
-        self.head.load_state_dict(best_state)
+        if best_state is not None:
+            self.head.load_state_dict(best_state)
         self.head.eval()
         self.n_train = {"episodes": len(failed), "failed": sum(failed), "decisions": int(rows.shape[0]),
                         "held_out": len(held), "epochs": stopped_at}  # fmt: skip
@@ -298,23 +309,13 @@ class FailurePredictor(Scorer):
 
 
 def _stratified_holdout(failed: Sequence[bool], gen: torch.Generator) -> set[int]:
-    """A quarter of the episodes of each label (at least one of each), for early stopping."""
+    """A quarter of the episodes of each label (at least one of each), for early stopping; empty
+    (no early stopping) unless both labels keep an episode for training and one held out."""
     held: set[int] = set()
     for label in (True, False):
         idx = [i for i, f in enumerate(failed) if f == label]
+        if len(idx) < 2:
+            return set()
         order = torch.randperm(len(idx), generator=gen).tolist()
-        held |= {idx[j] for j in order[: max(1, len(idx) // 4)]} if len(idx) > 1 else set()
+        held |= {idx[j] for j in order[: max(1, len(idx) // 4)]}
     return held
-
-
-def lead_time(first_alarm: int | None, failure_step: int | None) -> int | None:
-    """Steps from the first alarm to the failure; None where the alarm came at or after the
-    failure (too late to act on), or without an alarm or a failure."""
-    if first_alarm is None or failure_step is None or first_alarm >= failure_step:
-        return None
-    return int(failure_step - first_alarm)
-
-
-def nan_to_none(x: float) -> float | None:
-    """JSON-friendly: NaN → None."""
-    return None if isinstance(x, float) and math.isnan(x) else x

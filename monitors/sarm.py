@@ -239,19 +239,22 @@ class SARMMonitor(gym.Wrapper):
         if score > self.threshold:
             verdict = {"score": score, "veto": True,
                        "reason": f"anomalous: score {score:.4g} > threshold {self.threshold:.4g}"}  # fmt: skip
-            if (
-                self.explainer is not None
-            ):  # name the SAE latents that moved most (monitors.explain)
-                from monitors.explain import describe
-
-                image = (
-                    acts[: self.tap.n_image_tokens]
-                    if getattr(self.tap, "n_image_tokens", 0)
-                    else acts
-                )
-                verdict["explanation"] = describe(self.explainer.explain(image))
+            if self.explainer is not None:
+                verdict["explanation"] = self._explain(acts)
             return verdict, True
         return {"score": score, "veto": False, "reason": ""}, True
+
+    def _explain(self, acts: torch.Tensor) -> str:
+        """The SAE latents that moved most at this decision (monitors.explain), on its image
+        rows (a probe's rows end with the last token); an explainer error is named, never raised:
+        an explanation does not change the verdict."""
+        from monitors.explain import describe
+
+        n_img = getattr(self.tap, "n_image_tokens", 0)
+        try:
+            return describe(self.explainer.explain(acts[:n_img] if n_img else acts))
+        except Exception as exc:  # noqa: BLE001
+            return f"explainer raised {type(exc).__name__}: {exc}"
 
     @staticmethod
     def _non_finite(acts: torch.Tensor) -> dict[str, Any]:

@@ -90,7 +90,13 @@ class Condition:
     @property
     def env_options(self) -> dict[str, Any]:
         """The env reset options this condition sets ({"shift": "kind:strength"} for a shift)."""
-        return {"shift": f"{self.feature}:{self.magnitude:g}"} if self.kind == "shift" else {}
+        return {"shift": f"{self.feature}:{self.magnitude!r}"} if self.kind == "shift" else {}
+
+    def reset_options(self, material: str | None = None) -> dict[str, Any] | None:
+        """The env reset options of an episode under this condition: a forced `material` and
+        this condition's own (a shift), or None when there are none."""
+        options = {**({"material": material} if material else {}), **self.env_options}
+        return options or None
 
     @property
     def per_seed(self) -> bool:

@@ -129,6 +129,7 @@ class Replayer:
 
     def replay(self, episode: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
         """One logged episode re-simulated: see `replay_frames`."""
+        from rollouts.conditions import parse_condition
         from rollouts.episode import EpisodeSpec
 
         actions, stopped = executed_actions(self.config, episode, steps)
@@ -136,14 +137,9 @@ class Replayer:
         self._recorder = _Replayed(
             f"{episode['condition']}/{episode['seed']}", steps, len(actions), self.render, stopped
         )
-        material = self.config.get("material")
-        (record,) = self.loop.run(
-            [
-                EpisodeSpec(
-                    int(episode["seed"]), options={"material": material} if material else None
-                )
-            ]
-        )
+        # the episode's reset options as the runner gave them (a forced material, a shift)
+        options = parse_condition(episode["condition"]).reset_options(self.config.get("material"))
+        (record,) = self.loop.run([EpisodeSpec(int(episode["seed"]), options=options)])
         return record.extra["replay"]
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ import torch
 from agents.action_tokens import DECODING_RULES, DEFAULT_DECODING
 from envs.objects import PATTERNS
 from envs.sim import DEFAULT_RENDERER, RENDERERS
-from rollouts.conditions import Condition, SteeringResources, parse_conditions
+from rollouts.conditions import ENV_KINDS, Condition, SteeringResources, parse_conditions
 from rollouts.episode import ClosedLoop, EpisodeRecord, EpisodeSpec
 from rollouts.logs import RunLog
 
@@ -204,7 +204,9 @@ class ExperimentConfig:
             )
         if self.agent == "vla":
             self._check_vla()
-        if self.agent == "scripted" and any(c.kind != "unsteered" for c in conditions):
+        if self.agent == "scripted" and any(
+            c.kind not in ("unsteered", *ENV_KINDS) for c in conditions
+        ):
             raise ValueError(
                 "steered or perturbed conditions need agent='vlm' (the scripted agent has no model)"
             )
@@ -388,11 +390,7 @@ class EpisodeRunner:
     def spec(self, condition: str, monitor: str, seed: int, video: bool = False) -> EpisodeSpec:
         """The EpisodeSpec of one episode of this experiment."""
         cond = self.conditions[condition]
-        options = {
-            **({"material": self.cfg.material} if self.cfg.material else {}),
-            **cond.env_options,
-        }
-        return EpisodeSpec(seed, cond, options or None, monitor, video)
+        return EpisodeSpec(seed, cond, cond.reset_options(self.cfg.material), monitor, video)
 
     def run(self, batch: Batch) -> list[EpisodeRecord]:
         """Run one batch of episodes through the closed loop."""

@@ -25,6 +25,8 @@ BENCH_SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 #: Learned on failure labels (need failed episodes in the fit data).
 LEARNED = ("failure-mlp", "failure-lstm", "probe")
+#: The learned failure predictors proper ("best" is chosen among them; the probe is a baseline).
+PREDICTORS = ("failure-mlp", "failure-lstm")
 #: Fitted on successful episodes only (what is unusual, not what fails).
 ANOMALY = ("mahalanobis", "pca", "sae")
 
@@ -140,9 +142,9 @@ class MonitorBenchConfig:
                 raise ValueError(
                     f"enforce {e!r}: expected 'best' or some of the scorers {list(self.scorers)}"
                 )
-        if "best" in self.enforce and not set(LEARNED) & set(self.scorers):
+        if "best" in self.enforce and not set(PREDICTORS) & set(self.scorers):
             raise ValueError(
-                f"enforce 'best' needs a learned predictor among the scorers ({list(LEARNED)})"
+                f"enforce 'best' needs a learned failure predictor among the scorers ({list(PREDICTORS)})"
             )
         self.experiment("check", self.train_conditions, self.fit_seed_list).validate()
 

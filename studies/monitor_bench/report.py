@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from studies.monitor_bench.config import LEARNED, MonitorBenchConfig
+from studies.monitor_bench.config import PREDICTORS, MonitorBenchConfig
 from studies.monitor_bench.metrics import episode_metrics
 
 
@@ -52,7 +52,7 @@ def evaluate(
         v = rows[name].get(group, {}).get("auroc", {}).get("value", math.nan)
         return -1.0 if v is None or not math.isfinite(v) else v
 
-    learned = [n for n in thresholds if n in LEARNED and n != "probe"]
+    learned = [n for n in thresholds if n in PREDICTORS]
     best = max(learned, key=lambda n: auroc(n, "seen")) if learned else None
     raw_vs_sae = None
     if "sae" in rows:

@@ -25,7 +25,6 @@ Three experiments through the runner (resume, workers, Ray, exact replay), under
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -58,7 +57,9 @@ def load_episodes(run_dir: Path, load_decisions: bool = True) -> list[dict[str, 
             continue
         c = parse_condition(e["condition"])
         failed = not e["success"]
-        failure_step = (e["broken_step"] if e["broken"] else e["steps"]) if failed else None
+        # the first step whose decision can no longer prevent the failure: the monitor judges
+        # the break step's decision before its action runs, so an alarm there is still in time
+        failure_step = (e["broken_step"] + 1 if e["broken"] else e["steps"]) if failed else None
         ep = {"seed": e["seed"], "condition": e["condition"], "kind": c.feature if c.kind == "shift" else "none",
               "material": e["material"], "failed": failed, "broken": bool(e["broken"]), "failure_step": failure_step,
               "signals": signals.get((e["condition"], e["seed"]), [])}  # fmt: skip
@@ -235,16 +236,14 @@ def explain_alarms(
 ) -> dict[str, Any]:
     """Per scorer that alarms before the failure: its first alarm's step and the SAE latents that
     moved most at that decision (monitors.explain)."""
+    from studies.monitor_bench.metrics import first_alarm
+
     out = {}
-    end = ep["failure_step"]
     for name, scores in ep["scores"].items():
-        hit = next((i for i, (s, x) in enumerate(zip(ep["steps"], scores, strict=True))
-                    if (end is None or s < end) and x is not None and math.isfinite(x) and x > thresholds[name]), None)  # fmt: skip
-        if hit is not None:
-            out[name] = {
-                "step": ep["steps"][hit],
-                "latents": explainer.explain(image_rows(ep, [ep["decisions"][hit]])[0]),
-            }
+        step = first_alarm({**ep, "scores": scores}, thresholds[name])
+        if step is not None:
+            decision = ep["decisions"][ep["steps"].index(step)]
+            out[name] = {"step": step, "latents": explainer.explain(image_rows(ep, [decision])[0])}
     return out
 
 

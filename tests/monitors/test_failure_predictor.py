@@ -68,6 +68,12 @@ def test_time_profile_calibration_and_round_trip(tmp_path):
     np.testing.assert_allclose(online, p.score_many(cal[0]), rtol=1e-6)
 
 
+def test_one_episode_of_a_label_trains_without_early_stopping():
+    eps, _ = episodes(2, planted=True)
+    p = FailurePredictor(epochs=20).fit_episodes(eps, [True, False])
+    assert p.n_train["held_out"] == 0 and p.n_train["epochs"] == 20
+
+
 def test_training_data_without_failures_is_refused():
     eps, _ = episodes(6, planted=True)
     with pytest.raises(ValueError, match="needs failed and successful episodes"):

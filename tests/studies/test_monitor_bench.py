@@ -23,7 +23,7 @@ from studies.monitor_bench.metrics import episode_metrics, first_alarm
     ({"alpha": 1.0}, "alpha=1.0"),
     ({"calibration_seeds": 1, "seen": ("mass",), "strengths": (1.0,)}, "fewer than the 9"),
     ({"enforce": ("pca-max",)}, "enforce 'pca-max'"),
-    ({"scorers": ("mahalanobis",), "enforce": ("best",)}, "needs a learned predictor"),
+    ({"scorers": ("mahalanobis", "probe"), "enforce": ("best",)}, "needs a learned failure predictor"),
     ({"strengths": (0.0,)}, "strengths"),
 ])  # fmt: skip
 def test_bad_settings_fail_before_any_episode(fields, named):

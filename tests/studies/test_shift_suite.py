@@ -23,6 +23,13 @@ def test_a_shift_is_a_condition_that_sets_the_reset_options():
         {"shift": "mass:0.5"},
     )
     assert parse_condition("unsteered").env_options == {}
+    assert c.reset_options("fragile") == {"material": "fragile", "shift": "mass:0.5"}
+    assert parse_condition("unsteered").reset_options() is None
+    from rollouts.runner import ExperimentConfig
+
+    ExperimentConfig(
+        agent="scripted", conditions=["unsteered", "shift:mass:1"]
+    ).validate()  # no model needed
     for text, named in (("shift:mass:0.5@3", "drop '@3'"), ("shift:gravity:1", "shift kind 'gravity'"),
                         ("shift:mass:3", "shift strength 3.0")):  # fmt: skip
         with pytest.raises(ValueError, match=named):
@@ -86,6 +93,21 @@ def test_the_cli_runs_resumes_and_replays_a_shifted_episode(tmp_path):
             tmp_path / "runs" / "suite", f"shift:distractors:1/{ShiftSuiteConfig.first_seed + 1}"
         )
         assert result["actions_equal"] and result["outcome_equal"], result["differences"]
+        # re-simulated from the log's actions (what the LeRobot export does): the shifted scene again
+        import pyarrow.parquet as pq
+
+        from rollouts.resimulate import replay_frames
+
+        root = tmp_path / "runs" / "suite"
+        seed = ShiftSuiteConfig.first_seed + 1
+        (episode,) = [e for e in pq.read_table(root / "episodes.parquet").to_pylist()
+                      if e["condition"] == "shift:distractors:1" and e["seed"] == seed]  # fmt: skip
+        steps = [s for s in pq.read_table(root / "steps.parquet").to_pylist()
+                 if s["condition"] == "shift:distractors:1" and s["seed"] == seed]  # fmt: skip
+        config = json.loads((root / "config.json").read_text())
+        assert (
+            len(replay_frames(config, episode, steps, render=False)["states"]) == episode["steps"]
+        )
         assert main(["shift-suite", "--strengths", "2", "--name", "bad"]) == 2
         assert not (tmp_path / "runs" / "bad").exists()
     finally:
