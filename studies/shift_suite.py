@@ -15,7 +15,6 @@ benchmarks (episode rows with `success`, `broken_step`; decision activations per
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -245,8 +244,3 @@ def print_suite(doc: dict[str, Any], console: Any = None) -> None:
     console.print(t)
     console.print(f"{s['failures']} failed episodes, {s['natural_failures']} of them under a shift; "
                   f"{doc['seconds']:.0f} s")  # fmt: skip
-
-
-def load_suite(run_dir: str | Path) -> dict[str, Any]:
-    """A finished suite's summary.json."""
-    return json.loads((Path(run_dir) / "summary.json").read_text())
