@@ -37,7 +37,7 @@ from agents.hooks import (
 )
 
 
-class _ResidualIntervention(HookHandle):
+class ResidualIntervention(HookHandle):
     """An intervention that edits the output of one decoder layer at chosen positions."""
 
     def __init__(self, layer: int, positions: PositionSpec) -> None:
@@ -82,7 +82,7 @@ class _ResidualIntervention(HookHandle):
         return hidden.clone() if edited is None else edited
 
 
-class AddVector(_ResidualIntervention):
+class AddVector(ResidualIntervention):
     """h ← h + scale · vector at `positions` of decoder layer `layer`'s output."""
 
     def __init__(
@@ -141,7 +141,7 @@ class SAELike(Protocol):
 SAE_MODES = ("delta", "replace")
 
 
-class SAEFeatureSteering(_ResidualIntervention):
+class SAEFeatureSteering(ResidualIntervention):
     """Steer one SAE feature: set latent `feature` to `magnitude` and decode.
 
     mode "delta" (default): h ← h + decode_prefix(z', m) − decode_prefix(z, m), i.e. only the

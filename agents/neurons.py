@@ -25,6 +25,7 @@ __all__ = [
     "NeuronOverride",
     "concept_embedding",
     "random_cluster",
+    "random_ids",
     "select_cluster",
     "semantic_embeddings",
     "top_tokens",
@@ -162,8 +163,15 @@ def random_cluster(
 ) -> NeuronCluster:
     """A control cluster: `size` random neurons of `layer` (optionally avoiding `exclude`)."""
     n = value_vectors(backend, layer).shape[0]
+    return NeuronCluster(layer, random_ids(n, size, seed, exclude, layer), concept=None)
+
+
+def random_ids(
+    n: int, size: int, seed: int, exclude: list[int] | None = None, layer: int = 0
+) -> list[int]:
+    """`size` sorted neuron ids drawn from `seed` among 0..n-1 except `exclude`."""
     pool = np.setdiff1d(np.arange(n), np.asarray(exclude or [], dtype=int))
     if not 0 <= size <= len(pool):
         raise ValueError(f"size={size}: valid sizes are 0..{len(pool)} for layer {layer}")
     ids = np.random.default_rng(seed).choice(pool, size=size, replace=False)
-    return NeuronCluster(layer, sorted(int(i) for i in ids), concept=None)
+    return sorted(int(i) for i in ids)

@@ -11,6 +11,8 @@ A condition is written as a short string, so experiments read like their configu
     neuron:fragile:5          FFN neuron cluster for the word "fragile" clamped to 5
     neuron-random:5           a random cluster of the size and layer of "fragile"'s (control)
     neuron-random:quickly:5   ... of the size and layer of "quickly"'s cluster (its control)
+    method:selective:-0.5     any steering method (steering.registry) fitted into the run's
+                              `methods` folder, at its strength (steering.base: + toward fragile)
 
 SAE magnitudes for `fragility` are in units of each feature's material effect
 (fragile mean − rigid mean over the discovery set), so a sign means the same on any SAE:
@@ -41,14 +43,14 @@ from __future__ import annotations
 
 import json
 from contextlib import AbstractContextManager, ExitStack, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-STEERING_KINDS = ("unsteered", "sae", "dom", "random", "neuron", "neuron-random")
+STEERING_KINDS = ("unsteered", "sae", "dom", "random", "neuron", "neuron-random", "method")
 FRAME_KINDS = {
     "noise": "noise",
     "occlusion": "occlusion",
@@ -88,6 +90,11 @@ class Condition:
         return self.kind in ("dom", "random", "ta2")
 
     @property
+    def needs_method(self) -> bool:
+        """Whether this condition steers with a fitted method of the run's `methods` folder."""
+        return self.kind == "method"
+
+    @property
     def env_options(self) -> dict[str, Any]:
         """The env reset options this condition sets ({"shift": "kind:strength"} for a shift)."""
         return {"shift": f"{self.feature}:{self.magnitude!r}"} if self.kind == "shift" else {}
@@ -102,6 +109,10 @@ class Condition:
     def per_seed(self) -> bool:
         """Whether its model edit is drawn per episode seed (such episodes are not batched:
         one batched forward carries one edit)."""
+        if self.kind == "method":
+            from steering.registry import method_class
+
+            return method_class(self.feature).per_seed
         return self.kind in SEEDED_KINDS
 
 
@@ -109,7 +120,7 @@ def parse_condition(text: str) -> Condition:
     """Parse a condition string; ValueError naming the string and the allowed forms."""
     usage = (
         f"condition {text!r} is not understood; allowed: unsteered, sae:<fragility|latent>:<value>, "
-        "dom:<scale>, random:<scale>, neuron:<word>:<value>, neuron-random:[<word>:]<value>, ta2:<scale>, "
+        "dom:<scale>, random:<scale>, method:<name>:<strength>, neuron:<word>:<value>, neuron-random:[<word>:]<value>, ta2:<scale>, "
         "noise:<0-1>, occlusion:<0-1>, color:<0-1>, prompt[:<repeats>], each optionally @<onset step>; "
         "shift:<kind>:<0-1> (no onset)"
     )
@@ -127,6 +138,8 @@ def parse_condition(text: str) -> Condition:
             if feature != "fragility" and not feature.isdigit():
                 raise ValueError
             return Condition(text, kind, float(parts[2]), feature=feature, onset=onset)
+        if kind == "method" and len(parts) == 3 and parts[1]:
+            return Condition(text, kind, float(parts[2]), feature=parts[1], onset=onset)
         if kind in ("dom", "random", "ta2", "neuron-random") and len(parts) == 2:
             return Condition(text, kind, float(parts[1]), onset=onset)
         if kind in FRAME_KINDS and len(parts) == 2:
@@ -180,18 +193,43 @@ class SteeringResources:
         fragility_features: [(latent, rigid mean, fragile mean)] of the top discovered
             fragility features (at most FRAGILITY_TOP).
         dom_vector: mean fragile − mean rigid activation at the tap layer (d,).
+        methods: fitted steering methods by name (`method:` conditions), from a folder of
+            `<name>/method.json` (steering.base.load_method).
     """
 
     sae: Any = None
     fragility_features: list[tuple[int, float, float]] | None = None
     dom_vector: torch.Tensor | None = None
+    methods: dict[str, Any] = field(default_factory=dict)
+
+    def method(self, name: str) -> Any:
+        """The fitted method `name`; ValueError naming the ones the run has."""
+        if name not in self.methods:
+            raise ValueError(f"steering method {name!r} is not fitted in this run's methods folder; "
+                             f"it has {sorted(self.methods) or 'none'} (`physteer steer-bench` fits them)")  # fmt: skip
+        return self.methods[name]
 
     @classmethod
-    def load(
-        cls, sae_dir: str | None = None, discovery: str | None = None, vector: str | None = None
-    ) -> SteeringResources:
-        """Load from an SAE checkpoint folder, a discovery JSON and a steering-vector file."""
+    def load(cls, sae_dir: str | None = None, discovery: str | None = None, vector: str | None = None,
+             methods: str | None = None, method_files: list[str] | tuple[str, ...] = ()) -> SteeringResources:  # fmt: skip
+        """Load from an SAE checkpoint folder, a discovery JSON, a steering-vector file, a folder
+        of fitted steering methods and the user method files their classes live in."""
         res = cls()
+        if method_files:
+            from steering.registry import load_method_files
+
+            load_method_files(list(method_files))
+        if methods:
+            from steering.base import METHOD_FILE, load_method
+
+            root = Path(methods)
+            if not root.is_dir():
+                raise FileNotFoundError(
+                    f"methods folder {root} does not exist (`physteer steer-bench` writes one)"
+                )
+            res.methods = {
+                p.parent.name: load_method(p.parent) for p in sorted(root.glob(f"*/{METHOD_FILE}"))
+            }
         if sae_dir:
             from sae.matryoshka import MatryoshkaSAE
 
@@ -242,10 +280,39 @@ def check_resources(
                 raise ValueError(
                     f"condition {c.name!r}: feature {c.feature} is out of range; the SAE has latents 0..{n - 1}"
                 )
+        if c.needs_method:
+            res.method(c.feature).check_strength(c.magnitude)
         if c.needs_dom and res.dom_vector is None:
             raise ValueError(
                 f"condition {c.name!r} needs a difference-of-means vector: pass --vector FILE"
             )
+
+
+def condition_method(c: Condition, res: SteeringResources, layer: int, backend: Any = None) -> Any:
+    """The steering method (steering.methods) that makes condition `c`'s edit, from the run's
+    resources: dom/ta2 → DiffMean of the vector (ta2: its negative), random → RandomDirection,
+    sae:fragility → SAEClamp, neuron / neuron-random → the word's cluster (needs `backend`)."""
+    from steering.methods.controls import RandomDirection, RandomNeurons
+    from steering.methods.dom import DiffMean
+    from steering.methods.neurons import NeuronClusters
+    from steering.methods.sae_clamp import SAEClamp
+
+    if c.kind in ("dom", "ta2"):
+        return DiffMean.from_vector(res.dom_vector if c.kind == "dom" else -res.dom_vector, layer)
+    if c.kind == "random":
+        method = RandomDirection()
+        method.state["dom"], method.layer = res.dom_vector, layer
+        return method
+    if c.kind == "sae" and c.feature == "fragility":
+        return SAEClamp.from_features(res.sae, res.fragility_features, layer)
+    if c.kind in ("neuron", "neuron-random"):
+        word = c.concept or "fragile"
+        method = (NeuronClusters if c.kind == "neuron" else RandomNeurons)(
+            fragile_word=word, rigid_word=word
+        )
+        method.select(backend, "fragile")
+        return method
+    raise ValueError(f"condition {c.name!r} has no steering method")
 
 
 def residual_interventions(
@@ -253,24 +320,17 @@ def residual_interventions(
 ) -> list[Any]:
     """The residual-stream interventions of a sae, dom or random condition, not yet attached
     (applied in order; `[]` for unsteered). Neuron conditions edit FFN inputs: ValueError."""
-    from agents.interventions import AddVector, SAEFeatureSteering
+    from agents.interventions import SAEFeatureSteering
 
     if c.kind == "unsteered":
         return []
+    if c.kind == "sae" and c.feature != "fragility":
+        return [SAEFeatureSteering(res.sae, int(c.feature), c.magnitude, layer=layer)]
     if c.kind == "sae":
-        if c.feature != "fragility":
-            return [SAEFeatureSteering(res.sae, int(c.feature), c.magnitude, layer=layer)]
-        return [SAEFeatureSteering(res.sae, feature, rigid + c.magnitude * (fragile - rigid), layer=layer)
-                for feature, rigid, fragile in res.fragility_features]  # fmt: skip
-    if c.kind == "dom":
-        return [AddVector(res.dom_vector, c.magnitude, layer=layer)]
-    if c.kind == "ta2":  # toward rigid: the (rigid − fragile) difference, TA2-style
-        return [AddVector(-res.dom_vector, c.magnitude, layer=layer)]
-    if c.kind == "random":
-        g = torch.Generator().manual_seed(seed)
-        direction = torch.randn(res.dom_vector.shape, generator=g)
-        direction = direction / direction.norm() * res.dom_vector.norm()
-        return [AddVector(direction, c.magnitude, layer=layer)]
+        return condition_method(c, res, layer).level_intervention(c.magnitude).edits
+    if c.kind in ("dom", "ta2", "random"):
+        edit = condition_method(c, res, layer).intervention(c.magnitude, seed)
+        return list(edit.edits) if hasattr(edit, "edits") else [edit]
     raise ValueError(
         f"condition {c.name!r} does not edit the residual stream; kinds that do: {RESIDUAL_KINDS}"
     )
@@ -287,22 +347,17 @@ def build_intervention(
         for intervention in residual_interventions(c, res, layer, seed):
             stack.enter_context(intervention.attach(backend))
         return stack
-    from agents.neurons import random_cluster, select_cluster
-
-    if c.kind == "neuron":
-        return select_cluster(backend, c.concept).override(c.magnitude).attach(backend)
-    if c.kind == "neuron-random":
-        ref = select_cluster(backend, c.concept or "fragile")  # the cluster it controls for
+    if c.kind in ("neuron", "neuron-random"):
         return (
-            random_cluster(
-                backend, ref.layer, len(ref.neuron_ids), seed=seed, exclude=ref.neuron_ids
-            )
-            .override(c.magnitude)
+            condition_method(c, res, layer, backend)
+            .cluster_intervention("fragile", c.magnitude, seed)
             .attach(backend)
         )
+    if c.kind == "method":
+        return res.method(c.feature).intervention(c.magnitude, seed).attach(backend)
     raise ValueError(
         f"condition {c.name!r} does not edit the model; model-editing kinds: "
-        f"{RESIDUAL_KINDS + ('neuron', 'neuron-random')}"
+        f"{RESIDUAL_KINDS + ('neuron', 'neuron-random', 'method')}"
     )
 
 

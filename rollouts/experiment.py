@@ -41,7 +41,10 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: boo
     summary.json and the dose-response plot.
     """
     conditions = cfg.validate()
-    check_resources(conditions, SteeringResources.load(cfg.sae, cfg.discovery, cfg.vector))
+    resources = SteeringResources.load(
+        cfg.sae, cfg.discovery, cfg.vector, cfg.methods, cfg.method_files
+    )
+    check_resources(conditions, resources)
     log = RunLog(cfg.run_dir)
     if overwrite and log.root.exists():
         import shutil
@@ -49,8 +52,10 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: boo
         shutil.rmtree(log.root)
     # A run made before weights were recorded has no "model_weights": it is refused (which
     # checkpoint made it cannot be told), not resumed with whatever "tiny" is now.
-    log.write_config({**cfg.replay_dict(), "model_weights": cfg.model_weights()}, defaults={f.name: f.default for f in fields(ExperimentConfig)
-                                                  if f.default is not MISSING})  # fmt: skip
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()
+                for f in fields(ExperimentConfig) if MISSING in (f.default, f.default_factory)
+                and (f.default, f.default_factory) != (MISSING, MISSING)}  # fmt: skip
+    log.write_config({**cfg.replay_dict(), "model_weights": cfg.model_weights()}, defaults=defaults)
     batches = plan_batches(cfg, conditions, log)
     execute(cfg, batches, lambda records: [write_record(log, r) for r in records], progress)
     log.finalize()

@@ -66,6 +66,10 @@ class ExperimentConfig:
             on a fragile object is the whole grip, not cut short at the breaking threshold
             (breakage and its consequences are then not measured).
         sae, discovery, vector: resources for steered conditions.
+        methods: a folder of fitted steering methods (`<name>/method.json`, written by
+            `physteer steer-bench`), steered with `method:<name>:<strength>` conditions.
+        method_files: Python files defining a user's own steering methods (steering.registry),
+            imported before the methods folder is read.
         monitors: saved SARM scorer folders (`physteer sarm-eval` writes them under
             scorers/); each scores every decision of every episode, named by its folder.
         explainer: a folder with an SAE (`sae/`) and its clean reference (`explainer.safetensors`,
@@ -109,6 +113,8 @@ class ExperimentConfig:
     sae: str | None = None
     discovery: str | None = None
     vector: str | None = None
+    methods: str | None = None
+    method_files: list[str] = field(default_factory=list)
     monitors: list[str] = field(default_factory=list)
     explainer: str | None = None
     enforce: list[str] | None = None
@@ -338,7 +344,9 @@ class EpisodeRunner:
         torch.set_num_threads(1)  # determinism across processes, and one core per worker
         self.cfg = cfg
         self.conditions = {c.name: c for c in parse_conditions(cfg.conditions)}
-        resources = SteeringResources.load(cfg.sae, cfg.discovery, cfg.vector)
+        resources = SteeringResources.load(
+            cfg.sae, cfg.discovery, cfg.vector, cfg.methods, cfg.method_files
+        )
         scorers: dict[str, Any] = {}
         explainer: Any = None
         layer = "default" if cfg.layer is None else cfg.layer

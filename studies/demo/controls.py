@@ -28,7 +28,7 @@ def steering_norms(
 
     acts, meta = ActivationStore.open(store_dir).load_all(max_rows=max_rows, with_metadata=True)
     acts = acts[np.asarray(meta.column("material").to_pylist()) == material]
-    res = SteeringResources.load(exp.sae, exp.discovery, exp.vector)
+    res = SteeringResources.load(exp.sae, exp.discovery, exp.vector, exp.methods, exp.method_files)
     unit = float(res.dom_vector.norm())
     out = {}
     for name in exp.conditions:

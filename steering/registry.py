@@ -1,0 +1,121 @@
+"""Which steering methods exist: the built-ins, installed plug-ins and a user's own files.
+
+    make_method("selective")                      # a built-in, by name
+    load_method_files(["my_methods.py"])          # a user's file: its classes register themselves
+    method_names()                                # every name make_method accepts
+
+A user method is a SteeringMethod subclass decorated with `@register_method` in any Python file
+(`physteer steer-bench --method-file my_methods.py --methods mine`) or in an installed package
+that names it in the "physteer.steering" entry-point group (name = method, value = module:Class).
+The registry never imports a method module until its name is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from steering.base import SteeringMethod
+
+#: Method name → class, filled as method modules are imported (each registers its own class).
+METHODS: dict[str, type[SteeringMethod]] = {}
+#: Where the built-in methods live ("module:Class").
+BUILTIN_METHODS = {
+    "dom": "steering.methods.dom:DiffMean",
+    "pca": "steering.methods.pca:PCADirection",
+    "lat": "steering.methods.lat:LATDirection",
+    "probe": "steering.methods.probe:ProbeDirection",
+    "sae": "steering.methods.sae_clamp:SAEClamp",
+    "neuron": "steering.methods.neurons:NeuronClusters",
+    "ablation": "steering.methods.ablation:DirectionalAblation",
+    "selective": "steering.methods.selective:SelectiveSteering",
+    "austeer": "steering.methods.austeer:AUSteer",
+    "conceptor": "steering.methods.conceptor:ConceptorSteering",
+    "cast": "steering.methods.cast:ConditionalSteering",
+    "lineas": "steering.methods.lineas:LinEAS",
+    "steer2edit": "steering.methods.steer2edit:Steer2Edit",
+    "random": "steering.methods.controls:RandomDirection",
+    "neuron-random": "steering.methods.controls:RandomNeurons",
+}
+#: Controls: run in every benchmark beside the methods, never ranked as methods.
+CONTROLS = ("random", "neuron-random")
+ENTRY_POINT_GROUP = "physteer.steering"
+
+
+def register_method(cls: type[SteeringMethod]) -> type[SteeringMethod]:
+    """Make `cls` known under `cls.name` (use as a decorator on a SteeringMethod subclass)."""
+    if not (isinstance(cls, type) and issubclass(cls, SteeringMethod)) or not cls.name:
+        raise ValueError(f"{cls!r}: register a SteeringMethod subclass with a non-empty `name`")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def _plugin_paths() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    paths = dict(BUILTIN_METHODS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        paths.setdefault(ep.name, ep.value)
+    return paths
+
+
+def method_names() -> list[str]:
+    """Every name make_method accepts (registered, built-in and entry-point methods)."""
+    return sorted(set(METHODS) | set(_plugin_paths()))
+
+
+def method_class(name: Any) -> type[SteeringMethod]:
+    """The class of method `name`, importing its module on first use.
+
+    Raises:
+        ValueError: no such method (the message lists the known ones), or its module fails.
+    """
+    if name not in METHODS:
+        path = _plugin_paths().get(name) if isinstance(name, str) else None
+        if path is None:
+            raise ValueError(f"steering method {name!r}: expected one of {method_names()}")
+        module, _, attr = path.partition(":")
+        try:
+            register_method(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"steering method {name!r} ({path}) does not import: {exc}") from exc
+    return METHODS[name]
+
+
+def make_method(name: str, **params: Any) -> SteeringMethod:
+    """An unfitted method by name, with its parameters."""
+    return method_class(name)(**params)
+
+
+def load_method_files(paths: list[str]) -> list[str]:
+    """Import each user method file (its classes register themselves); the names it added.
+
+    Raises:
+        ValueError: a file is missing or fails to import (the message names the file and why).
+    """
+    added: list[str] = []
+    for path in paths:
+        file = Path(path)
+        if not file.is_file() or file.suffix != ".py":
+            raise ValueError(f"method file {path!r}: expected an existing .py file")
+        before = set(METHODS)
+        name = f"physteer_user_methods_{abs(hash(str(file.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # a user's file: whatever it raises is reported, not re-raised raw
+            sys.modules.pop(name, None)
+            raise ValueError(
+                f"method file {path!r} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
+        new = sorted(set(METHODS) - before)
+        if not new:
+            raise ValueError(f"method file {path!r} registers no method: decorate a SteeringMethod "
+                             "subclass with @steering.register_method")  # fmt: skip
+        added += new
+    return added
