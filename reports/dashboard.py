@@ -177,7 +177,8 @@ def steering_effects(
     run_dir: str | Path, discovery: dict[str, Any], sae_dir: Path
 ) -> tuple[dict[int, list[dict]], list[str]]:
     """Per latent, the run's SAE conditions that set it and their paired effects (summary.json)."""
-    from rollouts.conditions import FRAGILITY_TOP, parse_condition
+    from rollouts.conditions import parse_condition
+    from rollouts.resources import FRAGILITY_TOP
 
     run = Path(run_dir)
     for name in ("summary.json", "config.json"):

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from rollouts.conditions import Condition, SteeringResources, check_resources
+from rollouts.conditions import Condition
 from rollouts.episode import EpisodeRecord
 from rollouts.executors import execute
 from rollouts.logs import RunLog, safe_name
+from rollouts.resources import SteeringResources, check_resources
 from rollouts.runner import ExperimentConfig, cell_name, plan_batches
 
 

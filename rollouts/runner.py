@@ -309,15 +309,7 @@ class ExperimentConfig:
     def replay_dict(self) -> dict[str, Any]:
         """The fields that determine episodes (how and where they run do not)."""
         d = asdict(self)
-        for k in (
-            "workers",
-            "videos",
-            "out",
-            "executor",
-            "envs_per_worker",
-            "address",
-            "gpus_per_worker",
-        ):
+        for k in ("workers", "videos", "out", "executor", "envs_per_worker", "address", "gpus_per_worker"):  # fmt: skip
             d.pop(k)
         return d
 

@@ -10,7 +10,7 @@ A method declares what it needs (`needs`: "labelled" activations, "frames" to ru
 "sae" with discovered fragility features), what it touches (`acts_on`), the strengths it
 accepts (`strength_range`, 0 always the exact no-op) and its supervision. `fit` records the
 samples used and the seconds spent (`fit_info`); `save` / `load_method` keep a fitted method
-in a folder (method.json + state.safetensors), so a run's workers load what the driver fitted.
+in a folder (method.json + state.safetensors; `steering.registry.load_method` reads it), so a run's workers load what the driver fitted.
 
 Strength convention: a signed number, positive toward fragile, negative toward rigid. For
 methods that add a direction it is in units of the class-mean distance ‖μ_fragile − μ_rigid‖
@@ -20,7 +20,6 @@ at the method's layer (−1 moves a token by that distance toward rigid); method
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -244,36 +243,3 @@ class SteeringMethod:
         self.layer = int(doc["layer"])
         self.fit_info = dict(doc.get("fit_info") or {})
         self.state = {k: v for k, v in state.items() if k != "_empty"}
-
-
-def load_method(directory: str | Path) -> SteeringMethod:
-    """A fitted method from its folder (a user method's class is imported from the file it was
-    defined in, recorded at save).
-
-    Raises:
-        FileNotFoundError: no method.json / state.safetensors.
-        ValueError: not a method file this version reads, or an unknown method name.
-    """
-    from safetensors.torch import load_file
-
-    from steering.registry import load_method_files, method_class, method_names
-
-    directory = Path(directory)
-    for p in (directory / METHOD_FILE, directory / STATE_FILE):
-        if not p.is_file():
-            raise FileNotFoundError(
-                f"no fitted steering method file {p} (fit it with `physteer steer-bench`)"
-            )
-    try:
-        doc = json.loads((directory / METHOD_FILE).read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{directory / METHOD_FILE} is not valid JSON: {exc}") from exc
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{directory / METHOD_FILE}: format_version {doc.get('format_version')!r}, "
-                         f"expected {FORMAT_VERSION}")  # fmt: skip
-    name = doc.get("name")
-    if doc.get("file") and name not in method_names():
-        load_method_files([doc["file"]])
-    method = method_class(name)(**doc.get("params", {}))
-    method._restore(doc, load_file(str(directory / STATE_FILE)), directory)
-    return method

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from steering.base import SteeringMethod
+from steering.base import FORMAT_VERSION, METHOD_FILE, STATE_FILE, SteeringMethod
 
 #: Method name → class, filled as method modules are imported (each registers its own class).
 METHODS: dict[str, type[SteeringMethod]] = {}
@@ -119,3 +120,34 @@ def load_method_files(paths: list[str]) -> list[str]:
                              "subclass with @steering.register_method")  # fmt: skip
         added += new
     return added
+
+
+def load_method(directory: str | Path) -> SteeringMethod:
+    """A fitted method from its folder (a user method's class is imported from the file it was
+    defined in, recorded at save).
+
+    Raises:
+        FileNotFoundError: no method.json / state.safetensors.
+        ValueError: not a method file this version reads, or an unknown method name.
+    """
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    for p in (directory / METHOD_FILE, directory / STATE_FILE):
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"no fitted steering method file {p} (fit it with `physteer steer-bench`)"
+            )
+    try:
+        doc = json.loads((directory / METHOD_FILE).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{directory / METHOD_FILE} is not valid JSON: {exc}") from exc
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{directory / METHOD_FILE}: format_version {doc.get('format_version')!r}, "
+                         f"expected {FORMAT_VERSION}")  # fmt: skip
+    name = doc.get("name")
+    if doc.get("file") and name not in method_names():
+        load_method_files([doc["file"]])
+    method = method_class(name)(**doc.get("params", {}))
+    method._restore(doc, load_file(str(directory / STATE_FILE)), directory)
+    return method
