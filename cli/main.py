@@ -14,13 +14,13 @@ import sys
 
 # Modules that register sub-commands.
 COMMAND_MODULES = ["cli.demo", "cli.env", "cli.run", "cli.collect", "cli.sae", "cli.monitors", "cli.agents",
-                   "cli.vla", "cli.dashboard", "cli.export", "cli.bench"]  # fmt: skip
+                   "cli.vla", "cli.steering", "cli.dashboard", "cli.export", "cli.bench"]  # fmt: skip
 
 #: `physteer --help`: the commands by job, in the order a user meets them (a test keeps every
 #: registered command in exactly one group).
 GROUPS = {
     "Start here": ["demo", "env-demo"],
-    "Experiments: steer and compare on paired seeds": ["run", "replay"],
+    "Experiments: steer and compare on paired seeds": ["run", "replay", "steer-bench"],
     "Features: what the model encodes": ["collect", "train-sae", "discover", "dashboard"],
     "Monitors": ["sarm-eval", "shift-suite", "monitor-bench"],
     "Agents and models": ["agent-eval", "vla-study", "vla-rewiring", "train-tiny", "train-vla"],

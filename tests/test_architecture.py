@@ -12,7 +12,18 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("storage", "envs", "sae", "agents", "steering", "monitors", "rollouts", "reports", "studies", "cli")
+PACKAGES = (
+    "storage",
+    "envs",
+    "sae",
+    "agents",
+    "steering",
+    "monitors",
+    "rollouts",
+    "reports",
+    "studies",
+    "cli",
+)
 MAX_MODULE_LINES = 420  # "about 400": a module past this is two ideas
 MAX_PACKAGE_SHARE = 0.30
 

@@ -31,7 +31,6 @@ Folder: <out>/<name>/{store, sae, discovery, episodes, summary.json, dose_respon
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -53,17 +52,6 @@ def build_resources(cfg: VLAStudyConfig, console: Console) -> dict[str, Any]:
 
     from agents.vla_model import TINY_VLA_DIR, load_vla
     from agents.vlm_agent import default_tap_layer
-    from sae import (
-        ActivationStore,
-        TrainConfig,
-        default_config,
-        discover_store,
-        evaluate,
-        train_sae,
-    )
-    from sae.discovery_report import save_plot
-    from sae.discovery_report import write_json as write_discovery
-    from sae.matryoshka import MatryoshkaSAE
     from storage import marker_reads
     from studies.collect import collect_activations
 
@@ -83,20 +71,12 @@ def build_resources(cfg: VLAStudyConfig, console: Console) -> dict[str, Any]:
         collect_activations(
             backend, layer, store_dir, cfg.images, seed=COLLECT_SEED, workers=cfg.workers
         )
-    store = ActivationStore.open(store_dir)
-    if not marker_reads(sae_dir / "sae" / "config.json"):
-        sae_config = default_config(store.d, n_latents=max(8, round(cfg.sae_expansion * store.d)))
-        lr = TrainConfig.lr if cfg.sae_lr is None else cfg.sae_lr
-        train_sae(store, sae_config, TrainConfig(lr=lr, steps=cfg.sae_steps, batch_size=1024, seed=0,
-                                                 out_dir=str(sae_dir)),
-                  resume=(sae_dir / "checkpoints").exists(), progress=False)  # fmt: skip
-    sae = MatryoshkaSAE.from_pretrained(sae_dir / "sae", expected_d_in=store.d)
-    metrics = evaluate(sae, store)
-    if not marker_reads(discovery_path):
-        result = discover_store(sae, store, threshold=0.5, n_boot=300)
-        save_plot(result, discovery_path.with_name("discovery.png"))
-        write_discovery(result, discovery_path)
-    fragility = json.loads(discovery_path.read_text()).get("fragility") or []
+    from studies.sae_resources import sae_and_discovery
+
+    made = sae_and_discovery(
+        store_dir, sae_dir, discovery_path, cfg.sae_steps, cfg.sae_expansion, cfg.sae_lr
+    )
+    store, metrics, fragility = made["store"], made["metrics"], made["fragility"]
     console.print(
         f"resources: {store}, SAE FVE {metrics.fve:.3f}, {len(fragility)} fragility features"
     )
