@@ -44,6 +44,8 @@ BUILTIN_METHODS = {
 #: Controls: run in every benchmark beside the methods, never ranked as methods.
 CONTROLS = ("random", "neuron-random")
 ENTRY_POINT_GROUP = "physteer.steering"
+#: User method files imported in this process (resolved path → the names they registered).
+LOADED_FILES: dict[str, list[str]] = {}
 
 
 def register_method(cls: type[SteeringMethod]) -> type[SteeringMethod]:
@@ -102,7 +104,9 @@ def load_method_files(paths: list[str]) -> list[str]:
         file = Path(path)
         if not file.is_file() or file.suffix != ".py":
             raise ValueError(f"method file {path!r}: expected an existing .py file")
-        before = set(METHODS)
+        if str(file.resolve()) in LOADED_FILES:  # imported once per process
+            added += LOADED_FILES[str(file.resolve())]
+            continue
         name = f"physteer_user_methods_{abs(hash(str(file.resolve())))}"
         spec = importlib.util.spec_from_file_location(name, file)
         module = importlib.util.module_from_spec(spec)
@@ -114,10 +118,11 @@ def load_method_files(paths: list[str]) -> list[str]:
             raise ValueError(
                 f"method file {path!r} failed to import: {type(exc).__name__}: {exc}"
             ) from exc
-        new = sorted(set(METHODS) - before)
+        new = sorted(n for n, cls in METHODS.items() if cls.__module__ == name)
         if not new:
             raise ValueError(f"method file {path!r} registers no method: decorate a SteeringMethod "
                              "subclass with @steering.register_method")  # fmt: skip
+        LOADED_FILES[str(file.resolve())] = new
         added += new
     return added
 

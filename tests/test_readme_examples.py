@@ -50,6 +50,9 @@ def doc_pages() -> list[Path]:
 
 #: First line of a block that cannot run in CI → why.
 SKIP = {
+    "physteer steer-bench --agent vla --seeds 20":
+        "fits 13 methods and runs about 1,500 episodes (see docs/results.md for its time on 2 cores); "
+        "tests/studies/test_steer_bench.py runs `physteer steer-bench --quick` through the same CLI",
     "physteer monitor-bench --agent vla --workers 2":
         "needs episodes that fail and succeed under the shifts, several hundred (about 20 min); "
         "tests/studies/test_monitor_bench.py runs a small bench through the same CLI",

@@ -103,13 +103,17 @@ def run_steer_bench(
     res = build_resources(cfg, console)
     fitted = fit_methods(cfg, names, res, console)
     fit_rows = write_fit_table(fitted, cfg.root / "methods" / "fitted.json")
+    doses = {n: fitted[n].dose_strengths(cfg.other) for n in names}
+    for (
+        n
+    ) in names:  # a method that moves nothing at its strongest dose stops here, before any episode
+        offline_measures(fitted[n], doses[n][-1], res["backend"], res["data"].frames[:4], seed=0)
     everyone = list(range(CALIBRATION_SEED, CALIBRATION_SEED + cfg.calibration_seeds)) + list(
         range(cfg.seeds)
     )
     expert = {m: episodes(cfg, f"expert-{m}", everyone, ["unsteered"], m, m == cfg.material, "scripted", progress)
               for m in (cfg.material, cfg.other)}  # fmt: skip
     calibration = list(range(CALIBRATION_SEED, CALIBRATION_SEED + cfg.calibration_seeds))
-    doses = {n: fitted[n].dose_strengths(cfg.other) for n in names}
     dose_conditions = ["unsteered", *(method_condition(n, s) for n in names for s in doses[n])]
     console.print(f"calibration: {len(dose_conditions)} conditions × {len(calibration)} seeds")
     cal_rows = episodes(

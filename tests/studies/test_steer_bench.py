@@ -1,0 +1,107 @@
+"""`physteer steer-bench --quick` end to end through the CLI on the shipped tiny VLA: every
+method and control gets a chosen strength, paired effects with intervals, a CSV and HTML
+leaderboard; bad input is refused before any work; a method that moves nothing stops the run
+before any episode."""
+
+from __future__ import annotations
+
+import csv
+import json
+import textwrap
+
+import pytest
+
+from cli.main import main
+
+NOOP = textwrap.dedent("""
+    from steering import SteeringMethod, register_method
+    from steering.edits import EditStack
+
+    @register_method
+    class DoesNothing(SteeringMethod):
+        name = "noop"
+
+        def _fit(self, data, backend):
+            pass
+
+        def _intervention(self, strength, seed):
+            return EditStack([])
+""")
+
+
+def test_quick_bench(tmp_path):
+    out = tmp_path / "runs"
+    assert (
+        main(
+            [
+                "steer-bench",
+                "--quick",
+                "--name",
+                "q",
+                "--out",
+                str(out),
+                "--methods",
+                "dom,selective",
+            ]
+        )
+        == 0
+    )
+    root = out / "q"
+    board = json.loads((root / "leaderboard.json").read_text())
+    rows = {r["method"]: r for r in board["methods"]}
+    assert set(rows) == {"dom", "selective", "random", "neuron-random"}
+    assert rows["random"]["control"] and not rows["dom"]["control"]
+    assert rows["random"]["strength"] == rows["dom"]["strength"]  # norm-matched to DiffMean
+    for r in rows.values():
+        assert r["effect"]["peak_grip_force"]["n"] == 2
+        assert r["displacement"]["layer"] > 0 or r["displacement"]["last"] > 0
+        lo, hi = r["fit_info"]["strength_range"]
+        assert lo <= r["strength"] <= hi
+    assert board["target_change_N"] * 1 == pytest.approx(
+        0.5 * (board["expert_other_calibration_grip_N"] - board["unsteered_calibration_grip_N"])
+    )
+    with open(root / "leaderboard.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == [r["method"] for r in board["methods"]]
+    assert "Leaderboard" in (root / "leaderboard.html").read_text()
+    # a rerun resumes: every episode is on disk, nothing is fitted again
+    before = (root / "methods" / "dom" / "method.json").stat().st_mtime_ns
+    assert (
+        main(
+            [
+                "steer-bench",
+                "--quick",
+                "--name",
+                "q",
+                "--out",
+                str(out),
+                "--methods",
+                "dom,selective",
+            ]
+        )
+        == 0
+    )
+    assert (root / "methods" / "dom" / "method.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--methods", "dom,nope"], "steering method 'nope': expected one of"),
+    (["--target", "0"], "target=0.0: a fraction of the way to the expert, in (0, 1]"),
+    (["--agent", "pi0"], "agent='pi0': allowed ['vla', 'vlm']"),
+    (["--method-files", "missing.py"], "method file 'missing.py': expected an existing .py file"),
+])  # fmt: skip
+def test_bad_input_before_any_work(tmp_path, flags, message):
+    with pytest.raises(ValueError) as err:
+        main(["steer-bench", "--quick", "--name", "bad", "--out", str(tmp_path), *flags])
+    assert message in str(err.value)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_method_that_moves_nothing_stops_before_any_episode(tmp_path):
+    user = tmp_path / "noop.py"
+    user.write_text(NOOP)
+    with pytest.raises(
+        ValueError, match="steering method 'noop' at strength .* silently does nothing"
+    ):
+        main(["steer-bench", "--quick", "--name", "n", "--out", str(tmp_path), "--methods", "noop",
+              "--method-files", str(user), "--images", "16"])  # fmt: skip
+    assert not (tmp_path / "n" / "episodes").exists()
