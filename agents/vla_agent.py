@@ -108,6 +108,9 @@ class VLAAgent(LaneViews):
         self.tap: ResidualTap | None = None
         if tap_layer == "default":
             tap_layer = default_tap_layer(self.backend.n_layers)
+        from agents.image_check import check_image_reaches
+
+        check_image_reaches(self.backend, tap_layer)  # refuses a model whose image misses the taps
         if tap_layer is not None:
             self.tap = ResidualTap(tap_layer).attach(self.backend)
         self._lanes: dict[int, _Lane] = {0: _Lane()}

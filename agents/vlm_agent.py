@@ -73,6 +73,9 @@ class VLMAgent(LaneAgent):
         self.tap: ResidualTap | None = None
         if tap_layer == "default":
             tap_layer = default_tap_layer(self.backend.n_layers)
+        from agents.image_check import check_image_reaches
+
+        check_image_reaches(self.backend, tap_layer)  # refuses a model whose image misses the taps
         if tap_layer is not None:
             self.tap = ResidualTap(tap_layer).attach(self.backend)
         super().__init__(self.profile_for["rigid"])

@@ -15,7 +15,7 @@ from rich.table import Table
 from studies.steer_bench.config import SteerBenchConfig
 
 CSV_COLUMNS = ("method", "control", "strength", "target_reached", "grip_change_N", "grip_low", "grip_high",
-               "grip_command_change", "release_height_change", "carry_speed_change", "success", "success_unsteered",
+               "grip_change_red_N", "grip_change_blue_N", "p_fragile_change", "grip_command_change", "release_height_change", "carry_speed_change", "success", "success_unsteered",
                "broken", "broken_unsteered", "other_grip_change_N", "other_success", "jerk_change", "chatter_change",
                "persistence_retained", "units", "fit_seconds", "overhead_ratio", "displacement_layer",
                "displacement_last", "acts_on", "supervision", "paper")  # fmt: skip
@@ -26,7 +26,9 @@ def csv_row(r: dict[str, Any]) -> dict[str, Any]:
     grip = r["effect"]["peak_grip_force"]
     return {"method": r["method"], "control": r["control"], "strength": r["strength"],
             "target_reached": r["target_reached"], "grip_change_N": grip["value"], "grip_low": grip["low"],
-            "grip_high": grip["high"], "grip_command_change": r["effect"]["grip_command"]["value"],
+            "grip_high": grip["high"], "grip_change_red_N": r["effect_by_color"].get("red", {}).get("value"),
+            "grip_change_blue_N": r["effect_by_color"].get("blue", {}).get("value"),
+            "p_fragile_change": r["p_fragile"]["value"], "grip_command_change": r["effect"]["grip_command"]["value"],
             "release_height_change": r["effect"]["release_height"]["value"],
             "carry_speed_change": r["effect"]["carry_speed"]["value"], "success": r["success"]["value"],
             "success_unsteered": r["success_unsteered"]["value"], "broken": r["broken"]["value"],

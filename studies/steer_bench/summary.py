@@ -18,9 +18,12 @@ def paired(rows: list[dict[str, Any]], condition: str, metric: str) -> dict[str,
     """Mean paired change (condition − unsteered) of `metric` with its bootstrap interval."""
     from reports.stats import paired_difference
 
+    def known(v: Any) -> bool:
+        return v is not None and np.isfinite(v)
+
     base = {r["seed"]: r[metric] for r in rows if r["condition"] == "unsteered"}
     pairs = [(base[r["seed"]], r[metric]) for r in rows if r["condition"] == condition and r["seed"] in base
-             and r[metric] is not None and base[r["seed"]] is not None]  # fmt: skip
+             and known(r[metric]) and known(base[r["seed"]])]  # fmt: skip
     if len(pairs) < 2:
         return {"value": None, "low": None, "high": None, "n": len(pairs)}
     a, b = (np.array(x, dtype=float) for x in zip(*pairs, strict=True))
@@ -118,6 +121,9 @@ def summarize(cfg: SteerBenchConfig, names: list[str], fitted: dict[str, Any], f
             "method": name, "control": name in CONTROLS, "paper": fit[name]["paper"], "condition": cond,
             "strength": chosen[name][0], "target_reached": chosen[name][1],
             "effect": {m: paired(arms["effect"], cond, m) for m in METRICS},
+            "effect_by_color": {c: paired([r for r in arms["effect"] if r["color"] == c], cond, "peak_grip_force")
+                                for c in sorted({r["color"] for r in arms["effect"]})},
+            "p_fragile": paired(arms["effect"], cond, "p_fragile_mean"),
             "success": rate(arms["effect"], cond, "success"),
             "success_unsteered": rate(arms["effect"], "unsteered", "success"),
             "success_p": mcnemar_p(arms["effect"], cond, "success"),

@@ -102,6 +102,20 @@ def test_image_positions_and_tap_match_the_processor(family, backends, frames) -
     torch.testing.assert_close(tap.latest_batch, hidden[rows, tap.positions_batch].float())
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_image_reaches_the_tapped_positions(family, backends) -> None:
+    """The load-time check (agents.image_check) passes every family: a changed frame changes the
+    image positions at the first and the last layer; a changed question leaves them alone where
+    the image precedes it, except in PaliGemma's prefix-LM (bidirectional over the prefix)."""
+    from agents.image_check import MIN_CHANGE, check_image_reaches
+
+    backend = backends(family)
+    found = check_image_reaches(backend, backend.n_layers - 1)
+    assert min(found["frame_change"].values()) > MIN_CHANGE
+    if found["image_precedes_question"] and family != "paligemma":
+        assert found["question_change"] < 1e-4
+
+
 def test_image_splitting_changes_the_token_count(family_dirs, frames) -> None:
     split = load_vlm(str(family_dirs("idefics3-split")), device="cpu")
     whole = load_vlm(str(family_dirs("idefics3-split")), device="cpu", image_splitting=False)
