@@ -109,6 +109,39 @@ def plot_pareto(summary: dict[str, Any], path: Path, y_key: str) -> None:
     plt.close(fig)
 
 
+def plot_traces(summary: dict[str, Any], path: Path) -> None:
+    """Each method's mean commanded grip per step (evaluation seeds, unbreakable objects) over
+    the unsteered trace: where the effect starts, and whether it fades while the steering is on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from storage import write_png
+
+    rows, cols = summary["methods"], 4
+    n_rows = (len(rows) + cols - 1) // cols
+    fig, axes = plt.subplots(n_rows, cols, figsize=(12, 2.4 * n_rows), squeeze=False, sharey=True)
+    base = summary.get("unsteered_trace") or []
+    for ax, r in zip(axes.flat, rows, strict=False):
+        ax.plot(base, color="#bbb", lw=1, label="unsteered")
+        ax.plot(
+            r.get("trace") or [],
+            color="#888" if r["control"] else "#3b7dd8",
+            lw=1.2,
+            label=r["method"],
+        )
+        ax.set_title(r["method"], fontsize=10)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(rows) :]:
+        ax.axis("off")
+    fig.supxlabel("step")
+    fig.supylabel("mean commanded grip")
+    fig.tight_layout()
+    write_png(path, fig)
+    plt.close(fig)
+
+
 def write_html(summary: dict[str, Any], root: Path) -> Path:
     """leaderboard.html: the table with intervals, the dose curves and the Pareto plots."""
     from reports.html import est_html, img, page, section, table
@@ -134,6 +167,7 @@ def write_html(summary: dict[str, Any], root: Path) -> Path:
     sections = [
         section("table", "Leaderboard", shows, table(head, body, "steer")),
         section("doses", "Dose curves (calibration seeds)", [], img(root / "dose_curves.png", "dose curves")),
+        section("traces", "Per-step commanded grip (evaluation seeds)", [], img(root / "traces.png", "traces")),
         section("pareto", "Effect against success and side effect", [],
                 img(root / "pareto_success.png", "effect vs success") + img(root / "pareto_side.png", "effect vs side effect")),
     ]  # fmt: skip
@@ -177,6 +211,7 @@ def write_leaderboard(summary: dict[str, Any], cfg: SteerBenchConfig, console: C
 
     root = cfg.root
     plot_doses(summary, root / "dose_curves.png")
+    plot_traces(summary, root / "traces.png")
     plot_pareto(summary, root / "pareto_success.png", "success")
     plot_pareto(summary, root / "pareto_side.png", "side")
     buffer = io.StringIO()

@@ -92,6 +92,20 @@ def persistence(
     return {"early": e, "late": lt, "retained": lt / e if abs(e) > 1e-9 else None, "n": len(early)}
 
 
+def trace(
+    by_episode: dict[tuple[str, int], list[dict[str, Any]]], condition: str, key: str = "a_grip"
+) -> list:
+    """Mean `key` per step index over `condition`'s episodes (None past the last episode's end)."""
+    episodes = [steps for (c, _), steps in by_episode.items() if c == condition]
+    if not episodes:
+        return []
+    length = max(len(e) for e in episodes)
+    return [
+        float(np.mean(v)) if (v := [e[i][key] for e in episodes if i < len(e)]) else None
+        for i in range(length)
+    ]
+
+
 def read_steps(run_dir: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:
     """(condition, seed) → its step rows, from a finished experiment folder."""
     import pyarrow.parquet as pq
@@ -135,6 +149,7 @@ def summarize(cfg: SteerBenchConfig, names: list[str], fitted: dict[str, Any], f
             "motion": {k: float(np.nanmean([q[k] for q in quality])) - float(np.nanmean([q[k] for q in base_quality]))
                        for k in ("path_length", "jerk", "chatter")} if quality and base_quality else {},
             "persistence": persistence(steps, cond),
+            "trace": trace(steps, cond),
             "other_persistence": persistence(other_steps, cond),
             "cost": {"units": fit[name].get("units", 1), "fit_rows": fit[name].get("n_rows"),
                      "fit_seconds": fit[name].get("fit_seconds"), "acts_on": fit[name]["acts_on"],
@@ -151,4 +166,5 @@ def summarize(cfg: SteerBenchConfig, names: list[str], fitted: dict[str, Any], f
     }  # fmt: skip
     return {"config": cfg.to_dict(), "target_change_N": target, "unsteered_calibration_grip_N": unsteered,
             "expert_other_calibration_grip_N": expert_other, "references": references, "methods": rows,
+            "unsteered_trace": trace(steps, "unsteered"),
             "prompting": "not run: the shipped models never read a handling word (issue: language grounding)"}  # fmt: skip
