@@ -137,7 +137,7 @@ class SteerBenchConfig:
         return asdict(self)
 
     def experiment(self, name: str, seeds: list[int], conditions: list[str], material: str, unbreakable: bool,
-                   methods: str | None, agent: str | None = None) -> Any:  # fmt: skip
+                   methods: str | None, agent: str | None = None, object_pattern: str = "material") -> Any:  # fmt: skip
         """The runner's ExperimentConfig of one of the benchmark's episode sets."""
         from rollouts.runner import ExperimentConfig
 
@@ -146,7 +146,7 @@ class SteerBenchConfig:
             unbreakable=unbreakable, agent=agent or self.agent, model=self.model, layer=self.layer,
             max_steps=self.max_steps, holding=False, executor=self.executor, workers=self.workers,
             envs_per_worker=self.envs_per_worker, device=self.device, methods=methods,
-            method_files=list(self.method_files),
+            method_files=list(self.method_files), object_pattern=object_pattern,
         )  # fmt: skip
 
 

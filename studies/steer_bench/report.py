@@ -16,7 +16,7 @@ from studies.steer_bench.config import SteerBenchConfig
 
 CSV_COLUMNS = ("method", "control", "strength", "target_reached", "grip_change_N", "grip_low", "grip_high",
                "grip_change_red_N", "grip_change_blue_N", "p_fragile_change", "grip_command_change", "release_height_change", "carry_speed_change", "success", "success_unsteered",
-               "broken", "broken_unsteered", "other_grip_change_N", "other_success", "jerk_change", "chatter_change",
+               "broken", "broken_unsteered", "other_grip_change_N", "other_success", "plain_action_change", "jerk_change", "chatter_change",
                "persistence_retained", "units", "fit_seconds", "overhead_ratio", "displacement_layer",
                "displacement_last", "acts_on", "supervision", "paper")  # fmt: skip
 
@@ -34,7 +34,7 @@ def csv_row(r: dict[str, Any]) -> dict[str, Any]:
             "success_unsteered": r["success_unsteered"]["value"], "broken": r["broken"]["value"],
             "broken_unsteered": r["broken_unsteered"]["value"],
             "other_grip_change_N": r["other_material"]["peak_grip_force"]["value"],
-            "other_success": r["other_success"]["value"], "jerk_change": r["motion"].get("jerk"),
+            "other_success": r["other_success"]["value"], "plain_action_change": r["plain"]["action_change"]["value"], "jerk_change": r["motion"].get("jerk"),
             "chatter_change": r["motion"].get("chatter"), "persistence_retained": r["persistence"]["retained"],
             "units": r["cost"]["units"], "fit_seconds": r["cost"]["fit_seconds"],
             "overhead_ratio": r["cost"]["overhead_ratio"], "displacement_layer": r["displacement"]["layer"],
@@ -148,7 +148,7 @@ def write_html(summary: dict[str, Any], root: Path) -> Path:
     from storage import write_text
 
     head = ["method", "strength", "grip change (N)", "success", "broken", "other material grip (N)",
-            "retained late/early", "units", "overhead ×", "‖Δh‖/‖h‖ layer / last"]  # fmt: skip
+            "retained late/early", "plain objects |Δa|", "units", "overhead ×", "‖Δh‖/‖h‖ layer / last"]  # fmt: skip
     body = []
     for r in summary["methods"]:
         name = r["method"] + (" <i>(control)</i>" if r["control"] else "") + ("" if r["target_reached"] in (True, None)
@@ -157,7 +157,7 @@ def write_html(summary: dict[str, Any], root: Path) -> Path:
         body.append([name, f"{r['strength']:+.4g}", est_html(r["effect"]["peak_grip_force"], signed=True),
                      est_html(r["success"], pct=True), est_html(r["broken"], pct=True, p=r["broken_p"]),
                      est_html(r["other_material"]["peak_grip_force"], signed=True),
-                     "–" if ret is None else f"{ret:.2f}", str(r["cost"]["units"]), f"{r['cost']['overhead_ratio']:.2f}",
+                     "–" if ret is None else f"{ret:.2f}", est_html(r["plain"]["action_change"]), str(r["cost"]["units"]), f"{r['cost']['overhead_ratio']:.2f}",
                      f"{r['displacement']['layer']:.3f} / {r['displacement']['last']:.3f}"])  # fmt: skip
     cfg = summary["config"]
     shows = [f"Each method's strength was chosen on {cfg['calibration_seeds']} calibration seeds to change the peak grip "

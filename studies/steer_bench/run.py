@@ -18,7 +18,9 @@ on calibration seeds, then scored on evaluation seeds on what the robot physical
    method's.
 4. Evaluation (seeds 0..seeds-1): unsteered and every method at its chosen strength on three
    arms: unbreakable objects of `material` (the effect), breakable ones (breakage) and the other
-   material (the side effect on objects that did not need steering).
+   material (the side effect on objects that did not need steering); and a fourth, objects of the
+   steered material drawn plain (no material pattern: frames without the concept), where any
+   change of the actions is a side effect.
 5. Summary (studies.steer_bench.summary) and leaderboard (studies.steer_bench.report).
 Every stage is an experiment folder under episodes/ that resumes where it stopped.
 """
@@ -38,13 +40,14 @@ ARMS = {"effect": True, "breakage": False}  # arm → unbreakable objects of the
 
 
 def episodes(cfg: SteerBenchConfig, name: str, seeds: list[int], conditions: list[str], material: str,
-             unbreakable: bool, agent: str | None = None, progress: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+             unbreakable: bool, agent: str | None = None, progress: bool = True,
+             object_pattern: str = "material") -> list[dict[str, Any]]:  # fmt: skip
     """Run (or resume) one experiment of the benchmark; its episode rows."""
     from rollouts.experiment import run_experiment
     from rollouts.logs import RunLog
 
     exp = cfg.experiment(name, seeds, conditions, material, unbreakable,
-                         None if agent == "scripted" else str(cfg.root / "methods"), agent)  # fmt: skip
+                         None if agent == "scripted" else str(cfg.root / "methods"), agent, object_pattern)  # fmt: skip
     return RunLog(run_experiment(exp, progress=progress)).read_episodes().to_pylist()
 
 
@@ -149,6 +152,9 @@ def run_steer_bench(
     arms["other"] = episodes(
         cfg, "other", eval_seeds, conditions, cfg.other, False, progress=progress
     )
+    # frames without the concept: objects drawn plain (no material pattern), physics unchanged
+    arms["plain"] = episodes(cfg, "plain", eval_seeds, conditions, cfg.material, True, progress=progress,
+                             object_pattern="plain")  # fmt: skip
     summary = summarize(cfg, names, fitted, fit_rows, curves, chosen, target, float(unsteered),
                         float(expert_other), expert, offline, arms, cfg.root / "episodes")  # fmt: skip
     summary["resources"] = {k: v for k, v in res.items() if k not in ("backend", "data")}

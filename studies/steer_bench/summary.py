@@ -66,6 +66,28 @@ def motion(steps: list[dict[str, Any]]) -> dict[str, float]:
             "chatter": float(np.count_nonzero(closing[1:] != closing[:-1]))}  # fmt: skip
 
 
+def action_change(
+    by_episode: dict[tuple[str, int], list[dict[str, Any]]], condition: str
+) -> dict[str, Any]:
+    """Mean |Δ action| per step between `condition` and unsteered on the same seed (the four
+    action dimensions, steps both episodes ran), with its bootstrap interval over seeds."""
+    from reports.stats import bootstrap_mean
+
+    keys = ("a_dx", "a_dy", "a_dz", "a_grip")
+    per_seed = []
+    for (cond, seed), steps in by_episode.items():
+        base = by_episode.get(("unsteered", seed))
+        if cond != condition or not base:
+            continue
+        n = min(len(steps), len(base))
+        a = np.array([[s[k] for k in keys] for s in steps[:n]], dtype=float)
+        b = np.array([[s[k] for k in keys] for s in base[:n]], dtype=float)
+        per_seed.append(float(np.abs(a - b).mean()))
+    if len(per_seed) < 2:
+        return {"value": None, "low": None, "high": None, "n": len(per_seed)}
+    return bootstrap_mean(np.array(per_seed)).to_dict()
+
+
 def persistence(
     by_episode: dict[tuple[str, int], list[dict[str, Any]]], condition: str
 ) -> dict[str, Any]:
@@ -125,6 +147,7 @@ def summarize(cfg: SteerBenchConfig, names: list[str], fitted: dict[str, Any], f
 
     steps = read_steps(episodes_dir / "effect")
     other_steps = read_steps(episodes_dir / "other")
+    plain_steps = read_steps(episodes_dir / "plain")
     fit = {r["method"]: r for r in fit_rows}
     rows = []
     for name in names:
@@ -146,6 +169,9 @@ def summarize(cfg: SteerBenchConfig, names: list[str], fitted: dict[str, Any], f
             "broken_p": mcnemar_p(arms["breakage"], cond, "broken"),
             "other_material": {m: paired(arms["other"], cond, m) for m in ("peak_grip_force", "carry_speed")},
             "other_success": rate(arms["other"], cond, "success"),
+            "plain": {"action_change": action_change(plain_steps, cond),
+                      "grip_command": paired(arms["plain"], cond, "grip_command"),
+                      "carry_speed": paired(arms["plain"], cond, "carry_speed")},
             "motion": {k: float(np.nanmean([q[k] for q in quality])) - float(np.nanmean([q[k] for q in base_quality]))
                        for k in ("path_length", "jerk", "chatter")} if quality and base_quality else {},
             "persistence": persistence(steps, cond),
