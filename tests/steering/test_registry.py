@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import torch
 
 from steering import load_method_files, make_method
 from steering.base import FitData
@@ -124,3 +125,28 @@ def test_method_conditions_checked_before_any_episode(tmp_path, fit_data):
         with pytest.raises(ValueError, match=message):
             run_experiment(cfg, progress=False)
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_method_from_another_distribution(tmp_path, monkeypatch, fit_data):
+    """A package that declares a method in the `physteer.steering` entry-point group: found by
+    name, fitted, saved and loaded like a built-in, with no edit of physteer."""
+    from steering import load_method, method_names
+
+    (tmp_path / "lastdim_pkg.py").write_text(
+        USER_METHOD.replace("first-dim", "last-dim").replace("d[0]", "d[-1]")
+    )
+    dist = tmp_path / "lastdim_pkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lastdim-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[physteer.steering]\nlast-dim = lastdim_pkg:FirstDimension\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "last-dim" in method_names()
+    method = make_method("last-dim").fit(fit_data)
+    assert (
+        float(method.state["vector"][-1]) > 0
+        and float(method.state["vector"][:-1].abs().sum()) == 0
+    )
+    again = load_method(method.save(tmp_path / "saved"))
+    assert torch.equal(again.state["vector"], method.state["vector"])
