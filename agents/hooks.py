@@ -143,7 +143,11 @@ class HookHandle:
         self._handles.append(
             view.model.register_forward_pre_hook(self._record_ids, with_kwargs=True)
         )
-        self._handles.extend(self._install(view))
+        try:
+            self._handles.extend(self._install(view))
+        except Exception:
+            self.remove()  # nothing of a failed attach stays on the model
+            raise
         return self
 
     def remove(self) -> None:

@@ -59,9 +59,9 @@ class SteeringResources:
                 raise FileNotFoundError(
                     f"methods folder {root} does not exist (`physteer steer-bench` writes one)"
                 )
-            res.methods = {
-                p.parent.name: load_method(p.parent) for p in sorted(root.glob(f"*/{METHOD_FILE}"))
-            }
+            for path in sorted(root.glob(f"*/{METHOD_FILE}")):  # keyed by the method's own name
+                method = load_method(path.parent)
+                res.methods[method.name] = method
         if sae_dir:
             from sae.matryoshka import MatryoshkaSAE
 

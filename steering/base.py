@@ -127,9 +127,12 @@ class SteeringMethod:
     acts_on: ClassVar[str] = "residual"
     supervision: ClassVar[str] = "concept labels"  # or "behaviour", "none"
     signed: ClassVar[bool] = True  # the sign of the strength picks the material
-    strength_range: ClassVar[tuple[float, float]] = (-20.0, 20.0)
+    strength_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)  # any finite strength
     per_seed: ClassVar[bool] = False  # its edit is drawn per episode seed (a control)
     needs_backend: ClassVar[bool] = False  # fit reads the model itself (weights, forwards)
+    #: the effect grows from 0 at strength 0 (adding or scaling); False for clamps, whose
+    #: weakest strength already sets a value (a dose curve is not interpolated from 0)
+    from_zero: ClassVar[bool] = True
     #: strengths of a dose curve toward one material (made negative toward rigid when signed)
     dose: ClassVar[tuple[float, ...]] = (0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -160,7 +163,7 @@ class SteeringMethod:
                 f"steering method {self.name!r} reads the model to fit: pass the backend"
             )
         start = time.perf_counter()
-        self.layer = data.layer
+        self.layer, self.state, self.fit_info = data.layer, {}, {}
         self._fit(data, backend)
         self.fit_info = {"n_rows": int(len(data.material)), "n_frames": int(len(np.unique(data.group))),
                          "fit_seconds": round(time.perf_counter() - start, 4), "source": data.source,
@@ -210,7 +213,8 @@ class SteeringMethod:
         """Plain facts for tables: name, paper, data, supervision, what it touches, fit info."""
         return {"method": self.name, "paper": self.paper, "needs": list(self.needs), "acts_on": self.acts_on,
                 "supervision": self.supervision, "layer": self.layer, "units": self.units(),
-                "strength_range": list(self.strength_range), **self.fit_info}  # fmt: skip
+                "strength_range": [v if math.isfinite(v) else None for v in self.strength_range],
+                **self.fit_info}  # fmt: skip
 
     # --- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

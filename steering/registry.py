@@ -52,6 +52,11 @@ def register_method(cls: type[SteeringMethod]) -> type[SteeringMethod]:
     """Make `cls` known under `cls.name` (use as a decorator on a SteeringMethod subclass)."""
     if not (isinstance(cls, type) and issubclass(cls, SteeringMethod)) or not cls.name:
         raise ValueError(f"{cls!r}: register a SteeringMethod subclass with a non-empty `name`")
+    known = _plugin_paths().get(cls.name)
+    if known is not None and known != f"{cls.__module__}:{cls.__qualname__}":
+        raise ValueError(
+            f"steering method {cls.name!r} is taken by {known}: give {cls.__qualname__} another name"
+        )
     METHODS[cls.name] = cls
     return cls
 

@@ -5,8 +5,10 @@ the two classes differ on them, multiplicatively.
 decoder block's output). For each (layer, dimension) unit j and paired samples i,
 Δ_ij = fragile_ij − rigid_ij; β_j = ±max(n₊, n₋) / N, negative when n₋ > n₊ (a signed
 sign-agreement fraction). The k units of largest |β| over every layer are kept; steering scales
-them, a_j ← a_j (1 + α β_j), at the image tokens. The strength is α (0 = identity): α > 0
-pushes the units the fragile class has higher further up (toward fragile), α < 0 down.
+them, a_j ← a_j (1 + α β_j), at the image tokens, as the paper's code does. The strength is α
+(0 = identity); α > 0 grows the magnitude of the units where fragile rows are mostly higher
+(β > 0) and shrinks the others, which moves a positive activation toward fragile and a negative
+one away from it: the rule scales, it does not add a direction.
 Pairs: fragile and rigid frames matched in order within each color (the frames are balanced).
 """
 

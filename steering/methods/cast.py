@@ -6,10 +6,12 @@ vector c is read from the activations of condition-positive vs -negative inputs;
 the hidden state's similarity to c decides, per input, whether the behaviour vector is added.
 Here the condition is "the object looks fragile": c = unit(μ_fragile − μ_rigid) at the layer,
 the gate reads the cosine between the frame's mean image-token state (centred on the data's
-mean) and c, and fires above a threshold chosen on the fit frames for the best balanced
-accuracy. The behaviour is the difference of means (strength as in steering.direction). Each
-forward row is gated on its own image tokens; `fit_info` gives the gate's firing rate on the
-fit frames of each material (the episodes' own rate is in the benchmark's table).
+mean) and c against a threshold chosen on the fit frames for the best balanced accuracy: above
+it the frame looks fragile, at or below it rigid. The gate fires on the material the steering
+moves away from (fragile-looking frames for s < 0, toward rigid; rigid-looking ones for s > 0).
+The behaviour is the difference of means (strength as in steering.direction). Each forward row
+is gated on its own image tokens; `fit_info` gives the gate's firing rate on the fit frames of
+each material, and an attached edit counts its firings (`fired`, one entry per gated row).
 """
 
 from __future__ import annotations
@@ -47,14 +49,12 @@ class GatedAddVector(ResidualIntervention):
         for row in range(hidden.shape[0]):
             tokens = hidden[row][mask[row]].float()
             mean = tokens.mean(0) - self.centre.to(tokens.device)
-            fires = (
-                float(
-                    torch.nn.functional.cosine_similarity(
-                        mean, self.condition.to(tokens.device), dim=0
-                    )
-                )
-                > self.threshold
+            sim = float(
+                torch.nn.functional.cosine_similarity(mean, self.condition.to(tokens.device), dim=0)
             )
+            # the condition is the material the steering moves away from: fragile-looking
+            # frames when steering toward rigid (s < 0), rigid-looking ones toward fragile
+            fires = sim > self.threshold if self.scale < 0 else sim <= self.threshold
             self.fired.append(fires)
             if fires:
                 hidden[row][mask[row]] = (tokens + self.scale * self.vector.to(tokens.device)).to(

@@ -31,5 +31,4 @@ class LATDirection(DirectionMethod):
         # random signs, as RepE shuffles pair order: PCA then finds the axis, not the mean
         diffs = diffs * torch.as_tensor(rng.choice([-1.0, 1.0], size=(n, 1)), dtype=diffs.dtype)
         diffs = diffs - diffs.mean(0)
-        self.fit_info["units"] = 1
         return torch.linalg.svd(diffs, full_matrices=False).Vh[0]

@@ -24,9 +24,8 @@ from steering.direction import pooled
 from steering.registry import register_method
 
 
-def fit_affine(source: torch.Tensor, target: torch.Tensor, steps: int, sparsity: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def fit_affine(source: torch.Tensor, target: torch.Tensor, steps: int, sparsity: float) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(ω, b) minimising Σ_d W₂²(ω_d · source_d + b_d, target_d) + sparsity · ‖(ω − 1, b)‖₁."""
-    torch.manual_seed(seed)
     omega = torch.ones(source.shape[1], requires_grad=True)
     bias = torch.zeros(source.shape[1], requires_grad=True)
     n = min(len(source), len(target))
@@ -65,7 +64,7 @@ class LinEAS(SteeringMethod):
         f, r = x[fragile == 1], x[fragile == 0]
         steps, sparsity = int(self.params["steps"]), float(self.params["sparsity"])
         for name, source, target in (("to_fragile", r, f), ("to_rigid", f, r)):
-            omega, bias = fit_affine(source, target, steps, sparsity, seed=0)
+            omega, bias = fit_affine(source, target, steps, sparsity)
             self.state[f"{name}_omega"], self.state[f"{name}_bias"] = omega, bias
         moved = ((self.state["to_rigid_omega"] - 1).abs() > 1e-3) | (
             self.state["to_rigid_bias"].abs() > 1e-3

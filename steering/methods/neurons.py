@@ -28,6 +28,7 @@ class NeuronClusters(SteeringMethod):
     supervision = "none"
     strength_range = (-50.0, 50.0)
     dose = (1.0, 2.0, 5.0, 10.0, 20.0)
+    from_zero = False
 
     def __init__(
         self, fragile_word: str = "fragile", rigid_word: str = "rigid", **params: Any

@@ -31,6 +31,8 @@ class SAEClamp(SteeringMethod):
     needs = ("labelled", "sae")
     strength_range = (-3.0, 3.0)
     dose = (0.2, 0.4, 0.6, 0.8, 1.0)
+    from_zero = False
+    takes_own_material = True  # the benchmark passes the material it steers from
 
     def __init__(self, own: str = "fragile", **params: Any) -> None:
         if own not in LEVELS:

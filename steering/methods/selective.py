@@ -11,7 +11,9 @@ project onto b1 with opposite signs. Strength is θ in degrees (0 = identity; 18
 component around, which is what moves a fragile token toward rigid and a rigid one toward
 fragile, so the strength has no material sign). Adapted to physteer: the rotation acts on the
 decoder layers' outputs (the residual stream) at the image tokens, where the paper rotates the
-normalisation modules' outputs at every token.
+normalisation modules' outputs at every token; and since the residual stream carries a
+rotation into the next layer (a normalisation output is not carried), the angle is split
+evenly over the k selected layers, θ/k at each, so that θ is about the total rotation.
 """
 
 from __future__ import annotations
@@ -51,13 +53,9 @@ class SelectiveSteering(SteeringMethod):
         cos = candidates @ candidates.T
         b1 = candidates[int(((cos.sum(1) - 1) / max(1, len(layers) - 1)).argmax())]
         centred = candidates - candidates.mean(0)
-        pc = (
-            torch.linalg.svd(centred, full_matrices=False).Vh[0]
-            if len(layers) > 1
-            else torch.randn_like(b1)
-        )
+        pc = torch.linalg.svd(centred, full_matrices=False).Vh[0] if len(layers) > 1 else b1
         b2 = pc - (pc @ b1) * b1
-        if float(b2.norm()) < 1e-6:  # the candidates all agree: any direction orthogonal to b1
+        if float(b2.norm()) < 1e-6:  # one layer, or the candidates agree: any unit ⟂ b1 (seeded)
             b2 = torch.randn(len(b1), generator=torch.Generator().manual_seed(0))
             b2 = b2 - (b2 @ b1) * b1
         b2 = b2 / b2.norm()
@@ -78,11 +76,11 @@ class SelectiveSteering(SteeringMethod):
     def _intervention(self, strength: float, seed: int) -> Any:
         from steering.edits import EditStack, ResidualMap
 
-        m = rotation(self.state["b1"], self.state["b2"], strength)
+        layers = self.state["layers"].tolist()
+        # the residual stream carries each layer's rotation forward: θ/k at each of k layers
+        m = rotation(self.state["b1"], self.state["b2"], strength / len(layers))
 
         def rotate(h):
             return h @ m.T.to(h.device)
 
-        return EditStack(
-            [ResidualMap(rotate, int(layer)) for layer in self.state["layers"].tolist()]
-        )
+        return EditStack([ResidualMap(rotate, int(layer)) for layer in layers])

@@ -37,19 +37,19 @@ class ModuleMeans(HookHandle):
         self.sums: dict[tuple[str, int, str, str], torch.Tensor] = {}
         self.counts: dict[str, int] = {"fragile": 0, "rigid": 0}
 
+    def _validate(self, view: ModelView) -> None:
+        for layer, block in enumerate(view.layers):  # every module found before any hook goes on
+            for path in MODULES.values():
+                try:
+                    block.get_submodule(path)
+                except AttributeError:
+                    raise ValueError(
+                        f"decoder layer {layer} has no {path}: Steer2Edit edits Llama-style blocks"
+                    ) from None
+
     def _install(self, view: ModelView) -> list[torch.utils.hooks.RemovableHandle]:
-        handles = []
-        for layer, block in enumerate(view.layers):
-            for kind, path in MODULES.items():
-                module = block
-                for part in path.split("."):
-                    module = getattr(module, part, None)
-                    if module is None:
-                        raise ValueError(
-                            f"decoder layer {layer} has no {path}: Steer2Edit edits Llama-style blocks"
-                        )
-                handles.append(module.register_forward_hook(self._hook_for(kind, layer)))
-        return handles
+        return [block.get_submodule(path).register_forward_hook(self._hook_for(kind, layer))
+                for layer, block in enumerate(view.layers) for kind, path in MODULES.items()]  # fmt: skip
 
     def _hook_for(self, kind: str, layer: int) -> Any:
         def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
@@ -122,7 +122,8 @@ class Steer2Edit(SteeringMethod):
                     + means.mean(kind, layer, "in", "rigid")
                 )
                 rho = float(self.params[f"rho_{kind}"])
-                delta = torch.zeros_like(weight)
+                # every edit of a layer's module adds v ⊗ (something): the sum is rank 1, v ⊗ u
+                u = torch.zeros(weight.shape[1])
                 if kind == "attn":
                     width = weight.shape[1] // n_heads
                     for j in range(n_heads):
@@ -133,24 +134,26 @@ class Steer2Edit(SteeringMethod):
                         )
                         if float(lam) != 0.0:
                             key = weight[:, cols].T @ v
-                            delta[:, cols] = float(lam) * torch.outer(v, key / key.norm())
+                            u[cols] = float(lam) * key / key.norm()
                             units += 1
                 else:
                     g = torch.nn.functional.cosine_similarity(
                         weight * x.unsqueeze(0), v.unsqueeze(1), dim=0
                     )
-                    lam = elastic_lambda(g, rho, alpha) * torch.sign(weight.T @ v)
-                    delta = torch.outer(v, lam)
-                    units += int((lam != 0).sum())
-                self.state[f"{kind}_{layer}"] = delta
+                    u = elastic_lambda(g, rho, alpha) * torch.sign(weight.T @ v)
+                    units += int((u != 0).sum())
+                self.state[f"{kind}_{layer}_v"], self.state[f"{kind}_{layer}_u"] = v, u
         self.fit_info.update(units=units, n_frames_forward=int(len(data.frames)))
 
     def _intervention(self, strength: float, seed: int) -> Any:
         from steering.edits import EditStack, WeightEdit
 
         edits = []
-        for key, delta in sorted(self.state.items()):
-            kind, layer = key.rsplit("_", 1)
-            if bool(delta.any()):
-                edits.append(WeightEdit(int(layer), MODULES[kind] + ".weight", strength * delta))
+        for key in sorted(k for k in self.state if k.endswith("_u")):
+            kind, layer, _ = key.split("_")
+            u, v = self.state[key], self.state[f"{kind}_{layer}_v"]
+            if bool(u.any()):
+                edits.append(
+                    WeightEdit(int(layer), MODULES[kind] + ".weight", strength * torch.outer(v, u))
+                )
         return EditStack(edits)

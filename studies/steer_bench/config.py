@@ -16,7 +16,7 @@ COLLECT_SEED = 2_000_000  # first env seed of the fit frames (episodes use seeds
 CALIBRATION_SEED = 10_000  # first env seed of the calibration episodes (evaluation: 0..seeds-1)
 #: Fields whose values made the cached resources and fitted methods; a rerun must keep them.
 RESOURCE_FIELDS = ("agent", "model", "layer", "images", "sae_steps", "sae_expansion", "sae_lr", "methods",
-                   "method_files", "material")  # fmt: skip
+                   "method_files", "material", "target", "calibration_seeds", "seeds", "max_steps")  # fmt: skip
 
 
 @dataclass

@@ -98,19 +98,23 @@ def fit_methods(
     """Fit (or reuse) every method; returns name → the fitted method. A method that needs data
     the run lacks fails here, naming it, before any episode."""
     from steering.base import METHOD_FILE
-    from steering.registry import load_method, make_method
+    from steering.registry import load_method, method_class
 
     fitted = {}
     data, backend = res["data"], res["backend"]
+
+    def made(name: str) -> Any:  # a clamp's levels are relative to the material steered from
+        cls = method_class(name)
+        return cls(own=cfg.material) if getattr(cls, "takes_own_material", False) else cls()
+
     for name in names:
-        method = make_method(name)
-        method.check_data(data)
+        made(name).check_data(data)
     for name in names:
         folder = cfg.root / "methods" / name
         if (folder / METHOD_FILE).is_file():
             fitted[name] = load_method(folder)
             continue
-        method = make_method(name).fit(data, backend)
+        method = made(name).fit(data, backend)
         method.save(folder)
         console.print(f"fitted {name}: {method.fit_info.get('fit_seconds', 0):.2f} s")
         fitted[name] = method

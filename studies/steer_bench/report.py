@@ -202,7 +202,7 @@ def print_table(summary: dict[str, Any], console: Console) -> None:
         t.add_row(name, f"{r['strength']:+.3g}", grip, f"{r['success']['value']:.0%}", f"{r['broken']['value']:.0%}",
                   "–" if o is None else f"{o:+.2f}", str(r["cost"]["units"]))  # fmt: skip
     console.print(t)
-    console.print("* target not reached on calibration seeds: the strongest dose point runs")
+    console.print("* target not reached on calibration seeds: the dose of the largest change runs")
 
 
 def write_leaderboard(summary: dict[str, Any], cfg: SteerBenchConfig, console: Console) -> Path:

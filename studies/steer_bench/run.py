@@ -65,14 +65,18 @@ def mean_effect(
     return float(np.mean(diffs)) if diffs else float("nan")
 
 
-def choose_strength(curve: list[tuple[float, float]], target: float) -> tuple[float, bool]:
+def choose_strength(curve: list[tuple[float, float]], target: float, from_zero: bool = True) -> tuple[float, bool]:  # fmt: skip
     """The strength reaching `target` on a dose curve [(strength, mean change)] ordered from the
     weakest: interpolated between the first pair that brackets it (True), else the strength of
-    the largest change in the target's direction (False)."""
+    the largest change in the target's direction (False). With `from_zero` the curve starts at
+    (0, 0) (an additive method); without it (a clamp) below its first point there is nothing to
+    interpolate toward, and a first point that already reaches the target is chosen as is."""
     sign = 1.0 if target >= 0 else -1.0
-    previous = (0.0, 0.0)
+    previous = (0.0, 0.0) if from_zero else None
     for strength, effect in curve:
         if np.isfinite(effect) and sign * effect >= sign * target:
+            if previous is None:
+                return float(strength), True
             (s0, e0), (s1, e1) = previous, (strength, effect)
             frac = 1.0 if e1 == e0 else (target - e0) / (e1 - e0)
             return float(np.round(s0 + min(1.0, max(0.0, frac)) * (s1 - s0), 4)), True
@@ -107,10 +111,10 @@ def run_steer_bench(
     fitted = fit_methods(cfg, names, res, console)
     fit_rows = write_fit_table(fitted, cfg.root / "methods" / "fitted.json")
     doses = {n: fitted[n].dose_strengths(cfg.other) for n in names}
-    for (
-        n
-    ) in names:  # a method that moves nothing at its strongest dose stops here, before any episode
-        offline_measures(fitted[n], doses[n][-1], res["backend"], res["data"].frames[:4], seed=0)
+    data = res["data"]
+    steered_frames = data.frames[data.frame_material == cfg.material][:4]  # what the run steers
+    for n in names:  # a method that moves nothing at its strongest dose stops here, before episodes
+        offline_measures(fitted[n], doses[n][-1], res["backend"], steered_frames, seed=0)
     everyone = list(range(CALIBRATION_SEED, CALIBRATION_SEED + cfg.calibration_seeds)) + list(
         range(cfg.seeds)
     )
@@ -127,14 +131,22 @@ def run_steer_bench(
         [r["peak_grip_force"] for r in expert[cfg.other] if r["seed"] in set(calibration)]
     )
     target = cfg.target * (expert_other - unsteered)
+    if np.sign(target) != cfg.direction:
+        raise ValueError(f"on calibration seeds the unsteered grip ({unsteered:.1f} N) is already past the scripted "
+                         f"expert's on {cfg.other} objects ({expert_other:.1f} N): there is no way toward {cfg.other} "
+                         "handling to calibrate to")  # fmt: skip
     curves = {
         n: [(s, mean_effect(cal_rows, method_condition(n, s))) for s in doses[n]] for n in names
     }
-    chosen = {n: choose_strength(curves[n], target) for n in names if n not in CONTROLS}
+    chosen = {
+        n: choose_strength(curves[n], target, fitted[n].from_zero)
+        for n in names
+        if n not in CONTROLS
+    }
     for control, reference in (("random", "dom"), ("neuron-random", "neuron")):
         if control in names:
             chosen[control] = (chosen[reference][0], None) if reference in chosen else \
-                choose_strength(curves[control], target)  # fmt: skip
+                choose_strength(curves[control], target, fitted[control].from_zero)  # fmt: skip
     for n, (s, _) in chosen.items():
         lo, hi = fitted[n].strength_range
         chosen[n] = (float(min(hi, max(lo, s))), chosen[n][1])

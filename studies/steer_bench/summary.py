@@ -117,15 +117,10 @@ def persistence(
 def trace(
     by_episode: dict[tuple[str, int], list[dict[str, Any]]], condition: str, key: str = "a_grip"
 ) -> list:
-    """Mean `key` per step index over `condition`'s episodes (None past the last episode's end)."""
+    """Mean `key` per step index over `condition`'s episodes still running at that step."""
     episodes = [steps for (c, _), steps in by_episode.items() if c == condition]
-    if not episodes:
-        return []
-    length = max(len(e) for e in episodes)
-    return [
-        float(np.mean(v)) if (v := [e[i][key] for e in episodes if i < len(e)]) else None
-        for i in range(length)
-    ]
+    length = max((len(e) for e in episodes), default=0)
+    return [float(np.mean([e[i][key] for e in episodes if i < len(e)])) for i in range(length)]
 
 
 def read_steps(run_dir: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:

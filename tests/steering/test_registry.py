@@ -150,3 +150,15 @@ def test_a_method_from_another_distribution(tmp_path, monkeypatch, fit_data):
     )
     again = load_method(method.save(tmp_path / "saved"))
     assert torch.equal(again.state["vector"], method.state["vector"])
+
+
+def test_a_user_method_cannot_take_a_builtin_name():
+    from steering import SteeringMethod, register_method
+
+    class Impostor(SteeringMethod):
+        name = "dom"
+
+    with pytest.raises(
+        ValueError, match="steering method 'dom' is taken by steering.methods.dom:DiffMean"
+    ):
+        register_method(Impostor)

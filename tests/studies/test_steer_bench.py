@@ -56,8 +56,8 @@ def test_quick_bench(tmp_path):
     for r in rows.values():
         assert r["effect"]["peak_grip_force"]["n"] == 2
         assert r["displacement"]["layer"] > 0 or r["displacement"]["last"] > 0
-        lo, hi = r["fit_info"]["strength_range"]
-        assert lo <= r["strength"] <= hi
+        lo, hi = r["fit_info"]["strength_range"]  # None: unbounded
+        assert (lo is None or lo <= r["strength"]) and (hi is None or r["strength"] <= hi)
     assert board["target_change_N"] * 1 == pytest.approx(
         0.5 * (board["expert_other_calibration_grip_N"] - board["unsteered_calibration_grip_N"])
     )
@@ -105,3 +105,14 @@ def test_a_method_that_moves_nothing_stops_before_any_episode(tmp_path, capsys):
         r"steering method 'noop' at strength .* silently does nothing", capsys.readouterr().err
     )
     assert not (tmp_path / "n" / "episodes").exists()
+
+
+def test_choose_strength():
+    from studies.steer_bench.run import choose_strength
+
+    curve = [(-1.0, 4.0), (-2.0, 10.0), (-4.0, 2.0)]
+    assert choose_strength(curve, 7.0) == (-1.5, True)  # between the bracketing dose points
+    assert choose_strength(curve, 2.0) == (-0.5, True)  # an additive method starts at (0, 0)
+    assert choose_strength(curve, 2.0, from_zero=False) == (-1.0, True)  # a clamp does not
+    assert choose_strength(curve, 12.0) == (-2.0, False)  # never reached: the largest change
+    assert choose_strength([(1.0, -3.0), (2.0, -6.0)], -4.5) == (1.5, True)  # a negative target
