@@ -38,6 +38,7 @@ from agents.processors import (
 from agents.resolve import (  # noqa: F401 - re-exported: `from agents.backend import resolve_device`
     DEVICES,
     DTYPES,
+    check_weight_files,
     resolve_device,
     resolve_dtype,
     resolve_model_path,
@@ -107,6 +108,8 @@ def load_vlm(
     previous = os.environ.get("HF_HUB_OFFLINE")
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
+    if is_local:
+        check_weight_files(source)
     try:
         processor = load_processor(source, local_files_only=offline or is_local)
         check_image_input(processor, str(model))

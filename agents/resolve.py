@@ -73,6 +73,24 @@ def resolve_model_path(model: str | Path) -> tuple[str, bool]:
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
+def check_weight_files(folder: str | Path) -> None:
+    """Read the header of every safetensors file of a local checkpoint (cheap: no tensor is
+    loaded), so a truncated or corrupt file is named before anything is built from it.
+
+    Raises:
+        ValueError: the file, and what the safetensors reader found wrong.
+    """
+    from safetensors import safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as exc:  # SafetensorError and OSError alike: the file cannot be read
+            raise ValueError(f"weights file {path} is truncated or corrupt ({exc}); save or copy the "
+                             "checkpoint again") from None  # fmt: skip
+
+
 def weights_sha1(folder: str | Path) -> str:
     """sha1 over a local checkpoint's weight files (by name; every file that ends in one of
     WEIGHT_SUFFIXES, in sorted order). A run records it because a name such as "tiny" points

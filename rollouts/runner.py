@@ -165,14 +165,8 @@ class ExperimentConfig:
             raise ValueError(
                 f"seeds must be a non-empty list of distinct ints >= 0, got {self.seeds}"
             )
-        for name, low in (
-            ("workers", 1),
-            ("envs_per_worker", 1),
-            ("decide_every", 1),
-            ("max_steps", 1),
-            ("image_size", 16),
-            ("videos", 0),
-        ):
+        for name, low in (("workers", 1), ("envs_per_worker", 1), ("decide_every", 1), ("max_steps", 1),
+                          ("image_size", 16), ("videos", 0)):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r} is not allowed; it must be an int >= {low}")
@@ -210,6 +204,10 @@ class ExperimentConfig:
             )
         if self.agent == "vla":
             self._check_vla()
+        if self.agent != "scripted" and self._model_dir()[1]:  # a corrupt weights file, named now
+            from agents.resolve import check_weight_files
+
+            check_weight_files(self._model_dir()[0])
         if self.agent == "scripted" and any(
             c.kind not in ("unsteered", *ENV_KINDS) for c in conditions
         ):
@@ -250,17 +248,19 @@ class ExperimentConfig:
 
         return TINY_VLA_DIR if self.model in ("tiny", "tiny-vla") else Path(self.model)
 
+    def _model_dir(self) -> tuple[Path | str, bool]:
+        """(the model's folder or hub id, whether it is a local folder) of a model agent."""
+        from agents.resolve import resolve_model_path
+
+        return (self._vla_dir(), True) if self.agent == "vla" else resolve_model_path(self.model)
+
     def model_weights(self) -> str | None:
         """sha1 of the model's weight files (agents.resolve.weights_sha1), recorded in config.json
         so that a resume or a replay cannot mix checkpoints; None for the scripted agent and
         for a hub id (its files are the hub's)."""
-        from agents.resolve import resolve_model_path, weights_sha1
+        from agents.resolve import weights_sha1
 
-        if self.agent == "scripted":
-            return None
-        if self.agent == "vla":
-            return weights_sha1(self._vla_dir())
-        path, local = resolve_model_path(self.model)
+        path, local = self._model_dir() if self.agent != "scripted" else (None, False)
         return weights_sha1(path) if local else None
 
     def _check_words(self, conditions: list[Condition]) -> None:
