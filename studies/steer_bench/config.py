@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ COLLECT_SEED = 2_000_000  # first env seed of the fit frames (episodes use seeds
 CALIBRATION_SEED = 10_000  # first env seed of the calibration episodes (evaluation: 0..seeds-1)
 #: Fields whose values made the cached resources and fitted methods; a rerun must keep them.
 RESOURCE_FIELDS = ("agent", "model", "layer", "images", "sae_steps", "sae_expansion", "sae_lr", "methods",
-                   "method_files", "material", "target", "calibration_seeds", "seeds", "max_steps")  # fmt: skip
+                   "method_files", "material", "target", "calibration_seeds", "refine_rounds", "seeds", "max_steps")  # fmt: skip
 
 
 @dataclass
@@ -41,6 +41,8 @@ class SteerBenchConfig:
             other material (0.5: halfway).
         calibration_seeds: episodes per dose point on calibration seeds (env seeds from 10000,
             disjoint from evaluation); the strength is chosen here, never on evaluation seeds.
+        refine_rounds: bisection rounds after the dose curve: each runs every interpolated
+            strength on the calibration seeds and interpolates again (0: the dose curve alone).
         seeds: evaluation episodes per method and arm (env seeds 0..seeds-1).
         images: labelled frames every method fits on (activations at every layer).
         sae_steps: SAE training steps (the SAE method's dictionary).
@@ -63,6 +65,7 @@ class SteerBenchConfig:
     material: str = "fragile"
     target: float = 0.5
     calibration_seeds: int = 6
+    refine_rounds: int = 2
     seeds: int = 20
     images: int = 256
     sae_steps: int = 1500
@@ -94,7 +97,7 @@ class SteerBenchConfig:
         (the user's files imported, each name known, each method's data need met)."""
         from steering.registry import CONTROLS, load_method_files, method_class
 
-        for name, low in (("calibration_seeds", 2), ("seeds", 2), ("images", 16), ("sae_steps", 1),
+        for name, low in (("calibration_seeds", 2), ("refine_rounds", 0), ("seeds", 2), ("images", 16), ("sae_steps", 1),
                           ("max_steps", 1), ("workers", 1), ("envs_per_worker", 1)):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -124,9 +127,10 @@ class SteerBenchConfig:
         saved = self.root / "bench_config.json"
         if saved.is_file():
             old = json.loads(saved.read_text())
-            changed = [
-                k for k in RESOURCE_FIELDS if old.get(k) != json.loads(json.dumps(getattr(self, k)))
-            ]
+            # a field added since the folder was made counts as its default
+            defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
+            changed = [k for k in RESOURCE_FIELDS
+                       if old.get(k, defaults.get(k)) != json.loads(json.dumps(getattr(self, k)))]  # fmt: skip
             if changed:
                 raise ValueError(f"{self.root} holds a benchmark made with other {changed} "
                                  f"({ {k: old.get(k) for k in changed} }); use another --name")  # fmt: skip

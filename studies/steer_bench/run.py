@@ -13,7 +13,10 @@ on calibration seeds, then scored on evaluation seeds on what the robot physical
    grip change is `target` × (expert on the other material − unsteered); each method's strength
    is the first on its curve whose mean paired change reaches the target, interpolated between
    the bracketing strengths; a method that never reaches it runs at the strength of its largest
-   change, marked "not reached". Controls: the random direction at the strength DiffMean chose
+   change, marked "not reached". Then `refine_rounds` rounds of bisection on the same seeds:
+   each runs the interpolated strengths, adds them to the curves and interpolates again between
+   the measured points that bracket the target (a steep curve is not trusted to be linear).
+   Controls: the random direction at the strength DiffMean chose
    (the direction methods share units, so it is norm-matched), random neurons at the neuron
    method's.
 4. Evaluation (seeds 0..seeds-1): unsteered and every method at its chosen strength on three
@@ -79,7 +82,9 @@ def choose_strength(curve: list[tuple[float, float]], target: float, from_zero: 
                 return float(strength), True
             (s0, e0), (s1, e1) = previous, (strength, effect)
             frac = 1.0 if e1 == e0 else (target - e0) / (e1 - e0)
-            return float(np.round(s0 + min(1.0, max(0.0, frac)) * (s1 - s0), 4)), True
+            return float(
+                f"{s0 + min(1.0, max(0.0, frac)) * (s1 - s0):.4g}"
+            ), True  # as the condition prints it
         if np.isfinite(effect):
             previous = (strength, effect)
     finite = [(s, e) for s, e in curve if np.isfinite(e)]
@@ -143,6 +148,19 @@ def run_steer_bench(
         for n in names
         if n not in CONTROLS
     }
+    for k in range(cfg.refine_rounds):  # bisection: measure the interpolated strengths, again
+        todo = {n: s for n, (s, reached) in chosen.items() if reached and s not in dict(curves[n])}
+        if not todo:
+            break
+        rows = episodes(cfg, f"calibration-refine{k + 1}", calibration,
+                        ["unsteered", *(method_condition(n, s) for n, s in todo.items())], cfg.material, True,
+                        progress=progress)  # fmt: skip
+        for n, s in todo.items():
+            curves[n] = sorted(
+                [*curves[n], (s, mean_effect(rows, method_condition(n, s)))],
+                key=lambda p: abs(p[0]),
+            )
+            chosen[n] = choose_strength(curves[n], target, fitted[n].from_zero)
     for control, reference in (("random", "dom"), ("neuron-random", "neuron")):
         if control in names:
             chosen[control] = (chosen[reference][0], None) if reference in chosen else \
@@ -157,7 +175,7 @@ def run_steer_bench(
     eval_seeds = list(range(cfg.seeds))
     conditions = ["unsteered", *(method_condition(n, chosen[n][0]) for n in names)]
     console.print(
-        f"evaluation: {len(conditions)} conditions × {cfg.seeds} seeds × {len(ARMS) + 1} arms"
+        f"evaluation: {len(conditions)} conditions × {cfg.seeds} seeds × {len(ARMS) + 2} arms"
     )
     arms = {arm: episodes(cfg, arm, eval_seeds, conditions, cfg.material, unbreakable, progress=progress)
             for arm, unbreakable in ARMS.items()}  # fmt: skip
