@@ -75,6 +75,9 @@ def test_quick_bench(tmp_path):
     for r in rows.values():
         assert r["effect"]["peak_grip_force"]["n"] == 2
         assert r["displacement"]["layer"] > 0 or r["displacement"]["last"] > 0
+        measured = [d["strength"] for d in r["dose"]]
+        if r["target_reached"]:  # a dose point, or bisection added measured points to the 5
+            assert r["strength"] in measured or len(measured) > 5
         lo, hi = r["fit_info"]["strength_range"]  # None: unbounded
         assert (lo is None or lo <= r["strength"]) and (hi is None or r["strength"] <= hi)
     assert board["target_change_N"] * 1 == pytest.approx(
