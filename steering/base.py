@@ -32,7 +32,6 @@ import torch
 FORMAT_VERSION = 1
 METHOD_FILE, STATE_FILE = "method.json", "state.safetensors"
 NEEDS = ("labelled", "frames", "sae")
-ACTS_ON = ("residual", "ffn", "weights")
 
 
 @dataclass
@@ -124,7 +123,7 @@ class SteeringMethod:
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""  # the citation of the method implemented
     needs: ClassVar[tuple[str, ...]] = ("labelled",)
-    acts_on: ClassVar[str] = "residual"
+    acts_on: ClassVar[str] = "residual"  # or "ffn", "weights"
     supervision: ClassVar[str] = "concept labels"  # or "behaviour", "none"
     signed: ClassVar[bool] = True  # the sign of the strength picks the material
     strength_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)  # any finite strength

@@ -39,7 +39,10 @@ from rich.console import Console
 
 from studies.steer_bench.config import CALIBRATION_SEED, SteerBenchConfig, method_condition
 
-ARMS = {"effect": True, "breakage": False}  # arm → unbreakable objects of the steered material
+#: Evaluation arm → (objects of the steered material?, unbreakable, how objects are drawn).
+#: "plain": the steered material without its pattern (frames without the concept).
+ARMS = {"effect": (True, True, "material"), "breakage": (True, False, "material"),
+        "other": (False, False, "material"), "plain": (True, True, "plain")}  # fmt: skip
 
 
 def episodes(cfg: SteerBenchConfig, name: str, seeds: list[int], conditions: list[str], material: str,
@@ -175,16 +178,11 @@ def run_steer_bench(
     eval_seeds = list(range(cfg.seeds))
     conditions = ["unsteered", *(method_condition(n, chosen[n][0]) for n in names)]
     console.print(
-        f"evaluation: {len(conditions)} conditions × {cfg.seeds} seeds × {len(ARMS) + 2} arms"
+        f"evaluation: {len(conditions)} conditions × {cfg.seeds} seeds × {len(ARMS)} arms"
     )
-    arms = {arm: episodes(cfg, arm, eval_seeds, conditions, cfg.material, unbreakable, progress=progress)
-            for arm, unbreakable in ARMS.items()}  # fmt: skip
-    arms["other"] = episodes(
-        cfg, "other", eval_seeds, conditions, cfg.other, False, progress=progress
-    )
-    # frames without the concept: objects drawn plain (no material pattern), physics unchanged
-    arms["plain"] = episodes(cfg, "plain", eval_seeds, conditions, cfg.material, True, progress=progress,
-                             object_pattern="plain")  # fmt: skip
+    arms = {arm: episodes(cfg, arm, eval_seeds, conditions, cfg.material if own else cfg.other, unbreakable,
+                          progress=progress, object_pattern=pattern)
+            for arm, (own, unbreakable, pattern) in ARMS.items()}  # fmt: skip
     summary = summarize(cfg, names, fitted, fit_rows, curves, chosen, target, float(unsteered),
                         float(expert_other), expert, offline, arms, cfg.root / "episodes")  # fmt: skip
     summary["resources"] = {k: v for k, v in res.items() if k not in ("backend", "data")}
