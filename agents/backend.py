@@ -44,6 +44,7 @@ from agents.resolve import (  # noqa: F401 - re-exported: `from agents.backend i
     resolve_model_path,
 )
 from agents.tiny_model import FRAGILE_QUESTION
+from agents.token_groups import token_groups
 
 #: Spellings of an answer word whose first tokens are summed into P(word).
 ANSWER_VARIANTS = ("{w}", " {w}", "{W}", " {W}", "{U}", " {U}")
@@ -319,6 +320,12 @@ class VLMBackend:
                     value = value.to(self.dtype)
             out[key] = value
         return out
+
+    def token_groups(self) -> dict[str, torch.Tensor]:
+        """`token_groups` of the tokenizer (computed once)."""
+        if not hasattr(self, "_token_groups"):
+            self._token_groups = token_groups(self.tokenizer)
+        return self._token_groups
 
     def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Boolean mask (B × T) of image-token positions in `input_ids`."""

@@ -3,6 +3,11 @@
 A hook on a decoder layer does not see `input_ids`, so every tap or intervention also puts a
 forward pre-hook on the top-level model that records the `input_ids` of the forward in flight;
 token positions ("image", "last", "all", explicit indices) are resolved from them.
+
+Named groups of a VLA prompt ("text", "state", "slots") are read from the tokenizer: "state" is
+the state tokens (`<st_...>`), "slots" the output slots (`<slot_...>`), "text" every ordinary
+token of the prompt (the instruction or question and the chat template's words: neither image,
+special, padding, nor a VLA token). A model without a tokenizer has no groups.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from typing import Any
 import torch
 
 from agents.backend import VLMBackend, find_decoder_layers, image_token_id
+from agents.token_groups import GROUP_PREFIXES, token_groups
 
 #: Accepted position specs: a name, explicit indices (negative counts from the end), or a mask.
 PositionSpec = str | Sequence[int] | torch.Tensor
-POSITION_NAMES = ("image", "last", "image+last", "all")
+POSITION_NAMES = ("image", "last", "image+last", "all", "text", "state", "slots")
 
 
 class ModelView:
@@ -27,10 +33,13 @@ class ModelView:
             self.model = target.model
             self.layers = target.layers
             self.image_token_id = target.image_token_id
+            self.groups = target.token_groups()
         elif isinstance(target, torch.nn.Module):
             self.model = target
             self.layers = find_decoder_layers(target)
             self.image_token_id = image_token_id(target, processor)
+            tok = getattr(processor, "tokenizer", processor)
+            self.groups = token_groups(tok) if hasattr(tok, "get_vocab") else {}
         else:
             raise ValueError(
                 f"target of type {type(target).__name__}: expected a VLMBackend or a torch model"
@@ -71,11 +80,38 @@ def check_positions(spec: PositionSpec) -> PositionSpec:
     return values
 
 
-def position_mask(
-    spec: PositionSpec, input_ids: torch.Tensor | None, image_token: int, shape: tuple[int, int]
+def group_mask(
+    spec: str, input_ids: torch.Tensor | None, image_token: int, groups: dict[str, torch.Tensor]
 ) -> torch.Tensor:
-    """Boolean mask (B × T) of the positions `spec` selects in a forward of `shape` (B, T)."""
+    """Mask of a named group ("text", "state", "slots") of the tokens in `input_ids`."""
+    if input_ids is None:
+        raise ValueError(f"positions={spec!r} needs input_ids; this forward got inputs_embeds only")
+    if not groups:
+        raise ValueError(f"positions={spec!r} needs the model's tokenizer: attach to a VLMBackend")
+    ids = input_ids.cpu()
+    if spec == "text":
+        return ~torch.isin(ids, groups["not_text"]) & (ids != image_token)
+    found = torch.isin(ids, groups[spec])
+    if not bool(found.any()):
+        raise ValueError(
+            f"positions={spec!r}: this prompt has no {spec} tokens ({GROUP_PREFIXES[spec]}...): "
+            "only a VLA prompt has them"
+        )
+    return found
+
+
+def position_mask(
+    spec: PositionSpec,
+    input_ids: torch.Tensor | None,
+    image_token: int,
+    shape: tuple[int, int],
+    groups: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Boolean mask (B × T) of the positions `spec` selects in a forward of `shape` (B, T);
+    `groups`: token_groups of the model's tokenizer, for "text", "state" and "slots"."""
     batch, length = shape
+    if isinstance(spec, str) and spec in ("text", "state", "slots"):
+        return group_mask(spec, input_ids, image_token, groups or {})
     if isinstance(spec, str):
         if spec == "all":
             return torch.ones(batch, length, dtype=torch.bool)

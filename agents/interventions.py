@@ -55,9 +55,8 @@ class ResidualIntervention(HookHandle):
 
     def _hook(self, module: torch.nn.Module, args: tuple, output: Any) -> Any:
         hidden = output_tensor(output)
-        mask = position_mask(
-            self.positions, self._input_ids, self.view.image_token_id, tuple(hidden.shape[:2])
-        ).to(hidden.device)
+        mask = position_mask(self.positions, self._input_ids, self.view.image_token_id,
+                             tuple(hidden.shape[:2]), self.view.groups).to(hidden.device)  # fmt: skip
         if not bool(mask.any()):
             return None
         selected = hidden[mask]
@@ -283,9 +282,8 @@ class NeuronOverride(HookHandle):
         if self.neuron_ids.numel() == 0:
             return None
         x = args[0]
-        mask = position_mask(
-            self.positions, self._input_ids, self.view.image_token_id, tuple(x.shape[:2])
-        ).to(x.device)
+        mask = position_mask(self.positions, self._input_ids, self.view.image_token_id,
+                             tuple(x.shape[:2]), self.view.groups).to(x.device)  # fmt: skip
         if not bool(mask.any()):
             return None
         x = x.clone()

@@ -135,6 +135,23 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
     )  # fmt: skip
 
 
+def other_handling_demonstrations(n_episodes: int, seed: int, frame_every: int = 3, max_steps: int = 200,
+                                  horizon: int = 4, n_envs: int = 1) -> tuple[Any, np.ndarray]:  # fmt: skip
+    """Demonstrations of each material handled as the other is (the firm profile on fragile
+    objects, the gentle one on rigid: `oracle_profiles` swapped), and per row the material whose
+    handling it shows (`toward`): what behaviour-supervised steering trains on
+    (steering.methods.reft). Executed motion is noisy and labels clean, as in
+    `collect_demonstrations`, whose arguments these are."""
+    from agents.protocol import NoisyOracle
+
+    own = oracle_profiles()
+    swapped = NoisyOracle(0.3, 0.5, profile_for={"fragile": own["rigid"], "rigid": own["fragile"]})
+    demos = collect_demonstrations(n_episodes, seed, horizon=horizon, frame_every=frame_every,
+                                   max_steps=max_steps, agent=swapped, n_envs=n_envs)  # fmt: skip
+    toward = np.where(demos.materials == "fragile", "rigid", "fragile")
+    return demos, toward
+
+
 def dagger_demonstrations(checkpoint: str, n_episodes: int, seed: int, horizon: int = 4, frame_every: int = 3,
                           n_envs: int = 4, max_steps: int = 200, progress: Any = None,
                           rigid_release: float = RIGID_RELEASE) -> Any:  # fmt: skip

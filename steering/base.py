@@ -31,7 +31,10 @@ import torch
 
 FORMAT_VERSION = 1
 METHOD_FILE, STATE_FILE = "method.json", "state.safetensors"
-NEEDS = ("labelled", "frames", "sae")
+NEEDS = ("labelled", "frames", "sae", "demonstrations")
+#: Where a residual edit may act (agents.hooks.POSITION_NAMES): the image tokens, the prompt's
+#: text, the VLA's state tokens or its output slots, every position, or the last one.
+POSITIONS = ("image", "text", "state", "slots", "all", "last")
 
 
 @dataclass
@@ -49,6 +52,9 @@ class FitData:
         frame_material: (N,) the material of each frame.
         sae: a fitted MatryoshkaSAE at `layer` (or None).
         fragility_features: [(latent, rigid level, fragile level)] discovered on it (or None).
+        demos: demonstrations of each handling as a loss through the model
+            (steering.behaviour.VLABehaviour or PlannerBehaviour), for methods supervised by
+            behaviour (or None).
         source: where the data came from (recorded in fit_info).
     """
 
@@ -61,6 +67,7 @@ class FitData:
     frame_material: np.ndarray | None = None
     sae: Any = None
     fragility_features: list[tuple[int, float, float]] | None = None
+    demos: Any = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -91,6 +98,8 @@ class FitData:
             return self.frames is not None and self.frame_material is not None
         if need == "sae":
             return self.sae is not None and bool(self.fragility_features)
+        if need == "demonstrations":
+            return self.demos is not None and len(self.demos) > 0
         return need == "labelled"
 
     def split(self, layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,11 +144,31 @@ class SteeringMethod:
     #: strengths of a dose curve toward one material (made negative toward rigid when signed)
     dose: ClassVar[tuple[float, ...]] = (0.25, 0.5, 1.0, 2.0, 4.0)
 
+    #: where the edit acts unless `positions` is given (one of POSITIONS)
+    default_positions: ClassVar[str] = "image"
+    #: False: the method fixes where it acts (weight edits, neuron clamps act at every token)
+    choose_positions: ClassVar[bool] = True
+
     def __init__(self, **params: Any) -> None:
+        """Args:
+        params: the method's settings (saved with it); every residual method takes
+            `positions`, one of POSITIONS ("image" by default, where the fit data come from).
+        """
+        positions = params.get("positions", self.default_positions)
+        if positions not in POSITIONS:
+            raise ValueError(f"positions={positions!r} for steering method {self.name!r}: choose one of {POSITIONS}")  # fmt: skip
+        if positions != self.default_positions and not self.choose_positions:
+            raise ValueError(f"steering method {self.name!r} fixes where it acts: positions={positions!r} is not "
+                             f"allowed (it edits weights or neurons at every token)")  # fmt: skip
         self.params: dict[str, Any] = dict(params)
         self.state: dict[str, torch.Tensor] = {}
         self.fit_info: dict[str, Any] = {}
         self.layer: int | None = None
+
+    @property
+    def positions(self) -> str:
+        """The token positions the edit acts at (agents.hooks position names)."""
+        return str(self.params.get("positions", self.default_positions))
 
     # --- fitting -------------------------------------------------------------------------
     @property
@@ -212,6 +241,7 @@ class SteeringMethod:
         """Plain facts for tables: name, paper, data, supervision, what it touches, fit info."""
         return {"method": self.name, "paper": self.paper, "needs": list(self.needs), "acts_on": self.acts_on,
                 "supervision": self.supervision, "layer": self.layer, "units": self.units(),
+                "positions": self.positions,
                 "strength_range": [v if math.isfinite(v) else None for v in self.strength_range],
                 **self.fit_info}  # fmt: skip
 

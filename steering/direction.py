@@ -40,8 +40,7 @@ class DirectionMethod(SteeringMethod):
     def _intervention(self, strength: float, seed: int) -> Any:
         from agents.interventions import AddVector
 
-        return AddVector(self.state["vector"], strength, layer=self.layer,
-                         positions=self.params.get("positions", "image"))  # fmt: skip
+        return AddVector(self.state["vector"], strength, layer=self.layer, positions=self.positions)
 
 
 def pooled(data: FitData, layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,6 +38,7 @@ BUILTIN_METHODS = {
     "cast": "steering.methods.cast:ConditionalSteering",
     "lineas": "steering.methods.lineas:LinEAS",
     "steer2edit": "steering.methods.steer2edit:Steer2Edit",
+    "loreft": "steering.methods.reft:LoReFT",
     "random": "steering.methods.controls:RandomDirection",
     "neuron-random": "steering.methods.controls:RandomNeurons",
 }
@@ -96,6 +97,22 @@ def method_class(name: Any) -> type[SteeringMethod]:
 def make_method(name: str, **params: Any) -> SteeringMethod:
     """An unfitted method by name, with its parameters."""
     return method_class(name)(**params)
+
+
+def method_settings(name: str) -> list[str]:
+    """The settings method `name` takes (its and its bases' __init__ keywords, and positions)."""
+    import inspect
+
+    found = {"positions"}
+    for cls in method_class(name).__mro__:
+        if "__init__" in vars(cls):
+            params = inspect.signature(cls.__init__).parameters.values()
+            found |= {
+                p.name
+                for p in params
+                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+            }
+    return sorted(found)
 
 
 def load_method_files(paths: list[str]) -> list[str]:

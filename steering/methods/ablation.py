@@ -36,4 +36,4 @@ class DirectionalAblation(SteeringMethod):
             r = unit.to(h.device)
             return h - strength * (h @ r).unsqueeze(1) * r
 
-        return ResidualMap(ablate, self.layer, self.params.get("positions", "image"))
+        return ResidualMap(ablate, self.layer, self.positions)

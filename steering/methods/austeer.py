@@ -85,5 +85,5 @@ class AUSteer(SteeringMethod):
                 h[:, d_idx] = h[:, d_idx] * factor.to(h.device)
                 return h
 
-            edits.append(ResidualMap(multiply, int(layer)))
+            edits.append(ResidualMap(multiply, int(layer), self.positions))
         return EditStack(edits)

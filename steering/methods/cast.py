@@ -28,21 +28,20 @@ from steering.registry import register_method
 
 
 class GatedAddVector(ResidualIntervention):
-    """h ← h + s · vector at the image tokens of the rows whose gate fires."""
+    """h ← h + s · vector at `positions` of the rows whose gate fires (the gate reads the
+    mean of the rows' tokens at those positions)."""
 
     def __init__(self, vector: torch.Tensor, scale: float, condition: torch.Tensor, centre: torch.Tensor,
-                 threshold: float, layer: int) -> None:  # fmt: skip
-        super().__init__(layer, "image")
+                 threshold: float, layer: int, positions: str = "image") -> None:  # fmt: skip
+        super().__init__(layer, positions)
         self.vector, self.scale, self.condition, self.centre = vector, scale, condition, centre
         self.threshold = threshold
         self.fired: list[bool] = []  # one entry per gated row, in forward order
 
     def _hook(self, module: torch.nn.Module, args: tuple, output: Any) -> Any:
         hidden = output_tensor(output)
-        mask = position_mask(
-            "image", self._input_ids, self.view.image_token_id, tuple(hidden.shape[:2])
-        )
-        mask = mask.to(hidden.device)
+        mask = position_mask(self.positions, self._input_ids, self.view.image_token_id,
+                             tuple(hidden.shape[:2]), self.view.groups).to(hidden.device)  # fmt: skip
         if not bool(mask.any()):
             return None
         hidden = hidden.clone()
@@ -96,5 +95,11 @@ class ConditionalSteering(SteeringMethod):
     def _intervention(self, strength: float, seed: int) -> Any:
         s = self.state
         return GatedAddVector(
-            s["vector"], strength, s["condition"], s["centre"], float(s["threshold"]), self.layer
+            s["vector"],
+            strength,
+            s["condition"],
+            s["centre"],
+            float(s["threshold"]),
+            self.layer,
+            self.positions,
         )

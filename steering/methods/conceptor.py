@@ -57,4 +57,4 @@ class ConceptorSteering(SteeringMethod):
         def project(h):
             return (1 - s) * h + s * (h @ c.T.to(h.device))
 
-        return ResidualMap(project, self.layer)
+        return ResidualMap(project, self.layer, self.positions)

@@ -40,7 +40,7 @@ class RandomDirection(SteeringMethod):
         from agents.interventions import AddVector
 
         return AddVector(random_direction(self.state["dom"], seed), strength, layer=self.layer,
-                         positions=self.params.get("positions", "image"))  # fmt: skip
+                         positions=self.positions)  # fmt: skip
 
 
 @register_method

@@ -80,4 +80,4 @@ class LinEAS(SteeringMethod):
         def transport(h):
             return s * (h * omega.to(h.device) + bias.to(h.device)) + (1 - s) * h
 
-        return ResidualMap(transport, self.layer)
+        return ResidualMap(transport, self.layer, self.positions)

@@ -29,6 +29,7 @@ class NeuronClusters(SteeringMethod):
     strength_range = (-50.0, 50.0)
     dose = (1.0, 2.0, 5.0, 10.0, 20.0)
     from_zero = False
+    default_positions, choose_positions = "all", False  # Häon clamps at every token
 
     def __init__(
         self, fragile_word: str = "fragile", rigid_word: str = "rigid", **params: Any

@@ -78,7 +78,8 @@ class SAEClamp(SteeringMethod):
                 "steering method 'sae' has no SAE: load it with load_method(dir, sae=...)"
             )
         features = [(int(f), float(r), float(g)) for f, r, g in self.state["features"].tolist()]
-        return EditStack([SAEFeatureSteering(self.sae, f, rigid + level * (fragile - rigid), layer=self.layer)
+        return EditStack([SAEFeatureSteering(self.sae, f, rigid + level * (fragile - rigid), layer=self.layer,
+                                             positions=self.positions)
                           for f, rigid, fragile in features])  # fmt: skip
 
     def _intervention(self, strength: float, seed: int) -> Any:

@@ -83,4 +83,4 @@ class SelectiveSteering(SteeringMethod):
         def rotate(h):
             return h @ m.T.to(h.device)
 
-        return EditStack([ResidualMap(rotate, int(layer)) for layer in layers])
+        return EditStack([ResidualMap(rotate, int(layer), self.positions) for layer in layers])

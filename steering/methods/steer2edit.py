@@ -85,6 +85,7 @@ class Steer2Edit(SteeringMethod):
     paper = "Steer2Edit: from activation steering to component-level weight editing (Trustworthy-ML-Lab)"
     needs = ("labelled", "frames")
     acts_on = "weights"
+    default_positions, choose_positions = "all", False  # a weight edit acts at every token
     strength_range = (-10.0, 10.0)
     dose = (0.25, 0.5, 1.0, 2.0, 4.0)
 

@@ -10,13 +10,15 @@ from typing import Any
 
 #: The built-in methods a benchmark ranks by default (steering.registry: controls run beside them).
 DEFAULT_METHODS = ("dom", "pca", "lat", "probe", "sae", "neuron", "ablation", "selective", "austeer",
-                   "conceptor", "cast", "lineas", "steer2edit")  # fmt: skip
+                   "conceptor", "cast", "lineas", "steer2edit", "loreft")  # fmt: skip
 AGENTS = ("vla", "vlm")
 COLLECT_SEED = 2_000_000  # first env seed of the fit frames (episodes use seeds below)
+DEMO_SEED = 2_100_000  # first env seed of the demonstration episodes (behaviour-supervised methods)
 CALIBRATION_SEED = 10_000  # first env seed of the calibration episodes (evaluation: 0..seeds-1)
 #: Fields whose values made the cached resources and fitted methods; a rerun must keep them.
 RESOURCE_FIELDS = ("agent", "model", "layer", "images", "sae_steps", "sae_expansion", "sae_lr", "methods",
-                   "method_files", "material", "target", "calibration_seeds", "refine_rounds", "seeds", "max_steps")  # fmt: skip
+                   "method_files", "material", "target", "calibration_seeds", "refine_rounds", "seeds", "max_steps",
+                   "positions", "method_params", "demo_episodes")  # fmt: skip
 
 
 @dataclass
@@ -34,6 +36,14 @@ class SteerBenchConfig:
         methods: steering methods to compare (steering.registry names; a user's own with
             --method-files); the controls (random direction, random neurons) always run beside.
         method_files: Python files defining a user's own steering methods.
+        positions: where every method that lets you choose acts: "image" (the image tokens,
+            where the fit data come from), "text" (the instruction or question), "state" (the
+            VLA's state tokens), "slots" (the VLA's output slots), "all" or "last". Weight
+            edits and neuron clamps act at every token whatever this says.
+        method_params: a method's own settings as NAME.KEY=VALUE (VALUE read as JSON, else a
+            string), e.g. "loreft.rank=1" (ReFT-r1) or "lineas.sparsity=0.01".
+        demo_episodes: demonstration episodes of each material handled as the other is (the
+            behaviour-supervised methods' data: LoReFT), env seeds from 2,100,000.
         material: the objects steered (toward the other material): "fragile" (toward rigid:
             firmer grip) or "rigid" (toward fragile: gentler).
         target: the effect every method's strength is chosen to reach on calibration seeds, as a
@@ -62,6 +72,9 @@ class SteerBenchConfig:
     layer: int | None = None
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     method_files: list[str] = field(default_factory=list)
+    positions: str = "image"
+    method_params: list[str] = field(default_factory=list)
+    demo_episodes: int = 16
     material: str = "fragile"
     target: float = 0.5
     calibration_seeds: int = 6
@@ -95,10 +108,10 @@ class SteerBenchConfig:
     def validate(self) -> list[str]:
         """ValueError naming the first bad setting before any work; returns every method name
         (the user's files imported, each name known, each method's data need met)."""
-        from steering.registry import CONTROLS, load_method_files, method_class
+        from steering.registry import CONTROLS, load_method_files, method_class, method_settings
 
         for name, low in (("calibration_seeds", 2), ("refine_rounds", 0), ("seeds", 2), ("images", 16), ("sae_steps", 1),
-                          ("max_steps", 1), ("workers", 1), ("envs_per_worker", 1)):  # fmt: skip
+                          ("max_steps", 1), ("workers", 1), ("envs_per_worker", 1), ("demo_episodes", 2)):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r} is not allowed: it must be an int >= {low}")
@@ -121,8 +134,23 @@ class SteerBenchConfig:
         if self.method_files:
             load_method_files(self.method_files)
         names = [*self.methods, *(c for c in CONTROLS if c not in self.methods)]
+        from steering.base import POSITIONS
+
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions={self.positions!r}: allowed {list(POSITIONS)}")
+        params = self.parsed_method_params()
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise ValueError(
+                f"method_params name {unknown}, which this run does not run (methods: {names})"
+            )
+        for name, given in params.items():
+            allowed = method_settings(name)
+            if set(given) - set(allowed):
+                raise ValueError(f"method_params {sorted(set(given) - set(allowed))} of method {name!r}: "
+                                 f"it takes {allowed}")  # fmt: skip
         for name in names:
-            method_class(name)  # ValueError naming the known methods
+            method_class(name)(**self.method_kwargs(name))  # ValueError naming a bad setting
         self.experiment("episodes", [0], ["unsteered"], self.material, False, None).validate()
         saved = self.root / "bench_config.json"
         if saved.is_file():
@@ -135,6 +163,33 @@ class SteerBenchConfig:
                 raise ValueError(f"{self.root} holds a benchmark made with other {changed} "
                                  f"({ {k: old.get(k) for k in changed} }); use another --name")  # fmt: skip
         return names
+
+    def parsed_method_params(self) -> dict[str, dict[str, Any]]:
+        """method_params as {method: {key: value}}; ValueError naming an entry not NAME.KEY=VALUE."""
+        out: dict[str, dict[str, Any]] = {}
+        for entry in self.method_params:
+            head, eq, text = entry.partition("=")
+            name, dot, key = head.partition(".")
+            if not (eq and dot and name and key.isidentifier()):
+                raise ValueError(
+                    f"method_params entry {entry!r}: expected NAME.KEY=VALUE, e.g. loreft.rank=1"
+                )
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+            out.setdefault(name, {})[key] = value
+        return out
+
+    def method_kwargs(self, name: str) -> dict[str, Any]:
+        """What method `name` is built with: the run's positions (where the method lets you
+        choose them) and its method_params."""
+        from steering.registry import method_class
+
+        kwargs = dict(self.parsed_method_params().get(name, {}))
+        if method_class(name).choose_positions and "positions" not in kwargs:
+            kwargs["positions"] = self.positions
+        return kwargs
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for bench_config.json."""
@@ -159,5 +214,5 @@ def method_condition(name: str, strength: float) -> str:
     return f"method:{name}:{strength:+.4g}"
 
 
-QUICK = {"calibration_seeds": 2, "seeds": 2, "images": 32, "sae_steps": 60, "max_steps": 60,
+QUICK = {"calibration_seeds": 2, "seeds": 2, "images": 32, "sae_steps": 60, "max_steps": 60, "demo_episodes": 4,
          "methods": ["dom", "ablation", "steer2edit"]}  # fmt: skip

@@ -4,7 +4,9 @@ measures of each edit (displacement, overhead, and the check that it does someth
 - Resources (cached, reused when their markers read): `images` labelled frames rendered once
   and read at every decoder layer (studies.collect.collect_many: one store per layer), an SAE
   and decorrelated discovery at the benchmark's layer (studies.sae_resources), a few frames of
-  each material kept for methods that run forwards (Steer2Edit) and for the offline measures.
+  each material kept for methods that run forwards (Steer2Edit) and for the offline measures,
+  and, when a method is supervised by behaviour (LoReFT), demonstration episodes of each
+  material handled as the other is (rollouts.vla_demos.other_handling_demonstrations).
 - Fitting: every method on the same FitData (rows subsampled the same way for all), saved to
   methods/<name>/ (a fitted method is reused on rerun).
 - Offline: each method at a strength on held frames: the mean per-token ‖Δh‖/‖h‖ at its layer
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from studies.steer_bench.config import COLLECT_SEED, SteerBenchConfig
+from studies.steer_bench.config import COLLECT_SEED, DEMO_SEED, SteerBenchConfig
 
 MAX_FIT_ROWS = 20_000  # image-token rows per layer the methods fit on (about 250 frames)
 HELD_FRAMES = 8  # frames per material kept for forwards (Steer2Edit's fit, offline measures)
@@ -84,12 +86,41 @@ def build_resources(cfg: SteerBenchConfig, console: Any) -> dict[str, Any]:
     )
     data = FitData(acts, np.asarray(meta["material"]), np.asarray(meta["color"]), np.asarray(meta["image_id"]),
                    layer=layer, frames=images[held], frame_material=material[held], sae=steer.sae,
-                   fragility_features=steer.fragility_features,
+                   fragility_features=steer.fragility_features, demos=demonstrations(cfg, backend, console),
                    source=f"{cfg.images} labelled frames from env seed {COLLECT_SEED}")  # fmt: skip
     console.print(f"fit data: {len(data.material)} image-token rows × {len(acts)} layers; SAE FVE "
                   f"{made['metrics'].fve:.3f}, {len(made['fragility'])} fragility features")  # fmt: skip
     return {"backend": backend, "data": data, "layer": layer, "sae_fve": made["metrics"].fve,
             "n_fragility_features": len(made["fragility"])}  # fmt: skip
+
+
+def demonstrations(cfg: SteerBenchConfig, backend: Any, console: Any) -> Any:
+    """The behaviour data of the run's behaviour-supervised methods (None when none runs):
+    `demo_episodes` episodes of each material handled as the other is, saved under demos/
+    and reused. The VLA learns from their action chunks, the planner from their frames with
+    the answer that picks the handling (steering.behaviour)."""
+    from agents.vla_data import Demonstrations
+    from rollouts.vla_demos import other_handling_demonstrations
+    from steering.behaviour import PlannerBehaviour, VLABehaviour
+    from steering.registry import method_class
+
+    if not any("demonstrations" in method_class(n).needs for n in cfg.methods):
+        return None
+    folder = cfg.root / "demos"
+    if not (folder / "meta.json").is_file():
+        console.print(
+            f"demonstrations: {cfg.demo_episodes} episodes of each material handled as the other"
+        )
+        demos, _ = other_handling_demonstrations(
+            cfg.demo_episodes, DEMO_SEED, max_steps=cfg.max_steps
+        )
+        demos.save(folder, made_with={"seed": DEMO_SEED, "episodes": cfg.demo_episodes})
+    demos = Demonstrations.load(folder)
+    toward = np.where(demos.materials == "fragile", "rigid", "fragile")
+    source = f"{cfg.demo_episodes} episodes from env seed {DEMO_SEED}, each material handled as the other"
+    if cfg.agent == "vla":
+        return VLABehaviour(backend, demos, toward, source)
+    return PlannerBehaviour(demos.frames, toward, source)
 
 
 def fit_methods(
@@ -103,9 +134,11 @@ def fit_methods(
     fitted = {}
     data, backend = res["data"], res["backend"]
 
-    def made(name: str) -> Any:  # a clamp's levels are relative to the material steered from
-        cls = method_class(name)
-        return cls(own=cfg.material) if getattr(cls, "takes_own_material", False) else cls()
+    def made(name: str) -> Any:
+        cls, kwargs = method_class(name), cfg.method_kwargs(name)
+        if getattr(cls, "takes_own_material", False):  # a clamp's levels: from the steered material
+            kwargs.setdefault("own", cfg.material)
+        return cls(**kwargs)
 
     for name in names:
         made(name).check_data(data)

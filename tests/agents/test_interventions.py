@@ -131,3 +131,22 @@ def test_bad_inputs(backend):
     with pytest.raises(ValueError, match="attach"):
         with AddVector(torch.zeros(d), 1.0, layer=0):
             pass
+
+
+def test_text_positions_on_a_planner_prompt_and_no_state_tokens(backend, inputs, clean):
+    """On the planner's prompt, "text" is the question's and template's ordinary tokens (never
+    an image token); "state" and "slots" name what is missing instead of steering nothing."""
+    from agents.hooks import position_mask
+
+    ids = inputs["input_ids"]
+    text = position_mask(
+        "text", ids, backend.image_token_id, tuple(ids.shape), backend.token_groups()
+    )
+    assert bool(text.any()) and not bool((text & (ids == backend.image_token_id)).any())
+    d = backend.hidden_size
+    with AddVector(torch.ones(d), 4.0, layer=1, positions="text").attach(backend):
+        assert not torch.equal(backend.forward(inputs).logits, clean)
+    with AddVector(torch.ones(d), 4.0, layer=1, positions="state").attach(backend):
+        with pytest.raises(ValueError, match=r"positions='state': this prompt has no state tokens"):
+            backend.forward(inputs)
+    assert torch.equal(backend.forward(inputs).logits, clean)

@@ -1,4 +1,5 @@
-"""Fixtures: the shipped tiny VLA, 16 labelled renders and FitData read at every layer."""
+"""Fixtures: the shipped tiny VLA, 16 labelled renders and FitData read at every layer, with two
+demonstration episodes of each material handled as the other (LoReFT's data)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,14 @@ def fit_data(vla_backend):
     finally:
         for tap in taps:
             tap.remove()
+    from rollouts.vla_demos import other_handling_demonstrations
+    from steering.behaviour import VLABehaviour
+
+    demos, toward = other_handling_demonstrations(2, 3_100_002, frame_every=4, max_steps=60)
     per_frame = acts[0][0].shape[0] // 8
     material = np.array([lab["material"] for lab in labels])
     color = np.array([lab["color"] for lab in labels])
     return FitData({n: torch.cat(a) for n, a in acts.items()}, np.repeat(material, per_frame),
                    np.repeat(color, per_frame), np.repeat(np.arange(16), per_frame), layer=2,
-                   frames=images, frame_material=material, source="16 test frames")  # fmt: skip
+                   frames=images, frame_material=material, source="16 test frames",
+                   demos=VLABehaviour(vla_backend, demos, toward, "2 test episodes"))  # fmt: skip

@@ -15,6 +15,9 @@ METHODS = [
 ]  # the SAE clamp: tests/steering/test_sae_method.py
 
 
+TEST_PARAMS = {"loreft": {"steps": 25}}  # a short training: the tests check the mechanics
+
+
 def last_layer(backend, frames):
     from agents.taps import ResidualTap
 
@@ -25,7 +28,7 @@ def last_layer(backend, frames):
 
 @pytest.fixture(scope="module")
 def fitted(vla_backend, fit_data):
-    return {name: make_method(name).fit(fit_data, vla_backend) for name in METHODS}
+    return {name: make_method(name, **TEST_PARAMS.get(name, {})).fit(fit_data, vla_backend) for name in METHODS}  # fmt: skip
 
 
 def test_every_builtin_is_known():
@@ -113,3 +116,69 @@ def test_selective_preserves_norms(fitted, fit_data):
     r = rotation(m.state["b1"], m.state["b2"], 73.0)
     h = fit_data.acts[2][:50]
     assert torch.allclose((h @ r.T).norm(dim=1), h.norm(dim=1), rtol=1e-5)
+
+
+def test_loreft_learns_the_demonstrations(fitted, vla_backend, fit_data):
+    """Training lowers the demonstrations' loss; the edit acts in a rank-r subspace (R's rows
+    orthonormal), and the trained edit lowers the loss on the rows it was trained toward."""
+    import numpy as np
+
+    m = fitted["loreft"]
+    for side, (first, last) in m.fit_info["loss_first_last"].items():
+        assert last < first, side
+    rot = m.state["to_rigid_rot"]
+    assert torch.allclose(rot @ rot.T, torch.eye(rot.shape[0]), atol=1e-5)
+    demos = fit_data.demos
+    rows = np.flatnonzero(demos.toward == "rigid")[:8]
+    with torch.no_grad():
+        plain = float(demos.loss(vla_backend, rows))
+        with m.intervention(-1.0).attach(vla_backend):
+            steered = float(demos.loss(vla_backend, rows))
+    assert steered < plain
+    assert m.describe()["supervision"] == "behaviour"
+
+
+def test_positions_choose_where_a_method_acts(fitted, vla_backend, fit_data):
+    """A direction added at the VLA's output slots moves only slot positions of the layer it
+    edits; text and state positions are found in a VLA prompt; a method fixed at every token
+    refuses another position."""
+    from agents.vla_model import PromptBuilder, VLASpec
+
+    spec = VLASpec.from_backend(vla_backend)
+    builder = PromptBuilder(vla_backend, spec, fit_data.frames.shape[1:])
+    d = fit_data.demos.demos
+    inputs = builder.inputs(
+        fit_data.frames[:2], [builder.text(str(d.instructions[0]), "", d.states[0], 0.0)] * 2
+    )
+
+    def layer_out(method=None, strength=0.0):
+        seen = []
+        hook = vla_backend.layers[2].register_forward_hook(
+            lambda m, a, out: seen.append(out.clone())
+        )
+        try:
+            with torch.no_grad():
+                if method is None:
+                    vla_backend.model(**inputs)
+                else:
+                    with method.intervention(strength).attach(vla_backend):
+                        vla_backend.model(**inputs)
+        finally:
+            hook.remove()
+        return seen[0]
+
+    base = layer_out()
+    for where, count in (("slots", spec.n_slots), ("state", None), ("text", None)):
+        method = make_method("dom", positions=where).fit(fit_data)
+        moved = (layer_out(method, -1.0) - base).norm(dim=-1) > 0
+        assert moved.any()
+        if count is not None:
+            assert int(moved[0].sum()) == count and bool(moved[0, -count:].all())
+        image = inputs["input_ids"] == vla_backend.image_token_id
+        assert not bool((moved & image).any())
+    with pytest.raises(ValueError, match=r"steering method 'steer2edit' fixes where it acts"):
+        make_method("steer2edit", positions="text")
+    with pytest.raises(
+        ValueError, match=r"positions='tokens' for steering method 'dom': choose one of"
+    ):
+        make_method("dom", positions="tokens")

@@ -111,6 +111,12 @@ def test_quick_bench(tmp_path):
     (["--target", "0"], "target=0.0: a fraction of the way to the expert, in (0, 1]"),
     (["--agent", "pi0"], "agent='pi0': allowed ['vla', 'vlm']"),
     (["--method-files", "missing.py"], "method file 'missing.py': expected an existing .py file"),
+    (["--positions", "tokens"], "positions='tokens': allowed ['image', 'text', 'state', 'slots', 'all', 'last']"),
+    (["--method-params", "dom.rank"], "method_params entry 'dom.rank': expected NAME.KEY=VALUE"),
+    (["--methods", "dom,lineas", "--method-params", "lineas.steps=0"], "steps=0: must be an int >= 1"),
+    (["--method-params", "dom.rank=1"], "method_params ['rank'] of method 'dom': it takes ['positions']"),
+    (["--method-params", "loreft.rank=2"], "method_params name ['loreft'], which this run does not run"),
+    (["--demo-episodes", "1"], "demo_episodes=1 is not allowed: it must be an int >= 2"),
 ])  # fmt: skip
 def test_bad_input_before_any_work(tmp_path, capsys, flags, message):
     assert main(["steer-bench", "--quick", "--name", "bad", "--out", str(tmp_path), *flags]) == 2
