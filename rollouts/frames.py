@@ -89,6 +89,7 @@ def render_labeled_frames(
     first_frame_prob: float = 0.5,
     progress: Any = None,
     renderer: str = ONE_FRAME_RENDERER,
+    paired: bool = False,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Render `n` frames with their labels.
 
@@ -103,6 +104,8 @@ def render_labeled_frames(
             same scene and step with any renderer. The default draws in one pass: each episode
             gives one frame, so the layered renderer's static layer would never be reused (the
             same pixels, about 10% faster here).
+        paired: frames 2j and 2j + 1 show one scene (env seed `seed + j`, the same step) with
+            its object made fragile and rigid, everything else equal: contrast pairs (`n` even).
 
     Returns:
         images (n × image_size × image_size × 3 uint8) and one label dict per frame with
@@ -110,12 +113,12 @@ def render_labeled_frames(
     """
     from agents.protocol import ExpertAgent
 
-    if n < 1:
-        raise ValueError(f"n must be ≥ 1, got {n}")
+    if n < 1 or (paired and n % 2):
+        raise ValueError(f"n={n}: must be ≥ 1" + (", and even for paired frames" if paired else ""))
     rng = np.random.default_rng([seed, 31337])
     steps = [
         0 if rng.random() < first_frame_prob else int(rng.integers(1, max_steps_into_episode + 1))
-        for _ in range(n)
+        for _ in range(n // 2 if paired else n)
     ]
     loop = ClosedLoop(ExpertAgent("gentle"), image_size=image_size, record_decisions=False, renderer=renderer,
                       recorders=lambda spec: [FrameAt(steps[spec.seed - seed])])  # fmt: skip
@@ -123,7 +126,12 @@ def render_labeled_frames(
     labels: list[dict[str, Any]] = []
     try:
         for i in range(n):
-            (record,) = loop.run([EpisodeSpec(seed + i)])
+            spec = (
+                EpisodeSpec(seed + i // 2, options={"material": ("fragile", "rigid")[i % 2]})
+                if paired
+                else EpisodeSpec(seed + i)
+            )
+            (record,) = loop.run([spec])
             images[i], label = record.extra["frame"]
             labels.append(label)
             if progress is not None:
@@ -134,22 +142,31 @@ def render_labeled_frames(
 
 
 def labeled_frame_chunks(n: int, seed: int, chunk: int = 64, workers: int = 1, image_size: int = 384,
-                         renderer: str = ONE_FRAME_RENDERER) -> Iterator[tuple[np.ndarray, list[dict[str, Any]]]]:  # fmt: skip
+                         renderer: str = ONE_FRAME_RENDERER,
+                         paired: bool = False) -> Iterator[tuple[np.ndarray, list[dict[str, Any]]]]:  # fmt: skip
     """Labelled frames in chunks, in order: chunk k is `render_labeled_frames(chunk, seed + k·chunk)`
-    (the chunk size is part of what defines the frames). With `workers` > 1 the chunks are
+    (the chunk size is part of what defines the frames; paired: seed + k·chunk/2, `chunk` even). With `workers` > 1 the chunks are
     rendered ahead in that many processes (at most workers + 1 chunks in memory) while the
     caller works on the current one: the same frames, as rendering is most of a frame's cost
     and one process renders on one core.
     """
+    if paired and chunk % 2:
+        raise ValueError(f"chunk={chunk}: paired frames need an even chunk")
     starts = list(range(0, n, chunk))
 
-    def job(start: int) -> tuple[int, int, int, str]:
-        return min(chunk, n - start), seed + start, image_size, renderer
+    def job(start: int) -> tuple[int, int, int, str, bool]:
+        return (
+            min(chunk, n - start),
+            seed + (start // 2 if paired else start),
+            image_size,
+            renderer,
+            paired,
+        )
 
     if workers <= 1:
         for start in starts:
-            c, s, size, r = job(start)
-            yield render_labeled_frames(c, s, image_size=size, renderer=r)
+            c, s, size, r, pair = job(start)
+            yield render_labeled_frames(c, s, image_size=size, renderer=r, paired=pair)
         return
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
@@ -165,6 +182,6 @@ def labeled_frame_chunks(n: int, seed: int, chunk: int = 64, workers: int = 1, i
 
 
 def _render_chunk(
-    n: int, seed: int, image_size: int, renderer: str
+    n: int, seed: int, image_size: int, renderer: str, paired: bool
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    return render_labeled_frames(n, seed, image_size=image_size, renderer=renderer)
+    return render_labeled_frames(n, seed, image_size=image_size, renderer=renderer, paired=paired)

@@ -52,6 +52,8 @@ class FitData:
         frame_material: (N,) the material of each frame.
         sae: a fitted MatryoshkaSAE at `layer` (or None).
         fragility_features: [(latent, rigid level, fragile level)] discovered on it (or None).
+        pair: (n,) per row, the scene it shows when the data are contrast pairs (the two frames
+            of one scene, one fragile and one rigid, everything else equal), or None.
         demos: demonstrations of each handling as a loss through the model
             (steering.behaviour.VLABehaviour or PlannerBehaviour), for methods supervised by
             behaviour (or None).
@@ -68,6 +70,7 @@ class FitData:
     sae: Any = None
     fragility_features: list[tuple[int, float, float]] | None = None
     demos: Any = None
+    pair: np.ndarray | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -81,6 +84,8 @@ class FitData:
         if len(self.color) != n or len(self.group) != n:
             raise ValueError(f"material, color and group must have one entry per row ({n}), "
                              f"got {len(self.color)} colors and {len(self.group)} groups")  # fmt: skip
+        if self.pair is not None and len(self.pair) != n:
+            raise ValueError(f"pair has {len(self.pair)} entries for {n} rows")
         found = set(np.unique(self.material).tolist())
         if found != {"fragile", "rigid"}:
             raise ValueError(

@@ -83,12 +83,15 @@ def collect_many(
     frames_per_chunk: int = 64,
     progress: Any = None,
     workers: int = 1,
+    paired: bool = False,
 ) -> list[ActivationStore]:
     """`collect_activations` for several (backend, layer, store folder) targets from ONE rendering
     pass: each chunk of frames is rendered once and fed to every target (several models, or one
     model at several layers). Each store equals what `collect_activations` alone would write.
     `workers` > 1 renders the next chunks in that many processes while the models read the
-    current one (rollouts.frames.labeled_frame_chunks: the same frames in the same order)."""
+    current one (rollouts.frames.labeled_frame_chunks: the same frames in the same order).
+    `paired`: contrast pairs, one scene with each material (rollouts.frames.render_labeled_frames;
+    the two frames of a pair share their rows' `episode`)."""
     from agents.taps import ResidualTap
     from rollouts.frames import labeled_frame_chunks
 
@@ -101,7 +104,7 @@ def collect_many(
     writers = [_StoreWriter(backend, layer, store_dir) for backend, layer, store_dir in targets]
     done = 0
     for images, labels in labeled_frame_chunks(
-        n_images, seed, frames_per_chunk, workers, image_size=384
+        n_images, seed, frames_per_chunk, workers, image_size=384, paired=paired
     ):
         n = len(labels)
         for w in writers:

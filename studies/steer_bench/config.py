@@ -12,13 +12,14 @@ from typing import Any
 DEFAULT_METHODS = ("dom", "pca", "lat", "probe", "sae", "neuron", "ablation", "selective", "austeer",
                    "conceptor", "cast", "lineas", "steer2edit", "loreft")  # fmt: skip
 AGENTS = ("vla", "vlm")
+FIT_DATA = ("unpaired", "paired")
 COLLECT_SEED = 2_000_000  # first env seed of the fit frames (episodes use seeds below)
 DEMO_SEED = 2_100_000  # first env seed of the demonstration episodes (behaviour-supervised methods)
 CALIBRATION_SEED = 10_000  # first env seed of the calibration episodes (evaluation: 0..seeds-1)
 #: Fields whose values made the cached resources and fitted methods; a rerun must keep them.
 RESOURCE_FIELDS = ("agent", "model", "layer", "images", "sae_steps", "sae_expansion", "sae_lr", "methods",
                    "method_files", "material", "target", "calibration_seeds", "refine_rounds", "seeds", "max_steps",
-                   "positions", "method_params", "demo_episodes")  # fmt: skip
+                   "positions", "method_params", "demo_episodes", "fit_data")  # fmt: skip
 
 
 @dataclass
@@ -42,6 +43,9 @@ class SteerBenchConfig:
             edits and neuron clamps act at every token whatever this says.
         method_params: a method's own settings as NAME.KEY=VALUE (VALUE read as JSON, else a
             string), e.g. "loreft.rank=1" (ReFT-r1) or "lineas.sparsity=0.01".
+        fit_data: what the label-fitted methods fit on: "unpaired" (each frame its own scene)
+            or "paired" (contrast pairs: each scene rendered with its object fragile and rigid,
+            everything else equal; LAT then uses the true pairs).
         demo_episodes: demonstration episodes of each material handled as the other is (the
             behaviour-supervised methods' data: LoReFT), env seeds from 2,100,000.
         material: the objects steered (toward the other material): "fragile" (toward rigid:
@@ -75,6 +79,7 @@ class SteerBenchConfig:
     positions: str = "image"
     method_params: list[str] = field(default_factory=list)
     demo_episodes: int = 16
+    fit_data: str = "unpaired"
     material: str = "fragile"
     target: float = 0.5
     calibration_seeds: int = 6
@@ -136,6 +141,10 @@ class SteerBenchConfig:
         names = [*self.methods, *(c for c in CONTROLS if c not in self.methods)]
         from steering.base import POSITIONS
 
+        if self.fit_data not in FIT_DATA:
+            raise ValueError(f"fit_data={self.fit_data!r}: allowed {list(FIT_DATA)}")
+        if self.fit_data == "paired" and self.images % 2:
+            raise ValueError(f"images={self.images}: paired fit data need an even number of frames")
         if self.positions not in POSITIONS:
             raise ValueError(f"positions={self.positions!r}: allowed {list(POSITIONS)}")
         params = self.parsed_method_params()

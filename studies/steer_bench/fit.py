@@ -63,7 +63,7 @@ def build_resources(cfg: SteerBenchConfig, console: Any) -> dict[str, Any]:
             f"collecting {cfg.images} labelled frames at layers 0..{backend.n_layers - 1}"
         )
         collect_many([(backend, n, d) for n, d in stores.items()], cfg.images, seed=COLLECT_SEED,
-                     workers=min(cfg.workers, 2))  # fmt: skip
+                     workers=min(cfg.workers, 2), paired=cfg.fit_data == "paired")  # fmt: skip
     sae_dir, discovery = cfg.root / "sae", cfg.root / "discovery" / "discovery.json"
     made = sae_and_discovery(
         stores[layer], sae_dir, discovery, cfg.sae_steps, cfg.sae_expansion, cfg.sae_lr
@@ -87,7 +87,8 @@ def build_resources(cfg: SteerBenchConfig, console: Any) -> dict[str, Any]:
     data = FitData(acts, np.asarray(meta["material"]), np.asarray(meta["color"]), np.asarray(meta["image_id"]),
                    layer=layer, frames=images[held], frame_material=material[held], sae=steer.sae,
                    fragility_features=steer.fragility_features, demos=demonstrations(cfg, backend, console),
-                   source=f"{cfg.images} labelled frames from env seed {COLLECT_SEED}")  # fmt: skip
+                   pair=np.asarray(meta["episode"]) if cfg.fit_data == "paired" else None,
+                   source=f"{cfg.images} {cfg.fit_data} labelled frames from env seed {COLLECT_SEED}")  # fmt: skip
     console.print(f"fit data: {len(data.material)} image-token rows × {len(acts)} layers; SAE FVE "
                   f"{made['metrics'].fve:.3f}, {len(made['fragility'])} fragility features")  # fmt: skip
     return {"backend": backend, "data": data, "layer": layer, "sae_fve": made["metrics"].fve,

@@ -182,3 +182,30 @@ def test_positions_choose_where_a_method_acts(fitted, vla_backend, fit_data):
         ValueError, match=r"positions='tokens' for steering method 'dom': choose one of"
     ):
         make_method("dom", positions="tokens")
+
+
+def test_lat_on_contrast_pairs(vla_backend):
+    """On paired data (one scene with each material) LAT takes the true pairs' differences; its
+    direction points along the class-mean difference; pairs without both materials are refused."""
+    import numpy as np
+
+    from agents.taps import ResidualTap
+    from rollouts.frames import render_labeled_frames
+    from steering import FitData
+
+    images, labels = render_labeled_frames(8, 4_100_000, paired=True)
+    with ResidualTap(2, include_last=False).attach(vla_backend) as tap:
+        vla_backend.prob_yes(images)
+        acts = tap.latest_batch.reshape(-1, vla_backend.hidden_size).cpu()
+    per = acts.shape[0] // 8
+    material = np.repeat([lab["material"] for lab in labels], per)
+    pair = np.repeat([lab["seed"] for lab in labels], per)
+    data = FitData({2: acts}, material, np.repeat([lab["color"] for lab in labels], per),
+                   np.repeat(np.arange(8), per), layer=2, pair=pair)  # fmt: skip
+    lat = make_method("lat").fit(data)
+    assert lat.fit_info["cos_dom"] > 0.5
+    unpaired = FitData(
+        {2: acts}, material, data.color, data.group, layer=2, pair=np.arange(len(pair))
+    )
+    with pytest.raises(ValueError, match="pairs hold no scene with both materials"):
+        make_method("lat").fit(unpaired)

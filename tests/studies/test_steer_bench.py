@@ -116,6 +116,8 @@ def test_quick_bench(tmp_path):
     (["--methods", "dom,lineas", "--method-params", "lineas.steps=0"], "steps=0: must be an int >= 1"),
     (["--method-params", "dom.rank=1"], "method_params ['rank'] of method 'dom': it takes ['positions']"),
     (["--method-params", "loreft.rank=2"], "method_params name ['loreft'], which this run does not run"),
+    (["--fit-data", "pairs"], "fit_data='pairs': allowed ['unpaired', 'paired']"),
+    (["--fit-data", "paired", "--images", "33"], "images=33: paired fit data need an even number of frames"),
     (["--demo-episodes", "1"], "demo_episodes=1 is not allowed: it must be an int >= 2"),
 ])  # fmt: skip
 def test_bad_input_before_any_work(tmp_path, capsys, flags, message):
