@@ -26,12 +26,19 @@ POSITION_NAMES = ("image", "last", "image+last", "all", "text", "state", "slots"
 
 
 class ModelView:
-    """The parts of a VLM that hooks need: top-level model, decoder layers, image token id."""
+    """The parts of a VLM that hooks need: top-level model, decoder layers, image token id.
+
+    A backend that is not a VLMBackend offers them through `hook_view()` → (the module whose
+    forward receives `input_ids`, its decoder layers), as agents.pi0_model.PI0Backend does."""
 
     def __init__(self, target: VLMBackend | torch.nn.Module, processor: Any = None) -> None:
         if isinstance(target, VLMBackend):
             self.model = target.model
             self.layers = target.layers
+            self.image_token_id = target.image_token_id
+            self.groups = target.token_groups()
+        elif hasattr(target, "hook_view"):  # a backend that is not a VLM (agents.pi0_model)
+            self.model, self.layers = target.hook_view()
             self.image_token_id = target.image_token_id
             self.groups = target.token_groups()
         elif isinstance(target, torch.nn.Module):

@@ -48,7 +48,9 @@ def image_positions_at(
     """Layer → (B × n_image_tokens × d) activations at the image positions, from one forward."""
     taps = {n: ResidualTap(n, include_last=False).attach(backend) for n in layers}
     try:
-        backend.next_token_logits(list(images), question)
+        (getattr(backend, "prefix_forward", None) or backend.next_token_logits)(
+            list(images), question
+        )
     finally:
         for tap in taps.values():
             tap.remove()

@@ -29,6 +29,7 @@ as under the yes/no question's prompt: SAEs and difference-of-means vectors coll
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -256,6 +257,19 @@ def save_vla(backend: VLMBackend, path: str | Path) -> Path:
         backend.model.save_pretrained(tmp, safe_serialization=True)
         backend.processor.save_pretrained(tmp)
     return Path(path)
+
+
+def check_vla_folder(path: Path, model: str, chunk: int | None) -> None:
+    """Before any episode: the folder's config.json carries a VLA layout, and `chunk` (actions
+    per forward, None: the horizon) is an int >= 1. Reads config.json only."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"VLA checkpoint {path} has no config.json (run `physteer train-vla`, or pass --model DIR)")  # fmt: skip
+    if CONFIG_KEY not in json.loads(config.read_text()):
+        raise ValueError(f"model {model!r} is not a VLA checkpoint: its config has no 'vla' entry "
+                         "(action tokens and slots); train one with `physteer train-vla`")  # fmt: skip
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk={chunk!r} is not allowed; it must be an int >= 1")
 
 
 def load_vla(

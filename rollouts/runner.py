@@ -28,7 +28,7 @@ from rollouts.conditions import ENV_KINDS, Condition, SteeringResources, parse_c
 from rollouts.episode import ClosedLoop, EpisodeRecord, EpisodeSpec
 from rollouts.logs import RunLog
 
-AGENTS = ("vlm", "scripted", "vla")
+AGENTS = ("vlm", "scripted", "vla", "pi0")
 MATERIALS = (None, "fragile", "rigid")
 EXECUTORS = ("serial", "processes", "ray")
 
@@ -42,13 +42,15 @@ class ExperimentConfig:
         conditions: condition strings (see rollouts.conditions), steering or perturbation.
         seeds: env seeds; every condition runs every seed (paired design).
         material: force this material in every episode (None = balanced design).
-        agent: "vlm" (VLMAgent planner), "vla" (VLAAgent: its own action tokens move the arm)
-            or "scripted" (oracle; no model).
+        agent: "vlm" (VLMAgent planner), "vla" (VLAAgent: its own action tokens move the arm),
+            "pi0" (PI0Agent: a π0 checkpoint's flow-matching action chunks move the arm; `model`
+            is its folder) or "scripted" (oracle; no model).
         model: "tiny" (the embedded tiny VLM, or with agent "vla" the embedded tiny VLA), a
             local folder or a hub id.
         layer: decoder layer of the tap and of every intervention (None = agent default).
         decide_every: steps between VLM decisions (planner).
-        chunk: actions a VLA executes per forward (None: its checkpoint's horizon).
+        chunk: actions a VLA or π0 executes per forward (None: its checkpoint's horizon or chunk).
+        denoise_steps: a π0's flow-matching steps per decision (None: its config's).
         decoding: how a VLA turns its action-token logits into actions: "expectation" (the
             default), "gated" (the expectation, the gripper first decided open or closed) or
             "argmax" (agents.action_tokens).
@@ -103,6 +105,7 @@ class ExperimentConfig:
     layer: int | None = None
     decide_every: int = 10
     chunk: int | None = None
+    denoise_steps: int | None = None
     decoding: str = DEFAULT_DECODING
     threshold: float = 0.5
     image_size: int = 384
@@ -202,7 +205,7 @@ class ExperimentConfig:
             raise ValueError(
                 "a SARM monitor needs a model agent, 'vlm' or 'vla' (it reads the agent's activations)"
             )
-        if self.agent == "vla":
+        if self.agent in ("vla", "pi0"):
             self._check_vla()
         if self.agent != "scripted" and self._model_dir()[1]:  # a corrupt weights file, named now
             from agents.resolve import check_weight_files
@@ -223,24 +226,16 @@ class ExperimentConfig:
         return conditions
 
     def _check_vla(self) -> None:
-        """A VLA checkpoint must carry its action-token layout (read from config.json only)."""
-        import json
+        """A VLA checkpoint must carry its action-token layout; a π0 folder its statistics and
+        sizes (config files only, nothing loaded)."""
+        if self.agent == "pi0":
+            from agents.pi0_model import check_pi0_folder
 
-        path = self._vla_dir()
-        config = path / "config.json"
-        if not config.is_file():
-            raise FileNotFoundError(
-                f"VLA checkpoint {path} has no config.json (run `physteer train-vla`, or pass --model DIR)"
-            )
-        if "vla" not in json.loads(config.read_text()):
-            raise ValueError(
-                f"model {self.model!r} is not a VLA checkpoint: its config has no 'vla' entry "
-                "(action tokens and slots); train one with `physteer train-vla`"
-            )
-        if self.chunk is not None and (
-            isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1
-        ):
-            raise ValueError(f"chunk={self.chunk!r} is not allowed; it must be an int >= 1")
+            check_pi0_folder(self.model, self.chunk, self.denoise_steps)
+            return
+        from agents.vla_model import check_vla_folder
+
+        check_vla_folder(self._vla_dir(), self.model, self.chunk)
 
     def _vla_dir(self) -> Path:
         """The VLA checkpoint folder: the embedded agents/tiny_vla for "tiny" / "tiny-vla"."""
@@ -252,6 +247,8 @@ class ExperimentConfig:
         """(the model's folder or hub id, whether it is a local folder) of a model agent."""
         from agents.resolve import resolve_model_path
 
+        if self.agent == "pi0":
+            return Path(self.model), True
         return (self._vla_dir(), True) if self.agent == "vla" else resolve_model_path(self.model)
 
     def model_weights(self) -> str | None:
@@ -274,9 +271,8 @@ class ExperimentConfig:
         from transformers import AutoTokenizer
 
         from agents.backend import answer_token_ids
-        from agents.resolve import resolve_model_path
 
-        source = str(self._vla_dir()) if self.agent == "vla" else resolve_model_path(self.model)[0]
+        source = str(self._model_dir()[0])
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
         except OSError:
@@ -354,6 +350,11 @@ class EpisodeRunner:
                 device=cfg.device,
                 dtype=cfg.dtype,
             )
+        elif cfg.agent == "pi0":
+            from agents.pi0_agent import PI0Agent
+
+            self.agent = PI0Agent(cfg.model, chunk=cfg.chunk, steps=cfg.denoise_steps, tap_layer=layer,
+                                  device=cfg.device, dtype=cfg.dtype)  # fmt: skip
         elif cfg.agent == "vlm":
             from agents.vlm_agent import VLMAgent
 

@@ -1,0 +1,167 @@
+"""PI0Agent: a flow-matching VLA of the π0 family drives the arm through the one loop.
+
+Each decision denoises one action chunk (agents.pi0_model.PI0Backend.sample) from noise drawn
+from the lane's episode seed and the decision's index, so an episode replays exactly and a lane
+gets the same actions whether it is decided alone or batched with others (within float
+tolerance). The agent executes the first `chunk` actions of the chunk, one per step, then
+decides again (`needs_image_for` is True only then). The prompt is the env's instruction and the
+agent's `question` (prompt injection appends there); the state is the env's 17 floats.
+
+    agent = PI0Agent("runs/pi0", chunk=4, steps=10)
+    agent.reset(0)
+    action = agent.act(obs, info)       # obs needs "state", and "image" when agent.needs_image
+    agent.last_decision                 # {"decided", "action", "chunk_index", "chunk_change", ...}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.pi0_model import PI0Backend, load_pi0
+from agents.protocol import LaneViews, check_lane
+from agents.taps import ResidualTap
+from agents.vla_agent import chunk_change
+from agents.vlm_agent import default_tap_layer
+
+
+def decision_noise(seed: int | None, decision: int, chunk: int, dims: int) -> torch.Tensor:
+    """(chunk × dims) standard normal noise of one decision, drawn from (episode seed, index)."""
+    entropy = np.random.SeedSequence(
+        [0 if seed is None else int(seed), int(decision), 0x70]
+    ).generate_state(2)
+    gen = torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+    return torch.randn(chunk, dims, generator=gen)
+
+
+@dataclass
+class _Lane:
+    """Per-episode state of one lane."""
+
+    seed: int | None = None
+    queue: list[np.ndarray] = field(default_factory=list)
+    step: int = 0
+    n_decisions: int = 0
+    decision: dict[str, Any] | None = None
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    predicted: np.ndarray | None = None  # the last chunk (chunk_size × 4)
+
+
+class PI0Agent(LaneViews):
+    """Acts from its own denoised action chunks (see module docstring)."""
+
+    def __init__(self, model: PI0Backend | str | Path, chunk: int | None = None, steps: int | None = None,
+                 tap_layer: int | None | str = "default", question: str = "", device: str = "cpu",
+                 dtype: str = "float32") -> None:  # fmt: skip
+        """Args:
+        model: a loaded PI0Backend or a π0 checkpoint folder (agents.pi0_model.load_pi0).
+        chunk: actions executed per decision, 1..chunk_size (default: the whole chunk).
+        steps: denoising steps per decision, >= 1 (default: the config's num_inference_steps).
+        tap_layer: VLM decoder layer of the residual tap, "default" (2/3 depth) or None.
+        question: extra text after the instruction.
+        device, dtype: used when `model` is a folder.
+
+        Raises:
+            ValueError: a chunk longer than the model's, steps < 1, or a bad checkpoint.
+        """
+        self.backend = model if isinstance(model, PI0Backend) else load_pi0(model, device, dtype)
+        size = self.backend.chunk_size
+        chunk = size if chunk is None else chunk
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= size:
+            raise ValueError(
+                f"chunk={chunk!r}: must be an int in 1..{size} (the model's chunk_size)"
+            )
+        steps = self.backend.default_steps if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps={steps!r}: denoising steps must be an int >= 1")
+        if not isinstance(question, str):
+            raise ValueError(f"question={question!r}: expected a str")
+        self.chunk, self.steps, self.question = chunk, steps, question
+        if tap_layer == "default":
+            tap_layer = default_tap_layer(self.backend.n_layers)
+        from agents.image_check import check_image_reaches
+
+        check_image_reaches(self.backend, tap_layer)
+        self.tap = ResidualTap(tap_layer).attach(self.backend) if tap_layer is not None else None
+        self._lanes: dict[int, _Lane] = {0: _Lane()}
+
+    def lane(self, i: int) -> _Lane:
+        """The state of lane `i` (created on first use)."""
+        return self._lanes.setdefault(check_lane(i), _Lane())
+
+    def reset(self, seed: int | None = None, lane: int = 0) -> None:
+        """Start a new episode on `lane` (queue emptied, decisions counted from 0)."""
+        self._lanes[check_lane(lane)] = _Lane(seed=seed)
+        if self.tap is not None and len(self._lanes) == 1:
+            self.tap.clear()
+
+    def needs_image_for(self, lane: int = 0) -> bool:
+        """True when `lane`'s next act runs the model."""
+        return not self.lane(lane).queue
+
+    def decision_for(self, lane: int = 0) -> dict[str, Any] | None:
+        """Lane's last step: decided, action, chunk index, step, chunk_change."""
+        return self.lane(lane).decision
+
+    def act_batch(self, observations: list[dict[str, np.ndarray]], infos: list[dict[str, Any]],
+                  lanes: list[int]) -> list[np.ndarray]:  # fmt: skip
+        """One action per lane; every lane that needs a frame is answered in one batched sample."""
+        if not len(observations) == len(infos) == len(lanes):
+            raise ValueError(f"{len(observations)} observations, {len(infos)} infos, {len(lanes)} lanes: "
+                             "give one of each per lane")  # fmt: skip
+        if len(set(int(x) for x in lanes)) != len(lanes):
+            raise ValueError(f"lanes={lanes}: lane ids must be distinct")
+        states = [self.lane(x) for x in lanes]
+        need = [i for i, s in enumerate(states) if not s.queue]
+        if need:
+            self._decide(
+                [observations[i] for i in need], [infos[i] for i in need], [states[i] for i in need]
+            )
+        out = []
+        for i, s in enumerate(states):
+            action = s.queue.pop(0)
+            s.decision = {**(s.decision or {}), "decided": i in need, "step": s.step,
+                          "chunk_index": self.chunk - 1 - len(s.queue), "action": action.tolist()}  # fmt: skip
+            if i in need:
+                s.decisions.append(s.decision)
+            s.step += 1
+            out.append(action.copy())
+        return out
+
+    def _decide(self, observations: list[dict], infos: list[dict], states: list[_Lane]) -> None:
+        frames, texts, env_states = [], [], []
+        for obs, info in zip(observations, infos, strict=True):
+            if not isinstance(obs, dict) or "state" not in obs or "image" not in obs:
+                raise ValueError("PI0Agent needs obs with 'state' and 'image' at a decision step (got keys "
+                                 f"{sorted(obs) if isinstance(obs, dict) else type(obs).__name__}); use obs_mode "
+                                 "'rgb+state'")  # fmt: skip
+            instruction = info.get("instruction") if isinstance(info, dict) else None
+            if not isinstance(instruction, str):
+                raise ValueError("info['instruction'] is missing: pass the env's info")
+            frames.append(np.asarray(obs["image"]))
+            texts.append(f"{instruction} {self.question.strip()}".strip())
+            env_states.append(np.asarray(obs["state"], dtype=np.float32))
+        b = self.backend
+        noise = torch.stack(
+            [decision_noise(s.seed, s.n_decisions, b.chunk_size, b.action_dim) for s in states]
+        )
+        actions = b.sample(frames, texts, np.stack(env_states), noise, self.steps)
+        for row, s in enumerate(states):
+            change = chunk_change(s.predicted, actions[row], self.chunk)
+            s.predicted = actions[row]
+            s.queue = [np.clip(a, -1.0, 1.0).astype(np.float32) for a in actions[row, : self.chunk]]
+            s.decision = {
+                "decision_index": s.n_decisions,
+                "denoise_steps": self.steps,
+                "chunk_change": change,
+            }
+            s.n_decisions += 1
+
+    def close(self) -> None:
+        """Detach the tap from the model."""
+        if self.tap is not None:
+            self.tap.remove()

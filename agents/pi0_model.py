@@ -1,0 +1,269 @@
+"""π0 checkpoints through transformers' own `PI0ForConditionalGeneration`: loading by path,
+normalisation statistics, inputs, and flow-matching sampling that physteer can tap and steer.
+
+A π0 model is a PaliGemma VLM (the prefix: image tokens, then the instruction) whose KV cache
+an action expert (a Gemma "DiT") attends to while it denoises a chunk of actions from noise in
+`num_inference_steps` Euler steps of flow matching. physteer drives it through `PI0Backend`:
+
+- Loading: a local folder with `config.json` of model_type "pi0" (never remote code), its
+  tokenizer, and the dataset's normalisation statistics in `processor_config.json` (the
+  `PI0Processor`'s own fields: state_mean, state_std, actions_mean, actions_std), refused
+  without them: un-normalised actions would move the arm by nonsense.
+- Inputs: the frame resized (bicubic, antialiased) to the vision tower's size, scaled to
+  [-1, 1] as PI0ImageProcessor does (ImageNet-standard mean and std 0.5); the prompt is the
+  processor's: `<image>` × tokens per image, BOS, the instruction, a newline (left-padded here,
+  so the last position is the newline in every row). The env's 17-float state is normalised
+  and zero-padded to `max_state_dim`; the model's actions are de-normalised and the env's 4
+  (dx, dy, dz, grip) read from the first dimensions of its padded action space.
+- Sampling: `sample` runs the prefix once through `prefix` (a small module whose forward takes
+  `input_ids`, so taps and steering find the image positions as on any VLM), then the expert
+  `steps` times on the cropped cache, from the noise it is given (the agent seeds it).
+- Layers: the expert reads each VLM layer's keys and values, which that layer computes from its
+  input, so the output of the VLM's last layer reaches no action (measured: an edit there leaves
+  every action bit-identical). `layers` (what taps and interventions index) are the VLM's
+  decoder layers but the last.
+
+    backend = load_pi0("runs/pi0")                       # refuses a folder without statistics
+    actions = backend.sample(frames, texts, states, noise)  # B × chunk × 4, env units
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.action_tokens import ENV_STATE_SIZE
+from agents.token_groups import token_groups
+
+ENV_ACTION_SIZE = 4
+STATS_FILE = "processor_config.json"  # where PI0Processor keeps the dataset statistics
+STATS_KEYS = ("state_mean", "state_std", "actions_mean", "actions_std")
+IMAGE_TOKEN = "<image>"
+
+
+@dataclass
+class PI0Stats:
+    """The dataset statistics a π0 checkpoint was trained with (env state: 17, actions: 4)."""
+
+    state_mean: np.ndarray
+    state_std: np.ndarray
+    actions_mean: np.ndarray
+    actions_std: np.ndarray
+
+    @classmethod
+    def from_folder(cls, path: str | Path) -> PI0Stats:
+        """Read processor_config.json; ValueError naming the folder and what is missing."""
+        file = Path(path) / STATS_FILE
+        doc = json.loads(file.read_text()) if file.is_file() else {}
+        missing = [k for k in STATS_KEYS if doc.get(k) is None]
+        if missing:
+            raise ValueError(f"π0 checkpoint {path}: no normalisation statistics ({', '.join(missing)} missing from "
+                             f"{STATS_FILE}); physteer refuses to run it without them. Write the state and action "
+                             "mean and std of the data it was trained on there (as PI0Processor saves them)")  # fmt: skip
+        stats = cls(*(np.asarray(doc[k], dtype=np.float32) for k in STATS_KEYS))
+        for key, size in (("state", ENV_STATE_SIZE), ("actions", ENV_ACTION_SIZE)):
+            for part in ("mean", "std"):
+                value = getattr(stats, f"{key}_{part}")
+                if value.shape != (size,) or not np.all(np.isfinite(value)):
+                    raise ValueError(f"π0 checkpoint {path}: {key}_{part} has shape {value.shape}; physteer's env "
+                                     f"has {size} {key} dimensions (finite values)")  # fmt: skip
+            if np.any(getattr(stats, f"{key}_std") <= 0):
+                raise ValueError(f"π0 checkpoint {path}: {key}_std must be > 0 in every dimension")
+        return stats
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-ready (the processor_config.json fields)."""
+        return {k: getattr(self, k).astype(float).tolist() for k in STATS_KEYS}
+
+
+class PI0Prefix(torch.nn.Module):
+    """The VLM prefix pass as a module whose forward takes `input_ids` (hooks record them)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.pi0 = [model]  # a list: not a submodule, so the PI0 weights are not re-registered
+        self.config = model.config.vlm_config
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor,
+                attention_mask: torch.Tensor) -> Any:  # fmt: skip
+        """The prefix's KV cache (embed the image into its token positions, run the VLM)."""
+        inner = self.pi0[0].model
+        embeds = inner.embed_prefix(input_ids, pixel_values, pixel_attention_mask)
+        return inner.vlm(inputs_embeds=embeds, attention_mask=attention_mask,
+                         position_ids=(attention_mask.cumsum(-1) - 1).clamp_min(0),
+                         token_type_ids=torch.zeros_like(input_ids), use_cache=True).cache  # fmt: skip
+
+
+class PI0Backend:
+    """A loaded π0 checkpoint (see module docstring). Taps and interventions attach to it as to
+    a VLMBackend: its decoder layers are the VLM's, its hooked model the prefix pass."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, stats: PI0Stats, name: str = "pi0") -> None:  # fmt: skip
+        self.model, self.tokenizer, self.stats, self.name = model.eval(), tokenizer, stats, name
+        cfg = model.config
+        self.model_type = "pi0"
+        self.chunk_size, self.action_dim = int(cfg.chunk_size), int(cfg.max_action_dim)
+        self.state_dim, self.default_steps = int(cfg.max_state_dim), int(cfg.num_inference_steps)
+        if self.action_dim < ENV_ACTION_SIZE:
+            raise ValueError(f"π0 checkpoint {name}: max_action_dim={self.action_dim} is smaller than the env's "
+                             f"{ENV_ACTION_SIZE} action dimensions (dx, dy, dz, grip)")  # fmt: skip
+        if self.state_dim < ENV_STATE_SIZE:
+            raise ValueError(f"π0 checkpoint {name}: max_state_dim={self.state_dim} is smaller than the env's "
+                             f"{ENV_STATE_SIZE} state dimensions")  # fmt: skip
+        vision = cfg.vlm_config.vision_config
+        self.image_size = int(vision.image_size)
+        self.image_tokens = (self.image_size // int(vision.patch_size)) ** 2
+        self.image_token_id = int(cfg.vlm_config.image_token_id)
+        if self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != self.image_token_id:
+            raise ValueError(f"π0 checkpoint {name}: its tokenizer's {IMAGE_TOKEN} is not the config's image_token_id "
+                             f"{self.image_token_id}")  # fmt: skip
+        self.prefix = PI0Prefix(model)
+        # The expert attends to each VLM layer's keys and values, computed from that layer's
+        # input: the last layer's output reaches no action, so taps and edits act at the others.
+        self.layers = model.model.vlm.language_model.layers[:-1]
+        if not len(self.layers):
+            raise ValueError(
+                f"π0 checkpoint {name}: its VLM has one decoder layer, whose output no action reads"
+            )
+        self.expert_layers = model.model.dit.layers
+        self.hidden_size = int(cfg.vlm_config.text_config.hidden_size)
+        self.n_layers = len(self.layers)
+        self.tokenizer.padding_side = "left"
+        self.image_check: dict[str, Any] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are."""
+        return next(self.model.parameters()).device
+
+    def token_groups(self) -> dict[str, torch.Tensor]:
+        """agents.token_groups of the tokenizer (the "text" positions: the instruction)."""
+        if not hasattr(self, "_groups"):
+            self._groups = token_groups(self.tokenizer)
+        return self._groups
+
+    def hook_view(self) -> tuple[torch.nn.Module, torch.nn.ModuleList]:
+        """(the module whose forward takes input_ids, the decoder layers) for agents.hooks."""
+        return self.prefix, self.layers
+
+    # --- inputs ---------------------------------------------------------------------------
+    def pixel_values(self, frames: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+        """(B × 1 × 3 × S × S) in [-1, 1]: bicubic antialiased resize to the vision tower's S."""
+        x = (
+            torch.as_tensor(np.stack([np.asarray(f) for f in frames])).permute(0, 3, 1, 2).float()
+            / 255.0
+        )
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic",
+                                                align_corners=False, antialias=True).clamp(0, 1)  # fmt: skip
+        return ((x - 0.5) / 0.5).unsqueeze(1)
+
+    def prepare(self, frames: list[np.ndarray] | np.ndarray, texts: str | list[str]) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Prefix inputs: input_ids and attention_mask (left-padded), pixel values and mask."""
+        texts = [texts] * len(frames) if isinstance(texts, str) else list(texts)
+        bos = self.tokenizer.bos_token or ""
+        prompts = [f"{IMAGE_TOKEN * self.image_tokens}{bos}{t}\n" for t in texts]
+        tok = self.tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
+        device = self.device
+        return {"input_ids": tok["input_ids"].to(device), "attention_mask": tok["attention_mask"].to(device),
+                "pixel_values": self.pixel_values(frames).to(device),
+                "pixel_attention_mask": torch.ones(len(frames), 1, dtype=torch.bool, device=device)}  # fmt: skip
+
+    def state_input(self, states: np.ndarray) -> torch.Tensor:
+        """(B × max_state_dim) normalised env states, zero-padded."""
+        s = (np.asarray(states, dtype=np.float32) - self.stats.state_mean) / self.stats.state_std
+        out = torch.zeros(len(s), self.state_dim)
+        out[:, :ENV_STATE_SIZE] = torch.from_numpy(s)
+        return out.to(self.device)
+
+    def env_actions(self, actions: torch.Tensor) -> np.ndarray:
+        """(B × chunk × 4) env actions from the model's (B × chunk × max_action_dim) output."""
+        a = actions[..., :ENV_ACTION_SIZE].float().cpu().numpy()
+        return a * self.stats.actions_std + self.stats.actions_mean
+
+    # --- running --------------------------------------------------------------------------
+    @torch.no_grad()
+    def prefix_forward(self, frames: list[np.ndarray] | np.ndarray, texts: str | list[str]) -> Any:
+        """Run the prefix alone (what taps at the VLM's layers see); returns its cache."""
+        return self.prefix(**self.prepare(frames, texts))
+
+    @torch.no_grad()
+    def sample(self, frames: list[np.ndarray] | np.ndarray, texts: list[str], states: np.ndarray,
+               noise: torch.Tensor, steps: int | None = None) -> np.ndarray:  # fmt: skip
+        """Denoise `noise` (B × chunk × max_action_dim) in `steps` Euler steps (default the
+        config's) conditioned on the frames, instructions and env states; env actions out."""
+        steps = self.default_steps if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"denoising steps={steps!r}: must be an int >= 1")
+        inputs = self.prepare(frames, texts)
+        cache = self.prefix(**inputs)
+        length = cache.get_seq_length()
+        state = self.state_input(states)
+        x = noise.to(self.device, torch.float32)
+        dt = -1.0 / steps
+        for k in range(steps):
+            t = torch.full((len(x),), 1.0 + k * dt, device=self.device)
+            velocity = self.model(state=state, noise=x, timestep=t, attention_mask=inputs["attention_mask"],
+                                  cache=cache).logits  # fmt: skip
+            cache.crop(length - cache.get_seq_length())  # drop the expert's tokens
+            x = x + dt * velocity
+        return self.env_actions(x)
+
+
+def is_pi0_folder(path: str | Path) -> bool:
+    """Whether `path` holds a config.json of model_type "pi0"."""
+    config = Path(path) / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == "pi0"
+
+
+def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | None = None) -> None:
+    """Before any episode, from the folder's JSON files alone: a π0 config, normalisation
+    statistics, an action and state space the env fits in, `chunk` in 1..chunk_size and
+    `steps` >= 1 (None: the model's own)."""
+    if not is_pi0_folder(path):
+        raise ValueError(f"model {str(path)!r} is not a π0 checkpoint: expected a folder with a config.json of "
+                         "model_type 'pi0' (transformers' PI0ForConditionalGeneration)")  # fmt: skip
+    PI0Stats.from_folder(path)
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    for key, need in (("max_action_dim", ENV_ACTION_SIZE), ("max_state_dim", ENV_STATE_SIZE)):
+        if int(cfg.get(key, 32)) < need:
+            raise ValueError(f"π0 checkpoint {path}: {key}={cfg.get(key)} is smaller than the env's {need} "
+                             f"{'action' if 'action' in key else 'state'} dimensions")  # fmt: skip
+    size = int(cfg.get("chunk_size", 50))
+    if chunk is not None and (
+        isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= size
+    ):
+        raise ValueError(
+            f"chunk={chunk!r}: must be an int in 1..{size} (the π0 checkpoint's chunk_size)"
+        )
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"denoise_steps={steps!r}: must be an int >= 1")
+
+
+def load_pi0(path: str | Path, device: str = "cpu", dtype: str = "float32") -> PI0Backend:
+    """Load a local π0 checkpoint (transformers' PI0ForConditionalGeneration, no remote code).
+
+    Raises:
+        ValueError: not a π0 folder, no normalisation statistics, a corrupt weights file, or
+            an action / state space smaller than the env's (each named).
+    """
+    from transformers import AutoTokenizer, PI0ForConditionalGeneration
+
+    from agents.resolve import check_weight_files
+
+    path = Path(path)
+    check_pi0_folder(path)
+    stats = PI0Stats.from_folder(path)  # before the weights: refuse early
+    check_weight_files(path)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = PI0ForConditionalGeneration.from_pretrained(
+        path, dtype=getattr(torch, dtype), local_files_only=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return PI0Backend(model.to(device), tokenizer, stats, name=path.name)

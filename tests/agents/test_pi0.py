@@ -1,0 +1,136 @@
+"""π0 through transformers' own PI0ForConditionalGeneration: random-weight checkpoints built from
+the config class run `physteer run --agent pi0`, replay exactly, batch lanes within 1e-5 of one
+by one, can be tapped and steered on the VLM stream, and bad checkpoints or settings are refused
+before any episode, each named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from agents.pi0_build import build_pi0
+from cli.main import main
+
+ACTION_COLUMNS = ("a_dx", "a_dy", "a_dz", "a_grip")
+
+
+@pytest.fixture(scope="module")
+def pi0_dir(tmp_path_factory):
+    return build_pi0(tmp_path_factory.mktemp("pi0") / "pi0", seed=1, hidden=48, chunk=6)
+
+
+def run_pi0(model, out, name, *flags):
+    argv = ["run", "--agent", "pi0", "--model", str(model), "--seeds", "0,1", "--max-steps", "16",
+            "--image-size", "96", "--name", name, "--out", str(out), *flags]  # fmt: skip
+    assert main(argv) == 0
+    rows = pq.read_table(out / name / "steps.parquet").to_pylist()
+    return {s: np.array([[r[k] for k in ACTION_COLUMNS] for r in sorted((r for r in rows if r["seed"] == s),
+                                                                      key=lambda r: r["step"])])
+            for s in (0, 1)}  # fmt: skip
+
+
+@pytest.mark.parametrize("sizes", [{"hidden": 64, "chunk": 10, "expert_hidden": 32}, {"hidden": 32, "chunk": 4, "layers": 3}])  # fmt: skip
+def test_a_random_pi0_runs_replays_and_batches(tmp_path, sizes):
+    model = build_pi0(tmp_path / "pi0", seed=2, **sizes)
+    serial = run_pi0(model, tmp_path, "serial", "--executor", "serial", "--chunk", "3")
+    assert all(a.shape == (16, 4) and np.abs(a).max() <= 1 for a in serial.values())
+    assert not np.array_equal(serial[0], serial[1])  # seeds draw their own noise and scenes
+    assert main(["replay", str(tmp_path / "serial"), "unsteered/1"]) == 0  # exit 1 if it differs
+    batched = run_pi0(
+        model, tmp_path, "lanes", "--executor", "serial", "--chunk", "3", "--envs-per-worker", "2"
+    )
+    for s in (0, 1):
+        assert np.abs(serial[s] - batched[s]).max() <= 1e-5
+
+
+def test_the_image_reaches_the_tap_and_steering_moves_the_chunk(pi0_dir):
+    from agents.interventions import AddVector
+    from agents.pi0_agent import PI0Agent, decision_noise
+
+    agent = PI0Agent(pi0_dir, tap_layer=0)
+    b = agent.backend
+    assert (
+        min(b.image_check["frame_change"].values()) > 1e-3
+        and b.image_check["image_precedes_question"]
+    )
+    frames = np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8)
+    states, noise = (
+        np.zeros((2, 17), np.float32),
+        torch.stack([decision_noise(s, 0, 6, 8) for s in (0, 1)]),
+    )
+    texts = ["Put the red object in the bin."] * 2
+    plain = b.sample(frames, texts, states, noise)
+    assert agent.tap.latest_batch.shape[:2] == (
+        2,
+        b.image_tokens + 1,
+    )  # image positions and the last
+    vector = torch.randn(b.hidden_size, generator=torch.Generator().manual_seed(0))
+    with AddVector(vector, 3.0, layer=0, positions="image").attach(b):
+        steered = b.sample(frames, texts, states, noise)
+    assert np.abs(steered - plain).max() > 1e-4
+    assert np.array_equal(
+        b.sample(frames, texts, states, noise), plain
+    )  # removed: exactly as before
+    agent.close()
+
+
+def edit_json(path, **changes):
+    doc = json.loads(path.read_text())
+    doc.update(changes)
+    path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(("change", "flags", "message"), [
+    ("no-stats", [], "no normalisation statistics (state_mean, state_std, actions_mean, actions_std missing"),
+    ("actions-3", [], "max_action_dim=3 is smaller than the env's 4 action dimensions"),
+    ("corrupt", [], "model.safetensors"),
+    (None, ["--chunk", "7"], "chunk=7: must be an int in 1..6 (the π0 checkpoint's chunk_size)"),
+    (None, ["--denoise-steps", "0"], "denoise_steps=0: must be an int >= 1"),
+])  # fmt: skip
+def test_bad_checkpoints_and_settings_before_any_episode(
+    pi0_dir, tmp_path, capsys, change, flags, message
+):
+    model = tmp_path / "model"
+    shutil.copytree(pi0_dir, model)
+    if change == "no-stats":
+        (model / "processor_config.json").write_text(
+            json.dumps({"processor_class": "PI0Processor"})
+        )
+    elif change == "actions-3":
+        edit_json(model / "config.json", max_action_dim=3)
+    elif change == "corrupt":
+        weights = model / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    argv = ["run", "--agent", "pi0", "--model", str(model), "--seeds", "0", "--name", "bad", "--out", str(tmp_path), *flags]  # fmt: skip
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_last_vlm_layer_reaches_no_action(pi0_dir):
+    """Why PI0Backend.layers leaves the VLM's last decoder layer out: the expert reads each
+    layer's keys and values, computed from the layer's input, so editing the last layer's
+    output changes no action at all (an edit one layer down does)."""
+    from agents.pi0_model import load_pi0
+
+    b = load_pi0(pi0_dir)
+    last = b.model.model.vlm.language_model.layers[-1]
+    frames = np.full((1, 96, 96, 3), 90, np.uint8)
+    args = (
+        frames,
+        ["Put the blue object in the bin."],
+        np.zeros((1, 17), np.float32),
+        torch.ones(1, 6, 8),
+    )
+    plain = b.sample(*args)
+    hook = last.register_forward_hook(lambda m, a, out: out + 5.0)
+    try:
+        assert np.array_equal(b.sample(*args), plain)
+    finally:
+        hook.remove()
+    assert len(b.layers) == len(b.model.model.vlm.language_model.layers) - 1
