@@ -182,9 +182,11 @@ class AgentEvalConfig:
     """Settings of `physteer agent-eval`.
 
     Attributes:
-        agent: vlm (the planner over the scripted expert) or vla (its own action tokens).
+        agent: vlm (the planner over the scripted expert), vla (its own action tokens) or pi0
+            (a π0 checkpoint's flow-matching chunks; `model` is its folder).
         model: 'tiny' / 'tiny-vla' (the defaults, by agent), a local directory or a cached hub id.
-        chunk: VLA actions executed per forward (None: its horizon).
+        chunk: VLA or π0 actions executed per forward (None: its horizon or chunk).
+        denoise_steps: a π0's flow-matching steps per decision (None: its config's).
         decoding: how the VLA decodes its action tokens (gated: the gripper decided open/closed first).
         object_pattern: material, or plain: the material cue removed from the frame.
         pattern_control: also run the same seeds with plain, unbreakable objects and report the
@@ -205,6 +207,7 @@ class AgentEvalConfig:
     agent: str = "vlm"
     model: str | None = None
     chunk: int | None = None
+    denoise_steps: int | None = None
     decoding: str = DEFAULT_DECODING
     object_pattern: str = "material"
     pattern_control: bool = False
@@ -224,8 +227,16 @@ class AgentEvalConfig:
         """ValueError naming the first bad setting (before any episode)."""
         from envs.objects import check_pattern
 
-        if self.agent not in ("vlm", "vla"):
-            raise ValueError(f"agent {self.agent!r}: expected vlm or vla")
+        if self.agent not in ("vlm", "vla", "pi0"):
+            raise ValueError(f"agent {self.agent!r}: expected vlm, vla or pi0")
+        if self.agent == "pi0" and not self.oracle:
+            from agents.pi0_model import check_pi0_folder
+
+            if self.model is None:
+                raise ValueError(
+                    "agent pi0 needs --model DIR: a π0 checkpoint folder (agents.pi0_model)"
+                )
+            check_pi0_folder(self.model, self.chunk, self.denoise_steps)
         if self.decoding not in DECODING_RULES:
             raise ValueError(f"decoding {self.decoding!r}: expected one of {list(DECODING_RULES)}")
         for name in ("seeds", "envs", "max_steps", "decide_every"):
@@ -249,6 +260,11 @@ class AgentEvalConfig:
             from agents.protocol import ScriptedAgent
 
             return ScriptedAgent()
+        if self.agent == "pi0":
+            from agents.pi0_agent import PI0Agent
+
+            return PI0Agent(self.model, chunk=self.chunk, steps=self.denoise_steps, tap_layer=None,
+                            device=self.device, dtype=self.dtype)  # fmt: skip
         if self.agent == "vla":
             from agents.vla_agent import VLAAgent
 
@@ -279,7 +295,7 @@ def evaluate_agent(
                      progress=progress and (lambda n: progress(n, total)))  # fmt: skip
     control = (run_pattern_control(agent, **run, progress=progress and (lambda n: progress(len(rows) + n, total)))
                if cfg.pattern_control else None)  # fmt: skip
-    keys = ("agent", "model", "chunk", "decoding", "seeds", "first_seed", "decide_every", "threshold",
+    keys = ("agent", "model", "chunk", "denoise_steps", "decoding", "seeds", "first_seed", "decide_every", "threshold",
             "object_pattern", "pattern_control", "unbreakable", "max_steps", "oracle")  # fmt: skip
     config = {k: v for k, v in asdict(cfg).items() if k in keys}
     doc = {"config": config, "summary": summarize(rows, control), "episodes": rows, "control_episodes": control or [],

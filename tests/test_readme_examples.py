@@ -65,6 +65,8 @@ SKIP = {
         "installs system packages and runs the whole test suite, this test included (.ci/run runs it)",
     "physteer run --executor ray --address auto --workers 8 --gpus-per-worker 0.5 --envs-per-worker 16 \\":
         "needs a Ray cluster with GPUs and a downloaded SmolVLM-Instruct",
+    "huggingface-cli download lerobot/pi0_base --local-dir models/pi0_base":
+        "downloads a released π0 (several GB) from the hub; tests/agents/test_pi0.py runs random-weight π0s",
     "huggingface-cli download HuggingFaceTB/SmolVLM-Instruct --local-dir models/smolvlm":
         "downloads SmolVLM-Instruct from the hub and runs it on CUDA",
     'backend = load_vlm("models/smolvlm", device="cuda", dtype="bfloat16", image_splitting=False)':

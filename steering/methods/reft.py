@@ -127,7 +127,8 @@ class LoReFT(SteeringMethod):
                 round(float(np.mean(trace[:10])), 4),
                 round(float(np.mean(trace[-10:])), 4),
             )
-        self.fit_info.update(units=int(p["rank"]), demo_rows=len(demos), demo_source=demos.source,
+        # it fits on the demonstrations, not on the labelled rows: the cost columns say so
+        self.fit_info.update(units=int(p["rank"]), n_rows=len(demos), n_frames=len(demos), source=demos.source,
                              loss_first_last={k: list(v) for k, v in losses.items()})  # fmt: skip
 
     def _intervention(self, strength: float, seed: int) -> Any:

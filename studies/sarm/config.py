@@ -15,7 +15,11 @@ from typing import Any
 
 from agents.action_tokens import DEFAULT_DECODING
 
-SARM_AGENTS = ("vlm", "vla")  # agents a monitor can watch (the scripted oracle has no activations)
+SARM_AGENTS = (
+    "vlm",
+    "vla",
+    "pi0",
+)  # agents a monitor can watch (the scripted oracle has no activations)
 DEFAULT_PERTURBATIONS = ("ta2:4@10", "random:4@10", "sae:contrast:20@10", "sae:contrast:50@10",
                          "noise:0.2@10", "occlusion:0.35@10", "color:0.3@10", "prompt@10")  # fmt: skip
 #: The probe scorer's training attacks (an activation attack and a frame corruption) and the
@@ -29,8 +33,9 @@ class SarmEvalConfig:
     """Settings of one sarm-eval run.
 
     Attributes:
-        agent: "vlm" (the planner: VLM decisions, scripted expert motion) or "vla" (the VLA's
-            own action tokens move the arm; its decisions are the forwards, one per chunk).
+        agent: "vlm" (the planner: VLM decisions, scripted expert motion), "vla" (the VLA's
+            own action tokens move the arm; its decisions are the forwards, one per chunk) or
+            "pi0" (a π0 checkpoint folder's action chunks, `model` its folder; as "vla").
         model: "tiny" (embedded: the tiny VLM, or the tiny VLA), a local folder or a cached hub id.
         layer: tap layer (None = 2/3 depth).
         scorers: scorer kinds, side by side (sae, mahalanobis, pca; probe: a linear probe
@@ -261,7 +266,9 @@ class SarmEvalConfig:
         n_cal, need = len(self.calibration_seeds), conformal_min_n(self.alpha)
         # decisions per episode: at most one per step (VLA), or one per decide_every steps
         per_episode = (
-            self.max_steps if self.agent == "vla" else -(-self.max_steps // self.decide_every)
+            self.max_steps
+            if self.agent in ("vla", "pi0")
+            else -(-self.max_steps // self.decide_every)
         )
         if self.calibration == "conformal-decision":
             n_cal *= per_episode

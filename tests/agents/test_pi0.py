@@ -134,3 +134,21 @@ def test_the_last_vlm_layer_reaches_no_action(pi0_dir):
     finally:
         hook.remove()
     assert len(b.layers) == len(b.model.model.vlm.language_model.layers) - 1
+
+
+def test_agent_eval_and_sarm_eval_take_a_pi0(pi0_dir, tmp_path, monkeypatch):
+    """`physteer agent-eval --agent pi0` runs every color × material cell; `physteer sarm-eval
+    --agent pi0` fits and calibrates a scorer on the π0's own activations."""
+    out = tmp_path / "eval"
+    assert main(["agent-eval", "--agent", "pi0", "--model", str(pi0_dir), "--seeds", "1", "--max-steps", "8",
+                 "--denoise-steps", "2", "--out", str(out)]) == 0  # fmt: skip
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["config"]["agent"] == "pi0" and len(doc["episodes"]) == 4
+    monkeypatch.chdir(tmp_path)
+    assert main(["sarm-eval", "--agent", "pi0", "--model", str(pi0_dir), "--fit-episodes", "20", "--episodes", "1",
+                 "--scorers", "mahalanobis", "--max-steps", "8", "--name", "sarm", "--no-sweep", "--no-plots"]) == 0  # fmt: skip
+    summary = json.loads((tmp_path / "runs" / "sarm" / "summary.json").read_text())
+    assert summary["config"]["agent"] == "pi0"
+    assert (
+        main(["agent-eval", "--agent", "pi0", "--seeds", "1"]) == 2
+    )  # no --model: named before any episode
