@@ -174,18 +174,29 @@ def _dtype_name(t: pa.DataType) -> str:
     return {pa.float32(): "float32", pa.bool_(): "bool", pa.int64(): "int64"}.get(t, "string")
 
 
-def _extra_columns(steps: pa.Schema) -> dict[str, tuple[str, pa.DataType]]:
-    """Logged step columns that travel as physteer.<name> (all but keys and the action)."""
+def _extra_columns(steps: pa.Table) -> dict[str, tuple[str, pa.DataType]]:
+    """Logged step columns that travel as physteer.<name> (all but keys and the action, and
+    those that do not apply to the run's agent: empty or NaN in every step, such as a VLA's
+    scripted `profile` or a π0's `p_fragile`)."""
+    import pyarrow.compute as pc
+
     out = {}
-    for field in steps:
+    for field in steps.schema:
         if field.name in KEY_COLUMNS or field.name in ACTION_COLUMNS or field.name == "reward":
+            continue
+        column = steps.column(field.name)
+        if pa.types.is_floating(field.type):
+            column = pc.if_else(pc.is_nan(column), None, column)
+        if column.null_count == len(column):
             continue
         t = field.type
         typ = pa.float32() if pa.types.is_floating(t) else pa.bool_() if pa.types.is_boolean(t) else \
             pa.int64() if pa.types.is_integer(t) else pa.string()  # fmt: skip
         out["physteer." + field.name.replace(":", ".")] = (field.name, typ)
     out["physteer.condition"] = ("condition", pa.string())
-    if "monitor" in steps.names:  # the monitor arm (runs with monitors log one episode per arm)
+    if (
+        "monitor" in steps.column_names
+    ):  # the monitor arm (runs with monitors log one episode per arm)
         out["physteer.monitor"] = ("monitor", pa.string())
     return out
 
@@ -219,8 +230,7 @@ def export_lerobot(run_dir: str | Path, out: str | Path, video: bool = True, ove
     run, out = Path(run_dir), Path(out)
     _check_out(run, out, overwrite)
     config, episodes, steps_by_episode = load_run(run)
-    schema = pq.read_schema(run / "steps.parquet")
-    extras = _extra_columns(schema)
+    extras = _extra_columns(pq.read_table(run / "steps.parquet"))
     from envs.franka_pick import EnvConfig
 
     env_cfg = EnvConfig()
@@ -303,8 +313,16 @@ def _append_steps(columns, extras, rows, sim, episode_index, start, task_index, 
     columns["physteer.agent_action"].extend([[r[c] for c in ACTION_COLUMNS] for r in rows])
     columns["next.reward"].extend(float(r.get("reward", 0.0)) for r in rows)
     columns["next.done"].extend(i == length - 1 for i in range(length))
-    for name, (src, _) in extras.items():
-        columns[name].extend(r.get(src) for r in rows)
+    for name, (src, typ) in extras.items():
+        values = [r.get(src) for r in rows]
+        if typ == pa.float32():  # a per-decision signal: the value of the decision in force
+            last = None
+            for i, v in enumerate(values):
+                if v is None or v != v:  # None or NaN: a step without a decision
+                    values[i] = last
+                else:
+                    last = v
+        columns[name].extend(values)
     columns["timestamp"].extend(i / fps for i in range(length))
     columns["frame_index"].extend(range(length))
     columns["episode_index"].extend([episode_index] * length)

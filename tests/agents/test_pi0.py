@@ -46,6 +46,14 @@ def test_a_random_pi0_runs_replays_and_batches(tmp_path, sizes):
     )
     for s in (0, 1):
         assert np.abs(serial[s] - batched[s]).max() <= 1e-5
+    # exported, the columns that do not apply to a π0 (no scripted profile, no fragility slot) are left out
+    assert (
+        main(["export-lerobot", str(tmp_path / "serial"), str(tmp_path / "ds"), "--no-video"]) == 0
+    )
+    names = json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())["features"]
+    assert "physteer.grip_force" in names and not {"physteer.profile", "physteer.p_fragile"} & set(
+        names
+    )
 
 
 def test_the_image_reaches_the_tap_and_steering_moves_the_chunk(pi0_dir):
@@ -152,3 +160,21 @@ def test_agent_eval_and_sarm_eval_take_a_pi0(pi0_dir, tmp_path, monkeypatch):
     assert (
         main(["agent-eval", "--agent", "pi0", "--seeds", "1"]) == 2
     )  # no --model: named before any episode
+
+
+def test_a_pi0_run_exports_a_dataset_lerobot_doctor_passes(pi0_dir, tmp_path):
+    """`physteer export-lerobot` of a π0 run, video included: lerobot-doctor (a validator of
+    LeRobot v3 datasets) finds no failing check (format, video, distribution among them)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run_pi0(pi0_dir, tmp_path, "run", "--executor", "serial")
+    assert main(["export-lerobot", str(tmp_path / "run"), str(tmp_path / "ds")]) == 0
+    doctor = Path(sys.executable).parent / "lerobot-doctor"
+    out = subprocess.run([str(doctor), "check", str(tmp_path / "ds")], capture_output=True, text=True,
+                         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}, timeout=300)  # fmt: skip
+    checks = [line for line in out.stdout.splitlines() if line.startswith("[")]
+    for name in ("Metadata & Format Compliance", "Video Integrity", "Data Distribution"):
+        assert any(name in line for line in checks), out.stdout[-2000:]
+    assert not [line for line in checks if line.startswith("[FAIL]")], out.stdout[-2000:]
