@@ -38,6 +38,9 @@ def decision_noise(seed: int | None, decision: int, chunk: int, dims: int) -> to
     return torch.randn(chunk, dims, generator=gen)
 
 
+STREAMS = ("vlm", "expert")
+
+
 @dataclass
 class _Lane:
     """Per-episode state of one lane."""
@@ -56,26 +59,35 @@ class PI0Agent(LaneViews):
 
     def __init__(self, model: PI0Backend | str | Path, chunk: int | None = None, steps: int | None = None,
                  tap_layer: int | None | str = "default", question: str = "", device: str = "cpu",
-                 dtype: str = "float32") -> None:  # fmt: skip
+                 dtype: str = "float32", stream: str = "vlm") -> None:  # fmt: skip
         """Args:
         model: a loaded PI0Backend or a π0 checkpoint folder (agents.pi0_model.load_pi0).
         chunk: actions executed per decision, 1..chunk_size (default: the whole chunk).
         steps: denoising steps per decision, >= 1 (default: the config's num_inference_steps).
-        tap_layer: VLM decoder layer of the residual tap, "default" (2/3 depth) or None.
+        tap_layer: decoder layer of the residual tap on `stream`, "default" (2/3 depth) or None.
         question: extra text after the instruction.
         device, dtype: used when `model` is a folder.
+        stream: what taps, steering and monitors attach to (`self.backend`): "vlm" (the
+            VLM prefix: image and instruction tokens) or "expert" (the action expert: its
+            action tokens, agents.pi0_model.PI0ExpertView).
 
         Raises:
             ValueError: a chunk longer than the model's, steps < 1, or a bad checkpoint.
         """
-        self.backend = model if isinstance(model, PI0Backend) else load_pi0(model, device, dtype)
-        size = self.backend.chunk_size
+        if stream not in STREAMS:
+            raise ValueError(f"stream={stream!r}: choose one of {list(STREAMS)}")
+        self.policy = model if isinstance(model, PI0Backend) else load_pi0(model, device, dtype)
+        self.backend = (
+            self.policy if stream == "vlm" else self.policy.expert
+        )  # what hooks attach to
+        self.stream = stream
+        size = self.policy.chunk_size
         chunk = size if chunk is None else chunk
         if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= size:
             raise ValueError(
                 f"chunk={chunk!r}: must be an int in 1..{size} (the model's chunk_size)"
             )
-        steps = self.backend.default_steps if steps is None else steps
+        steps = self.policy.default_steps if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps={steps!r}: denoising steps must be an int >= 1")
         if not isinstance(question, str):
@@ -83,9 +95,14 @@ class PI0Agent(LaneViews):
         self.chunk, self.steps, self.question = chunk, steps, question
         if tap_layer == "default":
             tap_layer = default_tap_layer(self.backend.n_layers)
-        from agents.image_check import check_image_reaches
+        if stream == "expert":
+            self.backend.check_image_reaches(
+                self.backend.n_layers - 1 if tap_layer is None else tap_layer
+            )
+        else:
+            from agents.image_check import check_image_reaches
 
-        check_image_reaches(self.backend, tap_layer)
+            check_image_reaches(self.backend, tap_layer)
         self.tap = ResidualTap(tap_layer).attach(self.backend) if tap_layer is not None else None
         self._lanes: dict[int, _Lane] = {0: _Lane()}
 
@@ -145,7 +162,7 @@ class PI0Agent(LaneViews):
             frames.append(np.asarray(obs["image"]))
             texts.append(f"{instruction} {self.question.strip()}".strip())
             env_states.append(np.asarray(obs["state"], dtype=np.float32))
-        b = self.backend
+        b = self.policy
         noise = torch.stack(
             [decision_noise(s.seed, s.n_decisions, b.chunk_size, b.action_dim) for s in states]
         )

@@ -44,6 +44,9 @@ ENV_ACTION_SIZE = 4
 STATS_FILE = "processor_config.json"  # where PI0Processor keeps the dataset statistics
 STATS_KEYS = ("state_mean", "state_std", "actions_mean", "actions_std")
 IMAGE_TOKEN = "<image>"
+#: Ids the expert stream's positions carry for hooks (never vocabulary ids): the state token,
+#: then the action tokens, which taps and edits on that stream address as its "image" positions.
+EXPERT_STATE_ID, EXPERT_ACTION_ID = -2, -1
 
 
 @dataclass
@@ -99,6 +102,72 @@ class PI0Prefix(torch.nn.Module):
                          token_type_ids=torch.zeros_like(input_ids), use_cache=True).cache  # fmt: skip
 
 
+class ExpertStep(torch.nn.Module):
+    """One denoising step of the action expert as a module whose forward takes `input_ids`
+    (sentinels marking the state and action tokens), so that hooks find the action positions."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.pi0 = [model]  # not a submodule (see PI0Prefix)
+        self.config = model.config.dit_config
+
+    def forward(self, input_ids: torch.Tensor, **inputs: Any) -> torch.Tensor:
+        """The predicted velocity (B × chunk × max_action_dim); `inputs` go to PI0's forward."""
+        return self.pi0[0](**inputs).logits
+
+
+class PI0ExpertView:
+    """The action expert's stream, for taps, SAEs, steering and monitors: its decoder layers,
+    and as its "image" positions the action tokens (the state token left out), at every
+    denoising step (a tap keeps the last step's: the one that sets the actions)."""
+
+    model_type = "pi0-expert"
+
+    def __init__(self, backend: PI0Backend) -> None:
+        self.policy = backend
+        self.name = f"{backend.name}/expert"
+        self.layers = backend.model.model.dit.layers
+        self.n_layers = len(self.layers)
+        self.hidden_size = int(backend.model.config.dit_config.hidden_size)
+        self.image_token_id = EXPERT_ACTION_ID
+        self.image_check: dict[str, Any] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.policy.device
+
+    def check_image_reaches(self, layer: int) -> dict[str, Any]:
+        """A changed frame must change the action tokens at expert layer `layer` (the image
+        reaches the expert through the VLM's cache); ValueError otherwise. Recorded once."""
+        from agents.image_check import MIN_CHANGE, probe_frames
+        from agents.taps import ResidualTap
+
+        if self.image_check is not None and self.image_check.get("layer") == layer:
+            return self.image_check
+        b = self.policy
+        noise = torch.zeros(1, b.chunk_size, b.action_dim)
+        states = np.zeros((1, ENV_STATE_SIZE), np.float32)
+        seen = []
+        with ResidualTap(layer, include_last=False).attach(self) as tap:
+            for frame in probe_frames():
+                b.sample([frame], ["Put the object in the bin."], states, noise, steps=1)
+                seen.append(tap.latest_batch.clone())
+        change = float((seen[0] - seen[1]).abs().max())
+        if change < MIN_CHANGE:
+            raise ValueError(f"model {self.name}: the action tokens at expert layer {layer} do not change when "
+                             f"the frame changes (largest change {change:.2g}); physteer refuses to tap them")  # fmt: skip
+        self.image_check = {"layer": layer, "frame_change": {layer: change}}
+        return self.image_check
+
+    def token_groups(self) -> dict[str, torch.Tensor]:
+        """No text, state or slot groups on this stream (only "image" = actions, "all", "last")."""
+        return {}
+
+    def hook_view(self) -> tuple[torch.nn.Module, torch.nn.ModuleList]:
+        """(the denoising step module, the expert's decoder layers)."""
+        return self.policy.expert_step, self.layers
+
+
 class PI0Backend:
     """A loaded π0 checkpoint (see module docstring). Taps and interventions attach to it as to
     a VLMBackend: its decoder layers are the VLM's, its hooked model the prefix pass."""
@@ -123,6 +192,7 @@ class PI0Backend:
             raise ValueError(f"π0 checkpoint {name}: its tokenizer's {IMAGE_TOKEN} is not the config's image_token_id "
                              f"{self.image_token_id}")  # fmt: skip
         self.prefix = PI0Prefix(model)
+        self.expert_step = ExpertStep(model)
         # The expert attends to each VLM layer's keys and values, computed from that layer's
         # input: the last layer's output reaches no action, so taps and edits act at the others.
         self.layers = model.model.vlm.language_model.layers[:-1]
@@ -135,11 +205,17 @@ class PI0Backend:
         self.n_layers = len(self.layers)
         self.tokenizer.padding_side = "left"
         self.image_check: dict[str, Any] | None = None
+        self.expert = PI0ExpertView(self)
 
     @property
     def device(self) -> torch.device:
         """Where the weights are."""
         return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype (inputs are cast to it; the flow is integrated in float32)."""
+        return next(self.model.parameters()).dtype
 
     def token_groups(self) -> dict[str, torch.Tensor]:
         """agents.token_groups of the tokenizer (the "text" positions: the instruction)."""
@@ -171,7 +247,7 @@ class PI0Backend:
         tok = self.tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
         device = self.device
         return {"input_ids": tok["input_ids"].to(device), "attention_mask": tok["attention_mask"].to(device),
-                "pixel_values": self.pixel_values(frames).to(device),
+                "pixel_values": self.pixel_values(frames).to(device, self.dtype),
                 "pixel_attention_mask": torch.ones(len(frames), 1, dtype=torch.bool, device=device)}  # fmt: skip
 
     def state_input(self, states: np.ndarray) -> torch.Tensor:
@@ -179,7 +255,7 @@ class PI0Backend:
         s = (np.asarray(states, dtype=np.float32) - self.stats.state_mean) / self.stats.state_std
         out = torch.zeros(len(s), self.state_dim)
         out[:, :ENV_STATE_SIZE] = torch.from_numpy(s)
-        return out.to(self.device)
+        return out.to(self.device, self.dtype)
 
     def env_actions(self, actions: torch.Tensor) -> np.ndarray:
         """(B × chunk × 4) env actions from the model's (B × chunk × max_action_dim) output."""
@@ -205,11 +281,13 @@ class PI0Backend:
         length = cache.get_seq_length()
         state = self.state_input(states)
         x = noise.to(self.device, torch.float32)
+        ids = torch.full((len(x), 1 + x.shape[1]), EXPERT_ACTION_ID, device=self.device)
+        ids[:, 0] = EXPERT_STATE_ID
         dt = -1.0 / steps
         for k in range(steps):
             t = torch.full((len(x),), 1.0 + k * dt, device=self.device)
-            velocity = self.model(state=state, noise=x, timestep=t, attention_mask=inputs["attention_mask"],
-                                  cache=cache).logits  # fmt: skip
+            velocity = self.expert_step(input_ids=ids, state=state, noise=x.to(self.dtype), timestep=t,
+                                        attention_mask=inputs["attention_mask"], cache=cache).float()  # fmt: skip
             cache.crop(length - cache.get_seq_length())  # drop the expert's tokens
             x = x + dt * velocity
         return self.env_actions(x)

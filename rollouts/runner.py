@@ -51,6 +51,7 @@ class ExperimentConfig:
         decide_every: steps between VLM decisions (planner).
         chunk: actions a VLA or π0 executes per forward (None: its checkpoint's horizon or chunk).
         denoise_steps: a π0's flow-matching steps per decision (None: its config's).
+        stream: the π0 stream taps, steering and monitors use: "vlm" (prefix) or "expert".
         decoding: how a VLA turns its action-token logits into actions: "expectation" (the
             default), "gated" (the expectation, the gripper first decided open or closed) or
             "argmax" (agents.action_tokens).
@@ -106,6 +107,7 @@ class ExperimentConfig:
     decide_every: int = 10
     chunk: int | None = None
     denoise_steps: int | None = None
+    stream: str = "vlm"
     decoding: str = DEFAULT_DECODING
     threshold: float = 0.5
     image_size: int = 384
@@ -149,6 +151,7 @@ class ExperimentConfig:
         allowed("object_pattern", self.object_pattern, PATTERNS)
         allowed("renderer", self.renderer, RENDERERS)
         allowed("decoding", self.decoding, DECODING_RULES)
+        allowed("stream", self.stream, ("vlm", "expert") if self.agent == "pi0" else ("vlm",))
         from monitors.sarm import ON_VETO, TOKEN_SELECTIONS
 
         allowed("on_veto", self.on_veto, ON_VETO)
@@ -354,7 +357,7 @@ class EpisodeRunner:
             from agents.pi0_agent import PI0Agent
 
             self.agent = PI0Agent(cfg.model, chunk=cfg.chunk, steps=cfg.denoise_steps, tap_layer=layer,
-                                  device=cfg.device, dtype=cfg.dtype)  # fmt: skip
+                                  device=cfg.device, dtype=cfg.dtype, stream=cfg.stream)  # fmt: skip
         elif cfg.agent == "vlm":
             from agents.vlm_agent import VLMAgent
 

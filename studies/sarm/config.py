@@ -58,6 +58,8 @@ class SarmEvalConfig:
         first_seed: first env seed (fit seeds, then eval seeds).
         decide_every: steps between VLM decisions (planner).
         chunk: actions a VLA executes per forward (None: its checkpoint's horizon).
+        stream: with agent "pi0", the stream the scorers read: "vlm" (the prefix) or "expert"
+            (the action expert's action tokens).
         decoding: how the VLA decodes its action tokens ("expectation", the default, "gated",
             "argmax";
             see `physteer run --help`).
@@ -106,6 +108,7 @@ class SarmEvalConfig:
     first_seed: int = 5_000_000
     decide_every: int = 10
     chunk: int | None = None
+    stream: str = "vlm"
     decoding: str = DEFAULT_DECODING
     max_steps: int = 120
     calibration: str = "conformal-episode"
@@ -175,6 +178,7 @@ class SarmEvalConfig:
             name=name, out=self.out, conditions=conditions, seeds=seeds, agent=self.agent, model=self.model,
             layer=self.layer, decide_every=self.decide_every, chunk=self.chunk, decoding=self.decoding, max_steps=self.max_steps,
             on_veto=self.on_veto, tokens=self.tokens, holding=False, device=self.device, dtype=self.dtype, workers=self.workers,
+            stream=self.stream,
             envs_per_worker=self.envs_per_worker, executor=self.executor, address=self.address, **fields,
         )  # fmt: skip
 

@@ -146,7 +146,8 @@ def test_the_last_vlm_layer_reaches_no_action(pi0_dir):
 
 def test_agent_eval_and_sarm_eval_take_a_pi0(pi0_dir, tmp_path, monkeypatch):
     """`physteer agent-eval --agent pi0` runs every color × material cell; `physteer sarm-eval
-    --agent pi0` fits and calibrates a scorer on the π0's own activations."""
+    --agent pi0 --stream expert` trains an SAE on the action expert's tokens and fits and
+    calibrates scorers on them (the SAE's contrast steering among its perturbations)."""
     out = tmp_path / "eval"
     assert main(["agent-eval", "--agent", "pi0", "--model", str(pi0_dir), "--seeds", "1", "--max-steps", "8",
                  "--denoise-steps", "2", "--out", str(out)]) == 0  # fmt: skip
@@ -154,9 +155,15 @@ def test_agent_eval_and_sarm_eval_take_a_pi0(pi0_dir, tmp_path, monkeypatch):
     assert doc["config"]["agent"] == "pi0" and len(doc["episodes"]) == 4
     monkeypatch.chdir(tmp_path)
     assert main(["sarm-eval", "--agent", "pi0", "--model", str(pi0_dir), "--fit-episodes", "20", "--episodes", "1",
-                 "--scorers", "mahalanobis", "--max-steps", "8", "--name", "sarm", "--no-sweep", "--no-plots"]) == 0  # fmt: skip
+                 "--scorers", "mahalanobis,sae", "--sae-steps", "50", "--max-steps", "8", "--stream", "expert",
+                 "--name", "sarm", "--no-sweep", "--no-plots"]) == 0  # fmt: skip
     summary = json.loads((tmp_path / "runs" / "sarm" / "summary.json").read_text())
-    assert summary["config"]["agent"] == "pi0"
+    assert summary["config"]["agent"] == "pi0" and summary["config"]["stream"] == "expert"
+    assert {"mahalanobis-mean", "sae-mean"} <= set(summary["thresholds"])
+    assert (
+        summary["d"]
+        == json.loads((pi0_dir / "config.json").read_text())["dit_config"]["hidden_size"]
+    )
     assert (
         main(["agent-eval", "--agent", "pi0", "--seeds", "1"]) == 2
     )  # no --model: named before any episode
@@ -178,3 +185,42 @@ def test_a_pi0_run_exports_a_dataset_lerobot_doctor_passes(pi0_dir, tmp_path):
     for name in ("Metadata & Format Compliance", "Video Integrity", "Data Distribution"):
         assert any(name in line for line in checks), out.stdout[-2000:]
     assert not [line for line in checks if line.startswith("[FAIL]")], out.stdout[-2000:]
+
+
+def test_the_action_expert_stream_is_tapped_and_steered(pi0_dir, tmp_path):
+    """stream="expert": the tap reads the action tokens of an expert layer (the last denoising
+    step), an edit there moves the chunk and comes off exactly, and a run logs that stream's
+    activations (its width is the expert's)."""
+    from agents.interventions import AddVector
+    from agents.pi0_agent import PI0Agent, decision_noise
+
+    agent = PI0Agent(pi0_dir, stream="expert", tap_layer=1)
+    view, policy = agent.backend, agent.policy
+    assert view.image_check["frame_change"][1] > 1e-4
+    frames = np.random.default_rng(1).integers(0, 255, (1, 96, 96, 3), dtype=np.uint8)
+    args = (
+        frames,
+        ["Put the red object in the bin."],
+        np.zeros((1, 17), np.float32),
+        decision_noise(0, 0, 6, 8)[None],
+    )
+    plain = policy.sample(*args)
+    assert agent.tap.latest_batch.shape == (
+        1,
+        policy.chunk_size + 1,
+        view.hidden_size,
+    )  # 6 actions + the last
+    with AddVector(torch.ones(view.hidden_size), 2.0, layer=0, positions="image").attach(view):
+        assert np.abs(policy.sample(*args) - plain).max() > 1e-4
+    assert np.array_equal(policy.sample(*args), plain)
+    agent.close()
+    run_pi0(
+        pi0_dir, tmp_path, "expert", "--executor", "serial", "--stream", "expert", "--layer", "1"
+    )
+    from safetensors.torch import load_file
+
+    logged = load_file(tmp_path / "expert" / "activations" / "unsteered" / "seed_0.safetensors")
+    assert (
+        logged["decision"].shape[1:] == (policy.chunk_size + 1, view.hidden_size)
+        and int(logged["layer"]) == 1
+    )
