@@ -64,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the VLA checkpoint (default: the embedded agents/tiny_vla)",
     )
     p.add_argument(
+        "--pi0-model",
+        default=None,
+        help="a π0 checkpoint folder: adds a π0 row to the agent comparison (none ships yet)",
+    )
+    p.add_argument(
         "--chunk",
         type=int,
         default=None,
@@ -162,7 +167,7 @@ def _agents(args: argparse.Namespace, console: Console) -> dict:
 
     renderers = tuple(r.strip() for r in args.renderers.split(",") if r.strip())
     runs = compare_agents(args.agent_episodes, args.rounds, args.agent_workers, args.max_steps,
-                          models={"vlm": args.model, "vla": args.vla_model}, chunk=args.chunk,
+                          models={"vlm": args.model, "vla": args.vla_model, "pi0": args.pi0_model}, chunk=args.chunk,
                           monitor=not args.no_monitor, renderers=renderers)  # fmt: skip
     base = next(iter(runs.values()))
     first = {r.agent: r for r in reversed(list(runs.values())) if r.renderer == renderers[0]}

@@ -159,7 +159,11 @@ def _shadow_scorer(agent: str, model: str, folder: Path, chunk: int | None) -> s
     tokens: what a monitor's scoring costs, not what it detects. Returns the folder."""
     from monitors.scorers import make_scorer
 
-    if agent == "vla":
+    if agent == "pi0":
+        from agents.pi0_agent import PI0Agent
+
+        probe = PI0Agent(model, chunk=chunk, device="cpu")
+    elif agent == "vla":
         from agents.vla_agent import VLAAgent
 
         probe = VLAAgent("tiny-vla" if model == "tiny" else model, chunk=chunk, device="cpu")
@@ -193,8 +197,9 @@ def compare_agents(
         rounds: rounds; the agents' order reverses every other round.
         workers: worker processes (the runner's `executor`; 1 runs in this process).
         max_steps: steps before truncation.
-        models: agent ("vlm", "vla") → model (default "tiny" for both: the embedded models).
-        chunk: actions the VLA executes per forward (None: its checkpoint's horizon).
+        models: agent ("vlm", "vla", "pi0") → model (default "tiny" for the planner and the
+            VLA: the embedded models); a "pi0" folder adds a π0 row (no tiny π0 ships yet).
+        chunk: actions the VLA (and π0) executes per forward (None: its horizon / chunk).
         monitor: score every decision with an SAE scorer in shadow mode.
         executor: the runner's executor ("processes", as `physteer run` uses by default).
         renderers: camera-frame renderers, each run for every agent (several: "<mode>, <renderer>"
@@ -217,20 +222,21 @@ def compare_agents(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}={value!r} is not allowed; it must be an int >= {low}")
     models = {"vlm": "tiny", "vla": "tiny", **(models or {})}
+    modes = {**AGENT_MODES, **({"π0": "pi0"} if models.get("pi0") else {})}
     runs = {
         name if len(renderers) == 1 else f"{name}, {renderer}": AgentRun(agent, workers, renderer)
-        for name, agent in AGENT_MODES.items()
+        for name, agent in modes.items()
         for renderer in renderers
     }
     with tempfile.TemporaryDirectory() as tmp:
         shadow: dict[str, dict[str, Any]] = {}
-        for agent in AGENT_MODES.values():
+        for agent in modes.values():
             scorer = [_shadow_scorer(agent, models[agent], Path(tmp), chunk)] if monitor else []
             shadow[agent] = {"monitors": scorer, "enforce": ["none"] if monitor else None}
         for r in range(rounds):
             for name in list(runs) if r % 2 == 0 else list(reversed(runs)):
                 run = runs[name]
-                extra = {"chunk": chunk} if run.agent == "vla" else {}
+                extra = {"chunk": chunk} if run.agent in ("vla", "pi0") else {}
                 rate, rows = run_episodes(n_episodes, models[run.agent], agent=run.agent, executor=executor, workers=workers,
                                           max_steps=max_steps, renderer=run.renderer, **shadow[run.agent], **extra)  # fmt: skip
                 run.rates.append(rate)

@@ -78,3 +78,20 @@ def test_time_shares_of_rows():
 def test_bad_bench_input_fails_before_any_episode(argv, named, capsys):
     assert main(["bench", *argv]) == 2
     assert named in capsys.readouterr().err
+
+
+def test_bench_adds_a_pi0_row_for_a_pi0_folder(tmp_path, capsys):
+    """`--pi0-model DIR` runs a π0 beside the planner and the VLA, on the same seeds, with its
+    components' shares (a random-weight π0 here: none ships yet)."""
+    from agents.pi0_build import build_pi0
+
+    pi0 = build_pi0(tmp_path / "pi0", hidden=32, chunk=4)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--sections", "agents", "--agent-episodes", "1", "--agent-workers", "1",
+                 "--max-steps", str(MAX_STEPS), "--renderers", "tiny-layered", "--pi0-model", str(pi0),
+                 "--json", str(out)]) == 0  # fmt: skip
+    doc = json.loads(out.read_text())["agents"]
+    assert list(doc) == ["planner (vlm)", "vla", "π0"]
+    r = doc["π0"]
+    assert r["agent"] == "pi0" and r["episodes_per_min"] > 0 and r["shares"]["agent"] > 0
+    assert "π0" in capsys.readouterr().out
