@@ -21,7 +21,13 @@ COMMAND_MODULES = ["cli.demo", "cli.env", "cli.run", "cli.collect", "cli.sae", "
 GROUPS = {
     "Start here": ["demo", "env-demo"],
     "Experiments: steer and compare on paired seeds": ["run", "replay", "steer-bench"],
-    "Features: what the model encodes": ["collect", "train-sae", "discover", "dashboard"],
+    "Features: what the model encodes": [
+        "collect",
+        "train-sae",
+        "train-jsae",
+        "discover",
+        "dashboard",
+    ],
     "Monitors": ["sarm-eval", "shift-suite", "monitor-bench"],
     "Agents and models": ["agent-eval", "vla-study", "vla-rewiring", "train-tiny", "train-vla"],
     "Data and speed": ["export-lerobot", "bench"],

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 import storage
+from cli.config_flags import add_config_arguments, config_from_args
 from sae import ActivationStore, MatryoshkaSAE, TrainConfig, default_config, evaluate, train_sae
 from sae.discovery import discover_store
 from sae.discovery_report import render_table, save_plot, write_json
@@ -54,6 +55,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-rows", type=int, default=100_000, help="rows used for final metrics")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
+
+    from studies.joint_sae import JointSAEStudyConfig
+
+    j = subparsers.add_parser(
+        "train-jsae",
+        help="Joint SAEs on paired vision and language activations, every alignment side by side",
+    )
+    add_config_arguments(j, JointSAEStudyConfig)
+    j.set_defaults(func=run_joint)
 
     q = subparsers.add_parser(
         "discover",
@@ -119,4 +129,27 @@ def run_discover(args: argparse.Namespace) -> int:
     write_json(result, out / "discovery.json")
     save_plot(result, out / "discovery.png")
     Console().print(f"wrote {out / 'discovery.json'} and {out / 'discovery.png'}")
+    return 0
+
+
+def run_joint(args: argparse.Namespace) -> int:
+    """Pairs, a Joint SAE per alignment and weight, and the table of held-out figures."""
+    from studies.joint_sae import JointSAEStudyConfig, run_joint_sae_study
+
+    console = Console()
+    doc = run_joint_sae_study(config_from_args(JointSAEStudyConfig, args), console)
+    table = Table(
+        title=f"Joint SAEs at layer {doc['layer']}: held-out scenes ({doc['runs'][0]['pairs']} pairs)"
+    )
+    for col in ("alignment", "weight", "retrieval (chance)", "cos matched / mismatched", "FVE vision / language",
+                "dead v / l", "one-sided v / l", "usage entropy"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "alignment" else "right")
+    for r in doc["runs"]:
+        v, lang = r["vision"], r["language"]
+        table.add_row(r["alignment"], f"{r['weight']:g}", f"{r['retrieval']:.2f} ({r['chance']:.2f})",
+                      f"{r['matched_cosine']:.2f} / {r['mismatched_cosine']:.2f}", f"{v['fve']:.3f} / {lang['fve']:.3f}",
+                      f"{v['dead']} / {lang['dead']}", f"{v['one_sided']} / {lang['one_sided']}",
+                      f"{r['usage_entropy']:.2f} of {r['max_entropy']:.2f}")  # fmt: skip
+    console.print(table)
+    console.print(f"wrote {Path(args.out) / args.name / 'summary.json'}")
     return 0

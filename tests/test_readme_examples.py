@@ -112,6 +112,7 @@ BUDGET: dict[str, dict[str, str | None]] = {
         "--no-plots": None,
     },
     "agent-eval": {"--seeds": "1", "--max-steps": "40"},  # the tour's 5 seeds per cell
+    "train-jsae": {"--images": "16", "--steps": "30"},  # the guide's 64 frames, 300 steps
     # the monitors guide's suite: 15 conditions × 20 seeds; here one shift, two seeds, 30 steps
     "shift-suite": {
         "--kinds": "mass",
