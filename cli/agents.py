@@ -13,8 +13,15 @@ from studies.agent_eval import AgentEvalConfig, evaluate_agent, print_summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `train-tiny` and `agent-eval` sub-commands."""
+    """Add the `train-tiny`, `train-pi0` and `agent-eval` sub-commands."""
     from agents.train_tiny_config import TrainConfig
+    from studies.train_pi0 import TrainPI0RecipeConfig
+
+    t = subparsers.add_parser(
+        "train-pi0", help="a tiny π0 by flow matching on the env's demonstrations (+ DAgger)"
+    )
+    add_config_arguments(t, TrainPI0RecipeConfig)
+    t.set_defaults(func=cmd_train_pi0)
 
     d = TrainConfig()
     p = subparsers.add_parser("train-tiny", help="train the embedded tiny VLM on fresh env renders")
@@ -119,4 +126,15 @@ def run_agent_eval(args: argparse.Namespace) -> int:
         )
     print_summary(doc, console)
     console.print(f"wrote {Path(cfg.out) / 'summary.json'}")
+    return 0
+
+
+def cmd_train_pi0(args: argparse.Namespace) -> int:
+    """Demonstrations, flow-matching training, DAgger rounds, the checkpoint and its report."""
+    from rich.console import Console
+
+    from cli.config_flags import config_from_args
+    from studies.train_pi0 import TrainPI0RecipeConfig, train_pi0_recipe
+
+    train_pi0_recipe(config_from_args(TrainPI0RecipeConfig, args), Console())
     return 0

@@ -29,7 +29,14 @@ GROUPS = {
         "dashboard",
     ],
     "Monitors": ["sarm-eval", "shift-suite", "monitor-bench"],
-    "Agents and models": ["agent-eval", "vla-study", "vla-rewiring", "train-tiny", "train-vla"],
+    "Agents and models": [
+        "agent-eval",
+        "vla-study",
+        "vla-rewiring",
+        "train-tiny",
+        "train-vla",
+        "train-pi0",
+    ],
     "Data and speed": ["export-lerobot", "bench"],
 }
 

@@ -1,0 +1,170 @@
+"""Flow-matching training of a tiny π0 on demonstrations (agents.vla_data.Demonstrations).
+
+The model is transformers' PI0ForConditionalGeneration, trained end to end (vision tower, VLM
+and action expert) with its own loss: a chunk of the expert's clean actions, normalised by the
+demonstrations' statistics and zero-padded to `max_action_dim`, is mixed with noise at a time
+drawn from Beta(1.5, 1) (PI0's training schedule) and the expert predicts the velocity back.
+Frames go through PI0Backend's own preprocessing, so the model trains on the pixels it will
+see at run time. Deterministic: the initial weights, the batches and the flow-matching draws
+are functions of the seed.
+
+    backend, history = train_pi0(demos, TrainPI0Config(steps=3000))
+    save_pi0(backend, "runs/train-pi0/ckpt")
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.pi0_model import ENV_ACTION_SIZE, STATS_FILE, PI0Backend, PI0Stats, load_pi0
+from storage import atomic_dir, write_json
+
+MIN_STD = 0.05  # statistics floor: a dimension that hardly varies is not blown up by 1/std
+
+
+@dataclass
+class TrainPI0Config:
+    """Model sizes and optimisation of the tiny π0 (all recorded in its training report)."""
+
+    hidden: int = 128
+    expert_hidden: int = 64
+    layers: int = 3
+    image_size: int = 128
+    patch: int = 16
+    chunk: int = 8
+    denoise_steps: int = 5
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    seed: int = 0
+
+    def validate(self) -> None:
+        """ValueError naming a bad setting."""
+        for name in ("hidden", "expert_hidden", "layers", "image_size", "patch", "chunk", "denoise_steps",
+                     "steps", "batch_size"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: must be an int >= 1")
+        if self.image_size % self.patch:
+            raise ValueError(
+                f"image_size={self.image_size} must be a multiple of patch={self.patch}"
+            )
+        if not (self.lr > 0 and self.weight_decay >= 0 and self.warmup_steps >= 0):
+            raise ValueError(
+                f"lr={self.lr} > 0, weight_decay={self.weight_decay} >= 0, warmup_steps >= 0"
+            )
+
+
+def demo_stats(demos: Any) -> PI0Stats:
+    """State and action mean / std of the demonstrations (std floored at MIN_STD)."""
+    states = np.asarray(demos.states, dtype=np.float64)
+    actions = np.asarray(demos.labels, dtype=np.float64).reshape(-1, ENV_ACTION_SIZE)
+    return PI0Stats(states.mean(0), np.maximum(states.std(0), MIN_STD), actions.mean(0),
+                    np.maximum(actions.std(0), MIN_STD))  # fmt: skip
+
+
+def new_pi0(cfg: TrainPI0Config, stats: PI0Stats) -> PI0Backend:
+    """A random-weight π0 of cfg's sizes with `stats` (built through agents.pi0_build)."""
+    from agents.pi0_build import build_pi0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = build_pi0(Path(tmp) / "pi0", seed=cfg.seed, stats=stats, hidden=cfg.hidden,
+                           expert_hidden=cfg.expert_hidden, layers=cfg.layers, image_size=cfg.image_size,
+                           patch=cfg.patch, chunk=cfg.chunk, action_dim=ENV_ACTION_SIZE, steps=cfg.denoise_steps)  # fmt: skip
+        return load_pi0(folder)
+
+
+def chunk_targets(backend: PI0Backend, labels: np.ndarray) -> torch.Tensor:
+    """(B × chunk × max_action_dim) normalised expert chunks, zero-padded."""
+    s = backend.stats
+    lab = (
+        np.asarray(labels, dtype=np.float32)[:, : backend.chunk_size] - s.actions_mean
+    ) / s.actions_std
+    out = torch.zeros(len(lab), backend.chunk_size, backend.action_dim)
+    out[:, : lab.shape[1], :ENV_ACTION_SIZE] = torch.from_numpy(lab.astype(np.float32))
+    return out
+
+
+def batch_inputs(
+    backend: PI0Backend, prompts: dict[str, dict], texts: list[str], pixels: torch.Tensor
+) -> dict:
+    """PI0Backend.prepare's inputs for rows whose pixels and prompts were prepared once
+    (prompts of different lengths left-padded as prepare pads them)."""
+    ids = [prompts[t]["input_ids"][0] for t in texts]
+    width = max(len(i) for i in ids)
+    pad = backend.tokenizer.pad_token_id or 0
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for r, i in enumerate(ids):
+        input_ids[r, width - len(i) :], mask[r, width - len(i) :] = i, 1
+    return {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pixels.to(backend.dtype),
+            "pixel_attention_mask": torch.ones(len(ids), 1, dtype=torch.bool)}  # fmt: skip
+
+
+def train_pi0(demos: Any, cfg: TrainPI0Config, backend: PI0Backend | None = None,
+              progress: Any = None) -> tuple[PI0Backend, list[dict[str, float]]]:  # fmt: skip
+    """Train (a new π0 from cfg, or `backend` further) on every row of `demos`; returns the model
+    (eval mode) and the loss every 1/20 of the steps. `progress(step)` after each step."""
+    cfg.validate()
+    labels = np.asarray(demos.labels)
+    if labels.ndim != 3 or labels.shape[1] < cfg.chunk:
+        raise ValueError(
+            f"labels of shape {labels.shape}: need (N, >= {cfg.chunk}, 4) action chunks"
+        )
+    backend = backend or new_pi0(cfg, demo_stats(demos))
+    model = backend.model.train()
+    pixels = torch.cat([backend.pixel_values(np.asarray(demos.frames[i : i + 256]))
+                        for i in range(0, len(labels), 256)])  # fmt: skip  # once: the run-time preprocessing
+    prompts = {
+        t: backend.prepare(np.zeros((1, 8, 8, 3), np.uint8), t)
+        for t in set(map(str, demos.instructions))
+    }
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    draw = np.random.default_rng([cfg.seed, 11])
+    torch.manual_seed(int(np.random.SeedSequence([cfg.seed, 12]).generate_state(1)[0]))
+    history, window = [], []
+    for step in range(cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        rows = np.sort(
+            draw.choice(len(labels), size=min(cfg.batch_size, len(labels)), replace=False)
+        )
+        inputs = batch_inputs(
+            backend, prompts, [str(demos.instructions[i]) for i in rows], pixels[rows]
+        )
+        loss = model(state=backend.state_input(demos.states[rows]), actions=chunk_targets(backend, labels[rows]),
+                     **inputs).loss  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        window.append(float(loss.detach()))
+        if (step + 1) % max(1, cfg.steps // 20) == 0 or step + 1 == cfg.steps:
+            history.append({"step": step + 1, "loss": float(np.mean(window))})
+            window = []
+        if progress is not None:
+            progress(step + 1)
+    model.eval()
+    return backend, history
+
+
+def save_pi0(
+    backend: PI0Backend, out_dir: str | Path, report: dict[str, Any] | None = None
+) -> Path:
+    """The checkpoint folder (weights, tokenizer, statistics, training_report.json), atomically."""
+    with atomic_dir(out_dir) as tmp:
+        backend.model.save_pretrained(tmp, safe_serialization=True)
+        backend.tokenizer.save_pretrained(tmp)
+        write_json(Path(tmp) / STATS_FILE, {"processor_class": "PI0Processor", "chunk_size": backend.chunk_size,
+                                            "max_state_dim": backend.state_dim, **backend.stats.to_dict()})  # fmt: skip
+        if report is not None:
+            write_json(Path(tmp) / "training_report.json", report)
+    return Path(out_dir)
