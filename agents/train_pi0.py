@@ -105,8 +105,9 @@ def batch_inputs(
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for r, i in enumerate(ids):
         input_ids[r, width - len(i) :], mask[r, width - len(i) :] = i, 1
-    return {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pixels.to(backend.dtype),
-            "pixel_attention_mask": torch.ones(len(ids), 1, dtype=torch.bool)}  # fmt: skip
+    d = backend.device
+    return {"input_ids": input_ids.to(d), "attention_mask": mask.to(d), "pixel_values": pixels.to(d, backend.dtype),
+            "pixel_attention_mask": torch.ones(len(ids), 1, dtype=torch.bool, device=d)}  # fmt: skip
 
 
 def train_pi0(demos: Any, cfg: TrainPI0Config, backend: PI0Backend | None = None,
@@ -140,8 +141,8 @@ def train_pi0(demos: Any, cfg: TrainPI0Config, backend: PI0Backend | None = None
         inputs = batch_inputs(
             backend, prompts, [str(demos.instructions[i]) for i in rows], pixels[rows]
         )
-        loss = model(state=backend.state_input(demos.states[rows]), actions=chunk_targets(backend, labels[rows]),
-                     **inputs).loss  # fmt: skip
+        targets = chunk_targets(backend, labels[rows]).to(backend.device, backend.dtype)
+        loss = model(state=backend.state_input(demos.states[rows]), actions=targets, **inputs).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

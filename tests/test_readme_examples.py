@@ -113,6 +113,16 @@ BUDGET: dict[str, dict[str, str | None]] = {
     },
     "agent-eval": {"--seeds": "1", "--max-steps": "40"},  # the tour's 5 seeds per cell
     "train-jsae": {"--images": "16", "--steps": "30"},  # the guide's 64 frames, 300 steps
+    # the π0 guide's 16 episodes and 200 steps: a tiny model, two episodes, a few steps
+    "train-pi0": {
+        "--episodes": "2",
+        "--steps": "4",
+        "--hidden": "32",
+        "--expert-hidden": "16",
+        "--layers": "2",
+        "--image-size": "64",
+        "--frame-every": "8",
+    },
     # the monitors guide's suite: 15 conditions × 20 seeds; here one shift, two seeds, 30 steps
     "shift-suite": {
         "--kinds": "mass",
