@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.chunk_lanes import ChunkLanes
 from agents.pi0_model import PI0Backend, load_pi0
-from agents.protocol import LaneViews, check_lane
 from agents.taps import ResidualTap
 from agents.vla_agent import chunk_change
 from agents.vlm_agent import default_tap_layer
@@ -54,8 +54,10 @@ class _Lane:
     predicted: np.ndarray | None = None  # the last chunk (chunk_size × 4)
 
 
-class PI0Agent(LaneViews):
+class PI0Agent(ChunkLanes):
     """Acts from its own denoised action chunks (see module docstring)."""
+
+    lane_class = _Lane
 
     def __init__(self, model: PI0Backend | str | Path, chunk: int | None = None, steps: int | None = None,
                  tap_layer: int | None | str = "default", question: str = "", device: str = "cpu",
@@ -106,49 +108,6 @@ class PI0Agent(LaneViews):
         self.tap = ResidualTap(tap_layer).attach(self.backend) if tap_layer is not None else None
         self._lanes: dict[int, _Lane] = {0: _Lane()}
 
-    def lane(self, i: int) -> _Lane:
-        """The state of lane `i` (created on first use)."""
-        return self._lanes.setdefault(check_lane(i), _Lane())
-
-    def reset(self, seed: int | None = None, lane: int = 0) -> None:
-        """Start a new episode on `lane` (queue emptied, decisions counted from 0)."""
-        self._lanes[check_lane(lane)] = _Lane(seed=seed)
-        if self.tap is not None and len(self._lanes) == 1:
-            self.tap.clear()
-
-    def needs_image_for(self, lane: int = 0) -> bool:
-        """True when `lane`'s next act runs the model."""
-        return not self.lane(lane).queue
-
-    def decision_for(self, lane: int = 0) -> dict[str, Any] | None:
-        """Lane's last step: decided, action, chunk index, step, chunk_change."""
-        return self.lane(lane).decision
-
-    def act_batch(self, observations: list[dict[str, np.ndarray]], infos: list[dict[str, Any]],
-                  lanes: list[int]) -> list[np.ndarray]:  # fmt: skip
-        """One action per lane; every lane that needs a frame is answered in one batched sample."""
-        if not len(observations) == len(infos) == len(lanes):
-            raise ValueError(f"{len(observations)} observations, {len(infos)} infos, {len(lanes)} lanes: "
-                             "give one of each per lane")  # fmt: skip
-        if len(set(int(x) for x in lanes)) != len(lanes):
-            raise ValueError(f"lanes={lanes}: lane ids must be distinct")
-        states = [self.lane(x) for x in lanes]
-        need = [i for i, s in enumerate(states) if not s.queue]
-        if need:
-            self._decide(
-                [observations[i] for i in need], [infos[i] for i in need], [states[i] for i in need]
-            )
-        out = []
-        for i, s in enumerate(states):
-            action = s.queue.pop(0)
-            s.decision = {**(s.decision or {}), "decided": i in need, "step": s.step,
-                          "chunk_index": self.chunk - 1 - len(s.queue), "action": action.tolist()}  # fmt: skip
-            if i in need:
-                s.decisions.append(s.decision)
-            s.step += 1
-            out.append(action.copy())
-        return out
-
     def _decide(self, observations: list[dict], infos: list[dict], states: list[_Lane]) -> None:
         frames, texts, env_states = [], [], []
         for obs, info in zip(observations, infos, strict=True):
@@ -177,8 +136,3 @@ class PI0Agent(LaneViews):
                 "chunk_change": change,
             }
             s.n_decisions += 1
-
-    def close(self) -> None:
-        """Detach the tap from the model."""
-        if self.tap is not None:
-            self.tap.remove()

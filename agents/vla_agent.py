@@ -34,7 +34,7 @@ import torch
 
 from agents.action_tokens import DECODING_RULES, DEFAULT_DECODING
 from agents.backend import VLMBackend
-from agents.protocol import LaneViews, check_lane
+from agents.chunk_lanes import ChunkLanes
 from agents.taps import ResidualTap
 from agents.vla_model import TINY_VLA_DIR, PromptBuilder, load_vla
 from agents.vlm_agent import default_tap_layer
@@ -57,8 +57,10 @@ class _Lane:
     predicted: np.ndarray | None = None  # the last forward's whole predicted horizon (H × D)
 
 
-class VLAAgent(LaneViews):
+class VLAAgent(ChunkLanes):
     """Acts from its own decoded action tokens (see module docstring)."""
+
+    lane_class = _Lane
 
     def __init__(
         self,
@@ -115,74 +117,17 @@ class VLAAgent(LaneViews):
             self.tap = ResidualTap(tap_layer).attach(self.backend)
         self._lanes: dict[int, _Lane] = {0: _Lane()}
 
-    # --- per-lane state (the single-environment forms come from LaneViews) -------------
-    def lane(self, i: int) -> _Lane:
-        """The state of lane `i` (created on first use)."""
-        return self._lanes.setdefault(check_lane(i), _Lane())
-
-    def reset(self, seed: int | None = None, lane: int = 0) -> None:
-        """Start a new episode on `lane` (queue emptied, gripper effort open, step 0)."""
-        self._lanes[check_lane(lane)] = _Lane(seed=seed)
-        if self.tap is not None and len(self._lanes) == 1:
-            self.tap.clear()
-
-    def needs_image_for(self, lane: int = 0) -> bool:
-        """True when `lane`'s next act runs the model."""
-        return not self.lane(lane).queue
-
-    def decision_for(self, lane: int = 0) -> dict[str, Any] | None:
-        """Lane's last step: decided (a forward ran), p_fragile, action, chunk index, step."""
-        return self.lane(lane).decision
-
-    # --- acting ---------------------------------------------------------------------------
-    def act_batch(
-        self,
-        observations: list[dict[str, np.ndarray]],
-        infos: list[dict[str, Any]],
-        lanes: list[int],
-    ) -> list[np.ndarray]:
-        """One action per lane; every lane that needs a frame is answered in one forward.
-
-        Args:
-            observations: per lane, the env observation (needs "state"; "image" when
-                `needs_image_for(lane)`).
-            infos: per lane, the env info (needs "instruction"; its EXECUTED_ACTION_KEY, where
-                present, sets the lane's grip effort to the grip the env executed last).
-            lanes: distinct lane ids, in the order of observations and infos.
-        """
-        if not len(observations) == len(infos) == len(lanes):
-            raise ValueError(
-                f"{len(observations)} observations, {len(infos)} infos, {len(lanes)} lanes: "
-                "give one of each per lane"
-            )
-        if len(set(int(x) for x in lanes)) != len(lanes):
-            raise ValueError(f"lanes={lanes}: lane ids must be distinct")
-        states = [self.lane(x) for x in lanes]
+    # --- lanes (agents.chunk_lanes: queues, decisions, act_batch) ------------------------
+    def _before_decide(self, infos: list[dict[str, Any]], states: list[_Lane]) -> None:
+        """A wrapper that replaced the action reports the one executed: the effort follows it.
+        (infos' EXECUTED_ACTION_KEY, where present, sets the lane's grip effort.)"""
         for info, s in zip(infos, states, strict=True):
             executed = info.get(EXECUTED_ACTION_KEY) if isinstance(info, dict) else None
             if executed is not None:  # what the env ran at the previous step, not what we asked
                 s.effort = _executed_grip(executed)
-        need = [i for i, s in enumerate(states) if not s.queue]
-        if need:
-            self._decide(
-                [observations[i] for i in need], [infos[i] for i in need], [states[i] for i in need]
-            )
-        out = []
-        for i, s in enumerate(states):
-            action = s.queue.pop(0)
-            s.effort = float(action[3])
-            s.decision = {
-                **(s.decision or {}),
-                "decided": i in need,
-                "step": s.step,
-                "chunk_index": self.chunk - 1 - len(s.queue),
-                "action": action.tolist(),
-            }
-            if i in need:
-                s.decisions.append(s.decision)
-            s.step += 1
-            out.append(action.copy())
-        return out
+
+    def _popped(self, state: _Lane, action: np.ndarray) -> None:
+        state.effort = float(action[3])
 
     @torch.no_grad()
     def _decide(self, observations: list[dict], infos: list[dict], states: list[_Lane]) -> None:
@@ -218,11 +163,6 @@ class VLAAgent(LaneViews):
                 "action_entropy": float(entropy[row]),
                 "chunk_change": change,
             }
-
-    def close(self) -> None:
-        """Detach the tap from the model."""
-        if self.tap is not None:
-            self.tap.remove()
 
 
 def action_entropy(logits: torch.Tensor) -> np.ndarray:
