@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 import torch
-from reference_scale import PeakMemory, TimedTap, env_frames, timed
+from reference_scale import PeakMemory, TimedTap, build_random, env_frames, timed
 from rich.console import Console
 from rich.table import Table
 
@@ -54,14 +54,7 @@ def base_backend(device: torch.device, dtype: torch.dtype, small: bool) -> objec
     tokenizer = build_tokenizer(["<bos>", "<eos>", "<image>"], "<bos>", "<eos>", "<pad>")
     config = PI0Config()  # π0-base: every size is the class default
     config.vlm_config.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # build in the target dtype: no float32 copy of 3.3B weights
-    try:
-        with torch.random.fork_rng(), torch.device(device):
-            torch.manual_seed(0)
-            model = PI0ForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(previous)
+    model = build_random(PI0ForConditionalGeneration, config, device, dtype)
     return PI0Backend(model, tokenizer, identity_stats(), name="π0-base (random weights)")
 
 

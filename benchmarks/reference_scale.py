@@ -96,15 +96,21 @@ def reference_backend(device: torch.device, dtype: torch.dtype) -> VLMBackend:
         scale_factor=REFERENCE["scale_factor"], image_token_id=ids("<image>"),
         pad_token_id=tok.pad_token_id, tie_word_embeddings=False,
     )  # fmt: skip
+    model = build_random(Idefics3ForConditionalGeneration, config, device, dtype)
+    return VLMBackend(model.eval(), processor, name="reference (random weights)")
+
+
+def build_random(model_class: Any, config: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """`model_class(config)` with random weights (seed 0) built in `dtype` on `device`: no
+    float32 copy of billions of weights on the way."""
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # build in the target dtype: no float32 copy of 2.2B weights
+    torch.set_default_dtype(dtype)
     try:
         with torch.random.fork_rng(), torch.device(device):
             torch.manual_seed(0)
-            model = Idefics3ForConditionalGeneration(config)
+            return model_class(config)
     finally:
         torch.set_default_dtype(previous)
-    return VLMBackend(model.eval(), processor, name="reference (random weights)")
 
 
 class PeakMemory:
