@@ -31,6 +31,19 @@ DESIGN = [(c, m, s, sh) for c in COLORS for m in MATERIALS for s in SHADES for s
 
 
 @dataclass(frozen=True)
+class Reading:
+    """What the env reads from the world after each step (one query per quantity)."""
+
+    ee_position: np.ndarray
+    ee_velocity: np.ndarray
+    finger_width: float
+    object_position: np.ndarray
+    object_velocity: np.ndarray
+    gripped: bool
+    holding: bool
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """Everything that defines the environment; saved with every run for replay.
 
@@ -193,6 +206,7 @@ class FrankaPickEnv(gym.Env):
         self._was_free = False
         self._finger_forces = (0.0, 0.0)
         self._spec_dict = spec.to_dict()
+        self._reading = self._read()
         return self._observation(), self._info(success=False)
 
     def _draw_spec(self, index: int, options: dict[str, Any]) -> ObjectSpec:
@@ -234,7 +248,7 @@ class FrankaPickEnv(gym.Env):
         action = np.clip(action, -1.0, 1.0)  # documented: out-of-range actions are clipped
 
         cfg = self.config
-        ee = self.robot.ee_position()
+        ee = self._reading.ee_position  # nothing has moved since the last reading
         target = np.clip(ee + action[:3] * cfg.max_ee_step, cfg.workspace_low, cfg.workspace_high)
         self.robot.command_ee(target)
         self.robot.command_gripper(float(action[3]))
@@ -249,11 +263,13 @@ class FrankaPickEnv(gym.Env):
                     self.task.shatter(self.np_random)
         self._steps += 1
 
-        holding = self._holding()
-        success = self.task.is_success(holding)
+        now = self._reading = self._read()
+        success = self.task.is_success(now.holding, now.object_position, now.object_velocity)
         terminated = success or self._broken is not None
         truncated = (not terminated) and self._steps >= cfg.max_steps
-        reward = self.task.reward(self.robot.ee_position(), holding, success, broke_now)
+        reward = self.task.reward(
+            now.ee_position, now.holding, success, broke_now, now.object_position
+        )
         return self._observation(), reward, terminated, truncated, self._info(success)
 
     def _track_forces(self) -> str | None:
@@ -280,29 +296,31 @@ class FrankaPickEnv(gym.Env):
         self._last_velocity = velocity
         return self.forces.update(max(left, right), other)
 
-    def _gripped(self) -> bool:
-        """Both fingers press on the (intact) object, wherever it is."""
+    def _read(self) -> Reading:
+        """Read the world once after physics; observation, info, reward and success share it."""
+        ee_position, ee_velocity = self.robot.ee_state()
+        t = self.task
+        object_position, object_velocity = t.object_position(), t.object_velocity()
         left, right = self._finger_forces
-        return self.task.object_id is not None and left > 0 and right > 0
-
-    def _holding(self) -> bool:
-        """Gripped and off the table (its centre 5 mm above where it rests)."""
-        return (
-            self._gripped() and self.task.object_position()[2] > self.task.object_size / 2 + 0.005
-        )
+        # Gripped: both fingers press on the (intact) object; holding: gripped and off the
+        # table (its centre 5 mm above where it rests).
+        gripped = t.object_id is not None and left > 0 and right > 0
+        holding = gripped and object_position[2] > t.object_size / 2 + 0.005
+        return Reading(ee_position, ee_velocity, self.robot.finger_width(), object_position,
+                       object_velocity, gripped, bool(holding))  # fmt: skip
 
     # --- observations -----------------------------------------------------------------------
     def _state(self) -> np.ndarray:
-        r, t = self.robot, self.task
+        now = self._reading
         state = np.concatenate(
             [
-                r.ee_position(),
-                r.ee_velocity(),
-                [r.finger_width()],
-                t.object_position(),
-                t.object_velocity(),
-                t.bin_position,
-                [float(self._holding())],
+                now.ee_position,
+                now.ee_velocity,
+                [now.finger_width],
+                now.object_position,
+                now.object_velocity,
+                self.task.bin_position,
+                [float(now.holding)],
             ]
         )
         return np.clip(state, -10.0, 10.0).astype(np.float32)
@@ -320,15 +338,15 @@ class FrankaPickEnv(gym.Env):
         return self.sim.render(size, size, self.camera, self.lighting)
 
     def _info(self, success: bool) -> dict[str, Any]:
-        t, r = self.task, self.robot
+        t, now = self.task, self._reading
         broken = self._broken or {}
         return {
             "step": self._steps,
             "object": dict(self._spec_dict),
             "shift": None if self.shift is None else self.shift.name,
             "instruction": t.instruction(),
-            "holding": self._holding(),
-            "gripped": self._gripped(),
+            "holding": now.holding,
+            "gripped": now.gripped,
             "broken": self._broken is not None,
             "broken_cause": broken.get("cause"),
             "broken_step": broken.get("step"),
@@ -338,10 +356,10 @@ class FrankaPickEnv(gym.Env):
             "peak_impact_force": self.forces.peak_impact,
             "impact_speed": self._impact_speed,
             "success": success,
-            "ee_pos": r.ee_position(),
-            "object_pos": t.object_position(),
+            "ee_pos": now.ee_position.copy(),
+            "object_pos": now.object_position.copy(),
             "bin_pos": t.bin_position,
-            "finger_width": r.finger_width(),
+            "finger_width": now.finger_width,
         }
 
     def render(self) -> np.ndarray | None:

@@ -24,6 +24,7 @@ or added, and each texture file is loaded once per client.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,118 @@ def _create(client: int, recipe: VisualRecipe, textures: dict[str, int]) -> int:
     return body
 
 
+#: Where a recycled copy waits, out of every camera's view.
+HIDDEN = (0.0, 0.0, -1000.0)
+
+
+def _shape(recipe: VisualRecipe) -> tuple:
+    """What a copy's geometry is made of: two recipes of one shape differ only in pose and style."""
+    return (
+        recipe.kind,
+        repr(
+            sorted((k, v) for k, v in recipe.params.items() if k not in ("position", "orientation"))
+        ),
+    )
+
+
+class Mirror:
+    """Visual-only copies of a physics client's bodies in another client, kept in step.
+
+    The copies follow the scene when it changes (`Sim.scene_version`): a copy whose recipe is
+    unchanged is kept (the arm across episodes), others are removed or added; each texture file
+    is loaded once per client (the mirror's client is never reset, so texture ids stay valid).
+    Before each frame `sync` puts every moving copy where its body is in the physics client.
+
+    With `recycle`, no copy is ever removed: one no longer wanted waits out of view and is
+    given to a later body of the same shape, restyled (its colours and texture set again). The
+    EGL plugin needs this: once a body is removed, the textures of bodies created afterwards
+    come out blank (measured on pybullet 3.2.7 with Mesa's llvmpipe).
+
+    Args:
+        client: the client the copies live in (render-only: never stepped).
+        select: which recipes to copy (e.g. only what moves).
+        recycle: hide and reuse copies instead of removing them.
+    """
+
+    def __init__(self, client: int, select: Callable[[VisualRecipe], bool], recycle: bool = False) -> None:  # fmt: skip
+        self.client, self.select, self.recycle = client, select, recycle
+        self.version: int | None = None  # the scene version the copies match
+        self._copies: dict[int, tuple[VisualRecipe, int]] = {}  # physics body → (recipe, copy)
+        self._joints: dict[int, list[int]] = {}  # articulated physics body → its moving joints
+        self._textures: dict[str, int] = {}  # file → texture id in `client`
+        self._waiting: list[tuple[VisualRecipe, int]] = []  # recycled copies, out of view
+
+    def update(self, physics: int, recipes: dict[int, VisualRecipe], version: int) -> None:
+        """Make the copies match the scene if it changed since the last call."""
+        if version == self.version:
+            return
+        wanted = {body: r for body, r in recipes.items() if self.select(r)}
+        for body, (recipe, twin) in list(self._copies.items()):
+            if wanted.get(body) != recipe:
+                if self.recycle:
+                    p.resetBasePositionAndOrientation(
+                        twin, HIDDEN, (0, 0, 0, 1), physicsClientId=self.client
+                    )
+                    self._waiting.append((recipe, twin))
+                else:
+                    p.removeBody(twin, physicsClientId=self.client)
+                del self._copies[body]
+                self._joints.pop(body, None)
+        for body, recipe in wanted.items():
+            if body in self._copies:
+                continue
+            # A copy of the recipe: a Sim may still colour or texture its own after this.
+            self._copies[body] = (
+                copy.deepcopy(recipe),
+                self._reused(recipe) or _create(self.client, recipe, self._textures),
+            )
+            if recipe.kind == "urdf":
+                n = p.getNumJoints(body, physicsClientId=physics)
+                self._joints[body] = [j for j in range(n)
+                                      if p.getJointInfo(body, j, physicsClientId=physics)[2] != p.JOINT_FIXED]  # fmt: skip
+        self.version = version
+
+    def _reused(self, recipe: VisualRecipe) -> int | None:
+        """A waiting copy of the same shape restyled as `recipe` and put at its pose, or None.
+        Only a copy whose old style the new one covers qualifies (every link it recoloured is
+        recoloured again; a texture only where the new recipe has one), so none shows through."""
+        for i, (old, twin) in enumerate(self._waiting):
+            if _shape(old) != _shape(recipe) or not set(old.rgba) <= set(recipe.rgba):
+                continue
+            if old.texture is not None and recipe.texture is None:
+                continue
+            del self._waiting[i]
+            for link, rgba in recipe.rgba.items():
+                p.changeVisualShape(twin, link, rgbaColor=rgba, physicsClientId=self.client)
+            if recipe.texture is not None:
+                if recipe.texture not in self._textures:
+                    self._textures[recipe.texture] = p.loadTexture(
+                        recipe.texture, physicsClientId=self.client
+                    )
+                p.changeVisualShape(twin, -1, textureUniqueId=self._textures[recipe.texture],
+                                    rgbaColor=(1, 1, 1, 1), physicsClientId=self.client)  # fmt: skip
+            q = recipe.params
+            p.resetBasePositionAndOrientation(
+                twin, q["position"], q["orientation"], physicsClientId=self.client
+            )
+            return twin
+        return None
+
+    def sync(self, physics: int) -> None:
+        """Put every moving copy where its body is in the physics client now."""
+        for body, (recipe, twin) in self._copies.items():
+            if recipe.static:
+                continue
+            joints = self._joints.get(body)
+            if joints is None:
+                pos, orn = p.getBasePositionAndOrientation(body, physicsClientId=physics)
+                p.resetBasePositionAndOrientation(twin, pos, orn, physicsClientId=self.client)
+                continue
+            states = p.getJointStates(body, joints, physicsClientId=physics)
+            for j, state in zip(joints, states, strict=True):
+                p.resetJointState(twin, j, state[0], physicsClientId=self.client)
+
+
 class LayeredRenderer:
     """Frames of a physics client's scene, drawn in two layers (see the module docstring).
 
@@ -100,14 +213,9 @@ class LayeredRenderer:
         self.physics = physics_client
         self.static_client = p.connect(p.DIRECT)
         self.dynamic_client = p.connect(p.DIRECT)
-        self._version: int | None = None
         self._static_recipes: list[VisualRecipe] | None = None
-        self._dynamic: dict[int, tuple[VisualRecipe, int]] = {}  # physics body → (recipe, its copy)
-        self._joints: dict[int, list[int]] = {}  # articulated physics body → its moving joints
-        self._textures: tuple[dict[str, int], dict[str, int]] = (
-            {},
-            {},
-        )  # static, dynamic: file → id
+        self._static_textures: dict[str, int] = {}
+        self._dynamic = Mirror(self.dynamic_client, select=lambda r: not r.static)
         self._static_frame: tuple[Any, np.ndarray, np.ndarray] | None = None  # (key, rgb, depth)
 
     def close(self) -> None:
@@ -117,49 +225,15 @@ class LayeredRenderer:
                 p.disconnect(c)
         self.static_client = self.dynamic_client = -1
 
-    def _update(self, recipes: dict[int, VisualRecipe], version: int) -> None:
-        """Make the copies match the scene (after it changed): keep a copy whose recipe is the
-        same, replace or drop the others, add the new ones."""
-        # Copies of the recipes: a Sim may still colour or texture its own after this.
+    def _update_static(self, recipes: dict[int, VisualRecipe]) -> None:
+        """Rebuild the static client when the static scene changed (a new table colour)."""
         static = [copy.deepcopy(r) for r in recipes.values() if r.static]
         if static != self._static_recipes:
             p.resetSimulation(physicsClientId=self.static_client)
-            self._textures[0].clear()
+            self._static_textures.clear()
             for recipe in static:
-                _create(self.static_client, recipe, self._textures[0])
+                _create(self.static_client, recipe, self._static_textures)
             self._static_recipes, self._static_frame = static, None
-        wanted = {body: r for body, r in recipes.items() if not r.static}
-        for body, (recipe, twin) in list(self._dynamic.items()):
-            if wanted.get(body) != recipe:
-                p.removeBody(twin, physicsClientId=self.dynamic_client)
-                del self._dynamic[body]
-                self._joints.pop(body, None)
-        for body, recipe in wanted.items():
-            if body in self._dynamic:
-                continue
-            self._dynamic[body] = (
-                copy.deepcopy(recipe),
-                _create(self.dynamic_client, recipe, self._textures[1]),
-            )
-            if recipe.kind == "urdf":
-                n = p.getNumJoints(body, physicsClientId=self.physics)
-                self._joints[body] = [j for j in range(n)
-                                      if p.getJointInfo(body, j, physicsClientId=self.physics)[2] != p.JOINT_FIXED]  # fmt: skip
-        self._version = version
-
-    def _sync(self) -> None:
-        """Put every dynamic copy where its body is in the physics client now."""
-        for body, (_, twin) in self._dynamic.items():
-            joints = self._joints.get(body)
-            if joints is None:
-                pos, orn = p.getBasePositionAndOrientation(body, physicsClientId=self.physics)
-                p.resetBasePositionAndOrientation(
-                    twin, pos, orn, physicsClientId=self.dynamic_client
-                )
-                continue
-            states = p.getJointStates(body, joints, physicsClientId=self.physics)
-            for j, state in zip(joints, states, strict=True):
-                p.resetJointState(twin, j, state[0], physicsClientId=self.dynamic_client)
 
     def render(self, recipes: dict[int, VisualRecipe], version: int, width: int, height: int,
                view: list, proj: list, light: dict[str, Any]) -> np.ndarray:  # fmt: skip
@@ -171,8 +245,9 @@ class LayeredRenderer:
             width, height, view, proj: the camera, as for getCameraImage.
             light: TinyRenderer's lighting keywords (lightDirection, lightAmbientCoeff, ...).
         """
-        if version != self._version:
-            self._update(recipes, version)
+        if version != self._dynamic.version:
+            self._update_static(recipes)
+            self._dynamic.update(self.physics, recipes, version)
         key = (
             width,
             height,
@@ -184,7 +259,7 @@ class LayeredRenderer:
             rgb, depth = self._draw(self.static_client, width, height, view, proj, light)
             self._static_frame = (key, rgb, depth)
         _, static_rgb, static_depth = self._static_frame
-        self._sync()
+        self._dynamic.sync(self.physics)
         rgb, depth = self._draw(self.dynamic_client, width, height, view, proj, light)
         nearer = depth < static_depth
         return np.where(nearer[:, :, None], rgb, static_rgb)

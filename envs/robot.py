@@ -177,6 +177,13 @@ class Panda:
         state = p.getLinkState(self.body, EE_LINK, physicsClientId=self.sim.client)
         return np.asarray(state[4], dtype=np.float64)
 
+    def ee_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """World position and linear velocity of the end effector, from one query."""
+        state = p.getLinkState(
+            self.body, EE_LINK, computeLinkVelocity=1, physicsClientId=self.sim.client
+        )
+        return np.asarray(state[4], dtype=np.float64), np.asarray(state[6], dtype=np.float64)
+
     def ee_velocity(self) -> np.ndarray:
         """World linear velocity of the end effector."""
         state = p.getLinkState(
@@ -186,10 +193,8 @@ class Panda:
 
     def finger_width(self) -> float:
         """Distance between the fingers (m)."""
-        c = self.sim.client
-        return float(
-            sum(p.getJointState(self.body, j, physicsClientId=c)[0] for j in FINGER_JOINTS)
-        )
+        states = p.getJointStates(self.body, FINGER_JOINTS, physicsClientId=self.sim.client)
+        return float(sum(state[0] for state in states))
 
     def finger_contacts(self, body: int) -> tuple[float, float]:
         """Total contact normal force of each finger on `body` (N)."""

@@ -15,11 +15,9 @@ speed and how often the tiny model decides the same on both.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
-import pkgutil
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +25,8 @@ from typing import Any
 import numpy as np
 import pybullet_data
 
-from envs._pybullet import c_output_silenced, p
+from envs._pybullet import p
+from envs.egl import EGLRenderer, RendererUnavailableError
 from envs.layers import LayeredRenderer, VisualRecipe
 
 
@@ -69,10 +68,6 @@ class NoDisplayError(RuntimeError):
     """The PyBullet GUI was asked for where there is no display to open it on."""
 
 
-class RendererUnavailableError(RuntimeError):
-    """renderer="egl" was asked for where PyBullet's EGL plugin cannot load."""
-
-
 def check_renderer(renderer: str) -> None:
     """ValueError naming `renderer` and the allowed ones unless it is one of RENDERERS."""
     if renderer not in RENDERERS:
@@ -109,12 +104,6 @@ def display_problem() -> str | None:
     return None
 
 
-def c_stdout_silenced(active: bool = True) -> contextlib.AbstractContextManager[None]:
-    """Send what C code prints to stdout to /dev/null meanwhile (PyBullet's EGL plugin prints its
-    driver banner on load, on its first frames and on unload)."""
-    return c_output_silenced(1, active)
-
-
 class Sim:
     """One PyBullet client in DIRECT (headless) or GUI mode.
 
@@ -140,7 +129,7 @@ class Sim:
         # "egl" and "auto" become "egl" once the plugin loads; "auto" without it draws TinyRenderer
         # frames in layers.
         self.renderer = renderer if renderer in TINY_RENDERERS else DEFAULT_RENDERER
-        self._egl_plugin = -1
+        self._egl: EGLRenderer | None = None
         self.visuals: dict[int, VisualRecipe] = {}  # body → how it looks (the layered renderer)
         self.scene_version = 0
         self._layers: LayeredRenderer | None = None
@@ -156,40 +145,16 @@ class Sim:
         if self.client < 0:
             raise RuntimeError("could not connect to PyBullet (GUI needs a display)")
         if renderer not in TINY_RENDERERS and not gui:
-            self._load_egl(required=renderer == "egl")
-        self._world_used = False
+            try:  # one render client with the EGL plugin, kept for the Sim's life (envs.egl)
+                self._egl, self.renderer = EGLRenderer(), "egl"
+            except RendererUnavailableError:
+                if renderer == "egl":
+                    self.close()
+                    raise
         self.reset()
-        self._world_used = False  # still empty: the first world may use this client as it is
-
-    def _load_egl(self, required: bool) -> None:
-        # The plugin must be loaded before any body exists: it mirrors visual shapes as they
-        # are created. Once loaded, every getCameraImage of this client goes through it.
-        loader = pkgutil.get_loader("eglRenderer")
-        plugin = -1
-        if loader is not None:
-            with c_stdout_silenced():
-                plugin = p.loadPlugin(
-                    loader.get_filename(), "_eglRendererPlugin", physicsClientId=self.client
-                )
-        if plugin >= 0:
-            self._egl_plugin, self.renderer = plugin, "egl"
-        elif required:
-            self.close()
-            where = "pybullet has no eglRenderer module" if loader is None else "no EGL display could be opened (libEGL and a driver, e.g. Mesa or NVIDIA's, are needed)"  # fmt: skip
-            raise RendererUnavailableError(
-                f"renderer 'egl' cannot be used here: {where}. Use renderer 'tiny' (TinyRenderer) or 'auto' (EGL where it loads)."
-            )
 
     def reset(self) -> None:
         """Empty the world: no bodies, gravity on, our timestep."""
-        if self._egl_plugin >= 0 and self._world_used:
-            # The EGL plugin keeps its textures across resetSimulation while texture ids restart,
-            # so every object would wear the first episode's texture (and reloading the plugin
-            # on a live client crashes): an EGL world gets a fresh client instead.
-            self.close()
-            self.client = p.connect(p.DIRECT)
-            self._load_egl(required=True)
-        self._world_used = True
         self.visuals, self.scene_version = {}, self.scene_version + 1
         p.resetSimulation(physicsClientId=self.client)
         p.setGravity(0, 0, -9.81, physicsClientId=self.client)
@@ -198,16 +163,13 @@ class Sim:
 
     def close(self) -> None:
         """Disconnect the client; the object is unusable afterwards."""
-        if self._layers is not None:
-            self._layers.close()
-            self._layers = None
+        for renderer in (self._layers, self._egl):
+            if renderer is not None:
+                renderer.close()
+        self._layers = self._egl = None
         if self.client >= 0 and p.isConnected(self.client):
-            if self._egl_plugin >= 0:
-                with c_stdout_silenced():
-                    p.unloadPlugin(self._egl_plugin, physicsClientId=self.client)
             p.disconnect(self.client)
         self.client = -1
-        self._egl_plugin = -1
 
     def step(self) -> None:
         """Advance physics by one timestep."""
@@ -369,32 +331,31 @@ class Sim:
         )
         return view, proj
 
-    def _renderer_flag(self) -> int:
-        return p.ER_BULLET_HARDWARE_OPENGL if self.renderer == "egl" else p.ER_TINY_RENDERER
-
     def render(self, width: int, height: int, camera: Camera, lighting: Lighting) -> np.ndarray:
         """Render an RGB uint8 frame (height × width × 3) with `self.renderer`; `lighting` is
         TinyRenderer's (the EGL plugin lights the scene its own way)."""
         view, proj = self._matrices(width, height, camera)
         light = dict(lightDirection=lighting.direction, lightAmbientCoeff=lighting.ambient,
                      lightDiffuseCoeff=lighting.diffuse, lightSpecularCoeff=lighting.specular)  # fmt: skip
+        if self._egl is not None:
+            return self._egl.render(self.client, self.visuals, self.scene_version, width, height,
+                                    view, proj, light)  # fmt: skip
         if self.renderer == "tiny-layered":
             if self._layers is None:
                 self._layers = LayeredRenderer(self.client)
             return self._layers.render(
                 self.visuals, self.scene_version, width, height, view, proj, light
             )
-        with c_stdout_silenced(self.renderer == "egl"):
-            _, _, rgba, _, _ = p.getCameraImage(width, height, view, proj, renderer=self._renderer_flag(), shadow=0,
-                                                flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=self.client, **light)  # fmt: skip
+        _, _, rgba, _, _ = p.getCameraImage(width, height, view, proj, renderer=p.ER_TINY_RENDERER, shadow=0,
+                                            flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=self.client, **light)  # fmt: skip
         return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
 
     def render_segmentation(self, width: int, height: int, camera: Camera) -> np.ndarray:
-        """Render the body-id segmentation mask (for measuring how large things appear)."""
+        """Render the body-id segmentation mask (for measuring how large things appear): drawn
+        by TinyRenderer in the physics client whatever the renderer, so ids are its body ids."""
         c = self.client
         view, proj = self._matrices(width, height, camera)
-        with c_stdout_silenced(self.renderer == "egl"):
-            _, _, _, _, seg = p.getCameraImage(
-                width, height, view, proj, renderer=self._renderer_flag(), physicsClientId=c
-            )
+        _, _, _, _, seg = p.getCameraImage(
+            width, height, view, proj, renderer=p.ER_TINY_RENDERER, physicsClientId=c
+        )
         return np.asarray(seg, dtype=np.int64).reshape(height, width)

@@ -173,18 +173,20 @@ class PickTask:
             and position[2] < lay.bin_wall_height + self.object_size / 2
         )
 
-    def is_success(self, holding: bool) -> bool:
-        """Intact, inside the bin, released and at rest."""
+    def is_success(self, holding: bool, position: np.ndarray | None = None,
+                   velocity: np.ndarray | None = None) -> bool:  # fmt: skip
+        """Intact, inside the bin, released and at rest (`position` and `velocity`: the
+        object's, where the caller has read them this step)."""
         if self.object_id is None or holding:
             return False
-        pos = self.object_position()
-        return self.in_bin(pos) and float(np.linalg.norm(self.object_velocity())) < 0.05
+        pos = self.object_position() if position is None else position
+        vel = self.object_velocity() if velocity is None else velocity
+        return self.in_bin(pos) and float(np.linalg.norm(vel)) < 0.05
 
-    def reward(
-        self, ee_position: np.ndarray, holding: bool, success: bool, broke_now: bool
-    ) -> float:
+    def reward(self, ee_position: np.ndarray, holding: bool, success: bool, broke_now: bool,
+               object_position: np.ndarray | None = None) -> float:  # fmt: skip
         """Dense shaping (reach, then carry toward the bin) plus a success bonus."""
-        obj = self.object_position()
+        obj = self.object_position() if object_position is None else object_position
         reach = float(np.linalg.norm(ee_position - obj))
         carry = float(np.linalg.norm(obj[:2] - self.bin_position[:2]))
         r = -0.5 * reach - carry + (0.5 if holding else 0.0)
