@@ -64,7 +64,8 @@ class GroupedParser(argparse.ArgumentParser):
             lines += [f"  {n:<{width}}{helps.get(n, '')}" for n in names if n in helps]
             lines.append("")
         lines += ["options:", "  -h, --help    show this help and exit",
-                  "  --version     show physteer's version and exit", "",
+                  "  --version     show physteer's version and exit",
+                  "  --frame-cache DIR  reuse camera frames stored under DIR, keyed by what they show", "",
                   "Each command's own options: physteer COMMAND --help. Documentation: docs/ (mkdocs serve)."]  # fmt: skip
         return "\n".join(lines) + "\n"
 
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Steer and monitor vision-language(-action) robot agents in a PyBullet Franka Panda testbed.",
     )
     parser.add_argument("--version", action="version", version=f"physteer {version()}")
+    parser.add_argument("--frame-cache", metavar="DIR", default=None,
+                        help="keep camera frames under DIR, keyed by what they show, and reuse them (envs.frame_cache)")  # fmt: skip
     subparsers = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser
     )
@@ -100,6 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.frame_cache is not None:
+        if os.path.exists(args.frame_cache) and not os.path.isdir(args.frame_cache):
+            print(
+                f"physteer: error: --frame-cache {args.frame_cache!r} exists and is not a directory",
+                file=sys.stderr,
+            )
+            return 2
+        # Through the environment, so every worker process (and Ray worker) uses it too.
+        os.environ["PHYSTEER_FRAME_CACHE"] = os.path.abspath(args.frame_cache)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:

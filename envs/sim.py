@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pybullet_data
 
+from envs import frame_cache
 from envs._pybullet import p
 from envs.egl import EGLRenderer, RendererUnavailableError
 from envs.layers import LayeredRenderer, VisualRecipe
@@ -337,9 +338,24 @@ class Sim:
         view, proj = self._matrices(width, height, camera)
         light = dict(lightDirection=lighting.direction, lightAmbientCoeff=lighting.ambient,
                      lightDiffuseCoeff=lighting.diffuse, lightSpecularCoeff=lighting.specular)  # fmt: skip
-        if self._egl is not None:
+        if self._egl is not None:  # never cached: EGL frames depend on the GL driver
             return self._egl.render(self.client, self.visuals, self.scene_version, width, height,
                                     view, proj, light)  # fmt: skip
+        cache = frame_cache.active()
+        if cache is None:
+            return self._draw_tiny(width, height, view, proj, light)
+        key = frame_cache.scene_key(
+            self.client, self.visuals, self.renderer, width, height, view, proj, light
+        )
+        frame = cache.get(key)
+        if frame is None:
+            frame = self._draw_tiny(width, height, view, proj, light)
+            cache.put(key, frame)
+        return frame
+
+    def _draw_tiny(
+        self, width: int, height: int, view: list, proj: list, light: dict[str, Any]
+    ) -> np.ndarray:
         if self.renderer == "tiny-layered":
             if self._layers is None:
                 self._layers = LayeredRenderer(self.client)
