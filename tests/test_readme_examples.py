@@ -16,6 +16,8 @@ substitutions in PY_BUDGET. Nothing else is changed. About 4 minutes on 2 cores.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shlex
@@ -256,6 +258,36 @@ def test_budget_flags_replace_or_append():
     assert cmds == [["physteer", "a", "--b", "c", "--d", "e"], ["physteer", "f", "g#h/1"]]
 
 
+def run_command(
+    argv: list[str], cwd: Path, env: dict[str, str], in_process: bool
+) -> tuple[int, str]:
+    """Run `physteer ...`: the first command through the installed console script, the others
+    through the same entry point in this process (each new process would spend ~3 s importing
+    torch and transformers again: about a minute and a half of the suite's time). Returns the
+    exit code and what it printed."""
+    if not in_process:
+        proc = subprocess.run(
+            physteer() + argv[1:], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        )
+        return proc.returncode, proc.stdout + proc.stderr
+    import torch
+
+    from cli.main import main
+
+    out, environ, threads = io.StringIO(), dict(os.environ), torch.get_num_threads()
+    torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 does for a command's own process
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            code = main(argv[1:])
+        except SystemExit as exc:  # argparse's --help and errors
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            torch.set_num_threads(threads)
+            os.environ.clear()
+            os.environ.update(environ)
+    return code, out.getvalue()
+
+
 @pytest.mark.slow
 def test_readme_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -269,11 +301,11 @@ def test_readme_examples_run(tmp_path, monkeypatch):
         if block.lang == "bash":
             for argv in shell_commands(block):
                 argv, t0 = with_budget(argv), time.perf_counter()
-                proc = subprocess.run(physteer() + argv[1:], cwd=tmp_path, env=env, capture_output=True,
-                                      text=True, timeout=300)  # fmt: skip
-                if proc.returncode != 0:
-                    pytest.fail(f"{block.where}: `{shlex.join(argv)}` exited {proc.returncode}\n"
-                                f"{(proc.stdout + proc.stderr)[-3000:]}")  # fmt: skip
+                code, output = run_command(argv, tmp_path, env, in_process=bool(seconds))
+                if code != 0:
+                    pytest.fail(
+                        f"{block.where}: `{shlex.join(argv)}` exited {code}\n{output[-3000:]}"
+                    )
                 seconds[f"{block.where}: physteer {argv[1]}"] = time.perf_counter() - t0
         else:
             text, t0 = block.text, time.perf_counter()
