@@ -14,6 +14,7 @@ are functions of the seed.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,18 @@ from agents.pi0_model import ENV_ACTION_SIZE, STATS_FILE, PI0Backend, PI0Stats, 
 from storage import atomic_dir, write_json
 
 MIN_STD = 0.05  # statistics floor: a dimension that hardly varies is not blown up by 1/std
+#: Learning-rate schedules after the linear warm-up: "constant", or "cosine" decay to zero over
+#: the run's steps (the flow's velocity field is fitted finely at small steps at the end).
+SCHEDULES = ("cosine", "constant")
+
+
+def learning_rate(cfg: TrainPI0Config, step: int) -> float:
+    """The learning rate of 0-based `step`: linear warm-up, then cfg.schedule."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if cfg.schedule == "constant" or step < cfg.warmup_steps:
+        return cfg.lr * warm
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -44,6 +57,7 @@ class TrainPI0Config:
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
+    schedule: str = "cosine"
     seed: int = 0
 
     def validate(self) -> None:
@@ -57,6 +71,8 @@ class TrainPI0Config:
             raise ValueError(
                 f"image_size={self.image_size} must be a multiple of patch={self.patch}"
             )
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}: choose one of {list(SCHEDULES)}")
         if not (self.lr > 0 and self.weight_decay >= 0 and self.warmup_steps >= 0):
             raise ValueError(
                 f"lr={self.lr} > 0, weight_decay={self.weight_decay} >= 0, warmup_steps >= 0"
@@ -134,7 +150,7 @@ def train_pi0(demos: Any, cfg: TrainPI0Config, backend: PI0Backend | None = None
     history, window = [], []
     for step in range(cfg.steps):
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            group["lr"] = learning_rate(cfg, step)
         rows = np.sort(
             draw.choice(len(labels), size=min(cfg.batch_size, len(labels)), replace=False)
         )

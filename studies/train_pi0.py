@@ -36,7 +36,7 @@ class TrainPI0RecipeConfig:
         dagger_episodes: episodes the π0 drives in each round.
         dagger_steps: training steps after each round.
         hidden, expert_hidden, layers, image_size, patch, chunk, denoise_steps, batch_size, lr,
-        seed, threads: the model's sizes and the optimisation (agents.train_pi0.TrainPI0Config).
+        schedule, seed, threads: the model's sizes and the optimisation (agents.train_pi0.TrainPI0Config).
     """
 
     out_dir: str = "runs/train-pi0/ckpt"
@@ -55,6 +55,7 @@ class TrainPI0RecipeConfig:
     denoise_steps: int = 5
     batch_size: int = 32
     lr: float = 1e-3
+    schedule: str = "cosine"
     seed: int = 0
     threads: int = 2
 
@@ -62,7 +63,7 @@ class TrainPI0RecipeConfig:
         from agents.train_pi0 import TrainPI0Config
 
         keys = ("hidden", "expert_hidden", "layers", "image_size", "patch", "chunk", "denoise_steps",
-                "batch_size", "lr", "seed")  # fmt: skip
+                "batch_size", "lr", "schedule", "seed")  # fmt: skip
         return TrainPI0Config(steps=steps, **{k: getattr(self, k) for k in keys})
 
     def validate(self) -> None:

@@ -252,3 +252,17 @@ def test_flow_matching_training_lowers_the_loss_on_demonstrations(tmp_path):
         loaded.stats.actions_std, PI0Stats.from_folder(tmp_path / "ckpt").actions_std
     )
     assert (tmp_path / "ckpt" / "training_report.json").is_file() and loaded.chunk_size == 4
+
+
+def test_learning_rate_warms_up_then_follows_the_schedule():
+    from agents.train_pi0 import TrainPI0Config, learning_rate
+
+    cosine = TrainPI0Config(steps=1000, warmup_steps=100, lr=1e-3)
+    assert learning_rate(cosine, 0) == pytest.approx(1e-5)
+    assert learning_rate(cosine, 99) == pytest.approx(1e-3)
+    assert learning_rate(cosine, 550) == pytest.approx(5e-4)  # half way through the decay
+    assert learning_rate(cosine, 999) < 1e-6
+    constant = TrainPI0Config(steps=1000, warmup_steps=100, lr=1e-3, schedule="constant")
+    assert learning_rate(constant, 999) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match=r"schedule='linear'.*'cosine', 'constant'"):
+        TrainPI0Config(schedule="linear").validate()
