@@ -15,6 +15,9 @@ import torch
 
 from monitors.scorers import Scorer, register_scorer
 
+#: The dtypes the encoder's product may run in.
+ENCODE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+
 
 @register_scorer
 class SAEReconstructionScorer(Scorer):
@@ -24,6 +27,10 @@ class SAEReconstructionScorer(Scorer):
         sae: a trained sae.MatryoshkaSAE; None ⇒ `fit` trains one on the clean activations.
         steps, batch_size, lr, seed: training of that SAE (sae.train_sae).
         sae_overrides: SAEConfig fields replacing sae.default_config(d) (e.g. n_latents, k).
+        encode_dtype: "float32", or "bfloat16" to compute the encoder's product (the scorer's
+            cost) in bfloat16: several times faster on CPUs with AMX and on GPUs, the error
+            still summed in float32; scores differ from float32's by bfloat16's rounding, so
+            calibrate with the dtype you score with.
         aggregate, model, layer: as in Scorer.
     """
 
@@ -37,6 +44,7 @@ class SAEReconstructionScorer(Scorer):
         lr: float = 2e-3,
         seed: int = 0,
         sae_overrides: dict[str, Any] | None = None,
+        encode_dtype: str = "float32",
         aggregate: str = "mean",
         model: str | None = None,
         layer: int | None = None,
@@ -47,6 +55,9 @@ class SAEReconstructionScorer(Scorer):
                 raise ValueError(f"{name}={value!r}: expected an int >= 1")
         if not (math.isfinite(float(lr)) and lr > 0):
             raise ValueError(f"lr={lr!r}: expected a positive number")
+        if encode_dtype not in ENCODE_DTYPES:
+            raise ValueError(f"encode_dtype={encode_dtype!r}: choose one of {list(ENCODE_DTYPES)}")
+        self.encode_dtype = encode_dtype
         self.sae = sae
         self.steps, self.batch_size, self.lr, self.seed = steps, batch_size, float(lr), int(seed)
         self.sae_overrides = dict(sae_overrides or {})
@@ -76,11 +87,14 @@ class SAEReconstructionScorer(Scorer):
 
     @torch.inference_mode()
     def _token_scores(self, x: torch.Tensor) -> torch.Tensor:
-        return self.sae.reconstruction_error(x).float()
+        dtype = ENCODE_DTYPES[self.encode_dtype]
+        if dtype is None:  # (an SAE subclass may not take the argument)
+            return self.sae.reconstruction_error(x).float()
+        return self.sae.reconstruction_error(x, dtype).float()
 
     def _params(self) -> dict[str, Any]:
         return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
-                "sae_overrides": self.sae_overrides}  # fmt: skip
+                "sae_overrides": self.sae_overrides, "encode_dtype": self.encode_dtype}  # fmt: skip
 
     def _save_extra(self, directory: Path) -> None:
         self.sae.save(directory / "sae", metadata=self.provenance())

@@ -126,3 +126,27 @@ def test_an_sae_subclass_keeps_its_own_error():
     x = inputs(9, 8)
     scores = SAEReconstructionScorer(sae=doubled).token_scores(x)
     torch.testing.assert_close(scores, 2 * reference(sae, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_topk", [False, True])
+def test_a_bfloat16_encoder_scores_close_to_float32_and_is_recorded(batch_topk, tmp_path):
+    from monitors.scorers import load_scorer
+
+    sae = make_sae(256, 16, batch_topk=batch_topk)
+    if batch_topk:
+        sae.threshold.fill_(0.5)
+    x = inputs(200, 5)
+    full = sae.reconstruction_error(x)
+    fast = sae.reconstruction_error(x, torch.bfloat16)
+    assert fast.dtype == torch.float32 and not torch.equal(fast, full)  # a different product
+    assert torch.corrcoef(torch.stack([full, fast]))[0, 1] > 0.99
+    assert ((fast - full).abs() / full).median() < 0.05
+    scorer = SAEReconstructionScorer(sae=sae, encode_dtype="bfloat16")
+    scorer.fit([x])
+    with torch.inference_mode():  # as the scorer runs (the bfloat16 kernel may differ outside it)
+        fast = sae.reconstruction_error(x, torch.bfloat16)
+    assert scorer.score(x) == pytest.approx(float(fast.mean()), rel=1e-6)
+    scorer.save(tmp_path / "s")
+    assert load_scorer(tmp_path / "s").encode_dtype == "bfloat16"
+    with pytest.raises(ValueError, match=r"encode_dtype='float16'.*'float32', 'bfloat16'"):
+        SAEReconstructionScorer(encode_dtype="float16")
