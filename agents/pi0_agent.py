@@ -64,7 +64,8 @@ class PI0Agent(ChunkLanes):
                  dtype: str = "float32", stream: str = "vlm") -> None:  # fmt: skip
         """Args:
         model: a loaded PI0Backend or a π0 checkpoint folder (agents.pi0_model.load_pi0).
-        chunk: actions executed per decision, 1..chunk_size (default: the whole chunk).
+        chunk: actions executed per decision, 1..chunk_size (default: the checkpoint's
+            n_action_steps, else its whole chunk).
         steps: denoising steps per decision, >= 1 (default: the config's num_inference_steps).
         tap_layer: decoder layer of the residual tap on `stream`, "default" (2/3 depth) or None.
         question: extra text after the instruction.
@@ -84,7 +85,7 @@ class PI0Agent(ChunkLanes):
         )  # what hooks attach to
         self.stream = stream
         size = self.policy.chunk_size
-        chunk = size if chunk is None else chunk
+        chunk = self.policy.n_action_steps if chunk is None else chunk
         if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= size:
             raise ValueError(
                 f"chunk={chunk!r}: must be an int in 1..{size} (the model's chunk_size)"

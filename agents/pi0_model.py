@@ -178,6 +178,9 @@ class PI0Backend:
         self.model_type = "pi0"
         self.chunk_size, self.action_dim = int(cfg.chunk_size), int(cfg.max_action_dim)
         self.state_dim, self.default_steps = int(cfg.max_state_dim), int(cfg.num_inference_steps)
+        # Actions executed per decision unless an agent is told otherwise (LeRobot's π0 calls it
+        # n_action_steps; read from the checkpoint's processor_config.json by load_pi0).
+        self.n_action_steps = self.chunk_size
         if self.action_dim < ENV_ACTION_SIZE:
             raise ValueError(f"π0 checkpoint {name}: max_action_dim={self.action_dim} is smaller than the env's "
                              f"{ENV_ACTION_SIZE} action dimensions (dx, dy, dz, grip)")  # fmt: skip
@@ -299,6 +302,11 @@ def is_pi0_folder(path: str | Path) -> bool:
     return config.is_file() and json.loads(config.read_text()).get("model_type") == "pi0"
 
 
+def _processor_doc(path: str | Path) -> dict[str, Any]:
+    file = Path(path) / STATS_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
 def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | None = None) -> None:
     """Before any episode, from the folder's JSON files alone: a π0 config, normalisation
     statistics, an action and state space the env fits in, `chunk` in 1..chunk_size and
@@ -313,6 +321,12 @@ def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | No
             raise ValueError(f"π0 checkpoint {path}: {key}={cfg.get(key)} is smaller than the env's {need} "
                              f"{'action' if 'action' in key else 'state'} dimensions")  # fmt: skip
     size = int(cfg.get("chunk_size", 50))
+    execute = _processor_doc(path).get("n_action_steps")
+    if execute is not None and (
+        isinstance(execute, bool) or not isinstance(execute, int) or not 1 <= execute <= size
+    ):
+        raise ValueError(f"π0 checkpoint {path}: n_action_steps={execute!r} in {STATS_FILE} must be an int in "
+                         f"1..{size} (its chunk_size)")  # fmt: skip
     if chunk is not None and (
         isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= size
     ):
@@ -344,4 +358,6 @@ def load_pi0(path: str | Path, device: str = "cpu", dtype: str = "float32") -> P
         path, dtype=getattr(torch, dtype), local_files_only=True
     )
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    return PI0Backend(model.to(device), tokenizer, stats, name=path.name)
+    backend = PI0Backend(model.to(device), tokenizer, stats, name=path.name)
+    backend.n_action_steps = int(_processor_doc(path).get("n_action_steps") or backend.chunk_size)
+    return backend

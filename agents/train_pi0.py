@@ -173,15 +173,16 @@ def train_pi0(demos: Any, cfg: TrainPI0Config, backend: PI0Backend | None = None
     return backend, history
 
 
-def save_pi0(
-    backend: PI0Backend, out_dir: str | Path, report: dict[str, Any] | None = None
-) -> Path:
-    """The checkpoint folder (weights, tokenizer, statistics, training_report.json), atomically."""
+def save_pi0(backend: PI0Backend, out_dir: str | Path, report: dict[str, Any] | None = None,
+             n_action_steps: int | None = None) -> Path:  # fmt: skip
+    """The checkpoint folder (weights, tokenizer, statistics, training_report.json), atomically;
+    `n_action_steps`: the actions an agent executes per decision by default (None: the chunk)."""
     with atomic_dir(out_dir) as tmp:
         backend.model.save_pretrained(tmp, safe_serialization=True)
         backend.tokenizer.save_pretrained(tmp)
+        execute = {} if n_action_steps is None else {"n_action_steps": int(n_action_steps)}
         write_json(Path(tmp) / STATS_FILE, {"processor_class": "PI0Processor", "chunk_size": backend.chunk_size,
-                                            "max_state_dim": backend.state_dim, **backend.stats.to_dict()})  # fmt: skip
+                                            "max_state_dim": backend.state_dim, **execute, **backend.stats.to_dict()})  # fmt: skip
         if report is not None:
             write_json(Path(tmp) / "training_report.json", report)
     return Path(out_dir)

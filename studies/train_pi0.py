@@ -35,6 +35,8 @@ class TrainPI0RecipeConfig:
         dagger_rounds: DAgger rounds after it.
         dagger_episodes: episodes the π0 drives in each round.
         dagger_steps: training steps after each round.
+        n_action_steps: actions an agent executes per decision by default, written to the
+            checkpoint (None: the whole chunk).
         hidden, expert_hidden, layers, image_size, patch, chunk, denoise_steps, batch_size, lr,
         schedule, seed, threads: the model's sizes and the optimisation (agents.train_pi0.TrainPI0Config).
     """
@@ -52,6 +54,7 @@ class TrainPI0RecipeConfig:
     image_size: int = 128
     patch: int = 16
     chunk: int = 8
+    n_action_steps: int | None = None
     denoise_steps: int = 5
     batch_size: int = 32
     lr: float = 1e-3
@@ -74,6 +77,12 @@ class TrainPI0RecipeConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r}: must be an int >= {low}")
         self.model_config(self.steps).validate()
+        if self.n_action_steps is not None and not (
+            isinstance(self.n_action_steps, int) and 1 <= self.n_action_steps <= self.chunk
+        ):
+            raise ValueError(
+                f"n_action_steps={self.n_action_steps!r}: must be an int in 1..chunk={self.chunk}"
+            )
 
 
 def train_pi0_recipe(cfg: TrainPI0RecipeConfig, console: Any) -> dict[str, Any]:
@@ -102,7 +111,7 @@ def train_pi0_recipe(cfg: TrainPI0RecipeConfig, console: Any) -> dict[str, Any]:
     ]
     console.print(f"round 0: loss {history[0]['loss']:.3f} → {history[-1]['loss']:.3f}")
     for r in range(1, cfg.dagger_rounds + 1):
-        agent = DaggerAgent(PI0Agent(backend, chunk=cfg.chunk, tap_layer=None),
+        agent = DaggerAgent(PI0Agent(backend, chunk=cfg.n_action_steps or cfg.chunk, tap_layer=None),
                             ScriptedAgent(oracle_profiles(), recover=True))  # fmt: skip
         more = collect_demonstrations(cfg.dagger_episodes, DAGGER_SEED + 1000 * r, horizon=cfg.chunk,
                                       frame_every=cfg.frame_every + 1, agent=agent, n_envs=4)  # fmt: skip
@@ -123,7 +132,7 @@ def train_pi0_recipe(cfg: TrainPI0RecipeConfig, console: Any) -> dict[str, Any]:
 
     report = {"config": asdict(cfg), "rounds": rounds, "seconds": round(time.time() - start, 1),
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}  # fmt: skip
-    save_pi0(backend, cfg.out_dir, report)
+    save_pi0(backend, cfg.out_dir, report, n_action_steps=cfg.n_action_steps)
     console.print(f"wrote {cfg.out_dir} ({report['seconds']:.0f} s); closed loop: physteer agent-eval --agent pi0 "
                   f"--model {cfg.out_dir} --pattern-control")  # fmt: skip
     return report

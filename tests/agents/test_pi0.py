@@ -97,6 +97,7 @@ def edit_json(path, **changes):
     ("no-stats", [], "no normalisation statistics (state_mean, state_std, actions_mean, actions_std missing"),
     ("actions-3", [], "max_action_dim=3 is smaller than the env's 4 action dimensions"),
     ("corrupt", [], "model.safetensors"),
+    ("execute-9", [], "n_action_steps=9 in processor_config.json must be an int in 1..6"),
     (None, ["--chunk", "7"], "chunk=7: must be an int in 1..6 (the π0 checkpoint's chunk_size)"),
     (None, ["--denoise-steps", "0"], "denoise_steps=0: must be an int >= 1"),
 ])  # fmt: skip
@@ -111,6 +112,8 @@ def test_bad_checkpoints_and_settings_before_any_episode(
         )
     elif change == "actions-3":
         edit_json(model / "config.json", max_action_dim=3)
+    elif change == "execute-9":
+        edit_json(model / "processor_config.json", n_action_steps=9)
     elif change == "corrupt":
         weights = model / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:1000])
@@ -266,3 +269,14 @@ def test_learning_rate_warms_up_then_follows_the_schedule():
     assert learning_rate(constant, 999) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match=r"schedule='linear'.*'cosine', 'constant'"):
         TrainPI0Config(schedule="linear").validate()
+
+
+def test_the_checkpoints_n_action_steps_is_the_default_chunk(pi0_dir, tmp_path):
+    from agents.pi0_agent import PI0Agent
+
+    assert PI0Agent(pi0_dir, tap_layer=None).chunk == 6  # none written: the whole chunk
+    model = tmp_path / "model"
+    shutil.copytree(pi0_dir, model)
+    edit_json(model / "processor_config.json", n_action_steps=2)
+    assert PI0Agent(model, tap_layer=None).chunk == 2
+    assert PI0Agent(model, chunk=5, tap_layer=None).chunk == 5  # an explicit chunk wins
