@@ -173,6 +173,34 @@ def train_pi0(demos: Any, cfg: TrainPI0Config, backend: PI0Backend | None = None
     return backend, history
 
 
+@torch.no_grad()
+def flow_loss(backend: PI0Backend, demos: Any, n_rows: int | None = None, seed: int = 0,
+              batch_size: int = 64) -> float:  # fmt: skip
+    """The flow-matching loss over the first `n_rows` rows of `demos` (None: all; eval mode; the
+    noise and times drawn from `seed`, so two checkpoints are compared on the same draws): the
+    held-out figure of a training run."""
+    labels = np.asarray(demos.labels)[: n_rows or len(demos)]
+    prompts = {
+        t: backend.prepare(np.zeros((1, 8, 8, 3), np.uint8), t)
+        for t in set(map(str, demos.instructions))
+    }
+    model, total = backend.model.eval(), 0.0
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for start in range(0, len(labels), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(labels)))
+            pixels = backend.pixel_values(np.asarray(demos.frames[start : rows[-1] + 1]))
+            inputs = batch_inputs(
+                backend, prompts, [str(demos.instructions[i]) for i in rows], pixels
+            )
+            targets = chunk_targets(backend, labels[rows]).to(backend.device, backend.dtype)
+            loss = model(
+                state=backend.state_input(demos.states[rows]), actions=targets, **inputs
+            ).loss
+            total += float(loss) * len(rows)
+    return total / len(labels)
+
+
 def save_pi0(backend: PI0Backend, out_dir: str | Path, report: dict[str, Any] | None = None,
              n_action_steps: int | None = None) -> Path:  # fmt: skip
     """The checkpoint folder (weights, tokenizer, statistics, training_report.json), atomically;

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-DEMO_SEED, DAGGER_SEED = 7_000_000, 7_500_000
+DEMO_SEED, DAGGER_SEED, HELD_OUT_SEED = 7_000_000, 7_500_000, 7_900_000
 
 
 @dataclass
@@ -35,6 +35,8 @@ class TrainPI0RecipeConfig:
         dagger_rounds: DAgger rounds after it.
         dagger_episodes: episodes the π0 drives in each round.
         dagger_steps: training steps after each round.
+        held_out_episodes: demonstration episodes of other seeds (from 7,900,000) on which the
+            report gives the final flow-matching loss beside the training rows' (0: none).
         n_action_steps: actions an agent executes per decision by default, written to the
             checkpoint (None: the whole chunk).
         hidden, expert_hidden, layers, image_size, patch, chunk, denoise_steps, batch_size, lr,
@@ -48,6 +50,7 @@ class TrainPI0RecipeConfig:
     dagger_rounds: int = 0
     dagger_episodes: int = 32
     dagger_steps: int = 1000
+    held_out_episodes: int = 16
     hidden: int = 128
     expert_hidden: int = 64
     layers: int = 3
@@ -72,7 +75,7 @@ class TrainPI0RecipeConfig:
     def validate(self) -> None:
         """ValueError naming the first bad setting, before any episode."""
         for name, low in (("episodes", 2), ("frame_every", 1), ("steps", 1), ("dagger_rounds", 0),
-                          ("dagger_episodes", 1), ("dagger_steps", 1), ("threads", 1)):  # fmt: skip
+                          ("dagger_episodes", 1), ("dagger_steps", 1), ("held_out_episodes", 0), ("threads", 1)):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r}: must be an int >= {low}")
@@ -92,7 +95,7 @@ def train_pi0_recipe(cfg: TrainPI0RecipeConfig, console: Any) -> dict[str, Any]:
     from agents.dagger import DaggerAgent
     from agents.pi0_agent import PI0Agent
     from agents.protocol import ScriptedAgent
-    from agents.train_pi0 import save_pi0, train_pi0
+    from agents.train_pi0 import flow_loss, save_pi0, train_pi0
     from agents.vla_data import Demonstrations
     from rollouts.vla_demos import collect_demonstrations, oracle_profiles
 
@@ -132,6 +135,14 @@ def train_pi0_recipe(cfg: TrainPI0RecipeConfig, console: Any) -> dict[str, Any]:
 
     report = {"config": asdict(cfg), "rounds": rounds, "seconds": round(time.time() - start, 1),
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}  # fmt: skip
+    if cfg.held_out_episodes:
+        held = collect_demonstrations(cfg.held_out_episodes, HELD_OUT_SEED, horizon=cfg.chunk,
+                                      frame_every=cfg.frame_every)  # fmt: skip
+        report["held_out"] = {"episodes": cfg.held_out_episodes, "rows": len(held), "seed": HELD_OUT_SEED,
+                              "loss": round(flow_loss(backend, held), 4),
+                              "training_rows_loss": round(flow_loss(backend, demos, n_rows=len(held)), 4)}  # fmt: skip
+        console.print(f"held-out flow-matching loss {report['held_out']['loss']:.3f} "
+                      f"(training rows {report['held_out']['training_rows_loss']:.3f})")  # fmt: skip
     save_pi0(backend, cfg.out_dir, report, n_action_steps=cfg.n_action_steps)
     console.print(f"wrote {cfg.out_dir} ({report['seconds']:.0f} s); closed loop: physteer agent-eval --agent pi0 "
                   f"--model {cfg.out_dir} --pattern-control")  # fmt: skip
