@@ -296,6 +296,21 @@ class PI0Backend:
         return self.env_actions(x)
 
 
+#: The shipped tiny π0 (`--agent pi0 --model tiny`), made by `physteer train-pi0`'s recipe.
+TINY_PI0_DIR = Path(__file__).resolve().parent / "tiny_pi0"
+TINY_PI0_NAMES = ("tiny", "tiny-pi0")
+
+
+def pi0_dir(model: str | Path) -> Path:
+    """The checkpoint folder of `model`: TINY_PI0_DIR for "tiny" / "tiny-pi0", else the path."""
+    if str(model) in TINY_PI0_NAMES:
+        if not (TINY_PI0_DIR / "config.json").is_file():
+            raise FileNotFoundError(f"model={str(model)!r}: no tiny π0 in {TINY_PI0_DIR}; make one with "
+                                    f"`physteer train-pi0 --out-dir {TINY_PI0_DIR}` or pass a π0 folder")  # fmt: skip
+        return TINY_PI0_DIR
+    return Path(model)
+
+
 def is_pi0_folder(path: str | Path) -> bool:
     """Whether `path` holds a config.json of model_type "pi0"."""
     config = Path(path) / "config.json"
@@ -310,7 +325,8 @@ def _processor_doc(path: str | Path) -> dict[str, Any]:
 def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | None = None) -> None:
     """Before any episode, from the folder's JSON files alone: a π0 config, normalisation
     statistics, an action and state space the env fits in, `chunk` in 1..chunk_size and
-    `steps` >= 1 (None: the model's own)."""
+    `steps` >= 1 (None: the model's own); "tiny" is the shipped tiny π0 (pi0_dir)."""
+    path = pi0_dir(path)
     if not is_pi0_folder(path):
         raise ValueError(f"model {str(path)!r} is not a π0 checkpoint: expected a folder with a config.json of "
                          "model_type 'pi0' (transformers' PI0ForConditionalGeneration)")  # fmt: skip
@@ -348,7 +364,7 @@ def load_pi0(path: str | Path, device: str = "cpu", dtype: str = "float32") -> P
 
     from agents.resolve import check_weight_files
 
-    path = Path(path)
+    path = pi0_dir(path)
     check_pi0_folder(path)
     stats = PI0Stats.from_folder(path)  # before the weights: refuse early
     check_weight_files(path)

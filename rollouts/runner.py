@@ -229,8 +229,7 @@ class ExperimentConfig:
         return conditions
 
     def _check_vla(self) -> None:
-        """A VLA checkpoint must carry its action-token layout; a π0 folder its statistics and
-        sizes (config files only, nothing loaded)."""
+        """A VLA checkpoint must carry its action-token layout, a π0 its statistics and sizes."""
         if self.agent == "pi0":
             from agents.pi0_model import check_pi0_folder
 
@@ -248,10 +247,11 @@ class ExperimentConfig:
 
     def _model_dir(self) -> tuple[Path | str, bool]:
         """(the model's folder or hub id, whether it is a local folder) of a model agent."""
+        from agents.pi0_model import pi0_dir
         from agents.resolve import resolve_model_path
 
         if self.agent == "pi0":
-            return Path(self.model), True
+            return pi0_dir(self.model), True
         return (self._vla_dir(), True) if self.agent == "vla" else resolve_model_path(self.model)
 
     def model_weights(self) -> str | None:

@@ -250,9 +250,7 @@ class MatryoshkaSAE(nn.Module):
         code = self.encode_sparse(x)
         return [self._denormalize(r) for r in self._decode_prefixes(code)]
 
-    def reconstruction_error(
-        self, x: torch.Tensor, encode_dtype: torch.dtype | None = None
-    ) -> torch.Tensor:
+    def reconstruction_error(self, x: torch.Tensor, encode_dtype: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
         """Per-sample normalised error ||x_n - x_n_hat||^2 / d_in in normalised units.
 
         Normalised inputs have mean squared norm d_in over the data the SAE was fitted on, so
@@ -260,24 +258,17 @@ class MatryoshkaSAE(nn.Module):
         (about 1 - FVE for a typical sample). Used as the SARM anomaly score, once per agent
         decision, so the eval-mode path is lean: the same latents as `encode` (per-sample
         top-k, or the learned BatchTopK threshold), decoded by one embedding bag without the
-        training path's COO bookkeeping; equal to it up to float summation order.
-
-        `encode_dtype` (eval mode): compute the encoder's pre-activations, the one large product,
-        in this dtype (e.g. torch.bfloat16, several times faster on CPUs with AMX and on GPUs);
-        the selected latents are decoded and the error summed in float32.
+        training path's COO bookkeeping; equal to it up to float summation order. `encode_dtype`
+        (eval mode): the encoder's product, the one large one, in this dtype (torch.bfloat16 is
+        several times faster with AMX or a GPU); decoding and the error stay in float32.
         """
         xn = self._normalize(self._check_input(x))
         xc = xn - self.b_dec
-        if encode_dtype is not None and not self.training and encode_dtype != self.W_enc.dtype:
-            w, b = self._encoder_in(encode_dtype)
-            pre = F.linear(xc.to(encode_dtype), w, b).float()
-        else:
-            pre = None
+        pre = None if self.training else self._pre_activations(xc, encode_dtype)
         if self.training:  # BatchTopK selects over the whole batch while training
             code = self._encode_normalized(xn)[0]
             delta = bag_sum(code.rows, code.cols, code.vals, self.W_dec, code.batch_size)
         elif self.config.batch_topk and self.threshold >= 0:
-            pre = F.linear(xc, self.W_enc, self.b_enc) if pre is None else pre
             active = pre > self.threshold  # a variable number of latents per sample
             rows, cols = active.nonzero(as_tuple=True)
             counts = active.sum(1)
@@ -285,18 +276,20 @@ class MatryoshkaSAE(nn.Module):
             delta = F.embedding_bag(cols, self.W_dec, counts.cumsum(0) - counts, mode="sum",
                                     per_sample_weights=pre[rows, cols])  # fmt: skip
         else:
-            pre = F.linear(xc, self.W_enc, self.b_enc) if pre is None else pre
             vals, cols = row_topk(pre, self.config.k)
             delta = F.embedding_bag(cols, self.W_dec, mode="sum", per_sample_weights=vals.relu())
         resid = xc - delta  # x_n - (b_dec + decoded latents)
         return (resid * resid).sum(1) / self.config.d_in
 
-    def _encoder_in(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's weight and bias cast to `dtype`, cast once while the weights are unchanged."""
+    def _pre_activations(self, xc: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+        """Encoder pre-activations (float32), the product in `dtype` (its weight and bias cast once
+        while they are unchanged)."""
+        if dtype is None or dtype == self.W_enc.dtype:
+            return F.linear(xc, self.W_enc, self.b_enc)
         key = (dtype, self.W_enc._version, self.b_enc._version, self.W_enc.data_ptr())
         if getattr(self, "_encoder_cast", (None,))[0] != key:
             self._encoder_cast = (key, self.W_enc.detach().to(dtype), self.b_enc.detach().to(dtype))
-        return self._encoder_cast[1], self._encoder_cast[2]
+        return F.linear(xc.to(dtype), *self._encoder_cast[1:]).float()
 
     # ----------------------------------------------------------------- training
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
