@@ -49,6 +49,12 @@ IMAGE_TOKEN = "<image>"
 EXPERT_STATE_ID, EXPERT_ACTION_ID = -2, -1
 
 
+def processor_doc(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's processor_config.json ({} where there is none)."""
+    file = Path(path) / STATS_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
 @dataclass
 class PI0Stats:
     """The dataset statistics a π0 checkpoint was trained with (env state: 17, actions: 4)."""
@@ -61,8 +67,7 @@ class PI0Stats:
     @classmethod
     def from_folder(cls, path: str | Path) -> PI0Stats:
         """Read processor_config.json; ValueError naming the folder and what is missing."""
-        file = Path(path) / STATS_FILE
-        doc = json.loads(file.read_text()) if file.is_file() else {}
+        doc = processor_doc(path)
         missing = [k for k in STATS_KEYS if doc.get(k) is None]
         if missing:
             raise ValueError(f"π0 checkpoint {path}: no normalisation statistics ({', '.join(missing)} missing from "
@@ -317,11 +322,6 @@ def is_pi0_folder(path: str | Path) -> bool:
     return config.is_file() and json.loads(config.read_text()).get("model_type") == "pi0"
 
 
-def _processor_doc(path: str | Path) -> dict[str, Any]:
-    file = Path(path) / STATS_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
-
-
 def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | None = None) -> None:
     """Before any episode, from the folder's JSON files alone: a π0 config, normalisation
     statistics, an action and state space the env fits in, `chunk` in 1..chunk_size and
@@ -337,7 +337,7 @@ def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | No
             raise ValueError(f"π0 checkpoint {path}: {key}={cfg.get(key)} is smaller than the env's {need} "
                              f"{'action' if 'action' in key else 'state'} dimensions")  # fmt: skip
     size = int(cfg.get("chunk_size", 50))
-    execute = _processor_doc(path).get("n_action_steps")
+    execute = processor_doc(path).get("n_action_steps")
     if execute is not None and (
         isinstance(execute, bool) or not isinstance(execute, int) or not 1 <= execute <= size
     ):
@@ -366,7 +366,7 @@ def load_pi0(path: str | Path, device: str = "cpu", dtype: str = "float32") -> P
 
     path = pi0_dir(path)
     check_pi0_folder(path)
-    stats = PI0Stats.from_folder(path)  # before the weights: refuse early
+    stats, doc = PI0Stats.from_folder(path), processor_doc(path)  # before the weights: refuse early
     check_weight_files(path)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -375,5 +375,5 @@ def load_pi0(path: str | Path, device: str = "cpu", dtype: str = "float32") -> P
     )
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     backend = PI0Backend(model.to(device), tokenizer, stats, name=path.name)
-    backend.n_action_steps = int(_processor_doc(path).get("n_action_steps") or backend.chunk_size)
+    backend.n_action_steps = int(doc.get("n_action_steps") or backend.chunk_size)
     return backend

@@ -126,6 +126,24 @@ def batch_inputs(
             "pixel_attention_mask": torch.ones(len(ids), 1, dtype=torch.bool, device=d)}  # fmt: skip
 
 
+def instruction_prompts(backend: PI0Backend, demos: Any) -> dict[str, dict]:
+    """Each distinct instruction of `demos` prepared once (batch_inputs joins them to pixels)."""
+    return {
+        t: backend.prepare(np.zeros((1, 8, 8, 3), np.uint8), t)
+        for t in set(map(str, demos.instructions))
+    }
+
+
+def batch_loss(backend: PI0Backend, prompts: dict[str, dict], demos: Any, labels: np.ndarray,
+               rows: np.ndarray, pixels: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """PI0's flow-matching loss on `rows` of `demos` (their preprocessed `pixels`)."""
+    inputs = batch_inputs(backend, prompts, [str(demos.instructions[i]) for i in rows], pixels)
+    targets = chunk_targets(backend, labels[rows]).to(backend.device, backend.dtype)
+    return backend.model(
+        state=backend.state_input(demos.states[rows]), actions=targets, **inputs
+    ).loss
+
+
 def train_pi0(demos: Any, cfg: TrainPI0Config, backend: PI0Backend | None = None,
               progress: Any = None) -> tuple[PI0Backend, list[dict[str, float]]]:  # fmt: skip
     """Train (a new π0 from cfg, or `backend` further) on every row of `demos`; returns the model
@@ -140,10 +158,7 @@ def train_pi0(demos: Any, cfg: TrainPI0Config, backend: PI0Backend | None = None
     model = backend.model.train()
     pixels = torch.cat([backend.pixel_values(np.asarray(demos.frames[i : i + 256]))
                         for i in range(0, len(labels), 256)])  # fmt: skip  # once: the run-time preprocessing
-    prompts = {
-        t: backend.prepare(np.zeros((1, 8, 8, 3), np.uint8), t)
-        for t in set(map(str, demos.instructions))
-    }
+    prompts = instruction_prompts(backend, demos)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     draw = np.random.default_rng([cfg.seed, 11])
     torch.manual_seed(int(np.random.SeedSequence([cfg.seed, 12]).generate_state(1)[0]))
@@ -154,11 +169,7 @@ def train_pi0(demos: Any, cfg: TrainPI0Config, backend: PI0Backend | None = None
         rows = np.sort(
             draw.choice(len(labels), size=min(cfg.batch_size, len(labels)), replace=False)
         )
-        inputs = batch_inputs(
-            backend, prompts, [str(demos.instructions[i]) for i in rows], pixels[rows]
-        )
-        targets = chunk_targets(backend, labels[rows]).to(backend.device, backend.dtype)
-        loss = model(state=backend.state_input(demos.states[rows]), actions=targets, **inputs).loss
+        loss = batch_loss(backend, prompts, demos, labels, rows, pixels[rows])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -180,24 +191,15 @@ def flow_loss(backend: PI0Backend, demos: Any, n_rows: int | None = None, seed: 
     noise and times drawn from `seed`, so two checkpoints are compared on the same draws): the
     held-out figure of a training run."""
     labels = np.asarray(demos.labels)[: n_rows or len(demos)]
-    prompts = {
-        t: backend.prepare(np.zeros((1, 8, 8, 3), np.uint8), t)
-        for t in set(map(str, demos.instructions))
-    }
-    model, total = backend.model.eval(), 0.0
+    prompts = instruction_prompts(backend, demos)
+    backend.model.eval()
+    total = 0.0
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for start in range(0, len(labels), batch_size):
             rows = np.arange(start, min(start + batch_size, len(labels)))
             pixels = backend.pixel_values(np.asarray(demos.frames[start : rows[-1] + 1]))
-            inputs = batch_inputs(
-                backend, prompts, [str(demos.instructions[i]) for i in rows], pixels
-            )
-            targets = chunk_targets(backend, labels[rows]).to(backend.device, backend.dtype)
-            loss = model(
-                state=backend.state_input(demos.states[rows]), actions=targets, **inputs
-            ).loss
-            total += float(loss) * len(rows)
+            total += float(batch_loss(backend, prompts, demos, labels, rows, pixels)) * len(rows)
     return total / len(labels)
 
 

@@ -101,13 +101,16 @@ def active() -> FrameCache | None:
 
 
 @functools.cache
-def _file_digest(path: str) -> str:
-    """A file by its content: texture and URDF files live in per-process temporary folders."""
-    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+def _text_content(text: str) -> str:
+    """A file path by its file's content (texture and URDF files live in per-process temporary
+    folders), other text as it is; once per process and text, not per frame."""
+    if not os.path.isfile(text):
+        return text
+    return hashlib.blake2b(Path(text).read_bytes(), digest_size=16).hexdigest()
 
 
 def _content(value: Any) -> Any:
-    return _file_digest(value) if isinstance(value, str) and os.path.isfile(value) else value
+    return _text_content(value) if isinstance(value, str) else value
 
 
 def scene_key(client: int, visuals: dict[int, VisualRecipe], renderer: str, width: int,

@@ -184,13 +184,6 @@ class Panda:
         )
         return np.asarray(state[4], dtype=np.float64), np.asarray(state[6], dtype=np.float64)
 
-    def ee_velocity(self) -> np.ndarray:
-        """World linear velocity of the end effector."""
-        state = p.getLinkState(
-            self.body, EE_LINK, computeLinkVelocity=1, physicsClientId=self.sim.client
-        )
-        return np.asarray(state[6], dtype=np.float64)
-
     def finger_width(self) -> float:
         """Distance between the fingers (m)."""
         states = p.getJointStates(self.body, FINGER_JOINTS, physicsClientId=self.sim.client)

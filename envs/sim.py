@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import pybullet_data
 
-from envs import frame_cache
 from envs._pybullet import p
 from envs.egl import EGLRenderer, RendererUnavailableError
+from envs.frame_cache import active as active_frame_cache
+from envs.frame_cache import scene_key
 from envs.layers import LayeredRenderer, VisualRecipe
 
 
@@ -341,12 +342,10 @@ class Sim:
         if self._egl is not None:  # never cached: EGL frames depend on the GL driver
             return self._egl.render(self.client, self.visuals, self.scene_version, width, height,
                                     view, proj, light)  # fmt: skip
-        cache = frame_cache.active()
+        cache = active_frame_cache()
         if cache is None:
             return self._draw_tiny(width, height, view, proj, light)
-        key = frame_cache.scene_key(
-            self.client, self.visuals, self.renderer, width, height, view, proj, light
-        )
+        key = scene_key(self.client, self.visuals, self.renderer, width, height, view, proj, light)
         frame = cache.get(key)
         if frame is None:
             frame = self._draw_tiny(width, height, view, proj, light)
