@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from envs.expert import PROFILES, HandlingProfile, ScriptedExpert
+from envs.language import MATERIAL_FOR_HANDLING
 
 if TYPE_CHECKING:
     import torch
@@ -231,7 +232,9 @@ class ExpertAgent(LaneAgent):
 class ScriptedAgent(LaneAgent):
     """Oracle: reads the true material from info["object"] and hands the expert its profile.
 
-    gentle for fragile objects, firm for rigid ones (configurable with `profile_for`).
+    gentle for fragile objects, firm for rigid ones (configurable with `profile_for`). An
+    instruction that asks for a handling (info["handling"], envs.language) is followed whatever
+    the material: "gentle" takes the fragile objects' profile, "firm" the rigid objects'.
     """
 
     def __init__(
@@ -262,7 +265,8 @@ class ScriptedAgent(LaneAgent):
                     f"material {material!r}: expected one of {sorted(self.profile_for)}"
                 )
             state = self.lane(i)
-            profile = self.profile_for[material]
+            asked = info.get("handling")
+            profile = self.profile_for[MATERIAL_FOR_HANDLING[asked] if asked else material]
             state.expert.profile = profile
             state.last_decision = {
                 "p_fragile": 1.0 if material == "fragile" else 0.0,

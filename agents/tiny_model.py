@@ -169,22 +169,25 @@ CHAT_TEMPLATE = (
 )
 
 
-def _vocabulary() -> list[str]:
-    """Word-level vocabulary in a fixed order: specials, characters, then words and variants."""
+def _vocabulary(extra_words: tuple[str, ...] = ()) -> list[str]:
+    """Word-level vocabulary in a fixed order: specials, characters, then words and variants
+    (`extra_words` after WORDS, so the default vocabulary is unchanged by them)."""
     vocab: list[str] = list(SPECIAL_TOKENS)
     for ch in string.ascii_letters + string.digits + string.punctuation + " \n\t":
         vocab.append(ch)
         if ch in string.ascii_letters + string.digits:
             vocab.append(" " + ch)
-    for word in WORDS:
+    for word in [*WORDS, *extra_words]:
         for variant in (word, word.capitalize(), " " + word, " " + word.capitalize()):
             if variant not in vocab:
                 vocab.append(variant)
     return vocab
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(extra_words: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
     """Build the tiny model's tokenizer (word level, ~500 tokens) with the `tokenizers` library.
+
+    `extra_words` extend the vocabulary after WORDS (the language recipe's LANGUAGE_WORDS).
 
     Text is split into optionally space-prefixed words, single punctuation characters and single
     whitespace characters; words outside the vocabulary become `<unk>`. Decoding concatenates
@@ -194,7 +197,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         A `PreTrainedTokenizerFast` with bos `<|im_start|>`, eos `<end_of_utterance>`, pad `<pad>`,
         unk `<unk>`, the Idefics3 image tokens as additional special tokens and a chat template.
     """
-    vocab = {tok: i for i, tok in enumerate(_vocabulary())}
+    vocab = {tok: i for i, tok in enumerate(_vocabulary(tuple(extra_words)))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(
         Regex(r" ?[A-Za-z]+| ?[0-9]|[^\sA-Za-z0-9]|\s"), behavior="isolated"
@@ -296,15 +299,18 @@ def tiny_config(
 
 
 def build_tiny_model(
-    seed: int = 0, **config_kwargs: int
+    seed: int = 0, language: bool = False, **config_kwargs: int
 ) -> tuple[Idefics3ForConditionalGeneration, Idefics3Processor]:
     """A randomly initialised tiny Idefics3 model and its processor, deterministic under `seed`.
 
     Args:
         seed: torch seed for the weight initialisation.
+        language: the language recipe's vocabulary (WORDS + agents.language_tasks.LANGUAGE_WORDS).
         **config_kwargs: forwarded to `tiny_config` (vision_hidden, text_layers, ...).
     """
-    processor = build_processor()
+    from agents.language_tasks import LANGUAGE_WORDS
+
+    processor = build_processor(build_tokenizer(LANGUAGE_WORDS if language else ()))
     config = tiny_config(processor.tokenizer, **config_kwargs)
     gen = torch.random.fork_rng()
     with gen:

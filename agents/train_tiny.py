@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from agents.backend import VLMBackend
+from agents.language_tasks import LanguageItem, draw_item
 from agents.taps import ResidualTap
 from agents.tiny_model import (
     COLOR_QUESTION,
@@ -48,6 +49,7 @@ from agents.tiny_model import (
     count_parameters,
     save_tiny,
 )
+from agents.train_language import LanguageSequences, language_eval, language_loss
 from agents.train_tiny_config import TrainConfig
 from storage import atomic_dir, atomic_path, write_json
 
@@ -142,8 +144,12 @@ def _batch_loss(
     labels: list[dict[str, Any]],
     aux_head: torch.nn.Module | None = None,
     aux_weight: float = 0.0,
+    language: tuple[LanguageSequences, LanguageItem, float] | None = None,
 ) -> torch.Tensor:
     """Cross-entropy on answer + <end_of_utterance> for both questions, one image encoding.
+
+    With `language` (sequences, the batch's item, weight), adds weight × the item's answer loss
+    from the same image features (agents.train_language).
 
     With `aux_head`, adds `aux_weight` × a multiple-instance fragility loss on the image tokens
     (a linear score per token, log-sum-exp pooled over the 81 tokens of an image): a training-only
@@ -182,6 +188,9 @@ def _batch_loss(
         pred = logits[:, n - 1 : n + 1].reshape(-1, logits.shape[-1])
         target = ids[:, n : n + 2].reshape(-1)
         loss = loss + torch.nn.functional.cross_entropy(pred, target)
+    if language is not None:
+        seqs, item, weight = language
+        loss = loss + weight * language_loss(model, seqs, feats, item, labels)
     return loss
 
 
@@ -276,10 +285,14 @@ def train_tiny(
         raise ValueError(f"evaluation frames reuse training seeds {sorted(overlap)[:5]}")
     t_render = time.time() - t_start
 
-    model, processor = build_tiny_model(seed=cfg.seed)
-    random_backend = VLMBackend(build_tiny_model(seed=cfg.seed)[0], processor, name="random")
+    model, processor = build_tiny_model(seed=cfg.seed, language=cfg.language)
+    random_model = build_tiny_model(seed=cfg.seed, language=cfg.language)[0]
+    random_backend = VLMBackend(random_model, processor, name="random")
     backend = VLMBackend(model, processor, name="tiny")
     prompts = _Prompts(backend)
+    seqs = LanguageSequences(backend) if cfg.language else None
+    # the language items' own generator: the default recipe's draws stay as they were
+    lang_gen = np.random.default_rng([cfg.seed, 31])
     log(f"tiny model: {count_parameters(model):,} parameters")
 
     steps_per_epoch = math.ceil(cfg.n_train / cfg.batch_size)
@@ -313,9 +326,11 @@ def train_tiny(
             for j, i in enumerate(idx):
                 batch[j] = zoom_on(batch[j], centers[i], zooms[j])
             batch = np.where(flips[:, None, None, None], batch[:, :, ::-1], batch)
+            language = None if seqs is None else (seqs, draw_item(lang_gen), cfg.language_weight)
             loss = _batch_loss(
-                model, prompts, pixels(batch), [labels[i] for i in idx], aux_head, cfg.aux_weight
-            )
+                model, prompts, pixels(batch), [labels[i] for i in idx], aux_head, cfg.aux_weight,
+                language,
+            )  # fmt: skip
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -357,6 +372,11 @@ def train_tiny(
         "eval": evaluate(backend, ev_images, ev_labels),
         "eval_random_weights": evaluate(random_backend, ev_images, ev_labels),
         "probe": probe_report(backend, random_backend, ev_images, ev_labels, cfg.probe_layer),
+    }
+    if cfg.language:
+        report["language"] = language_eval(backend, ev_images, ev_labels)
+        report["language_random_weights"] = language_eval(random_backend, ev_images, ev_labels)
+    report |= {
         "torch": torch.__version__,
     }
     with atomic_dir(

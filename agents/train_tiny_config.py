@@ -26,6 +26,10 @@ class TrainConfig:
     aux_weight: float = 1.0  # weight of the training-only fragility loss on image tokens
     max_zoom: float = 3.0  # zoom factor drawn uniformly from [1, max_zoom]
     probe_layer: int = 2
+    # The language recipe (agents.language_tasks): descriptions, claims, handling questions and
+    # handling instructions beside the two questions, one item per batch, weighted.
+    language: bool = False
+    language_weight: float = 1.0
     threads: int = 2
     out_dir: str = str(Path(__file__).parent / "tiny_vlm")  # agents.tiny_model.TINY_VLM_DIR
     cache_dir: str = "runs/train-tiny"
@@ -50,6 +54,8 @@ class TrainConfig:
             raise ValueError(f"zoom_prob={self.zoom_prob}: must be in [0, 1]")
         if not self.aux_weight >= 0:
             raise ValueError(f"aux_weight={self.aux_weight}: must be >= 0")
+        if not self.language_weight >= 0:
+            raise ValueError(f"language_weight={self.language_weight}: must be >= 0")
         if not self.max_zoom >= 1:
             raise ValueError(f"max_zoom={self.max_zoom}: must be >= 1")
         train = range(self.train_seed, self.train_seed + self.n_train)

@@ -56,6 +56,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=d.aux_weight,
         help="weight of the training-only fragility loss on image tokens",
     )
+    p.add_argument(
+        "--language",
+        action="store_true",
+        help="the language recipe: descriptions, claims, handling questions and instructions "
+        "(agents.language_tasks) beside the two questions",
+    )
+    p.add_argument(
+        "--language-weight",
+        type=float,
+        default=d.language_weight,
+        help=f"weight of the language tasks' loss (default {d.language_weight})",
+    )
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default 2)")
     p.add_argument(
         "--out", default=d.out_dir, help="checkpoint directory (default agents/tiny_vlm)"
@@ -86,6 +98,8 @@ def run_train_tiny(args: argparse.Namespace) -> int:
         probe_layer=args.probe_layer,
         zoom_prob=args.zoom_prob,
         aux_weight=args.aux_weight,
+        language=args.language,
+        language_weight=args.language_weight,
         threads=args.threads,
         out_dir=args.out,
         cache_dir=args.cache,
@@ -109,6 +123,15 @@ def run_train_tiny(args: argparse.Namespace) -> int:
         r = report["probe"][factor]
         probe.add_row(factor, f"{r['trained']['mean']:.3f}", f"{r['random']['mean']:.3f}")
     console.print(probe)
+    if "language" in report:
+        lang = Table(title="language tasks, held-out renders: answer preferred to its foil")
+        for col in ("item", "trained", "fragile", "rigid", "random weights"):
+            lang.add_column(col)
+        for name, r in report["language"].items():
+            rand = report["language_random_weights"][name]["accuracy"]
+            lang.add_row(name, f"{r['accuracy']:.3f}", f"{r['fragile']:.3f}", f"{r['rigid']:.3f}",
+                         f"{rand:.3f}")  # fmt: skip
+        console.print(lang)
     return 0
 
 

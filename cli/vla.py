@@ -30,13 +30,18 @@ DEMO_SETTINGS = (
     "noise_sigma",
     "noise_prob",
     "rigid_release",
+    "handling_words",
 )
 DAGGER_SETTINGS = ("dagger_rounds", "dagger_episodes", "dagger_epochs", "dagger_envs")
 #: The planner's rigid release height, the demonstrations' default: rollouts.vla_demos.RIGID_RELEASE
 #: (not imported: the CLI builds its flags without loading the env; a test keeps them equal).
 PLANNER_RIGID_RELEASE = 0.15
 #: Training settings added after cached folders were made, with the value such folders had.
-SETTINGS_ADDED_LATER = {"holding_swap": 0.0, "rigid_release": PLANNER_RIGID_RELEASE}
+SETTINGS_ADDED_LATER = {
+    "holding_swap": 0.0,
+    "rigid_release": PLANNER_RIGID_RELEASE,
+    "handling_words": "plain",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,6 +75,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=PLANNER_RIGID_RELEASE,
         help=f"the oracle's rigid release height above the bin floor, m (default {PLANNER_RIGID_RELEASE}, the planner's)",
+    )
+    p.add_argument(
+        "--handling-words",
+        default="plain",
+        help="the instructions' handling words, one per block of 16 episodes in turn, comma "
+        "separated: 'plain' (no word) or envs.language's words (gently, carefully, firmly, ...); "
+        "the oracle follows the word (default plain)",
     )
     p.add_argument(
         "--demos",
@@ -150,6 +162,7 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
         oracle_profiles(args.rigid_release)
     except ValueError as exc:
         raise ValueError(f"--rigid-release {args.rigid_release}: {exc}") from None
+    words = handling_word_list(args.handling_words)
     console = Console()
     import torch
 
@@ -184,7 +197,8 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
 
     parts = [cached(0, f"{args.episodes} noisy-oracle episodes", lambda: collect_demonstrations(
         args.episodes, seed=args.demo_seed, horizon=args.horizon, frame_every=args.frame_every,
-        sigma=args.noise_sigma, prob=args.noise_prob, rigid_release=args.rigid_release))]  # fmt: skip
+        sigma=args.noise_sigma, prob=args.noise_prob, rigid_release=args.rigid_release,
+        handling_words=words))]  # fmt: skip
     from agents.train_vla import train_vla
 
     # Each folder caches its frames' frozen image features (agents.vla_features): a DAgger round
@@ -200,7 +214,8 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
                             lambda seed=seed: dagger_demonstrations(cfg.out_dir, args.dagger_episodes, seed,
                                                                     horizon=args.horizon, frame_every=args.frame_every,
                                                                     n_envs=args.dagger_envs,
-                                                                    rigid_release=args.rigid_release)))  # fmt: skip
+                                                                    rigid_release=args.rigid_release,
+                                                                    handling_words=words)))  # fmt: skip
         # Same seed: the held-out split is drawn from it, and must hold out the same episodes.
         round_cfg = replace(cfg, init=cfg.out_dir, epochs=args.dagger_epochs)
         report = train_vla(Demonstrations.concat(parts), round_cfg, log=console.print,
@@ -216,6 +231,18 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
     console.print({k: held[k] for k in ("frag_slot_acc", "cotrain_acc") if k in held})
     console.print(f"checkpoint: {cfg.out_dir} (training_report.json beside it)")
     return 0
+
+
+def handling_word_list(text: str) -> tuple[str | None, ...]:
+    """'plain,gently,firmly' → (None, 'gently', 'firmly'); ValueError naming a word not allowed."""
+    from envs.language import HANDLING_WORDS
+
+    words = [w.strip() for w in str(text).split(",")]
+    bad = [w for w in words if w != "plain" and w not in HANDLING_WORDS]
+    if bad or not words:
+        raise ValueError(f"--handling-words {text!r}: {bad} not allowed; use 'plain' or "
+                         f"{', '.join(HANDLING_WORDS)}, comma separated")  # fmt: skip
+    return tuple(None if w == "plain" else w for w in words)
 
 
 def check_cached_demos(folder: Path, made_with: dict) -> None:

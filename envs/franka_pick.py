@@ -16,6 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.fragility import ForceTracker, FragilityConfig
+from envs.language import HANDLING_WORDS, check_handling_word
 from envs.objects import COLORS, MATERIALS, SHADES, SHAPES, ObjectSpec, check_pattern
 from envs.robot import FINGER_JOINTS, GripperConfig, Panda
 from envs.shifts import parse_shift
@@ -162,16 +163,19 @@ class FrankaPickEnv(gym.Env):
 
     # --- episode ----------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Start an episode. `options` may force "color", "material", "shade", "shape", and
-        set a distribution "shift" ('kind:strength', envs.shifts: camera, lighting, table, size,
-        mass, position, distractors)."""
+        """Start an episode. `options` may force "color", "material", "shade", "shape", set a
+        distribution "shift" ('kind:strength', envs.shifts: camera, lighting, table, size,
+        mass, position, distractors) and a "handling" word for the instruction ("gently",
+        "firmly", ...: envs.language.HANDLING_WORDS; info["handling"] says what it asks for)."""
         options = dict(options or {})
-        unknown = set(options) - {"color", "material", "shade", "shape", "shift"}
+        unknown = set(options) - {"color", "material", "shade", "shape", "shift", "handling"}
         if unknown:
             raise ValueError(
-                f"unknown reset option(s) {sorted(unknown)}; allowed: color, material, shade, shape, shift"
+                f"unknown reset option(s) {sorted(unknown)}; allowed: color, material, shade, "
+                "shape, shift, handling"
             )
         shift = parse_shift(options.pop("shift", None))  # ValueError before anything changes
+        handling_word = check_handling_word(options.pop("handling", None))
         super().reset(seed=seed)
         if seed is not None:
             self._episode_index = int(seed)
@@ -185,6 +189,7 @@ class FrankaPickEnv(gym.Env):
         cfg = self.config
         self.robot = Panda(self.sim, gripper=cfg.gripper, cheap_visuals=cfg.cheap_arm_visuals)
         self.task = PickTask(self.sim, cfg.layout, cfg.object_pattern)
+        self.task.handling_word = handling_word
         rng = self.np_random
         start = np.array([0.0, -0.04, 0.22]) + rng.uniform(-1, 1, 3) * np.array([0.05, 0.04, 0.03])
         self.robot.reset(ee_position=start)
@@ -345,6 +350,7 @@ class FrankaPickEnv(gym.Env):
             "object": dict(self._spec_dict),
             "shift": None if self.shift is None else self.shift.name,
             "instruction": t.instruction(),
+            "handling": HANDLING_WORDS.get(t.handling_word),  # asked by the instruction, or None
             "holding": now.holding,
             "gripped": now.gripped,
             "broken": self._broken is not None,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.language import instruction
 from envs.objects import (
     COLORS,
     MATERIALS,
@@ -66,6 +67,7 @@ class PickTask:
         self.fragment_ids: list[int] = []
         self.distractor_ids: list[int] = []
         self.spec: ObjectSpec | None = None
+        self.handling_word: str | None = None  # envs.language.HANDLING_WORDS; None: plain
         self._build_static()
 
     def _build_static(self) -> None:
@@ -97,9 +99,10 @@ class PickTask:
         return np.array([*self.layout.bin_center, 0.006])
 
     def instruction(self) -> str:
-        """The instruction names the color, never the material: the agent must see fragility."""
+        """The instruction names the color, never the material: the agent must see fragility.
+        With a handling word (`handling_word`, envs.language) it also asks for a handling."""
         assert self.spec is not None
-        return f"Put the {self.spec.color} object in the bin."
+        return instruction(self.spec.color, self.handling_word)
 
     def place_object(self, spec: ObjectSpec, rng: np.random.Generator, size_scale: float = 1.0,
                      mass_scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> None:  # fmt: skip

@@ -35,6 +35,10 @@ A distribution shift changes the scene itself, from the reset on (no onset; envs
     shift:mass:0.5            the object 5.5 times as heavy; likewise shift:camera:1,
                               shift:lighting:0.5, shift:table:1, shift:size:1, shift:position:1,
                               shift:distractors:1 (strength in [0, 1]; 0 is the training scene)
+    instruct:firmly           the instruction carries a handling word ("Firmly put the red
+                              object in the bin."; envs.language: gently, carefully, softly,
+                              firmly, tightly): prompting, the baseline of every steering method,
+                              and the instruction–vision conflict on the other material
 
 Everything is validated before an episode runs.
 """
@@ -57,7 +61,7 @@ FRAME_KINDS = {
     "color": "color_shift",
 }  # → ImageCorruption
 PERTURBATION_KINDS = ("ta2", *FRAME_KINDS, "prompt")
-ENV_KINDS = ("shift",)  # kinds that change the scene at reset (envs.shifts), not the agent
+ENV_KINDS = ("shift", "instruct")  # kinds set at reset (envs.shifts, envs.language), not hooks
 KINDS = STEERING_KINDS + PERTURBATION_KINDS + ENV_KINDS
 RESIDUAL_KINDS = ("sae", "dom", "random", "ta2")  # kinds that edit the residual stream
 SEEDED_KINDS = ("random", "neuron-random")  # model edits drawn per episode seed
@@ -95,7 +99,10 @@ class Condition:
 
     @property
     def env_options(self) -> dict[str, Any]:
-        """The env reset options this condition sets ({"shift": "kind:strength"} for a shift)."""
+        """The env reset options this condition sets ({"shift": "kind:strength"} for a shift,
+        {"handling": word} for an instruction)."""
+        if self.kind == "instruct":
+            return {"handling": self.feature}
         return {"shift": f"{self.feature}:{self.magnitude!r}"} if self.kind == "shift" else {}
 
     def reset_options(self, material: str | None = None) -> dict[str, Any] | None:
@@ -121,7 +128,7 @@ def parse_condition(text: str) -> Condition:
         f"condition {text!r} is not understood; allowed: unsteered, sae:<fragility|latent>:<value>, "
         "dom:<scale>, random:<scale>, method:<name>:<strength>, neuron:<word>:<value>, neuron-random:[<word>:]<value>, ta2:<scale>, "
         "noise:<0-1>, occlusion:<0-1>, color:<0-1>, prompt[:<repeats>], each optionally @<onset step>; "
-        "shift:<kind>:<0-1> (no onset)"
+        "shift:<kind>:<0-1>, instruct:<handling word> (no onset)"
     )
     body, _, onset_text = text.strip().partition("@")
     parts = body.split(":")
@@ -165,6 +172,18 @@ def parse_condition(text: str) -> Condition:
             except ValueError as exc:
                 raise ValueError(f"condition {text!r}: {exc}") from None
             return Condition(text, kind, shift.strength, feature=shift.kind)
+        if kind == "instruct" and len(parts) == 2:
+            from envs.language import check_handling_word
+
+            if onset_text:
+                raise ValueError(
+                    f"condition {text!r}: an instruction is given at the reset; drop '@{onset_text}'"
+                )
+            try:
+                check_handling_word(parts[1])
+            except ValueError as exc:
+                raise ValueError(f"condition {text!r}: {exc}") from None
+            return Condition(text, kind, feature=parts[1])
         if kind in ("neuron", "neuron-random") and len(parts) == 3 and parts[1]:
             return Condition(text, kind, float(parts[2]), concept=parts[1], onset=onset)
     except ValueError as exc:

@@ -81,7 +81,8 @@ class DemoSteps(Recorder):
 def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int = 4, frame_every: int = 2,
                            sigma: float = 0.3, prob: float = 0.5, image_size: int = 384, max_steps: int = 200,
                            progress: Any = None, agent: Any = None, n_envs: int = 1,
-                           rigid_release: float = RIGID_RELEASE) -> Any:  # fmt: skip
+                           rigid_release: float = RIGID_RELEASE,
+                           handling_words: tuple[str | None, ...] = (None,)) -> Any:  # fmt: skip
     """Run `n_episodes` labelled episodes (env seeds seed..seed+n-1, balanced over the env's
     design blocks) and return agents.vla_data.Demonstrations of the kept steps.
 
@@ -97,13 +98,21 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
             agents.dagger.DaggerAgent for DAgger rounds: the policy drives, the oracle labels).
         n_envs: lanes stepped together (a model-driven agent answers them in one forward).
         rigid_release: the default agent's rigid release height (see `oracle_profiles`).
+        handling_words: the instructions' handling words (envs.language; None: the plain
+            instruction), one per block of 16 seeds in turn, so each word gets whole balanced
+            blocks; the oracle follows the word (agents.protocol.ScriptedAgent).
     """
     from agents.protocol import NoisyOracle
     from agents.vla_data import Demonstrations, chunk_labels, previous_grip
+    from envs.language import check_handling_word
 
     if n_episodes < 1 or frame_every < 1 or horizon < 1 or n_envs < 1:
         raise ValueError(f"n_episodes={n_episodes}, frame_every={frame_every}, horizon={horizon}, "
                          f"n_envs={n_envs}: each must be >= 1")  # fmt: skip
+    if not handling_words:
+        raise ValueError("handling_words is empty: give at least one (None: the plain instruction)")
+    for word in handling_words:
+        check_handling_word(word)
     agent = (
         agent
         if agent is not None
@@ -115,7 +124,10 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
     try:
         for start in range(0, n_episodes, n_envs):
             seeds = range(seed + start, seed + min(n_episodes, start + n_envs))
-            for s, record in zip(seeds, loop.run([EpisodeSpec(s) for s in seeds]), strict=True):
+            specs = [
+                EpisodeSpec(s, options=handling_options(handling_words, s - seed)) for s in seeds
+            ]
+            for s, record in zip(seeds, loop.run(specs), strict=True):
                 steps = record.extra["demo"]
                 rows += steps
                 episodes += [s] * len(steps)
@@ -133,6 +145,13 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
         efforts=efforts[keep], labels=labels[keep], materials=np.array([r["material"] for r in kept]),
         episodes=episodes_arr[keep], instructions=np.array([r["instruction"] for r in kept]),
     )  # fmt: skip
+
+
+def handling_options(words: tuple[str | None, ...], index: int) -> dict[str, Any] | None:
+    """Reset options of the `index`-th episode: words[(index // 16) % len(words)] as the
+    instruction's handling word (None: no options, the plain instruction)."""
+    word = words[(index // 16) % len(words)]
+    return None if word is None else {"handling": word}
 
 
 def other_handling_demonstrations(n_episodes: int, seed: int, frame_every: int = 3, max_steps: int = 200,
@@ -154,12 +173,14 @@ def other_handling_demonstrations(n_episodes: int, seed: int, frame_every: int =
 
 def dagger_demonstrations(checkpoint: str, n_episodes: int, seed: int, horizon: int = 4, frame_every: int = 3,
                           n_envs: int = 4, max_steps: int = 200, progress: Any = None,
-                          rigid_release: float = RIGID_RELEASE) -> Any:  # fmt: skip
+                          rigid_release: float = RIGID_RELEASE,
+                          handling_words: tuple[str | None, ...] = (None,)) -> Any:  # fmt: skip
     """One DAgger round: the VLA at `checkpoint` drives `n_episodes` episodes (seeds seed..),
     the oracle labels every state it reaches (agents.dagger.DaggerAgent). The VLA decodes with
     the expectation rule, as the recipe always has, whatever VLAAgent's default. Returns
     agents.vla_data.Demonstrations, ready to join the earlier rounds' (Demonstrations.concat).
-    The oracle releases rigid objects `rigid_release` m above the bin floor (`oracle_profiles`)."""
+    The oracle releases rigid objects `rigid_release` m above the bin floor (`oracle_profiles`);
+    instructions carry `handling_words` as in `collect_demonstrations`."""
     from agents.dagger import DaggerAgent
     from agents.protocol import ScriptedAgent
     from agents.vla_agent import VLAAgent
@@ -168,6 +189,7 @@ def dagger_demonstrations(checkpoint: str, n_episodes: int, seed: int, horizon: 
     agent = DaggerAgent(VLAAgent(checkpoint, decoding="expectation", tap_layer=None), oracle)
     try:
         return collect_demonstrations(n_episodes, seed=seed, horizon=horizon, frame_every=frame_every,
-                                      agent=agent, n_envs=n_envs, max_steps=max_steps, progress=progress)  # fmt: skip
+                                      agent=agent, n_envs=n_envs, max_steps=max_steps, progress=progress,
+                                      handling_words=handling_words)  # fmt: skip
     finally:
         agent.close()

@@ -36,7 +36,8 @@ from rollouts.episode import ClosedLoop, EpisodeSpec
 
 def run_cells(agent: Any, seeds: int, first_seed: int = 2_000_000, envs: int = 1,
               object_pattern: str = "material", max_steps: int = 200,
-              unbreakable: bool = False, progress: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+              unbreakable: bool = False, progress: Callable[[int], Any] | None = None,
+              handling: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Run `seeds` episodes per color × material; one row per episode.
 
     Args:
@@ -48,6 +49,7 @@ def run_cells(agent: Any, seeds: int, first_seed: int = 2_000_000, envs: int = 1
         unbreakable: fragile objects never break (ClosedLoop): the peak grip force is the whole
             grip, not cut short at the breaking threshold.
         progress: optional callable(episodes done) after each batch.
+        handling: the instructions' handling word (envs.language; None: the plain instruction).
     """
     loop = ClosedLoop(agent, n_envs=envs, record_decisions=False, object_pattern=object_pattern, max_steps=max_steps,
                       unbreakable=unbreakable)  # fmt: skip
@@ -56,12 +58,15 @@ def run_cells(agent: Any, seeds: int, first_seed: int = 2_000_000, envs: int = 1
         for color in COLORS:
             for material in MATERIALS:
                 options = {"color": color, "material": material}
+                if handling is not None:
+                    options["handling"] = handling
                 specs = [EpisodeSpec(first_seed + k, options=options) for k in range(seeds)]
                 for i in range(0, len(specs), envs):
                     for r in loop.run(specs[i : i + envs]):
                         first = next((s for s in r.steps if s["decided"]), {})
                         rows.append({
                             "color": color, "material": material, "seed": r.spec.seed, "pattern": object_pattern,
+                            "handling": handling,
                             "success": r.row["success"], "broken": r.row["broken"], "steps": r.row["steps"],
                             "peak_grip_force": r.row["peak_grip_force"], "grip_command": r.row["grip_command"],
                             "carry_speed": r.row["carry_speed"],
@@ -200,6 +205,8 @@ class AgentEvalConfig:
         device: auto, cpu or cuda.
         dtype: float32, float16 or bfloat16.
         oracle: use the ScriptedAgent (reads the true material) instead of a model.
+        handling: a handling word in every instruction ("gently", "firmly", ...:
+            envs.language.HANDLING_WORDS); None: the plain instruction.
         envs: environments stepped together (batched decisions).
         out: folder for summary.json.
     """
@@ -220,13 +227,16 @@ class AgentEvalConfig:
     device: str = "auto"
     dtype: str = "float32"
     oracle: bool = False
+    handling: str | None = None
     envs: int = 1
     out: str = "runs/agent-eval"
 
     def check(self) -> None:
         """ValueError naming the first bad setting (before any episode)."""
+        from envs.language import check_handling_word
         from envs.objects import check_pattern
 
+        check_handling_word(self.handling)
         if self.agent not in ("vlm", "vla", "pi0"):
             raise ValueError(f"agent {self.agent!r}: expected vlm, vla or pi0")
         if self.agent == "pi0" and not self.oracle:
@@ -290,13 +300,13 @@ def evaluate_agent(
     t0 = time.time()
     total = 4 * cfg.seeds * (2 if cfg.pattern_control else 1)
     run = dict(seeds=cfg.seeds, first_seed=cfg.first_seed, envs=cfg.envs, max_steps=cfg.max_steps,
-               unbreakable=cfg.unbreakable)  # fmt: skip
+               unbreakable=cfg.unbreakable, handling=cfg.handling)  # fmt: skip
     rows = run_cells(agent, object_pattern=cfg.object_pattern, **run,
                      progress=progress and (lambda n: progress(n, total)))  # fmt: skip
     control = (run_pattern_control(agent, **run, progress=progress and (lambda n: progress(len(rows) + n, total)))
                if cfg.pattern_control else None)  # fmt: skip
     keys = ("agent", "model", "chunk", "denoise_steps", "decoding", "seeds", "first_seed", "decide_every", "threshold",
-            "object_pattern", "pattern_control", "unbreakable", "max_steps", "oracle")  # fmt: skip
+            "object_pattern", "pattern_control", "unbreakable", "max_steps", "oracle", "handling")  # fmt: skip
     config = {k: v for k, v in asdict(cfg).items() if k in keys}
     doc = {"config": config, "summary": summarize(rows, control), "episodes": rows, "control_episodes": control or [],
            "seconds": time.time() - t0}  # fmt: skip

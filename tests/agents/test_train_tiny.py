@@ -11,8 +11,10 @@ from agents.train_tiny import TrainConfig, train_tiny
 from rollouts.frames import render_labeled_frames
 
 
-def test_train_tiny_is_deterministic_and_saves_a_loadable_checkpoint(tmp_path):
+@pytest.mark.parametrize("language", [False, True], ids=["plain", "language"])
+def test_train_tiny_is_deterministic_and_saves_a_loadable_checkpoint(tmp_path, language):
     from agents.backend import load_vlm
+    from agents.language_tasks import evaluation_items
 
     reports, weights = [], []
     for run in ("a", "b"):
@@ -27,6 +29,7 @@ def test_train_tiny_is_deterministic_and_saves_a_loadable_checkpoint(tmp_path):
             cache_dir=str(tmp_path / "cache"),
             zoom_prob=0.5,
             aux_weight=0.5,
+            language=language,
         )
         reports.append(train_tiny(cfg, render_labeled_frames, log=lambda msg: None))
         weights.append(load_file(str(tmp_path / run / "model.safetensors")))
@@ -37,6 +40,14 @@ def test_train_tiny_is_deterministic_and_saves_a_loadable_checkpoint(tmp_path):
     assert saved["train_seeds"] == [0, 15] and saved["eval_seeds"] == [10_000, 10_015]
     backend = load_vlm(str(tmp_path / "a"), device="cpu")
     assert backend.n_layers == 4
+    vocab = backend.tokenizer.get_vocab()
+    assert (" delicate" in vocab) is language and (" softly" in vocab) is language
+    if language:  # every evaluation item scored on the trained and the random-weight model
+        for key in ("language", "language_random_weights"):
+            assert set(saved[key]) == set(evaluation_items())
+            assert all(r["n"] == 16 and 0 <= r["accuracy"] <= 1 for r in saved[key].values())
+    else:
+        assert "language" not in saved
 
 
 def test_train_config_rejects_overlapping_seeds():
@@ -44,3 +55,5 @@ def test_train_config_rejects_overlapping_seeds():
         TrainConfig(n_train=100, train_seed=0, eval_seed=50).validate()
     with pytest.raises(ValueError, match="n_eval"):
         TrainConfig(n_eval=4).validate()
+    with pytest.raises(ValueError, match="language_weight"):
+        TrainConfig(language=True, language_weight=-1).validate()

@@ -194,6 +194,13 @@ def test_train_vla_refuses_cached_demonstrations_made_with_other_settings(tmp_pa
     assert "rigid_release: 0.15 there, 0.25 asked" in capsys.readouterr().err
     assert main(argv + ["--rigid-release", "0.5"]) == 2  # out of the profile's range
     assert "--rigid-release 0.5" in (err := capsys.readouterr().err) and "[0.02, 0.35]" in err
+    # ... and one made before handling words existed had the plain instruction only
+    assert main(argv + ["--handling-words", "plain,gently"]) == 2
+    assert "handling_words: 'plain' there, 'plain,gently' asked" in capsys.readouterr().err
+    assert main(argv + ["--handling-words", "plain,roughly"]) == 2  # not a handling word
+    assert (
+        "--handling-words 'plain,roughly'" in (err := capsys.readouterr().err) and "firmly" in err
+    )
     assert not out.exists() and (dagger / "frames.npy").is_file()
     assert not out.exists() and sorted(p.name for p in folder.iterdir()) == [
         name for name, _ in before
@@ -228,3 +235,24 @@ def test_oracle_rigid_release_height_moves_the_rigid_carry_and_release_only():
         expert = ScriptedExpert(profile)
         expert.phase = "lift"  # over the bin at 0.2 m: the high release first rises to carry height
         assert (expert.act(held)[2] > 0) == rises
+
+
+def test_handling_words_take_whole_blocks_of_seeds_and_the_oracle_follows_them():
+    """collect_demonstrations(handling_words=...): each word's episodes carry it in their
+    instruction, one word per block of 16 seeds; labels follow the word, not the material."""
+    from rollouts.vla_demos import handling_options
+
+    words = (None, "firmly")
+    assert [handling_options(words, i) for i in (0, 15, 16, 31, 32)] == [
+        None, None, {"handling": "firmly"}, {"handling": "firmly"}, None,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="handling word 'roughly'"):
+        collect_demonstrations(1, seed=7_000_000, handling_words=("roughly",))
+    demos = collect_demonstrations(2, seed=7_000_000, horizon=2, frame_every=5, max_steps=60,
+                                   handling_words=("gently",))  # fmt: skip
+    assert all(str(i).startswith("Gently put the") for i in demos.instructions)
+    rigid = demos.materials == "rigid"
+    assert rigid.any()
+    # the gentle profile closes the gripper at its gentle grip on rigid objects too
+    closing = demos.labels[:, 0, 3]
+    assert 0 < closing[rigid].max() < 0.5

@@ -71,3 +71,15 @@ def test_vla_agent_eval_runs_both_patterns(tmp_path):
 def test_bad_pattern_is_refused_before_any_episode(tmp_path, capsys):
     assert main(["agent-eval", "--object-pattern", "stripes", "--out", str(tmp_path / "x")]) != 0
     assert "stripes" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_handling_word_reaches_every_instruction_and_a_bad_one_is_refused(tmp_path, capsys):
+    assert main(["agent-eval", "--handling", "roughly", "--out", str(tmp_path / "x")]) != 0
+    assert "'roughly'" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    from agents.protocol import ScriptedAgent
+    from studies.agent_eval import run_cells
+
+    rows = run_cells(ScriptedAgent(), seeds=1, max_steps=60, handling="gently")
+    assert {r["handling"] for r in rows} == {"gently"}
+    # the oracle follows the word: the gentle grip on rigid objects too
+    assert [r["grip_command"] for r in rows] == pytest.approx([0.15] * 4)
