@@ -25,6 +25,7 @@ GROUPS = {
         "collect",
         "train-sae",
         "train-jsae",
+        "jsae-study",
         "discover",
         "dashboard",
     ],

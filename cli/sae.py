@@ -65,6 +65,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(j, JointSAEStudyConfig)
     j.set_defaults(func=run_joint)
 
+    from studies.jsae_study import JSAEStudyConfig
+
+    s = subparsers.add_parser(
+        "jsae-study",
+        help="is a Joint SAE's fragility feature shared by frames and texts? beside baselines and controls",
+    )
+    add_config_arguments(s, JSAEStudyConfig)
+    s.set_defaults(func=run_jsae_study)
+
     q = subparsers.add_parser(
         "discover",
         help="decorrelated fragility-feature discovery over color x material",
@@ -150,6 +159,31 @@ def run_joint(args: argparse.Namespace) -> int:
                       f"{r['matched_cosine']:.2f} / {r['mismatched_cosine']:.2f}", f"{v['fve']:.3f} / {lang['fve']:.3f}",
                       f"{v['dead']} / {lang['dead']}", f"{v['one_sided']} / {lang['one_sided']}",
                       f"{r['usage_entropy']:.2f} of {r['max_entropy']:.2f}")  # fmt: skip
+    console.print(table)
+    console.print(f"wrote {Path(args.out) / args.name / 'summary.json'}")
+    return 0
+
+
+def run_jsae_study(args: argparse.Namespace) -> int:
+    """Fit every candidate, test its latents for a shared fragility feature, print the table."""
+    from studies.jsae_study import JSAEStudyConfig
+    from studies.jsae_study import run_jsae_study as run_study
+
+    console = Console()
+    doc = run_study(config_from_args(JSAEStudyConfig, args), console)
+    table = Table(title=f"shared fragility features at layer {doc['layer']}: "
+                        f"{doc['held_scenes']} held-out scenes, held-out synonyms")  # fmt: skip
+    for col in ("candidate", "passing", "best latent: frames AUROC", "texts / synonyms / color swap",
+                "synonym retrieval (chance)"):  # fmt: skip
+        table.add_column(col)
+    for r in doc["candidates"]:
+        b, ret = r["best"], r["synonym_retrieval"]
+        marks = "/".join(
+            "yes" if b.get(k) else "no" for k in ("texts", "held_out_synonyms", "color_swap")
+        )
+        table.add_row(r["candidate"], f"{len(r['passing'])} of {r['n_tested']}",
+                      f"{b.get('min_auroc', float('nan')):.2f}", marks,
+                      f"{ret['retrieval']:.2f} [{ret['low']:.2f}, {ret['high']:.2f}] ({ret['chance']:.2f})")  # fmt: skip
     console.print(table)
     console.print(f"wrote {Path(args.out) / args.name / 'summary.json'}")
     return 0

@@ -134,3 +134,52 @@ def joint_metrics(joint: JointSAE, xv: torch.Tensor, xl: torch.Tensor) -> dict[s
                usage_entropy=entropy, max_entropy=float(np.log(joint.config.vision.n_latents)),
                top_latent_share=float(usage[top] / usage.sum().clamp_min(1)), pairs=n)  # fmt: skip
     return out
+
+
+def train_pooled(xv: torch.Tensor, xl: torch.Tensor, groups: np.ndarray, config: Any,
+                 train: JointTrainConfig) -> Any:  # fmt: skip
+    """The unaligned baseline: ONE MatryoshkaSAE (sae.config.SAEConfig `config`) fitted on the
+    fit pairs' vision and language rows pooled (both sides must be one width, as two reads of
+    one residual stream are), so latent i reads the same dictionary element on either side.
+    Same split, seed rule and optimiser as `train_joint`."""
+    from sae.matryoshka import MatryoshkaSAE
+
+    train.validate()
+    if xv.shape[1] != xl.shape[1]:
+        raise ValueError(f"vision rows of width {xv.shape[1]} and language rows of width "
+                         f"{xl.shape[1]}: one SAE reads both sides only at one width")  # fmt: skip
+    fit, _ = split_groups(np.asarray(groups), train.held_out, train.seed)
+    pooled = torch.cat([xv[fit], xl[fit]]).float()
+    with torch.random.fork_rng():
+        torch.manual_seed(int(np.random.SeedSequence([train.seed, 1]).generate_state(1)[0]))
+        sae = MatryoshkaSAE(config)
+    sae.init_from_data(pooled)
+    opt = torch.optim.Adam(sae.parameters(), lr=train.lr)
+    draw = np.random.default_rng([train.seed, 2])
+    sae.train()
+    for _ in range(train.steps):
+        rows = torch.as_tensor(draw.choice(len(pooled), size=min(train.batch_size, len(pooled)),
+                                           replace=False))  # fmt: skip
+        loss, _parts = sae.loss(pooled[rows])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        sae.project_decoder_grad()
+        opt.step()
+        sae.normalize_decoder()
+    return sae.eval()
+
+
+@torch.no_grad()
+def match_latents(zv: torch.Tensor, zl: torch.Tensor) -> np.ndarray:
+    """For two SAEs trained apart: the language latent matched to each vision latent (a
+    permutation maximising the summed correlation of paired codes, Hungarian), so that
+    `zl[:, match]` lines up with `zv` index by index."""
+    from scipy.optimize import linear_sum_assignment
+
+    def standard(z: torch.Tensor) -> torch.Tensor:
+        z = z.double() - z.double().mean(0)
+        return z / z.norm(dim=0).clamp_min(1e-12)
+
+    corr = (standard(zv).T @ standard(zl)).numpy()
+    _, cols = linear_sum_assignment(-corr)
+    return cols

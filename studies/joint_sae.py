@@ -97,8 +97,10 @@ class JointSAEStudyConfig:
 
 
 def description(label: dict[str, Any]) -> str:
-    """The scene's description in words: "a fragile red cube"."""
-    return f"a {label['material']} {label['color']} {label.get('shape', 'object')}"
+    """The scene's description in words: "a fragile red cube" (envs.language)."""
+    from envs.language import description as words
+
+    return words(label["color"], label["material"], label.get("shape", "object"))
 
 
 def token_span(ids: list[int], part: list[int]) -> list[int]:
@@ -173,7 +175,7 @@ def collect_pairs(cfg: JointSAEStudyConfig, backend: Any, layer: int) -> dict[st
     language = torch.stack([lang[texts[g]] for g in groups])
     vision_t, groups_t = torch.cat(vision), torch.as_tensor(groups)
     write_safetensors(path, {"vision": vision_t, "language": language, "groups": groups_t})
-    meta = {"descriptions": sorted(set(texts)), "layer": layer}
+    meta = {"descriptions": sorted(set(texts)), "layer": layer, "labels": labels}
     write_json(cfg.root / "pairs.json", meta)
     return {"vision": vision_t, "language": language, "groups": groups_t.numpy(), **meta}
 

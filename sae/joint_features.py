@@ -1,0 +1,132 @@
+"""Is a joint feature shared? The tests of one latent index read on both sides of a paired SAE.
+
+A latent i of a Joint SAE (or of any pair of SAEs whose latents are matched, or of one SAE read
+on both modalities) is a **shared fragility feature** when, on data its SAE was not fitted on:
+
+1. frames: its vision-side code separates fragile from rigid objects within each color
+   (AUROC ≥ `min_auroc` in both colors, the same direction);
+2. texts: swapping the material word of a description ("a fragile red cube" → "a rigid red
+   cube") moves its language-side code in that same direction for every color, shape and word
+   set, the held-out synonyms ("delicate" / "sturdy") included;
+3. specificity: swapping the color word ("red" → "blue") moves it less than `max_color_share`
+   of the material swap's mean movement.
+
+Beside the per-latent tests, `synonym_retrieval`: how often a held-out frame's vision code is
+nearest (cosine) to the language code of its own description in held-out synonyms, against
+chance (1 / the number of descriptions), with a Wilson interval.
+
+    report = shared_features(zv, materials, colors, text_codes, texts)
+    report["passing"]          # latent indices that pass all three tests
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` for `positive` (0.5 when a class is missing)."""
+    from sklearn.metrics import roc_auc_score
+
+    if positive.all() or not positive.any():
+        return 0.5
+    return float(roc_auc_score(positive, scores))
+
+
+def text_pairs(texts: list[dict[str, Any]], vary: str) -> list[tuple[int, int]]:
+    """Index pairs of texts equal in everything but `vary` ("material" or "color"); the first
+    of each pair is the fragile (or red) one. Each text: material, color, shape, word_set."""
+    first = {"material": "fragile", "color": "red"}[vary]
+    keys = [k for k in ("material", "color", "shape", "word_set") if k != vary]
+    index = {tuple(t[k] for k in keys): i for i, t in enumerate(texts) if t[vary] == first}
+    pairs = []
+    for j, t in enumerate(texts):
+        i = index.get(tuple(t[k] for k in keys))
+        if t[vary] != first and i is not None:
+            pairs.append((i, j))
+    return pairs
+
+
+def shared_features(
+    zv: np.ndarray,
+    materials: np.ndarray,
+    colors: np.ndarray,
+    text_codes: np.ndarray,
+    texts: list[dict[str, Any]],
+    min_auroc: float = 0.9,
+    max_color_share: float = 0.5,
+) -> dict[str, Any]:
+    """The three tests of the module docstring for every latent active on both sides.
+
+    Args:
+        zv: (frames × latents) vision-side codes of held-out frames.
+        materials, colors: each frame's material and color.
+        text_codes: (texts × latents) language-side codes of descriptions.
+        texts: per description, its material, color, shape and word_set ("trained" | "held-out").
+        min_auroc: the within-color separation a latent needs in frames.
+        max_color_share: largest color-swap movement, as a share of the material swap's.
+
+    Returns:
+        {"latents": per tested latent its figures, "passing": indices passing all tests,
+         "n_tested": latents active on both sides}.
+    """
+    if len(zv) != len(materials) or len(zv) != len(colors):
+        raise ValueError(
+            f"{len(zv)} frames but {len(materials)} materials and {len(colors)} colors"
+        )
+    if len(text_codes) != len(texts):
+        raise ValueError(f"{len(text_codes)} text codes but {len(texts)} texts")
+    fragile = np.asarray(materials) == "fragile"
+    material_pairs, color_pairs = text_pairs(texts, "material"), text_pairs(texts, "color")
+    if not material_pairs or not color_pairs:
+        raise ValueError("the texts hold no material swap or no color swap to test")
+    both = np.flatnonzero((zv > 0).any(0) & (text_codes > 0).any(0))
+    rows, passing = [], []
+    for i in both:
+        aucs = [_auroc(zv[colors == c, i], fragile[colors == c]) for c in sorted(set(colors))]
+        sign = 1.0 if np.mean(aucs) >= 0.5 else -1.0
+        oriented = [a if sign > 0 else 1 - a for a in aucs]
+        moves = np.array([text_codes[a, i] - text_codes[b, i] for a, b in material_pairs])
+        color_moves = np.array([text_codes[a, i] - text_codes[b, i] for a, b in color_pairs])
+        held = np.array([texts[a]["word_set"] == "held-out" for a, _ in material_pairs])
+        material_size = float(np.abs(moves).mean())
+        color_share = (
+            float(np.abs(color_moves).mean() / material_size) if material_size > 0 else np.inf
+        )
+        ok = {
+            "frames": min(oriented) >= min_auroc,
+            "texts": bool((np.sign(moves) == sign).all()),
+            "held_out_synonyms": bool((np.sign(moves[held]) == sign).all())
+            if held.any()
+            else False,
+            "color_swap": color_share <= max_color_share,
+        }
+        rows.append({"latent": int(i), "direction": "fragile" if sign > 0 else "rigid",
+                     "min_auroc": float(min(oriented)), "material_move": material_size,
+                     "color_share": color_share, **ok})  # fmt: skip
+        if all(ok.values()):
+            passing.append(int(i))
+    rows.sort(key=lambda r: (-sum(r[k] for k in ("frames", "texts", "held_out_synonyms", "color_swap")),
+                             -r["min_auroc"]))  # fmt: skip
+    return {"latents": rows, "passing": passing, "n_tested": len(both)}
+
+
+def synonym_retrieval(
+    zv: np.ndarray, own_text: np.ndarray, text_codes: np.ndarray
+) -> dict[str, float]:
+    """Share of frames whose nearest text code (cosine) is their own description's
+    (`own_text[f]` indexes `text_codes`), with a Wilson interval; chance = 1 / len(text_codes)."""
+    from scipy.stats import binomtest
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
+
+    nearest = (unit(zv) @ unit(text_codes).T).argmax(1)
+    hits = int((nearest == np.asarray(own_text)).sum())
+    n, chance = len(zv), 1.0 / len(text_codes)
+    test = binomtest(hits, n, chance, alternative="greater")
+    ci = test.proportion_ci(confidence_level=0.95, method="wilson")
+    return {"retrieval": hits / n, "low": float(ci.low), "high": float(ci.high), "chance": chance,
+            "n": n, "p_above_chance": float(test.pvalue)}  # fmt: skip

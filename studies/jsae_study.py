@@ -1,0 +1,237 @@
+"""`physteer jsae-study`: is a Joint SAE's fragility feature shared across vision and language?
+
+    physteer jsae-study --model runs/tiny-lang/vlm --alignment contrastive --weight 1
+
+On one model's paired activations (studies.joint_sae.collect_pairs: a frame's image tokens
+mean-pooled; its description's own tokens from a separate forward on a blank frame), every
+candidate below is fitted on the same fit scenes and tested on the held-out ones with
+sae.joint_features: a latent passes when it separates the materials within each color in
+frames, moves with the material word of every description (held-out synonyms "delicate" /
+"sturdy" included: they never occur in fitting pairs) and not with the color word. Beside
+it, retrieval of each held-out frame's held-out-synonym description against chance.
+
+Candidates (one table):
+- joint: the Joint SAE at the asked alignment and weight;
+- baselines: two SAEs trained apart (weight 0) with latents matched after training
+  (Hungarian on code correlation), and one Matryoshka SAE fitted on both sides' rows pooled;
+- controls that should find nothing: the same Joint SAE on shuffled pairs (each frame with
+  another scene's description), on the random-weight model, and on `control_model` (the
+  shipped tiny VLM, which never read a material word: no language side).
+
+Refused before any work: an alignment weight < 0, a model whose vocabulary lacks the
+descriptions' words (no language side to align), images < 16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.language import HELD_OUT_MATERIAL, MATERIAL_WORDS, description
+from sae.joint import ALIGNMENTS
+
+
+@dataclass
+class JSAEStudyConfig:
+    """Settings of `physteer jsae-study` (saved in summary.json).
+
+    Attributes:
+        name, out: the run folder is out/name.
+        model: the language-grounded VLM (a folder; "tiny" has no language side and is refused).
+        control_model: the model without a language side, run as a control.
+        layer: decoder layer read on both sides (None: 2/3 depth).
+        images: labelled frames (one scene each).
+        alignment, weight: the Joint SAE tested (weight > 0).
+        steps, batch_size, lr, seed, held_out: the fit (sae.joint_trainer.JointTrainConfig).
+        expansion: latents per unit of the residual width.
+        min_auroc: the within-color AUROC a shared feature needs in frames.
+    """
+
+    name: str = "jsae-study"
+    out: str = "runs"
+    model: str = ""
+    control_model: str = "tiny"
+    layer: int | None = None
+    images: int = 256
+    alignment: str = "contrastive"
+    weight: float = 1.0
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    held_out: float = 0.25
+    expansion: float = 4.0
+    min_auroc: float = 0.9
+    vision_pool: str = "mean"  # what studies.joint_sae.collect_pairs reads
+
+    @property
+    def root(self) -> Path:
+        return Path(self.out) / self.name
+
+    def validate(self) -> None:
+        """ValueError naming the first bad setting, before any work."""
+        from sae.joint_trainer import JointTrainConfig
+
+        if not self.model:
+            raise ValueError(
+                "model='': give the language-grounded VLM's folder (physteer train-tiny --language)"
+            )
+        if self.alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment={self.alignment!r}: choose from {list(ALIGNMENTS)}")
+        if not self.weight >= 0:
+            raise ValueError(f"weight={self.weight}: an alignment weight must be >= 0")
+        if isinstance(self.images, bool) or not isinstance(self.images, int) or self.images < 16:
+            raise ValueError(f"images={self.images!r}: must be an int >= 16")
+        if not (0.5 < self.min_auroc <= 1 and self.expansion > 0):
+            raise ValueError(
+                f"min_auroc={self.min_auroc} must be in (0.5, 1], expansion={self.expansion} > 0"
+            )
+        JointTrainConfig(self.steps, self.batch_size, self.lr, self.seed, self.held_out).validate()
+
+
+def description_texts() -> list[dict[str, Any]]:
+    """Every description: material × color × shape × word set (trained / held-out synonyms)."""
+    from envs.objects import COLORS, SHAPES
+
+    return [{"text": description(c, m, s, held_out=h), "material": m, "color": c, "shape": s,
+             "word_set": "held-out" if h else "trained"}
+            for h in (False, True) for m in MATERIAL_WORDS for c in COLORS for s in SHAPES]  # fmt: skip
+
+
+def check_language_side(backend: Any, name: str) -> None:
+    """ValueError when the model's vocabulary lacks a description word (no language side)."""
+    vocab = backend.tokenizer.get_vocab()
+    missing = [w for w in (*HELD_OUT_MATERIAL, "fragile", "rigid") if " " + w not in vocab]
+    if missing:
+        raise ValueError(f"model {name!r} has no language side for a Joint SAE study: its vocabulary "
+                         f"lacks {missing}; train one with `physteer train-tiny --language`")  # fmt: skip
+
+
+def _pairs(cfg: JSAEStudyConfig, backend: Any, layer: int, tag: str) -> dict[str, Any]:
+    """Paired rows of one model (cached under root/tag) and its codes-to-be: language rows of
+    every description."""
+    from dataclasses import replace
+
+    from studies.joint_sae import collect_pairs, language_rows
+
+    sub = replace(cfg, name=f"{cfg.name}/{tag}")
+    sub.root.mkdir(parents=True, exist_ok=True)
+    pairs = collect_pairs(sub, backend, layer)
+    texts = description_texts()
+    rows = language_rows(backend, layer, [t["text"] for t in texts])
+    pairs["text_rows"] = torch.stack([rows[t["text"]] for t in texts])
+    return pairs
+
+
+def _evaluate(zv: np.ndarray, codes: np.ndarray, labels: list[dict], cfg: JSAEStudyConfig) -> dict:
+    from sae.joint_features import shared_features, synonym_retrieval
+
+    texts = description_texts()
+    materials = np.array([lab["material"] for lab in labels])
+    colors = np.array([lab["color"] for lab in labels])
+    report = shared_features(zv, materials, colors, codes, texts, min_auroc=cfg.min_auroc)
+    held = [i for i, t in enumerate(texts) if t["word_set"] == "held-out"]
+    key = {
+        (t["material"], t["color"], t["shape"]): k
+        for k, t in enumerate(t for t in texts if t["word_set"] == "held-out")
+    }
+    own = np.array(
+        [key[(lab["material"], lab["color"], lab.get("shape", "object"))] for lab in labels]
+    )
+    return {**report, "synonym_retrieval": synonym_retrieval(zv, own, codes[held])}
+
+
+def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
+    """Pairs of the model and the controls, every candidate fitted and tested; summary.json."""
+    from rich.console import Console
+
+    from agents.backend import VLMBackend, load_vlm
+    from agents.vlm_agent import default_tap_layer
+    from sae.joint import JointConfig
+    from sae.joint_trainer import (
+        JointTrainConfig,
+        match_latents,
+        split_groups,
+        train_joint,
+        train_pooled,
+    )
+    from storage import write_json
+
+    cfg.validate()
+    console = console or Console()
+    backend = load_vlm(cfg.model, "cpu", "float32")
+    check_language_side(backend, cfg.model)  # before any frame is rendered
+    layer = default_tap_layer(backend.n_layers) if cfg.layer is None else cfg.layer
+    train = JointTrainConfig(cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, cfg.held_out)
+    with torch.random.fork_rng():  # the same architecture and vocabulary, random weights
+        torch.manual_seed(cfg.seed)
+        random = VLMBackend(
+            type(backend.model)(backend.model.config).eval(), backend.processor, name="random"
+        )
+    sources = {"model": backend, "random-weights": random,
+               "no-language-side": load_vlm(cfg.control_model, "cpu", "float32")}  # fmt: skip
+    pairs = {tag: _pairs(cfg, b, layer, tag) for tag, b in sources.items()}
+    labels = pairs["model"]["labels"]
+    fit, held = split_groups(pairs["model"]["groups"], cfg.held_out, cfg.seed)
+    held_frames = [labels[g] for g in pairs["model"]["groups"][held]]
+
+    def joint_codes(p: dict[str, Any], weight: float, shuffle: bool = False) -> tuple[Any, Any]:
+        xv, xl = p["vision"], p["language"]
+        if shuffle:  # each frame with another scene's description: pairs that mean nothing
+            xl = xl[torch.as_tensor(np.random.default_rng([cfg.seed, 5]).permutation(len(xl)))]
+        config = JointConfig.default(
+            xv.shape[1], xl.shape[1], cfg.expansion, alignment=cfg.alignment, weight=weight
+        )
+        joint, _ = train_joint(xv, xl, p["groups"], config, train)
+        with torch.no_grad():
+            return (
+                joint.vision.encode(xv[held]).numpy(),
+                joint.language.encode(p["text_rows"]),
+                joint,
+            )
+
+    candidates: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
+    zv, zl, _ = joint_codes(pairs["model"], cfg.weight)
+    candidates[f"joint ({cfg.alignment} × {cfg.weight:g})"] = ("method", zv, zl.numpy())
+    zv0, zl0, joint0 = joint_codes(pairs["model"], 0.0)
+    with torch.no_grad():
+        p = pairs["model"]
+        match = match_latents(
+            joint0.vision.encode(p["vision"][fit]), joint0.language.encode(p["language"][fit])
+        )
+    candidates["two SAEs, matched after training"] = ("baseline", zv0, zl0.numpy()[:, match])
+    p = pairs["model"]
+    sae_config = JointConfig.default(
+        p["vision"].shape[1], p["language"].shape[1], cfg.expansion
+    ).vision
+    pooled = train_pooled(p["vision"], p["language"], p["groups"], sae_config, train)
+    with torch.no_grad():
+        candidates["one Matryoshka SAE on both sides"] = (
+            "baseline",
+            pooled.encode(p["vision"][held]).numpy(),
+            pooled.encode(p["text_rows"]).numpy(),
+        )
+    zv, zl, _ = joint_codes(pairs["model"], cfg.weight, shuffle=True)
+    candidates["control: shuffled pairs"] = ("control", zv, zl.numpy())
+    for tag in ("random-weights", "no-language-side"):
+        zv, zl, _ = joint_codes(pairs[tag], cfg.weight)
+        candidates[f"control: {tag}"] = ("control", zv, zl.numpy())  # fmt: skip
+
+    rows = []
+    for name, (role, zv, codes) in candidates.items():
+        result = _evaluate(zv, codes, held_frames, cfg)
+        best = result["latents"][0] if result["latents"] else {}
+        rows.append({"candidate": name, "role": role, "passing": result["passing"],
+                     "n_tested": result["n_tested"], "best": best,
+                     "synonym_retrieval": result["synonym_retrieval"]})  # fmt: skip
+        r = result["synonym_retrieval"]
+        console.print(f"{name}: {len(result['passing'])} shared fragility feature(s) of {result['n_tested']}; "
+                      f"synonym retrieval {r['retrieval']:.2f} [{r['low']:.2f}, {r['high']:.2f}] (chance {r['chance']:.2f})")  # fmt: skip
+    doc = {"config": asdict(cfg), "layer": layer, "fit_scenes": len(fit), "held_scenes": len(held),
+           "texts": description_texts(), "candidates": rows}  # fmt: skip
+    write_json(cfg.root / "summary.json", doc)
+    return doc
