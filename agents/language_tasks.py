@@ -7,7 +7,7 @@ Four tasks put the material into words the model reads and writes, each answered
   material or the color, checked against the frame);
 - "handle": "Hold it softly or firmly?" → the gentle word for fragile objects, the firm word for
   rigid ones (options in either order);
-- "instruct": "Gently put the red object in the bin. Hold it gently or firmly?" → what the
+- "instruct": "Put the red object in the bin gently. Hold it gently or firmly?" → what the
   instruction's handling word asks for, whatever the material; with the plain instruction
   ("Put the red object in the bin. ...") the handling the material needs.
 

@@ -2,8 +2,8 @@
 
 The plain instruction names the color only ("Put the red object in the bin."): the agent must
 see fragility. An instruction may also carry a handling word (reset option "handling"):
-"Gently put the red object in the bin." asks for the gentle handling whatever the material,
-"Firmly ..." for the firm one. Words are split into the ones models are trained on and the
+"Put the red object in the bin gently." asks for the gentle handling whatever the material,
+"... firmly." for the firm one. Words are split into the ones models are trained on and the
 synonyms held out to test whether a model generalises through its language:
 
 - handling: gentle "gently", "carefully" (trained), "softly" (held out); firm "firmly"
@@ -52,12 +52,17 @@ def check_handling_word(word: str | None) -> str | None:
 
 
 def instruction(color: str, handling_word: str | None = None) -> str:
-    """ "Put the red object in the bin.", or with a handling word "Gently put the red object in
-    the bin."."""
+    """ "Put the red object in the bin.", or with a handling word "Put the red object in the bin
+    gently.".
+
+    The word comes after the verb phrase, in lower case: in a word-level vocabulary "Gently" and
+    " gently" are different tokens, and the held-out words ("softly", "tightly") are trained
+    only in their " softly" form (agents.language_tasks), so only that form can carry a meaning
+    into an instruction."""
     check_handling_word(handling_word)
     if handling_word is None:
         return f"Put the {color} object in the bin."
-    return f"{handling_word.capitalize()} put the {color} object in the bin."
+    return f"Put the {color} object in the bin {handling_word}."
 
 
 def description(color: str, material: str, shape: str = "object", held_out: bool = False) -> str:

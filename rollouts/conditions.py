@@ -35,8 +35,8 @@ A distribution shift changes the scene itself, from the reset on (no onset; envs
     shift:mass:0.5            the object 5.5 times as heavy; likewise shift:camera:1,
                               shift:lighting:0.5, shift:table:1, shift:size:1, shift:position:1,
                               shift:distractors:1 (strength in [0, 1]; 0 is the training scene)
-    instruct:firmly           the instruction carries a handling word ("Firmly put the red
-                              object in the bin."; envs.language: gently, carefully, softly,
+    instruct:firmly           the instruction carries a handling word ("Put the red
+                              object in the bin firmly."; envs.language: gently, carefully, softly,
                               firmly, tightly): prompting, the baseline of every steering method,
                               and the instruction–vision conflict on the other material
 

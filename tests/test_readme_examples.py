@@ -115,6 +115,8 @@ BUDGET: dict[str, dict[str, str | None]] = {
     },
     "agent-eval": {"--seeds": "1", "--max-steps": "40"},  # the tour's 5 seeds per cell
     "train-jsae": {"--images": "16", "--steps": "30"},  # the guide's 64 frames, 300 steps
+    "train-tiny": {"--n-train": "16", "--n-eval": "16", "--epochs": "1"},  # 2,400 frames, 10 epochs
+    "jsae-study": {"--images": "16", "--steps": "4", "--batch-size": "8"},  # 256 frames, 1500 steps
     # the π0 guide's 16 episodes and 200 steps: a tiny model, two episodes, a few steps
     "train-pi0": {
         "--episodes": "2",

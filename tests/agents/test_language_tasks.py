@@ -27,7 +27,7 @@ def test_answers_follow_the_frame_and_the_instruction():
     assert plain.question(FRAGILE_RED) == "Put the red object in the bin. Hold it gently or firmly?"
     assert (plain.answer(FRAGILE_RED), plain.answer(RIGID_BLUE)) == (" gently", " firmly")
     firmly = LanguageItem("instruct", handling_word="firmly")
-    assert firmly.question(RIGID_BLUE).startswith("Firmly put the blue object")
+    assert firmly.question(RIGID_BLUE).startswith("Put the blue object in the bin firmly.")
     # the word wins over the material, and the foil is the other handling
     assert (firmly.answer(FRAGILE_RED), firmly.foil(FRAGILE_RED)) == (" firmly", " gently")
 

@@ -36,7 +36,9 @@ def test_a_planted_shared_feature_passes_and_a_color_feature_does_not():
     assert by_latent[1]["frames"] is False and by_latent[1]["color_swap"] is False
     # a feature that ignores the held-out synonyms fails that test only
     codes[[i for i, t in enumerate(texts) if t["word_set"] == "held-out"], 0] = 0.05
-    row = {r["latent"]: r for r in shared_features(zv, materials, colors, codes, texts)["latents"]}[0]
+    row = {r["latent"]: r for r in shared_features(zv, materials, colors, codes, texts)["latents"]}[
+        0
+    ]
     assert (row["frames"], row["texts"], row["held_out_synonyms"]) == (True, False, False)
     assert len(text_pairs(texts, "material")) == 8 and len(text_pairs(texts, "color")) == 8
     with pytest.raises(ValueError, match="frames but"):
