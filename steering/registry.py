@@ -39,6 +39,8 @@ BUILTIN_METHODS = {
     "lineas": "steering.methods.lineas:LinEAS",
     "steer2edit": "steering.methods.steer2edit:Steer2Edit",
     "loreft": "steering.methods.reft:LoReFT",
+    "jsae-language": "steering.methods.jsae:JointLanguageDirection",
+    "jsae-vision": "steering.methods.jsae:JointVisionDirection",
     "random": "steering.methods.controls:RandomDirection",
     "neuron-random": "steering.methods.controls:RandomNeurons",
 }
