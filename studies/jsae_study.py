@@ -18,7 +18,8 @@ Candidates (one table):
   another scene's description), on the random-weight model, and on `control_model` (the
   shipped tiny VLM, which never read a material word: no language side).
 
-Refused before any work: an alignment weight < 0, a model whose vocabulary lacks the
+The tested Joint SAE is saved in saes/joint (the jsae-language / jsae-vision steering methods
+read it). Refused before any work: an alignment weight < 0, a model whose vocabulary lacks the
 descriptions' words (no language side to align), images < 16.
 """
 
@@ -195,7 +196,10 @@ def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
             )
 
     candidates: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
-    zv, zl, _ = joint_codes(pairs["model"], cfg.weight)
+    zv, zl, joint = joint_codes(pairs["model"], cfg.weight)
+    joint.save(
+        cfg.root / "saes" / "joint", {"model": cfg.model, "layer": layer}
+    )  # for jsae-* steering
     candidates[f"joint ({cfg.alignment} × {cfg.weight:g})"] = ("method", zv, zl.numpy())
     zv0, zl0, joint0 = joint_codes(pairs["model"], 0.0)
     with torch.no_grad():
