@@ -174,7 +174,7 @@ def run_jsae_study(args: argparse.Namespace) -> int:
     table = Table(title=f"shared fragility features at layer {doc['layer']}: "
                         f"{doc['held_scenes']} held-out scenes, held-out synonyms")  # fmt: skip
     for col in ("candidate", "passing", "best latent: frames AUROC", "texts / synonyms / color swap",
-                "synonym retrieval (chance)"):  # fmt: skip
+                "material retrieval, synonyms (chance)"):  # fmt: skip
         table.add_column(col)
     for r in doc["candidates"]:
         b, ret = r["best"], r["synonym_retrieval"]

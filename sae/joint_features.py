@@ -11,9 +11,10 @@ on both modalities) is a **shared fragility feature** when, on data its SAE was 
 3. specificity: swapping the color word ("red" → "blue") moves it less than `max_color_share`
    of the material swap's mean movement.
 
-Beside the per-latent tests, `synonym_retrieval`: how often a held-out frame's vision code is
-nearest (cosine) to the language code of its own description in held-out synonyms, against
-chance (1 / the number of descriptions), with a Wilson interval.
+Beside the per-latent tests, `material_retrieval`: how often a held-out frame's vision code is
+nearer (cosine) to its own description's language code than to the same description with the
+material word swapped (chance 0.5), on the held-out synonyms' descriptions: a retrieval that
+color and shape words cannot win.
 
     report = shared_features(zv, materials, colors, text_codes, texts)
     report["passing"]          # latent indices that pass all three tests
@@ -113,20 +114,23 @@ def shared_features(
     return {"latents": rows, "passing": passing, "n_tested": len(both)}
 
 
-def synonym_retrieval(
-    zv: np.ndarray, own_text: np.ndarray, text_codes: np.ndarray
+def material_retrieval(
+    zv: np.ndarray, own_text: np.ndarray, swapped_text: np.ndarray, text_codes: np.ndarray
 ) -> dict[str, float]:
-    """Share of frames whose nearest text code (cosine) is their own description's
-    (`own_text[f]` indexes `text_codes`), with a Wilson interval; chance = 1 / len(text_codes)."""
+    """Share of frames whose vision code is nearer (cosine) to their own description's language
+    code than to the same description with the material word swapped (`own_text[f]`,
+    `swapped_text[f]` index `text_codes`): the material, not color or shape, decides; chance
+    0.5. A two-sided Wilson interval and a one-sided binomial test against chance."""
     from scipy.stats import binomtest
 
     def unit(x: np.ndarray) -> np.ndarray:
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
 
-    nearest = (unit(zv) @ unit(text_codes).T).argmax(1)
-    hits = int((nearest == np.asarray(own_text)).sum())
-    n, chance = len(zv), 1.0 / len(text_codes)
-    test = binomtest(hits, n, chance, alternative="greater")
-    ci = test.proportion_ci(confidence_level=0.95, method="wilson")
-    return {"retrieval": hits / n, "low": float(ci.low), "high": float(ci.high), "chance": chance,
-            "n": n, "p_above_chance": float(test.pvalue)}  # fmt: skip
+    v, t = unit(np.asarray(zv, float)), unit(np.asarray(text_codes, float))
+    own = (v * t[np.asarray(own_text)]).sum(1)
+    other = (v * t[np.asarray(swapped_text)]).sum(1)
+    hits, n = int((own > other).sum()), len(v)
+    ci = binomtest(hits, n, 0.5).proportion_ci(confidence_level=0.95, method="wilson")
+    p = binomtest(hits, n, 0.5, alternative="greater").pvalue
+    return {"retrieval": hits / n, "low": float(ci.low), "high": float(ci.high), "chance": 0.5,
+            "n": n, "p_above_chance": float(p)}  # fmt: skip

@@ -8,7 +8,8 @@ candidate below is fitted on the same fit scenes and tested on the held-out ones
 sae.joint_features: a latent passes when it separates the materials within each color in
 frames, moves with the material word of every description (held-out synonyms "delicate" /
 "sturdy" included: they never occur in fitting pairs) and not with the color word. Beside
-it, retrieval of each held-out frame's held-out-synonym description against chance.
+it, material retrieval: is each held-out frame's code nearer to its own held-out-synonym
+description than to the one with the other material's word (chance 0.5)?
 
 Candidates (one table):
 - joint: the Joint SAE at the asked alignment and weight;
@@ -129,21 +130,21 @@ def _pairs(cfg: JSAEStudyConfig, backend: Any, layer: int, tag: str) -> dict[str
 
 
 def _evaluate(zv: np.ndarray, codes: np.ndarray, labels: list[dict], cfg: JSAEStudyConfig) -> dict:
-    from sae.joint_features import shared_features, synonym_retrieval
+    from sae.joint_features import material_retrieval, shared_features
 
     texts = description_texts()
     materials = np.array([lab["material"] for lab in labels])
     colors = np.array([lab["color"] for lab in labels])
     report = shared_features(zv, materials, colors, codes, texts, min_auroc=cfg.min_auroc)
-    held = [i for i, t in enumerate(texts) if t["word_set"] == "held-out"]
-    key = {
-        (t["material"], t["color"], t["shape"]): k
-        for k, t in enumerate(t for t in texts if t["word_set"] == "held-out")
-    }
-    own = np.array(
-        [key[(lab["material"], lab["color"], lab.get("shape", "object"))] for lab in labels]
-    )
-    return {**report, "synonym_retrieval": synonym_retrieval(zv, own, codes[held])}
+    index = {(t["word_set"], t["material"], t["color"], t["shape"]): i for i, t in enumerate(texts)}
+    swap = {"fragile": "rigid", "rigid": "fragile"}
+
+    def text_of(lab: dict, material: str) -> int:
+        return index[("held-out", material, lab["color"], lab.get("shape", "object"))]
+
+    own = np.array([text_of(lab, lab["material"]) for lab in labels])
+    swapped = np.array([text_of(lab, swap[lab["material"]]) for lab in labels])
+    return {**report, "synonym_retrieval": material_retrieval(zv, own, swapped, codes)}
 
 
 def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:

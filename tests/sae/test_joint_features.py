@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sae.joint_features import shared_features, synonym_retrieval, text_pairs
+from sae.joint_features import material_retrieval, shared_features, text_pairs
 
 
 def _texts():
@@ -45,13 +45,14 @@ def test_a_planted_shared_feature_passes_and_a_color_feature_does_not():
         shared_features(zv[:-1], materials, colors, codes, texts)
 
 
-def test_synonym_retrieval_against_chance():
+def test_material_retrieval_against_chance():
     codes = np.eye(4)
     zv = np.eye(4)[[0, 1, 2, 3] * 5] + 0.01
-    r = synonym_retrieval(zv, np.array([0, 1, 2, 3] * 5), codes)
-    assert r["retrieval"] == 1.0 and r["chance"] == 0.25 and r["low"] > 0.25
-    r = synonym_retrieval(zv, np.array([1, 2, 3, 0] * 5), codes)
-    assert r["retrieval"] == 0.0 and r["p_above_chance"] > 0.5
+    own, swapped = np.array([0, 1, 2, 3] * 5), np.array([1, 0, 3, 2] * 5)
+    r = material_retrieval(zv, own, swapped, codes)
+    assert r["retrieval"] == 1.0 and r["chance"] == 0.5 and 0.5 < r["low"] < r["high"] <= 1
+    r = material_retrieval(zv, swapped, own, codes)
+    assert r["retrieval"] == 0.0 and r["p_above_chance"] > 0.5 and r["high"] < 0.5
 
 
 def test_jsae_study_runs_every_candidate_and_refuses_bad_input(tmp_path, capsys):
