@@ -120,7 +120,9 @@ def material_retrieval(
     """Share of frames whose vision code is nearer (cosine) to their own description's language
     code than to the same description with the material word swapped (`own_text[f]`,
     `swapped_text[f]` index `text_codes`): the material, not color or shape, decides; chance
-    0.5. A two-sided Wilson interval and a one-sided binomial test against chance."""
+    0.5. A two-sided Wilson interval and a one-sided binomial test against chance. Frames that
+    share a description share its two codes, so the interval counts frames, not descriptions:
+    the per-latent swap tests of `shared_features` are the stricter check."""
     from scipy.stats import binomtest
 
     def unit(x: np.ndarray) -> np.ndarray:
@@ -129,8 +131,8 @@ def material_retrieval(
     v, t = unit(np.asarray(zv, float)), unit(np.asarray(text_codes, float))
     own = (v * t[np.asarray(own_text)]).sum(1)
     other = (v * t[np.asarray(swapped_text)]).sum(1)
-    hits, n = int((own > other).sum()), len(v)
+    hits, n = int((own > other).sum()), len(v)  # a tie (identical codes) is no hit
     ci = binomtest(hits, n, 0.5).proportion_ci(confidence_level=0.95, method="wilson")
     p = binomtest(hits, n, 0.5, alternative="greater").pvalue
     return {"retrieval": hits / n, "low": float(ci.low), "high": float(ci.high), "chance": 0.5,
-            "n": n, "p_above_chance": float(p)}  # fmt: skip
+            "n": n, "ties": int((own == other).sum()), "p_above_chance": float(p)}  # fmt: skip
