@@ -177,7 +177,7 @@ def run_jsae_study(args: argparse.Namespace) -> int:
                 "material retrieval, synonyms (chance)"):  # fmt: skip
         table.add_column(col)
     for r in doc["candidates"]:
-        b, ret = r["best"], r["synonym_retrieval"]
+        b, ret = r["best"], r["material_retrieval"]
         marks = "/".join(
             "yes" if b.get(k) else "no" for k in ("texts", "held_out_synonyms", "color_swap")
         )

@@ -144,7 +144,7 @@ def _evaluate(zv: np.ndarray, codes: np.ndarray, labels: list[dict], cfg: JSAESt
 
     own = np.array([text_of(lab, lab["material"]) for lab in labels])
     swapped = np.array([text_of(lab, swap[lab["material"]]) for lab in labels])
-    return {**report, "synonym_retrieval": material_retrieval(zv, own, swapped, codes)}
+    return {**report, "material_retrieval": material_retrieval(zv, own, swapped, codes)}
 
 
 def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
@@ -232,10 +232,10 @@ def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
         best = result["latents"][0] if result["latents"] else {}
         rows.append({"candidate": name, "role": role, "passing": result["passing"],
                      "n_tested": result["n_tested"], "best": best,
-                     "synonym_retrieval": result["synonym_retrieval"]})  # fmt: skip
-        r = result["synonym_retrieval"]
+                     "material_retrieval": result["material_retrieval"]})  # fmt: skip
+        r = result["material_retrieval"]
         console.print(f"{name}: {len(result['passing'])} shared fragility feature(s) of {result['n_tested']}; "
-                      f"synonym retrieval {r['retrieval']:.2f} [{r['low']:.2f}, {r['high']:.2f}] (chance {r['chance']:.2f})")  # fmt: skip
+                      f"material retrieval (held-out synonyms) {r['retrieval']:.2f} [{r['low']:.2f}, {r['high']:.2f}] (chance {r['chance']:.2f})")  # fmt: skip
     doc = {"config": asdict(cfg), "layer": layer, "fit_scenes": len(fit), "held_scenes": len(held),
            "texts": description_texts(), "candidates": rows}  # fmt: skip
     write_json(cfg.root / "summary.json", doc)

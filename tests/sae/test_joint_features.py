@@ -72,7 +72,7 @@ def test_jsae_study_runs_every_candidate_and_refuses_bad_input(tmp_path, capsys)
     names = [c["candidate"] for c in doc["candidates"]]
     assert names[0].startswith("joint") and len(names) == 6
     assert {c["role"] for c in doc["candidates"]} == {"method", "baseline", "control"}
-    assert all(0 <= c["synonym_retrieval"]["retrieval"] <= 1 for c in doc["candidates"])
+    assert all(0 <= c["material_retrieval"]["retrieval"] <= 1 for c in doc["candidates"])
     assert (
         tmp_path / "s" / "saes" / "joint" / "joint.json"
     ).is_file()  # what jsae-* steering reads
