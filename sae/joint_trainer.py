@@ -59,6 +59,39 @@ def split_groups(groups: np.ndarray, held_out: float, seed: int) -> tuple[np.nda
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
+def _seeded(build: Any, seed: int) -> Any:
+    """`build()` under a torch seed drawn from `seed`, the global RNG left as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
+        return build()
+
+
+def _optimise(module: torch.nn.Module, saes: list[Any], rows: np.ndarray, loss_of: Any,
+              train: JointTrainConfig) -> list[dict[str, Any]]:  # fmt: skip
+    """Adam over `module` for train.steps steps, each on a batch drawn from `rows` (seeded by
+    train.seed), the decoders of `saes` kept unit-norm; returns the loss parts at 20 points."""
+    opt = torch.optim.Adam(module.parameters(), lr=train.lr)
+    draw = np.random.default_rng([train.seed, 2])
+    history = []
+    module.train()
+    for step in range(train.steps):
+        batch = torch.as_tensor(
+            draw.choice(rows, size=min(train.batch_size, len(rows)), replace=False)
+        )
+        loss, parts = loss_of(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for sae in saes:
+            sae.project_decoder_grad()
+        opt.step()
+        for sae in saes:
+            sae.normalize_decoder()
+        if (step + 1) % max(1, train.steps // 20) == 0 or step + 1 == train.steps:
+            history.append({"step": step + 1, **parts})
+    module.eval()
+    return history
+
+
 def train_joint(xv: torch.Tensor, xl: torch.Tensor, groups: np.ndarray, config: JointConfig,
                 train: JointTrainConfig) -> tuple[JointSAE, dict[str, Any]]:  # fmt: skip
     """Train on the fit pairs; returns the model and {"fit_rows", "held_rows", "history",
@@ -69,31 +102,12 @@ def train_joint(xv: torch.Tensor, xl: torch.Tensor, groups: np.ndarray, config: 
             f"{len(xv)} vision rows, {len(xl)} language rows, {len(groups)} groups: one each per pair"
         )
     fit, held = split_groups(np.asarray(groups), train.held_out, train.seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(int(np.random.SeedSequence([train.seed, 1]).generate_state(1)[0]))
-        joint = JointSAE(config)
+    joint = _seeded(lambda: JointSAE(config), train.seed)
     xv, xl = xv.float(), xl.float()
     joint.vision.init_from_data(xv[fit])
     joint.language.init_from_data(xl[fit])
-    opt = torch.optim.Adam(joint.parameters(), lr=train.lr)
-    draw = np.random.default_rng([train.seed, 2])
-    history = []
-    joint.train()
-    for step in range(train.steps):
-        rows = torch.as_tensor(
-            draw.choice(fit, size=min(train.batch_size, len(fit)), replace=False)
-        )
-        loss, parts = joint.loss(xv[rows], xl[rows])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for name in SIDES:
-            joint.side(name).project_decoder_grad()
-        opt.step()
-        for name in SIDES:
-            joint.side(name).normalize_decoder()
-        if (step + 1) % max(1, train.steps // 20) == 0 or step + 1 == train.steps:
-            history.append({"step": step + 1, **parts})
-    joint.eval()
+    history = _optimise(joint, [joint.side(name) for name in SIDES], fit,
+                        lambda rows: joint.loss(xv[rows], xl[rows]), train)  # fmt: skip
     return joint, {"fit_rows": len(fit), "held_rows": len(held), "history": history,
                    "metrics": joint_metrics(joint, xv[held], xl[held])}  # fmt: skip
 
@@ -150,23 +164,10 @@ def train_pooled(xv: torch.Tensor, xl: torch.Tensor, groups: np.ndarray, config:
                          f"{xl.shape[1]}: one SAE reads both sides only at one width")  # fmt: skip
     fit, _ = split_groups(np.asarray(groups), train.held_out, train.seed)
     pooled = torch.cat([xv[fit], xl[fit]]).float()
-    with torch.random.fork_rng():
-        torch.manual_seed(int(np.random.SeedSequence([train.seed, 1]).generate_state(1)[0]))
-        sae = MatryoshkaSAE(config)
+    sae = _seeded(lambda: MatryoshkaSAE(config), train.seed)
     sae.init_from_data(pooled)
-    opt = torch.optim.Adam(sae.parameters(), lr=train.lr)
-    draw = np.random.default_rng([train.seed, 2])
-    sae.train()
-    for _ in range(train.steps):
-        rows = torch.as_tensor(draw.choice(len(pooled), size=min(train.batch_size, len(pooled)),
-                                           replace=False))  # fmt: skip
-        loss, _parts = sae.loss(pooled[rows])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        sae.project_decoder_grad()
-        opt.step()
-        sae.normalize_decoder()
-    return sae.eval()
+    _optimise(sae, [sae], np.arange(len(pooled)), lambda rows: sae.loss(pooled[rows]), train)
+    return sae
 
 
 @torch.no_grad()

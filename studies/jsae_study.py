@@ -76,8 +76,6 @@ class JSAEStudyConfig:
 
     def validate(self) -> None:
         """ValueError naming the first bad setting, before any work."""
-        from sae.joint_trainer import JointTrainConfig
-
         if not self.model:
             raise ValueError(
                 "model='': give the language-grounded VLM's folder (physteer train-tiny --language)"
@@ -92,7 +90,13 @@ class JSAEStudyConfig:
             raise ValueError(
                 f"min_auroc={self.min_auroc} must be in (0.5, 1], expansion={self.expansion} > 0"
             )
-        JointTrainConfig(self.steps, self.batch_size, self.lr, self.seed, self.held_out).validate()
+        self.train_config().validate()
+
+    def train_config(self) -> Any:
+        """The fit of every candidate (sae.joint_trainer.JointTrainConfig)."""
+        from sae.joint_trainer import JointTrainConfig
+
+        return JointTrainConfig(self.steps, self.batch_size, self.lr, self.seed, self.held_out)
 
 
 def description_texts() -> list[dict[str, Any]]:
@@ -155,7 +159,6 @@ def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
     from agents.vlm_agent import default_tap_layer
     from sae.joint import JointConfig
     from sae.joint_trainer import (
-        JointTrainConfig,
         match_latents,
         split_groups,
         train_joint,
@@ -168,7 +171,7 @@ def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
     backend = load_vlm(cfg.model, "cpu", "float32")
     check_language_side(backend, cfg.model)  # before any frame is rendered
     layer = default_tap_layer(backend.n_layers) if cfg.layer is None else cfg.layer
-    train = JointTrainConfig(cfg.steps, cfg.batch_size, cfg.lr, cfg.seed, cfg.held_out)
+    train = cfg.train_config()
     with torch.random.fork_rng():  # the same architecture and vocabulary, random weights
         torch.manual_seed(cfg.seed)
         random = VLMBackend(
@@ -202,14 +205,13 @@ def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
         cfg.root / "saes" / "joint", {"model": cfg.model, "layer": layer}
     )  # for jsae-* steering
     candidates[f"joint ({cfg.alignment} × {cfg.weight:g})"] = ("method", zv, zl.numpy())
-    zv0, zl0, joint0 = joint_codes(pairs["model"], 0.0)
+    p = pairs["model"]
+    zv0, zl0, joint0 = joint_codes(p, 0.0)
     with torch.no_grad():
-        p = pairs["model"]
         match = match_latents(
             joint0.vision.encode(p["vision"][fit]), joint0.language.encode(p["language"][fit])
         )
     candidates["two SAEs, matched after training"] = ("baseline", zv0, zl0.numpy()[:, match])
-    p = pairs["model"]
     sae_config = JointConfig.default(
         p["vision"].shape[1], p["language"].shape[1], cfg.expansion
     ).vision
