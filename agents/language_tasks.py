@@ -97,9 +97,19 @@ class LanguageItem:
         return self._answer(label, flip=True)
 
 
+#: How often each task is drawn. The first language model learned describe and handle at once
+#: but read every handling word in an instruction as gentle and stayed at chance on claims
+#: (docs/results.md), so the two harder tasks get more of the batches.
+TASK_SHARES = {"describe": 0.15, "claim": 0.35, "handle": 0.15, "instruct": 0.35}
+
+
 def draw_item(rng: np.random.Generator) -> LanguageItem:
-    """A training item: the task and its words drawn from the trained contexts only."""
-    task = TASKS[int(rng.integers(len(TASKS)))]
+    """A training item: the task and its words drawn from the trained contexts only.
+
+    An instruction is plain, gentle or firm with equal chance (then a trained word of that
+    handling): with the words drawn alike, gentle instructions outnumbered firm ones 2:1 and
+    the model learned "a handling word means gentle"."""
+    task = TASKS[int(rng.choice(len(TASKS), p=[TASK_SHARES[t] for t in TASKS]))]
     if task == "describe":
         return LanguageItem("describe", material_word=0)
     if task == "claim":
@@ -111,7 +121,8 @@ def draw_item(rng: np.random.Generator) -> LanguageItem:
             FIRM_ALL[int(rng.integers(len(FIRM_ALL)))],
         )
         return LanguageItem("handle", options=pair if rng.random() < 0.5 else pair[::-1])
-    words: list[str | None] = [None, None, *GENTLE_TRAIN, *FIRM_TRAIN]  # half plain
+    kinds: tuple[tuple[str | None, ...], ...] = ((None,), GENTLE_TRAIN, FIRM_TRAIN)
+    words = kinds[int(rng.integers(len(kinds)))]
     word = words[int(rng.integers(len(words)))]
     options = ("gently", "firmly") if rng.random() < 0.5 else ("firmly", "gently")
     return LanguageItem("instruct", options=options, handling_word=word)

@@ -29,11 +29,13 @@ from agents.vla_agent import chunk_change
 from agents.vlm_agent import default_tap_layer
 
 
-def decision_noise(seed: int | None, decision: int, chunk: int, dims: int) -> torch.Tensor:
-    """(chunk × dims) standard normal noise of one decision, drawn from (episode seed, index)."""
-    entropy = np.random.SeedSequence(
-        [0 if seed is None else int(seed), int(decision), 0x70]
-    ).generate_state(2)
+def decision_noise(
+    seed: int | None, decision: int, chunk: int, dims: int, draw: int = 0
+) -> torch.Tensor:
+    """(chunk × dims) standard normal noise of one decision, drawn from (episode seed, index);
+    `draw` > 0: another draw of the same decision (the sample-variance signal's)."""
+    key = [0 if seed is None else int(seed), int(decision), 0x70] + ([int(draw)] if draw else [])
+    entropy = np.random.SeedSequence(key).generate_state(2)
     gen = torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
     return torch.randn(chunk, dims, generator=gen)
 
@@ -61,7 +63,7 @@ class PI0Agent(ChunkLanes):
 
     def __init__(self, model: PI0Backend | str | Path, chunk: int | None = None, steps: int | None = None,
                  tap_layer: int | None | str = "default", question: str = "", device: str = "cpu",
-                 dtype: str = "float32", stream: str = "vlm") -> None:  # fmt: skip
+                 dtype: str = "float32", stream: str = "vlm", variance_draws: int = 0) -> None:  # fmt: skip
         """Args:
         model: a loaded PI0Backend or a π0 checkpoint folder (agents.pi0_model.load_pi0).
         chunk: actions executed per decision, 1..chunk_size (default: the checkpoint's
@@ -73,9 +75,12 @@ class PI0Agent(ChunkLanes):
         stream: what taps, steering and monitors attach to (`self.backend`): "vlm" (the
             VLM prefix: image and instruction tokens) or "expert" (the action expert: its
             action tokens, agents.pi0_model.PI0ExpertView).
+        variance_draws: extra chunks denoised per decision from other noise draws, whose
+            spread is the decision's "sample_variance" signal (0: none, no extra cost).
 
         Raises:
-            ValueError: a chunk longer than the model's, steps < 1, or a bad checkpoint.
+            ValueError: a chunk longer than the model's, steps < 1, variance_draws not in
+                0..64, or a bad checkpoint.
         """
         if stream not in STREAMS:
             raise ValueError(f"stream={stream!r}: choose one of {list(STREAMS)}")
@@ -95,7 +100,16 @@ class PI0Agent(ChunkLanes):
             raise ValueError(f"steps={steps!r}: denoising steps must be an int >= 1")
         if not isinstance(question, str):
             raise ValueError(f"question={question!r}: expected a str")
+        if (
+            isinstance(variance_draws, bool)
+            or not isinstance(variance_draws, int)
+            or not 0 <= variance_draws <= 64
+        ):
+            raise ValueError(
+                f"variance_draws={variance_draws!r}: must be an int in 0..64 (0: no sample variance)"
+            )
         self.chunk, self.steps, self.question = chunk, steps, question
+        self.variance_draws = variance_draws
         if tap_layer == "default":
             tap_layer = default_tap_layer(self.backend.n_layers)
         if stream == "expert":
@@ -123,6 +137,7 @@ class PI0Agent(ChunkLanes):
             texts.append(f"{instruction} {self.question.strip()}".strip())
             env_states.append(np.asarray(obs["state"], dtype=np.float32))
         b = self.policy
+        variance = self._sample_variance(frames, texts, np.stack(env_states), states)
         noise = torch.stack(
             [decision_noise(s.seed, s.n_decisions, b.chunk_size, b.action_dim) for s in states]
         )
@@ -136,4 +151,22 @@ class PI0Agent(ChunkLanes):
                 "denoise_steps": self.steps,
                 "chunk_change": change,
             }
+            if variance is not None:
+                s.decision["sample_variance"] = float(variance[row])
             s.n_decisions += 1
+
+    def _sample_variance(self, frames: list[np.ndarray], texts: list[str], env_states: np.ndarray,
+                         states: list[_Lane]) -> np.ndarray | None:  # fmt: skip
+        """Per lane, the variance across `variance_draws` + 1 denoised chunks (the decision's own
+        noise and draws of other noise), over the executed actions and the 4 dimensions (None
+        without draws). Run before the decision's own forward, so a tap keeps that forward's."""
+        if not self.variance_draws:
+            return None
+        b, k = self.policy, self.variance_draws + 1
+        noise = torch.stack([decision_noise(s.seed, s.n_decisions, b.chunk_size, b.action_dim, d)
+                             for s in states for d in range(k)])  # fmt: skip
+        repeat = [i for i in range(len(states)) for _ in range(k)]
+        chunks = b.sample([frames[i] for i in repeat], [texts[i] for i in repeat], env_states[repeat],
+                          noise, self.steps)  # fmt: skip
+        chunks = np.clip(chunks[:, : self.chunk], -1.0, 1.0).reshape(len(states), k, self.chunk, -1)
+        return chunks.var(axis=1).mean(axis=(1, 2))

@@ -1,5 +1,6 @@
 """Scorers of a policy's own output uncertainty, the failure-prediction baselines that read no
-activations: the VLA's action-token entropy and its chunk change (agents.vla_agent).
+activations: the VLA's action-token entropy, the chunk change of the VLA and the π0
+(agents.vla_agent, agents.pi0_agent), and the π0's sample variance across noise draws.
 
     entropy = SignalScorer("action_entropy", model="tiny-vla", layer=2).fit(decisions)
     entropy.score_signals({"action_entropy": 0.31, "chunk_change": 0.02})   # 0.31
@@ -9,7 +10,8 @@ judges (rollouts.recorders.TapView.signals); episode logs carry them as step col
 (rollouts.episode.SIGNAL_COLUMNS), where offline evaluation reads them. A decision without the
 signal (an agent that does not report it, the planner) cannot be scored: the monitor fails
 closed, as for missing activations. Sample variance across decodings, the third published
-uncertainty baseline, needs a stochastic policy; physteer's VLA decodes deterministically.
+uncertainty baseline, needs a stochastic policy: the π0 reports it when asked for extra noise
+draws (`variance_draws`); physteer's token VLA decodes deterministically.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 
 from monitors.scorers import Scorer, register_scorer
 
-SIGNALS = ("action_entropy", "chunk_change")
+SIGNALS = ("action_entropy", "chunk_change", "sample_variance")
 
 
 @register_scorer
@@ -31,8 +33,9 @@ class SignalScorer(Scorer):
     """The value of one of the agent's uncertainty signals at a decision (higher = less sure).
 
     Args:
-        signal: "action_entropy" (mean normalised entropy of the action tokens) or
-            "chunk_change" (how far a forward strays from the previous one's prediction).
+        signal: "action_entropy" (mean normalised entropy of the action tokens),
+            "chunk_change" (how far a forward strays from the previous one's prediction) or
+            "sample_variance" (the spread of a π0's chunks across noise draws).
         aggregate, model, layer: as in Scorer (aggregate is unused: one value per decision).
     """
 

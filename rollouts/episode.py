@@ -47,7 +47,7 @@ UNSTEERED = parse_condition("unsteered")
 TIMING_COLUMNS = ("wall_s", "render_s", "agent_s", "monitor_s", "physics_s")
 #: Step-row columns of an agent's own uncertainty at its decisions, where it reports them (the
 #: VLA: agents.vla_agent.action_entropy, chunk_change; NaN between decisions).
-SIGNAL_COLUMNS = ("action_entropy", "chunk_change")
+SIGNAL_COLUMNS = ("action_entropy", "chunk_change", "sample_variance")
 #: Step-row columns of the action the env executed, where a monitor may replace the agent's.
 EXECUTED_COLUMNS = ("x_dx", "x_dy", "x_dz", "x_grip")
 

@@ -52,6 +52,7 @@ class ExperimentConfig:
         chunk: actions a VLA or π0 executes per forward (None: its checkpoint's horizon or chunk).
         denoise_steps: a π0's flow-matching steps per decision (None: its config's).
         stream: the π0 stream taps, steering and monitors use: "vlm" (prefix) or "expert".
+        variance_draws: a π0's extra noise draws per decision (its "sample_variance" signal).
         decoding: how a VLA turns its action-token logits into actions: "expectation" (the
             default), "gated" (the expectation, the gripper first decided open or closed) or
             "argmax" (agents.action_tokens).
@@ -108,6 +109,7 @@ class ExperimentConfig:
     chunk: int | None = None
     denoise_steps: int | None = None
     stream: str = "vlm"
+    variance_draws: int = 0
     decoding: str = DEFAULT_DECODING
     threshold: float = 0.5
     image_size: int = 384
@@ -152,6 +154,9 @@ class ExperimentConfig:
         allowed("renderer", self.renderer, RENDERERS)
         allowed("decoding", self.decoding, DECODING_RULES)
         allowed("stream", self.stream, ("vlm", "expert") if self.agent == "pi0" else ("vlm",))
+        if self.variance_draws not in (range(65) if self.agent == "pi0" else (0,)):
+            raise ValueError(f"variance_draws {self.variance_draws!r}: an int in 0..64 with agent 'pi0' (extra "
+                             f"noise draws per decision), 0 with agent {self.agent!r}")  # fmt: skip
         from monitors.sarm import ON_VETO, TOKEN_SELECTIONS
 
         allowed("on_veto", self.on_veto, ON_VETO)
@@ -344,20 +349,14 @@ class EpisodeRunner:
         if cfg.agent == "vla":
             from agents.vla_agent import VLAAgent
 
-            model = "tiny-vla" if cfg.model == "tiny" else cfg.model
-            self.agent = VLAAgent(
-                model,
-                chunk=cfg.chunk,
-                decoding=cfg.decoding,
-                tap_layer=layer,
-                device=cfg.device,
-                dtype=cfg.dtype,
-            )
+            self.agent = VLAAgent("tiny-vla" if cfg.model == "tiny" else cfg.model, chunk=cfg.chunk, decoding=cfg.decoding,
+                                  tap_layer=layer, device=cfg.device, dtype=cfg.dtype)  # fmt: skip
         elif cfg.agent == "pi0":
             from agents.pi0_agent import PI0Agent
 
             self.agent = PI0Agent(cfg.model, chunk=cfg.chunk, steps=cfg.denoise_steps, tap_layer=layer,
-                                  device=cfg.device, dtype=cfg.dtype, stream=cfg.stream)  # fmt: skip
+                                  device=cfg.device, dtype=cfg.dtype, stream=cfg.stream,
+                                  variance_draws=cfg.variance_draws)  # fmt: skip
         elif cfg.agent == "vlm":
             from agents.vlm_agent import VLMAgent
 

@@ -18,11 +18,16 @@ BENCH_SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
     "failure-lstm": ("failure", {"arch": "lstm"}),
     "action-entropy": ("signal", {"signal": "action_entropy"}),
     "chunk-change": ("signal", {"signal": "chunk_change"}),
+    "sample-variance": ("signal", {"signal": "sample_variance"}),
     "mahalanobis": ("mahalanobis", {}),
     "pca": ("pca", {}),
     "sae": ("sae", {}),
     "probe": ("probe", {}),
 }
+#: The signal scorers each agent's decisions can feed (the π0's sample variance with
+#: variance_draws; the planner reports none).
+AGENT_SIGNAL_SCORERS = {"vla": ("action-entropy", "chunk-change"), "pi0": ("chunk-change", "sample-variance"),
+                        "vlm": ()}  # fmt: skip
 #: Learned on failure labels (need failed episodes in the fit data).
 LEARNED = ("failure-mlp", "failure-lstm", "probe")
 #: The learned failure predictors proper ("best" is chosen among them; the probe is a baseline).
@@ -36,11 +41,15 @@ class MonitorBenchConfig:
     """Settings of one monitor benchmark.
 
     Attributes:
-        agent: "vla" (its decisions are its forwards; the only agent with action-token signals)
-            or "vlm" (the planner; signal scorers are then unavailable).
+        agent: "vla" (its decisions are its forwards; action-token entropy and chunk change),
+            "pi0" (a π0 folder as `model`; chunk change and sample variance) or "vlm" (the
+            planner; signal scorers are then unavailable).
         model: "tiny" or a checkpoint of that agent.
+        variance_draws: with the "sample-variance" scorer, the π0's extra noise draws per
+            decision (its spread across them is the signal; they cost as many extra chunks).
         layer: tap layer (None: the agent's default).
-        scorers: names among BENCH_SCORERS, side by side on the same data.
+        scorers: names among BENCH_SCORERS, side by side on the same data (None: every
+            scorer the agent's decisions can feed, AGENT_SIGNAL_SCORERS).
         seen: shift kinds in the fit and calibration data (beside the unshifted scene).
         held_out: shift kinds only in the evaluation: the held-out variations.
         strengths: the strengths every kind runs at.
@@ -52,7 +61,8 @@ class MonitorBenchConfig:
         alpha: the promised false-alarm rate on successful episodes.
         enforce: scorers run again with their vetoes enforced (on_veto) on the held-out
             evaluation episodes; "best" is the learned predictor with the highest seen-eval
-            AUROC. () skips the enforced runs.
+            AUROC. None: "best" beside the agent's first signal scorer (the VLA's action-token
+            entropy, the π0's chunk change); () skips the enforced runs.
         on_veto: what a veto does ("fallback": the gentle scripted expert takes over).
         max_steps: steps before truncation (a timeout is a failure).
         sae_steps: training steps of the SAE scorer.
@@ -64,8 +74,9 @@ class MonitorBenchConfig:
 
     agent: str = "vla"
     model: str = "tiny"
+    variance_draws: int = 4
     layer: int | None = None
-    scorers: tuple[str, ...] = tuple(BENCH_SCORERS)
+    scorers: tuple[str, ...] | None = None
     # seen: the shifts that fail the tiny VLA through its grip (heavier, larger objects: 50% at
     # full strength, `physteer shift-suite`); held out: those that fail it otherwise (dim light
     # 50%, an object off the training region 60%, mostly timeouts) and those it mostly survives.
@@ -76,7 +87,7 @@ class MonitorBenchConfig:
     calibration_seeds: int = 12
     eval_seeds: int = 20
     alpha: float = 0.1
-    enforce: tuple[str, ...] = ("best", "action-entropy")
+    enforce: tuple[str, ...] | None = None
     on_veto: str = "fallback"
     max_steps: int = 200
     sae_steps: int = 600
@@ -86,6 +97,16 @@ class MonitorBenchConfig:
     n_boot: int = 500
     out: str = "runs/monitor-bench"
     plots: bool = True
+
+    def __post_init__(self) -> None:
+        signals = AGENT_SIGNAL_SCORERS.get(self.agent, ())
+        if self.scorers is None:  # every scorer the agent's decisions can feed
+            self.scorers = tuple(
+                n for n, (k, _) in BENCH_SCORERS.items() if k != "signal" or n in signals
+            )
+        if self.enforce is None:  # the best learned predictor beside the agent's own uncertainty
+            self.enforce = ("best", *signals[:1])
+        self.scorers, self.enforce = tuple(self.scorers), tuple(self.enforce)
 
     def check(self) -> None:
         """ValueError naming the first bad setting (before any episode)."""
@@ -97,16 +118,18 @@ class MonitorBenchConfig:
                 raise ValueError(f"scorer {s!r}: expected some of {list(BENCH_SCORERS)}")
         if not self.scorers or len(set(self.scorers)) != len(self.scorers):
             raise ValueError(f"scorers {list(self.scorers)}: give distinct scorers, at least one")
-        if self.agent not in ("vla", "vlm"):
+        if self.agent not in ("vla", "vlm", "pi0"):
             raise ValueError(
-                f"agent {self.agent!r}: expected 'vla' or 'vlm' (a monitor reads a model's activations)"
+                f"agent {self.agent!r}: expected 'vla', 'pi0' or 'vlm' (a monitor reads a model's activations)"
             )
-        if self.agent != "vla" and (
-            signals := [s for s in self.scorers if BENCH_SCORERS[s][0] == "signal"]
-        ):
-            raise ValueError(
-                f"scorers {signals} read the VLA's action tokens: agent {self.agent!r} has none"
-            )
+        reported = AGENT_SIGNAL_SCORERS[self.agent]
+        if signals := [
+            s for s in self.scorers if BENCH_SCORERS[s][0] == "signal" and s not in reported
+        ]:
+            raise ValueError(f"scorers {signals} read signals agent {self.agent!r} does not report (it reports "
+                             f"{list(reported) or 'none'})")  # fmt: skip
+        if not isinstance(self.variance_draws, int) or not 2 <= self.variance_draws <= 64:
+            raise ValueError(f"variance_draws={self.variance_draws!r}: must be an int in 2..64")
         for group in ("seen", "held_out"):
             kinds = getattr(self, group)
             for k in kinds:
@@ -189,4 +212,9 @@ class MonitorBenchConfig:
         return ExperimentConfig(name=name, out=self.out, conditions=conditions, seeds=seeds, agent=self.agent,
                                 model=self.model, layer=self.layer, max_steps=self.max_steps, holding=False,
                                 on_veto=self.on_veto, workers=self.workers, envs_per_worker=self.envs_per_worker,
-                                executor=self.executor, **fields)  # fmt: skip
+                                executor=self.executor, variance_draws=self._draws, **fields)  # fmt: skip
+
+    @property
+    def _draws(self) -> int:
+        """The runner's variance_draws: only where a scorer reads the sample variance."""
+        return self.variance_draws if "sample-variance" in self.scorers else 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agents.language_tasks import LANGUAGE_WORDS, LanguageItem, draw_item, evaluation_items
-from envs.language import HELD_OUT_HANDLING, HELD_OUT_MATERIAL
+from envs.language import HANDLING_WORDS, HELD_OUT_HANDLING, HELD_OUT_MATERIAL
 
 FRAGILE_RED = {"color": "red", "material": "fragile", "shape": "cube"}
 RIGID_BLUE = {"color": "blue", "material": "rigid", "shape": "cylinder"}
@@ -41,6 +41,9 @@ def test_training_draws_keep_held_out_words_out_of_their_test_contexts():
     assert {i.claim for i in items if i.task == "claim"} >= set(HELD_OUT_MATERIAL)
     assert {w for i in items if i.task == "handle" for w in i.options} >= set(HELD_OUT_HANDLING)
     assert {i.handling_word for i in items if i.task == "instruct"} >= {None, "gently", "firmly"}
+    # firm instructions as often as gentle ones (2:1 taught "any word means gentle")
+    asked = [HANDLING_WORDS.get(i.handling_word) for i in items if i.task == "instruct"]
+    assert abs(asked.count("firm") - asked.count("gentle")) < 0.1 * len(asked)
     tested = evaluation_items()
     assert tested["describe held-out synonyms"].material_word == 1
     assert tested["instruct softly (held out)"].handling_word == "softly"

@@ -280,3 +280,56 @@ def test_the_checkpoints_n_action_steps_is_the_default_chunk(pi0_dir, tmp_path):
     edit_json(model / "processor_config.json", n_action_steps=2)
     assert PI0Agent(model, tap_layer=None).chunk == 2
     assert PI0Agent(model, chunk=5, tap_layer=None).chunk == 5  # an explicit chunk wins
+
+
+def test_sample_variance_is_a_signal_that_leaves_the_actions_and_the_tap_alone(pi0_dir):
+    from agents.pi0_agent import PI0Agent
+
+    rng = np.random.default_rng(3)
+    obs = [{"image": rng.integers(0, 255, (96, 96, 3), dtype=np.uint8),
+            "state": rng.normal(size=17).astype(np.float32)} for _ in range(2)]  # fmt: skip
+    infos = [{"instruction": "Put the red object in the bin."}] * 2
+    runs = {}
+    for draws in (0, 3):
+        agent = PI0Agent(pi0_dir, chunk=2, tap_layer=0, variance_draws=draws)
+        for lane, seed in enumerate((5, 6)):
+            agent.reset(seed, lane)
+        actions = agent.act_batch(obs, infos, [0, 1])
+        runs[draws] = (
+            actions,
+            agent.tap.latest_batch.clone(),
+            [agent.decision_for(k) for k in (0, 1)],
+        )
+    (plain, tapped, decisions), (same, tapped_too, with_draws) = runs[0], runs[3]
+    assert all(
+        np.array_equal(a, b) for a, b in zip(plain, same, strict=True)
+    )  # the decision's own chunk
+    assert torch.equal(tapped, tapped_too)  # the tap keeps the decision's own forward
+    assert all("sample_variance" not in d for d in decisions)
+    values = [d["sample_variance"] for d in with_draws]
+    assert all(np.isfinite(v) and v > 0 for v in values) and values[0] != values[1]
+    with pytest.raises(ValueError, match="variance_draws=-1: must be an int in 0..64"):
+        PI0Agent(pi0_dir, variance_draws=-1)
+
+
+def test_sample_variance_reaches_the_step_log_and_only_a_pi0_takes_draws(pi0_dir, tmp_path):
+    from rollouts.runner import ExperimentConfig
+    from studies.monitor_bench.config import MonitorBenchConfig
+
+    run_pi0(
+        pi0_dir, tmp_path, "draws", "--executor", "serial", "--chunk", "4", "--variance-draws", "2"
+    )
+    rows = pq.read_table(tmp_path / "draws" / "steps.parquet").to_pylist()
+    decided = [r["sample_variance"] for r in rows if r["decided"]]
+    assert decided and all(v > 0 for v in decided)
+    assert all(np.isnan(r["sample_variance"]) for r in rows if not r["decided"])
+    with pytest.raises(ValueError, match="variance_draws 2: an int in 0..64 with agent 'pi0'"):
+        ExperimentConfig(agent="vla", model="tiny", variance_draws=2).validate()
+    with pytest.raises(
+        ValueError, match=r"scorers \['action-entropy'\] read signals agent 'pi0' does not report"
+    ):
+        MonitorBenchConfig(agent="pi0", model=str(pi0_dir), scorers=("action-entropy",)).check()
+    bench = MonitorBenchConfig(agent="pi0", model=str(pi0_dir), scorers=("sample-variance", "chunk-change"),
+                               enforce=("chunk-change",))  # fmt: skip
+    bench.check()
+    assert bench.experiment("x", ["unsteered"], [0]).variance_draws == 4

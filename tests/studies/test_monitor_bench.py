@@ -19,7 +19,7 @@ from studies.monitor_bench.metrics import episode_metrics, first_alarm
     ({"seen": ("mass",), "held_out": ("mass",)}, "both seen and held out"),
     ({"seen": ()}, "seen: give at least one"),
     ({"held_out": ("gravity",)}, "held_out shift kind 'gravity'"),
-    ({"agent": "vlm"}, "read the VLA's action tokens"),
+    ({"agent": "vlm", "scorers": ("action-entropy",)}, "read signals agent 'vlm' does not report"),
     ({"alpha": 1.0}, "alpha=1.0"),
     ({"calibration_seeds": 1, "seen": ("mass",), "strengths": (1.0,)}, "fewer than the 9"),
     ({"enforce": ("pca-max",)}, "enforce 'pca-max'"),
@@ -75,3 +75,15 @@ def test_a_small_bench_runs_every_stage(tmp_path):
         assert main(args) == 0  # resumes: every stage done
     finally:
         os.chdir(cwd)
+
+
+def test_the_default_scorers_and_enforced_baseline_follow_the_agent():
+    vla, pi0, vlm = (MonitorBenchConfig(agent=a) for a in ("vla", "pi0", "vlm"))
+    assert "action-entropy" in vla.scorers and "sample-variance" not in vla.scorers
+    assert vla.enforce == ("best", "action-entropy")
+    assert {"chunk-change", "sample-variance"} <= set(
+        pi0.scorers
+    ) and "action-entropy" not in pi0.scorers
+    assert pi0.enforce == ("best", "chunk-change")
+    assert not {"action-entropy", "chunk-change"} & set(vlm.scorers) and vlm.enforce == ("best",)
+    vlm.check()  # the planner runs the bench without signal scorers
