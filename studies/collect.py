@@ -101,34 +101,41 @@ def collect_many(
         raise ValueError("no (backend, layer, store folder) target to collect for")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r}: must be an int >= 1")
-    writers = [_StoreWriter(backend, layer, store_dir) for backend, layer, store_dir in targets]
+    writers = [(backend, StoreWriter(store_dir, backend.hidden_size, layer, backend.name))
+               for backend, layer, store_dir in targets]  # fmt: skip
     done = 0
     for images, labels in labeled_frame_chunks(
         n_images, seed, frames_per_chunk, workers, image_size=384, paired=paired
     ):
         n = len(labels)
-        for w in writers:
-            with ResidualTap(w.layer, include_last=False).attach(w.backend) as tap:
-                w.add(image_token_activations(w.backend, tap, images, batch_size), labels, done)
+        for backend, w in writers:
+            with ResidualTap(w.layer, include_last=False).attach(backend) as tap:
+                w.add(image_token_activations(backend, tap, images, batch_size), labels, done)
         done += n
         if progress is not None:
             progress(done)
-    return [w.finish(n_images) for w in writers]
+    return [w.finish(n_images) for _, w in writers]
 
 
-class _StoreWriter:
-    """One target of `collect_many`: its store, and the sums behind its dom vector."""
+class StoreWriter:
+    """A new store filled with labelled image-token activations (one target of `collect_many`,
+    or an agent's closed-loop decisions: studies.rollout_store), and the sums behind its dom
+    vector.
 
-    def __init__(self, backend: Any, layer: int, store_dir: str | Path) -> None:
-        self.backend, self.layer, self.store_dir = backend, layer, Path(store_dir)
-        self.store = ActivationStore(store_dir, d=backend.hidden_size)
+    Args:
+        store_dir: a new store folder.
+        d: the activations' width.
+        layer, model: recorded in every row (and the dom vector's metadata).
+    """
+
+    def __init__(self, store_dir: str | Path, d: int, layer: int, model: str) -> None:
+        self.layer, self.model, self.store_dir = layer, model, Path(store_dir)
+        self.store = ActivationStore(store_dir, d=d)
         if len(self.store):
             raise ValueError(
                 f"store {store_dir} already holds {len(self.store)} rows; collect into a new folder"
             )
-        self.sums = {
-            m: torch.zeros(backend.hidden_size, dtype=torch.float64) for m in ("fragile", "rigid")
-        }
+        self.sums = {m: torch.zeros(d, dtype=torch.float64) for m in ("fragile", "rigid")}
         self.counts = {"fragile": 0, "rigid": 0}
 
     def add(
@@ -155,7 +162,7 @@ class _StoreWriter:
                         "episode": lab["seed"],
                         "step": lab["step"],
                         "layer": self.layer,
-                        "model": self.backend.name,
+                        "model": self.model,
                     }
                     for t, p in enumerate(positions[b].tolist())
                 )
@@ -175,7 +182,7 @@ class _StoreWriter:
                 {"dom": dom},
                 metadata={
                     "layer": str(self.layer),
-                    "model": self.backend.name,
+                    "model": self.model,
                     "n_images": str(n_images),
                 },
             )

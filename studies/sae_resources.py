@@ -34,7 +34,8 @@ def sae_and_discovery(store_dir: str | Path, sae_dir: str | Path, discovery_path
     if not marker_reads(sae_dir / "sae" / "config.json"):
         sae_config = default_config(store.d, n_latents=max(8, round(sae_expansion * store.d)))
         lr = TrainConfig.lr if sae_lr is None else sae_lr
-        train_sae(store, sae_config, TrainConfig(lr=lr, steps=sae_steps, batch_size=1024, seed=0,
+        batch = min(1024, len(store))  # a small store (a π0's expert decisions) in whole batches
+        train_sae(store, sae_config, TrainConfig(lr=lr, steps=sae_steps, batch_size=batch, seed=0,
                                                  out_dir=str(sae_dir)),
                   resume=(sae_dir / "checkpoints").exists(), progress=False)  # fmt: skip
     sae = MatryoshkaSAE.from_pretrained(sae_dir / "sae", expected_d_in=store.d)

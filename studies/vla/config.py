@@ -36,10 +36,20 @@ DEFAULT_SAE_LEVELS = {"fragile": [0.8, 0.6, 0.4, 0.2, 0.0], "rigid": [0.2, 0.4, 
 EXPECTED_CARRY_SIGN = {"quickly": 1, "fast": 1, "slowly": -1, "slow": -1}
 COLLECT_SEED = 1_000_000  # first env seed of the labelled frames (episodes use seeds 0..n-1)
 #: Fields whose values made the cached resources; a rerun must keep them.
-RESOURCE_FIELDS = ("model", "layer", "images", "sae_steps", "sae_expansion", "sae_lr")
-#: Fields that change what every episode is (with their values in studies saved before they
-#: existed); a rerun in the same folder must keep them too.
-EPISODE_FIELDS = {"material": "fragile", "unbreakable": False}
+RESOURCE_FIELDS = ("agent", "stream", "model", "layer", "images", "collect_episodes", "sae_steps", "sae_expansion",
+                   "sae_lr")  # fmt: skip
+#: Fields that change what every episode is; a rerun in the same folder must keep them too.
+EPISODE_FIELDS = ("material", "unbreakable")
+#: The values of fields in studies saved before the fields existed.
+SAVED_BEFORE = {
+    "material": "fragile",
+    "unbreakable": False,
+    "agent": "vla",
+    "stream": "vlm",
+    "collect_episodes": 32,
+}
+#: Agents the study steers: the token VLA and a π0 (either stream).
+STUDY_AGENTS = ("vla", "pi0")
 
 
 @dataclass
@@ -49,6 +59,9 @@ class VLAStudyConfig:
     Attributes:
         name: study folder name under `out`.
         out: parent folder of study folders.
+        agent: "vla" (the token VLA) or "pi0" (a π0 folder as `model`, steered on `stream`).
+        stream: with a π0, what the SAE reads and the edits change: "vlm" (the prefix's image
+            tokens) or "expert" (the action expert's action tokens, at every denoising step).
         model: VLA checkpoint folder ("tiny": the embedded agents/tiny_vla).
         layer: decoder layer of the tap, the SAE and every residual edit (None: the agent's
             default, 2/3 depth).
@@ -62,7 +75,10 @@ class VLAStudyConfig:
         decoding: how the VLA decodes its action tokens ("expectation", the default, "gated",
             "argmax";
             see `physteer run --help`).
-        images: labelled frames collected for the SAE, discovery and the dom vector.
+        images: labelled frames collected for the SAE, discovery and the dom vector (the VLA).
+        collect_episodes: with a π0, unsteered closed-loop episodes (color × material
+            balanced, seeds from COLLECT_SEED) whose decisions fill the store instead: the
+            expert's activations exist only inside a decision (studies.rollout_store).
         sae_steps: SAE training steps.
         sae_expansion: SAE latents per residual dimension.
         sae_lr: SAE learning rate (None: sae.TrainConfig's default).
@@ -73,7 +89,8 @@ class VLAStudyConfig:
         dom_scales: difference-of-means magnitudes toward the other material (run as dom:−m
             on fragile objects, dom:+m on rigid ones), each > 0.
         neuron_words: handling words whose FFN neuron cluster is clamped
-            (agents.vla_model.HANDLING_WORDS); empty: no neuron conditions.
+            (agents.vla_model.HANDLING_WORDS); empty: no neuron conditions. None: quickly,
+            slowly, gently, firmly for the VLA; none for a π0 (it has no action vocabulary).
         neuron_value: the activation the neuron clusters (and the random cluster) are clamped to.
         videos: record MP4s for the first this-many seeds of each condition.
         executor: "serial", "processes" or "ray" (see `physteer run`).
@@ -84,6 +101,8 @@ class VLAStudyConfig:
 
     name: str = "vla-study"
     out: str = "runs"
+    agent: str = "vla"
+    stream: str = "vlm"
     model: str = "tiny"
     layer: int | None = None
     material: str = "fragile"
@@ -93,20 +112,25 @@ class VLAStudyConfig:
     chunk: int | None = None
     decoding: str = DEFAULT_DECODING
     images: int = 512
+    collect_episodes: int = 32
     sae_steps: int = 1500
     sae_expansion: float = 4.0
     sae_lr: float | None = None
     sae_levels: list[float] | None = None
     dom_scales: list[float] = field(default_factory=lambda: [0.25, 0.5])
-    neuron_words: list[str] = field(
-        default_factory=lambda: ["quickly", "slowly", "gently", "firmly"]
-    )
+    neuron_words: list[str] | None = None
     neuron_value: float = 5.0
     videos: int = 0
     executor: str = "processes"
     workers: int = 1
     envs_per_worker: int = 4
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.neuron_words is None:
+            self.neuron_words = (
+                ["quickly", "slowly", "gently", "firmly"] if self.agent == "vla" else []
+            )
 
     @property
     def root(self) -> Path:
@@ -134,10 +158,16 @@ class VLAStudyConfig:
         checks, and that cached resources were made with the same settings)."""
         from agents.vla_model import HANDLING_WORDS
 
+        if self.agent not in STUDY_AGENTS:
+            raise ValueError(f"agent={self.agent!r}: allowed {list(STUDY_AGENTS)}")
+        if self.agent == "pi0" and self.neuron_words:
+            raise ValueError(f"neuron_words={self.neuron_words}: a π0 has no action vocabulary whose words' "
+                             "neurons could be clamped; give none")  # fmt: skip
         for name, low in (
             ("seeds", 2),
             ("max_steps", 1),
             ("images", 16),
+            ("collect_episodes", 4),
             ("sae_steps", 1),
             ("videos", 0),
         ):
@@ -182,7 +212,7 @@ class VLAStudyConfig:
         if saved.is_file():
             old = json.loads(saved.read_text())
             changed = [k for k in (*RESOURCE_FIELDS, *EPISODE_FIELDS)
-                       if old.get(k, EPISODE_FIELDS.get(k)) != getattr(self, k)]  # fmt: skip
+                       if old.get(k, SAVED_BEFORE.get(k)) != getattr(self, k)]  # fmt: skip
             if changed:
                 raise ValueError(f"{self.root} holds a study made with other {changed} "
                                  f"({ {k: old.get(k) for k in changed} }); use another --name")  # fmt: skip
@@ -203,11 +233,23 @@ class VLAStudyConfig:
 
         return ExperimentConfig(
             name="episodes", out=str(self.root), conditions=self.conditions(random_condition),
-            seeds=list(range(self.seeds)), material=self.material, unbreakable=self.unbreakable, agent="vla", model=self.model,
-            layer=resources.get("layer", self.layer),
+            seeds=list(range(self.seeds)), material=self.material, unbreakable=self.unbreakable, agent=self.agent,
+            stream=self.stream, model=self.model, layer=resources.get("layer", self.layer),
             chunk=self.chunk, decoding=self.decoding, max_steps=self.max_steps, holding=False, videos=self.videos, executor=self.executor,
             workers=self.workers, envs_per_worker=self.envs_per_worker, device=self.device,
             sae=resources.get("sae"), discovery=resources.get("discovery"), vector=resources.get("vector"),
+        )  # fmt: skip
+
+    def collect_experiment(self, layer: int) -> Any:
+        """With a π0: the unsteered episodes whose decisions fill the store (seeds from
+        COLLECT_SEED, the env's balanced design)."""
+        from rollouts.runner import ExperimentConfig
+
+        return ExperimentConfig(
+            name="collect", out=str(self.root), seeds=list(range(COLLECT_SEED, COLLECT_SEED + self.collect_episodes)),
+            agent=self.agent, stream=self.stream, model=self.model, layer=layer, chunk=self.chunk, max_steps=self.max_steps,
+            holding=False, executor=self.executor, workers=self.workers, envs_per_worker=self.envs_per_worker,
+            device=self.device,
         )  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""`physteer vla-study`: graded steering of the VLA's handling of one material, one command.
+"""`physteer vla-study`: graded steering of the VLA's (or a π0's) handling of one material, one command.
 
     physteer vla-study --model runs/vla --seeds 20
     physteer vla-study --model runs/vla --seeds 20 --material rigid --name vla-study-rigid
@@ -7,6 +7,10 @@ On fragile objects the steering goes toward rigid and should raise the grip; a f
 breaks at the threshold force (envs.fragility, 15 N), which cuts its peak grip force short. On
 rigid objects (`material="rigid"`) it goes toward fragile and should lower the grip, which
 nothing cuts short: the same dose response without the censoring.
+
+A π0 (`agent="pi0"`, on its `stream`) takes the same study; its store is filled from its own
+closed-loop decisions (studies.rollout_store) instead of labelled frames, and it has no neuron
+conditions.
 
 1. Resources on the VLA (cached in the study folder, reused on rerun): tap-layer image-token
    activations of labelled frames (`studies.collect`, the plain question prompt: its image
@@ -56,9 +60,15 @@ def build_resources(cfg: VLAStudyConfig, console: Console) -> dict[str, Any]:
     from studies.collect import collect_activations
 
     root = cfg.root
-    backend, _ = load_vla(
-        TINY_VLA_DIR if cfg.model in ("tiny", "tiny-vla") else cfg.model, cfg.device, "float32"
-    )
+    if cfg.agent == "pi0":
+        from agents.pi0_model import load_pi0, pi0_dir
+
+        backend = load_pi0(pi0_dir(cfg.model), cfg.device, "float32")
+        backend = backend.expert if cfg.stream == "expert" else backend
+    else:
+        backend, _ = load_vla(
+            TINY_VLA_DIR if cfg.model in ("tiny", "tiny-vla") else cfg.model, cfg.device, "float32"
+        )
     layer = default_tap_layer(backend.n_layers) if cfg.layer is None else cfg.layer
     store_dir, sae_dir, discovery_path = (
         root / "store",
@@ -67,10 +77,20 @@ def build_resources(cfg: VLAStudyConfig, console: Console) -> dict[str, Any]:
     )
     if not marker_reads(store_dir / "dom_vector.safetensors"):
         shutil.rmtree(store_dir, ignore_errors=True)  # a half-written store from an interrupted run
-        console.print(f"collecting {cfg.images} labelled frames at layer {layer}")
-        collect_activations(
-            backend, layer, store_dir, cfg.images, seed=COLLECT_SEED, workers=cfg.workers
-        )
+        if cfg.agent == "pi0":  # its decisions, not frames: the expert reads state and noise too
+            from rollouts.experiment import run_experiment
+            from studies.rollout_store import decision_store
+
+            console.print(
+                f"collecting the decisions of {cfg.collect_episodes} episodes at {cfg.stream} layer {layer}"
+            )
+            run_dir = run_experiment(cfg.collect_experiment(layer), progress=False)
+            decision_store(run_dir, store_dir, layer, f"{cfg.model}:{cfg.stream}")
+        else:
+            console.print(f"collecting {cfg.images} labelled frames at layer {layer}")
+            collect_activations(
+                backend, layer, store_dir, cfg.images, seed=COLLECT_SEED, workers=cfg.workers
+            )
     from studies.sae_resources import sae_and_discovery
 
     made = sae_and_discovery(
@@ -83,7 +103,7 @@ def build_resources(cfg: VLAStudyConfig, console: Console) -> dict[str, Any]:
     if not fragility:
         raise ValueError(f"discovery on {cfg.model} at layer {layer} found no fragility feature "
                          f"({discovery_path.with_name('discovery.png')}): the SAE conditions have nothing to "
-                         "steer; try more --images or --sae-steps (in a new --name) or another --layer")  # fmt: skip
+                         "steer; try more --images (a π0: --collect-episodes) or --sae-steps (in a new --name) or another --layer")  # fmt: skip
     return {"store": str(store_dir), "sae": str(sae_dir / "sae"), "discovery": str(discovery_path),
             "vector": str(store_dir / "dom_vector.safetensors"), "layer": layer, "backend": backend,
             "sae_fve": metrics.fve, "sae_l0": metrics.l0, "n_fragility_features": len(fragility)}  # fmt: skip
