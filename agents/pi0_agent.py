@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from agents.chunk_lanes import ChunkLanes
-from agents.pi0_model import PI0Backend, load_pi0
+from agents.pi0_model import PI0Backend, check_noise_scale, load_pi0
 from agents.taps import ResidualTap
 from agents.vla_agent import chunk_change
 from agents.vlm_agent import default_tap_layer
@@ -63,7 +63,8 @@ class PI0Agent(ChunkLanes):
 
     def __init__(self, model: PI0Backend | str | Path, chunk: int | None = None, steps: int | None = None,
                  tap_layer: int | None | str = "default", question: str = "", device: str = "cpu",
-                 dtype: str = "float32", stream: str = "vlm", variance_draws: int = 0) -> None:  # fmt: skip
+                 dtype: str = "float32", stream: str = "vlm", variance_draws: int = 0,
+                 noise_scale: float | None = None) -> None:  # fmt: skip
         """Args:
         model: a loaded PI0Backend or a π0 checkpoint folder (agents.pi0_model.load_pi0).
         chunk: actions executed per decision, 1..chunk_size (default: the checkpoint's
@@ -77,6 +78,9 @@ class PI0Agent(ChunkLanes):
             action tokens, agents.pi0_model.PI0ExpertView).
         variance_draws: extra chunks denoised per decision from other noise draws, whose
             spread is the decision's "sample_variance" signal (0: none, no extra cost).
+        noise_scale: the scale of every decision's starting noise, in [0, 2] (None: the
+            checkpoint's `noise_scale`, else 1, π0's own sampling; < 1 samples nearer the
+            flow's mode, 0 starts every decision from zero).
 
         Raises:
             ValueError: a chunk longer than the model's, steps < 1, variance_draws not in
@@ -109,6 +113,9 @@ class PI0Agent(ChunkLanes):
                 f"variance_draws={variance_draws!r}: must be an int in 0..64 (0: no sample variance)"
             )
         self.chunk, self.steps, self.question = chunk, steps, question
+        self.noise_scale = check_noise_scale(
+            self.policy.noise_scale if noise_scale is None else noise_scale
+        )
         self.variance_draws = variance_draws
         if tap_layer == "default":
             tap_layer = default_tap_layer(self.backend.n_layers)
@@ -138,7 +145,7 @@ class PI0Agent(ChunkLanes):
             env_states.append(np.asarray(obs["state"], dtype=np.float32))
         b = self.policy
         variance = self._sample_variance(frames, texts, np.stack(env_states), states)
-        noise = torch.stack(
+        noise = self.noise_scale * torch.stack(
             [decision_noise(s.seed, s.n_decisions, b.chunk_size, b.action_dim) for s in states]
         )
         actions = b.sample(frames, texts, np.stack(env_states), noise, self.steps)
@@ -163,8 +170,8 @@ class PI0Agent(ChunkLanes):
         if not self.variance_draws:
             return None
         b, k = self.policy, self.variance_draws + 1
-        noise = torch.stack([decision_noise(s.seed, s.n_decisions, b.chunk_size, b.action_dim, d)
-                             for s in states for d in range(k)])  # fmt: skip
+        noise = self.noise_scale * torch.stack([decision_noise(s.seed, s.n_decisions, b.chunk_size, b.action_dim, d)
+                                                for s in states for d in range(k)])  # fmt: skip
         repeat = [i for i in range(len(states)) for _ in range(k)]
         chunks = b.sample([frames[i] for i in repeat], [texts[i] for i in repeat], env_states[repeat],
                           noise, self.steps)  # fmt: skip

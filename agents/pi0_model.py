@@ -186,6 +186,9 @@ class PI0Backend:
         # Actions executed per decision unless an agent is told otherwise (LeRobot's π0 calls it
         # n_action_steps; read from the checkpoint's processor_config.json by load_pi0).
         self.n_action_steps = self.chunk_size
+        # The scale of the starting noise unless an agent is told otherwise (processor_config.json's
+        # "noise_scale", physteer's own key; 1 is π0's sampling, < 1 samples nearer the flow's mode).
+        self.noise_scale = 1.0
         if self.action_dim < ENV_ACTION_SIZE:
             raise ValueError(f"π0 checkpoint {name}: max_action_dim={self.action_dim} is smaller than the env's "
                              f"{ENV_ACTION_SIZE} action dimensions (dx, dy, dz, grip)")  # fmt: skip
@@ -322,10 +325,20 @@ def is_pi0_folder(path: str | Path) -> bool:
     return config.is_file() and json.loads(config.read_text()).get("model_type") == "pi0"
 
 
-def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | None = None) -> None:
+def check_noise_scale(value: Any, where: str = "noise_scale") -> float:
+    """`value` as a float in [0, 2], or ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 2.0:
+        raise ValueError(f"{where}={value!r}: must be a number in [0, 2] (the starting noise's scale; 1: π0's own "
+                         "sampling, 0: every decision from the same zero noise)")  # fmt: skip
+    return float(value)
+
+
+def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | None = None,
+                     noise_scale: float | None = None) -> None:  # fmt: skip
     """Before any episode, from the folder's JSON files alone: a π0 config, normalisation
-    statistics, an action and state space the env fits in, `chunk` in 1..chunk_size and
-    `steps` >= 1 (None: the model's own); "tiny" is the shipped tiny π0 (pi0_dir)."""
+    statistics, an action and state space the env fits in, `chunk` in 1..chunk_size,
+    `steps` >= 1 and `noise_scale` in [0, 2] (None: the model's own); "tiny" is the shipped
+    tiny π0 (pi0_dir)."""
     path = pi0_dir(path)
     if not is_pi0_folder(path):
         raise ValueError(f"model {str(path)!r} is not a π0 checkpoint: expected a folder with a config.json of "
@@ -351,6 +364,12 @@ def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | No
         )
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"denoise_steps={steps!r}: must be an int >= 1")
+    if "noise_scale" in processor_doc(path):
+        check_noise_scale(
+            processor_doc(path)["noise_scale"], f"π0 checkpoint {path}: noise_scale in {STATS_FILE}"
+        )
+    if noise_scale is not None:
+        check_noise_scale(noise_scale)
 
 
 def load_pi0(path: str | Path, device: str = "cpu", dtype: str = "float32") -> PI0Backend:
@@ -376,4 +395,5 @@ def load_pi0(path: str | Path, device: str = "cpu", dtype: str = "float32") -> P
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     backend = PI0Backend(model.to(device), tokenizer, stats, name=path.name)
     backend.n_action_steps = int(doc.get("n_action_steps") or backend.chunk_size)
+    backend.noise_scale = float(doc.get("noise_scale", 1.0))
     return backend

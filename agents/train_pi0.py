@@ -204,13 +204,15 @@ def flow_loss(backend: PI0Backend, demos: Any, n_rows: int | None = None, seed: 
 
 
 def save_pi0(backend: PI0Backend, out_dir: str | Path, report: dict[str, Any] | None = None,
-             n_action_steps: int | None = None) -> Path:  # fmt: skip
+             n_action_steps: int | None = None, noise_scale: float | None = None) -> Path:  # fmt: skip
     """The checkpoint folder (weights, tokenizer, statistics, training_report.json), atomically;
-    `n_action_steps`: the actions an agent executes per decision by default (None: the chunk)."""
+    `n_action_steps`: the actions an agent executes per decision by default (None: the chunk);
+    `noise_scale`: its default starting-noise scale (None: 1, π0's own sampling)."""
     with atomic_dir(out_dir) as tmp:
         backend.model.save_pretrained(tmp, safe_serialization=True)
         backend.tokenizer.save_pretrained(tmp)
         execute = {} if n_action_steps is None else {"n_action_steps": int(n_action_steps)}
+        execute |= {} if noise_scale is None else {"noise_scale": float(noise_scale)}
         write_json(Path(tmp) / STATS_FILE, {"processor_class": "PI0Processor", "chunk_size": backend.chunk_size,
                                             "max_state_dim": backend.state_dim, **execute, **backend.stats.to_dict()})  # fmt: skip
         if report is not None:

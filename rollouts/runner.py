@@ -53,6 +53,7 @@ class ExperimentConfig:
         denoise_steps: a π0's flow-matching steps per decision (None: its config's).
         stream: the π0 stream taps, steering and monitors use: "vlm" (prefix) or "expert".
         variance_draws: a π0's extra noise draws per decision (its "sample_variance" signal).
+        noise_scale: a π0's starting-noise scale in [0, 2] (None: its checkpoint's, else 1).
         decoding: how a VLA turns its action-token logits into actions: "expectation" (the
             default), "gated" (the expectation, the gripper first decided open or closed) or
             "argmax" (agents.action_tokens).
@@ -110,6 +111,7 @@ class ExperimentConfig:
     denoise_steps: int | None = None
     stream: str = "vlm"
     variance_draws: int = 0
+    noise_scale: float | None = None
     decoding: str = DEFAULT_DECODING
     threshold: float = 0.5
     image_size: int = 384
@@ -154,9 +156,10 @@ class ExperimentConfig:
         allowed("renderer", self.renderer, RENDERERS)
         allowed("decoding", self.decoding, DECODING_RULES)
         allowed("stream", self.stream, ("vlm", "expert") if self.agent == "pi0" else ("vlm",))
-        if self.variance_draws not in (range(65) if self.agent == "pi0" else (0,)):
-            raise ValueError(f"variance_draws {self.variance_draws!r}: an int in 0..64 with agent 'pi0' (extra "
-                             f"noise draws per decision), 0 with agent {self.agent!r}")  # fmt: skip
+        if self.variance_draws not in (range(65) if self.agent == "pi0" else (0,)) or (
+                self.noise_scale is not None and self.agent != "pi0"):  # fmt: skip
+            raise ValueError(f"variance_draws {self.variance_draws!r}, noise_scale {self.noise_scale!r}: a π0's sampling "
+                             f"(0..64 extra draws, a scale in [0, 2]); agent {self.agent!r} takes 0 and none")  # fmt: skip
         from monitors.sarm import ON_VETO, TOKEN_SELECTIONS
 
         allowed("on_veto", self.on_veto, ON_VETO)
@@ -173,9 +176,7 @@ class ExperimentConfig:
             or len(set(self.seeds)) != len(self.seeds)
             or any(s < 0 for s in self.seeds)
         ):
-            raise ValueError(
-                f"seeds must be a non-empty list of distinct ints >= 0, got {self.seeds}"
-            )
+            raise ValueError(f"seeds must be a non-empty list of distinct ints >= 0, got {self.seeds}")  # fmt: skip
         for name, low in (("workers", 1), ("envs_per_worker", 1), ("decide_every", 1), ("max_steps", 1),
                           ("image_size", 16), ("videos", 0)):  # fmt: skip
             value = getattr(self, name)
@@ -238,7 +239,7 @@ class ExperimentConfig:
         if self.agent == "pi0":
             from agents.pi0_model import check_pi0_folder
 
-            check_pi0_folder(self.model, self.chunk, self.denoise_steps)
+            check_pi0_folder(self.model, self.chunk, self.denoise_steps, self.noise_scale)
             return
         from agents.vla_model import check_vla_folder
 
@@ -356,7 +357,7 @@ class EpisodeRunner:
 
             self.agent = PI0Agent(cfg.model, chunk=cfg.chunk, steps=cfg.denoise_steps, tap_layer=layer,
                                   device=cfg.device, dtype=cfg.dtype, stream=cfg.stream,
-                                  variance_draws=cfg.variance_draws)  # fmt: skip
+                                  variance_draws=cfg.variance_draws, noise_scale=cfg.noise_scale)  # fmt: skip
         elif cfg.agent == "vlm":
             from agents.vlm_agent import VLMAgent
 

@@ -39,6 +39,8 @@ class TrainPI0RecipeConfig:
             report gives the final flow-matching loss beside the training rows' (0: none).
         n_action_steps: actions an agent executes per decision by default, written to the
             checkpoint (None: the whole chunk).
+        noise_scale: the agents' default starting-noise scale in [0, 2], written to the
+            checkpoint (None: 1, π0's own sampling); the DAgger rounds sample with it too.
         hidden, expert_hidden, layers, image_size, patch, chunk, denoise_steps, batch_size, lr,
         schedule, seed, threads: the model's sizes and the optimisation (agents.train_pi0.TrainPI0Config).
     """
@@ -58,6 +60,7 @@ class TrainPI0RecipeConfig:
     patch: int = 16
     chunk: int = 8
     n_action_steps: int | None = None
+    noise_scale: float | None = None
     denoise_steps: int = 5
     batch_size: int = 32
     lr: float = 1e-3
@@ -80,6 +83,10 @@ class TrainPI0RecipeConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}={value!r}: must be an int >= {low}")
         self.model_config(self.steps).validate()
+        if self.noise_scale is not None:
+            from agents.pi0_model import check_noise_scale
+
+            check_noise_scale(self.noise_scale)
         if self.n_action_steps is not None and not (
             isinstance(self.n_action_steps, int) and 1 <= self.n_action_steps <= self.chunk
         ):
@@ -114,7 +121,8 @@ def train_pi0_recipe(cfg: TrainPI0RecipeConfig, console: Any) -> dict[str, Any]:
     ]
     console.print(f"round 0: loss {history[0]['loss']:.3f} → {history[-1]['loss']:.3f}")
     for r in range(1, cfg.dagger_rounds + 1):
-        agent = DaggerAgent(PI0Agent(backend, chunk=cfg.n_action_steps or cfg.chunk, tap_layer=None),
+        agent = DaggerAgent(PI0Agent(backend, chunk=cfg.n_action_steps or cfg.chunk, tap_layer=None,
+                                     noise_scale=cfg.noise_scale),
                             ScriptedAgent(oracle_profiles(), recover=True))  # fmt: skip
         more = collect_demonstrations(cfg.dagger_episodes, DAGGER_SEED + 1000 * r, horizon=cfg.chunk,
                                       frame_every=cfg.frame_every + 1, agent=agent, n_envs=4)  # fmt: skip
@@ -143,7 +151,9 @@ def train_pi0_recipe(cfg: TrainPI0RecipeConfig, console: Any) -> dict[str, Any]:
                               "training_rows_loss": round(flow_loss(backend, demos, n_rows=len(held)), 4)}  # fmt: skip
         console.print(f"held-out flow-matching loss {report['held_out']['loss']:.3f} "
                       f"(training rows {report['held_out']['training_rows_loss']:.3f})")  # fmt: skip
-    save_pi0(backend, cfg.out_dir, report, n_action_steps=cfg.n_action_steps)
+    save_pi0(
+        backend, cfg.out_dir, report, n_action_steps=cfg.n_action_steps, noise_scale=cfg.noise_scale
+    )
     console.print(f"wrote {cfg.out_dir} ({report['seconds']:.0f} s); closed loop: physteer agent-eval --agent pi0 "
                   f"--model {cfg.out_dir} --pattern-control")  # fmt: skip
     return report

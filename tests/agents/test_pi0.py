@@ -98,6 +98,8 @@ def edit_json(path, **changes):
     ("actions-3", [], "max_action_dim=3 is smaller than the env's 4 action dimensions"),
     ("corrupt", [], "model.safetensors"),
     ("execute-9", [], "n_action_steps=9 in processor_config.json must be an int in 1..6"),
+    ("noise-3", [], "noise_scale in processor_config.json=3: must be a number in [0, 2]"),
+    (None, ["--noise-scale", "-0.5"], "noise_scale=-0.5: must be a number in [0, 2]"),
     (None, ["--chunk", "7"], "chunk=7: must be an int in 1..6 (the π0 checkpoint's chunk_size)"),
     (None, ["--denoise-steps", "0"], "denoise_steps=0: must be an int >= 1"),
 ])  # fmt: skip
@@ -114,6 +116,8 @@ def test_bad_checkpoints_and_settings_before_any_episode(
         edit_json(model / "config.json", max_action_dim=3)
     elif change == "execute-9":
         edit_json(model / "processor_config.json", n_action_steps=9)
+    elif change == "noise-3":
+        edit_json(model / "processor_config.json", noise_scale=3)
     elif change == "corrupt":
         weights = model / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:1000])
@@ -282,6 +286,29 @@ def test_the_checkpoints_n_action_steps_is_the_default_chunk(pi0_dir, tmp_path):
     assert PI0Agent(model, chunk=5, tap_layer=None).chunk == 5  # an explicit chunk wins
 
 
+def test_the_noise_scale_scales_the_starting_noise_and_defaults_to_the_checkpoints(pi0_dir, tmp_path):
+    from agents.pi0_agent import PI0Agent
+
+    rng = np.random.default_rng(4)
+    obs = {"image": rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), "state": np.zeros(17, np.float32)}
+    info = {"instruction": "Put the red object in the bin."}
+
+    def first_chunk(model, **kw):
+        agent = PI0Agent(model, chunk=6, tap_layer=None, **kw)
+        agent.reset(7)
+        return np.stack([agent.act(obs, info) for _ in range(6)])
+
+    own = first_chunk(pi0_dir)
+    assert np.array_equal(first_chunk(pi0_dir, noise_scale=1.0), own)  # 1: π0's own sampling, bit for bit
+    half = first_chunk(pi0_dir, noise_scale=0.5)
+    assert np.abs(half - own).max() > 1e-4
+    model = tmp_path / "model"
+    shutil.copytree(pi0_dir, model)
+    edit_json(model / "processor_config.json", noise_scale=0.5)
+    assert np.array_equal(first_chunk(model), half)  # the checkpoint's default
+    assert np.array_equal(first_chunk(model, noise_scale=1.0), own)  # an explicit scale wins
+
+
 def test_sample_variance_is_a_signal_that_leaves_the_actions_and_the_tap_alone(pi0_dir):
     from agents.pi0_agent import PI0Agent
 
@@ -323,7 +350,7 @@ def test_sample_variance_reaches_the_step_log_and_only_a_pi0_takes_draws(pi0_dir
     decided = [r["sample_variance"] for r in rows if r["decided"]]
     assert decided and all(v > 0 for v in decided)
     assert all(np.isnan(r["sample_variance"]) for r in rows if not r["decided"])
-    with pytest.raises(ValueError, match="variance_draws 2: an int in 0..64 with agent 'pi0'"):
+    with pytest.raises(ValueError, match="variance_draws 2, noise_scale None: a π0.s sampling"):
         ExperimentConfig(agent="vla", model="tiny", variance_draws=2).validate()
     with pytest.raises(
         ValueError, match=r"scorers \['action-entropy'\] read signals agent 'pi0' does not report"

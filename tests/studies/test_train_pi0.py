@@ -15,14 +15,15 @@ def test_train_pi0_and_run_it(tmp_path, capsys):
     out = tmp_path / "ckpt"
     assert main(["train-pi0", "--episodes", "2", "--steps", "6", "--dagger-rounds", "1", "--dagger-episodes", "1",
                  "--dagger-steps", "3", "--frame-every", "8", "--held-out-episodes", "1", "--n-action-steps", "2",
-                 "--out-dir", str(out), *SMALL]) == 0  # fmt: skip
+                 "--noise-scale", "0.5", "--out-dir", str(out), *SMALL]) == 0  # fmt: skip
     report = json.loads((out / "training_report.json").read_text())
     assert [r["round"] for r in report["rounds"]] == [0, 1]
     assert report["rounds"][1]["rows"] > report["rounds"][0]["rows"]  # the DAgger rows joined
     assert report["versions"]["transformers"] and report["config"]["chunk"] == 4
     held = report["held_out"]
     assert held["rows"] > 0 and held["loss"] > 0 and held["training_rows_loss"] > 0
-    assert json.loads((out / "processor_config.json").read_text())["n_action_steps"] == 2
+    written = json.loads((out / "processor_config.json").read_text())
+    assert (written["n_action_steps"], written["noise_scale"]) == (2, 0.5)
     assert main(["agent-eval", "--agent", "pi0", "--model", str(out), "--seeds", "1", "--max-steps", "6",
                  "--out", str(tmp_path / "eval")]) == 0  # fmt: skip
 
@@ -44,4 +45,6 @@ def test_bad_recipe_settings_are_named(tmp_path, capsys):
         == 2
     )
     assert "n_action_steps=5: must be an int in 1..chunk=4" in capsys.readouterr().err
+    assert main(["train-pi0", "--noise-scale", "2.5", "--out-dir", str(tmp_path / "x")]) == 2
+    assert "noise_scale=2.5: must be a number in [0, 2]" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
