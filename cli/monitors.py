@@ -64,6 +64,11 @@ def run_bench_cli(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(MonitorBenchConfig, args, out=str(Path("runs") / args.name))
     doc = run_monitor_bench(cfg, progress=True)
-    print_bench(doc)
+    if cfg.leave_one_out:
+        from studies.monitor_bench.folds import print_folds
+
+        print_folds(doc)
+    else:
+        print_bench(doc)
     print(f"wrote {cfg.out}/summary.json" + (", bench.png" if cfg.plots else ""))
     return 0

@@ -67,6 +67,9 @@ class MonitorBenchConfig:
         max_steps: steps before truncation (a timeout is a failure).
         sae_steps: training steps of the SAE scorer.
         workers, envs_per_worker, executor: as for every run.
+        leave_one_out: hold out each kind of seen + held_out in turn (studies.monitor_bench.
+            folds): the scorers are fitted and calibrated on the unshifted scene and the other
+            kinds, scored and enforced on the one held out; held-out figures pooled over folds.
         n_boot: bootstrap resamples for the intervals.
         out: output folder.
         plots: write bench.png.
@@ -94,6 +97,7 @@ class MonitorBenchConfig:
     workers: int = 2
     envs_per_worker: int = 1
     executor: str = "processes"
+    leave_one_out: bool = False
     n_boot: int = 500
     out: str = "runs/monitor-bench"
     plots: bool = True
@@ -105,7 +109,7 @@ class MonitorBenchConfig:
                 n for n, (k, _) in BENCH_SCORERS.items() if k != "signal" or n in signals
             )
         if self.enforce is None:  # the best learned predictor beside the agent's own uncertainty
-            self.enforce = ("best", *signals[:1])
+            self.enforce = ("best", *[n for n in signals if n in self.scorers][:1])
         self.scorers, self.enforce = tuple(self.scorers), tuple(self.enforce)
 
     def check(self) -> None:
@@ -140,6 +144,10 @@ class MonitorBenchConfig:
         if not self.seen:
             raise ValueError(
                 "seen: give at least one shift kind the learned predictors see failing in training"
+            )
+        if self.leave_one_out and len(self.seen) + len(self.held_out) < 2:
+            raise ValueError(
+                "leave_one_out holds out each kind of seen + held_out in turn: give at least 2 kinds"
             )
         if overlap := sorted(set(self.seen) & set(self.held_out)):
             raise ValueError(

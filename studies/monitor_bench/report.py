@@ -106,36 +106,44 @@ def _finite(x: Any) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def enforced_summary(
-    eval_dir: Path, enforce_dir: Path, names: list[str], conditions: list[str]
-) -> dict[str, Any]:
-    """Per enforced scorer, on the held-out conditions' paired seeds: failures without and with
-    it enforcing (exact McNemar, one-sided: fewer with it), success lost and the fallback share."""
+def enforced_pairs(
+    eval_dir: Path, enforce_dir: Path, name: str, conditions: list[str]
+) -> list[tuple[dict, dict]]:
+    """(unmonitored, enforced) episode rows of `name`'s enforced run, paired by condition and seed."""
     import pyarrow.parquet as pq
-
-    from reports.stats import mcnemar, wilson
 
     off = {(r["condition"], r["seed"]): r for r in pq.read_table(eval_dir / "episodes.parquet").to_pylist()
            if r["monitor"] == "none" and r["condition"] in conditions}  # fmt: skip
-    on_rows = pq.read_table(enforce_dir / "episodes.parquet").to_pylist()
-    out = {}
-    for name in names:
-        on = {(r["condition"], r["seed"]): r for r in on_rows if r["monitor"] == name}
-        keys = sorted(set(off) & set(on))
-        a = np.array([not off[k]["success"] for k in keys], dtype=bool)
-        b = np.array([not on[k]["success"] for k in keys], dtype=bool)
-        broken_off = sum(bool(off[k]["broken"]) for k in keys)
-        broken_on = sum(bool(on[k]["broken"]) for k in keys)
-        out[name] = {
-            "n": len(keys), "failed_off": wilson(int(a.sum()), len(keys)).to_dict(),
-            "failed_on": wilson(int(b.sum()), len(keys)).to_dict(),
-            "broken_off": broken_off, "broken_on": broken_on,
-            "prevented": int(np.sum(a & ~b)), "caused": int(np.sum(~a & b)),
-            "p_fewer_failures": mcnemar(a, b, alternative="less") if len(keys) else math.nan,
-            "success_lost": wilson(int(np.sum(~a & b)), int(np.sum(~a))).to_dict() | {"k": int(np.sum(~a & b))},
-            "fallback": wilson(sum(on[k].get("fallback_step") is not None for k in keys), len(keys)).to_dict(),
-        }  # fmt: skip
-    return out
+    on = {(r["condition"], r["seed"]): r for r in pq.read_table(enforce_dir / "episodes.parquet").to_pylist()
+          if r["monitor"] == name}  # fmt: skip
+    return [(off[k], on[k]) for k in sorted(set(off) & set(on))]
+
+
+def enforcement_figures(pairs: list[tuple[dict, dict]]) -> dict[str, Any]:
+    """Failures without and with a monitor enforcing on paired episodes (exact McNemar,
+    one-sided: fewer with it), breakage, success lost and the fallback share."""
+    from reports.stats import mcnemar, wilson
+
+    a = np.array([not off["success"] for off, _ in pairs], dtype=bool)
+    b = np.array([not on["success"] for _, on in pairs], dtype=bool)
+    n = len(pairs)
+    return {
+        "n": n, "failed_off": wilson(int(a.sum()), n).to_dict(), "failed_on": wilson(int(b.sum()), n).to_dict(),
+        "broken_off": sum(bool(off["broken"]) for off, _ in pairs), "broken_on": sum(bool(on["broken"]) for _, on in pairs),
+        "prevented": int(np.sum(a & ~b)), "caused": int(np.sum(~a & b)),
+        "p_fewer_failures": mcnemar(a, b, alternative="less") if n else math.nan,
+        "success_lost": wilson(int(np.sum(~a & b)), int(np.sum(~a))).to_dict() | {"k": int(np.sum(~a & b))},
+        "fallback": wilson(sum(on.get("fallback_step") is not None for _, on in pairs), n).to_dict(),
+    }  # fmt: skip
+
+
+def enforced_summary(
+    eval_dir: Path, enforce_dir: Path, names: list[str], conditions: list[str]
+) -> dict[str, Any]:
+    """Per enforced scorer, on the held-out conditions' paired seeds: enforcement_figures."""
+    return {
+        n: enforcement_figures(enforced_pairs(eval_dir, enforce_dir, n, conditions)) for n in names
+    }
 
 
 def plot_bench(summary: dict[str, Any], path: Path) -> None:

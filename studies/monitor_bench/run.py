@@ -154,68 +154,92 @@ def calibrate(
     return out
 
 
+def fit_stage(
+    cfg: MonitorBenchConfig, episodes: list[dict[str, Any]], layer: int, out: Path
+) -> dict[str, Any]:
+    """Fit every scorer on the fit seeds' episodes, calibrate it on the others' successes, save
+    it (and the SAE's explainer) under `out`/<name>; `out`/fit.json, written last, is returned."""
+    from storage import write_json
+
+    fit_seeds = set(cfg.fit_seed_list)
+    fit = [e for e in episodes if e["seed"] in fit_seeds]
+    calib = [e for e in episodes if e["seed"] not in fit_seeds]
+    scorers = fit_scorers(cfg, fit, layer)
+    cal = calibrate(cfg, scorers, calib)
+    for name, s in scorers.items():
+        s.save(out / name)
+    if "sae" in scorers:  # explanations of any scorer's alarms: the SAE latents that moved most
+        from monitors.explain import FeatureExplainer
+
+        ok = [e for e in fit if not e["failed"]]
+        FeatureExplainer(scorers["sae"].sae).fit(
+            [a for e in ok for a in image_rows(e, e["decisions"])]
+        ).save(out / "sae")
+    marker = {"scorers": list(scorers), "layer": layer, "calibrations": cal,
+              "fit": {"episodes": len(fit), "failed": sum(e["failed"] for e in fit)},
+              "calibration": {"episodes": len(calib), "successful": sum(not e["failed"] for e in calib)}}  # fmt: skip
+    write_json(out / "fit.json", marker)
+    return marker
+
+
+def score_stage(
+    scorer_dir: Path, names: list[str], episodes: list[dict[str, Any]]
+) -> dict[str, float]:
+    """Each saved scorer's score at every decision of `episodes` (into e["scores"][name]) and
+    the explanations of its alarms; returns the thresholds."""
+    from monitors.scorers import load_scorer
+
+    scorers = {n: load_scorer(scorer_dir / n) for n in names}
+    explainer = _explainer(scorer_dir / "sae") if "sae" in scorers else None
+    thresholds = {n: s.threshold for n, s in scorers.items()}
+    for e in episodes:
+        e["scores"] = {n: score_episode(s, n, e) for n, s in scorers.items()}
+        if explainer is not None:
+            e["explanations"] = explain_alarms(e, thresholds, explainer)
+    return thresholds
+
+
 def run_monitor_bench(
     cfg: MonitorBenchConfig, log: Any = print, progress: bool = False
 ) -> dict[str, Any]:
-    """Run the protocol of the module docstring (resuming finished stages); returns summary.json."""
-    from monitors.scorers import load_scorer
+    """Run the protocol of the module docstring (resuming finished stages); returns summary.json.
+    With `leave_one_out`, studies.monitor_bench.folds runs it once per held-out kind."""
     from rollouts.experiment import run_experiment
     from storage import marker_reads, write_json
     from studies.monitor_bench.report import enforced_summary, evaluate, plot_bench
 
     cfg.check()
+    if cfg.leave_one_out:
+        from studies.monitor_bench.folds import run_leave_one_out
+
+        return run_leave_one_out(cfg, log, progress)
     t0, out = time.time(), Path(cfg.out)
     train = run_experiment(cfg.experiment("train", cfg.train_conditions, cfg.fit_seed_list + cfg.calibration_seed_list),
                            progress=progress)  # fmt: skip
     marker_path = out / "scorers" / "fit.json"
     if not marker_reads(marker_path):
-        episodes = load_episodes(train)
-        fit_seeds = set(cfg.fit_seed_list)
-        fit = [e for e in episodes if e["seed"] in fit_seeds]
-        layer = _tap_layer(train, cfg)
-        scorers = fit_scorers(cfg, fit, layer)
-        cal = calibrate(cfg, scorers, [e for e in episodes if e["seed"] not in fit_seeds])
-        for name, s in scorers.items():
-            s.save(out / "scorers" / name)
-        if "sae" in scorers:  # explanations of any scorer's alarms: the SAE latents that moved most
-            from monitors.explain import FeatureExplainer
-
-            ok = [e for e in fit if not e["failed"]]
-            FeatureExplainer(scorers["sae"].sae).fit(
-                [a for e in ok for a in image_rows(e, e["decisions"])]
-            ).save(out / "scorers" / "sae")
-        write_json(marker_path, {"scorers": list(scorers), "layer": layer, "calibrations": cal,
-                                 "fit": {"episodes": len(fit), "failed": sum(e["failed"] for e in fit)},
-                                 "calibration": {"episodes": len(episodes) - len(fit),
-                                                 "successful": sum(not e["failed"] for e in episodes if e["seed"] not in fit_seeds)}})  # fmt: skip
-        del episodes, fit
+        fit_stage(cfg, load_episodes(train), _tap_layer(train, cfg), out / "scorers")
     marker = json.loads(marker_path.read_text())
     log(f"scorers fitted on {marker['fit']['episodes']} episodes ({marker['fit']['failed']} failed), calibrated on "
         f"{marker['calibration']['successful']} successful episodes")  # fmt: skip
-    scorers = {n: load_scorer(out / "scorers" / n) for n in marker["scorers"]}
     ev = run_experiment(
         cfg.experiment("eval", cfg.eval_conditions, cfg.eval_seed_list), progress=progress
     )
     episodes = load_episodes(ev)
-    explainer = _explainer(out / "scorers" / "sae") if "sae" in scorers else None
+    thresholds = score_stage(out / "scorers", marker["scorers"], episodes)
     for e in episodes:
-        e["scores"] = {n: score_episode(s, n, e) for n, s in scorers.items()}
-        if explainer is not None:
-            e["explanations"] = explain_alarms(
-                e, {n: s.threshold for n, s in scorers.items()}, explainer
-            )
         del e["decisions"]  # scored: the activations are not needed again
-    summary = evaluate(cfg, episodes, {n: s.threshold for n, s in scorers.items()})
+    summary = evaluate(cfg, episodes, thresholds)
     enforced = [summary["best"] if e == "best" else e for e in cfg.enforce]
     enforced = list(dict.fromkeys(e for e in enforced if e))
     if enforced:
         run = run_experiment(cfg.experiment("enforce", cfg.held_out_conditions, cfg.eval_seed_list,
                                             monitors=[str(out / "scorers" / n) for n in marker["scorers"]],
-                                            enforce=enforced, explainer=str(out / "scorers" / "sae") if "sae" in scorers else None),
+                                            enforce=enforced, explainer=str(out / "scorers" / "sae") if "sae" in marker["scorers"] else None),
                            progress=progress)  # fmt: skip
         summary["enforced"] = enforced_summary(ev, run, enforced, cfg.held_out_conditions)
     doc = {"config": asdict(cfg), "seconds": time.time() - t0, "layer": marker["layer"],
-           "thresholds": {n: s.threshold for n, s in scorers.items()}, "fit": marker["fit"],
+           "thresholds": thresholds, "fit": marker["fit"],
            "calibration": marker["calibration"], "summary": summary,
            "episodes": [{k: v for k, v in e.items() if k != "signals"} for e in episodes]}  # fmt: skip
     if cfg.plots:

@@ -286,11 +286,16 @@ def test_the_checkpoints_n_action_steps_is_the_default_chunk(pi0_dir, tmp_path):
     assert PI0Agent(model, chunk=5, tap_layer=None).chunk == 5  # an explicit chunk wins
 
 
-def test_the_noise_scale_scales_the_starting_noise_and_defaults_to_the_checkpoints(pi0_dir, tmp_path):
+def test_the_noise_scale_scales_the_starting_noise_and_defaults_to_the_checkpoints(
+    pi0_dir, tmp_path
+):
     from agents.pi0_agent import PI0Agent
 
     rng = np.random.default_rng(4)
-    obs = {"image": rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), "state": np.zeros(17, np.float32)}
+    obs = {
+        "image": rng.integers(0, 255, (96, 96, 3), dtype=np.uint8),
+        "state": np.zeros(17, np.float32),
+    }
     info = {"instruction": "Put the red object in the bin."}
 
     def first_chunk(model, **kw):
@@ -299,7 +304,9 @@ def test_the_noise_scale_scales_the_starting_noise_and_defaults_to_the_checkpoin
         return np.stack([agent.act(obs, info) for _ in range(6)])
 
     own = first_chunk(pi0_dir)
-    assert np.array_equal(first_chunk(pi0_dir, noise_scale=1.0), own)  # 1: π0's own sampling, bit for bit
+    assert np.array_equal(
+        first_chunk(pi0_dir, noise_scale=1.0), own
+    )  # 1: π0's own sampling, bit for bit
     half = first_chunk(pi0_dir, noise_scale=0.5)
     assert np.abs(half - own).max() > 1e-4
     model = tmp_path / "model"

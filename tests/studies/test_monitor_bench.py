@@ -77,6 +77,42 @@ def test_a_small_bench_runs_every_stage(tmp_path):
         os.chdir(cwd)
 
 
+@pytest.mark.slow
+def test_leave_one_kind_out_fits_each_fold_without_its_kind_and_pools(tmp_path):
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        args = ["monitor-bench", "--leave-one-out", "--scorers", "failure-mlp,mahalanobis", "--seen", "mass",
+                "--held-out", "size", "--strengths", "1", "--fit-seeds", "6", "--calibration-seeds", "2",
+                "--eval-seeds", "2", "--alpha", "0.5", "--max-steps", "120", "--workers", "1", "--executor",
+                "serial", "--n-boot", "20", "--name", "folds"]  # fmt: skip
+        assert main(args) == 0
+        root = tmp_path / "runs" / "folds"
+        doc = json.loads((root / "summary.json").read_text())
+        assert doc["kinds"] == ["mass", "size"] and set(doc["pooled"]) == {
+            "failure-mlp",
+            "mahalanobis",
+        }
+        for k, other in (("mass", "size"), ("size", "mass")):
+            fold = doc["folds"][k]
+            # fitted on the unshifted scene and the other kind: 6 fit seeds × 2 conditions
+            assert fold["fit"]["episodes"] == 12
+            assert {g for g in fold["summary"]["scorers"]["failure-mlp"]} >= {
+                "seen",
+                f"held out: {k}",
+            }
+            assert (root / "folds" / k / "fit.json").is_file() and (root / f"enforce-{k}").is_dir()
+        # each held-out episode once, from the fold that held its kind out: 2 kinds × 2 seeds
+        pooled = doc["pooled"]["failure-mlp"]["held out"]
+        assert pooled["caught"]["n"] + pooled["false_alarm"]["n"] == 4  # failures + successes
+        assert doc["enforced"]["n"] == 4
+        assert main(args) == 0  # resumes: every stage done
+        with pytest.raises(ValueError, match="give at least 2 kinds"):
+            MonitorBenchConfig(leave_one_out=True, seen=("mass",), held_out=()).check()
+    finally:
+        os.chdir(cwd)
+
+
 def test_the_default_scorers_and_enforced_baseline_follow_the_agent():
     vla, pi0, vlm = (MonitorBenchConfig(agent=a) for a in ("vla", "pi0", "vlm"))
     assert "action-entropy" in vla.scorers and "sample-variance" not in vla.scorers
