@@ -93,7 +93,7 @@ def test_leave_one_kind_out_fits_each_fold_without_its_kind_and_pools(tmp_path):
             "failure-mlp",
             "mahalanobis",
         }
-        for k, other in (("mass", "size"), ("size", "mass")):
+        for k in ("mass", "size"):
             fold = doc["folds"][k]
             # fitted on the unshifted scene and the other kind: 6 fit seeds × 2 conditions
             assert fold["fit"]["episodes"] == 12
