@@ -44,7 +44,7 @@ def run_leave_one_out(
         evaluate,
         plot_bench,
     )
-    from studies.monitor_bench.run import _tap_layer, fit_stage, load_episodes, score_stage
+    from studies.monitor_bench.run import fit_stage, load_episodes, run_layer, score_stage
 
     t0, out = time.time(), Path(cfg.out)
     kinds = (*cfg.seen, *cfg.held_out)
@@ -54,7 +54,7 @@ def run_leave_one_out(
     ev = run_experiment(
         every.experiment("eval", every.train_conditions, cfg.eval_seed_list), progress=progress
     )
-    train_episodes, layer = None, _tap_layer(train, cfg)
+    train_episodes, layer = None, run_layer(train, cfg)
     episodes = load_episodes(ev)
     folds: dict[str, Any] = {}
     held: dict[

@@ -218,7 +218,7 @@ def run_monitor_bench(
                            progress=progress)  # fmt: skip
     marker_path = out / "scorers" / "fit.json"
     if not marker_reads(marker_path):
-        fit_stage(cfg, load_episodes(train), _tap_layer(train, cfg), out / "scorers")
+        fit_stage(cfg, load_episodes(train), run_layer(train, cfg), out / "scorers")
     marker = json.loads(marker_path.read_text())
     log(f"scorers fitted on {marker['fit']['episodes']} episodes ({marker['fit']['failed']} failed), calibrated on "
         f"{marker['calibration']['successful']} successful episodes")  # fmt: skip
@@ -271,7 +271,7 @@ def explain_alarms(
     return out
 
 
-def _tap_layer(run_dir: Path, cfg: MonitorBenchConfig) -> int:
+def run_layer(run_dir: Path, cfg: MonitorBenchConfig) -> int:
     """The decoder layer the run's activations come from."""
     from safetensors.torch import load_file
 
