@@ -63,12 +63,11 @@ def run_bench_cli(args: argparse.Namespace) -> int:
     from studies.monitor_bench.run import run_monitor_bench
 
     cfg = config_from_args(MonitorBenchConfig, args, out=str(Path("runs") / args.name))
-    doc = run_monitor_bench(cfg, progress=True)
     if cfg.leave_one_out:
-        from studies.monitor_bench.folds import print_folds
+        from studies.monitor_bench.folds import print_folds, run_leave_one_out
 
-        print_folds(doc)
+        print_folds(run_leave_one_out(cfg, progress=True))
     else:
-        print_bench(doc)
+        print_bench(run_monitor_bench(cfg, progress=True))
     print(f"wrote {cfg.out}/summary.json" + (", bench.png" if cfg.plots else ""))
     return 0

@@ -46,6 +46,7 @@ def run_leave_one_out(
     )
     from studies.monitor_bench.run import fit_stage, load_episodes, run_layer, score_stage
 
+    cfg.check()
     t0, out = time.time(), Path(cfg.out)
     kinds = (*cfg.seen, *cfg.held_out)
     every = replace(cfg, seen=kinds, held_out=(), leave_one_out=False)

@@ -203,16 +203,16 @@ def run_monitor_bench(
     cfg: MonitorBenchConfig, log: Any = print, progress: bool = False
 ) -> dict[str, Any]:
     """Run the protocol of the module docstring (resuming finished stages); returns summary.json.
-    With `leave_one_out`, studies.monitor_bench.folds runs it once per held-out kind."""
+    (`leave_one_out`: studies.monitor_bench.folds.run_leave_one_out.)"""
     from rollouts.experiment import run_experiment
     from storage import marker_reads, write_json
     from studies.monitor_bench.report import enforced_summary, evaluate, plot_bench
 
     cfg.check()
     if cfg.leave_one_out:
-        from studies.monitor_bench.folds import run_leave_one_out
-
-        return run_leave_one_out(cfg, log, progress)
+        raise ValueError(
+            "leave_one_out=True is the folds protocol: run studies.monitor_bench.folds.run_leave_one_out"
+        )
     t0, out = time.time(), Path(cfg.out)
     train = run_experiment(cfg.experiment("train", cfg.train_conditions, cfg.fit_seed_list + cfg.calibration_seed_list),
                            progress=progress)  # fmt: skip
