@@ -298,6 +298,10 @@ def tiny_config(
     )
 
 
+#: Standard deviation of the language recipe's initial word embeddings (build_tiny_model).
+LANGUAGE_EMBED_STD = 0.5
+
+
 def build_tiny_model(
     seed: int = 0, language: bool = False, **config_kwargs: int
 ) -> tuple[Idefics3ForConditionalGeneration, Idefics3Processor]:
@@ -316,6 +320,14 @@ def build_tiny_model(
     with gen:
         torch.manual_seed(seed)
         model = Idefics3ForConditionalGeneration(config)
+        if language:
+            # Word embeddings at the scale of the image features (norm ~6 at initialisation,
+            # ~100 once trained) instead of initializer_range's 0.02 (norm ~0.2): the first
+            # language model, trained from the small ones, answered identically whichever handling
+            # or claim word its question held (changing "firmly" to "gently" moved its logits by
+            # 5e-5): the words were drowned in the residual stream. The default recipe reads
+            # only two fixed questions and keeps its initialisation.
+            model.model.text_model.embed_tokens.weight.data.normal_(0.0, LANGUAGE_EMBED_STD)
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.bos_token_id = config.text_config.bos_token_id

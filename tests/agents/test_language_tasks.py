@@ -70,3 +70,19 @@ def test_rows_of_a_batch_have_one_length(bad, tmp_path):
     plain = LanguageSequences(VLMBackend(*build_tiny_model(0), name="plain"))
     with pytest.raises(ValueError, match="outside the model's vocabulary"):
         plain.ids(LanguageItem("describe", material_word=1), [FRAGILE_RED])
+
+
+def test_the_language_recipe_starts_its_words_as_loud_as_the_image():
+    from agents.tiny_model import LANGUAGE_EMBED_STD, build_tiny_model
+
+    def word_norm(model):
+        return float(model.model.text_model.embed_tokens.weight.detach().norm(dim=-1).mean())
+
+    width = build_tiny_model(0)[0].config.text_config.hidden_size
+    assert (
+        word_norm(build_tiny_model(0)[0]) < 0.05 * width**0.5
+    )  # the default recipe: initializer_range
+    assert (
+        abs(word_norm(build_tiny_model(0, language=True)[0]) - LANGUAGE_EMBED_STD * width**0.5)
+        < 0.1 * LANGUAGE_EMBED_STD * width**0.5
+    )
