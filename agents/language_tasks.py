@@ -7,7 +7,7 @@ Four tasks put the material into words the model reads and writes, each answered
   material or the color, checked against the frame);
 - "handle": "Hold it softly or firmly?" → the gentle word for fragile objects, the firm word for
   rigid ones (options in either order);
-- "instruct": "Put the red object in the bin gently. Hold it gently or firmly?" → what the
+- "instruct": "Put the red object in the bin gently. How to hold it?" → what the
   instruction's handling word asks for, whatever the material; with the plain instruction
   ("Put the red object in the bin. ...") the handling the material needs.
 
@@ -35,6 +35,7 @@ from envs.language import (
 )
 
 TASKS = ("describe", "claim", "handle", "instruct")
+INSTRUCT_QUESTION = "How to hold it?"
 DESCRIBE = "Describe the object."
 GENTLE_TRAIN = tuple(
     w for w, h in HANDLING_WORDS.items() if h == "gentle" and w not in HELD_OUT_HANDLING
@@ -56,7 +57,10 @@ class LanguageItem:
     task: str
     material_word: int = 0  # describe: 0 trained words, 1 held-out synonyms
     claim: str = ""  # claim: the word claimed ("delicate", "red", ...)
-    options: tuple[str, str] = ("gently", "firmly")  # handle / instruct: (first, second)
+    options: tuple[str, str] = (
+        "gently",
+        "firmly",
+    )  # handle: (first, second); instruct: the answer words
     handling_word: str | None = None  # instruct: the instruction's word (None: plain)
 
     def question(self, label: dict[str, Any]) -> str:
@@ -68,7 +72,9 @@ class LanguageItem:
             return f"The object is {self.claim}. True or false?"
         if self.task == "handle":
             return ask
-        return f"{instruction(label['color'], self.handling_word)} {ask}"
+        # No options listed: where "gently" and "firmly" both stand in every question they carry
+        # nothing, and a model taught so ignored them in the instruction too (docs/results.md).
+        return f"{instruction(label['color'], self.handling_word)} {INSTRUCT_QUESTION}"
 
     def _answer(self, label: dict[str, Any], flip: bool) -> str:
         material = label["material"]
@@ -123,9 +129,7 @@ def draw_item(rng: np.random.Generator) -> LanguageItem:
         return LanguageItem("handle", options=pair if rng.random() < 0.5 else pair[::-1])
     kinds: tuple[tuple[str | None, ...], ...] = ((None,), GENTLE_TRAIN, FIRM_TRAIN)
     words = kinds[int(rng.integers(len(kinds)))]
-    word = words[int(rng.integers(len(words)))]
-    options = ("gently", "firmly") if rng.random() < 0.5 else ("firmly", "gently")
-    return LanguageItem("instruct", options=options, handling_word=word)
+    return LanguageItem("instruct", handling_word=words[int(rng.integers(len(words)))])
 
 
 def evaluation_items() -> dict[str, LanguageItem]:

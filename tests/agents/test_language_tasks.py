@@ -24,7 +24,7 @@ def test_answers_follow_the_frame_and_the_instruction():
     handle = LanguageItem("handle", options=("tightly", "softly"))
     assert (handle.answer(FRAGILE_RED), handle.answer(RIGID_BLUE)) == (" softly", " tightly")
     plain = LanguageItem("instruct")
-    assert plain.question(FRAGILE_RED) == "Put the red object in the bin. Hold it gently or firmly?"
+    assert plain.question(FRAGILE_RED) == "Put the red object in the bin. How to hold it?"
     assert (plain.answer(FRAGILE_RED), plain.answer(RIGID_BLUE)) == (" gently", " firmly")
     firmly = LanguageItem("instruct", handling_word="firmly")
     assert firmly.question(RIGID_BLUE).startswith("Put the blue object in the bin firmly.")
