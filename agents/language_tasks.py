@@ -57,10 +57,8 @@ class LanguageItem:
     task: str
     material_word: int = 0  # describe: 0 trained words, 1 held-out synonyms
     claim: str = ""  # claim: the word claimed ("delicate", "red", ...)
-    options: tuple[str, str] = (
-        "gently",
-        "firmly",
-    )  # handle: (first, second); instruct: the answer words
+    # handle: the options (first, second); instruct: the answer words (not listed)
+    options: tuple[str, str] = ("gently", "firmly")
     handling_word: str | None = None  # instruct: the instruction's word (None: plain)
 
     def question(self, label: dict[str, Any]) -> str:

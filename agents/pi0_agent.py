@@ -143,12 +143,13 @@ class PI0Agent(ChunkLanes):
             frames.append(np.asarray(obs["image"]))
             texts.append(f"{instruction} {self.question.strip()}".strip())
             env_states.append(np.asarray(obs["state"], dtype=np.float32))
-        b = self.policy
-        variance = self._sample_variance(frames, texts, np.stack(env_states), states)
+        b, env_states = self.policy, np.stack(env_states)
+        others = self._other_draws(frames, texts, env_states, states)
         noise = self.noise_scale * torch.stack(
             [decision_noise(s.seed, s.n_decisions, b.chunk_size, b.action_dim) for s in states]
         )
-        actions = b.sample(frames, texts, np.stack(env_states), noise, self.steps)
+        actions = b.sample(frames, texts, env_states, noise, self.steps)
+        variance = None if others is None else self._sample_variance(actions, others)
         for row, s in enumerate(states):
             change = chunk_change(s.predicted, actions[row], self.chunk)
             s.predicted = actions[row]
@@ -162,18 +163,23 @@ class PI0Agent(ChunkLanes):
                 s.decision["sample_variance"] = float(variance[row])
             s.n_decisions += 1
 
-    def _sample_variance(self, frames: list[np.ndarray], texts: list[str], env_states: np.ndarray,
-                         states: list[_Lane]) -> np.ndarray | None:  # fmt: skip
-        """Per lane, the variance across `variance_draws` + 1 denoised chunks (the decision's own
-        noise and draws of other noise), over the executed actions and the 4 dimensions (None
-        without draws). Run before the decision's own forward, so a tap keeps that forward's."""
+    def _other_draws(self, frames: list[np.ndarray], texts: list[str], env_states: np.ndarray,
+                     states: list[_Lane]) -> np.ndarray | None:  # fmt: skip
+        """Per lane, `variance_draws` more chunks of this decision denoised from other noise draws
+        (lanes × draws × chunk × 4; None without draws). Run before the decision's own forward,
+        so a tap keeps that forward's."""
         if not self.variance_draws:
             return None
-        b, k = self.policy, self.variance_draws + 1
+        b, k = self.policy, self.variance_draws
         noise = self.noise_scale * torch.stack([decision_noise(s.seed, s.n_decisions, b.chunk_size, b.action_dim, d)
-                                                for s in states for d in range(k)])  # fmt: skip
+                                                for s in states for d in range(1, k + 1)])  # fmt: skip
         repeat = [i for i in range(len(states)) for _ in range(k)]
         chunks = b.sample([frames[i] for i in repeat], [texts[i] for i in repeat], env_states[repeat],
                           noise, self.steps)  # fmt: skip
-        chunks = np.clip(chunks[:, : self.chunk], -1.0, 1.0).reshape(len(states), k, self.chunk, -1)
-        return chunks.var(axis=1).mean(axis=(1, 2))
+        return chunks.reshape(len(states), k, *chunks.shape[1:])
+
+    def _sample_variance(self, actions: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """Per lane, the variance across the decision's own chunk and the other draws, over the
+        executed actions and the 4 dimensions."""
+        chunks = np.concatenate([actions[:, None], others], axis=1)[:, :, : self.chunk]
+        return np.clip(chunks, -1.0, 1.0).var(axis=1).mean(axis=(1, 2))

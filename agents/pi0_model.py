@@ -350,7 +350,8 @@ def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | No
             raise ValueError(f"π0 checkpoint {path}: {key}={cfg.get(key)} is smaller than the env's {need} "
                              f"{'action' if 'action' in key else 'state'} dimensions")  # fmt: skip
     size = int(cfg.get("chunk_size", 50))
-    execute = processor_doc(path).get("n_action_steps")
+    doc = processor_doc(path)
+    execute = doc.get("n_action_steps")
     if execute is not None and (
         isinstance(execute, bool) or not isinstance(execute, int) or not 1 <= execute <= size
     ):
@@ -364,10 +365,8 @@ def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | No
         )
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"denoise_steps={steps!r}: must be an int >= 1")
-    if "noise_scale" in processor_doc(path):
-        check_noise_scale(
-            processor_doc(path)["noise_scale"], f"π0 checkpoint {path}: noise_scale in {STATS_FILE}"
-        )
+    if "noise_scale" in doc:
+        check_noise_scale(doc["noise_scale"], f"π0 checkpoint {path}: noise_scale in {STATS_FILE}")
     if noise_scale is not None:
         check_noise_scale(noise_scale)
 

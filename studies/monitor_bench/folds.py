@@ -58,9 +58,8 @@ def run_leave_one_out(
     train_episodes, layer = None, run_layer(train, cfg)
     episodes = load_episodes(ev)
     folds: dict[str, Any] = {}
-    held: dict[
-        str, list[dict[str, Any]]
-    ] = {}  # per scorer: held-out episodes, margins over the fold's threshold
+    # per scorer: the held-out episodes, scored as margins over their fold's threshold
+    held: dict[str, list[dict[str, Any]]] = {}
     pairs: list[tuple[dict, dict]] = []
     for k in kinds:
         fold = replace(
@@ -73,12 +72,14 @@ def run_leave_one_out(
             fit_stage(fold, [e for e in train_episodes if e["kind"] != k], layer, scorer_dir)
         marker = json.loads((scorer_dir / "fit.json").read_text())
         thresholds = score_stage(scorer_dir, marker["scorers"], episodes)
-        summary = evaluate(fold, [_without_decisions(e) for e in episodes], thresholds)
+        scored = [_without_decisions(e) for e in episodes]
+        summary = evaluate(fold, scored, thresholds)
         for name, thr in thresholds.items():
             held.setdefault(name, []).extend(
-                {**_without_decisions(e), "scores": [x - thr for x in e["scores"][name]]}
-                for e in episodes if e["kind"] == k
-            )  # fmt: skip
+                {**e, "scores": [x - thr for x in e["scores"][name]]}
+                for e in scored
+                if e["kind"] == k
+            )
         best = summary["best"]
         if best:
             run = run_experiment(fold.experiment(f"enforce-{k}", fold.held_out_conditions, cfg.eval_seed_list,
