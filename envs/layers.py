@@ -216,7 +216,8 @@ class LayeredRenderer:
         self._static_recipes: list[VisualRecipe] | None = None
         self._static_textures: dict[str, int] = {}
         self._dynamic = Mirror(self.dynamic_client, select=lambda r: not r.static)
-        self._static_frame: tuple[Any, np.ndarray, np.ndarray] | None = None  # (key, rgb, depth)
+        # (key, RGBA pixels as uint32, depth) of the static layer
+        self._static_frame: tuple[Any, np.ndarray, np.ndarray] | None = None
 
     def close(self) -> None:
         """Disconnect the render clients."""
@@ -256,19 +257,22 @@ class LayeredRenderer:
             tuple(sorted((k, tuple(np.ravel(v))) for k, v in light.items())),
         )
         if self._static_frame is None or self._static_frame[0] != key:
-            rgb, depth = self._draw(self.static_client, width, height, view, proj, light)
-            self._static_frame = (key, rgb, depth)
-        _, static_rgb, static_depth = self._static_frame
+            rgba, depth = self._draw(self.static_client, width, height, view, proj, light)
+            self._static_frame = (key, rgba, depth)
+        _, static_rgba, static_depth = self._static_frame
         self._dynamic.sync(self.physics)
-        rgb, depth = self._draw(self.dynamic_client, width, height, view, proj, light)
-        nearer = depth < static_depth
-        return np.where(nearer[:, :, None], rgb, static_rgb)
+        rgba, depth = self._draw(self.dynamic_client, width, height, view, proj, light)
+        # Each RGBA pixel as one uint32: choosing whole pixels is ~15x faster than choosing
+        # channels of an (h, w, 3) array (2.1 -> 0.13 ms at 384², then 0.65 ms for the copy).
+        joined = np.where(depth < static_depth, rgba, static_rgba)
+        return np.ascontiguousarray(joined.view(np.uint8).reshape(height, width, 4)[:, :, :3])
 
     @staticmethod
     def _draw(
         client: int, width: int, height: int, view: list, proj: list, light: dict[str, Any]
     ) -> tuple[np.ndarray, np.ndarray]:
+        """One TinyRenderer pass of `client`: (RGBA pixels as uint32, height × width; depth)."""
         _, _, rgba, depth, _ = p.getCameraImage(width, height, view, proj, renderer=p.ER_TINY_RENDERER, shadow=0,
                                                 flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=client, **light)  # fmt: skip
-        rgb = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3]
-        return rgb, np.asarray(depth, dtype=np.float32).reshape(height, width)
+        pixels = np.ascontiguousarray(np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4))
+        return pixels.view(np.uint32)[:, :, 0], np.asarray(depth, dtype=np.float32).reshape(height, width)
