@@ -41,8 +41,10 @@ class TrainPI0RecipeConfig:
             checkpoint (None: the whole chunk).
         noise_scale: the agents' default starting-noise scale in [0, 2], written to the
             checkpoint (None: 1, π0's own sampling); the DAgger rounds sample with it too.
-        hidden, expert_hidden, layers, image_size, patch, chunk, denoise_steps, batch_size, lr,
-        schedule, seed, threads: the model's sizes and the optimisation (agents.train_pi0.TrainPI0Config).
+        hidden, expert_hidden, layers, image_size, patch, chunk, denoise_steps: the model's
+            sizes (agents.train_pi0.TrainPI0Config).
+        batch_size, lr, schedule, seed: the optimisation (agents.train_pi0.TrainPI0Config).
+        threads: torch threads while training.
     """
 
     out_dir: str = "runs/train-pi0/ckpt"
