@@ -77,9 +77,9 @@ class FeatureExplainer:
     @classmethod
     def load(cls, directory: str | Path, sae: Any) -> FeatureExplainer:
         """The explainer saved in `directory` around `sae`."""
-        from safetensors.torch import load_file
+        from storage import read_safetensors
 
-        t = load_file(str(Path(directory) / FILE))
+        t = read_safetensors(Path(directory) / FILE)
         out = cls(sae, top=int(t["top"]))
         out.mean, out.std = t["mean"], t["std"]
         return out

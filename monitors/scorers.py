@@ -31,10 +31,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from monitors.calibration import Calibration, calibrate, check_provenance
-from storage import write_json, write_safetensors
+from storage import read_safetensors, write_json, write_safetensors
 
 AGGREGATES = ("mean", "max")
 SCORER_FILE = "scorer.json"
@@ -300,7 +299,7 @@ def load_scorer(
     scorer = scorer_class(kind)(aggregate=doc["aggregate"], model=prov.get("model"), layer=prov.get("layer"),
                            **doc.get("params", {}))  # fmt: skip
     scorer.d = None if prov.get("d") is None else int(prov["d"])
-    scorer._restore(load_file(str(t_path)), directory)
+    scorer._restore(read_safetensors(t_path), directory)
     if doc.get("calibration") is not None:
         scorer.calibration = Calibration.from_dict(doc["calibration"])
     return scorer

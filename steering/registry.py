@@ -159,7 +159,7 @@ def load_method(directory: str | Path) -> SteeringMethod:
         FileNotFoundError: no method.json / state.safetensors.
         ValueError: not a method file this version reads, or an unknown method name.
     """
-    from safetensors.torch import load_file
+    from storage import read_safetensors
 
     directory = Path(directory)
     for p in (directory / METHOD_FILE, directory / STATE_FILE):
@@ -178,5 +178,5 @@ def load_method(directory: str | Path) -> SteeringMethod:
     if doc.get("file") and name not in method_names():
         load_method_files([doc["file"]])
     method = method_class(name)(**doc.get("params", {}))
-    method._restore(doc, load_file(str(directory / STATE_FILE)), directory)
+    method._restore(doc, read_safetensors(directory / STATE_FILE), directory)
     return method

@@ -1,4 +1,4 @@
-"""Atomic file writes for every package (see `storage.atomic`): standard library only at import.
+"""Atomic file writes (and the safetensors reader) for every package (see `storage.atomic`): standard library only at import.
 It imports no other physteer package; every package but envs (which writes nothing) may import it.
 
     from storage import write_json, write_parquet, write_png
@@ -10,6 +10,7 @@ from storage.atomic import (
     atomic_dir,
     atomic_path,
     json_default,
+    read_safetensors,
     write_bytes,
     write_json,
     write_mp4,
@@ -21,6 +22,6 @@ from storage.atomic import (
 from storage.markers import marker_reads
 
 __all__ = [
-    "FILE_MODE", "atomic_dir", "atomic_path", "json_default", "marker_reads", "write_bytes", "write_json", "write_mp4",
+    "FILE_MODE", "atomic_dir", "atomic_path", "json_default", "marker_reads", "read_safetensors", "write_bytes", "write_json", "write_mp4",
     "write_parquet", "write_png", "write_safetensors", "write_text",
 ]  # fmt: skip

@@ -288,6 +288,20 @@ def write_safetensors(
     return Path(path)
 
 
+def read_safetensors(path: str | os.PathLike[str], device: str = "cpu") -> dict[str, Any]:
+    """The torch tensors of a safetensors file, each in its own freshly allocated memory.
+
+    `safetensors.torch.load_file` may hand out tensors that start wherever the file's header
+    ends (8-byte aligned, not 64), and a matmul's result depends in its last bits on its
+    operands' alignment (measured: `h @ r` differs for a copy of `r` at another offset). A
+    loaded steering vector, scorer or SAE would then not act bit for bit as the one that was
+    saved; a copy is aligned as every fresh tensor is.
+    """
+    from safetensors.torch import load_file
+
+    return {k: v.clone() for k, v in load_file(str(path), device=device).items()}
+
+
 def write_mp4(path: str | os.PathLike[str], frames: Sequence[Any], fps: float = 12) -> Path:
     """Write H×W×3 uint8 frames to an H.264 MP4 atomically; returns the path.
 

@@ -103,6 +103,26 @@ def test_parquet_round_trip(tmp_path):
         storage.write_parquet(tmp_path / "bad.parquet", [1, 2])
 
 
+def test_read_safetensors_gives_aligned_copies(tmp_path):
+    """safetensors' own reader may place a tensor at an 8-byte offset, and a matmul with it
+    then differs in its last bits from the same values at a 64-byte boundary: the reader copies."""
+    import torch
+    from safetensors.torch import load_file
+
+    h = torch.randn(2, 81, 96, generator=torch.Generator().manual_seed(0))
+    r = torch.randn(96, generator=torch.Generator().manual_seed(1))
+    offsets = set()
+    for n in range(8):  # header sizes that put the data at several offsets
+        path = storage.write_safetensors(
+            tmp_path / f"r{n}.safetensors", {"r": r}, {"m": "x" * 8 * n}
+        )
+        offsets.add(load_file(str(path))["r"].data_ptr() % 64)
+        back = storage.read_safetensors(path)["r"]
+        assert back.data_ptr() % 64 == 0 and torch.equal(back, r)
+        assert torch.equal(h @ back, h @ r)
+    assert len(offsets) > 1  # the hazard exists: safetensors' reader placed them differently
+
+
 def test_safetensors_round_trip(tmp_path):
     import torch
     from safetensors import safe_open
