@@ -8,6 +8,7 @@ beside the store as `dom_vector.safetensors`, since every steering experiment ne
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,17 +104,25 @@ def collect_many(
         raise ValueError(f"workers={workers!r}: must be an int >= 1")
     writers = [(backend, StoreWriter(store_dir, backend.hidden_size, layer, backend.name))
                for backend, layer, store_dir in targets]  # fmt: skip
+    # The render processes take `workers` cores; torch threads beyond the cores left only spin
+    # against them (2 cores, 256 frames for two models: 18.2 -> 15.8 s; the same activations).
+    threads = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(min(threads, max(1, (os.cpu_count() or 1) - workers + 1)))
     done = 0
-    for images, labels in labeled_frame_chunks(
-        n_images, seed, frames_per_chunk, workers, image_size=384, paired=paired
-    ):
-        n = len(labels)
-        for backend, w in writers:
-            with ResidualTap(w.layer, include_last=False).attach(backend) as tap:
-                w.add(image_token_activations(backend, tap, images, batch_size), labels, done)
-        done += n
-        if progress is not None:
-            progress(done)
+    try:
+        for images, labels in labeled_frame_chunks(
+            n_images, seed, frames_per_chunk, workers, image_size=384, paired=paired
+        ):
+            n = len(labels)
+            for backend, w in writers:
+                with ResidualTap(w.layer, include_last=False).attach(backend) as tap:
+                    w.add(image_token_activations(backend, tap, images, batch_size), labels, done)
+            done += n
+            if progress is not None:
+                progress(done)
+    finally:
+        torch.set_num_threads(threads)
     return [w.finish(n_images) for _, w in writers]
 
 

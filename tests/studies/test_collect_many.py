@@ -25,8 +25,11 @@ def test_one_pass_equals_separate_collections(tmp_path, backends):
     trained, random = backends
     targets = [(trained, 2, tmp_path / "many" / "trained"), (random, 2, tmp_path / "many" / "random"),
                (trained, 1, tmp_path / "many" / "trained_layer1")]  # fmt: skip
-    # frames rendered ahead in 2 processes: the same frames in the same order as one process
+    # frames rendered ahead in 2 processes (the reading process then at fewer threads): the
+    # same frames in the same order, the same activations, as one process at its own threads
+    threads = torch.get_num_threads()
     collect_many(targets, n_images=8, seed=600_000, frames_per_chunk=4, workers=2)
+    assert torch.get_num_threads() == threads  # its reading thread count is given back
     for backend, layer, folder in targets:
         alone = tmp_path / "alone" / folder.name
         collect_activations(backend, layer, alone, n_images=8, seed=600_000, frames_per_chunk=4)
