@@ -275,4 +275,5 @@ class LayeredRenderer:
         _, _, rgba, depth, _ = p.getCameraImage(width, height, view, proj, renderer=p.ER_TINY_RENDERER, shadow=0,
                                                 flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=client, **light)  # fmt: skip
         pixels = np.ascontiguousarray(np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4))
-        return pixels.view(np.uint32)[:, :, 0], np.asarray(depth, dtype=np.float32).reshape(height, width)
+        depth = np.asarray(depth, dtype=np.float32).reshape(height, width)
+        return pixels.view(np.uint32)[:, :, 0], depth
