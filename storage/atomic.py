@@ -294,8 +294,9 @@ def read_safetensors(path: str | os.PathLike[str], device: str = "cpu") -> dict[
     `safetensors.torch.load_file` may hand out tensors that start wherever the file's header
     ends (8-byte aligned, not 64), and a matmul's result depends in its last bits on its
     operands' alignment (measured: `h @ r` differs for a copy of `r` at another offset). A
-    loaded steering vector, scorer or SAE would then not act bit for bit as the one that was
-    saved; a copy is aligned as every fresh tensor is.
+    loaded steering vector or scorer would then not act bit for bit as the one that was saved
+    (an SAE's weights are copied into its own parameters anyway); a copy is aligned as every
+    fresh tensor is.
     """
     from safetensors.torch import load_file
 
