@@ -5,8 +5,12 @@ and action expert) with its own loss: a chunk of the expert's clean actions, nor
 demonstrations' statistics and zero-padded to `max_action_dim`, is mixed with noise at a time
 drawn from Beta(1.5, 1) (PI0's training schedule) and the expert predicts the velocity back.
 Frames go through PI0Backend's own preprocessing, so the model trains on the pixels it will
-see at run time. Deterministic: the initial weights, the batches and the flow-matching draws
-are functions of the seed.
+see at run time. With `material_weight` > 0 the VLM is also taught the object's material (the
+tiny VLM's recipe reads it from the pattern by answering a fragility question; PI0 has no text
+head, so a training-only linear head reads the mean of the image tokens at the last VLM layer
+any action attends to, with a logistic loss beside the flow's; the head is not saved).
+Deterministic: the initial weights, the batches and the flow-matching draws are functions of
+the seed.
 
     backend, history = train_pi0(demos, TrainPI0Config(steps=3000))
     save_pi0(backend, "runs/train-pi0/ckpt")
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,7 @@ class TrainPI0Config:
     warmup_steps: int = 100
     schedule: str = "cosine"
     seed: int = 0
+    material_weight: float = 0.0
 
     def validate(self) -> None:
         """ValueError naming a bad setting."""
@@ -73,6 +79,8 @@ class TrainPI0Config:
             )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r}: choose one of {list(SCHEDULES)}")
+        if not (math.isfinite(float(self.material_weight)) and self.material_weight >= 0):
+            raise ValueError(f"material_weight={self.material_weight!r}: must be a number >= 0")
         if not (self.lr > 0 and self.weight_decay >= 0 and self.warmup_steps >= 0):
             raise ValueError(
                 f"lr={self.lr} > 0, weight_decay={self.weight_decay} >= 0, warmup_steps >= 0"
@@ -135,13 +143,64 @@ def instruction_prompts(backend: PI0Backend, demos: Any) -> dict[str, dict]:
 
 
 def batch_loss(backend: PI0Backend, prompts: dict[str, dict], demos: Any, labels: np.ndarray,
-               rows: np.ndarray, pixels: torch.Tensor) -> torch.Tensor:  # fmt: skip
-    """PI0's flow-matching loss on `rows` of `demos` (their preprocessed `pixels`)."""
+               rows: np.ndarray, pixels: torch.Tensor, material: MaterialHead | None = None) -> torch.Tensor:  # fmt: skip
+    """PI0's flow-matching loss on `rows` of `demos` (their preprocessed `pixels`); with a
+    `material` head, plus its weighted material loss on the same forward."""
     inputs = batch_inputs(backend, prompts, [str(demos.instructions[i]) for i in rows], pixels)
     targets = chunk_targets(backend, labels[rows]).to(backend.device, backend.dtype)
-    return backend.model(
-        state=backend.state_input(demos.states[rows]), actions=targets, **inputs
-    ).loss
+    reading = (
+        nullcontext()
+        if material is None
+        else material.reading(inputs["input_ids"] == backend.image_token_id)
+    )
+    with reading:
+        flow = backend.model(
+            state=backend.state_input(demos.states[rows]), actions=targets, **inputs
+        ).loss
+    if material is None:
+        return flow
+    fragile = torch.as_tensor(np.asarray(demos.materials)[rows] == "fragile", dtype=torch.float32)
+    return flow + material.weight * material.loss(fragile.to(backend.device))
+
+
+class MaterialHead:
+    """The training-only material reader (module docstring): a linear logit of fragile from the
+    mean image token at the output of `backend.layers[-1]`, captured during the model's forward.
+    `last_loss`: the material loss of the last batch (the training history reports it)."""
+
+    def __init__(self, backend: PI0Backend, weight: float, seed: int) -> None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.linear = torch.nn.Linear(backend.hidden_size, 1).to(backend.device)
+        self.layer, self.weight = backend.layers[-1], float(weight)
+        self.pooled: torch.Tensor | None = None
+        self.last_loss = float("nan")
+
+    def parameters(self) -> Any:
+        """The head's own parameters (the model's are the optimiser's already)."""
+        return self.linear.parameters()
+
+    @contextmanager
+    def reading(self, image_mask: torch.Tensor) -> Any:
+        """While open, the layer's forward stores the mean of its image-token outputs."""
+
+        def hook(_module: Any, _args: Any, out: Any) -> None:
+            h = out[0] if isinstance(out, tuple) else out
+            m = image_mask[..., None].to(h.dtype)
+            self.pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+        handle = self.layer.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def loss(self, fragile: torch.Tensor) -> torch.Tensor:
+        """Logistic loss of the last captured forward against the true material."""
+        logit = self.linear(self.pooled.float()).squeeze(-1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, fragile)
+        self.last_loss = float(loss.detach())
+        return loss
 
 
 def train_pi0(demos: Any, cfg: TrainPI0Config, backend: PI0Backend | None = None,
@@ -159,25 +218,31 @@ def train_pi0(demos: Any, cfg: TrainPI0Config, backend: PI0Backend | None = None
     pixels = torch.cat([backend.pixel_values(np.asarray(demos.frames[i : i + 256]))
                         for i in range(0, len(labels), 256)])  # fmt: skip  # once: the run-time preprocessing
     prompts = instruction_prompts(backend, demos)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    material = MaterialHead(backend, cfg.material_weight, cfg.seed) if cfg.material_weight else None
+    params = [*model.parameters(), *(material.parameters() if material else ())]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     draw = np.random.default_rng([cfg.seed, 11])
     torch.manual_seed(int(np.random.SeedSequence([cfg.seed, 12]).generate_state(1)[0]))
-    history, window = [], []
+    history, window, material_window = [], [], []
     for step in range(cfg.steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
         rows = np.sort(
             draw.choice(len(labels), size=min(cfg.batch_size, len(labels)), replace=False)
         )
-        loss = batch_loss(backend, prompts, demos, labels, rows, pixels[rows])
+        loss = batch_loss(backend, prompts, demos, labels, rows, pixels[rows], material)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         window.append(float(loss.detach()))
+        if material is not None:
+            material_window.append(material.last_loss)
         if (step + 1) % max(1, cfg.steps // 20) == 0 or step + 1 == cfg.steps:
             history.append({"step": step + 1, "loss": float(np.mean(window))})
-            window = []
+            if material is not None:
+                history[-1]["material_loss"] = float(np.mean(material_window))
+            window, material_window = [], []
         if progress is not None:
             progress(step + 1)
     model.eval()

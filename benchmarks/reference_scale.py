@@ -13,8 +13,9 @@ For each model, on the same env frames:
 - tap: the ResidualTap hook's own time inside the forward, per decision (median);
 - SAE scoring: the SARM scorer (`monitors.sae_scorer.SAEReconstructionScorer` around a
   `sae.MatryoshkaSAE` with `sae.default_config(d)`: 2048 → 8192, k 16 at the reference) on
-  the tap's image tokens, per decision, as a share of the decision forward (target ≤ 1%), with
-  its encoder's product in float32 (the default) and in bfloat16 (`encode_dtype="bfloat16"`);
+  the tap's image tokens, per decision, as a share of the decision forward (target ≤ 1%), at
+  its default (`encode_dtype="auto"`: the encoder's product in bfloat16 from 1024 wide, so at
+  the reference, float32 at the tiny model's width) and with the product in float32;
 - every other scorer a monitor can run, per decision, as a share of the decision forward
   (target ≤ 1% each): Mahalanobis, PCA, the raw-activation probe (image tokens + last token),
   the learned failure predictors (monitors.failure: MLP and LSTM, one step after a 24-decision
@@ -186,14 +187,12 @@ def measure(backend: VLMBackend, layer: int, frames: np.ndarray, repeats: int, b
     with torch.random.fork_rng():
         torch.manual_seed(0)
         sae = MatryoshkaSAE(default_config(d)).eval()
-    scorer = SAEReconstructionScorer(sae=sae, model=backend.name, layer=layer)
-    scorer.score(acts)
+    scorer = SAEReconstructionScorer(sae=sae, model=backend.name, layer=layer)  # the default
+    scorer.score(acts)  # an encoder's bfloat16 copy is made once
     score_s = statistics.median(timed(lambda: scorer.score(acts), torch.device("cpu"), 50))
-    fast = SAEReconstructionScorer(
-        sae=sae, model=backend.name, layer=layer, encode_dtype="bfloat16"
-    )
-    fast.score(acts)  # the encoder's bfloat16 copy is made once
-    score_bf16_s = statistics.median(timed(lambda: fast.score(acts), torch.device("cpu"), 50))
+    full = SAEReconstructionScorer(sae=sae, model=backend.name, layer=layer, encode_dtype="float32")
+    full.score(acts)
+    score_f32_s = statistics.median(timed(lambda: full.score(acts), torch.device("cpu"), 50))
     others = scorer_costs(acts, tap_rows, backend.name, layer)
     steering = TimedSteering(sae, feature=0, magnitude=5.0, prefix=sae.config.prefixes[0],
                              layer=layer).attach(backend)  # fmt: skip
@@ -214,7 +213,7 @@ def measure(backend: VLMBackend, layer: int, frames: np.ndarray, repeats: int, b
         "d": d, "layer": layer, "n_layers": backend.n_layers, "image_tokens": n_image,
         "sae": f"{d} → {sae.config.n_latents}, k {sae.config.k}",
         "decision": statistics.median(plain), "decision_runs": plain, "peak_gib": mem.gib,
-        "tapped": statistics.median(tapped), "tap": tap_s, "score": score_s, "score_bf16": score_bf16_s,
+        "tapped": statistics.median(tapped), "tap": tap_s, "score": score_s, "score_f32": score_f32_s,
         "steered": statistics.median(steered), "steer": steer_s,
         "batched": statistics.median(batched) / batch, "singles": statistics.median(singles) / batch,
         "scorers": others,
@@ -313,7 +312,7 @@ def table(results: dict[str, dict], batch: int) -> Table:
         ("SAE scoring (SARM), per decision", lambda r: ms(r["score"])),
         ("  share of the decision forward", lambda r: share(r["score"], r["decision"])),
         ("  share of its FLOPs (estimate)", lambda r: f"{100 * r['flop_share']:.3f}%"),
-        ("SAE scoring, bfloat16 encoder", lambda r: f"{ms(r['score_bf16'])} ({share(r['score_bf16'], r['decision'])})"),
+        ("SAE scoring, float32 encoder", lambda r: f"{ms(r['score_f32'])} ({share(r['score_f32'], r['decision'])})"),
         *[(f"{k} scoring, per decision", lambda r, k=k: f"{ms(r['scorers'][k])} ({share(r['scorers'][k], r['decision'])})")
           for k in ("mahalanobis", "pca", "probe", "failure-mlp", "failure-lstm", "signals")],
         ("SAE steering hook, per decision", lambda r: f"{ms(r['steer'])} ({share(r['steer'], r['decision'])})"),

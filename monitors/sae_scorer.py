@@ -15,8 +15,21 @@ import torch
 
 from monitors.scorers import Scorer, register_scorer
 
-#: The dtypes the encoder's product may run in.
-ENCODE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+#: The dtypes the encoder's product may run in ("auto": see `encode_dtype_for`).
+ENCODE_DTYPES = {"auto": None, "float32": None, "bfloat16": torch.bfloat16}
+#: "auto" computes the encoder's product in bfloat16 from this input width on: there the product
+#: is the scorer's whole cost (SmolVLM-Instruct's 2048-wide layer, 81 image tokens: 1.07% of a
+#: CPU decision in float32, 0.33% in bfloat16; benchmarks/reference_scale.py), and models that
+#: wide run in bfloat16 themselves, so their activations carry no more precision than the product
+#: keeps. Narrower SAEs (the tiny models': 64-128 wide) stay float32, where the product is cheap.
+AUTO_BFLOAT16_MIN_WIDTH = 1024
+
+
+def encode_dtype_for(encode_dtype: str, d_in: int) -> torch.dtype | None:
+    """The torch dtype of the encoder's product (None: the SAE's own float32) for a setting."""
+    if encode_dtype == "auto":
+        return torch.bfloat16 if d_in >= AUTO_BFLOAT16_MIN_WIDTH else None
+    return ENCODE_DTYPES[encode_dtype]
 
 
 @register_scorer
@@ -27,10 +40,11 @@ class SAEReconstructionScorer(Scorer):
         sae: a trained sae.MatryoshkaSAE; None ⇒ `fit` trains one on the clean activations.
         steps, batch_size, lr, seed: training of that SAE (sae.train_sae).
         sae_overrides: SAEConfig fields replacing sae.default_config(d) (e.g. n_latents, k).
-        encode_dtype: "float32", or "bfloat16" to compute the encoder's product (the scorer's
+        encode_dtype: "auto" (bfloat16 for SAEs at least AUTO_BFLOAT16_MIN_WIDTH wide, float32
+            below), "float32", or "bfloat16" to compute the encoder's product (the scorer's
             cost) in bfloat16: several times faster on CPUs with AMX and on GPUs, the error
             still summed in float32; scores differ from float32's by bfloat16's rounding, so
-            calibrate with the dtype you score with.
+            calibrate with the dtype you score with (a saved scorer keeps its setting).
         aggregate, model, layer: as in Scorer.
     """
 
@@ -44,7 +58,7 @@ class SAEReconstructionScorer(Scorer):
         lr: float = 2e-3,
         seed: int = 0,
         sae_overrides: dict[str, Any] | None = None,
-        encode_dtype: str = "float32",
+        encode_dtype: str = "auto",
         aggregate: str = "mean",
         model: str | None = None,
         layer: int | None = None,
@@ -87,7 +101,7 @@ class SAEReconstructionScorer(Scorer):
 
     @torch.inference_mode()
     def _token_scores(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = ENCODE_DTYPES[self.encode_dtype]
+        dtype = encode_dtype_for(self.encode_dtype, int(self.sae.config.d_in))
         if dtype is None:  # (an SAE subclass may not take the argument)
             return self.sae.reconstruction_error(x).float()
         return self.sae.reconstruction_error(x, dtype).float()

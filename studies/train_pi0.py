@@ -44,6 +44,8 @@ class TrainPI0RecipeConfig:
         hidden, expert_hidden, layers, image_size, patch, chunk, denoise_steps: the model's
             sizes (agents.train_pi0.TrainPI0Config).
         batch_size, lr, schedule, seed: the optimisation (agents.train_pi0.TrainPI0Config).
+        material_weight: weight of the VLM's material loss beside the flow's (0: none; a
+            training-only head reads fragile from the image tokens, agents.train_pi0).
         threads: torch threads while training.
     """
 
@@ -68,13 +70,14 @@ class TrainPI0RecipeConfig:
     lr: float = 1e-3
     schedule: str = "cosine"
     seed: int = 0
+    material_weight: float = 0.0
     threads: int = 2
 
     def model_config(self, steps: int) -> Any:
         from agents.train_pi0 import TrainPI0Config
 
         keys = ("hidden", "expert_hidden", "layers", "image_size", "patch", "chunk", "denoise_steps",
-                "batch_size", "lr", "schedule", "seed")  # fmt: skip
+                "batch_size", "lr", "schedule", "seed", "material_weight")  # fmt: skip
         return TrainPI0Config(steps=steps, **{k: getattr(self, k) for k in keys})
 
     def validate(self) -> None:

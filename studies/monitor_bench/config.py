@@ -30,6 +30,9 @@ AGENT_SIGNAL_SCORERS = {"vla": ("action-entropy", "chunk-change"), "pi0": ("chun
                         "vlm": ()}  # fmt: skip
 #: Learned on failure labels (need failed episodes in the fit data).
 LEARNED = ("failure-mlp", "failure-lstm", "probe")
+#: Where the seed blocks start (before `seed_offset`): fit then calibration, and evaluation;
+#: the offset stays below the gap between them, so a replication's blocks never meet.
+FIT_SEED_START, EVAL_SEED_START, MAX_SEED_OFFSET = 8_000_000, 8_500_000, 400_000
 #: The learned failure predictors proper ("best" is chosen among them; the probe is a baseline).
 PREDICTORS = ("failure-mlp", "failure-lstm")
 #: Fitted on successful episodes only (what is unusual, not what fails).
@@ -58,6 +61,9 @@ class MonitorBenchConfig:
         calibration_seeds: paired seeds per seen condition whose successful episodes calibrate
             every threshold (conformal per episode at alpha; disjoint from fit and eval).
         eval_seeds: paired seeds per condition (unshifted, seen and held out) for the figures.
+        seed_offset: added to every seed (fit, calibration, evaluation): a replication of the
+            bench on fresh seeds (0: fit and calibration from 8,000,000, evaluation from
+            8,500,000).
         alpha: the promised false-alarm rate on successful episodes.
         enforce: scorers run again with their vetoes enforced (on_veto) on the held-out
             evaluation episodes; "best" is the learned predictor with the highest seen-eval
@@ -89,6 +95,7 @@ class MonitorBenchConfig:
     fit_seeds: int = 20
     calibration_seeds: int = 12
     eval_seeds: int = 20
+    seed_offset: int = 0
     alpha: float = 0.1
     enforce: tuple[str, ...] | None = None
     on_veto: str = "fallback"
@@ -163,6 +170,14 @@ class MonitorBenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an int >= 1")
+        if (
+            isinstance(self.seed_offset, bool)
+            or not isinstance(self.seed_offset, int)
+            or not (0 <= self.seed_offset <= MAX_SEED_OFFSET)
+        ):
+            raise ValueError(
+                f"seed_offset={self.seed_offset!r}: must be an int in 0..{MAX_SEED_OFFSET:,}"
+            )
         n_cal = self.calibration_seeds * len(self.train_conditions)
         if n_cal < conformal_min_n(self.alpha):
             raise ValueError(f"calibration_seeds={self.calibration_seeds} gives {n_cal} calibration episodes, fewer "
@@ -200,18 +215,20 @@ class MonitorBenchConfig:
     @property
     def fit_seed_list(self) -> list[int]:
         """Seeds that fit the scorers."""
-        return list(range(8_000_000, 8_000_000 + self.fit_seeds))
+        start = FIT_SEED_START + self.seed_offset
+        return list(range(start, start + self.fit_seeds))
 
     @property
     def calibration_seed_list(self) -> list[int]:
         """Seeds that calibrate the thresholds (after the fit seeds)."""
-        start = 8_000_000 + self.fit_seeds
+        start = FIT_SEED_START + self.seed_offset + self.fit_seeds
         return list(range(start, start + self.calibration_seeds))
 
     @property
     def eval_seed_list(self) -> list[int]:
         """Seeds of the evaluation (disjoint from fit and calibration)."""
-        return list(range(8_500_000, 8_500_000 + self.eval_seeds))
+        start = EVAL_SEED_START + self.seed_offset
+        return list(range(start, start + self.eval_seeds))
 
     def experiment(self, name: str, conditions: list[str], seeds: list[int], **fields: Any) -> Any:
         """The runner's ExperimentConfig of one of the bench's runs (under `out`)."""

@@ -150,3 +150,24 @@ def test_a_bfloat16_encoder_scores_close_to_float32_and_is_recorded(batch_topk, 
     assert load_scorer(tmp_path / "s").encode_dtype == "bfloat16"
     with pytest.raises(ValueError, match=r"encode_dtype='float16'.*'float32', 'bfloat16'"):
         SAEReconstructionScorer(encode_dtype="float16")
+
+
+def test_auto_encodes_in_bfloat16_only_where_the_sae_is_wide():
+    from monitors.sae_scorer import AUTO_BFLOAT16_MIN_WIDTH, encode_dtype_for
+    from sae import default_config
+
+    assert SAEReconstructionScorer().encode_dtype == "auto"  # the default
+    assert encode_dtype_for("auto", D) is None and encode_dtype_for("float32", 4096) is None
+    assert encode_dtype_for("auto", AUTO_BFLOAT16_MIN_WIDTH) == torch.bfloat16
+    narrow = make_sae(64, 4)  # a tiny model's width: float32, bit for bit
+    x = inputs(9, 3)
+    with torch.inference_mode():
+        assert torch.equal(SAEReconstructionScorer(sae=narrow).token_scores(x),
+                           narrow.reconstruction_error(x))  # fmt: skip
+    torch.manual_seed(0)
+    wide = MatryoshkaSAE(default_config(AUTO_BFLOAT16_MIN_WIDTH)).eval()
+    xw = torch.randn(6, AUTO_BFLOAT16_MIN_WIDTH)
+    with torch.inference_mode():
+        fast = wide.reconstruction_error(xw, torch.bfloat16)
+        assert torch.equal(SAEReconstructionScorer(sae=wide).token_scores(xw), fast)
+        assert not torch.equal(fast, wide.reconstruction_error(xw))

@@ -25,10 +25,21 @@ from studies.monitor_bench.metrics import episode_metrics, first_alarm
     ({"enforce": ("pca-max",)}, "enforce 'pca-max'"),
     ({"scorers": ("mahalanobis", "probe"), "enforce": ("best",)}, "needs a learned failure predictor"),
     ({"strengths": (0.0,)}, "strengths"),
+    ({"seed_offset": -1}, "seed_offset=-1"),
+    ({"seed_offset": 400_001}, "seed_offset=400001"),
 ])  # fmt: skip
 def test_bad_settings_fail_before_any_episode(fields, named):
     with pytest.raises(ValueError, match=named):
         MonitorBenchConfig(**fields).check()
+
+
+def test_a_seed_offset_replicates_on_fresh_disjoint_seeds():
+    base, rep = MonitorBenchConfig(), MonitorBenchConfig(seed_offset=1_000, eval_seeds=40)
+    rep.check()
+    blocks = [c.fit_seed_list + c.calibration_seed_list + c.eval_seed_list for c in (base, rep)]
+    assert len(set(blocks[1])) == len(blocks[1])  # fit, calibration and eval stay disjoint
+    assert not set(blocks[0]) & set(blocks[1])  # and share no seed with the bench it replicates
+    assert rep.eval_seed_list[0] == base.eval_seed_list[0] + 1_000
 
 
 def ep(failed, steps, scores, failure_step=None):
