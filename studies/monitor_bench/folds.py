@@ -116,7 +116,7 @@ def print_folds(doc: dict[str, Any], console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from studies.monitor_bench.report import _f
+    from studies.monitor_bench.report import number
 
     console = console or Console()
     t = Table(title=f"monitor bench, leave one kind out ({', '.join(doc['kinds'])}): held-out episodes pooled "
@@ -127,7 +127,7 @@ def print_folds(doc: dict[str, Any], console: Any = None) -> None:
     for name, per in doc["pooled"].items():
         m = per["held out"]
         a, c, f, lead = m["auroc"], m["caught"], m["false_alarm"], m["lead_steps"]
-        t.add_row(name, f"{_f(a['value'])} [{_f(a['low'])},{_f(a['high'])}]", f"{c['k']}/{c['n']}",
+        t.add_row(name, f"{number(a['value'])} [{number(a['low'])},{number(a['high'])}]", f"{c['k']}/{c['n']}",
                   f"{f['k']}/{f['n']}", "–" if not lead["n"] else f"{lead['median']:.0f}")  # fmt: skip
     console.print(t)
     for k, fold in doc["folds"].items():

@@ -218,7 +218,7 @@ def print_bench(doc: dict[str, Any], console: Any = None) -> None:
             if not m:
                 continue
             a, c, f, lead = m["auroc"], m["caught"], m["false_alarm"], m["lead_steps"]
-            t.add_row(name, g, f"{_f(a['value'])} [{_f(a['low'])},{_f(a['high'])}]", f"{c['k']}/{c['n']}",
+            t.add_row(name, g, f"{number(a['value'])} [{number(a['low'])},{number(a['high'])}]", f"{c['k']}/{c['n']}",
                       f"{f['k']}/{f['n']}", "–" if not lead["n"] else f"{lead['median']:.0f}")  # fmt: skip
     console.print(t)
     for name, e in (s.get("enforced") or {}).items():
@@ -235,11 +235,12 @@ def print_bench(doc: dict[str, Any], console: Any = None) -> None:
     v = s.get("verdict")
     if v:
         b = v["best_auroc"]
-        console.print(f"best learned predictor (chosen on seen shifts): {v['best']}, held-out AUROC {_f(b.get('value'))} "
-                      f"[{_f(b.get('low'))}, {_f(b.get('high'))}]: {'beats' if v['beats'] else 'does NOT beat'} the "
-                      f"simplest baseline {v['simplest']} ({_f(v['simplest_auroc'].get('value'))}) and chance "
-                      f"(interval above {_f(v['bar'])})")  # fmt: skip
+        console.print(f"best learned predictor (chosen on seen shifts): {v['best']}, held-out AUROC {number(b.get('value'))} "
+                      f"[{number(b.get('low'))}, {number(b.get('high'))}]: {'beats' if v['beats'] else 'does NOT beat'} the "
+                      f"simplest baseline {v['simplest']} ({number(v['simplest_auroc'].get('value'))}) and chance "
+                      f"(interval above {number(v['bar'])})")  # fmt: skip
 
 
-def _f(x: Any) -> str:
+def number(x: Any) -> str:
+    """A figure to two decimals, or "–" where there is none (None, NaN, inf)."""
     return f"{x:.2f}" if _finite(x) else "–"
