@@ -10,6 +10,9 @@ conditions are paired by seed (McNemar for binary outcomes, Wilcoxon for continu
   `cluster_bootstrap`: of a metric over rows, resampling whole groups (episodes), because rows
   of one episode are correlated.
 - `mcnemar` (exact), `wilcoxon` (signed rank): paired tests.
+- `layer_profile_differs` (a within-seed permutation test: does an effect's profile over
+  layers differ between two interventions?) and `flat_within` (an equivalence test: does an
+  effect stay within ±margin of its own mean at every layer?), for claims about layers.
 
 The steering report, the SARM summary (`studies.sarm.summary`) and the world-model probe all
 use these functions, so one interval means the same everywhere.
@@ -249,3 +252,54 @@ def wilcoxon(a: np.ndarray, b: np.ndarray) -> float:
     if len(d) == 0 or np.all(d == 0):
         return 1.0
     return float(stats.wilcoxon(d, zero_method="zsplit").pvalue)
+
+
+def _seeds_by_layers(effects: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(effects, dtype=float)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2 or not np.isfinite(x).all():
+        raise ValueError(f"{name} of shape {x.shape}: expected finite (seeds >= 2) × (layers >= 2)")
+    return x
+
+
+def layer_profile_differs(a: np.ndarray, b: np.ndarray, n_perm: int = 9999, seed: int = 0) -> float:
+    """p-value of the layer × intervention interaction on paired seeds.
+
+    a, b: (seeds × layers) effects of two interventions (e.g. adding a feature and suppressing
+    it) on the same seeds. Their per-seed difference d = a − b has one mean per layer; with no
+    interaction that mean is the same at every layer, so the layers of one seed are
+    exchangeable. The statistic is the variance over layers of d's layer means; the null
+    permutes layers within each seed (scipy.stats.permutation_test, paired samples).
+    """
+    a, b = _seeds_by_layers(a, "a"), _seeds_by_layers(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired effects differ in shape: {a.shape} vs {b.shape}")
+    d = a - b
+    if np.allclose(d, d[:, :1]):  # every seed the same at every layer: no profile at all
+        return 1.0
+    res = stats.permutation_test(
+        tuple(d.T), lambda *cols: np.var([np.mean(c) for c in cols]), permutation_type="samples",
+        n_resamples=n_perm, alternative="greater", rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    return float(res.pvalue)
+
+
+def flat_within(effects: np.ndarray, margin: float, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Equivalence test of "flat over layers": the largest deviation of a layer's mean effect
+    from the mean over layers, with its one-sided 95% upper bound (the 90% two-sided percentile
+    bootstrap over seeds, as in two one-sided tests); flat when that bound is below `margin`.
+
+    effects: (seeds × layers) paired effects; margin: the largest deviation that counts as
+    flat, in the effect's units, fixed before looking (e.g. a fraction of another effect).
+    """
+    x = _seeds_by_layers(effects, "effects")
+    if not (math.isfinite(margin) and margin > 0):
+        raise ValueError(f"margin={margin!r}: an equivalence margin must be > 0")
+
+    def max_deviation(rows: np.ndarray) -> float:
+        m = x[rows].mean(0)
+        return float(np.abs(m - m.mean()).max())
+
+    value = max_deviation(np.arange(len(x)))
+    _, upper = bootstrap_ci(max_deviation, [np.arange(len(x))], n_boot, seed, confidence_level=0.90)
+    return {"max_deviation": value, "upper": upper, "margin": float(margin), "n": len(x),
+            "flat": bool(upper < margin)}  # fmt: skip

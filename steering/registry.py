@@ -41,6 +41,7 @@ BUILTIN_METHODS = {
     "loreft": "steering.methods.reft:LoReFT",
     "jsae-language": "steering.methods.jsae:JointLanguageDirection",
     "jsae-vision": "steering.methods.jsae:JointVisionDirection",
+    "jsae-suppress": "steering.methods.jsae:JointSuppression",
     "random": "steering.methods.controls:RandomDirection",
     "neuron-random": "steering.methods.controls:RandomNeurons",
 }

@@ -54,3 +54,30 @@ def test_bad_settings_are_refused_before_any_fit(joint_folder, tmp_path):
         make_method("jsae-vision", joint=str(tmp_path))
     with pytest.raises(ValueError, match="latent=-2"):
         make_method("jsae-vision", joint=str(joint_folder[0]), latent=-2)
+
+
+def test_suppression_subtracts_each_tokens_own_code_of_the_latent(
+    joint_folder, fit_data, vla_backend, tmp_path
+):
+    folder, joint = joint_folder
+    h = fit_data.acts[fit_data.layer][:40].float()
+    side = joint.side("language")
+    with torch.no_grad():
+        latent = int(side.encode(h).mean(0).argmax())  # the latent most active on these rows
+        z = side.encode(h)[:, latent]
+        row = side.W_dec[latent] * side.x_scale
+    method = make_method("jsae-suppress", joint=str(folder), latent=latent, side="language")
+    method.fit(fit_data, vla_backend)
+    assert bool((z > 0).any())  # the latent is active on some rows: the test can fail
+    edited = method.intervention(1.0).fn(h)
+    torch.testing.assert_close(edited, h - z[:, None] * row)
+    torch.testing.assert_close(method.intervention(0.5).fn(h), h - 0.5 * z[:, None] * row)
+    with torch.no_grad():  # fully suppressed, the latent's own code of the edited rows falls
+        assert float(side.encode(edited)[:, latent].abs().sum()) < float(z.abs().sum())
+    method.save(tmp_path / "suppress")
+    loaded = load_method(tmp_path / "suppress")
+    torch.testing.assert_close(loaded.intervention(1.0).fn(h), edited)
+    with pytest.raises(ValueError, match="side='audio'"):
+        make_method("jsae-suppress", joint=str(folder), side="audio")
+    with pytest.raises(ValueError, match=r"strength"):
+        method.intervention(-0.5)
