@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--pi0-model",
         default=None,
-        help="a π0 checkpoint folder: adds a π0 row to the agent comparison (none ships yet)",
+        help='a π0 ("tiny": the shipped agents/tiny_pi0, or a checkpoint folder): adds a π0 row to the agent comparison',
     )
     p.add_argument(
         "--chunk",

@@ -21,14 +21,24 @@ ENCODE_DTYPES = {"auto": None, "float32": None, "bfloat16": torch.bfloat16}
 #: is the scorer's whole cost (SmolVLM-Instruct's 2048-wide layer, 81 image tokens: 1.07% of a
 #: CPU decision in float32, 0.33% in bfloat16; benchmarks/reference_scale.py), and models that
 #: wide run in bfloat16 themselves, so their activations carry no more precision than the product
-#: keeps. Narrower SAEs (the tiny models': 64-128 wide) stay float32, where the product is cheap.
+#: keeps. Narrower SAEs (the tiny models': 64-128 wide) stay float32, where the product is cheap,
+#: and so does a CPU without native bfloat16 (no AVX512-BF16 or AMX), where it would be slower.
 AUTO_BFLOAT16_MIN_WIDTH = 1024
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX tiles; scores are
+    computed on the CPU)."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 def encode_dtype_for(encode_dtype: str, d_in: int) -> torch.dtype | None:
     """The torch dtype of the encoder's product (None: the SAE's own float32) for a setting."""
     if encode_dtype == "auto":
-        return torch.bfloat16 if d_in >= AUTO_BFLOAT16_MIN_WIDTH else None
+        wide = d_in >= AUTO_BFLOAT16_MIN_WIDTH
+        return torch.bfloat16 if wide and cpu_has_bfloat16() else None
     return ENCODE_DTYPES[encode_dtype]
 
 
@@ -40,8 +50,8 @@ class SAEReconstructionScorer(Scorer):
         sae: a trained sae.MatryoshkaSAE; None ⇒ `fit` trains one on the clean activations.
         steps, batch_size, lr, seed: training of that SAE (sae.train_sae).
         sae_overrides: SAEConfig fields replacing sae.default_config(d) (e.g. n_latents, k).
-        encode_dtype: "auto" (bfloat16 for SAEs at least AUTO_BFLOAT16_MIN_WIDTH wide, float32
-            below), "float32", or "bfloat16" to compute the encoder's product (the scorer's
+        encode_dtype: "auto" (bfloat16 for SAEs at least AUTO_BFLOAT16_MIN_WIDTH wide on a CPU
+            with native bfloat16, float32 otherwise), "float32", or "bfloat16" to compute the encoder's product (the scorer's
             cost) in bfloat16: several times faster on CPUs with AMX and on GPUs, the error
             still summed in float32; scores differ from float32's by bfloat16's rounding, so
             calibrate with the dtype you score with (a saved scorer keeps its setting).

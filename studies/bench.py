@@ -198,7 +198,7 @@ def compare_agents(
         workers: worker processes (the runner's `executor`; 1 runs in this process).
         max_steps: steps before truncation.
         models: agent ("vlm", "vla", "pi0") → model (default "tiny" for the planner and the
-            VLA: the embedded models); a "pi0" folder adds a π0 row (no tiny π0 ships yet).
+            VLA: the embedded models); a "pi0" entry ("tiny" or a folder) adds a π0 row.
         chunk: actions the VLA (and π0) executes per forward (None: its horizon / chunk).
         monitor: score every decision with an SAE scorer in shadow mode.
         executor: the runner's executor ("processes", as `physteer run` uses by default).

@@ -152,11 +152,16 @@ def test_a_bfloat16_encoder_scores_close_to_float32_and_is_recorded(batch_topk, 
         SAEReconstructionScorer(encode_dtype="float16")
 
 
-def test_auto_encodes_in_bfloat16_only_where_the_sae_is_wide():
+def test_auto_encodes_in_bfloat16_only_where_the_sae_is_wide(monkeypatch):
+    import monitors.sae_scorer as scorer_module
     from monitors.sae_scorer import AUTO_BFLOAT16_MIN_WIDTH, encode_dtype_for
     from sae import default_config
 
     assert SAEReconstructionScorer().encode_dtype == "auto"  # the default
+    monkeypatch.setattr(scorer_module, "cpu_has_bfloat16", lambda: False)
+    assert encode_dtype_for("auto", AUTO_BFLOAT16_MIN_WIDTH) is None  # emulated: slower
+    assert encode_dtype_for("bfloat16", D) == torch.bfloat16  # asked for, it is used anyway
+    monkeypatch.setattr(scorer_module, "cpu_has_bfloat16", lambda: True)
     assert encode_dtype_for("auto", D) is None and encode_dtype_for("float32", 4096) is None
     assert encode_dtype_for("auto", AUTO_BFLOAT16_MIN_WIDTH) == torch.bfloat16
     narrow = make_sae(64, 4)  # a tiny model's width: float32, bit for bit
