@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.hooks import output_tensor
 from agents.pi0_model import ENV_ACTION_SIZE, STATS_FILE, PI0Backend, PI0Stats, load_pi0
 from storage import atomic_dir, write_json
 
@@ -185,7 +186,7 @@ class MaterialHead:
         """While open, the layer's forward stores the mean of its image-token outputs."""
 
         def hook(_module: Any, _args: Any, out: Any) -> None:
-            h = out[0] if isinstance(out, tuple) else out
+            h = output_tensor(out)
             m = image_mask[..., None].to(h.dtype)
             self.pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
 
