@@ -26,6 +26,12 @@ import torch
 from monitors.scorers import Scorer, register_scorer
 
 SIGNALS = ("action_entropy", "chunk_change", "sample_variance")
+#: A signal scorer's name (its `name`, and how studies list it) → the signal it reads.
+SIGNAL_SCORERS = {signal.replace("_", "-"): signal for signal in SIGNALS}
+#: The signal scorers each agent's decisions can feed (the π0's sample variance only with
+#: extra noise draws, `variance_draws`; the planner reports none).
+AGENT_SIGNAL_SCORERS = {"vla": ("action-entropy", "chunk-change"), "pi0": ("chunk-change", "sample-variance"),
+                        "vlm": ()}  # fmt: skip
 
 
 @register_scorer

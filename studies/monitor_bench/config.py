@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from envs.shifts import SHIFT_KINDS
+from monitors.signals import AGENT_SIGNAL_SCORERS
 
 #: Scorer names → (kind, constructor keywords) for monitors.scorers.make_scorer.
 BENCH_SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -24,10 +25,6 @@ BENCH_SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
     "sae": ("sae", {}),
     "probe": ("probe", {}),
 }
-#: The signal scorers each agent's decisions can feed (the π0's sample variance with
-#: variance_draws; the planner reports none).
-AGENT_SIGNAL_SCORERS = {"vla": ("action-entropy", "chunk-change"), "pi0": ("chunk-change", "sample-variance"),
-                        "vlm": ()}  # fmt: skip
 #: Learned on failure labels (need failed episodes in the fit data).
 LEARNED = ("failure-mlp", "failure-lstm", "probe")
 #: Where the seed blocks start (before `seed_offset`): fit then calibration, and evaluation;

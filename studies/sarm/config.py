@@ -38,7 +38,9 @@ class SarmEvalConfig:
             "pi0" (a π0 checkpoint folder's action chunks, `model` its folder; as "vla").
         model: "tiny" (embedded: the tiny VLM, or the tiny VLA), a local folder or a cached hub id.
         layer: tap layer (None = 2/3 depth).
-        scorers: scorer kinds, side by side (sae, mahalanobis, pca; probe: a linear probe
+        scorers: scorer kinds, side by side (sae, mahalanobis, pca; the agent's own signals:
+            action-entropy and chunk-change of the VLA, chunk-change and sample-variance of a π0,
+            monitors.signals; probe: a linear probe
             trained on clean vs probe_attacks decisions; combined: the max of the
             combined_parts' threshold-normalised scores, recalibrated; studies.sarm.probe).
         aggregate: "mean" or "max" of the per-token scores.
@@ -63,6 +65,8 @@ class SarmEvalConfig:
         decoding: how the VLA decodes its action tokens ("expectation", the default, "gated",
             "argmax";
             see `physteer run --help`).
+        variance_draws: with the "sample-variance" scorer, a π0's extra noise draws per decision
+            (their spread is the signal; each costs one more chunk; >= 2).
         max_steps: steps before truncation.
         calibration: how thresholds are set from the clean calibration episodes:
             "conformal-episode" (the default: a clean episode has any flagged decision with
@@ -110,6 +114,7 @@ class SarmEvalConfig:
     chunk: int | None = None
     stream: str = "vlm"
     decoding: str = DEFAULT_DECODING
+    variance_draws: int = 0
     max_steps: int = 120
     calibration: str = "conformal-episode"
     k: float = 2.0
@@ -135,9 +140,19 @@ class SarmEvalConfig:
 
         if self.agent not in SARM_AGENTS:
             raise ValueError(f"agent {self.agent!r}: expected one of {list(SARM_AGENTS)} (a monitor reads a model's activations)")  # fmt: skip
+        from monitors.signals import AGENT_SIGNAL_SCORERS, SIGNAL_SCORERS
+
+        allowed = [k for k in scorer_kinds() if k != "signal"] + list(SIGNAL_SCORERS)
         for s in self.scorers:
-            if s not in scorer_kinds():
-                raise ValueError(f"scorer {s!r}: expected some of {scorer_kinds()}")
+            if s not in allowed:
+                raise ValueError(f"scorer {s!r}: expected some of {allowed}")
+            if s in SIGNAL_SCORERS and s not in AGENT_SIGNAL_SCORERS[self.agent]:
+                raise ValueError(f"scorer {s!r} reads a signal agent {self.agent!r} does not report "
+                                 f"(it reports {list(AGENT_SIGNAL_SCORERS[self.agent])})")  # fmt: skip
+        if ("sample-variance" in self.scorers) != (self.variance_draws >= 2):
+            raise ValueError(f"variance_draws={self.variance_draws!r} with scorers {list(self.scorers)}: the "
+                             "sample-variance scorer needs variance_draws >= 2 (extra noise draws per decision), "
+                             "and variance_draws is only for it")  # fmt: skip
         if not self.scorers or len(set(self.scorers)) != len(self.scorers):
             raise ValueError(f"scorers {list(self.scorers)}: give distinct scorers, at least one")
         for p in self.perturbations:
@@ -178,7 +193,7 @@ class SarmEvalConfig:
             name=name, out=self.out, conditions=conditions, seeds=seeds, agent=self.agent, model=self.model,
             layer=self.layer, decide_every=self.decide_every, chunk=self.chunk, decoding=self.decoding, max_steps=self.max_steps,
             on_veto=self.on_veto, tokens=self.tokens, holding=False, device=self.device, dtype=self.dtype, workers=self.workers,
-            stream=self.stream,
+            stream=self.stream, variance_draws=self.variance_draws,
             envs_per_worker=self.envs_per_worker, executor=self.executor, address=self.address, **fields,
         )  # fmt: skip
 
@@ -291,6 +306,7 @@ class SarmEvalConfig:
 
     def _check_derived(self) -> None:
         """The probe's training attacks and the combined scorer's parts (studies.sarm.probe)."""
+        from monitors.signals import SIGNAL_SCORERS
         from rollouts.conditions import parse_condition
 
         if "probe" in self.scorers:
@@ -305,7 +321,7 @@ class SarmEvalConfig:
             bad = [
                 p
                 for p in self.combined_parts
-                if p not in self.scorers or p in ("probe", "combined")
+                if p not in self.scorers or p in ("probe", "combined", *SIGNAL_SCORERS)
             ]
             if (
                 len(self.combined_parts) < 2

@@ -1,5 +1,5 @@
-"""What the SARM evaluation's parts read back from its runs: the decision activations an
-unmonitored episode logged, and the calibrations compared side by side."""
+"""What the SARM evaluation's parts read back from its runs: the decision activations and the
+agent's signals an unmonitored episode logged, and the calibrations compared side by side."""
 
 from __future__ import annotations
 
@@ -26,3 +26,25 @@ def decision_activations(
     )
     n_img = int(acts["n_image_tokens"])
     return [a if tokens == "all" else a[:n_img] for a in acts["decision"]]
+
+
+def decision_signals(
+    run_dir: Path, condition: str, seeds: list[int]
+) -> list[list[dict[str, float]]]:
+    """Per seed, the agent's signals (rollouts.episode.SIGNAL_COLUMNS) at each decision of an
+    unmonitored episode of `condition`, in step order: what a signal scorer is given."""
+    import pyarrow.parquet as pq
+
+    from rollouts.episode import SIGNAL_COLUMNS
+
+    rows = pq.read_table(run_dir / "steps.parquet").to_pylist()
+    by_seed: dict[int, list[dict[str, float]]] = {s: [] for s in seeds}
+    for r in sorted(rows, key=lambda r: r["step"]):
+        if (
+            r["decided"]
+            and r["condition"] == condition
+            and r["monitor"] == "none"
+            and r["seed"] in by_seed
+        ):
+            by_seed[r["seed"]].append({k: r[k] for k in SIGNAL_COLUMNS if k in r})
+    return [by_seed[s] for s in seeds]

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 import torch
 
 from studies.sarm.config import DEFAULT_PERTURBATIONS, SARM_AGENTS, SarmEvalConfig
-from studies.sarm.data import COMPARED_CALIBRATIONS, decision_activations
+from studies.sarm.data import COMPARED_CALIBRATIONS, decision_activations, decision_signals
 from studies.sarm.probe import DERIVED_SCORERS, derived_summary, fit_derived_scorers
 from studies.sarm.tables import print_summary
 
@@ -68,6 +68,7 @@ def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[st
     from monitors.calibration import calibrate_episodes, calibration_table
     from monitors.sae_scorer import SAEReconstructionScorer
     from monitors.scorers import make_scorer
+    from monitors.signals import SIGNAL_SCORERS
     from rollouts.logs import RunLog
     from storage import write_json, write_safetensors
 
@@ -96,9 +97,16 @@ def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[st
     settings = {"k": cfg.k, "fpr": cfg.fpr or 0.05, "alpha": cfg.alpha}
     names, sae, table = [], None, {}
     for kind in (k for k in cfg.scorers if k not in DERIVED_SCORERS):  # probe, combined: below
-        extra = {"steps": cfg.sae_steps} if kind == "sae" else {}
-        s = make_scorer(kind, **meta, **extra).fit([a for a, _ in fit])
-        per_episode = [s.score_many(e) for e in calib]  # clean calibration scores, per episode
+        # the agent's own signal: nothing to fit, calibrated as the others
+        if kind in SIGNAL_SCORERS:
+            s = make_scorer("signal", signal=SIGNAL_SCORERS[kind], **meta).fit([a for a, _ in fit])
+            calib_inputs = decision_signals(fit_dir, "unsteered", split["calibration"])
+        else:
+            extra = {"steps": cfg.sae_steps} if kind == "sae" else {}
+            s = make_scorer(kind, **meta, **extra).fit([a for a, _ in fit])
+            calib_inputs = calib
+        # clean calibration scores, per episode
+        per_episode = [s.score_many(e) for e in calib_inputs]
         s.calibration = calibrate_episodes(
             per_episode, method, seeds=split["calibration"], **settings
         )

@@ -154,7 +154,8 @@ def test_the_last_vlm_layer_reaches_no_action(pi0_dir):
 def test_agent_eval_and_sarm_eval_take_a_pi0(pi0_dir, tmp_path, monkeypatch):
     """`physteer agent-eval --agent pi0` runs every color × material cell; `physteer sarm-eval
     --agent pi0 --stream expert` trains an SAE on the action expert's tokens and fits and
-    calibrates scorers on them (the SAE's contrast steering among its perturbations)."""
+    calibrates scorers on them (the SAE's contrast steering among its perturbations), and the
+    flow baselines beside them: chunk change and the sample variance of extra noise draws."""
     out = tmp_path / "eval"
     assert main(["agent-eval", "--agent", "pi0", "--model", str(pi0_dir), "--seeds", "1", "--max-steps", "8",
                  "--denoise-steps", "2", "--out", str(out)]) == 0  # fmt: skip
@@ -162,11 +163,18 @@ def test_agent_eval_and_sarm_eval_take_a_pi0(pi0_dir, tmp_path, monkeypatch):
     assert doc["config"]["agent"] == "pi0" and len(doc["episodes"]) == 4
     monkeypatch.chdir(tmp_path)
     assert main(["sarm-eval", "--agent", "pi0", "--model", str(pi0_dir), "--fit-episodes", "20", "--episodes", "1",
-                 "--scorers", "mahalanobis,sae", "--sae-steps", "50", "--max-steps", "8", "--stream", "expert",
+                 "--scorers", "mahalanobis,sae,chunk-change,sample-variance", "--variance-draws", "2",
+                 "--sae-steps", "50", "--max-steps", "8", "--stream", "expert",
                  "--name", "sarm", "--no-sweep", "--no-plots"]) == 0  # fmt: skip
     summary = json.loads((tmp_path / "runs" / "sarm" / "summary.json").read_text())
     assert summary["config"]["agent"] == "pi0" and summary["config"]["stream"] == "expert"
-    assert {"mahalanobis-mean", "sae-mean"} <= set(summary["thresholds"])
+    scorers = {"mahalanobis-mean", "sae-mean", "chunk-change", "sample-variance"}
+    assert scorers <= set(summary["thresholds"])
+    clean = [r for r in summary["records"] if r["condition"] == "clean" and r["monitor"] is None]
+    variances = [d["scores"]["sample-variance"] for r in clean for d in r["decisions"]]
+    assert variances and all(v > 0 for v in variances)  # draws of a random π0 differ
+    first = clean[0]["decisions"][0]["scores"]["chunk-change"]
+    assert first == 0.0  # the first decision has no earlier chunk to compare with
     assert (
         summary["d"]
         == json.loads((pi0_dir / "config.json").read_text())["dit_config"]["hidden_size"]

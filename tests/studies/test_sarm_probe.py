@@ -123,6 +123,13 @@ def test_probe_trained_on_sae_overdrive_alone(tiny_dir, tmp_path):
     ({"scorers": ("probe",), "probe_attacks": ()}, "probe_attacks"),
     ({"scorers": ("probe",), "probe_attacks": ("unsteered",)}, "probe attack 'unsteered'"),
     ({"scorers": ("probe",), "probe_attacks": ("laser:3",)}, "laser"),
+    ({"scorers": ("chunk-change",)}, "agent 'vlm' does not report"),
+    ({"agent": "vla", "scorers": ("sample-variance",)}, "agent 'vla' does not report"),
+    ({"agent": "pi0", "model": "tiny", "scorers": ("sample-variance",)}, "variance_draws=0"),
+    ({"agent": "pi0", "model": "tiny", "scorers": ("chunk-change",), "variance_draws": 2}, "only for it"),
+    ({"agent": "vla", "scorers": ("sae", "action-entropy", "combined"),
+      "combined_parts": ("sae", "action-entropy")}, "combined_parts"),
+    ({"scorers": ("signal",)}, "scorer 'signal'"),
 ])  # fmt: skip
 def test_bad_settings_fail_before_any_work(fields, named):
     with pytest.raises(ValueError, match=named):
