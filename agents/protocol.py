@@ -281,7 +281,7 @@ class ScriptedAgent(LaneAgent):
 
 class ReplayAgent(LaneAgent):
     """Replays given actions, one per step (no model, no frames): how a logged episode is
-    re-simulated through the closed loop (studies.export_lerobot).
+    re-simulated through the closed loop (rollouts.lerobot).
 
     Step t of lane i gets row t of the lane's actions; `reset` rewinds to row 0 and keeps the
     actions, so `set_actions` before each episode (or pass every lane's at construction).

@@ -29,7 +29,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from studies.export_lerobot import export_lerobot
+    from rollouts.lerobot import export_lerobot
 
     console = Console()
     with Progress(console=console, transient=True) as bar:

@@ -33,6 +33,7 @@ GROUPS = {
     "Agents and models": [
         "agent-eval",
         "vla-study",
+        "pi0-decodability",
         "vla-rewiring",
         "train-tiny",
         "train-vla",

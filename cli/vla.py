@@ -331,6 +331,14 @@ def register_study(subparsers: argparse._SubParsersAction) -> None:
     )
     add_config_arguments(p, VLAStudyConfig)
     p.set_defaults(func=cmd_vla_study)
+    from studies.decodability import DecodabilityConfig
+
+    p = subparsers.add_parser(
+        "pi0-decodability",
+        help="where a π0 carries material, stream × layer: a cross-color probe and discovery, beside random weights",
+    )
+    add_config_arguments(p, DecodabilityConfig)
+    p.set_defaults(func=cmd_decodability)
 
 
 def cmd_vla_study(args: argparse.Namespace) -> int:
@@ -339,4 +347,13 @@ def cmd_vla_study(args: argparse.Namespace) -> int:
     from studies.vla.study import VLAStudyConfig, run_vla_study
 
     run_vla_study(config_from_args(VLAStudyConfig, args), Console())
+    return 0
+
+
+def cmd_decodability(args: argparse.Namespace) -> int:
+    """Validate, then collect (or reuse) the inputs, tap both models, probe and discover."""
+    from cli.config_flags import config_from_args
+    from studies.decodability import DecodabilityConfig, run_decodability
+
+    run_decodability(config_from_args(DecodabilityConfig, args), Console())
     return 0

@@ -2,7 +2,7 @@
 
 A run folder logs each step's proposed action, whether a monitor vetoed it, and the end-effector
 and object heights and breakage after it, but not the camera frames or the 17-d state. To get
-them back (studies.export_lerobot), a ReplayAgent (agents.protocol) plays the actions the env
+them back (rollouts.lerobot), a ReplayAgent (agents.protocol) plays the actions the env
 executed, in an env built from the run's config and reset with the episode's seed, and a
 recorder keeps the frame and state before each action and checks each step against the log:
 the first step that differs stops the replay with a ValueError naming it.

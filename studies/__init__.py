@@ -6,7 +6,7 @@ dataclass, the function that runs it and its summary (and its own tables and plo
 - studies.collect: labelled frames → tap-layer activations in an ActivationStore.
 - studies.world_model: the holding-state world-model probe.
 - studies.bench: the closed-loop benchmark driver (`physteer bench`).
-- studies.export_lerobot: a run as a LeRobot v3 dataset.
+- studies.decodability: where a π0 carries material, stream × layer, beside random weights.
 - studies.sarm: the SARM evaluation (fit, calibration, perturbations, sweep, trade-off, probe).
 - studies.vla: graded steering of the VLA's handling.
 - studies.demo: the demo as a sequence of studies, and its report.

@@ -239,6 +239,11 @@ def random_weights_backend(backend: Any, seed: int = 0) -> Any:
     fresh = fresh.to(
         device=next(model.parameters()).device, dtype=next(model.parameters()).dtype
     ).eval()
-    return VLMBackend(
-        fresh, backend.processor, name=f"{backend.name} (random weights, seed {seed})"
-    )
+    name = f"{backend.name} (random weights, seed {seed})"
+    if getattr(backend, "model_type", None) == "pi0":  # a π0: its tokenizer, statistics, sampling
+        from agents.pi0_model import PI0Backend
+
+        out = PI0Backend(fresh, backend.tokenizer, backend.stats, name=name)
+        out.n_action_steps, out.noise_scale = backend.n_action_steps, backend.noise_scale
+        return out
+    return VLMBackend(fresh, backend.processor, name=name)
