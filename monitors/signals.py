@@ -43,6 +43,11 @@ class SignalScorer(Scorer):
             "chunk_change" (how far a forward strays from the previous one's prediction) or
             "sample_variance" (the spread of a π0's chunks across noise draws).
         aggregate, model, layer: as in Scorer (aggregate is unused: one value per decision).
+        oriented: the score is `sign` × the signal, its sign learned from failure labels
+            (`orient`): which way the signal moves before a failure is itself a finding (the
+            tiny VLA is *more* certain before its failures), so this is the one-parameter
+            learned version of the baseline. Its name ends in "-oriented".
+        sign: +1 or -1 (set by `orient`, saved).
     """
 
     kind = "signal"
@@ -50,16 +55,43 @@ class SignalScorer(Scorer):
     reads = "signals"
 
     def __init__(self, signal: str = "action_entropy", aggregate: str = "mean", model: str | None = None,
-                 layer: int | None = None) -> None:  # fmt: skip
+                 layer: int | None = None, oriented: bool = False, sign: float = 1.0) -> None:  # fmt: skip
         super().__init__(aggregate, model, layer)
         if signal not in SIGNALS:
             raise ValueError(f"signal={signal!r}: expected one of {list(SIGNALS)}")
-        self.signal = signal
+        if sign not in (1.0, -1.0):
+            raise ValueError(f"sign={sign!r}: expected 1 or -1")
+        self.signal, self.oriented, self.sign = signal, bool(oriented), float(sign)
+        self.orientation: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
-        """e.g. "action-entropy"."""
-        return self.signal.replace("_", "-")
+        """e.g. "action-entropy" (or "action-entropy-oriented")."""
+        return self.signal.replace("_", "-") + ("-oriented" if self.oriented else "")
+
+    def orient(self, episodes: list[list[dict[str, Any]]], failed: list[bool]) -> SignalScorer:
+        """Learn the sign: the one under which each episode's largest score (its decisions before
+        the failure) ranks the failed episodes above the successful ones (ROC-AUC; +1 on a tie).
+
+        Raises:
+            ValueError: not an oriented scorer, or labels of one kind only.
+        """
+        from sklearn.metrics import roc_auc_score
+
+        if not self.oriented:
+            raise ValueError(f"{self.name} is not oriented: build it with oriented=True")
+        if len(episodes) != len(failed) or len(set(failed)) < 2:
+            raise ValueError(f"orienting {self.name} needs failed and successful episodes, one label each "
+                             f"(got {len(episodes)} episodes, {sum(map(bool, failed))} failed)")  # fmt: skip
+        kept = [(e, f) for e, f in zip(episodes, failed, strict=True) if e]
+        values = [np.array([float(d[self.signal]) for d in e]) for e, _ in kept]
+        labels = [bool(f) for _, f in kept]
+        auroc = {
+            s: float(roc_auc_score(labels, [np.nanmax(s * v) for v in values])) for s in (1.0, -1.0)
+        }
+        self.sign = 1.0 if auroc[1.0] >= auroc[-1.0] else -1.0
+        self.orientation = {"sign": self.sign, "fit_auroc": auroc[self.sign], "episodes": len(kept)}
+        return self
 
     def fit(self, activations: Any) -> SignalScorer:
         """Nothing to learn: records the width d of the decisions it will watch (provenance:
@@ -79,7 +111,7 @@ class SignalScorer(Scorer):
             raise ValueError(
                 f"the decision carries no {self.signal!r} signal (got {value!r}): the agent does not report it"
             )
-        return float(value)
+        return self.sign * float(value)
 
     def score_many(self, decisions: Any) -> np.ndarray:
         """Scores of several decisions given as signal dicts."""
@@ -91,7 +123,7 @@ class SignalScorer(Scorer):
         )
 
     def _params(self) -> dict[str, Any]:
-        return {"signal": self.signal}
+        return {"signal": self.signal, "oriented": self.oriented, "sign": self.sign}
 
     def _restore(self, tensors: dict[str, torch.Tensor], directory: Path) -> None:
         """Nothing to restore (no parameters)."""

@@ -20,13 +20,29 @@ BENCH_SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
     "action-entropy": ("signal", {"signal": "action_entropy"}),
     "chunk-change": ("signal", {"signal": "chunk_change"}),
     "sample-variance": ("signal", {"signal": "sample_variance"}),
+    # the same signals with their direction learned from the fit episodes' failures
+    "action-entropy-oriented": ("signal", {"signal": "action_entropy", "oriented": True}),
+    "chunk-change-oriented": ("signal", {"signal": "chunk_change", "oriented": True}),
+    "sample-variance-oriented": ("signal", {"signal": "sample_variance", "oriented": True}),
     "mahalanobis": ("mahalanobis", {}),
     "pca": ("pca", {}),
     "sae": ("sae", {}),
     "probe": ("probe", {}),
 }
+
+
+def signal_of(name: str) -> str:
+    """The signal scorer a bench scorer name reads ("action-entropy-oriented" → "action-entropy")."""
+    return name.removesuffix("-oriented")
+
+
 #: Learned on failure labels (need failed episodes in the fit data).
-LEARNED = ("failure-mlp", "failure-lstm", "probe")
+LEARNED = (
+    "failure-mlp",
+    "failure-lstm",
+    "probe",
+    *(n for n in BENCH_SCORERS if n.endswith("-oriented")),
+)
 #: Where the seed blocks start (before `seed_offset`): fit then calibration, and evaluation;
 #: the offset stays below the gap between them, so a replication's blocks never meet.
 FIT_SEED_START, EVAL_SEED_START, MAX_SEED_OFFSET = 8_000_000, 8_500_000, 400_000
@@ -110,7 +126,7 @@ class MonitorBenchConfig:
         signals = AGENT_SIGNAL_SCORERS.get(self.agent, ())
         if self.scorers is None:  # every scorer the agent's decisions can feed
             self.scorers = tuple(
-                n for n, (k, _) in BENCH_SCORERS.items() if k != "signal" or n in signals
+                n for n, (k, _) in BENCH_SCORERS.items() if k != "signal" or signal_of(n) in signals
             )
         if self.enforce is None:  # the best learned predictor beside the agent's own uncertainty
             self.enforce = ("best", *[n for n in signals if n in self.scorers][:1])
@@ -132,7 +148,9 @@ class MonitorBenchConfig:
             )
         reported = AGENT_SIGNAL_SCORERS[self.agent]
         if signals := [
-            s for s in self.scorers if BENCH_SCORERS[s][0] == "signal" and s not in reported
+            s
+            for s in self.scorers
+            if BENCH_SCORERS[s][0] == "signal" and signal_of(s) not in reported
         ]:
             raise ValueError(f"scorers {signals} read signals agent {self.agent!r} does not report (it reports "
                              f"{list(reported) or 'none'})")  # fmt: skip

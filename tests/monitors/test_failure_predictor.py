@@ -91,3 +91,26 @@ def test_signal_scorers_read_the_agents_signals():
         s.score_signals({"action_entropy": 0.5})
     with pytest.raises(ValueError, match="signal='loss'"):
         SignalScorer("loss")
+
+
+def test_an_oriented_signal_learns_which_way_failures_go(tmp_path):
+    """Failed episodes reach a *lower* entropy than successful ones: the oriented scorer learns
+    the sign -1 from the labels (ranking them first), saves and reloads it; the plain one would
+    rank them last. One-label data and an unoriented scorer are refused."""
+    rng = np.random.default_rng(0)
+    episodes = [[{"action_entropy": float(x)} for x in rng.uniform(0.3 if failed else 0.5, 0.9, 6)]
+                for failed in [True] * 10 + [False] * 10]  # fmt: skip
+    failed = [True] * 10 + [False] * 10
+    s = make_scorer("signal", signal="action_entropy", oriented=True, model="tiny-vla", layer=2)
+    s.fit([torch.zeros(3, 16)]).orient(episodes, failed)
+    assert (
+        s.name == "action-entropy-oriented" and s.sign == -1.0 and s.orientation["fit_auroc"] > 0.8
+    )
+    assert s.score_signals({"action_entropy": 0.4}) == -0.4
+    s.calibration = calibrate_episodes([s.score_many(e) for e in episodes[10:]], "sigma")
+    loaded = load_scorer(s.save(tmp_path / "oriented"))
+    assert loaded.sign == -1.0 and loaded.name == "action-entropy-oriented"
+    with pytest.raises(ValueError, match="needs failed and successful"):
+        s.orient(episodes, [False] * 20)
+    with pytest.raises(ValueError, match="not oriented"):
+        SignalScorer("action_entropy").orient(episodes, failed)

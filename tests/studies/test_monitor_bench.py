@@ -63,7 +63,7 @@ def test_a_small_bench_runs_every_stage(tmp_path):
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        args = ["monitor-bench", "--scorers", "failure-mlp,action-entropy,chunk-change,mahalanobis,sae",
+        args = ["monitor-bench", "--scorers", "failure-mlp,action-entropy,action-entropy-oriented,chunk-change,mahalanobis,sae",
                 "--seen", "mass", "--held-out", "distractors", "--strengths", "1", "--fit-seeds", "4",
                 "--calibration-seeds", "2", "--eval-seeds", "2", "--alpha", "0.5", "--enforce", "best",
                 "--sae-steps", "30", "--max-steps", "120", "--workers", "1", "--executor", "serial",
@@ -75,10 +75,15 @@ def test_a_small_bench_runs_every_stage(tmp_path):
         assert set(s["scorers"]) == {
             "failure-mlp",
             "action-entropy",
+            "action-entropy-oriented",
             "chunk-change",
             "mahalanobis",
             "sae",
         }
+        oriented = json.loads(
+            (root / "scorers" / "action-entropy-oriented" / "scorer.json").read_text()
+        )
+        assert oriented["params"]["oriented"] and oriented["params"]["sign"] in (1.0, -1.0)
         assert {"seen", "held out", "unshifted"} <= set(s["scorers"]["failure-mlp"])
         assert s["best"] == "failure-mlp" and set(s["enforced"]) == {"failure-mlp"}
         assert doc["fit"]["failed"] >= 1 and (root / "bench.png").is_file()
@@ -127,6 +132,7 @@ def test_leave_one_kind_out_fits_each_fold_without_its_kind_and_pools(tmp_path):
 def test_the_default_scorers_and_enforced_baseline_follow_the_agent():
     vla, pi0, vlm = (MonitorBenchConfig(agent=a) for a in ("vla", "pi0", "vlm"))
     assert "action-entropy" in vla.scorers and "sample-variance" not in vla.scorers
+    assert "action-entropy-oriented" in vla.scorers and "sample-variance-oriented" in pi0.scorers
     assert vla.enforce == ("best", "action-entropy")
     assert {"chunk-change", "sample-variance"} <= set(
         pi0.scorers
