@@ -229,8 +229,14 @@ def run_decodability(cfg: DecodabilityConfig, console: Any = None) -> dict[str, 
     cfg.validate()
     console = console or Console()
     root = Path(cfg.out)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("n_boot", "out")}
+    if marker_reads(root / "config.json"):  # a resume: what was kept and trained must match
+        before = json.loads((root / "config.json").read_text())
+        if changed := {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}:
+            raise ValueError(f"{root} was made with other settings ({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in changed.items())}): "
+                             "its inputs, stores and SAEs do not fit them; choose another --out")  # fmt: skip
     root.mkdir(parents=True, exist_ok=True)
-    write_json(root / "config.json", asdict(cfg))
+    write_json(root / "config.json", settings)
     trained = load_pi0(pi0_dir(cfg.model))
     agent = PI0Agent(trained, tap_layer=None)
     inputs_path, meta_path = root / "inputs.safetensors", root / "inputs.json"

@@ -13,7 +13,7 @@ import torch
 
 from agents.pi0_build import build_pi0
 from cli.main import main
-from studies.decodability import DecodabilityConfig, cross_color_probe
+from studies.decodability import DecodabilityConfig, cross_color_probe, run_decodability
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,11 @@ def test_the_sweep_runs_every_row_and_resumes(pi0_dir, tmp_path):
     assert main(argv) == 0  # resumes: the kept inputs are read, not collected again
     assert (out / "inputs.json").stat().st_mtime_ns == inputs
     assert json.loads((out / "summary.json").read_text())["rows"] == summary["rows"]
+    other = DecodabilityConfig(
+        model=str(pi0_dir), episodes=16, decisions=3, sae_steps=20, n_boot=20, out=str(out)
+    )
+    with pytest.raises(ValueError, match="decisions: 2 there, 3 now"):  # other settings: refused
+        run_decodability(other)
 
 
 def test_the_probe_reads_material_and_not_color():
