@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from agents.chunk_lanes import ChunkLanes
-from agents.pi0_model import PI0Backend, check_noise_scale, load_pi0
+from agents.pi0_folder import check_blend, check_noise_scale
+from agents.pi0_model import PI0Backend, load_pi0
 from agents.taps import ResidualTap
 from agents.vla_agent import chunk_change
 from agents.vlm_agent import default_tap_layer
@@ -64,7 +65,7 @@ class PI0Agent(ChunkLanes):
     def __init__(self, model: PI0Backend | str | Path, chunk: int | None = None, steps: int | None = None,
                  tap_layer: int | None | str = "default", question: str = "", device: str = "cpu",
                  dtype: str = "float32", stream: str = "vlm", variance_draws: int = 0,
-                 noise_scale: float | None = None) -> None:  # fmt: skip
+                 noise_scale: float | None = None, blend: float | None = None) -> None:  # fmt: skip
         """Args:
         model: a loaded PI0Backend or a π0 checkpoint folder (agents.pi0_model.load_pi0).
         chunk: actions executed per decision, 1..chunk_size (default: the checkpoint's
@@ -81,6 +82,10 @@ class PI0Agent(ChunkLanes):
         noise_scale: the scale of every decision's starting noise, in [0, 2] (None: the
             checkpoint's `noise_scale`, else 1, π0's own sampling; < 1 samples nearer the
             flow's mode, 0 starts every decision from zero).
+        blend: the previous decision's share of each executed action its chunk also predicted,
+            in [0, 1) (ACT's temporal ensembling over two chunks: with 4 of 8 actions executed,
+            action i of a decision is (1 − blend)·its own + blend·the previous chunk's action
+            4 + i); None: the checkpoint's `blend`, else 0 (π0's own execution).
 
         Raises:
             ValueError: a chunk longer than the model's, steps < 1, variance_draws not in
@@ -117,6 +122,7 @@ class PI0Agent(ChunkLanes):
             self.policy.noise_scale if noise_scale is None else noise_scale
         )
         self.variance_draws = variance_draws
+        self.blend = check_blend(self.policy.blend if blend is None else blend)
         if tap_layer == "default":
             tap_layer = default_tap_layer(self.backend.n_layers)
         if stream == "expert":
@@ -152,8 +158,15 @@ class PI0Agent(ChunkLanes):
         variance = None if others is None else self._sample_variance(actions, others)
         for row, s in enumerate(states):
             change = chunk_change(s.predicted, actions[row], self.chunk)
+            executed = actions[row, : self.chunk]
+            if self.blend and s.predicted is not None:  # the previous chunk's overlapping actions
+                overlap = s.predicted[self.chunk : 2 * self.chunk]
+                executed = executed.copy()
+                executed[: len(overlap)] = (1 - self.blend) * executed[
+                    : len(overlap)
+                ] + self.blend * overlap
             s.predicted = actions[row]
-            s.queue = [np.clip(a, -1.0, 1.0).astype(np.float32) for a in actions[row, : self.chunk]]
+            s.queue = [np.clip(a, -1.0, 1.0).astype(np.float32) for a in executed]
             s.decision = {
                 "decision_index": s.n_decisions,
                 "denoise_steps": self.steps,

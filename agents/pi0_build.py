@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from agents.action_tokens import ENV_STATE_SIZE
-from agents.pi0_model import ENV_ACTION_SIZE, STATS_FILE, PI0Stats
+from agents.pi0_folder import ENV_ACTION_SIZE, STATS_FILE, PI0Stats
 from storage import atomic_dir, write_json
 
 

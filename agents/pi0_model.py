@@ -29,8 +29,6 @@ an action expert (a Gemma "DiT") attends to while it denoises a chunk of actions
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,55 +36,19 @@ import numpy as np
 import torch
 
 from agents.action_tokens import ENV_STATE_SIZE
+from agents.pi0_folder import (
+    ENV_ACTION_SIZE,
+    PI0Stats,
+    check_pi0_folder,
+    pi0_dir,
+    processor_doc,
+)
 from agents.token_groups import token_groups
 
-ENV_ACTION_SIZE = 4
-STATS_FILE = "processor_config.json"  # where PI0Processor keeps the dataset statistics
-STATS_KEYS = ("state_mean", "state_std", "actions_mean", "actions_std")
 IMAGE_TOKEN = "<image>"
 #: Ids the expert stream's positions carry for hooks (never vocabulary ids): the state token,
 #: then the action tokens, which taps and edits on that stream address as its "image" positions.
 EXPERT_STATE_ID, EXPERT_ACTION_ID = -2, -1
-
-
-def processor_doc(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's processor_config.json ({} where there is none)."""
-    file = Path(path) / STATS_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
-
-
-@dataclass
-class PI0Stats:
-    """The dataset statistics a π0 checkpoint was trained with (env state: 17, actions: 4)."""
-
-    state_mean: np.ndarray
-    state_std: np.ndarray
-    actions_mean: np.ndarray
-    actions_std: np.ndarray
-
-    @classmethod
-    def from_folder(cls, path: str | Path) -> PI0Stats:
-        """Read processor_config.json; ValueError naming the folder and what is missing."""
-        doc = processor_doc(path)
-        missing = [k for k in STATS_KEYS if doc.get(k) is None]
-        if missing:
-            raise ValueError(f"π0 checkpoint {path}: no normalisation statistics ({', '.join(missing)} missing from "
-                             f"{STATS_FILE}); physteer refuses to run it without them. Write the state and action "
-                             "mean and std of the data it was trained on there (as PI0Processor saves them)")  # fmt: skip
-        stats = cls(*(np.asarray(doc[k], dtype=np.float32) for k in STATS_KEYS))
-        for key, size in (("state", ENV_STATE_SIZE), ("actions", ENV_ACTION_SIZE)):
-            for part in ("mean", "std"):
-                value = getattr(stats, f"{key}_{part}")
-                if value.shape != (size,) or not np.all(np.isfinite(value)):
-                    raise ValueError(f"π0 checkpoint {path}: {key}_{part} has shape {value.shape}; physteer's env "
-                                     f"has {size} {key} dimensions (finite values)")  # fmt: skip
-            if np.any(getattr(stats, f"{key}_std") <= 0):
-                raise ValueError(f"π0 checkpoint {path}: {key}_std must be > 0 in every dimension")
-        return stats
-
-    def to_dict(self) -> dict[str, list[float]]:
-        """JSON-ready (the processor_config.json fields)."""
-        return {k: getattr(self, k).astype(float).tolist() for k in STATS_KEYS}
 
 
 class PI0Prefix(torch.nn.Module):
@@ -189,6 +151,9 @@ class PI0Backend:
         # The scale of the starting noise unless an agent is told otherwise (processor_config.json's
         # "noise_scale", physteer's own key; 1 is π0's sampling, < 1 samples nearer the flow's mode).
         self.noise_scale = 1.0
+        # How much of each executed action the previous decision's overlapping prediction makes
+        # (processor_config.json's "blend", physteer's own key; 0: none, π0's own execution).
+        self.blend = 0.0
         if self.action_dim < ENV_ACTION_SIZE:
             raise ValueError(f"π0 checkpoint {name}: max_action_dim={self.action_dim} is smaller than the env's "
                              f"{ENV_ACTION_SIZE} action dimensions (dx, dy, dz, grip)")  # fmt: skip
@@ -304,73 +269,6 @@ class PI0Backend:
         return self.env_actions(x)
 
 
-#: The shipped tiny π0 (`--agent pi0 --model tiny`), made by `physteer train-pi0`'s recipe.
-TINY_PI0_DIR = Path(__file__).resolve().parent / "tiny_pi0"
-TINY_PI0_NAMES = ("tiny", "tiny-pi0")
-
-
-def pi0_dir(model: str | Path) -> Path:
-    """The checkpoint folder of `model`: TINY_PI0_DIR for "tiny" / "tiny-pi0", else the path."""
-    if str(model) in TINY_PI0_NAMES:
-        if not (TINY_PI0_DIR / "config.json").is_file():
-            raise FileNotFoundError(f"model={str(model)!r}: no tiny π0 in {TINY_PI0_DIR}; make one with "
-                                    f"`physteer train-pi0 --out-dir {TINY_PI0_DIR}` or pass a π0 folder")  # fmt: skip
-        return TINY_PI0_DIR
-    return Path(model)
-
-
-def is_pi0_folder(path: str | Path) -> bool:
-    """Whether `path` holds a config.json of model_type "pi0"."""
-    config = Path(path) / "config.json"
-    return config.is_file() and json.loads(config.read_text()).get("model_type") == "pi0"
-
-
-def check_noise_scale(value: Any, where: str = "noise_scale") -> float:
-    """`value` as a float in [0, 2], or ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 2.0:
-        raise ValueError(f"{where}={value!r}: must be a number in [0, 2] (the starting noise's scale; 1: π0's own "
-                         "sampling, 0: every decision from the same zero noise)")  # fmt: skip
-    return float(value)
-
-
-def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | None = None,
-                     noise_scale: float | None = None) -> None:  # fmt: skip
-    """Before any episode, from the folder's JSON files alone: a π0 config, normalisation
-    statistics, an action and state space the env fits in, `chunk` in 1..chunk_size,
-    `steps` >= 1 and `noise_scale` in [0, 2] (None: the model's own); "tiny" is the shipped
-    tiny π0 (pi0_dir)."""
-    path = pi0_dir(path)
-    if not is_pi0_folder(path):
-        raise ValueError(f"model {str(path)!r} is not a π0 checkpoint: expected a folder with a config.json of "
-                         "model_type 'pi0' (transformers' PI0ForConditionalGeneration)")  # fmt: skip
-    PI0Stats.from_folder(path)
-    cfg = json.loads((Path(path) / "config.json").read_text())
-    for key, need in (("max_action_dim", ENV_ACTION_SIZE), ("max_state_dim", ENV_STATE_SIZE)):
-        if int(cfg.get(key, 32)) < need:
-            raise ValueError(f"π0 checkpoint {path}: {key}={cfg.get(key)} is smaller than the env's {need} "
-                             f"{'action' if 'action' in key else 'state'} dimensions")  # fmt: skip
-    size = int(cfg.get("chunk_size", 50))
-    doc = processor_doc(path)
-    execute = doc.get("n_action_steps")
-    if execute is not None and (
-        isinstance(execute, bool) or not isinstance(execute, int) or not 1 <= execute <= size
-    ):
-        raise ValueError(f"π0 checkpoint {path}: n_action_steps={execute!r} in {STATS_FILE} must be an int in "
-                         f"1..{size} (its chunk_size)")  # fmt: skip
-    if chunk is not None and (
-        isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= size
-    ):
-        raise ValueError(
-            f"chunk={chunk!r}: must be an int in 1..{size} (the π0 checkpoint's chunk_size)"
-        )
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"denoise_steps={steps!r}: must be an int >= 1")
-    if "noise_scale" in doc:
-        check_noise_scale(doc["noise_scale"], f"π0 checkpoint {path}: noise_scale in {STATS_FILE}")
-    if noise_scale is not None:
-        check_noise_scale(noise_scale)
-
-
 def load_pi0(path: str | Path, device: str = "cpu", dtype: str = "float32") -> PI0Backend:
     """Load a local π0 checkpoint (transformers' PI0ForConditionalGeneration, no remote code).
 
@@ -395,4 +293,5 @@ def load_pi0(path: str | Path, device: str = "cpu", dtype: str = "float32") -> P
     backend = PI0Backend(model.to(device), tokenizer, stats, name=path.name)
     backend.n_action_steps = int(doc.get("n_action_steps") or backend.chunk_size)
     backend.noise_scale = float(doc.get("noise_scale", 1.0))
+    backend.blend = float(doc.get("blend", 0.0))
     return backend

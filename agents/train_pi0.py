@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from agents.hooks import output_tensor
-from agents.pi0_model import ENV_ACTION_SIZE, STATS_FILE, PI0Backend, PI0Stats, load_pi0
+from agents.pi0_folder import ENV_ACTION_SIZE, STATS_FILE, PI0Stats
+from agents.pi0_model import PI0Backend, load_pi0
 from storage import atomic_dir, write_json
 
 MIN_STD = 0.05  # statistics floor: a dimension that hardly varies is not blown up by 1/std
@@ -270,15 +271,18 @@ def flow_loss(backend: PI0Backend, demos: Any, n_rows: int | None = None, seed: 
 
 
 def save_pi0(backend: PI0Backend, out_dir: str | Path, report: dict[str, Any] | None = None,
-             n_action_steps: int | None = None, noise_scale: float | None = None) -> Path:  # fmt: skip
+             n_action_steps: int | None = None, noise_scale: float | None = None,
+             blend: float | None = None) -> Path:  # fmt: skip
     """The checkpoint folder (weights, tokenizer, statistics, training_report.json), atomically;
     `n_action_steps`: the actions an agent executes per decision by default (None: the chunk);
-    `noise_scale`: its default starting-noise scale (None: 1, π0's own sampling)."""
+    `noise_scale`: its default starting-noise scale (None: 1, π0's own sampling); `blend`: its
+    default share of the previous decision in each overlapping action (None: 0)."""
     with atomic_dir(out_dir) as tmp:
         backend.model.save_pretrained(tmp, safe_serialization=True)
         backend.tokenizer.save_pretrained(tmp)
         execute = {} if n_action_steps is None else {"n_action_steps": int(n_action_steps)}
         execute |= {} if noise_scale is None else {"noise_scale": float(noise_scale)}
+        execute |= {} if blend is None else {"blend": float(blend)}
         write_json(Path(tmp) / STATS_FILE, {"processor_class": "PI0Processor", "chunk_size": backend.chunk_size,
                                             "max_state_dim": backend.state_dim, **execute, **backend.stats.to_dict()})  # fmt: skip
         if report is not None:

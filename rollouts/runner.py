@@ -4,8 +4,7 @@ Read top to bottom: `ExperimentConfig` is the whole configuration; `run_experime
 it, writes config.json, groups every unfinished episode into batches, lets an executor
 (rollouts.executors: serial, local processes or Ray) run them through the one closed loop
 (rollouts.episode) and writes each returned episode atomically; then it merges the logs
-(`run_experiment` is in rollouts.experiment; reports are written by the caller:
-reports.steering.steering_report).
+(`run_experiment`: rollouts.experiment; the caller writes reports: reports.steering).
 
 Every episode is a pure function of (config, condition, monitor arm, seed): the env is rebuilt
 from the seed, torch runs single-threaded in the loop, random control directions and image
@@ -53,7 +52,8 @@ class ExperimentConfig:
         denoise_steps: a π0's flow-matching steps per decision (None: its config's).
         stream: the π0 stream taps, steering and monitors use: "vlm" (prefix) or "expert".
         variance_draws: a π0's extra noise draws per decision (its "sample_variance" signal).
-        noise_scale: a π0's starting-noise scale in [0, 2] (None: its checkpoint's, else 1).
+        noise_scale, blend: a π0's starting-noise scale in [0, 2] and the previous decision's
+            share of each overlapping action in [0, 1) (None: its checkpoint's, else 1 and 0).
         decoding: how a VLA turns its action-token logits into actions: "expectation" (the
             default), "gated" (the expectation, the gripper first decided open or closed) or
             "argmax" (agents.action_tokens).
@@ -64,9 +64,9 @@ class ExperimentConfig:
             material) or "plain" (every object plain in its color: the material cue removed
             from the frame, physics unchanged; the control of "handling comes from vision").
         renderer: camera frames from "tiny-layered" (TinyRenderer, what the tiny models were
-            trained on, the static scene drawn once per episode: the same pixels as "tiny", one
-            pass, about 3× faster), "egl" (OpenGL through PyBullet's EGL plugin, lit
-            differently) or "auto". A run resumes only with the renderer it was made with.
+            trained on, the static scene drawn once per episode: the pixels of "tiny", one pass,
+            ~3× faster), "egl" (PyBullet's EGL plugin, lit differently) or "auto". A run
+            resumes only with the renderer it was made with.
         unbreakable: fragile objects never break (forces still tracked): the peak grip force
             on a fragile object is the whole grip, not cut short at the breaking threshold
             (breakage and its consequences are then not measured).
@@ -112,6 +112,7 @@ class ExperimentConfig:
     stream: str = "vlm"
     variance_draws: int = 0
     noise_scale: float | None = None
+    blend: float | None = None
     decoding: str = DEFAULT_DECODING
     threshold: float = 0.5
     image_size: int = 384
@@ -157,9 +158,9 @@ class ExperimentConfig:
         allowed("decoding", self.decoding, DECODING_RULES)
         allowed("stream", self.stream, ("vlm", "expert") if self.agent == "pi0" else ("vlm",))
         if self.variance_draws not in (range(65) if self.agent == "pi0" else (0,)) or (
-                self.noise_scale is not None and self.agent != "pi0"):  # fmt: skip
-            raise ValueError(f"variance_draws {self.variance_draws!r}, noise_scale {self.noise_scale!r}: a π0's sampling "
-                             f"(0..64 extra draws, a scale in [0, 2]); agent {self.agent!r} takes 0 and none")  # fmt: skip
+                (self.noise_scale, self.blend) != (None, None) and self.agent != "pi0"):  # fmt: skip
+            raise ValueError(f"variance_draws {self.variance_draws!r}, noise_scale {self.noise_scale!r}, blend {self.blend!r}: a π0's "
+                             f"sampling (0..64 draws, a scale in [0, 2], a blend in [0, 1)); agent {self.agent!r} takes 0, none, none")  # fmt: skip
         from monitors.sarm import ON_VETO, TOKEN_SELECTIONS
 
         allowed("on_veto", self.on_veto, ON_VETO)
@@ -237,9 +238,9 @@ class ExperimentConfig:
     def _check_vla(self) -> None:
         """A VLA checkpoint must carry its action-token layout, a π0 its statistics and sizes."""
         if self.agent == "pi0":
-            from agents.pi0_model import check_pi0_folder
+            from agents.pi0_folder import check_pi0_folder
 
-            check_pi0_folder(self.model, self.chunk, self.denoise_steps, self.noise_scale)
+            check_pi0_folder(self.model, self.chunk, self.denoise_steps, self.noise_scale, self.blend)  # fmt: skip
             return
         from agents.vla_model import check_vla_folder
 
@@ -253,7 +254,7 @@ class ExperimentConfig:
 
     def _model_dir(self) -> tuple[Path | str, bool]:
         """(the model's folder or hub id, whether it is a local folder) of a model agent."""
-        from agents.pi0_model import pi0_dir
+        from agents.pi0_folder import pi0_dir
         from agents.resolve import resolve_model_path
 
         if self.agent == "pi0":
@@ -261,13 +262,14 @@ class ExperimentConfig:
         return (self._vla_dir(), True) if self.agent == "vla" else resolve_model_path(self.model)
 
     def model_weights(self) -> str | None:
-        """sha1 of the model's weight files (agents.resolve.weights_sha1), recorded in config.json
-        so that a resume or a replay cannot mix checkpoints; None for the scripted agent and
-        for a hub id (its files are the hub's)."""
+        """sha1 of the model's weight files (agents.resolve.weights_sha1; a π0's with its execution
+        defaults, agents.pi0_folder.pi0_fingerprint), recorded in config.json so that a resume or a
+        replay cannot mix checkpoints; None for the scripted agent and a hub id (the hub's files)."""
+        from agents.pi0_folder import pi0_fingerprint
         from agents.resolve import weights_sha1
 
         path, local = self._model_dir() if self.agent != "scripted" else (None, False)
-        return weights_sha1(path) if local else None
+        return (pi0_fingerprint if self.agent == "pi0" else weights_sha1)(path) if local else None
 
     def _check_words(self, conditions: list[Condition]) -> None:
         """A neuron condition's word must be a token of the model: checked on its tokenizer
@@ -357,7 +359,7 @@ class EpisodeRunner:
 
             self.agent = PI0Agent(cfg.model, chunk=cfg.chunk, steps=cfg.denoise_steps, tap_layer=layer,
                                   device=cfg.device, dtype=cfg.dtype, stream=cfg.stream,
-                                  variance_draws=cfg.variance_draws, noise_scale=cfg.noise_scale)  # fmt: skip
+                                  variance_draws=cfg.variance_draws, noise_scale=cfg.noise_scale, blend=cfg.blend)  # fmt: skip
         elif cfg.agent == "vlm":
             from agents.vlm_agent import VLMAgent
 
@@ -376,9 +378,7 @@ class EpisodeRunner:
                     from monitors.explain import FeatureExplainer
                     from sae import MatryoshkaSAE
 
-                    sae = MatryoshkaSAE.from_pretrained(
-                        Path(cfg.explainer) / "sae", expected_d_in=d
-                    )
+                    sae = MatryoshkaSAE.from_pretrained(Path(cfg.explainer) / "sae", expected_d_in=d)  # fmt: skip
                     explainer = FeatureExplainer.load(cfg.explainer, sae)
         else:
             from agents.protocol import ScriptedAgent

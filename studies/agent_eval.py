@@ -193,6 +193,8 @@ class AgentEvalConfig:
         chunk: VLA or π0 actions executed per forward (None: its horizon or chunk).
         denoise_steps: a π0's flow-matching steps per decision (None: its config's).
         noise_scale: a π0's starting-noise scale in [0, 2] (None: its checkpoint's, else 1).
+        blend: a π0's share of the previous decision in each overlapping action, in [0, 1)
+            (None: its checkpoint's, else 0; agents.pi0_agent).
         decoding: how the VLA decodes its action tokens (gated: the gripper decided open/closed first).
         object_pattern: material, or plain: the material cue removed from the frame.
         pattern_control: also run the same seeds with plain, unbreakable objects and report the
@@ -217,6 +219,7 @@ class AgentEvalConfig:
     chunk: int | None = None
     denoise_steps: int | None = None
     noise_scale: float | None = None
+    blend: float | None = None
     decoding: str = DEFAULT_DECODING
     object_pattern: str = "material"
     pattern_control: bool = False
@@ -242,17 +245,18 @@ class AgentEvalConfig:
         if self.agent not in ("vlm", "vla", "pi0"):
             raise ValueError(f"agent {self.agent!r}: expected vlm, vla or pi0")
         if self.agent == "pi0" and not self.oracle:
-            from agents.pi0_model import check_pi0_folder
+            from agents.pi0_folder import check_pi0_folder
 
             if self.model is None:
                 raise ValueError(
                     "agent pi0 needs --model DIR: a π0 checkpoint folder (agents.pi0_model)"
                 )
-            check_pi0_folder(self.model, self.chunk, self.denoise_steps, self.noise_scale)
-        elif self.noise_scale is not None:
-            raise ValueError(
-                f"noise_scale={self.noise_scale!r}: only a π0 samples from noise (agent {self.agent!r})"
+            check_pi0_folder(
+                self.model, self.chunk, self.denoise_steps, self.noise_scale, self.blend
             )
+        elif (self.noise_scale, self.blend) != (None, None):
+            raise ValueError(f"noise_scale={self.noise_scale!r}, blend={self.blend!r}: only a π0 samples from noise and "
+                             f"blends its chunks (agent {self.agent!r})")  # fmt: skip
         if self.decoding not in DECODING_RULES:
             raise ValueError(f"decoding {self.decoding!r}: expected one of {list(DECODING_RULES)}")
         for name in ("seeds", "envs", "max_steps", "decide_every"):
@@ -280,7 +284,7 @@ class AgentEvalConfig:
             from agents.pi0_agent import PI0Agent
 
             return PI0Agent(self.model, chunk=self.chunk, steps=self.denoise_steps, tap_layer=None,
-                            device=self.device, dtype=self.dtype, noise_scale=self.noise_scale)  # fmt: skip
+                            device=self.device, dtype=self.dtype, noise_scale=self.noise_scale, blend=self.blend)  # fmt: skip
         if self.agent == "vla":
             from agents.vla_agent import VLAAgent
 
@@ -311,7 +315,7 @@ def evaluate_agent(
                      progress=progress and (lambda n: progress(n, total)))  # fmt: skip
     control = (run_pattern_control(agent, **run, progress=progress and (lambda n: progress(len(rows) + n, total)))
                if cfg.pattern_control else None)  # fmt: skip
-    keys = ("agent", "model", "chunk", "denoise_steps", "noise_scale", "decoding", "seeds", "first_seed", "decide_every", "threshold",
+    keys = ("agent", "model", "chunk", "denoise_steps", "noise_scale", "blend", "decoding", "seeds", "first_seed", "decide_every", "threshold",
             "object_pattern", "pattern_control", "unbreakable", "max_steps", "oracle", "handling")  # fmt: skip
     config = {k: v for k, v in asdict(cfg).items() if k in keys}
     doc = {"config": config, "summary": summarize(rows, control), "episodes": rows, "control_episodes": control or [],

@@ -72,7 +72,7 @@ class DecodabilityConfig:
 
     def validate(self) -> None:
         """ValueError naming the first bad setting (before any episode)."""
-        from agents.pi0_model import check_pi0_folder, pi0_dir
+        from agents.pi0_folder import check_pi0_folder, pi0_dir
 
         for name, low in (("episodes", 16), ("decisions", 1), ("sae_steps", 1), ("n_boot", 10)):
             value = getattr(self, name)
@@ -222,7 +222,8 @@ def run_decodability(cfg: DecodabilityConfig, console: Any = None) -> dict[str, 
     from rich.console import Console
 
     from agents.pi0_agent import PI0Agent
-    from agents.pi0_model import load_pi0, pi0_dir
+    from agents.pi0_folder import pi0_dir
+    from agents.pi0_model import load_pi0
     from storage import marker_reads, read_safetensors, write_json, write_safetensors
     from studies.collect import random_weights_backend
 

@@ -41,6 +41,8 @@ class TrainPI0RecipeConfig:
             checkpoint (None: the whole chunk).
         noise_scale: the agents' default starting-noise scale in [0, 2], written to the
             checkpoint (None: 1, π0's own sampling); the DAgger rounds sample with it too.
+        blend: the agents' default share of the previous decision in each overlapping action,
+            in [0, 1), written to the checkpoint (None: 0); the DAgger rounds use it too.
         hidden, expert_hidden, layers, image_size, patch, chunk, denoise_steps: the model's
             sizes (agents.train_pi0.TrainPI0Config).
         batch_size, lr, schedule, seed: the optimisation (agents.train_pi0.TrainPI0Config).
@@ -65,6 +67,7 @@ class TrainPI0RecipeConfig:
     chunk: int = 8
     n_action_steps: int | None = None
     noise_scale: float | None = None
+    blend: float | None = None
     denoise_steps: int = 5
     batch_size: int = 32
     lr: float = 1e-3
@@ -89,9 +92,13 @@ class TrainPI0RecipeConfig:
                 raise ValueError(f"{name}={value!r}: must be an int >= {low}")
         self.model_config(self.steps).validate()
         if self.noise_scale is not None:
-            from agents.pi0_model import check_noise_scale
+            from agents.pi0_folder import check_noise_scale
 
             check_noise_scale(self.noise_scale)
+        if self.blend is not None:
+            from agents.pi0_folder import check_blend
+
+            check_blend(self.blend)
         if self.n_action_steps is not None and not (
             isinstance(self.n_action_steps, int) and 1 <= self.n_action_steps <= self.chunk
         ):
@@ -127,7 +134,7 @@ def train_pi0_recipe(cfg: TrainPI0RecipeConfig, console: Any) -> dict[str, Any]:
     console.print(f"round 0: loss {history[0]['loss']:.3f} → {history[-1]['loss']:.3f}")
     for r in range(1, cfg.dagger_rounds + 1):
         agent = DaggerAgent(PI0Agent(backend, chunk=cfg.n_action_steps or cfg.chunk, tap_layer=None,
-                                     noise_scale=cfg.noise_scale),
+                                     noise_scale=cfg.noise_scale, blend=cfg.blend),
                             ScriptedAgent(oracle_profiles(), recover=True))  # fmt: skip
         more = collect_demonstrations(cfg.dagger_episodes, DAGGER_SEED + 1000 * r, horizon=cfg.chunk,
                                       frame_every=cfg.frame_every + 1, agent=agent, n_envs=4)  # fmt: skip
@@ -156,9 +163,8 @@ def train_pi0_recipe(cfg: TrainPI0RecipeConfig, console: Any) -> dict[str, Any]:
                               "training_rows_loss": round(flow_loss(backend, demos, n_rows=len(held)), 4)}  # fmt: skip
         console.print(f"held-out flow-matching loss {report['held_out']['loss']:.3f} "
                       f"(training rows {report['held_out']['training_rows_loss']:.3f})")  # fmt: skip
-    save_pi0(
-        backend, cfg.out_dir, report, n_action_steps=cfg.n_action_steps, noise_scale=cfg.noise_scale
-    )
+    save_pi0(backend, cfg.out_dir, report, n_action_steps=cfg.n_action_steps, noise_scale=cfg.noise_scale,
+             blend=cfg.blend)  # fmt: skip
     console.print(f"wrote {cfg.out_dir} ({report['seconds']:.0f} s); closed loop: physteer agent-eval --agent pi0 "
                   f"--model {cfg.out_dir} --pattern-control")  # fmt: skip
     return report

@@ -61,7 +61,8 @@ def build_resources(cfg: VLAStudyConfig, console: Console) -> dict[str, Any]:
 
     root = cfg.root
     if cfg.agent == "pi0":
-        from agents.pi0_model import load_pi0, pi0_dir
+        from agents.pi0_folder import pi0_dir
+        from agents.pi0_model import load_pi0
 
         backend = load_pi0(pi0_dir(cfg.model), cfg.device, "float32")
         backend = backend.expert if cfg.stream == "expert" else backend

@@ -245,7 +245,8 @@ def test_flow_matching_training_lowers_the_loss_on_demonstrations(tmp_path):
     """agents.train_pi0: a tiny π0 trained end to end on a few noisy-oracle demonstrations lowers
     PI0's own flow-matching loss; its batches equal PI0Backend.prepare's inputs; the saved folder
     loads as any π0 checkpoint, with the demonstrations' statistics."""
-    from agents.pi0_model import PI0Stats, load_pi0
+    from agents.pi0_folder import PI0Stats
+    from agents.pi0_model import load_pi0
     from agents.train_pi0 import TrainPI0Config, batch_inputs, save_pi0, train_pi0
     from rollouts.vla_demos import collect_demonstrations
 
@@ -324,6 +325,49 @@ def test_the_noise_scale_scales_the_starting_noise_and_defaults_to_the_checkpoin
     assert np.array_equal(first_chunk(model, noise_scale=1.0), own)  # an explicit scale wins
 
 
+def test_blend_mixes_the_previous_chunks_overlap_into_the_executed_actions(pi0_dir, tmp_path):
+    """With chunk 3 of 6 executed, the second decision's action i is (1 − w)·its own + w·the
+    first chunk's action 3 + i (clipped); the first decision is its own; w = 0 is π0's own
+    execution bit for bit; the checkpoint's "blend" is the default; the run's fingerprint
+    changes with it (a resume cannot mix blends); a blend of 1 is refused by name."""
+    from agents.pi0_agent import PI0Agent
+    from agents.pi0_folder import pi0_fingerprint
+
+    rng = np.random.default_rng(5)
+    info = {"instruction": "Put the red object in the bin."}
+    observations = [{"image": rng.integers(0, 255, (96, 96, 3), dtype=np.uint8),
+                     "state": rng.normal(0, 0.05, 17).astype(np.float32)} for _ in range(6)]  # fmt: skip
+
+    def run(model, **kw):
+        agent = PI0Agent(model, chunk=3, tap_layer=None, **kw)
+        agent.reset(3)
+        return np.stack([agent.act(o, info) for o in observations])
+
+    own = run(pi0_dir)
+    assert np.array_equal(run(pi0_dir, blend=0.0), own)
+    agent = PI0Agent(pi0_dir, chunk=3, tap_layer=None)
+    agent.reset(3)
+    for o in observations[:3]:
+        agent.act(o, info)
+    first_chunk = agent.lane(0).predicted.copy()  # the first decision's whole chunk (6 actions)
+    mixed = run(pi0_dir, blend=0.25)
+    assert np.array_equal(mixed[:3], own[:3])  # nothing before it to blend with
+    second_own = own[3:6]  # the second decision's own actions (clipped), without blending
+    expected = np.clip(0.75 * np.clip(second_own, -1, 1) + 0.25 * first_chunk[3:6], -1, 1)
+    inside = np.abs(second_own).max(axis=1) < 1  # rows clipping did not change
+    assert np.allclose(mixed[3:6][inside], expected[inside], atol=1e-6) and not np.array_equal(
+        mixed, own
+    )
+    model = tmp_path / "model"
+    shutil.copytree(pi0_dir, model)
+    before = pi0_fingerprint(model)
+    edit_json(model / "processor_config.json", blend=0.25)
+    assert np.array_equal(run(model), mixed) and pi0_fingerprint(model) != before
+    with pytest.raises(ValueError, match="blend=1.0"):
+        PI0Agent(pi0_dir, blend=1.0)
+    assert main(["agent-eval", "--agent", "vla", "--blend", "0.2", "--seeds", "1"]) == 2
+
+
 def test_sample_variance_is_a_signal_that_leaves_the_actions_and_the_tap_alone(pi0_dir):
     from agents.pi0_agent import PI0Agent
 
@@ -365,7 +409,7 @@ def test_sample_variance_reaches_the_step_log_and_only_a_pi0_takes_draws(pi0_dir
     decided = [r["sample_variance"] for r in rows if r["decided"]]
     assert decided and all(v > 0 for v in decided)
     assert all(np.isnan(r["sample_variance"]) for r in rows if not r["decided"])
-    with pytest.raises(ValueError, match="variance_draws 2, noise_scale None: a π0.s sampling"):
+    with pytest.raises(ValueError, match="variance_draws 2, noise_scale None, blend None: a π0.s"):
         ExperimentConfig(agent="vla", model="tiny", variance_draws=2).validate()
     with pytest.raises(
         ValueError, match=r"scorers \['action-entropy'\] read signals agent 'pi0' does not report"
