@@ -11,7 +11,13 @@ before the failure step count (an alarm after the break cannot prevent it), so a
 is caught when it alarms before failing, and its lead time is failure step − alarm step.
 
 `episode_metrics` gives, with n and 95% intervals: episode ROC-AUC (each episode's largest
-score before its failure, failed vs successful; bootstrap over episodes), average precision
+score before its failure, failed vs successful; bootstrap over episodes), the time-matched
+ROC-AUC (each failed episode against each successful one over the same window: the successful
+episode's decisions before the failed one's failure step; measured: a successful episode's
+later phases (carrying, releasing) score differently from its grasp, so the plain AUROC, which
+sets a failure's short window beside a success's whole episode, ranks a scorer that rises late
+in successes as if it predicted success: the VLA's action-token entropy reads 0.28 plain and
+0.48 time-matched on held-out shifts, the SAE scorer 0.55 and 0.61), average precision
 (the threshold-free precision/recall summary), and at the calibrated threshold: the share of
 failures caught in time, the false-alarm rate on successful episodes, balanced accuracy and the
 median lead time (steps).
@@ -41,6 +47,28 @@ def episode_score(episode: dict[str, Any]) -> float:
     return max(xs) if xs else -math.inf
 
 
+def matched_auc(failed: Sequence[dict[str, Any]], ok: Sequence[dict[str, Any]]) -> float:
+    """P(a failed episode's largest score before its failure step > a successful episode's
+    largest score before that same step), ties counted half, over every (failed, successful)
+    pair: ROC-AUC with both windows of equal length (NaN without both kinds)."""
+    if not failed or not ok:
+        return math.nan
+    ends = sorted({e["failure_step"] for e in failed})
+    # each successful episode's running maximum, read at every failure step
+    ok_max = np.full((len(ok), len(ends)), -np.inf)
+    for i, e in enumerate(ok):
+        pairs = usable_scores(e)
+        for j, end in enumerate(ends):
+            xs = [x for s, x in pairs if s < end]
+            ok_max[i, j] = max(xs) if xs else -np.inf
+    column = {end: j for j, end in enumerate(ends)}
+    wins = 0.0
+    for e in failed:
+        a, b = episode_score(e), ok_max[:, column[e["failure_step"]]]
+        wins += float(np.sum(a > b) + 0.5 * np.sum(a == b))
+    return wins / (len(failed) * len(ok))
+
+
 def first_alarm(episode: dict[str, Any], threshold: float) -> int | None:
     """The step of the first usable decision scoring above the threshold."""
     return next((s for s, x in usable_scores(episode) if x > threshold), None)
@@ -68,6 +96,9 @@ def episode_metrics(
     auc = _auc(neg, pos)
     lo, hi = stats.bootstrap_ci(lambda a, b: _auc(neg[a], pos[b]), [np.arange(len(neg)), np.arange(len(pos))],
                                 n_boot=n_boot)  # fmt: skip
+    matched = matched_auc(failed, ok)
+    mlo, mhi = stats.bootstrap_ci(lambda a, b: matched_auc([failed[i] for i in b], [ok[i] for i in a]),
+                                  [np.arange(len(ok)), np.arange(len(failed))], n_boot=n_boot)  # fmt: skip
     ap = (
         float(average_precision_score(np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.nan_to_num(np.r_[neg, pos], neginf=-1e300)))
         if len(neg) and len(pos) else math.nan
@@ -85,6 +116,7 @@ def episode_metrics(
     return {
         "n_failed": len(failed), "n_success": len(ok),
         "auroc": {"value": auc, "low": lo, "high": hi},
+        "auroc_matched": {"value": matched, "low": mlo, "high": mhi},
         "average_precision": ap, "base_rate": len(failed) / max(len(episodes), 1),
         "caught": tpr.to_dict() | {"k": caught}, "false_alarm": fpr.to_dict() | {"k": sum(alarms_ok)},
         "balanced_accuracy": bal,

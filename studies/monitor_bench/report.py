@@ -29,11 +29,17 @@ def groups(
     return out
 
 
+#: The AUROC that choices and verdicts read: time-matched (a plain AUROC sets a failure's short
+#: window beside a success's whole episode; metrics module docstring).
+RANKING = "auroc_matched"
+
+
 def evaluate(
     cfg: MonitorBenchConfig, episodes: list[dict[str, Any]], thresholds: dict[str, float]
 ) -> dict[str, Any]:
     """Every scorer's metrics per group, the best learned predictor (highest seen AUROC) and
-    where raw activations beat SAE features on held-out AUROC (and the reverse)."""
+    where raw activations beat SAE features on held-out AUROC (and the reverse); every choice
+    and comparison here reads the time-matched AUROC (RANKING: equal windows, metrics.matched_auc)."""
     by_group = groups(cfg, episodes)
     rows: dict[str, dict[str, Any]] = {}
     for name, thr in thresholds.items():
@@ -49,7 +55,7 @@ def evaluate(
     }
 
     def auroc(name: str, group: str) -> float:
-        v = rows[name].get(group, {}).get("auroc", {}).get("value", math.nan)
+        v = rows[name].get(group, {}).get(RANKING, {}).get("value", math.nan)
         return -1.0 if v is None or not math.isfinite(v) else v
 
     learned = [n for n in thresholds if n in PREDICTORS]
@@ -65,8 +71,8 @@ def evaluate(
     verdict = None
     if best and simplest:
         b, s = (
-            rows[best].get("held out", {}).get("auroc", {}),
-            rows[simplest].get("held out", {}).get("auroc", {}),
+            rows[best].get("held out", {}).get(RANKING, {}),
+            rows[simplest].get("held out", {}).get(RANKING, {}),
         )
         # beating a baseline that ranks worse than chance proves nothing: the bar is the better
         # of the baseline's AUROC and 0.5, cleared by the best predictor's whole 95% interval
@@ -147,7 +153,7 @@ def enforced_summary(
 
 
 def plot_bench(summary: dict[str, Any], path: Path) -> None:
-    """Episode AUROC per scorer (95% CI) on seen and held-out conditions, and the share of
+    """Time-matched episode AUROC per scorer (95% CI) on seen and held-out conditions, and the share of
     failures caught in time beside the false-alarm rate on successes at the calibrated threshold."""
     import matplotlib
 
@@ -160,7 +166,7 @@ def plot_bench(summary: dict[str, Any], path: Path) -> None:
     names = list(rows)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for j, group in enumerate(("seen", "held out")):
-        vals = [rows[n].get(group, {}).get("auroc", {}) for n in names]
+        vals = [rows[n].get(group, {}).get(RANKING, {}) for n in names]
         y = np.array([_nan(v.get("value")) for v in vals])
         err = np.array([[_nan(v.get("value")) - _nan(v.get("low")) for v in vals],
                         [_nan(v.get("high")) - _nan(v.get("value")) for v in vals]])  # fmt: skip
@@ -174,7 +180,7 @@ def plot_bench(summary: dict[str, Any], path: Path) -> None:
                 axes[1].annotate(n, (x, c), fontsize=6)
     axes[0].axhline(0.5, color="0.6", lw=0.8)
     axes[0].set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
-    axes[0].set_ylabel("episode ROC-AUC (failure vs success)")
+    axes[0].set_ylabel("episode ROC-AUC, equal windows (failure vs success)")
     axes[0].set_ylim(0, 1.02)
     axes[0].legend(fontsize=7)
     axes[1].set_xlabel("false alarms on successful episodes")
@@ -207,10 +213,12 @@ def print_bench(doc: dict[str, Any], console: Any = None) -> None:
         f"{g} {f['failed']}/{f['n']}" for g, f in s["failures"].items() if ":" not in g
     )
     t = Table(title=f"monitor bench ({cfg['agent']}): failures {fails}; thresholds conformal at α={alpha} per episode",
-              box=box.SIMPLE_HEAD, pad_edge=False,
-              caption="AUROC [95% CI] of each episode's top score before failure; caught: failures alarmed before "
-                      "they happened; alarms: successful episodes alarmed; lead: median steps from alarm to failure")  # fmt: skip
-    for col in ("scorer", "group", "AUROC", "caught", "alarms", "lead"):
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+              caption="AUC: ROC-AUC of each episode's top score before failure; matched [95% CI]: the same with "
+                      "each success cut at each failure's step (equal windows); set: seen or held-out shifts; hit: "
+                      "failures alarmed before they happened; alarms: successful episodes alarmed; lead: median "
+                      "steps from alarm to failure")  # fmt: skip
+    for col in ("scorer", "set", "AUC", "matched", "hit", "alarms", "lead"):
         t.add_column(col, no_wrap=True)
     for name, per in s["scorers"].items():
         for g in ("seen", "held out"):
@@ -218,7 +226,9 @@ def print_bench(doc: dict[str, Any], console: Any = None) -> None:
             if not m:
                 continue
             a, c, f, lead = m["auroc"], m["caught"], m["false_alarm"], m["lead_steps"]
-            t.add_row(name, g, f"{number(a['value'])} [{number(a['low'])},{number(a['high'])}]", f"{c['k']}/{c['n']}",
+            mt = m.get("auroc_matched", {})
+            t.add_row(name, g.split()[0], number(a["value"]), f"{number(mt.get('value'))} [{number(mt.get('low'))},{number(mt.get('high'))}]",
+                      f"{c['k']}/{c['n']}",
                       f"{f['k']}/{f['n']}", "–" if not lead["n"] else f"{lead['median']:.0f}")  # fmt: skip
     console.print(t)
     for name, e in (s.get("enforced") or {}).items():
@@ -235,7 +245,7 @@ def print_bench(doc: dict[str, Any], console: Any = None) -> None:
     v = s.get("verdict")
     if v:
         b = v["best_auroc"]
-        console.print(f"best learned predictor (chosen on seen shifts): {v['best']}, held-out AUROC {number(b.get('value'))} "
+        console.print(f"best learned predictor (chosen on seen shifts): {v['best']}, held-out matched AUROC {number(b.get('value'))} "
                       f"[{number(b.get('low'))}, {number(b.get('high'))}]: {'beats' if v['beats'] else 'does NOT beat'} the "
                       f"simplest baseline {v['simplest']} ({number(v['simplest_auroc'].get('value'))}) and chance "
                       f"(interval above {number(v['bar'])})")  # fmt: skip

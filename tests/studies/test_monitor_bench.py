@@ -58,6 +58,22 @@ def test_metrics_count_only_alarms_before_the_failure():
     )  # 0.9, 0.2 vs 0.3, 0.6
 
 
+def test_the_matched_auroc_compares_equal_windows():
+    """A scorer that rises only late in an episode (after step 20) is blind to failures that
+    happen by step 12: the plain AUROC sets the failures' short windows beside the successes'
+    whole episodes and reads 0 (as if it predicted success); over equal windows it reads 0.5.
+    A scorer that is higher before failures reads 1 both ways."""
+    late = [ep(True, [0, 8], [0.1, 0.1], failure_step=12), ep(True, [0, 8], [0.1, 0.1], failure_step=12),
+            ep(False, [0, 8, 24], [0.1, 0.1, 0.9]), ep(False, [0, 8, 24], [0.1, 0.1, 0.8])]  # fmt: skip
+    m = episode_metrics(late, threshold=0.5, n_boot=50)
+    assert m["auroc"]["value"] == pytest.approx(0.0)
+    assert m["auroc_matched"]["value"] == pytest.approx(0.5)
+    assert m["auroc_matched"]["low"] <= 0.5 <= m["auroc_matched"]["high"]
+    early = [ep(True, [0, 8], [0.1, 0.7], failure_step=12), ep(True, [0, 8], [0.1, 0.8], failure_step=12),
+             ep(False, [0, 8, 24], [0.1, 0.2, 0.3]), ep(False, [0, 8, 24], [0.1, 0.2, 0.1])]  # fmt: skip
+    assert episode_metrics(early, threshold=0.5, n_boot=50)["auroc_matched"]["value"] == 1.0
+
+
 @pytest.mark.slow
 def test_a_small_bench_runs_every_stage(tmp_path):
     cwd = os.getcwd()
