@@ -65,7 +65,8 @@ class MonitorBenchConfig:
             decision (its spread across them is the signal; they cost as many extra chunks).
         layer: tap layer (None: the agent's default).
         scorers: names among BENCH_SCORERS, side by side on the same data (None: every
-            scorer the agent's decisions can feed, AGENT_SIGNAL_SCORERS).
+            scorer the agent's decisions can feed, AGENT_SIGNAL_SCORERS, the "-oriented" ones
+            only when named).
         seen: shift kinds in the fit and calibration data (beside the unshifted scene).
         held_out: shift kinds only in the evaluation: the held-out variations.
         strengths: the strengths every kind runs at.
@@ -124,9 +125,10 @@ class MonitorBenchConfig:
 
     def __post_init__(self) -> None:
         signals = AGENT_SIGNAL_SCORERS.get(self.agent, ())
-        if self.scorers is None:  # every scorer the agent's decisions can feed
+        if self.scorers is None:  # every scorer the agent's decisions can feed, but the oriented
+            # signals (by name only: they failed a pre-registered test, docs/results.md)
             self.scorers = tuple(
-                n for n, (k, _) in BENCH_SCORERS.items() if k != "signal" or signal_of(n) in signals
+                n for n, (k, _) in BENCH_SCORERS.items() if k != "signal" or n in signals
             )
         if self.enforce is None:  # the best learned predictor beside the agent's own uncertainty
             self.enforce = ("best", *[n for n in signals if n in self.scorers][:1])
