@@ -161,10 +161,8 @@ class PI0Agent(ChunkLanes):
             executed = actions[row, : self.chunk]
             if self.blend and s.predicted is not None:  # the previous chunk's overlapping actions
                 overlap = s.predicted[self.chunk : 2 * self.chunk]
-                executed = executed.copy()
-                executed[: len(overlap)] = (1 - self.blend) * executed[
-                    : len(overlap)
-                ] + self.blend * overlap
+                n, executed = len(overlap), executed.copy()
+                executed[:n] = (1 - self.blend) * executed[:n] + self.blend * overlap
             s.predicted = actions[row]
             s.queue = [np.clip(a, -1.0, 1.0).astype(np.float32) for a in executed]
             s.decision = {

@@ -44,9 +44,8 @@ class SignalScorer(Scorer):
             "sample_variance" (the spread of a π0's chunks across noise draws).
         aggregate, model, layer: as in Scorer (aggregate is unused: one value per decision).
         oriented: the score is `sign` × the signal, its sign learned from failure labels
-            (`orient`): which way the signal moves before a failure is itself a finding (the
-            tiny VLA is *more* certain before its failures), so this is the one-parameter
-            learned version of the baseline. Its name ends in "-oriented".
+            (`orient`): the one-parameter learned version of the baseline, for a signal that
+            may fall rather than rise before a failure. Its name ends in "-oriented".
         sign: +1 or -1 (set by `orient`, saved).
     """
 

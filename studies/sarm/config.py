@@ -38,11 +38,11 @@ class SarmEvalConfig:
             "pi0" (a π0 checkpoint folder's action chunks, `model` its folder; as "vla").
         model: "tiny" (embedded: the tiny VLM, or the tiny VLA), a local folder or a cached hub id.
         layer: tap layer (None = 2/3 depth).
-        scorers: scorer kinds, side by side (sae, mahalanobis, pca; the agent's own signals:
-            action-entropy and chunk-change of the VLA, chunk-change and sample-variance of a π0,
-            monitors.signals; probe: a linear probe
+        scorers: scorer kinds, side by side (sae, mahalanobis, pca; probe: a linear probe
             trained on clean vs probe_attacks decisions; combined: the max of the
-            combined_parts' threshold-normalised scores, recalibrated; studies.sarm.probe).
+            combined_parts' threshold-normalised scores, recalibrated; studies.sarm.probe), and
+            the agent's own signals (monitors.signals: action-entropy and chunk-change of the
+            VLA, chunk-change and sample-variance of a π0).
         aggregate: "mean" or "max" of the per-token scores.
         tokens: rows a scorer reads: "image" or "all" (+ the last token, where a prompt shows).
         perturbations: perturbation conditions with onsets (see rollouts.conditions).
