@@ -104,9 +104,9 @@ def check_blend(value: Any, where: str = "blend") -> float:
 def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | None = None,
                      noise_scale: float | None = None, blend: float | None = None) -> None:  # fmt: skip
     """Before any episode, from the folder's JSON files alone: a π0 config, normalisation
-    statistics, an action and state space the env fits in, `chunk` in 1..chunk_size,
-    `steps` >= 1, `noise_scale` in [0, 2] and `blend` in [0, 1) (None: the model's own); "tiny" is the shipped
-    tiny π0 (pi0_dir)."""
+    statistics, an action and state space the env fits in, `chunk` in 1..chunk_size, `steps`
+    >= 1, `noise_scale` in [0, 2] and `blend` in [0, 1) (None: the model's own, checked too);
+    "tiny" is the shipped tiny π0 (pi0_dir)."""
     path = pi0_dir(path)
     if not is_pi0_folder(path):
         raise ValueError(f"model {str(path)!r} is not a π0 checkpoint: expected a folder with a config.json of "
@@ -144,8 +144,8 @@ def check_pi0_folder(path: str | Path, chunk: int | None = None, steps: int | No
 
 
 def pi0_fingerprint(path: str | Path) -> str:
-    """sha1 of a π0 folder's weight files and its execution defaults ({STATS_FILE}: chunk
-    executed, noise scale, blend, statistics): what decides its episodes besides the weights."""
+    """sha1 of a π0 folder's weight files and its processor_config.json (the execution defaults:
+    actions per decision, noise scale, blend; the statistics): what decides its episodes."""
     import hashlib
 
     path = pi0_dir(path)
