@@ -90,9 +90,9 @@ def run_leave_one_out(
             summary["enforced"] = {best: enforcement_figures(fold_pairs)}
         folds[k] = {"summary": summary, "thresholds": thresholds, "fit": marker["fit"],
                     "calibration": marker["calibration"]}  # fmt: skip
-        held = summary["scorers"].get(best, {}).get("held out", {})
-        log(f"fold {k}: best {best}, held-out AUROC {held.get('auroc', {}).get('value')} "
-            f"(time-matched {held.get('auroc_matched', {}).get('value')})")  # fmt: skip
+        best_held = summary["scorers"].get(best, {}).get("held out", {})
+        log(f"fold {k}: best {best}, held-out AUROC {best_held.get('auroc', {}).get('value')} "
+            f"(time-matched {best_held.get('auroc_matched', {}).get('value')})")  # fmt: skip
     pooled = {
         name: {"held out": episode_metrics(eps, 0.0, n_boot=cfg.n_boot)}
         for name, eps in held.items()
