@@ -244,6 +244,7 @@ def random_weights_backend(backend: Any, seed: int = 0) -> Any:
         from agents.pi0_model import PI0Backend
 
         out = PI0Backend(fresh, backend.tokenizer, backend.stats, name=name)
-        out.n_action_steps, out.noise_scale = backend.n_action_steps, backend.noise_scale
+        out.n_action_steps, out.noise_scale, out.blend = (backend.n_action_steps, backend.noise_scale,
+                                                          backend.blend)  # fmt: skip
         return out
     return VLMBackend(fresh, backend.processor, name=name)

@@ -47,12 +47,9 @@ def episode_score(episode: dict[str, Any]) -> float:
     return max(xs) if xs else -math.inf
 
 
-def matched_auc(failed: Sequence[dict[str, Any]], ok: Sequence[dict[str, Any]]) -> float:
-    """P(a failed episode's largest score before its failure step > a successful episode's
-    largest score before that same step), ties counted half, over every (failed, successful)
-    pair: ROC-AUC with both windows of equal length (NaN without both kinds)."""
-    if not failed or not ok:
-        return math.nan
+def matched_wins(failed: Sequence[dict[str, Any]], ok: Sequence[dict[str, Any]]) -> np.ndarray:
+    """(failed × successful): 1 where the failed episode's largest score before its failure step
+    exceeds the successful one's largest score before that same step, 0.5 on a tie, else 0."""
     ends = sorted({e["failure_step"] for e in failed})
     # each successful episode's running maximum, read at every failure step
     ok_max = np.full((len(ok), len(ends)), -np.inf)
@@ -62,11 +59,18 @@ def matched_auc(failed: Sequence[dict[str, Any]], ok: Sequence[dict[str, Any]]) 
             xs = [x for s, x in pairs if s < end]
             ok_max[i, j] = max(xs) if xs else -np.inf
     column = {end: j for j, end in enumerate(ends)}
-    wins = 0.0
-    for e in failed:
+    wins = np.empty((len(failed), len(ok)))
+    for i, e in enumerate(failed):
         a, b = episode_score(e), ok_max[:, column[e["failure_step"]]]
-        wins += float(np.sum(a > b) + 0.5 * np.sum(a == b))
-    return wins / (len(failed) * len(ok))
+        wins[i] = (a > b) + 0.5 * (a == b)
+    return wins
+
+
+def matched_auc(failed: Sequence[dict[str, Any]], ok: Sequence[dict[str, Any]]) -> float:
+    """P(a failed episode's largest score before its failure step > a successful episode's
+    largest score before that same step), ties counted half, over every (failed, successful)
+    pair: ROC-AUC with both windows of equal length (NaN without both kinds)."""
+    return float(matched_wins(failed, ok).mean()) if failed and ok else math.nan
 
 
 def first_alarm(episode: dict[str, Any], threshold: float) -> int | None:
@@ -96,8 +100,10 @@ def episode_metrics(
     auc = _auc(neg, pos)
     lo, hi = stats.bootstrap_ci(lambda a, b: _auc(neg[a], pos[b]), [np.arange(len(neg)), np.arange(len(pos))],
                                 n_boot=n_boot)  # fmt: skip
-    matched = matched_auc(failed, ok)
-    mlo, mhi = stats.bootstrap_ci(lambda a, b: matched_auc([failed[i] for i in b], [ok[i] for i in a]),
+    # the pairwise wins once; a resample of episodes picks rows and columns of them
+    wins = matched_wins(failed, ok) if failed and ok else np.zeros((0, 0))
+    matched = float(wins.mean()) if wins.size else math.nan
+    mlo, mhi = stats.bootstrap_ci(lambda a, b: float(wins[np.ix_(b, a)].mean()),
                                   [np.arange(len(ok)), np.arange(len(failed))], n_boot=n_boot)  # fmt: skip
     ap = (
         float(average_precision_score(np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.nan_to_num(np.r_[neg, pos], neginf=-1e300)))

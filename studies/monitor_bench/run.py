@@ -74,16 +74,11 @@ def load_episodes(run_dir: Path, load_decisions: bool = True) -> list[dict[str, 
     return out
 
 
-def before_failure(ep: dict[str, Any]) -> list[Any]:
-    """The episode's decisions before its failure step (all of them for a success)."""
+def before_failure(ep: dict[str, Any], key: str = "decisions") -> list[Any]:
+    """The episode's decisions (or their `key`: "signals") before its failure step (all of them
+    for a success)."""
     end = ep["failure_step"]
-    return [a for s, a in zip(ep["steps"], ep["decisions"], strict=True) if end is None or s < end]
-
-
-def signals_before_failure(ep: dict[str, Any]) -> list[dict[str, float]]:
-    """The episode's decisions' signals before its failure step (all of them for a success)."""
-    end = ep["failure_step"]
-    return [g for s, g in zip(ep["steps"], ep["signals"], strict=True) if end is None or s < end]
+    return [a for s, a in zip(ep["steps"], ep[key], strict=True) if end is None or s < end]
 
 
 def image_rows(ep: dict[str, Any], decisions: list[Any]) -> list[Any]:
@@ -134,7 +129,7 @@ def fit_scorers(cfg: MonitorBenchConfig, fit: list[dict[str, Any]], layer: int) 
         elif kind == "signal":
             s = make_scorer(kind, **kwargs, **meta).fit(image_rows(fit[0], fit[0]["decisions"]))
             if s.oriented:  # which way the signal moves before a failure, from the fit labels
-                s.orient([signals_before_failure(e) for e in fit], [e["failed"] for e in fit])
+                s.orient([before_failure(e, "signals") for e in fit], [e["failed"] for e in fit])
         else:
             extra = {"steps": cfg.sae_steps} if kind == "sae" else {}
             s = make_scorer(kind, **meta, **extra).fit(

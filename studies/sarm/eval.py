@@ -96,11 +96,13 @@ def fit_scorers(cfg: SarmEvalConfig, fit_dir: Path, log: Any = print) -> dict[st
     method = cfg.calibration_method
     settings = {"k": cfg.k, "fpr": cfg.fpr or 0.05, "alpha": cfg.alpha}
     names, sae, table = [], None, {}
+    if any(k in SIGNAL_SCORERS for k in cfg.scorers):  # the agent's own signals, read once
+        calib_signals = decision_signals(fit_dir, "unsteered", split["calibration"])
     for kind in (k for k in cfg.scorers if k not in DERIVED_SCORERS):  # probe, combined: below
         # the agent's own signal: nothing to fit, calibrated as the others
         if kind in SIGNAL_SCORERS:
             s = make_scorer("signal", signal=SIGNAL_SCORERS[kind], **meta).fit([a for a, _ in fit])
-            calib_inputs = decision_signals(fit_dir, "unsteered", split["calibration"])
+            calib_inputs = calib_signals
         else:
             extra = {"steps": cfg.sae_steps} if kind == "sae" else {}
             s = make_scorer(kind, **meta, **extra).fit([a for a, _ in fit])

@@ -80,10 +80,8 @@ def test_random_weights_of_a_pi0_keep_its_architecture_and_sampling(pi0_dir):
         isinstance(fresh, PI0Backend)
         and fresh.model.config.to_dict() == trained.model.config.to_dict()
     )
-    assert (fresh.n_action_steps, fresh.noise_scale) == (
-        trained.n_action_steps,
-        trained.noise_scale,
-    )
+    defaults = ("n_action_steps", "noise_scale", "blend")
+    assert [getattr(fresh, k) for k in defaults] == [getattr(trained, k) for k in defaults]
     a, b = (dict(m.model.named_parameters()) for m in (trained, fresh))
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
