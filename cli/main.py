@@ -20,7 +20,13 @@ COMMAND_MODULES = ["cli.demo", "cli.env", "cli.run", "cli.collect", "cli.sae", "
 #: registered command in exactly one group).
 GROUPS = {
     "Start here": ["demo", "env-demo"],
-    "Experiments: steer and compare on paired seeds": ["run", "replay", "steer-bench"],
+    "Experiments: steer and compare on paired seeds": [
+        "run",
+        "replay",
+        "steer-bench",
+        "cross-modal",
+        "jsae-layers",
+    ],
     "Features: what the model encodes": [
         "collect",
         "train-sae",

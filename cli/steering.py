@@ -1,4 +1,6 @@
-"""`physteer steer-bench`: the closed-loop steering benchmark (studies.steer_bench)."""
+"""`physteer steer-bench`: the closed-loop steering benchmark (studies.steer_bench); `physteer
+cross-modal` and `physteer jsae-layers`: Joint SAE steering in closed loop (studies.cross_modal,
+studies.jsae_layers)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a test-sized run (three methods, 2 seeds, short episodes); other flags override it")  # fmt: skip
     add_config_arguments(p, SteerBenchConfig, only_given=True)
     p.set_defaults(func=cmd_steer_bench)
+    from studies.cross_modal import CrossModalConfig
+    from studies.jsae_layers import JSAELayersConfig
+
+    c = subparsers.add_parser(
+        "cross-modal",
+        help="a joint feature's language-side direction written into the image tokens, beside its vision side",
+    )
+    add_config_arguments(c, CrossModalConfig)
+    c.set_defaults(func=cmd_cross_modal)
+    j = subparsers.add_parser(
+        "jsae-layers",
+        help="the JSAE layer claim: add vs suppress a joint feature at every layer, image/text/both tokens",
+    )
+    add_config_arguments(j, JSAELayersConfig)
+    j.set_defaults(func=cmd_jsae_layers)
 
 
 def cmd_steer_bench(args: argparse.Namespace) -> int:
@@ -31,4 +48,49 @@ def cmd_steer_bench(args: argparse.Namespace) -> int:
 
     base = dataclasses.replace(SteerBenchConfig(), **QUICK) if args.quick else SteerBenchConfig()
     run_steer_bench(config_from_args(SteerBenchConfig, args, base=base), Console())
+    return 0
+
+
+def _ci(e: dict) -> str:
+    return f"{e['mean']:+.1f} [{e['low']:+.1f},{e['high']:+.1f}]"
+
+
+def cmd_cross_modal(args: argparse.Namespace) -> int:
+    """Calibrate, evaluate on both materials, print each material's table and verdict."""
+    from rich.table import Table
+
+    from studies.cross_modal import CrossModalConfig, run_cross_modal
+
+    console = Console()
+    doc = run_cross_modal(config_from_args(CrossModalConfig, args), console)
+    for material, m in doc["materials"].items():
+        strengths = list(next(iter(m["effects"].values())))
+        table = Table(title=f"{material}: Δ peak grip (N) vs unsteered, {args.seeds} paired seeds; "
+                            f"chosen strength {m['strength']:+.3g} (layer {doc['layer']}, latent {doc['latent']})")  # fmt: skip
+        table.add_column("direction")
+        for s in strengths:
+            table.add_column(s)
+        for name, row in m["effects"].items():
+            table.add_row(name, *(_ci(row[s]) for s in strengths))
+        console.print(table)
+    return 0
+
+
+def cmd_jsae_layers(args: argparse.Namespace) -> int:
+    """Run the sweep, print the layer table and the tests."""
+    from rich.table import Table
+
+    from studies.jsae_layers import JSAELayersConfig, run_jsae_layers
+
+    console = Console()
+    doc = run_jsae_layers(config_from_args(JSAELayersConfig, args), console)
+    table = Table(
+        title=f"Δ peak grip (N) vs unsteered, {args.seeds} paired seeds, {args.material} objects"
+    )
+    table.add_column("intervention")
+    for n in doc["layers"]:
+        table.add_column(f"layer {n}")
+    for name, row in doc["effects"].items():
+        table.add_row(name, *(_ci(row[str(n)]) for n in doc["layers"]))
+    console.print(table)
     return 0

@@ -41,7 +41,9 @@ BUILTIN_METHODS = {
     "loreft": "steering.methods.reft:LoReFT",
     "jsae-language": "steering.methods.jsae:JointLanguageDirection",
     "jsae-vision": "steering.methods.jsae:JointVisionDirection",
+    "jsae-both": "steering.methods.jsae:JointBothDirections",
     "jsae-suppress": "steering.methods.jsae:JointSuppression",
+    "sae-direction": "steering.methods.sae_direction:SAEFeatureDirection",
     "random": "steering.methods.controls:RandomDirection",
     "neuron-random": "steering.methods.controls:RandomNeurons",
 }

@@ -35,7 +35,9 @@ def test_each_side_adds_its_own_decoder_row_at_the_dom_norm(
         assert torch.allclose(vector.norm(), dom.norm(), rtol=1e-5)  # equal displacement norm
         row = joint.side(side).W_dec[3].detach()
         assert abs(float(torch.nn.functional.cosine_similarity(vector, row, dim=0))) > 0.9999
-        assert float(vector @ dom) >= 0 and method.fit_info["latent"] == 3
+        assert (
+            method.fit_info["latent"] == 3
+        )  # its sign: test_rows_are_turned_by_the_latents_own_sign
         rows[side] = vector
         method.save(tmp_path / name)
         assert torch.equal(load_method(tmp_path / name).state["vector"], vector)
@@ -81,3 +83,66 @@ def test_suppression_subtracts_each_tokens_own_code_of_the_latent(
         make_method("jsae-suppress", joint=str(folder), side="audio")
     with pytest.raises(ValueError, match=r"strength"):
         method.intervention(-0.5)
+
+
+def test_rows_are_turned_by_the_latents_own_sign(joint_folder, fit_data, vla_backend):
+    """+s adds the latent where it marks fragile frames, whichever side's row is added."""
+    folder, joint = joint_folder
+    for latent in range(joint.config.vision.n_latents):
+        method = make_method("jsae-language", joint=str(folder), latent=latent)
+        try:
+            method.fit(fit_data, vla_backend)
+        except ValueError:  # a dead latent's zero row
+            continue
+        sign = 1.0 if method.fit_info["latent_auroc"] >= 0.5 else -1.0
+        row = joint.side("language").W_dec[latent].detach()
+        cos = float(torch.nn.functional.cosine_similarity(method.state["vector"], row, dim=0))
+        assert cos == pytest.approx(sign, abs=1e-5)
+    with pytest.raises(ValueError, match="latents"):
+        make_method("jsae-vision", joint=str(folder), latent=10_000).fit(fit_data, vla_backend)
+
+
+def test_both_sides_act_at_their_own_tokens(joint_folder, fit_data, vla_backend, tmp_path):
+    from agents.interventions import AddVector
+
+    folder, joint = joint_folder
+    both = make_method("jsae-both", joint=str(folder), latent=3).fit(fit_data, vla_backend)
+    edits = both.intervention(-1.5).edits
+    assert [(type(e), e.positions) for e in edits] == [(AddVector, "image"), (AddVector, "text")]
+    for edit, side in zip(edits, ("vision", "language"), strict=True):
+        alone = make_method(f"jsae-{side}", joint=str(folder), latent=3).fit(fit_data, vla_backend)
+        torch.testing.assert_close(both.state[side], alone.state["vector"])
+        assert edit.scale == -1.5
+    with pytest.raises(ValueError, match="fixes where it acts"):
+        make_method("jsae-both", joint=str(folder), positions="text")
+    loaded = load_method(both.save(tmp_path / "both"))
+    torch.testing.assert_close(loaded.state["language"], both.state["language"])
+    suppress = make_method("jsae-suppress", joint=str(folder), latent=3, side="both")
+    suppress.fit(fit_data, vla_backend)
+    maps = suppress.intervention(1.0).edits
+    assert [m.positions for m in maps] == ["image", "text"]
+    h = fit_data.acts[fit_data.layer][:20].float()
+    for m, side in zip(maps, ("vision", "language"), strict=True):
+        sae = joint.side(side)
+        with torch.no_grad():
+            z = sae.encode(h)[:, 3]
+        torch.testing.assert_close(m.fn(h), h - z[:, None] * sae.W_dec[3].detach() * sae.x_scale)
+    loaded = load_method(suppress.save(tmp_path / "suppress-both"))
+    torch.testing.assert_close(loaded.intervention(1.0).edits[1].fn(h), maps[1].fn(h))
+    with pytest.raises(ValueError, match="side='both'"):
+        make_method("jsae-suppress", joint=str(folder), side="both", positions="text")
+
+
+def test_sae_direction_is_the_features_share_of_the_class_difference(joint_folder, fit_data):
+    import dataclasses
+
+    sae = joint_folder[1].vision
+    features = [(0, 0.1, 0.9), (5, 0.6, 0.2)]  # (latent, rigid mean, fragile mean)
+    data = dataclasses.replace(fit_data, sae=sae, fragility_features=features)
+    method = make_method("sae-direction").fit(data)
+    expected = 0.8 * sae.W_dec[0].detach() - 0.4 * sae.W_dec[5].detach()
+    cos = float(torch.nn.functional.cosine_similarity(method.state["vector"], expected, dim=0))
+    assert abs(cos) == pytest.approx(1.0, abs=1e-5) and method.units() == 2
+    assert torch.allclose(method.state["vector"].norm(), data.dom().norm(), rtol=1e-5)
+    with pytest.raises(ValueError, match="needs sae"):
+        make_method("sae-direction").fit(fit_data)
