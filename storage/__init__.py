@@ -19,9 +19,9 @@ from storage.atomic import (
     write_safetensors,
     write_text,
 )
-from storage.markers import marker_reads
+from storage.markers import marker_reads, refuse_other_settings
 
 __all__ = [
-    "FILE_MODE", "atomic_dir", "atomic_path", "json_default", "marker_reads", "read_safetensors", "write_bytes", "write_json", "write_mp4",
+    "FILE_MODE", "atomic_dir", "atomic_path", "json_default", "marker_reads", "read_safetensors", "refuse_other_settings", "write_bytes", "write_json", "write_mp4",
     "write_parquet", "write_png", "write_safetensors", "write_text",
 ]  # fmt: skip

@@ -21,3 +21,19 @@ def marker_reads(path: Path) -> bool:
     except Exception:  # noqa: BLE001 - any unreadable marker means: redo the stage
         return False
     return True
+
+
+def refuse_other_settings(
+    path: Path, settings: dict, fields: tuple[str, ...], what: str = "study"
+) -> None:
+    """ValueError when the settings file at `path` (a resumed folder's) differs from `settings`
+    in any of `fields`: a resumed run reuses what the folder holds, so it must be the same run.
+    A field the file lacks (added since it was written) is not compared."""
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    now = json.loads(json.dumps(settings, default=str))
+    changed = [k for k in fields if k in old and old[k] != now.get(k)]
+    if changed:
+        raise ValueError(f"{path.parent} holds a {what} made with other {changed} "
+                         f"({ {k: old[k] for k in changed} }); use another --name")  # fmt: skip

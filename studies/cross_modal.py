@@ -43,6 +43,9 @@ import numpy as np
 
 DIRECTIONS = ("jsae-language", "jsae-vision", "sae-direction", "dom", "random")
 MATERIALS = ("fragile", "rigid")
+#: settings that make what a study folder holds (how episodes are executed may change on resume)
+RUN_FIELDS = ("model", "jsae", "latent", "magnitudes", "target", "calibration_seeds", "seeds", "images",
+              "sae_steps", "max_steps")  # fmt: skip
 
 
 @dataclass
@@ -113,6 +116,9 @@ class CrossModalConfig:
                 f"latent={self.latent!r}: a latent index >= 0, or -1 (the study's shared feature)"
             )
         self.bench().validate()  # counts, executor, workers, the Joint SAE's settings
+        from storage import refuse_other_settings
+
+        refuse_other_settings(self.root / "study_config.json", asdict(self), RUN_FIELDS)
         from agents.backend import load_vlm
         from studies.jsae_study import check_language_side
 

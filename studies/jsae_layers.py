@@ -45,6 +45,9 @@ INTERVENTIONS = {
     "suppress-both": ("jsae-suppress", {"side": "both"}),
 }
 TOKENS = ("image", "text", "both")
+#: settings that make what a study folder holds (how episodes are executed may change on resume)
+RUN_FIELDS = ("model", "layers", "alignment", "weight", "images", "jsae_steps", "material", "add_strength",
+              "suppress_strength", "seeds", "max_steps")  # fmt: skip
 
 
 @dataclass
@@ -112,6 +115,9 @@ class JSAELayersConfig:
             raise ValueError(f"seeds={self.seeds} (>= 2), images={self.images} (>= 16), "
                              f"jsae_steps={self.jsae_steps} (>= 1)")  # fmt: skip
         self.bench().validate()  # material, executor, workers, counts
+        from storage import refuse_other_settings
+
+        refuse_other_settings(self.root / "study_config.json", asdict(self), RUN_FIELDS)
         backend = load_vlm(self.model, "cpu", "float32")
         check_language_side(backend, self.model)
         bad = [n for n in self.layers if not 0 <= n < backend.n_layers]

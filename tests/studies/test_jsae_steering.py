@@ -62,6 +62,8 @@ def test_cross_modal_runs_every_direction_on_both_materials(language_vla, tmp_pa
         assert all(row["n"] == 2 for rows in m["effects"].values() for row in rows.values())
     # a random-weight model's SAE finds no fragility feature: that row is named as omitted
     assert set(doc["omitted"]) <= {"sae-direction"}
+    assert main([*args, "--magnitudes", "0.5,1,2,3,5"]) == 2  # resuming another study: refused
+    assert "use another --name" in capsys.readouterr().err
 
 
 def test_jsae_layers_runs_every_intervention_at_every_layer(language_vla, tmp_path, capsys):
@@ -87,6 +89,10 @@ def test_jsae_layers_runs_every_intervention_at_every_layer(language_vla, tmp_pa
         assert 0 <= test["interaction_p"] <= 1 and "flat" in test["suppression_flat"]
         assert doc["replicates"][t] == test["replicates"]
     assert set(doc["latents"]) == {"0", "3"}
+    assert main([*args, "--layers", "0,3", "--add-strength", "3"]) == 2
+    assert "use another --name" in capsys.readouterr().err
+    assert main([*args, "--layers", "0,3"]) == 0  # resumes: every stage read back, the same summary
+    assert json.loads((tmp_path / "jl" / "summary.json").read_text())["effects"] == doc["effects"]
     # each layer's Joint SAE reads its own layer
     for n in (0, 3):
         meta = json.loads(
