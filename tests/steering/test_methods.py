@@ -11,8 +11,8 @@ from steering import load_method, make_method, method_names
 from steering.registry import BUILTIN_METHODS
 
 METHODS = [
-    n for n in BUILTIN_METHODS if n != "sae" and not n.startswith("jsae")
-]  # the SAE clamp: tests/steering/test_sae_method.py; Joint SAE directions: test_jsae_method.py
+    n for n in BUILTIN_METHODS if n not in ("sae", "sae-direction") and not n.startswith("jsae")
+]  # need an SAE: the clamp in test_registry.py, the SAE and Joint SAE directions in test_jsae_method.py
 
 
 TEST_PARAMS = {"loreft": {"steps": 25}}  # a short training: the tests check the mechanics
