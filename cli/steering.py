@@ -52,7 +52,7 @@ def cmd_steer_bench(args: argparse.Namespace) -> int:
 
 
 def _ci(e: dict) -> str:
-    return f"{e['mean']:+.1f} [{e['low']:+.1f},{e['high']:+.1f}]"
+    return f"{e['mean']:+.3g} [{e['low']:+.3g},{e['high']:+.3g}]"
 
 
 def cmd_cross_modal(args: argparse.Namespace) -> int:
@@ -63,14 +63,16 @@ def cmd_cross_modal(args: argparse.Namespace) -> int:
 
     console = Console()
     doc = run_cross_modal(config_from_args(CrossModalConfig, args), console)
+    metric = doc["config"]["metric"]
     for material, m in doc["materials"].items():
-        strengths = list(next(iter(m["effects"].values())))
-        table = Table(title=f"{material}: Δ peak grip (N) vs unsteered, {args.seeds} paired seeds; "
-                            f"chosen strength {m['strength']:+.3g} (layer {doc['layer']}, latent {doc['latent']})")  # fmt: skip
+        effects = m["effects"][metric]
+        strengths = list(next(iter(effects.values())))
+        table = Table(title=f"{material}: Δ {metric} vs unsteered, {args.seeds} paired seeds; chosen strength "
+                            f"{m['strength']:+.3g} (layer {doc['layer']}, latent {doc['latent']})")  # fmt: skip
         table.add_column("direction")
         for s in strengths:
             table.add_column(s)
-        for name, row in m["effects"].items():
+        for name, row in effects.items():
             table.add_row(name, *(_ci(row[s]) for s in strengths))
         console.print(table)
     return 0
@@ -90,7 +92,7 @@ def cmd_jsae_layers(args: argparse.Namespace) -> int:
     table.add_column("intervention")
     for n in doc["layers"]:
         table.add_column(f"layer {n}")
-    for name, row in doc["effects"].items():
+    for name, row in doc["effects"][doc["metric"]].items():
         table.add_row(name, *(_ci(row[str(n)]) for n in doc["layers"]))
     console.print(table)
     return 0

@@ -18,17 +18,21 @@ robot does about as far as its vision side, well beyond a random direction.
    seed: `seeds` random directions). Every one is scaled to ‖μ_fragile − μ_rigid‖, so one
    strength is one displacement norm for all.
 3. Per material, toward the other one (fragile objects toward a firmer grip, rigid toward a
-   gentler one), on unbreakable objects so a break cannot cut the grip short:
+   gentler one), on unbreakable objects so a break cannot cut the grip short. The handling is
+   read as `metric`: by default the VLA's mean closing command ("grip_command": its own grip
+   effort, 0.14 gentle to 0.83 firm on the language VLA), whose paired noise is small; the
+   peak grip force is reported beside it (a contact spike can add tens of newtons to one
+   episode of any condition, so its paired intervals are wide).
    - calibration (seeds from 10,000): jsae-language at every magnitude; its strength is the
-     first to reach `target` of the way from the unsteered grip to the scripted expert's grip
-     on the other material (interpolated; else, or when the unsteered grip is already past the
+     first to reach `target` of the way from the unsteered value to the scripted expert's on
+     the other material (interpolated; else, or when the unsteered grip is already past the
      expert's, the magnitude of its largest effect);
    - evaluation (seeds 0..seeds-1): unsteered and every direction at every magnitude and at
-     the chosen strength: the paired change of peak grip force against unsteered, 95% bootstrap
+     the chosen strength: the paired change of each metric against unsteered, 95% bootstrap
      CIs over seeds.
-4. The verdict per material: the language side moves the grip beyond random (the paired
-   difference language − random excludes 0 in the steered direction) and close to the vision
-   side (at least half its mean effect), at the chosen strength.
+4. The verdict per material, on `metric`: the language side moves the handling beyond random
+   (the paired difference language − random excludes 0 in the steered direction) and close to
+   the vision side (at least half its mean effect), at the chosen strength.
 """
 
 from __future__ import annotations
@@ -43,9 +47,11 @@ import numpy as np
 
 DIRECTIONS = ("jsae-language", "jsae-vision", "sae-direction", "dom", "random")
 MATERIALS = ("fragile", "rigid")
+#: what the handling is read as (episode columns): the closing command, the peak grip force
+METRICS = ("grip_command", "peak_grip_force")
 #: settings that make what a study folder holds (how episodes are executed may change on resume)
 RUN_FIELDS = ("model", "jsae", "latent", "magnitudes", "target", "calibration_seeds", "seeds", "images",
-              "sae_steps", "max_steps")  # fmt: skip
+              "sae_steps", "max_steps", "metric")  # fmt: skip
 
 
 @dataclass
@@ -59,7 +65,9 @@ class CrossModalConfig:
         latent: the joint latent steered (-1: the study's first shared fragility feature).
         magnitudes: strengths in units of ‖μ_fragile − μ_rigid‖, at least 5, each > 0 (signed
             toward the other material per material).
-        target: the calibration target, a fraction of the way to the expert's other grip.
+        target: the calibration target, a fraction of the way to the expert's other handling.
+        metric: the handling calibrated and judged: "grip_command" (the mean closing command)
+            or "peak_grip_force" (N); both are reported.
         calibration_seeds: episodes per calibration point (env seeds from 10,000).
         seeds: evaluation seeds per condition (env seeds 0..seeds-1), paired.
         images: labelled frames the directions fit on.
@@ -74,6 +82,7 @@ class CrossModalConfig:
     latent: int = -1
     magnitudes: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 3.0, 4.0])
     target: float = 0.5
+    metric: str = "grip_command"
     calibration_seeds: int = 6
     seeds: int = 20
     images: int = 256
@@ -111,6 +120,8 @@ class CrossModalConfig:
             raise ValueError(
                 f"target={self.target!r}: a fraction of the way to the expert, in (0, 1]"
             )
+        if self.metric not in METRICS:
+            raise ValueError(f"metric={self.metric!r}: choose one of {list(METRICS)}")
         if isinstance(self.latent, bool) or not isinstance(self.latent, int) or self.latent < -1:
             raise ValueError(
                 f"latent={self.latent!r}: a latent index >= 0, or -1 (the study's shared feature)"
@@ -147,12 +158,22 @@ class CrossModalConfig:
         return int(joint["passing"][0]) if joint.get("passing") else -1
 
 
-def paired(
-    rows: list[dict[str, Any]], condition: str, metric: str = "peak_grip_force"
-) -> np.ndarray:
-    """(condition − unsteered) per seed, over the seeds both ran, in seed order."""
-    base = {r["seed"]: r[metric] for r in rows if r["condition"] == "unsteered"}
-    steered = {r["seed"]: r[metric] for r in rows if r["condition"] == condition}
+def values(rows: list[dict[str, Any]], condition: str, metric: str) -> dict[int, float]:
+    """seed → `metric` of `condition`'s episodes (an episode without a value left out: the
+    closing command of one whose fingers never closed)."""
+    return {
+        r["seed"]: r[metric] for r in rows if r["condition"] == condition and r[metric] is not None
+    }
+
+
+def mean_of(by_seed: dict[int, float]) -> float:
+    """The mean of the values (NaN for none)."""
+    return float(np.mean(list(by_seed.values()))) if by_seed else float("nan")
+
+
+def paired(rows: list[dict[str, Any]], condition: str, metric: str) -> np.ndarray:
+    """(condition − unsteered) per seed, over the seeds both have a value for, in seed order."""
+    base, steered = values(rows, "unsteered", metric), values(rows, condition, metric)
     seeds = sorted(set(base) & set(steered))
     return np.array([steered[s] - base[s] for s in seeds], dtype=float)
 
@@ -165,12 +186,14 @@ def estimate(values: np.ndarray) -> dict[str, float]:
     return {"mean": e.value, "low": e.low, "high": e.high, "n": e.n}
 
 
-def verdict(rows: list[dict[str, Any]], strength: float, sign: float) -> dict[str, Any]:
-    """Does the language side move the grip beyond random and close to the vision side?"""
+def verdict(
+    rows: list[dict[str, Any]], strength: float, sign: float, metric: str
+) -> dict[str, Any]:
+    """Does the language side move the handling beyond random and close to the vision side?"""
     from studies.steer_bench.config import method_condition
 
     effect = {
-        n: paired(rows, method_condition(n, strength))
+        n: paired(rows, method_condition(n, strength), metric)
         for n in ("jsae-language", "jsae-vision", "random")
     }
     beyond = estimate(effect["jsae-language"] - effect["random"])
@@ -217,33 +240,36 @@ def run_cross_modal(cfg: CrossModalConfig, console: Any = None) -> dict[str, Any
         )
         cal = episodes(b, f"calibration-{material}", calibration,
                        ["unsteered", *(method_condition("jsae-language", s) for s in grid)], material, True)  # fmt: skip
-        unsteered = float(
-            np.mean([r["peak_grip_force"] for r in cal if r["condition"] == "unsteered"])
-        )
-        target = cfg.target * (float(np.mean([r["peak_grip_force"] for r in expert])) - unsteered)
+        unsteered = mean_of(values(cal, "unsteered", cfg.metric))
+        expert_value = mean_of(values(expert, "unsteered", cfg.metric))
+        target = cfg.target * (expert_value - unsteered)
         room = bool(np.sign(target) == sign)  # else the unsteered grip is already past the expert's
         target = target if room else sign * math.inf  # then: the magnitude of the largest effect
-        curve = [(s, mean_effect(cal, method_condition("jsae-language", s))) for s in grid]
+        curve = [
+            (s, mean_effect(cal, method_condition("jsae-language", s), cfg.metric)) for s in grid
+        ]
         strength, reached = choose_strength(curve, target)
         strengths = sorted({*grid, strength}, key=abs)
         conditions = ["unsteered", *(method_condition(n, s) for n in names for s in strengths)]
         console.print(f"{material}: strength {strength:+.3g} ({'reached' if reached else 'not reached'}); "
                       f"evaluation {len(conditions)} conditions × {len(evaluation)} seeds")  # fmt: skip
         rows = episodes(b, f"evaluation-{material}", evaluation, conditions, material, True)
-        table = {n: {f"{s:+.4g}": estimate(paired(rows, method_condition(n, s))) for s in strengths}
-                 for n in names}  # fmt: skip
-        materials[material] = {"target": target if room else None, "room": room, "unsteered_calibration": unsteered, "strength": strength,
-                               "reached": reached, "calibration_curve": curve, "effects": table,
-                               "unsteered_grip": estimate(np.array([r["peak_grip_force"] for r in rows
-                                                                    if r["condition"] == "unsteered"])),
-                               "verdict": verdict(rows, strength, sign)}  # fmt: skip
+        effects = {metric: {n: {f"{s:+.4g}": estimate(paired(rows, method_condition(n, s), metric))
+                                for s in strengths} for n in names} for metric in METRICS}  # fmt: skip
+        unsteered_eval = {
+            m: estimate(np.array(list(values(rows, "unsteered", m).values()))) for m in METRICS
+        }
+        materials[material] = {"target": target if room else None, "room": room, "unsteered_calibration": unsteered,
+                               "strength": strength, "reached": reached, "calibration_curve": curve,
+                               "effects": effects, "unsteered": unsteered_eval,
+                               "verdict": verdict(rows, strength, sign, cfg.metric)}  # fmt: skip
     doc = {"config": asdict(cfg), "layer": bench.layer, "latent": fitted["jsae-language"].fit_info["latent"],
            "latent_shared": cfg.chosen_latent() >= 0, "methods": fit_rows, "omitted": omitted,
            "materials": materials}  # fmt: skip
     write_json(cfg.root / "summary.json", doc)
     for material, m in materials.items():
         v = m["verdict"]
-        console.print(f"{material}: language − random {v['language_minus_random']['mean']:+.2f} N "
-                      f"[{v['language_minus_random']['low']:+.2f}, {v['language_minus_random']['high']:+.2f}], "
+        console.print(f"{material}: {cfg.metric}, language − random {v['language_minus_random']['mean']:+.3g} "
+                      f"[{v['language_minus_random']['low']:+.3g}, {v['language_minus_random']['high']:+.3g}], "
                       f"language / vision {v['language_over_vision']:.2f}: claim {'holds' if v['holds'] else 'fails'}")  # fmt: skip
     return doc

@@ -15,11 +15,13 @@ the layer's, not the concept's.
    other material) and suppression (each token's own code of the latent subtracted, ×
    `suppress_strength`), each on image tokens (vision side), text tokens (language side:
    the instruction) and both (each side at its own tokens).
-3. Closed loop on unbreakable objects of `material`, paired seeds 0..seeds-1: the change of peak
-   grip force against unsteered, 95% bootstrap CIs.
+3. Closed loop on unbreakable objects of `material`, paired seeds 0..seeds-1: the change of the
+   closing command (the VLA's own grip effort) and of peak grip force against unsteered, 95%
+   bootstrap CIs (a seed whose fingers never closed in some run has no command and is left out
+   of the command's figures).
 4. Per token set: a within-seed permutation test of the layer × intervention interaction
    (reports.stats.layer_profile_differs) and an equivalence test of "suppression is flat"
-   (reports.stats.flat_within, margin fixed in advance in newtons). The paper's pattern is
+   (reports.stats.flat_within, margin fixed in advance in the metric's units). The paper's pattern is
    replicated where the interaction is significant, suppression is flat and the additive
    effect peaks at a layer in the second half; refuted otherwise, and the summary says which.
 """
@@ -65,7 +67,11 @@ class JSAELayersConfig:
         add_strength: the additive edit's strength in units of ‖μ_fragile − μ_rigid‖ (> 0).
         suppress_strength: the fraction of the latent's code removed, in (0, 1].
         seeds: paired evaluation seeds (env seeds 0..seeds-1).
-        margin: the largest deviation from flat, in newtons, that still counts as flat.
+        metric: the handling tested: "grip_command" (the mean closing command) or
+            "peak_grip_force" (N); both are tabled.
+        margin: the largest deviation from flat, in the metric's units, that still counts as
+            flat (fixed before the run: 0.05 of a closing command that runs 0.14 gentle to 0.83
+            firm).
         max_steps, executor, workers, envs_per_worker, device: as in `physteer run`.
     """
 
@@ -81,7 +87,8 @@ class JSAELayersConfig:
     add_strength: float = 2.0
     suppress_strength: float = 1.0
     seeds: int = 20
-    margin: float = 2.0
+    metric: str = "grip_command"
+    margin: float = 0.05
     max_steps: int = 200
     executor: str = "processes"
     workers: int = 2
@@ -109,8 +116,14 @@ class JSAELayersConfig:
             )
         if not 0 < self.suppress_strength <= 1:
             raise ValueError(f"suppress_strength={self.suppress_strength}: a fraction in (0, 1]")
+        from studies.cross_modal import METRICS
+
+        if self.metric not in METRICS:
+            raise ValueError(f"metric={self.metric!r}: choose one of {list(METRICS)}")
         if not (math.isfinite(self.margin) and self.margin > 0):
-            raise ValueError(f"margin={self.margin}: an equivalence margin in newtons, > 0")
+            raise ValueError(
+                f"margin={self.margin}: an equivalence margin in the metric's units, > 0"
+            )
         if self.seeds < 2 or self.images < 16 or self.jsae_steps < 1:
             raise ValueError(f"seeds={self.seeds} (>= 2), images={self.images} (>= 16), "
                              f"jsae_steps={self.jsae_steps} (>= 1)")  # fmt: skip
@@ -181,10 +194,15 @@ def fitted_method(
     return root
 
 
-def effects(rows: list[dict[str, Any]], base: dict[int, float]) -> np.ndarray:
-    """Paired change of peak grip against unsteered, in seed order."""
-    by_seed = {r["seed"]: r["peak_grip_force"] for r in rows}
-    return np.array([by_seed[s] - base[s] for s in sorted(base)], dtype=float)
+def effect_matrix(
+    runs: dict[int, list[dict[str, Any]]], base: list[dict[str, Any]], metric: str, seeds: list[int]
+) -> np.ndarray:
+    """(seeds × layers) paired change of `metric` against unsteered, from each layer's episodes."""
+    from studies.cross_modal import values
+
+    ref = values(base, "unsteered", metric)
+    cols = [values(rows, rows[0]["condition"], metric) for rows in runs.values()]
+    return np.array([[col[s] - ref[s] for col in cols] for s in seeds], dtype=float)
 
 
 def layer_tests(
@@ -193,6 +211,10 @@ def layer_tests(
     """The interaction test, "flat" for suppression and additive, and the additive peak layer."""
     from reports.stats import flat_within, layer_profile_differs
 
+    if len(add) < 2:
+        return {"interaction_p": None, "suppression_flat": {"flat": None}, "additive_flat": {"flat": None},
+                "additive_peak_layer": None, "additive_peak_late": None, "replicates": False,
+                "note": f"{len(add)} seed(s) with a value in every run: no test"}  # fmt: skip
     p = layer_profile_differs(add, suppress)
     flat = flat_within(suppress, margin)
     peak = layers[int(np.abs(add.mean(0)).argmax())]
@@ -226,8 +248,8 @@ def run_jsae_layers(cfg: JSAELayersConfig, console: Any = None) -> dict[str, Any
                                None if methods is None else str(methods))  # fmt: skip
         return RunLog(run_experiment(exp)).read_episodes().to_pylist()
 
-    base = {r["seed"]: r["peak_grip_force"] for r in run("unsteered", ["unsteered"], None)}
-    table: dict[str, dict[int, np.ndarray]] = {k: {} for k in INTERVENTIONS}
+    base = run("unsteered", ["unsteered"], None)
+    episodes: dict[str, dict[int, list[dict[str, Any]]]] = {k: {} for k in INTERVENTIONS}
     latents = {}
     for layer in layers:
         for intervention, (name, _) in INTERVENTIONS.items():
@@ -235,29 +257,48 @@ def run_jsae_layers(cfg: JSAELayersConfig, console: Any = None) -> dict[str, Any
             strength = cfg.suppress_strength if name == "jsae-suppress" else sign * cfg.add_strength
             console.print(f"layer {layer}, {intervention}: {cfg.seeds} episodes")
             rows = run(f"layer{layer}-{intervention}", [method_condition(name, strength)], methods)
-            table[intervention][layer] = effects(rows, base)
+            episodes[intervention][layer] = rows
         from steering.registry import load_method
 
         latents[layer] = load_method(
             cfg.root / "methods" / f"layer{layer}-add-image" / "jsae-vision"
         ).fit_info
-    from studies.cross_modal import estimate
+    from studies.cross_modal import METRICS, estimate, values
 
-    effects_doc = {
-        k: {str(n): estimate(v) for n, v in by_layer.items()} for k, by_layer in table.items()
+    def complete(metric: str) -> list[int]:  # seeds with a value in every run (a closing command
+        have = [set(values(base, "unsteered", metric))]  # needs fingers that closed)
+        have += [
+            set(values(rows, rows[0]["condition"], metric))
+            for k in episodes
+            for rows in episodes[k].values()
+        ]
+        return sorted(set.intersection(*have))
+
+    seeds = {m: complete(m) for m in METRICS}
+    matrix = {
+        m: {k: effect_matrix(episodes[k], base, m, seeds[m]) for k in INTERVENTIONS}
+        for m in METRICS
     }
-    tests = {t: layer_tests(np.stack([table[f"add-{t}"][n] for n in layers], 1),
-                            np.stack([table[f"suppress-{t}"][n] for n in layers], 1), layers, cfg.margin)
+    effects_doc = {m: {k: {str(n): estimate(x[:, i]) for i, n in enumerate(layers)} for k, x in matrix[m].items()}
+                   for m in METRICS}  # fmt: skip
+    tests = {t: layer_tests(matrix[cfg.metric][f"add-{t}"], matrix[cfg.metric][f"suppress-{t}"], layers, cfg.margin)
              for t in TOKENS}  # fmt: skip
-    doc = {"config": asdict(cfg), "layers": layers, "unsteered_grip": estimate(np.array(list(base.values()))),
+    unsteered = {
+        m: estimate(np.array(list(values(base, "unsteered", m).values()))) for m in METRICS
+    }
+    doc = {"config": asdict(cfg), "layers": layers, "metric": cfg.metric, "seeds_complete": {m: len(v) for m, v in seeds.items()},
+           "unsteered": unsteered,
            "latents": {str(n): {"latent": i["latent"], "latent_auroc": i["latent_auroc"]} for n, i in latents.items()},
            "effects": effects_doc, "tests": tests,
            "replicates": {t: tests[t]["replicates"] for t in TOKENS}}  # fmt: skip
     write_json(cfg.root / "summary.json", doc)
     for t in TOKENS:
         r = tests[t]
+        if r["interaction_p"] is None:
+            console.print(f"{t} tokens: {r['note']}")
+            continue
         console.print(f"{t} tokens: interaction p = {r['interaction_p']:.3f}; suppression flat: "
-                      f"{r['suppression_flat']['flat']} (max deviation {r['suppression_flat']['max_deviation']:.2f} N, "
-                      f"bound {r['suppression_flat']['upper']:.2f} < {cfg.margin:g}?); additive peak at layer "
+                      f"{r['suppression_flat']['flat']} (max deviation {r['suppression_flat']['max_deviation']:.3g}, "
+                      f"bound {r['suppression_flat']['upper']:.3g} < {cfg.margin:g}?); additive peak at layer "
                       f"{r['additive_peak_layer']}: the paper's pattern {'replicates' if r['replicates'] else 'does not replicate'}")  # fmt: skip
     return doc

@@ -56,10 +56,12 @@ def test_cross_modal_runs_every_direction_on_both_materials(language_vla, tmp_pa
     for material in ("fragile", "rigid"):
         m = doc["materials"][material]
         sign = -1 if material == "fragile" else 1  # + is toward fragile
-        assert all(sign * float(s) > 0 for s in m["effects"]["jsae-language"])
-        assert len(m["effects"]["jsae-language"]) >= 5 and m["effects"]["random"]
+        assert set(m["effects"]) == {"grip_command", "peak_grip_force"}
+        grip = m["effects"]["peak_grip_force"]
+        assert all(sign * float(s) > 0 for s in grip["jsae-language"])
+        assert len(grip["jsae-language"]) >= 5 and grip["random"]
         assert {"holds", "beyond_random", "language_over_vision"} <= set(m["verdict"])
-        assert all(row["n"] == 2 for rows in m["effects"].values() for row in rows.values())
+        assert all(row["n"] == 2 for rows in grip.values() for row in rows.values())
     # a random-weight model's SAE finds no fragility feature: that row is named as omitted
     assert set(doc["omitted"]) <= {"sae-direction"}
     assert main([*args, "--magnitudes", "0.5,1,2,3,5"]) == 2  # resuming another study: refused
@@ -80,10 +82,14 @@ def test_jsae_layers_runs_every_intervention_at_every_layer(language_vla, tmp_pa
     assert main(no_language) == 2 and "no language side" in capsys.readouterr().err
     assert main([*args, "--layers", "0,3"]) == 0
     doc = json.loads((tmp_path / "jl" / "summary.json").read_text())
-    assert doc["layers"] == [0, 3] and set(doc["effects"]) == {
+    grip = doc["effects"]["peak_grip_force"]
+    assert doc["layers"] == [0, 3] and set(grip) == {
         f"{k}-{t}" for k in ("add", "suppress") for t in ("image", "text", "both")
     }
-    assert all(set(row) == {"0", "3"} for row in doc["effects"].values())
+    assert (
+        all(set(row) == {"0", "3"} for row in grip.values())
+        and doc["seeds_complete"]["peak_grip_force"] == 2
+    )
     for t in ("image", "text", "both"):
         test = doc["tests"][t]
         assert 0 <= test["interaction_p"] <= 1 and "flat" in test["suppression_flat"]
