@@ -86,9 +86,9 @@ def cmd_jsae_layers(args: argparse.Namespace) -> int:
 
     console = Console()
     doc = run_jsae_layers(config_from_args(JSAELayersConfig, args), console)
-    table = Table(
-        title=f"Δ peak grip (N) vs unsteered, {args.seeds} paired seeds, {args.material} objects"
-    )
+    metric = doc["metric"]
+    table = Table(title=f"Δ {metric} vs unsteered, {doc['seeds_complete'][metric]} paired seeds, "
+                        f"{args.material} objects")  # fmt: skip
     table.add_column("intervention")
     for n in doc["layers"]:
         table.add_column(f"layer {n}")
