@@ -87,8 +87,9 @@ def cmd_jsae_layers(args: argparse.Namespace) -> int:
     console = Console()
     doc = run_jsae_layers(config_from_args(JSAELayersConfig, args), console)
     metric = doc["metric"]
-    table = Table(title=f"Δ {metric} vs unsteered, {doc['seeds_complete'][metric]} paired seeds, "
-                        f"{args.material} objects")  # fmt: skip
+    table = Table(
+        title=f"Δ {metric} vs unsteered, paired seeds 0..{args.seeds - 1}, {args.material} objects"
+    )
     table.add_column("intervention")
     for n in doc["layers"]:
         table.add_column(f"layer {n}")

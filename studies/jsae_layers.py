@@ -9,16 +9,18 @@ the layer's, not the concept's.
 
 1. At every decoder layer, a Joint SAE on the model's own pairs (studies.joint_sae.collect_pairs:
    a frame's image tokens, its description's own tokens on a blank frame) and its fragility
-   latent: the one whose vision code best separates the fit frames' materials.
-2. Six interventions per layer, each a fitted steering method (steering.methods.jsae):
+   latent: among the latents whose vision code is higher on `material`'s fit frames, the one
+   that best separates the materials.
+2. Six interventions per layer, each a fitted steering method (steering.methods.jsae), all on
+   the layer's latent that marks the steered material (the one a suppression can remove):
    additive (the latent's decoder row at ‖μ_fragile − μ_rigid‖ × `add_strength`, toward the
    other material) and suppression (each token's own code of the latent subtracted, ×
    `suppress_strength`), each on image tokens (vision side), text tokens (language side:
    the instruction) and both (each side at its own tokens).
 3. Closed loop on unbreakable objects of `material`, paired seeds 0..seeds-1: the change of the
    closing command (the VLA's own grip effort) and of peak grip force against unsteered, 95%
-   bootstrap CIs (a seed whose fingers never closed in some run has no command and is left out
-   of the command's figures).
+   bootstrap CIs (a seed whose fingers never closed has no command: each cell uses the seeds
+   with a value in it and in unsteered, each test the seeds with one in all its runs).
 4. Per token set: a within-seed permutation test of the layer × intervention interaction
    (reports.stats.layer_profile_differs) and an equivalence test of "suppression is flat"
    (reports.stats.flat_within, margin fixed in advance in the metric's units). The paper's pattern is
@@ -188,7 +190,7 @@ def fitted_method(
     root = cfg.root / "methods" / f"layer{layer}-{intervention}"
     if not (root / name / METHOD_FILE).is_file():
         joint = joint_at(cfg, backend, layer)
-        make_method(name, joint=str(joint), **settings).fit(
+        make_method(name, joint=str(joint), marks=cfg.material, **settings).fit(
             replace(data, layer=layer), backend
         ).save(root / name)
     return root
@@ -265,28 +267,33 @@ def run_jsae_layers(cfg: JSAELayersConfig, console: Any = None) -> dict[str, Any
         ).fit_info
     from studies.cross_modal import METRICS, estimate, values
 
-    def complete(metric: str) -> list[int]:  # seeds with a value in every run (a closing command
-        have = [set(values(base, "unsteered", metric))]  # needs fingers that closed)
+    def complete(metric: str, kinds: list[str]) -> list[int]:  # seeds with a value in every run of
+        have = [
+            set(values(base, "unsteered", metric))
+        ]  # `kinds` (a command needs fingers that closed)
         have += [
             set(values(rows, rows[0]["condition"], metric))
-            for k in episodes
+            for k in kinds
             for rows in episodes[k].values()
         ]
         return sorted(set.intersection(*have))
 
-    seeds = {m: complete(m) for m in METRICS}
-    matrix = {
-        m: {k: effect_matrix(episodes[k], base, m, seeds[m]) for k in INTERVENTIONS}
-        for m in METRICS
-    }
-    effects_doc = {m: {k: {str(n): estimate(x[:, i]) for i, n in enumerate(layers)} for k, x in matrix[m].items()}
+    def cell(metric: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+        ref, steered = values(base, "unsteered", metric), values(rows, rows[0]["condition"], metric)
+        return estimate(np.array([steered[s] - ref[s] for s in sorted(set(ref) & set(steered))]))
+
+    effects_doc = {m: {k: {str(n): cell(m, episodes[k][n]) for n in layers} for k in INTERVENTIONS}
                    for m in METRICS}  # fmt: skip
-    tests = {t: layer_tests(matrix[cfg.metric][f"add-{t}"], matrix[cfg.metric][f"suppress-{t}"], layers, cfg.margin)
-             for t in TOKENS}  # fmt: skip
+    tests, seeds = {}, {}
+    for t in TOKENS:
+        kinds = [f"add-{t}", f"suppress-{t}"]
+        seeds[t] = complete(cfg.metric, kinds)
+        add, suppress = (effect_matrix(episodes[k], base, cfg.metric, seeds[t]) for k in kinds)
+        tests[t] = {**layer_tests(add, suppress, layers, cfg.margin), "seeds": len(seeds[t])}
     unsteered = {
         m: estimate(np.array(list(values(base, "unsteered", m).values()))) for m in METRICS
     }
-    doc = {"config": asdict(cfg), "layers": layers, "metric": cfg.metric, "seeds_complete": {m: len(v) for m, v in seeds.items()},
+    doc = {"config": asdict(cfg), "layers": layers, "metric": cfg.metric,
            "unsteered": unsteered,
            "latents": {str(n): {"latent": i["latent"], "latent_auroc": i["latent_auroc"]} for n, i in latents.items()},
            "effects": effects_doc, "tests": tests,

@@ -19,7 +19,8 @@ own tokens); s ∈ [0, 1] is the fraction removed, unsigned, as in directional a
 
 Settings: `joint`, the Joint SAE's folder (physteer train-jsae / jsae-study write them under
 saes/); `latent`, its index (-1: the latent whose vision-side code best separates the fit
-frames' materials, chosen on the fit data, never on the evaluation seeds).
+frames' materials, chosen on the fit data, never on the evaluation seeds); `marks` ("any",
+"fragile", "rigid"): with -1, choose among the latents higher on that material only.
 
     physteer steer-bench --agent vla --model runs/tiny-lang/vla --methods dom,jsae-language,jsae-vision \\
         --method-params jsae-language.joint=runs/jsae-lang/saes/joint,jsae-vision.joint=runs/jsae-lang/saes/joint
@@ -42,8 +43,14 @@ from steering.registry import register_method
 SIDE_TOKENS = {"vision": "image", "language": "text"}
 
 
-def check_joint_settings(name: str, joint: str, latent: Any) -> None:
-    """ValueError naming a missing Joint SAE folder or a bad latent index."""
+#: which latents `latent=-1` chooses among: any, or those whose code is higher on one material
+MARKS = ("any", "fragile", "rigid")
+
+
+def check_joint_settings(name: str, joint: str, latent: Any, marks: Any = "any") -> None:
+    """ValueError naming a missing Joint SAE folder, a bad latent index or a bad `marks`."""
+    if marks not in MARKS:
+        raise ValueError(f"{name} marks={marks!r}: choose one of {list(MARKS)}")
     if not joint or not (Path(joint) / "joint.json").is_file():
         raise ValueError(f"{name} joint={joint!r}: give a Joint SAE folder (one with joint.json, "
                          f"as physteer train-jsae writes under saes/): --method-params {name}.joint=DIR")  # fmt: skip
@@ -55,9 +62,10 @@ def check_joint_settings(name: str, joint: str, latent: Any) -> None:
 
 def joint_latent(method: SteeringMethod, data: FitData) -> tuple[Any, int, float]:
     """(the Joint SAE of `method.params["joint"]`, its latent, the latent's sign): the given
-    index, or the latent whose vision-side code best separates the fit frames' materials; the
-    sign is +1 where its code is higher on the fit frames' fragile objects (AUROC ≥ 0.5), else −1.
-    The latent and its AUROC are recorded in fit_info."""
+    index, or the latent whose vision-side code best separates the fit frames' materials (among
+    those higher on `marks`'s material when it names one: the feature present on the objects a
+    suppression acts on); the sign is +1 where its code is higher on the fit frames' fragile
+    objects (AUROC ≥ 0.5), else −1. The latent and its AUROC are recorded in fit_info."""
     from sklearn.metrics import roc_auc_score
 
     from sae.joint import JointSAE
@@ -82,7 +90,9 @@ def joint_latent(method: SteeringMethod, data: FitData) -> tuple[Any, int, float
         aucs = np.array(
             [roc_auc_score(y, z[:, i]) if z[:, i].any() else 0.5 for i in range(z.shape[1])]
         )
-        latent = int(np.abs(aucs - 0.5).argmax())
+        marks = method.params.get("marks", "any")
+        score = {"any": np.abs(aucs - 0.5), "fragile": aucs, "rigid": 1.0 - aucs}[marks]
+        latent = int(score.argmax())
     auroc = float(roc_auc_score(y, z[:, latent])) if z[:, latent].any() else 0.5
     method.fit_info.update(latent=latent, latent_auroc=round(auroc, 4))
     return joint, latent, 1.0 if auroc >= 0.5 else -1.0
@@ -103,7 +113,7 @@ class _JointDirection(DirectionMethod):
     paper = "Steering Vision-Language Models with Joint Sparse Autoencoders (JSAE)"
 
     def __init__(self, joint: str = "", latent: int = -1, **params: Any) -> None:
-        check_joint_settings(self.name, joint, latent)
+        check_joint_settings(self.name, joint, latent, params.get("marks", "any"))
         super().__init__(joint=str(joint), latent=latent, **params)
 
     def _fit(self, data: FitData, backend: Any) -> None:
@@ -138,7 +148,7 @@ class JointBothDirections(SteeringMethod):
     choose_positions = False  # each side acts at its own modality's tokens
 
     def __init__(self, joint: str = "", latent: int = -1, **params: Any) -> None:
-        check_joint_settings(self.name, joint, latent)
+        check_joint_settings(self.name, joint, latent, params.get("marks", "any"))
         super().__init__(joint=str(joint), latent=latent, **params)
 
     def _fit(self, data: FitData, backend: Any) -> None:
@@ -170,7 +180,7 @@ class JointSuppression(SteeringMethod):
     ) -> None:
         from sae.joint import SIDES
 
-        check_joint_settings(self.name, joint, latent)
+        check_joint_settings(self.name, joint, latent, params.get("marks", "any"))
         if side not in (*SIDES, "both"):
             raise ValueError(f"{self.name} side={side!r}: choose one of {[*SIDES, 'both']}")
         if side == "both" and params.get("positions", "image") != "image":

@@ -146,3 +146,12 @@ def test_sae_direction_is_the_features_share_of_the_class_difference(joint_folde
     assert torch.allclose(method.state["vector"].norm(), data.dom().norm(), rtol=1e-5)
     with pytest.raises(ValueError, match="needs sae"):
         make_method("sae-direction").fit(fit_data)
+
+
+def test_marks_chooses_among_the_latents_of_one_material(joint_folder, fit_data, vla_backend):
+    folder = str(joint_folder[0])
+    for marks, side in (("fragile", 1), ("rigid", -1)):
+        method = make_method("jsae-vision", joint=folder, marks=marks).fit(fit_data, vla_backend)
+        assert side * (method.fit_info["latent_auroc"] - 0.5) >= 0
+    with pytest.raises(ValueError, match="marks='glass'"):
+        make_method("jsae-suppress", joint=folder, marks="glass")
