@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from reports.paired import estimate, mean_of, paired, paired_by_seed, values
+
 DIRECTIONS = ("jsae-language", "jsae-vision", "sae-direction", "dom", "random")
 MATERIALS = ("fragile", "rigid")
 #: what the handling is read as (episode columns): the closing command, the peak grip force
@@ -158,34 +160,6 @@ class CrossModalConfig:
         return int(joint["passing"][0]) if joint.get("passing") else -1
 
 
-def values(rows: list[dict[str, Any]], condition: str, metric: str) -> dict[int, float]:
-    """seed → `metric` of `condition`'s episodes (an episode without a value left out: the
-    closing command of one whose fingers never closed)."""
-    return {
-        r["seed"]: r[metric] for r in rows if r["condition"] == condition and r[metric] is not None
-    }
-
-
-def mean_of(by_seed: dict[int, float]) -> float:
-    """The mean of the values (NaN for none)."""
-    return float(np.mean(list(by_seed.values()))) if by_seed else float("nan")
-
-
-def paired(rows: list[dict[str, Any]], condition: str, metric: str) -> np.ndarray:
-    """(condition − unsteered) per seed, over the seeds both have a value for, in seed order."""
-    base, steered = values(rows, "unsteered", metric), values(rows, condition, metric)
-    seeds = sorted(set(base) & set(steered))
-    return np.array([steered[s] - base[s] for s in seeds], dtype=float)
-
-
-def estimate(values: np.ndarray) -> dict[str, float]:
-    """Mean with its 95% bootstrap CI (reports.stats) as a plain dict."""
-    from reports.stats import bootstrap_mean
-
-    e = bootstrap_mean(values)
-    return {"mean": e.value, "low": e.low, "high": e.high, "n": e.n}
-
-
 def verdict(
     rows: list[dict[str, Any]], strength: float, sign: float, metric: str
 ) -> dict[str, Any]:
@@ -193,11 +167,12 @@ def verdict(
     from studies.steer_bench.config import method_condition
 
     effect = {
-        n: paired(rows, method_condition(n, strength), metric)
+        n: paired_by_seed(rows, method_condition(n, strength), metric)
         for n in ("jsae-language", "jsae-vision", "random")
     }
-    beyond = estimate(effect["jsae-language"] - effect["random"])
-    language, vision = effect["jsae-language"].mean(), effect["jsae-vision"].mean()
+    lang, rand = effect["jsae-language"], effect["random"]  # paired by seed, both present
+    beyond = estimate(np.array([lang[s] - rand[s] for s in sorted(set(lang) & set(rand))]))
+    language, vision = mean_of(lang), mean_of(effect["jsae-vision"])
     ratio = float(language / vision) if vision * sign > 0 else float("nan")
     above = bool(beyond["low"] > 0) if sign > 0 else bool(beyond["high"] < 0)
     return {"language_minus_random": beyond, "language_over_vision": ratio,

@@ -200,7 +200,7 @@ def effect_matrix(
     runs: dict[int, list[dict[str, Any]]], base: list[dict[str, Any]], metric: str, seeds: list[int]
 ) -> np.ndarray:
     """(seeds × layers) paired change of `metric` against unsteered, from each layer's episodes."""
-    from studies.cross_modal import values
+    from reports.paired import values
 
     ref = values(base, "unsteered", metric)
     cols = [values(rows, rows[0]["condition"], metric) for rows in runs.values()]
@@ -265,7 +265,8 @@ def run_jsae_layers(cfg: JSAELayersConfig, console: Any = None) -> dict[str, Any
         latents[layer] = load_method(
             cfg.root / "methods" / f"layer{layer}-add-image" / "jsae-vision"
         ).fit_info
-    from studies.cross_modal import METRICS, estimate, values
+    from reports.paired import estimate, paired, values
+    from studies.cross_modal import METRICS
 
     def complete(metric: str, kinds: list[str]) -> list[int]:  # seeds with a value in every run of
         have = [
@@ -279,8 +280,7 @@ def run_jsae_layers(cfg: JSAELayersConfig, console: Any = None) -> dict[str, Any
         return sorted(set.intersection(*have))
 
     def cell(metric: str, rows: list[dict[str, Any]]) -> dict[str, float]:
-        ref, steered = values(base, "unsteered", metric), values(rows, rows[0]["condition"], metric)
-        return estimate(np.array([steered[s] - ref[s] for s in sorted(set(ref) & set(steered))]))
+        return estimate(paired(base + rows, rows[0]["condition"], metric))
 
     effects_doc = {m: {k: {str(n): cell(m, episodes[k][n]) for n in layers} for k in INTERVENTIONS}
                    for m in METRICS}  # fmt: skip

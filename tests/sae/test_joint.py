@@ -65,6 +65,11 @@ def test_bad_settings_are_named():
         JointConfig.default(8, 8, weight=-1)
     with pytest.raises(ValueError, match="side='audio'"):
         JointSAE(JointConfig.default(8, 8)).side("audio")
+    xv, xl = torch.randn(10, 8), torch.randn(9, 8)  # one description short: pairs do not match
+    with pytest.raises(
+        ValueError, match="10 vision rows, 9 language rows, 10 groups: one each per pair"
+    ):
+        train_joint(xv, xl, np.arange(10), JointConfig.default(8, 8), JointTrainConfig())
 
 
 def test_train_jsae_on_the_tiny_vlm(tmp_path, capsys):
