@@ -226,6 +226,25 @@ def layer_tests(
             "replicates": bool(p < 0.05 and flat["flat"] and late)}  # fmt: skip
 
 
+def complete_seeds(
+    base: list[dict[str, Any]],
+    episodes: dict[str, dict[int, list[dict[str, Any]]]],
+    metric: str,
+    kinds: list[str],
+) -> list[int]:
+    """Seeds with a value of `metric` in the unsteered run and in every layer's run of each of
+    `kinds` (a closing command needs fingers that closed, so a seed can lack one)."""
+    from reports.paired import values
+
+    have = [set(values(base, "unsteered", metric))]
+    have += [
+        set(values(rows, rows[0]["condition"], metric))
+        for k in kinds
+        for rows in episodes[k].values()
+    ]
+    return sorted(set.intersection(*have))
+
+
 def run_jsae_layers(cfg: JSAELayersConfig, console: Any = None) -> dict[str, Any]:
     """Joint SAEs, methods and episodes at every layer; the tests; summary.json (last)."""
     from rich.console import Console
@@ -268,17 +287,6 @@ def run_jsae_layers(cfg: JSAELayersConfig, console: Any = None) -> dict[str, Any
     from reports.paired import estimate, paired, values
     from studies.cross_modal import METRICS
 
-    def complete(metric: str, kinds: list[str]) -> list[int]:  # seeds with a value in every run of
-        have = [
-            set(values(base, "unsteered", metric))
-        ]  # `kinds` (a command needs fingers that closed)
-        have += [
-            set(values(rows, rows[0]["condition"], metric))
-            for k in kinds
-            for rows in episodes[k].values()
-        ]
-        return sorted(set.intersection(*have))
-
     def cell(metric: str, rows: list[dict[str, Any]]) -> dict[str, float]:
         return estimate(paired(base + rows, rows[0]["condition"], metric))
 
@@ -287,7 +295,7 @@ def run_jsae_layers(cfg: JSAELayersConfig, console: Any = None) -> dict[str, Any
     tests, seeds = {}, {}
     for t in TOKENS:
         kinds = [f"add-{t}", f"suppress-{t}"]
-        seeds[t] = complete(cfg.metric, kinds)
+        seeds[t] = complete_seeds(base, episodes, cfg.metric, kinds)
         add, suppress = (effect_matrix(episodes[k], base, cfg.metric, seeds[t]) for k in kinds)
         tests[t] = {**layer_tests(add, suppress, layers, cfg.margin), "seeds": len(seeds[t])}
     unsteered = {
