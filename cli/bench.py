@@ -109,7 +109,7 @@ def _check(args: argparse.Namespace) -> list[str]:
     if not renderers or any(r not in RENDERERS for r in renderers):
         raise ValueError(f"--renderers {args.renderers!r}: choose from {list(RENDERERS)}")
     if "agents" in sections:  # the VLA checkpoint, before anything runs
-        from rollouts.runner import ExperimentConfig
+        from rollouts.experiment_config import ExperimentConfig
 
         ExperimentConfig(
             agent="vla", model=args.vla_model, chunk=args.chunk, max_steps=args.max_steps

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from cli.config_flags import add_config_arguments, config_from_args
 from rollouts.experiment import run_experiment
-from rollouts.runner import ExperimentConfig
+from rollouts.experiment_config import ExperimentConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -16,7 +16,8 @@ from dataclasses import asdict
 from typing import Any
 
 from rollouts.episode import EpisodeRecord
-from rollouts.runner import Batch, EpisodeRunner, ExperimentConfig
+from rollouts.experiment_config import ExperimentConfig
+from rollouts.runner import Batch, EpisodeRunner
 
 Sink = Callable[[list[EpisodeRecord]], Any]
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from rollouts.conditions import Condition
 from rollouts.episode import EpisodeRecord
 from rollouts.executors import execute
+from rollouts.experiment_config import ExperimentConfig
 from rollouts.logs import RunLog, safe_name
 from rollouts.resources import SteeringResources, check_resources
-from rollouts.runner import ExperimentConfig, cell_name, plan_batches
+from rollouts.runner import cell_name, plan_batches
 
 
 def write_record(log: RunLog, record: EpisodeRecord) -> None:

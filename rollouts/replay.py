@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from rollouts.experiment_config import ExperimentConfig
 from rollouts.logs import RunLog
-from rollouts.runner import Batch, EpisodeRunner, ExperimentConfig, cell_name
+from rollouts.runner import Batch, EpisodeRunner, cell_name
 
 COMPARED = (
     "success",

@@ -63,7 +63,7 @@ def run_episodes(n_episodes: int, model: str = "tiny", **fields: Any) -> tuple[f
         (wall-clock episodes/min, start-up included; the episode rows).
     """
     from rollouts.experiment import run_experiment
-    from rollouts.runner import ExperimentConfig
+    from rollouts.experiment_config import ExperimentConfig
 
     with tempfile.TemporaryDirectory() as out:
         cfg = ExperimentConfig(

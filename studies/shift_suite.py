@@ -94,7 +94,7 @@ class ShiftSuiteConfig:
 
     def experiment(self) -> Any:
         """The runner's ExperimentConfig of this suite."""
-        from rollouts.runner import ExperimentConfig
+        from rollouts.experiment_config import ExperimentConfig
 
         out = Path(self.out)
         return ExperimentConfig(name=out.name, out=str(out.parent), conditions=self.conditions,

@@ -299,7 +299,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     stage("4. steered vs unsteered")
     from reports.steering import steering_report
     from rollouts.experiment import run_experiment
-    from rollouts.runner import ExperimentConfig
+    from rollouts.experiment_config import ExperimentConfig
 
     steering = {}
     for material, sae_mags, sign in (

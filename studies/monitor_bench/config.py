@@ -249,7 +249,7 @@ class MonitorBenchConfig:
 
     def experiment(self, name: str, conditions: list[str], seeds: list[int], **fields: Any) -> Any:
         """The runner's ExperimentConfig of one of the bench's runs (under `out`)."""
-        from rollouts.runner import ExperimentConfig
+        from rollouts.experiment_config import ExperimentConfig
 
         return ExperimentConfig(name=name, out=self.out, conditions=conditions, seeds=seeds, agent=self.agent,
                                 model=self.model, layer=self.layer, max_steps=self.max_steps, holding=False,

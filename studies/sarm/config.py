@@ -187,7 +187,7 @@ class SarmEvalConfig:
 
     def experiment(self, name: str, seeds: list[int], conditions: list[str], **fields: Any) -> Any:
         """The ExperimentConfig of one of this evaluation's experiments."""
-        from rollouts.runner import ExperimentConfig
+        from rollouts.experiment_config import ExperimentConfig
 
         return ExperimentConfig(
             name=name, out=self.out, conditions=conditions, seeds=seeds, agent=self.agent, model=self.model,

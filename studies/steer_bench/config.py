@@ -207,7 +207,7 @@ class SteerBenchConfig:
     def experiment(self, name: str, seeds: list[int], conditions: list[str], material: str, unbreakable: bool,
                    methods: str | None, agent: str | None = None, object_pattern: str = "material") -> Any:  # fmt: skip
         """The runner's ExperimentConfig of one of the benchmark's episode sets."""
-        from rollouts.runner import ExperimentConfig
+        from rollouts.experiment_config import ExperimentConfig
 
         return ExperimentConfig(
             name=name, out=str(self.root / "episodes"), conditions=conditions, seeds=seeds, material=material,

@@ -229,7 +229,7 @@ class VLAStudyConfig:
     def experiment(self, random_condition: str, resources: dict[str, Any]) -> Any:
         """The runner's ExperimentConfig of the study's episodes (`resources`: build_resources's
         paths and layer)."""
-        from rollouts.runner import ExperimentConfig
+        from rollouts.experiment_config import ExperimentConfig
 
         return ExperimentConfig(
             name="episodes", out=str(self.root), conditions=self.conditions(random_condition),
@@ -243,7 +243,7 @@ class VLAStudyConfig:
     def collect_experiment(self, layer: int) -> Any:
         """With a π0: the unsteered episodes whose decisions fill the store (seeds from
         COLLECT_SEED, the env's balanced design)."""
-        from rollouts.runner import ExperimentConfig
+        from rollouts.experiment_config import ExperimentConfig
 
         return ExperimentConfig(
             name="collect", out=str(self.root), seeds=list(range(COLLECT_SEED, COLLECT_SEED + self.collect_episodes)),

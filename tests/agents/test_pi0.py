@@ -399,7 +399,7 @@ def test_sample_variance_is_a_signal_that_leaves_the_actions_and_the_tap_alone(p
 
 
 def test_sample_variance_reaches_the_step_log_and_only_a_pi0_takes_draws(pi0_dir, tmp_path):
-    from rollouts.runner import ExperimentConfig
+    from rollouts.experiment_config import ExperimentConfig
     from studies.monitor_bench.config import MonitorBenchConfig
 
     run_pi0(

@@ -85,7 +85,7 @@ def test_a_run_renders_with_egl_and_records_it(tmp_path) -> None:
     import json
 
     from rollouts.experiment import run_experiment
-    from rollouts.runner import ExperimentConfig
+    from rollouts.experiment_config import ExperimentConfig
 
     cfg = ExperimentConfig(agent="scripted", executor="serial", seeds=[0], max_steps=8, image_size=64,
                            renderer="egl", holding=False, out=str(tmp_path), name="egl")  # fmt: skip

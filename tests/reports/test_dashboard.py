@@ -31,7 +31,7 @@ def pipeline(tmp_path_factory):
     from agents.vlm_agent import default_tap_layer
     from reports.steering import steering_report
     from rollouts.experiment import run_experiment
-    from rollouts.runner import ExperimentConfig
+    from rollouts.experiment_config import ExperimentConfig
     from sae import TrainConfig, default_config, discover_store, train_sae
     from sae.discovery_report import write_json
     from studies.collect import collect_activations

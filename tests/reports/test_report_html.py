@@ -45,7 +45,7 @@ def run(tmp_path_factory):
     """A demo-like folder: root/store (dom vector from 32 renders) and root/steer_fragile (the run)."""
     from agents.backend import load_vlm
     from rollouts.experiment import run_experiment
-    from rollouts.runner import ExperimentConfig
+    from rollouts.experiment_config import ExperimentConfig
     from studies.collect import collect_activations
 
     root = tmp_path_factory.mktemp("report")

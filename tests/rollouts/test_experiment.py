@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from reports.steering import steering_report
 from rollouts.episode import TIMING_COLUMNS
 from rollouts.experiment import run_experiment
+from rollouts.experiment_config import ExperimentConfig
 from rollouts.replay import replay
-from rollouts.runner import ExperimentConfig
 from studies.collect import collect_activations
 
 

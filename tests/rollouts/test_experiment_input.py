@@ -4,7 +4,7 @@ import pytest
 
 from rollouts.conditions import parse_condition
 from rollouts.experiment import run_experiment
-from rollouts.runner import ExperimentConfig
+from rollouts.experiment_config import ExperimentConfig
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ def test_an_instruction_is_a_condition_that_sets_the_reset_options():
 
 def test_the_oracle_follows_the_word_into_a_break_and_the_episode_replays(tmp_path):
     from rollouts.experiment import run_experiment
+    from rollouts.experiment_config import ExperimentConfig
     from rollouts.replay import replay
-    from rollouts.runner import ExperimentConfig
 
     cfg = ExperimentConfig(name="instruct", agent="scripted", material="fragile", seeds=[5],
                            conditions=["unsteered", "instruct:firmly", "instruct:softly"],

@@ -21,8 +21,8 @@ import pytest
 
 from cli.main import main
 from rollouts.experiment import run_experiment
+from rollouts.experiment_config import ExperimentConfig
 from rollouts.lerobot import CAMERA, export_lerobot
-from rollouts.runner import ExperimentConfig
 
 SCALAR = {"float32": pa.float32(), "int64": pa.int64(), "bool": pa.bool_(), "string": pa.string()}
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cli.main import main
-from rollouts.runner import Batch, EpisodeRunner, ExperimentConfig
+from rollouts.experiment_config import ExperimentConfig
+from rollouts.runner import Batch, EpisodeRunner
 
 
 def test_cli_flag_is_recorded_in_the_run_config(tmp_path, monkeypatch):

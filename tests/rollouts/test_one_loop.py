@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from rollouts.episode import TIMING_COLUMNS
 from rollouts.experiment import run_experiment
+from rollouts.experiment_config import ExperimentConfig
 from rollouts.replay import replay
-from rollouts.runner import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

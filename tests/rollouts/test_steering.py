@@ -15,7 +15,7 @@ from reports.stats import mcnemar, wilcoxon
 from reports.steering import specificity
 from rollouts.conditions import SteeringResources, parse_condition, steering_norm
 from rollouts.experiment import run_experiment
-from rollouts.runner import ExperimentConfig
+from rollouts.experiment_config import ExperimentConfig
 from sae import ActivationStore
 
 SEEDS = list(range(12))

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from rollouts.experiment import run_experiment
+from rollouts.experiment_config import ExperimentConfig
 from rollouts.replay import load_config
-from rollouts.runner import ExperimentConfig
 
 
 def _cfg(tmp_path, **kw):

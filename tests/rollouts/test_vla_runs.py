@@ -9,8 +9,8 @@ import pytest
 
 from cli.main import main
 from rollouts.experiment import run_experiment
+from rollouts.experiment_config import ExperimentConfig
 from rollouts.replay import replay
-from rollouts.runner import ExperimentConfig
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,7 @@ def test_user_method_and_old_conditions_in_one_run(tmp_path, fit_data, vla_backe
     from safetensors.torch import save_file
 
     from rollouts.experiment import run_experiment
-    from rollouts.runner import ExperimentConfig
+    from rollouts.experiment_config import ExperimentConfig
     from steering.methods.dom import DiffMean
 
     user = tmp_path / "mine.py"
@@ -114,7 +114,7 @@ def test_user_method_and_old_conditions_in_one_run(tmp_path, fit_data, vla_backe
 
 def test_method_conditions_checked_before_any_episode(tmp_path, fit_data):
     from rollouts.experiment import run_experiment
-    from rollouts.runner import ExperimentConfig
+    from rollouts.experiment_config import ExperimentConfig
 
     make_method("ablation").fit(fit_data).save(tmp_path / "methods" / "ablation")
     for condition, message in (("method:ablation:3", r"strength 3.0 of steering method 'ablation': allowed \[0, 1\]"),

@@ -25,7 +25,7 @@ def test_a_shift_is_a_condition_that_sets_the_reset_options():
     assert parse_condition("unsteered").env_options == {}
     assert c.reset_options("fragile") == {"material": "fragile", "shift": "mass:0.5"}
     assert parse_condition("unsteered").reset_options() is None
-    from rollouts.runner import ExperimentConfig
+    from rollouts.experiment_config import ExperimentConfig
 
     ExperimentConfig(
         agent="scripted", conditions=["unsteered", "shift:mass:1"]
