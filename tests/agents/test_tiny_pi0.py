@@ -11,7 +11,8 @@ from agents.pi0_model import load_pi0
 from cli.main import main
 
 DOCUMENTED_RECIPE = {"episodes": 256, "steps": 10000, "n_action_steps": 4, "noise_scale": 0.5,
-                     "material_weight": 0.5}  # fmt: skip
+                     "material_weight": 0.5, "dagger_rounds": 2, "dagger_episodes": 96,
+                     "dagger_steps": 2000}  # fmt: skip
 
 
 def test_tiny_resolves_to_the_shipped_checkpoint_with_its_statistics():
