@@ -48,11 +48,12 @@ def test_bad_values_fail_fast_and_name_the_value(argv, named, tmp_path, monkeypa
     assert not any(tmp_path.iterdir()), "a rejected command must not start writing"
 
 
-def test_demo_with_a_bad_value_fails_in_under_ten_seconds_from_the_shell(tmp_path):
-    """`physteer demo --seeds 0` used to start the whole demo."""
-    t0 = time.perf_counter()
+def test_demo_with_a_bad_value_fails_before_any_work_from_the_shell(tmp_path):
+    """`physteer demo --seeds 0` used to start the whole demo. It must refuse before any stage:
+    nothing written, nothing printed but the error (no wall-clock bound: a loaded CI machine
+    took 15 s to import torch and transformers alone)."""
     proc = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--seeds", "0"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2 and "seeds=0" in proc.stderr
-    assert time.perf_counter() - t0 < 10
+    assert proc.stdout == ""
     assert not any(tmp_path.iterdir())
