@@ -140,7 +140,8 @@ def run_agent_eval(args: argparse.Namespace) -> int:
     bar; print rates and the peak grip force per material with 95% intervals."""
     from rich.progress import Progress
 
-    cfg = config_from_args(AgentEvalConfig, args)  # evaluate_agent checks it before any episode
+    cfg = config_from_args(AgentEvalConfig, args)
+    cfg.check()  # before the progress bar: a refused command prints nothing but its error
     console = Console()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("episodes", total=None)

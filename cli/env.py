@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_env_demo(args: argparse.Namespace) -> int:
     """Run the demo with a progress bar, print the table and where the videos are."""
-    cfg = config_from_args(EnvDemoConfig, args)  # run_env_demo checks it before any episode
+    cfg = config_from_args(EnvDemoConfig, args)
+    cfg.check()  # before the progress bar: a refused command prints nothing but its error
     console = Console()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("episodes", total=None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -40,11 +39,10 @@ CASES = [
 @pytest.mark.parametrize("argv, named", CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_values_fail_fast_and_name_the_value(argv, named, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    t0 = time.perf_counter()
     assert main(argv) == 2
-    assert time.perf_counter() - t0 < 10
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert named in err, err
+    assert out == "", "a rejected command must not start any stage (nothing printed but the error)"
     assert not any(tmp_path.iterdir()), "a rejected command must not start writing"
 
 
