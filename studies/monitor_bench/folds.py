@@ -11,11 +11,12 @@ held out in turn, as SAFE holds out tasks:
    alpha, successes only) on the unshifted scene and the other kinds' episodes, then scored on
    every eval episode: the fold's "seen" group picks its best learned predictor (as the bench
    does), its "held out" group is kind k.
-3. Per kind, `enforce-<k>/`: the fold's best predictor enforcing (`on_veto`) on kind k's eval
-   seeds, paired with the unmonitored episodes.
+3. Per kind, `enforce-<k>/`: each arm of `enforce` (`best`: the fold's best predictor; or a
+   scorer by name) enforcing (`on_veto`) on kind k's eval seeds, paired with the unmonitored
+   episodes.
 4. Pooled over folds: each held-out episode scored by the fold that held its kind out, as its
    margin over that fold's threshold (so one threshold, 0, serves every fold), through the
-   bench's metrics; the enforced pairs of every fold in one exact McNemar test.
+   bench's metrics; per arm, the enforced pairs of every fold in one exact McNemar test.
 
 `summary.json` (written last) holds the pooled table, each fold's summary and the enforcement.
 """
@@ -60,7 +61,7 @@ def run_leave_one_out(
     folds: dict[str, Any] = {}
     # per scorer: the held-out episodes, scored as margins over their fold's threshold
     held: dict[str, list[dict[str, Any]]] = {}
-    pairs: list[tuple[dict, dict]] = []
+    pairs: dict[str, list[tuple[dict, dict]]] = {}  # per enforced arm: every fold's pairs
     for k in kinds:
         fold = replace(
             cfg, seen=tuple(x for x in kinds if x != k), held_out=(k,), leave_one_out=False
@@ -81,13 +82,18 @@ def run_leave_one_out(
                 if e["kind"] == k
             )
         best = summary["best"]
-        if best:
+        # "best" is this fold's own choice; the other arms are named scorers (cfg.enforce)
+        arms = {label: best if label == "best" else label for label in cfg.enforce}
+        arms = {label: name for label, name in arms.items() if name}
+        if arms:
             run = run_experiment(fold.experiment(f"enforce-{k}", fold.held_out_conditions, cfg.eval_seed_list,
                                                  monitors=[str(scorer_dir / n) for n in marker["scorers"]],
-                                                 enforce=[best]), progress=progress)  # fmt: skip
-            fold_pairs = enforced_pairs(ev, run, best, fold.held_out_conditions)
-            pairs += fold_pairs
-            summary["enforced"] = {best: enforcement_figures(fold_pairs)}
+                                                 enforce=list(dict.fromkeys(arms.values()))), progress=progress)  # fmt: skip
+            summary["enforced"] = {}
+            for label, name in arms.items():
+                fold_pairs = enforced_pairs(ev, run, name, fold.held_out_conditions)
+                pairs.setdefault(label, []).extend(fold_pairs)
+                summary["enforced"][name] = enforcement_figures(fold_pairs)
         folds[k] = {"summary": summary, "thresholds": thresholds, "fit": marker["fit"],
                     "calibration": marker["calibration"]}  # fmt: skip
         best_held = summary["scorers"].get(best, {}).get("held out", {})
@@ -98,7 +104,7 @@ def run_leave_one_out(
         for name, eps in held.items()
     }
     doc = {"config": asdict(cfg), "seconds": time.time() - t0, "layer": layer, "kinds": list(kinds),
-           "pooled": pooled, "enforced": enforcement_figures(pairs) if pairs else None,
+           "pooled": pooled, "enforced": {label: enforcement_figures(p) for label, p in pairs.items()},
            "folds": folds}  # fmt: skip
     if cfg.plots:
         plot_bench({"scorers": pooled}, out / "bench.png")
@@ -138,9 +144,9 @@ def print_folds(doc: dict[str, Any], console: Any = None) -> None:
             off, on = (round(e[x]["value"] * e["n"]) for x in ("failed_off", "failed_on"))
             console.print(f"held out {k}: {name} enforcing, failed {off} → {on} of {e['n']} (prevented "
                           f"{e['prevented']}, caused {e['caused']})")  # fmt: skip
-    e = doc.get("enforced")
-    if e:
-        console.print(f"every fold's best predictor enforcing on its held-out kind ({e['n']} paired episodes): failed "
+    for label, e in (doc.get("enforced") or {}).items():
+        who = "every fold's best predictor" if label == "best" else label
+        console.print(f"{who} enforcing on each held-out kind ({e['n']} paired episodes): failed "
                       f"{e['failed_off']['value']:.2f} → {e['failed_on']['value']:.2f} (prevented {e['prevented']}, "
                       f"caused {e['caused']}, exact McNemar p={e['p_fewer_failures']:.2g}); success lost "
                       f"{e['success_lost']['k']} of {e['success_lost']['n']}")  # fmt: skip

@@ -117,7 +117,7 @@ def test_leave_one_kind_out_fits_each_fold_without_its_kind_and_pools(tmp_path):
         args = ["monitor-bench", "--leave-one-out", "--scorers", "failure-mlp,mahalanobis", "--seen", "mass",
                 "--held-out", "size", "--strengths", "1", "--fit-seeds", "6", "--calibration-seeds", "2",
                 "--eval-seeds", "2", "--alpha", "0.5", "--max-steps", "120", "--workers", "1", "--executor",
-                "serial", "--n-boot", "20", "--name", "folds"]  # fmt: skip
+                "serial", "--n-boot", "20", "--enforce", "best,mahalanobis", "--name", "folds"]  # fmt: skip
         assert main(args) == 0
         root = tmp_path / "runs" / "folds"
         doc = json.loads((root / "summary.json").read_text())
@@ -137,7 +137,9 @@ def test_leave_one_kind_out_fits_each_fold_without_its_kind_and_pools(tmp_path):
         # each held-out episode once, from the fold that held its kind out: 2 kinds × 2 seeds
         pooled = doc["pooled"]["failure-mlp"]["held out"]
         assert pooled["caught"]["n"] + pooled["false_alarm"]["n"] == 4  # failures + successes
-        assert doc["enforced"]["n"] == 4
+        # each arm pooled over folds: the folds' own best predictor and the named scorer
+        assert set(doc["enforced"]) == {"best", "mahalanobis"}
+        assert doc["enforced"]["best"]["n"] == doc["enforced"]["mahalanobis"]["n"] == 4
         assert main(args) == 0  # resumes: every stage done
         with pytest.raises(ValueError, match="give at least 2 kinds"):
             MonitorBenchConfig(leave_one_out=True, seen=("mass",), held_out=()).check()
