@@ -75,7 +75,8 @@ class ExperimentConfig:
         on_veto: "hold" (safe action), "stop" (truncate) or "fallback" (the gentle expert
             drives the rest of the episode) when the enforcing monitor vetoes.
         tokens: rows a monitor scores: "image" or "all" (+ the last token).
-        holding: record the holding state before release (world-model probe).
+        holding: record the holding state before release (world-model probe), for agents whose
+            model answers the fragility question (the planner, the token VLA; not a π0).
         videos: record MP4s for the first this-many seeds of each condition.
         executor: "serial" (this process), "processes" (a local pool of `workers`) or "ray".
         workers: processes, or Ray actors, each holding its own model (1 = in this process).

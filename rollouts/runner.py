@@ -92,7 +92,7 @@ class EpisodeRunner:
         self.loop = ClosedLoop(self.agent, n_envs=cfg.envs_per_worker, image_size=cfg.image_size,
                                max_steps=cfg.max_steps, resources=resources, layer=cfg.layer,
                                scorers=scorers, on_veto=cfg.on_veto, tokens=cfg.tokens,
-                               record_holding=cfg.holding and cfg.agent != "scripted",
+                               record_holding=cfg.holding and _asks_questions(self.agent),
                                object_pattern=cfg.object_pattern, renderer=cfg.renderer,
                                unbreakable=cfg.unbreakable, explainer=explainer)  # fmt: skip
 
@@ -123,3 +123,9 @@ def plan_batches(cfg: ExperimentConfig, conditions: list[Condition], log: RunLog
                 seeds = tuple(todo[i : i + size])
                 batches.append(Batch(c.name, arm, seeds, tuple(s in video_seeds for s in seeds)))
     return batches
+
+
+def _asks_questions(agent: object) -> bool:
+    """Whether the agent's model answers a question (the holding-state probe asks the fragility
+    question): the planner and the token VLA; not the scripted expert, nor a π0 (no text head)."""
+    return callable(getattr(getattr(agent, "backend", None), "prob_yes", None))

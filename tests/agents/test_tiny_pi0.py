@@ -33,3 +33,20 @@ def test_the_tiny_pi0_grips_rigid_objects_harder_than_fragile_ones(tmp_path):
     cells = json.loads((out / "summary.json").read_text())["summary"]["materials"]
     fragile, rigid = cells["fragile"]["peak_grip_force"], cells["rigid"]["peak_grip_force"]
     assert rigid["value"] > 25 > 15 > fragile["value"]  # the handling targets, on 4 + 4 episodes
+
+
+def test_a_tiny_pi0_run_that_grasps_and_releases_records_no_holding_state(tmp_path):
+    """`physteer run --agent pi0` records episodes through the release: the holding-state probe
+    asks the fragility question, which a π0 (no text head) cannot answer, so it is not recorded
+    (it used to fail at the first release)."""
+    import pyarrow.parquet as pq
+    from safetensors import safe_open
+
+    out = tmp_path / "run"
+    assert main(["run", "--agent", "pi0", "--model", "tiny", "--material", "rigid", "--seeds", "0",
+                 "--executor", "serial", "--out", str(tmp_path), "--name", "run"]) == 0  # fmt: skip
+    steps = pq.read_table(out / "steps.parquet").to_pylist()
+    assert any(s["holding"] for s in steps)  # it held the object, and the run went on
+    for path in (out / "activations").rglob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            assert "holding" not in f.keys()
