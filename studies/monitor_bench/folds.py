@@ -123,19 +123,19 @@ def print_folds(doc: dict[str, Any], console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from studies.monitor_bench.report import number
+    from studies.monitor_bench.report import number, shuffled_cell
 
     console = console or Console()
     t = Table(title=f"monitor bench, leave one kind out ({', '.join(doc['kinds'])}): held-out episodes pooled "
                     f"over folds, thresholds conformal at α={doc['config']['alpha']} per fold",
               box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
-    for col in ("scorer", "AUC", "matched", "hit", "alarms", "lead"):
+    for col in ("scorer", "AUC", "matched", "hit", "shuffled", "alarms", "lead"):
         t.add_column(col, no_wrap=True)
     for name, per in doc["pooled"].items():
         m = per["held out"]
         a, c, f, lead = m["auroc_matched"], m["caught"], m["false_alarm"], m["lead_steps"]
         t.add_row(name, number(m["auroc"]["value"]), f"{number(a['value'])} [{number(a['low'])},{number(a['high'])}]",
-                  f"{c['k']}/{c['n']}",
+                  f"{c['k']}/{c['n']}", shuffled_cell(m),
                   f"{f['k']}/{f['n']}", "–" if not lead["n"] else f"{lead['median']:.0f}")  # fmt: skip
     console.print(t)
     for k, fold in doc["folds"].items():

@@ -20,7 +20,10 @@ in successes as if it predicted success: the VLA's action-token entropy reads 0.
 0.48 time-matched on held-out shifts, the SAE scorer 0.55 and 0.61), average precision
 (the threshold-free precision/recall summary), and at the calibrated threshold: the share of
 failures caught in time, the false-alarm rate on successful episodes, balanced accuracy and the
-median lead time (steps).
+median lead time (steps), beside the failures a control with the same alarms dealt to other
+episodes of the same kind would catch (`shuffled_alarms`: measured, the enforced fallback
+rescues nearly every failure it takes over before, so enforcing any monitor that alarms often
+lowers failures; this control says how much of a scorer's catch its timing earns).
 """
 
 from __future__ import annotations
@@ -78,6 +81,41 @@ def first_alarm(episode: dict[str, Any], threshold: float) -> int | None:
     return next((s for s, x in usable_scores(episode) if x > threshold), None)
 
 
+def shuffled_alarms(
+    episodes: Sequence[dict[str, Any]], threshold: float, n_perm: int = 500, seed: int = 0
+) -> dict[str, Any]:
+    """The failures caught in time against a control monitor with the same alarms dealt to other
+    episodes: each episode's first alarm step (or none) shuffled among the episodes of its
+    `kind`, n_perm times. The control alarms as often and as early as the scorer, but at random
+    with respect to which episode fails; where the enforced fallback rescues whatever it takes
+    over before a failure, it is what enforcing an uninformative monitor would prevent.
+    Returns the observed count, the control's mean and 95% range, and the one-sided permutation
+    p-value of catching at least as many."""
+    rng = np.random.default_rng(seed)
+    alarms = [first_alarm(e, threshold) for e in episodes]
+    ends = [e["failure_step"] if e["failed"] else None for e in episodes]
+
+    def caught(order: Sequence[int]) -> int:
+        return sum(end is not None and (a := alarms[j]) is not None and a < end
+                   for end, j in zip(ends, order, strict=True))  # fmt: skip
+
+    observed = caught(range(len(episodes)))
+    kinds: dict[Any, list[int]] = {}
+    for i, e in enumerate(episodes):
+        kinds.setdefault(e.get("kind"), []).append(i)
+    null = np.empty(n_perm)
+    for r in range(n_perm):
+        order = list(range(len(episodes)))
+        for members in kinds.values():
+            for i, j in zip(members, rng.permutation(members), strict=True):
+                order[i] = int(j)
+        null[r] = caught(order)
+    return {"observed": observed, "mean": float(null.mean()) if n_perm else math.nan,
+            "low": float(np.percentile(null, 2.5)) if n_perm else math.nan,
+            "high": float(np.percentile(null, 97.5)) if n_perm else math.nan,
+            "p_more": float((1 + np.sum(null >= observed)) / (1 + n_perm)), "n_perm": n_perm}  # fmt: skip
+
+
 def _auc(neg: np.ndarray, pos: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -125,6 +163,7 @@ def episode_metrics(
         "auroc_matched": {"value": matched, "low": mlo, "high": mhi},
         "average_precision": ap, "base_rate": len(failed) / max(len(episodes), 1),
         "caught": tpr.to_dict() | {"k": caught}, "false_alarm": fpr.to_dict() | {"k": sum(alarms_ok)},
+        "caught_shuffled": shuffled_alarms(episodes, threshold, n_perm=n_boot),
         "balanced_accuracy": bal,
         "lead_steps": {"median": float(np.median(leads)) if leads else math.nan, "low": lead[0], "high": lead[1],
                        "n": len(leads)},

@@ -216,9 +216,10 @@ def print_bench(doc: dict[str, Any], console: Any = None) -> None:
               box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
               caption="AUC: ROC-AUC of each episode's top score before failure; matched [95% CI]: the same with "
                       "each success cut at each failure's step (equal windows); set: seen or held-out shifts; hit: "
-                      "failures alarmed before they happened; alarms: successful episodes alarmed; lead: median "
-                      "steps from alarm to failure")  # fmt: skip
-    for col in ("scorer", "set", "AUC", "matched", "hit", "alarms", "lead"):
+                      "failures alarmed before they happened; shuffled: the hits of the same alarms dealt at random "
+                      "to episodes of the same kind (mean, permutation p of hitting as many); alarms: successful "
+                      "episodes alarmed; lead: median steps from alarm to failure")  # fmt: skip
+    for col in ("scorer", "set", "AUC", "matched", "hit", "shuffled", "alarms", "lead"):
         t.add_column(col, no_wrap=True)
     for name, per in s["scorers"].items():
         for g in ("seen", "held out"):
@@ -228,7 +229,7 @@ def print_bench(doc: dict[str, Any], console: Any = None) -> None:
             a, c, f, lead = m["auroc"], m["caught"], m["false_alarm"], m["lead_steps"]
             mt = m.get("auroc_matched", {})
             t.add_row(name, g.split()[0], number(a["value"]), f"{number(mt.get('value'))} [{number(mt.get('low'))},{number(mt.get('high'))}]",
-                      f"{c['k']}/{c['n']}",
+                      f"{c['k']}/{c['n']}", shuffled_cell(m),
                       f"{f['k']}/{f['n']}", "–" if not lead["n"] else f"{lead['median']:.0f}")  # fmt: skip
     console.print(t)
     for name, e in (s.get("enforced") or {}).items():
@@ -249,6 +250,12 @@ def print_bench(doc: dict[str, Any], console: Any = None) -> None:
                       f"[{number(b.get('low'))}, {number(b.get('high'))}]: {'beats' if v['beats'] else 'does NOT beat'} the "
                       f"simplest baseline {v['simplest']} ({number(v['simplest_auroc'].get('value'))}) and chance "
                       f"(interval above {number(v['bar'])})")  # fmt: skip
+
+
+def shuffled_cell(m: dict[str, Any]) -> str:
+    """The shuffled-alarm control's mean hits and permutation p ("–" in summaries made before it)."""
+    sh = m.get("caught_shuffled")
+    return "–" if not sh else f"{sh['mean']:.1f} (p {sh['p_more']:.2g})"
 
 
 def number(x: Any) -> str:

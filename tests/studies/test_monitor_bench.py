@@ -11,7 +11,7 @@ import pytest
 
 from cli.main import main
 from studies.monitor_bench.config import MonitorBenchConfig
-from studies.monitor_bench.metrics import episode_metrics, first_alarm
+from studies.monitor_bench.metrics import episode_metrics, first_alarm, shuffled_alarms
 
 
 @pytest.mark.parametrize("fields, named", [
@@ -72,6 +72,34 @@ def test_the_matched_auroc_compares_equal_windows():
     early = [ep(True, [0, 8], [0.1, 0.7], failure_step=12), ep(True, [0, 8], [0.1, 0.8], failure_step=12),
              ep(False, [0, 8, 24], [0.1, 0.2, 0.3]), ep(False, [0, 8, 24], [0.1, 0.2, 0.1])]  # fmt: skip
     assert episode_metrics(early, threshold=0.5, n_boot=50)["auroc_matched"]["value"] == 1.0
+
+
+def test_the_shuffled_alarm_control_credits_timing_not_rate():
+    """A scorer that alarms (at step 8) in exactly the 6 failing episodes of 24, all failing at
+    step 12, catches 6; dealt to random episodes of the same kind its alarms catch 1.5 on
+    average, so it beats the control. One that alarms in every episode catches every failure,
+    and so does the control (p = 1): rate alone, which is what enforcing it would show."""
+
+    def eps(alarm_in):  # alarm_in(i, failed) -> whether episode i alarms at step 8
+        return [ep(i < 6, [0, 8], [0.1, 0.9 if alarm_in(i, i < 6) else 0.1], failure_step=12 if i < 6 else None)
+                | {"kind": "mass"} for i in range(24)]  # fmt: skip
+
+    informed = shuffled_alarms(eps(lambda i, failed: failed), 0.5, n_perm=400)
+    assert informed["observed"] == 6 and informed["mean"] == pytest.approx(1.5, abs=0.3)
+    assert informed["p_more"] < 0.01
+    blanket = shuffled_alarms(eps(lambda i, failed: True), 0.5, n_perm=50)
+    assert blanket["observed"] == 6 == blanket["mean"] and blanket["p_more"] == 1.0
+    # dealt within a kind only: the silent episodes of another kind never take these alarms
+    mixed = eps(lambda i, failed: failed)[:6] + [
+        e | {"kind": "size"} for e in eps(lambda i, f: False)[6:]
+    ]
+    assert shuffled_alarms(mixed, 0.5, n_perm=50)["mean"] == 6
+    assert (
+        episode_metrics(eps(lambda i, failed: failed), 0.5, n_boot=20)["caught_shuffled"][
+            "observed"
+        ]
+        == 6
+    )
 
 
 @pytest.mark.slow
