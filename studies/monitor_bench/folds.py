@@ -36,9 +36,9 @@ def run_leave_one_out(
     cfg: MonitorBenchConfig, log: Any = print, progress: bool = False
 ) -> dict[str, Any]:
     """Run the folds (module docstring), resuming finished stages; returns summary.json."""
+    from reports.failure_metrics import episode_metrics
     from rollouts.experiment import run_experiment
     from storage import marker_reads, write_json
-    from studies.monitor_bench.metrics import episode_metrics
     from studies.monitor_bench.report import (
         enforced_pairs,
         enforcement_figures,

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from reports.failure_metrics import episode_metrics
 from studies.monitor_bench.config import PREDICTORS, MonitorBenchConfig
-from studies.monitor_bench.metrics import episode_metrics
 
 
 def groups(

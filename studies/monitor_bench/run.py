@@ -13,7 +13,7 @@ Three experiments through the runner (resume, workers, Ray, exact replay), under
    time-varying thresholds). Saved under `scorers/<name>/`, `scorers/fit.json` last.
 2. `eval/`: the unshifted scene, the seen and the held-out shifts on the eval seeds, no monitor.
    Each scorer's scores are computed from the logged decisions (the same numbers the monitor
-   computes online) and summarised by studies.monitor_bench.metrics per group (unshifted, seen,
+   computes online) and summarised by reports.failure_metrics per group (unshifted, seen,
    held out, each held-out kind).
 3. `enforce/`: the held-out conditions on the eval seeds again, once per enforced scorer with its
    vetoes enforced (`on_veto`, default the gentle fallback): failures with it against without
@@ -263,7 +263,7 @@ def explain_alarms(
 ) -> dict[str, Any]:
     """Per scorer that alarms before the failure: its first alarm's step and the SAE latents that
     moved most at that decision (monitors.explain)."""
-    from studies.monitor_bench.metrics import first_alarm
+    from reports.failure_metrics import first_alarm
 
     out = {}
     for name, scores in ep["scores"].items():

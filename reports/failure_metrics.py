@@ -1,4 +1,5 @@
-"""Failure-prediction metrics of one scorer over scored episodes (no env, no model).
+"""Failure-prediction metrics of one scorer over scored episodes (no env, no model): what
+`physteer monitor-bench` reports per scorer.
 
 An episode here is a dict:
 
