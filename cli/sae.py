@@ -173,17 +173,21 @@ def run_jsae_study(args: argparse.Namespace) -> int:
     doc = run_study(config_from_args(JSAEStudyConfig, args), console)
     table = Table(title=f"shared fragility features at layer {doc['layer']}: "
                         f"{doc['held_scenes']} held-out scenes, held-out synonyms")  # fmt: skip
-    for col in ("candidate", "passing", "best latent: frames AUROC", "texts / synonyms / color swap",
+    for col in ("candidate", "passing", "best latent: frames AUROC", "texts / synonyms / color swap / effect",
                 "material retrieval, synonyms (chance)"):  # fmt: skip
         table.add_column(col)
     for r in doc["candidates"]:
         b, ret = r["best"], r["material_retrieval"]
         marks = "/".join(
-            "yes" if b.get(k) else "no" for k in ("texts", "held_out_synonyms", "color_swap")
+            "yes" if b.get(k) else "no"
+            for k in ("texts", "held_out_synonyms", "color_swap", "effect")
         )
         table.add_row(r["candidate"], f"{len(r['passing'])} of {r['n_tested']}",
                       f"{b.get('min_auroc', float('nan')):.2f}", marks,
                       f"{ret['retrieval']:.2f} [{ret['low']:.2f}, {ret['high']:.2f}] ({ret['chance']:.2f})")  # fmt: skip
     console.print(table)
+    floor = doc["effect_floor"]
+    console.print(f"effect: material move > {floor['material_move']:.3g}, the largest of a {floor['null']} "
+                  f"({floor['null_passing_other_checks']} of its latents pass the other checks)")  # fmt: skip
     console.print(f"wrote {Path(args.out) / args.name / 'summary.json'}")
     return 0

@@ -9,7 +9,10 @@ on both modalities) is a **shared fragility feature** when, on data its SAE was 
    cube") moves its language-side code in that same direction for every color, shape and word
    set, the held-out synonyms ("delicate" / "sturdy") included;
 3. specificity: swapping the color word ("red" → "blue") moves it less than `max_color_share`
-   of the material swap's mean movement.
+   of the material swap's mean movement;
+4. effect size: its mean material move exceeds `min_material_move` (a floor a study takes from
+   a null, e.g. studies.jsae_study's Joint SAE on shuffled pairs: without it, a latent that
+   carries material weakly on both sides of meaningless pairs passes 1–3).
 
 Beside the per-latent tests, `material_retrieval`: how often a held-out frame's vision code is
 nearer (cosine) to its own description's language code than to the same description with the
@@ -17,7 +20,7 @@ material word swapped (chance 0.5), on the held-out synonyms' descriptions: a re
 color and shape words cannot win.
 
     report = shared_features(zv, materials, colors, text_codes, texts)
-    report["passing"]          # latent indices that pass all three tests
+    report["passing"]          # latent indices that pass every test
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+#: The per-latent checks, in the order of the module docstring.
+CHECKS = ("frames", "texts", "held_out_synonyms", "color_swap", "effect")
 
 
 def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -58,8 +64,9 @@ def shared_features(
     texts: list[dict[str, Any]],
     min_auroc: float = 0.9,
     max_color_share: float = 0.5,
+    min_material_move: float = 0.0,
 ) -> dict[str, Any]:
-    """The three tests of the module docstring for every latent active on both sides.
+    """The tests of the module docstring for every latent active on both sides.
 
     Args:
         zv: (frames × latents) vision-side codes of held-out frames.
@@ -68,6 +75,7 @@ def shared_features(
         texts: per description, its material, color, shape and word_set ("trained" | "held-out").
         min_auroc: the within-color separation a latent needs in frames.
         max_color_share: largest color-swap movement, as a share of the material swap's.
+        min_material_move: the mean material move a latent must exceed (0: any move).
 
     Returns:
         {"latents": per tested latent its figures, "passing": indices passing all tests,
@@ -77,6 +85,8 @@ def shared_features(
         raise ValueError(
             f"{len(zv)} frames but {len(materials)} materials and {len(colors)} colors"
         )
+    if not min_material_move >= 0:
+        raise ValueError(f"min_material_move={min_material_move}: must be >= 0")
     if len(text_codes) != len(texts):
         raise ValueError(f"{len(text_codes)} text codes but {len(texts)} texts")
     fragile = np.asarray(materials) == "fragile"
@@ -103,13 +113,14 @@ def shared_features(
             if held.any()
             else False,
             "color_swap": color_share <= max_color_share,
+            "effect": material_size > min_material_move,
         }
         rows.append({"latent": int(i), "direction": "fragile" if sign > 0 else "rigid",
                      "min_auroc": float(min(oriented)), "material_move": material_size,
                      "color_share": color_share, **ok})  # fmt: skip
         if all(ok.values()):
             passing.append(int(i))
-    rows.sort(key=lambda r: (-sum(r[k] for k in ("frames", "texts", "held_out_synonyms", "color_swap")),
+    rows.sort(key=lambda r: (-sum(r[k] for k in CHECKS),
                              -r["min_auroc"]))  # fmt: skip
     return {"latents": rows, "passing": passing, "n_tested": len(both)}
 

@@ -7,7 +7,10 @@ mean-pooled; its description's own tokens from a separate forward on a blank fra
 candidate below is fitted on the same fit scenes and tested on the held-out ones with
 sae.joint_features: a latent passes when it separates the materials within each color in
 frames, moves with the material word of every description (held-out synonyms "delicate" /
-"sturdy" included: they never occur in fitting pairs) and not with the color word. Beside
+"sturdy" included: they never occur in fitting pairs) and not with the color word, and moves
+with the material word further than any latent of a null does (the effect-size floor: the
+same Joint SAE on a second, independent shuffle of the pairs; the largest material move among
+its latents that pass the other checks, 0 where none does). Beside
 it, material retrieval: is each held-out frame's code nearer to its own held-out-synonym
 description than to the one with the other material's word (chance 0.5)?
 
@@ -16,8 +19,9 @@ Candidates (one table):
 - baselines: two SAEs trained apart (weight 0) with latents matched after training
   (Hungarian on code correlation), and one Matryoshka SAE fitted on both sides' rows pooled;
 - controls that should find nothing: the same Joint SAE on shuffled pairs (each frame with
-  another scene's description), on the random-weight model, and on `control_model` (the
-  shipped tiny VLM, which never read a material word: no language side).
+  another scene's description; a shuffle other than the floor's null), on the random-weight
+  model, and on `control_model` (the shipped tiny VLM, which never read a material word: no
+  language side).
 
 The tested Joint SAE is saved in saes/joint (the jsae-language / jsae-vision steering methods
 read it). Refused before any work: an alignment weight < 0, a model whose vocabulary lacks the
@@ -133,13 +137,16 @@ def _pairs(cfg: JSAEStudyConfig, backend: Any, layer: int, tag: str) -> dict[str
     return pairs
 
 
-def _evaluate(zv: np.ndarray, codes: np.ndarray, labels: list[dict], cfg: JSAEStudyConfig) -> dict:
+def _evaluate(zv: np.ndarray, codes: np.ndarray, labels: list[dict], cfg: JSAEStudyConfig,
+              floor: float = 0.0) -> dict:  # fmt: skip
     from sae.joint_features import material_retrieval, shared_features
 
     texts = description_texts()
     materials = np.array([lab["material"] for lab in labels])
     colors = np.array([lab["color"] for lab in labels])
-    report = shared_features(zv, materials, colors, codes, texts, min_auroc=cfg.min_auroc)
+    report = shared_features(
+        zv, materials, colors, codes, texts, min_auroc=cfg.min_auroc, min_material_move=floor
+    )
     index = {(t["word_set"], t["material"], t["color"], t["shape"]): i for i, t in enumerate(texts)}
     swap = {"fragile": "rigid", "rigid": "fragile"}
 
@@ -184,10 +191,11 @@ def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
     fit, held = split_groups(pairs["model"]["groups"], cfg.held_out, cfg.seed)
     held_frames = [labels[g] for g in pairs["model"]["groups"][held]]
 
-    def joint_codes(p: dict[str, Any], weight: float, shuffle: bool = False) -> tuple[Any, Any]:
+    def joint_codes(p: dict[str, Any], weight: float, shuffle: int = 0) -> tuple[Any, Any]:
         xv, xl = p["vision"], p["language"]
         if shuffle:  # each frame with another scene's description: pairs that mean nothing
-            xl = xl[torch.as_tensor(np.random.default_rng([cfg.seed, 5]).permutation(len(xl)))]
+            order = np.random.default_rng([cfg.seed, 4 + shuffle]).permutation(len(xl))
+            xl = xl[torch.as_tensor(order)]
         config = JointConfig.default(
             xv.shape[1], xl.shape[1], cfg.expansion, alignment=cfg.alignment, weight=weight
         )
@@ -222,15 +230,23 @@ def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
             pooled.encode(p["vision"][held]).numpy(),
             pooled.encode(p["text_rows"]).numpy(),
         )
-    zv, zl, _ = joint_codes(pairs["model"], cfg.weight, shuffle=True)
+    zv, zl, _ = joint_codes(pairs["model"], cfg.weight, shuffle=1)
     candidates["control: shuffled pairs"] = ("control", zv, zl.numpy())
     for tag in ("random-weights", "no-language-side"):
         zv, zl, _ = joint_codes(pairs[tag], cfg.weight)
         candidates[f"control: {tag}"] = ("control", zv, zl.numpy())  # fmt: skip
 
+    # The effect-size floor, from a null that is not itself a candidate: a second shuffle.
+    zv, zl, _ = joint_codes(pairs["model"], cfg.weight, shuffle=2)
+    null = _evaluate(zv, zl.numpy(), held_frames, cfg)
+    # (at floor 0 the effect check only asks for a move, which the texts check implies)
+    floor = max(
+        (r["material_move"] for r in null["latents"] if r["latent"] in null["passing"]), default=0.0
+    )
+    console.print(f"effect-size floor (a second shuffle of the pairs): material move > {floor:.3g}")
     rows = []
     for name, (role, zv, codes) in candidates.items():
-        result = _evaluate(zv, codes, held_frames, cfg)
+        result = _evaluate(zv, codes, held_frames, cfg, floor)
         best = result["latents"][0] if result["latents"] else {}
         rows.append({"candidate": name, "role": role, "passing": result["passing"],
                      "n_tested": result["n_tested"], "best": best,
@@ -239,6 +255,8 @@ def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
         console.print(f"{name}: {len(result['passing'])} shared fragility feature(s) of {result['n_tested']}; "
                       f"material retrieval (held-out synonyms) {r['retrieval']:.2f} [{r['low']:.2f}, {r['high']:.2f}] (chance {r['chance']:.2f})")  # fmt: skip
     doc = {"config": asdict(cfg), "layer": layer, "fit_scenes": len(fit), "held_scenes": len(held),
-           "texts": description_texts(), "candidates": rows}  # fmt: skip
+           "texts": description_texts(), "candidates": rows,
+           "effect_floor": {"material_move": floor, "null": "joint SAE on a second shuffle of the pairs",
+                            "null_passing_other_checks": len(null["passing"])}}  # fmt: skip
     write_json(cfg.root / "summary.json", doc)
     return doc

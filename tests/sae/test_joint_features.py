@@ -43,6 +43,27 @@ def test_a_planted_shared_feature_passes_and_a_color_feature_does_not():
     assert len(text_pairs(texts, "material")) == 8 and len(text_pairs(texts, "color")) == 8
     with pytest.raises(ValueError, match="frames but"):
         shared_features(zv[:-1], materials, colors, codes, texts)
+    with pytest.raises(ValueError, match="min_material_move=-1"):
+        shared_features(zv, materials, colors, codes, texts, min_material_move=-1)
+
+
+def test_the_effect_floor_fails_a_latent_that_moves_too_little():
+    rng = np.random.default_rng(1)
+    materials = np.array(["fragile", "rigid"] * 20)
+    colors = np.array(["red"] * 20 + ["blue"] * 20)
+    texts = _texts()
+    zv = rng.random((40, 2)) * 0.1 + (materials == "fragile")[:, None] * 2.0
+    fragile_text = np.array([t["material"] == "fragile" for t in texts])
+    codes = np.stack([0.1 + fragile_text * 2.0, 0.1 + fragile_text * 0.2], axis=1)
+    moves = {
+        r["latent"]: r["material_move"]
+        for r in shared_features(zv, materials, colors, codes, texts)["latents"]
+    }
+    assert moves[0] == pytest.approx(2.0) and moves[1] == pytest.approx(0.2)
+    assert shared_features(zv, materials, colors, codes, texts)["passing"] == [0, 1]
+    floored = shared_features(zv, materials, colors, codes, texts, min_material_move=0.5)
+    assert floored["passing"] == [0]
+    assert {r["latent"]: r["effect"] for r in floored["latents"]} == {0: True, 1: False}
 
 
 def test_material_retrieval_against_chance():
@@ -73,6 +94,14 @@ def test_jsae_study_runs_every_candidate_and_refuses_bad_input(tmp_path, capsys)
     assert names[0].startswith("joint") and len(names) == 6
     assert {c["role"] for c in doc["candidates"]} == {"method", "baseline", "control"}
     assert all(0 <= c["material_retrieval"]["retrieval"] <= 1 for c in doc["candidates"])
+    floor = doc["effect_floor"]  # from a second shuffle, not from the shuffled-pairs control
+    assert floor["material_move"] >= 0 and floor["null_passing_other_checks"] >= 0
+    assert all(r["best"].get("effect") is not None for r in doc["candidates"] if r["best"])
+    assert all(
+        r["best"]["material_move"] > floor["material_move"]
+        for r in doc["candidates"]
+        if r["passing"]
+    )
     assert (
         tmp_path / "s" / "saes" / "joint" / "joint.json"
     ).is_file()  # what jsae-* steering reads
