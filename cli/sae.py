@@ -187,7 +187,7 @@ def run_jsae_study(args: argparse.Namespace) -> int:
                       f"{ret['retrieval']:.2f} [{ret['low']:.2f}, {ret['high']:.2f}] ({ret['chance']:.2f})")  # fmt: skip
     console.print(table)
     floor = doc["effect_floor"]
-    console.print(f"effect: material move > {floor['material_move']:.3g}, the largest of a {floor['null']} "
-                  f"({floor['null_passing_other_checks']} of its latents pass the other checks)")  # fmt: skip
+    console.print(f"effect: material move > {floor['material_move']:.3g}, the largest passing move of "
+                  f"{floor['null_shuffles']} Joint SAEs on shuffled pairs")  # fmt: skip
     console.print(f"wrote {Path(args.out) / args.name / 'summary.json'}")
     return 0

@@ -9,8 +9,8 @@ sae.joint_features: a latent passes when it separates the materials within each 
 frames, moves with the material word of every description (held-out synonyms "delicate" /
 "sturdy" included: they never occur in fitting pairs) and not with the color word, and moves
 with the material word further than any latent of a null does (the effect-size floor: the
-same Joint SAE on a second, independent shuffle of the pairs; the largest material move among
-its latents that pass the other checks, 0 where none does). Beside
+same Joint SAE on `null_shuffles` further shuffles of the pairs; the largest material move
+among their latents that pass the other checks, 0 where none does). Beside
 it, material retrieval: is each held-out frame's code nearer to its own held-out-synonym
 description than to the one with the other material's word (chance 0.5)?
 
@@ -55,6 +55,9 @@ class JSAEStudyConfig:
         steps, batch_size, lr, seed, held_out: the fit (sae.joint_trainer.JointTrainConfig).
         expansion: latents per unit of the residual width.
         min_auroc: the within-color AUROC a shared feature needs in frames.
+        null_shuffles: Joint SAEs fitted on further shuffles of the pairs, whose largest material
+            move among latents passing the other checks sets the effect-size floor (19: the
+            shuffled-pairs control clears it by chance with probability ≤ 5%); 0: no floor.
     """
 
     name: str = "jsae-study"
@@ -72,6 +75,7 @@ class JSAEStudyConfig:
     held_out: float = 0.25
     expansion: float = 4.0
     min_auroc: float = 0.9
+    null_shuffles: int = 19
     vision_pool: str = "mean"  # what studies.joint_sae.collect_pairs reads
 
     @property
@@ -90,6 +94,12 @@ class JSAEStudyConfig:
             raise ValueError(f"weight={self.weight}: an alignment weight must be >= 0")
         if isinstance(self.images, bool) or not isinstance(self.images, int) or self.images < 16:
             raise ValueError(f"images={self.images!r}: must be an int >= 16")
+        if (
+            isinstance(self.null_shuffles, bool)
+            or not isinstance(self.null_shuffles, int)
+            or self.null_shuffles < 0
+        ):
+            raise ValueError(f"null_shuffles={self.null_shuffles!r}: must be an int >= 0")
         if not (0.5 < self.min_auroc <= 1 and self.expansion > 0):
             raise ValueError(
                 f"min_auroc={self.min_auroc} must be in (0.5, 1], expansion={self.expansion} > 0"
@@ -236,14 +246,20 @@ def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
         zv, zl, _ = joint_codes(pairs[tag], cfg.weight)
         candidates[f"control: {tag}"] = ("control", zv, zl.numpy())  # fmt: skip
 
-    # The effect-size floor, from a null that is not itself a candidate: a second shuffle.
-    zv, zl, _ = joint_codes(pairs["model"], cfg.weight, shuffle=2)
-    null = _evaluate(zv, zl.numpy(), held_frames, cfg)
-    # (at floor 0 the effect check only asks for a move, which the texts check implies)
-    floor = max(
-        (r["material_move"] for r in null["latents"] if r["latent"] in null["passing"]), default=0.0
+    # The effect-size floor, from nulls that are not candidates: null_shuffles more shuffles.
+    # The control is one more shuffle, exchangeable with them, so it beats their largest passing
+    # move with probability at most 1 / (null_shuffles + 1).
+    null_moves = []
+    for k in range(cfg.null_shuffles):
+        zv, zl, _ = joint_codes(pairs["model"], cfg.weight, shuffle=2 + k)
+        null = _evaluate(zv, zl.numpy(), held_frames, cfg)
+        # (at floor 0 the effect check only asks for a move, which the texts check implies)
+        null_moves.append(max((r["material_move"] for r in null["latents"]
+                               if r["latent"] in null["passing"]), default=0.0))  # fmt: skip
+    floor = max(null_moves, default=0.0)
+    console.print(
+        f"effect-size floor ({cfg.null_shuffles} more shuffles of the pairs): material move > {floor:.3g}"
     )
-    console.print(f"effect-size floor (a second shuffle of the pairs): material move > {floor:.3g}")
     rows = []
     for name, (role, zv, codes) in candidates.items():
         result = _evaluate(zv, codes, held_frames, cfg, floor)
@@ -256,7 +272,7 @@ def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
                       f"material retrieval (held-out synonyms) {r['retrieval']:.2f} [{r['low']:.2f}, {r['high']:.2f}] (chance {r['chance']:.2f})")  # fmt: skip
     doc = {"config": asdict(cfg), "layer": layer, "fit_scenes": len(fit), "held_scenes": len(held),
            "texts": description_texts(), "candidates": rows,
-           "effect_floor": {"material_move": floor, "null": "joint SAE on a second shuffle of the pairs",
-                            "null_passing_other_checks": len(null["passing"])}}  # fmt: skip
+           "effect_floor": {"material_move": floor, "null_shuffles": cfg.null_shuffles,
+                            "null_largest_moves": null_moves}}  # fmt: skip
     write_json(cfg.root / "summary.json", doc)
     return doc
