@@ -11,8 +11,8 @@ on both modalities) is a **shared fragility feature** when, on data its SAE was 
 3. specificity: swapping the color word ("red" → "blue") moves it less than `max_color_share`
    of the material swap's mean movement;
 4. effect size: its mean material move exceeds `min_material_move` (a floor a study takes from
-   a null, e.g. studies.jsae_study's Joint SAE on shuffled pairs: without it, a latent that
-   carries material weakly on both sides of meaningless pairs passes 1–3).
+   a null, e.g. studies.jsae_study's Joint SAEs on shuffled pairs: without it, a latent that
+   carries the material on both sides of meaningless pairs passes 1–3).
 
 Beside the per-latent tests, `material_retrieval`: how often a held-out frame's vision code is
 nearer (cosine) to its own description's language code than to the same description with the

@@ -256,6 +256,8 @@ def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
         # (at floor 0 the effect check only asks for a move, which the texts check implies)
         null_moves.append(max((r["material_move"] for r in null["latents"]
                                if r["latent"] in null["passing"]), default=0.0))  # fmt: skip
+        console.print(f"null {k + 1}/{cfg.null_shuffles} (shuffled pairs): largest passing "
+                      f"material move {null_moves[-1]:.3g}")  # fmt: skip
     floor = max(null_moves, default=0.0)
     console.print(
         f"effect-size floor ({cfg.null_shuffles} more shuffles of the pairs): material move > {floor:.3g}"
