@@ -87,8 +87,9 @@ def shuffled_alarms(
 ) -> dict[str, Any]:
     """The failures caught in time against a control monitor with the same alarms dealt to other
     episodes: each episode's first alarm step (or none; a failed episode's only before its
-    failure, the decisions it scores) shuffled among the episodes of its `kind`, n_perm times. The control alarms as often and as early as the scorer, but at random
-    with respect to which episode fails; where the enforced fallback rescues whatever it takes
+    failure, the decisions it scores) shuffled among the episodes of its `kind`, n_perm times.
+    The control alarms as often and as early as the scorer, but at random with respect to
+    which episode fails; where the enforced fallback rescues whatever it takes
     over before a failure, it is what enforcing an uninformative monitor would prevent.
     Returns the observed count, the control's mean and 95% range, and the one-sided permutation
     p-value of catching at least as many."""

@@ -92,14 +92,10 @@ class JSAEStudyConfig:
             raise ValueError(f"alignment={self.alignment!r}: choose from {list(ALIGNMENTS)}")
         if not self.weight >= 0:
             raise ValueError(f"weight={self.weight}: an alignment weight must be >= 0")
-        if isinstance(self.images, bool) or not isinstance(self.images, int) or self.images < 16:
-            raise ValueError(f"images={self.images!r}: must be an int >= 16")
-        if (
-            isinstance(self.null_shuffles, bool)
-            or not isinstance(self.null_shuffles, int)
-            or self.null_shuffles < 0
-        ):
-            raise ValueError(f"null_shuffles={self.null_shuffles!r}: must be an int >= 0")
+        for name, low in (("images", 16), ("null_shuffles", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r}: must be an int >= {low}")
         if not (0.5 < self.min_auroc <= 1 and self.expansion > 0):
             raise ValueError(
                 f"min_auroc={self.min_auroc} must be in (0.5, 1], expansion={self.expansion} > 0"
@@ -147,16 +143,23 @@ def _pairs(cfg: JSAEStudyConfig, backend: Any, layer: int, tag: str) -> dict[str
     return pairs
 
 
-def _evaluate(zv: np.ndarray, codes: np.ndarray, labels: list[dict], cfg: JSAEStudyConfig,
-              floor: float = 0.0) -> dict:  # fmt: skip
-    from sae.joint_features import material_retrieval, shared_features
+def _shared(zv: np.ndarray, codes: np.ndarray, labels: list[dict], cfg: JSAEStudyConfig,
+            floor: float = 0.0) -> dict:  # fmt: skip
+    """sae.joint_features.shared_features on held-out frames `labels` and every description."""
+    from sae.joint_features import shared_features
 
-    texts = description_texts()
     materials = np.array([lab["material"] for lab in labels])
     colors = np.array([lab["color"] for lab in labels])
-    report = shared_features(
-        zv, materials, colors, codes, texts, min_auroc=cfg.min_auroc, min_material_move=floor
-    )
+    return shared_features(zv, materials, colors, codes, description_texts(),
+                           min_auroc=cfg.min_auroc, min_material_move=floor)  # fmt: skip
+
+
+def _evaluate(zv: np.ndarray, codes: np.ndarray, labels: list[dict], cfg: JSAEStudyConfig,
+              floor: float = 0.0) -> dict:  # fmt: skip
+    """`_shared`, and material retrieval on the held-out synonyms' descriptions."""
+    from sae.joint_features import material_retrieval
+
+    texts = description_texts()
     index = {(t["word_set"], t["material"], t["color"], t["shape"]): i for i, t in enumerate(texts)}
     swap = {"fragile": "rigid", "rigid": "fragile"}
 
@@ -165,7 +168,8 @@ def _evaluate(zv: np.ndarray, codes: np.ndarray, labels: list[dict], cfg: JSAESt
 
     own = np.array([text_of(lab, lab["material"]) for lab in labels])
     swapped = np.array([text_of(lab, swap[lab["material"]]) for lab in labels])
-    return {**report, "material_retrieval": material_retrieval(zv, own, swapped, codes)}
+    return {**_shared(zv, codes, labels, cfg, floor),
+            "material_retrieval": material_retrieval(zv, own, swapped, codes)}  # fmt: skip
 
 
 def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
@@ -252,7 +256,7 @@ def run_jsae_study(cfg: JSAEStudyConfig, console: Any = None) -> dict[str, Any]:
     null_moves = []
     for k in range(cfg.null_shuffles):
         zv, zl, _ = joint_codes(pairs["model"], cfg.weight, shuffle=2 + k)
-        null = _evaluate(zv, zl.numpy(), held_frames, cfg)
+        null = _shared(zv, zl.numpy(), held_frames, cfg)  # the floor needs no retrieval
         # (at floor 0 the effect check only asks for a move, which the texts check implies)
         null_moves.append(max((r["material_move"] for r in null["latents"]
                                if r["latent"] in null["passing"]), default=0.0))  # fmt: skip
