@@ -18,6 +18,7 @@ from rollouts.experiment_config import ExperimentConfig
 from rollouts.logs import RunLog, safe_name
 from rollouts.resources import SteeringResources, check_resources
 from rollouts.runner import cell_name, plan_batches
+from rollouts.shadow_arms import SHADOW_ARM, copy_unalarmed, reusable_arms
 
 
 def write_record(log: RunLog, record: EpisodeRecord) -> None:
@@ -58,8 +59,16 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: boo
                 for f in fields(ExperimentConfig) if MISSING in (f.default, f.default_factory)
                 and (f.default, f.default_factory) != (MISSING, MISSING)}  # fmt: skip
     log.write_config({**cfg.replay_dict(), "model_weights": cfg.model_weights()}, defaults=defaults)
-    batches = plan_batches(cfg, conditions, log)
-    execute(cfg, batches, lambda records: [write_record(log, r) for r in records], progress)
+
+    def sink(records: list[EpisodeRecord]) -> None:
+        for r in records:
+            write_record(log, r)
+
+    if cfg.shadow_reuse and reusable_arms(cfg.arms()):
+        # The shadow arm first: an enforcing arm whose monitor never alarmed in it is a copy.
+        execute(cfg, plan_batches(cfg, conditions, log, arms=[SHADOW_ARM]), sink, progress)
+        copy_unalarmed(cfg, conditions, log, set(sorted(cfg.seeds)[: cfg.videos]))
+    execute(cfg, plan_batches(cfg, conditions, log), sink, progress)
     log.finalize()
     if len(cfg.arms()) == 1:
         _side_by_side_videos(cfg, conditions, log, set(sorted(cfg.seeds)[: cfg.videos]))

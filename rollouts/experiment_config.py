@@ -72,6 +72,9 @@ class ExperimentConfig:
         enforce: monitor arms: each (condition, seed) runs once per arm, with that monitor's
             vetoes enforced ("none": every monitor only scores). None = one arm per monitor
             ("none" when there is no monitor).
+        shadow_reuse: an enforcing arm's episode whose monitor never alarmed in the shadow arm
+            ("none") is copied from it, not run (identical by construction;
+            rollouts.shadow_arms). False runs every arm.
         on_veto: "hold" (safe action), "stop" (truncate) or "fallback" (the gentle expert
             drives the rest of the episode) when the enforcing monitor vetoes.
         tokens: rows a monitor scores: "image" or "all" (+ the last token).
@@ -118,6 +121,7 @@ class ExperimentConfig:
     monitors: list[str] = field(default_factory=list)
     explainer: str | None = None
     enforce: list[str] | None = None
+    shadow_reuse: bool = True
     on_veto: str = "hold"
     tokens: str = "image"
     holding: bool = True
@@ -306,6 +310,6 @@ class ExperimentConfig:
     def replay_dict(self) -> dict[str, Any]:
         """The fields that determine episodes (how and where they run do not)."""
         d = asdict(self)
-        for k in ("workers", "videos", "out", "executor", "envs_per_worker", "address", "gpus_per_worker"):  # fmt: skip
+        for k in ("workers", "videos", "out", "executor", "envs_per_worker", "address", "gpus_per_worker", "shadow_reuse"):  # fmt: skip
             d.pop(k)
         return d

@@ -110,14 +110,16 @@ class EpisodeRunner:
         return self.loop.run(specs)
 
 
-def plan_batches(cfg: ExperimentConfig, conditions: list[Condition], log: RunLog) -> list[Batch]:
+def plan_batches(cfg: ExperimentConfig, conditions: list[Condition], log: RunLog,
+                 arms: list[str] | None = None) -> list[Batch]:  # fmt: skip
     """Unfinished episodes, grouped into batches of up to envs_per_worker (same condition and arm;
-    a condition whose model edit is drawn per seed runs one episode per batch)."""
+    a condition whose model edit is drawn per seed runs one episode per batch). `arms`: only
+    these monitor arms (None: all of cfg.arms())."""
     video_seeds = set(sorted(cfg.seeds)[: cfg.videos])
     batches = []
     for c in conditions:
         size = 1 if c.per_seed else cfg.envs_per_worker
-        for arm in cfg.arms():
+        for arm in cfg.arms() if arms is None else arms:
             todo = [s for s in cfg.seeds if not log.is_done(cell_name(c.name, arm), s)]
             for i in range(0, len(todo), size):
                 seeds = tuple(todo[i : i + size])

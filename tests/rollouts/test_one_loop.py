@@ -189,3 +189,23 @@ def test_holding_capture_never_changes_what_the_monitor_scores(resources, tmp_pa
     on_steps, off_steps = _steps(on), _steps(off)
     assert [s["score:maha"] for s in on_steps] == [s["score:maha"] for s in off_steps]
     assert _episodes(on) == _episodes(off)
+
+
+def test_enforcing_arms_copied_from_the_shadow_arm_equal_run_ones(resources, runs, tmp_path):
+    """rollouts.shadow_arms: an enforcing episode whose monitor never alarmed in the shadow arm
+    is copied, not run; running every arm writes the same tables and activations."""
+    full = run_experiment(
+        _config(resources, tmp_path, "every_arm_run", executor="serial", shadow_reuse=False),
+        progress=False,
+    )
+    alarms = [r["first_alarm:maha"] for r in _episodes(full) if r["monitor"] == "none"]
+    assert None in alarms and any(a is not None for a in alarms), (
+        "the check needs copied and run episodes"
+    )
+    assert _episodes(full) == _episodes(runs["serial"])
+    assert _steps(full) == _steps(runs["serial"])
+    a, b = _activations(full), _activations(runs["serial"])
+    assert a.keys() == b.keys()
+    for name in a:
+        for key in a[name]:
+            assert np.array_equal(a[name][key].numpy(), b[name][key].numpy()), (name, key)
