@@ -10,7 +10,7 @@ run again. The row keeps the shadow episode's timing columns (what the episode t
 
 Left to run: video seeds (their frames print the enforcing monitor's score), episodes whose
 shadow episode is not finished or lacks the monitor's column. `ExperimentConfig.shadow_reuse =
-False` runs every arm (tests/rollouts/test_shadow_arms.py checks both write the same tables).
+False` runs every arm (tests/rollouts/test_one_loop.py checks both write the same tables).
 """
 
 from __future__ import annotations
