@@ -67,11 +67,11 @@ def run_experiment(cfg: ExperimentConfig, overwrite: bool = False, progress: boo
     if cfg.shadow_reuse and reusable_arms(cfg.arms()):
         # The shadow arm first: an enforcing arm whose monitor never alarmed in it is a copy.
         execute(cfg, plan_batches(cfg, conditions, log, arms=[SHADOW_ARM]), sink, progress)
-        copy_unalarmed(cfg, conditions, log, set(sorted(cfg.seeds)[: cfg.videos]))
+        copy_unalarmed(cfg, conditions, log)
     execute(cfg, plan_batches(cfg, conditions, log), sink, progress)
     log.finalize()
     if len(cfg.arms()) == 1:
-        _side_by_side_videos(cfg, conditions, log, set(sorted(cfg.seeds)[: cfg.videos]))
+        _side_by_side_videos(cfg, conditions, log, cfg.video_seeds())
     return log.root
 
 

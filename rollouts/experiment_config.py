@@ -302,6 +302,10 @@ class ExperimentConfig:
             return list(self.enforce)
         return self.monitor_names() or ["none"]
 
+    def video_seeds(self) -> set[int]:
+        """The seeds recorded as MP4 in every condition: the first `videos` of them."""
+        return set(sorted(self.seeds)[: self.videos])
+
     @property
     def run_dir(self) -> Path:
         """Where this run's files go."""

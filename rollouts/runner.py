@@ -115,7 +115,7 @@ def plan_batches(cfg: ExperimentConfig, conditions: list[Condition], log: RunLog
     """Unfinished episodes, grouped into batches of up to envs_per_worker (same condition and arm;
     a condition whose model edit is drawn per seed runs one episode per batch). `arms`: only
     these monitor arms (None: all of cfg.arms())."""
-    video_seeds = set(sorted(cfg.seeds)[: cfg.videos])
+    video_seeds = cfg.video_seeds()
     batches = []
     for c in conditions:
         size = 1 if c.per_seed else cfg.envs_per_worker

@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from rollouts.conditions import Condition
+from rollouts.experiment_config import ExperimentConfig
 from rollouts.logs import RunLog
 from rollouts.runner import cell_name
 
@@ -35,20 +36,18 @@ def _rows(path: Any) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
 
 
-def copy_unalarmed(
-    cfg: Any, conditions: list[Condition], log: RunLog, video_seeds: set[int]
-) -> int:
+def copy_unalarmed(cfg: ExperimentConfig, conditions: list[Condition], log: RunLog) -> int:
     """Write every unfinished enforcing-arm episode whose shadow episode had no alarm of that
     arm's monitor from the shadow episode's files; returns how many were written.
 
     Args:
-        cfg: the ExperimentConfig (its arms and seeds).
+        cfg: the experiment (its arms, seeds and video seeds, which always run).
         conditions: the experiment's conditions.
         log: the run folder.
-        video_seeds: seeds that record video (always run).
     """
     from storage import write_bytes
 
+    video_seeds = cfg.video_seeds()
     copied = 0
     for c in conditions:
         shadow = cell_name(c.name, SHADOW_ARM)
