@@ -11,7 +11,10 @@ the same observation (the same field NoisyOracle writes, so rollouts.vla_demos r
 alike). The oracle is a ScriptedAgent: it reads the true material, and its expert's phase
 machine is brought back to the scene where its timers left it out of step with the policy (a
 held object it thought open-handed; the gripper low over the object, fingers not on it, where
-it would lift; see `act_batch`).
+it would lift; see `act_batch`). With `label_release`, a policy that holds the object over the
+bin at the oracle's release height is labelled "let go" (the oracle's release phase): without
+it, every label of a held object says "keep holding", so the policy learns when to open its
+fingers from the noisy-oracle demonstrations alone.
 
     agent = DaggerAgent(VLAAgent("runs/vla"), ScriptedAgent(recover=True))
     # run it through rollouts.episode.ClosedLoop with a DemoSteps recorder
@@ -45,11 +48,17 @@ class DaggerAgent:
         policy: the learner (any lanes-protocol agent, e.g. agents.vla_agent.VLAAgent).
         oracle: the labeller (default ScriptedAgent(recover=True): gentle on fragile, firm on
             rigid, and back for an object the policy lost).
+        label_release: label "let go" where the policy holds the object at the oracle's
+            release spot (`ScriptedExpert.at_release`); off, such states are labelled "keep
+            holding" like every held state (labels v2, the shipped recipes).
     """
 
-    def __init__(self, policy: Agent, oracle: ScriptedAgent | None = None) -> None:
+    def __init__(
+        self, policy: Agent, oracle: ScriptedAgent | None = None, label_release: bool = False
+    ) -> None:
         self.policy = policy
         self.oracle = oracle if oracle is not None else ScriptedAgent(recover=True)
+        self.label_release = bool(label_release)
         self.tap = getattr(policy, "tap", None)
         self._labels: dict[int, list[float]] = {}
 
@@ -77,7 +86,12 @@ class DaggerAgent:
             # The oracle's phase machine advances on its own timers, out of step with the
             # policy's; where they disagree, the labels must follow the scene:
             expert = self.oracle.lane(int(i)).expert
-            if info.get("holding") and expert.phase in UNHELD_PHASES:
+            if self.label_release and info.get("holding") and expert.at_release(info):
+                # held at the release spot: the oracle lets go, whatever its timers say (resume
+                # would say "lower" here, and "lower" holds on one step more, every step)
+                if expert.phase != "release":
+                    expert.start("release")
+            elif info.get("holding") and expert.phase in UNHELD_PHASES:
                 # the policy grasped before the oracle reached "close" (or still holds after it
                 # let go): labelling "fingers open" here would drop the object it carries.
                 expert.resume(info)

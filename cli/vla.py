@@ -32,7 +32,13 @@ DEMO_SETTINGS = (
     "rigid_release",
     "handling_words",
 )
-DAGGER_SETTINGS = ("dagger_rounds", "dagger_episodes", "dagger_epochs", "dagger_envs")
+DAGGER_SETTINGS = (
+    "dagger_rounds",
+    "dagger_episodes",
+    "dagger_epochs",
+    "dagger_envs",
+    "dagger_release",
+)
 #: The planner's rigid release height, the demonstrations' default: rollouts.vla_demos.RIGID_RELEASE
 #: (not imported: the CLI builds its flags without loading the env; a test keeps them equal).
 PLANNER_RIGID_RELEASE = 0.15
@@ -41,6 +47,7 @@ SETTINGS_ADDED_LATER = {
     "holding_swap": 0.0,
     "rigid_release": PLANNER_RIGID_RELEASE,
     "handling_words": "plain",
+    "dagger_release": False,
 }
 
 
@@ -112,6 +119,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=8,
         help="lanes per batched forward in DAgger rounds (default 8)",
     )
+    p.add_argument(
+        "--dagger-release",
+        action="store_true",
+        help="DAgger labels let go where the policy holds the object at the oracle's release "
+        "height over the bin (agents.dagger; default off: every held state is labelled 'keep "
+        "holding', as the shipped checkpoints were made)",
+    )
     add_config_arguments(p, _config_class())
     p.set_defaults(func=cmd_train_vla)
     register_rewiring(subparsers)
@@ -180,7 +194,7 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
     folders = [(demos_dir, base)] + [
         (demos_dir.with_name(f"{demos_dir.name}-dagger{r}"),
          {**policy, "dagger_round": r, "dagger_labels": DAGGER_LABELS_VERSION, "dagger_episodes": args.dagger_episodes,
-          "dagger_epochs": args.dagger_epochs, "dagger_envs": args.dagger_envs})
+          "dagger_epochs": args.dagger_epochs, "dagger_envs": args.dagger_envs, "dagger_release": args.dagger_release})
         for r in range(1, args.dagger_rounds + 1)]  # fmt: skip
     for folder, made_with in folders:
         check_cached_demos(folder, made_with)
@@ -215,7 +229,8 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
                                                                     horizon=args.horizon, frame_every=args.frame_every,
                                                                     n_envs=args.dagger_envs,
                                                                     rigid_release=args.rigid_release,
-                                                                    handling_words=words)))  # fmt: skip
+                                                                    handling_words=words,
+                                                                    label_release=args.dagger_release)))  # fmt: skip
         # Same seed: the held-out split is drawn from it, and must hold out the same episodes.
         round_cfg = replace(cfg, init=cfg.out_dir, epochs=args.dagger_epochs)
         report = train_vla(Demonstrations.concat(parts), round_cfg, log=console.print,

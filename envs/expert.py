@@ -56,6 +56,10 @@ CARRY = 0.16  # carry height
 CLOSE_STEPS = 10  # steps to let the velocity-limited fingers close
 ALIGNED = 0.01  # xy distance (m) at which the gripper counts as above its target
 BIN_REACH = 0.07  # xy distance (m) from the bin centre within which an object lies in the bin
+# xy distance (m) from the bin centre within which a held object let go lands in the bin: the
+# reach less the half width of the largest object (6 cm)
+RELEASE_REACH = BIN_REACH - 0.03
+RELEASE_TOLERANCE = 0.008  # `lower` lets go this close above its release height (m)
 
 
 def over_object(ee: np.ndarray, obj: np.ndarray) -> bool:
@@ -107,6 +111,25 @@ class ScriptedExpert:
         """Start a new episode from the first phase."""
         self.phase = "approach"
         self._timer = 0
+
+    def start(self, phase: str) -> None:
+        """Go to `phase` now (its timer restarts); ValueError for a phase not in PHASES."""
+        if phase not in self.PHASES:
+            raise ValueError(f"phase {phase!r}: expected one of {list(self.PHASES)}")
+        self._next(phase)
+
+    def release_z(self, bin_pos: np.ndarray) -> float:
+        """End-effector height at which `lower` aims to let go: the profile's release height
+        above the bin floor, never below grasp height."""
+        return max(float(bin_pos[2]) + self.profile.release_height, GRASP_Z)
+
+    def at_release(self, info: dict[str, Any]) -> bool:
+        """The gripper is over the bin (within RELEASE_REACH in x, y) and low enough that
+        `lower` would let go there (within RELEASE_TOLERANCE above `release_z`)."""
+        ee = np.asarray(info["ee_pos"], dtype=np.float64)
+        bin_pos = np.asarray(info["bin_pos"], dtype=np.float64)
+        over_bin = np.linalg.norm(ee[:2] - bin_pos[:2]) < RELEASE_REACH
+        return bool(over_bin and ee[2] < self.release_z(bin_pos) + RELEASE_TOLERANCE)
 
     def resume(self, info: dict[str, Any]) -> str:
         """Take over an episode where it stands: start the phase that fits the scene in `info`
@@ -195,9 +218,10 @@ class ScriptedExpert:
                 self._next("lower")
             return self._move(ee, target, grip, prof.speed)
         if self.phase == "lower":
-            z = bin_pos[2] + prof.release_height
-            target = np.array([bin_pos[0], bin_pos[1], max(z, GRASP_Z)])
-            if ee[2] < target[2] + 0.008 or (ee[2] <= target[2] + 0.03 and self._timer > 40):
+            target = np.array([bin_pos[0], bin_pos[1], self.release_z(bin_pos)])
+            if ee[2] < target[2] + RELEASE_TOLERANCE or (
+                ee[2] <= target[2] + 0.03 and self._timer > 40
+            ):
                 self._next("release")
             return self._move(ee, target, grip, prof.speed)
         if self.phase == "release":

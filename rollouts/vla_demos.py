@@ -174,19 +174,25 @@ def other_handling_demonstrations(n_episodes: int, seed: int, frame_every: int =
 def dagger_demonstrations(checkpoint: str, n_episodes: int, seed: int, horizon: int = 4, frame_every: int = 3,
                           n_envs: int = 4, max_steps: int = 200, progress: Any = None,
                           rigid_release: float = RIGID_RELEASE,
-                          handling_words: tuple[str | None, ...] = (None,)) -> Any:  # fmt: skip
+                          handling_words: tuple[str | None, ...] = (None,),
+                          label_release: bool = False) -> Any:  # fmt: skip
     """One DAgger round: the VLA at `checkpoint` drives `n_episodes` episodes (seeds seed..),
     the oracle labels every state it reaches (agents.dagger.DaggerAgent). The VLA decodes with
     the expectation rule, as the recipe always has, whatever VLAAgent's default. Returns
     agents.vla_data.Demonstrations, ready to join the earlier rounds' (Demonstrations.concat).
     The oracle releases rigid objects `rigid_release` m above the bin floor (`oracle_profiles`);
-    instructions carry `handling_words` as in `collect_demonstrations`."""
+    instructions carry `handling_words` as in `collect_demonstrations`; `label_release` as in
+    agents.dagger.DaggerAgent."""
     from agents.dagger import DaggerAgent
     from agents.protocol import ScriptedAgent
     from agents.vla_agent import VLAAgent
 
     oracle = ScriptedAgent(oracle_profiles(rigid_release), recover=True)
-    agent = DaggerAgent(VLAAgent(checkpoint, decoding="expectation", tap_layer=None), oracle)
+    agent = DaggerAgent(
+        VLAAgent(checkpoint, decoding="expectation", tap_layer=None),
+        oracle,
+        label_release=label_release,
+    )
     try:
         return collect_demonstrations(n_episodes, seed=seed, horizon=horizon, frame_every=frame_every,
                                       agent=agent, n_envs=n_envs, max_steps=max_steps, progress=progress,

@@ -138,6 +138,35 @@ def test_dagger_oracle_labels_a_policy_at_the_object_from_the_scene():
     assert agent.oracle.phase_for(0) == "approach" and agent.decision_for(0)["label"][2] > 0.0
 
 
+def test_dagger_release_labels_let_go_at_the_oracles_release_spot():
+    """With label_release, a policy holding the object over the bin at the oracle's release
+    height is labelled "open the fingers, stay put" for as long as it holds on (past the release
+    phase's own timer); higher up, or off the bin, or without the option, "keep holding"."""
+    from agents.dagger import DaggerAgent
+    from agents.protocol import ExpertAgent
+    from envs.expert import PROFILES
+
+    gentle = PROFILES["gentle"].release_height
+    scene = {"object_pos": [0.0, 0.3, 0.06], "bin_pos": [0.0, 0.3, 0.01], "holding": True,
+             "object": {"material": "fragile"}}  # fmt: skip
+
+    def labels(height: float, label_release: bool, steps: int = 1, dx: float = 0.0) -> list:
+        agent = DaggerAgent(ExpertAgent("gentle"), label_release=label_release)
+        agent.reset(0, lane=0)
+        out = []
+        for _ in range(steps):
+            agent.act({}, {**scene, "ee_pos": [dx, 0.3, 0.01 + height]})
+            out.append(agent.decision_for(0)["label"])
+        return out
+
+    held = labels(gentle, label_release=True, steps=9)  # 9 > the release phase's 6 steps
+    assert all(lab[3] == -1.0 and lab[:3] == [0.0, 0.0, 0.0] for lab in held)
+    for lab in labels(gentle, label_release=False, steps=9):
+        assert lab[3] > 0  # v2 labels: a held object is never let go
+    assert labels(gentle + 0.05, label_release=True)[0][3] > 0  # above the release height: lower
+    assert labels(gentle, label_release=True, dx=0.06)[0][3] > 0  # beside the bin: hold on
+
+
 def test_train_vla_refuses_cached_demonstrations_made_with_other_settings(tmp_path, capsys):
     """A demonstrations folder records what made it; train-vla refuses one made otherwise (the
     setting named, both values given) before any work, and leaves the folder as it was."""
