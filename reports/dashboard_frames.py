@@ -12,17 +12,17 @@ IMAGE_SIZE = 384  # frames of `physteer collect`
 
 
 class FrameRenderer:
-    """Re-renders collection frames (env seed + gentle expert steps) with the object's pixel mask,
-    through the one closed loop (rollouts.frames: an ExpertAgent and a FrameAndMask recorder)."""
+    """Re-renders collection frames (env seed + gentle expert steps, rollouts.frames.COLLECT_RENDERER)
+    with the object's pixel mask, through the one closed loop (rollouts.frames: an ExpertAgent and a FrameAndMask recorder)."""
 
     def __init__(self, image_size: int = IMAGE_SIZE) -> None:
         from agents.protocol import ExpertAgent
         from rollouts.episode import ClosedLoop
-        from rollouts.frames import FrameAndMask
+        from rollouts.frames import COLLECT_RENDERER, FrameAndMask
 
         self._step = 0
         self.loop = ClosedLoop(ExpertAgent("gentle"), image_size=image_size, record_decisions=False,
-                               recorders=lambda spec: [FrameAndMask(self._step)])  # fmt: skip
+                               renderer=COLLECT_RENDERER, recorders=lambda spec: [FrameAndMask(self._step)])  # fmt: skip
         self.size = image_size
 
     def render(self, seed: int, step: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

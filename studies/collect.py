@@ -94,7 +94,7 @@ def collect_many(
     `paired`: contrast pairs, one scene with each material (rollouts.frames.render_labeled_frames;
     the two frames of a pair share their rows' `episode`)."""
     from agents.taps import ResidualTap
-    from rollouts.frames import labeled_frame_chunks
+    from rollouts.frames import COLLECT_RENDERER, labeled_frame_chunks
 
     if n_images < 1:
         raise ValueError(f"n_images must be ≥ 1, got {n_images}")
@@ -113,7 +113,13 @@ def collect_many(
     done = 0
     try:
         for images, labels in labeled_frame_chunks(
-            n_images, seed, frames_per_chunk, workers, image_size=384, paired=paired
+            n_images,
+            seed,
+            frames_per_chunk,
+            workers,
+            image_size=384,
+            renderer=COLLECT_RENDERER,
+            paired=paired,
         ):
             n = len(labels)
             for backend, w in writers:

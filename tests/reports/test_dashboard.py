@@ -68,11 +68,10 @@ def test_token_grid_geometry():
 
 
 def test_rerender_equals_the_collected_frames():
-    from rollouts.frames import render_labeled_frames
+    from rollouts.frames import COLLECT_RENDERER, render_labeled_frames
 
-    images, labels = render_labeled_frames(
-        4, seed=SEED
-    )  # the store's first frames (same seeds and steps)
+    # the store's first frames (same seeds, steps and renderer)
+    images, labels = render_labeled_frames(4, seed=SEED, renderer=COLLECT_RENDERER)
     assert any(lab["step"] > 0 for lab in labels), "want a frame taken mid-episode too"
     renderer = FrameRenderer()
     try:
