@@ -3,8 +3,8 @@ decides the same on each as on one TinyRenderer pass (the frames every shipped m
 trained on).
 
 Renderers: "tiny" (TinyRenderer, one pass over the world: the reference), "tiny-layered" (the
-default: the static scene drawn once per episode, what moves drawn per frame, joined by depth;
-envs.layers) and "egl" (PyBullet's EGL plugin: a GPU where the EGL driver has one, else Mesa's
+default: the static scene drawn once per camera and size and relit per episode's light, what
+moves drawn per frame, joined by depth; envs.layers, envs.relight) and "egl" (PyBullet's EGL plugin: a GPU where the EGL driver has one, else Mesa's
 llvmpipe; left out where it does not load). The same labelled frames are rendered by each
 (`rollouts.frames.render_labeled_frames`: the same seeds, the gentle expert's episodes in the one
 closed loop, a frame after 0-60 steps; the renderer does not touch physics). Per renderer:
