@@ -226,6 +226,9 @@ def test_train_vla_refuses_cached_demonstrations_made_with_other_settings(tmp_pa
     # ... and one made before handling words existed had the plain instruction only
     assert main(argv + ["--handling-words", "plain,gently"]) == 2
     assert "handling_words: 'plain' there, 'plain,gently' asked" in capsys.readouterr().err
+    # ... and one made before --dagger-release existed was labelled without release labels
+    assert main(argv + ["--dagger-release"]) == 2
+    assert "dagger_release: False there, True asked" in capsys.readouterr().err
     assert main(argv + ["--handling-words", "plain,roughly"]) == 2  # not a handling word
     assert (
         "--handling-words 'plain,roughly'" in (err := capsys.readouterr().err) and "firmly" in err
