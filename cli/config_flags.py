@@ -112,7 +112,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: set[s
             continue  # dicts and other structures stay Python-only
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
-        text = f"{helps.get(f.name, '')} (default: {shown})".strip()
+        # argparse %-formats help texts: a docstring's "i % 4" must reach it as "i %% 4"
+        text = f"{helps.get(f.name, '')} (default: {shown})".strip().replace("%", "%%")
         flag = "--" + f.name.replace("_", "-")
         value = argparse.SUPPRESS if only_given else default
         if is_bool:

@@ -55,3 +55,22 @@ def test_demo_with_a_bad_value_fails_before_any_work_from_the_shell(tmp_path):
     assert proc.returncode == 2 and "seeds=0" in proc.stderr
     assert proc.stdout == ""
     assert not any(tmp_path.iterdir())
+
+
+def test_every_command_prints_its_help():
+    """`physteer <command> --help` prints each command's flags (argparse %-formats help texts: a
+    literal % in a docstring that becomes a flag's help once crashed `physteer demo --help`)."""
+    import argparse
+    import contextlib
+    import io
+
+    from cli.main import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert "demo" in commands and len(commands) > 10
+    for name, sub in commands.items():
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            sub.print_help()
+        assert out.getvalue().startswith("usage:"), name
