@@ -21,10 +21,11 @@ top) their depths tie to within a float's last bit, and there one pass and the l
 different sides: measured, 3 of 128 labelled frames (`rollouts.frames`, one per episode, many
 at the object's resting step) differ from one pass in one pixel; no tolerance on the depth
 comparison removes it (1 ulp leaves 2, 4 ulps make 12 of 256). The physics client is only
-read, so physics and replay are unchanged. The copies follow the scene when it changes (a body created, removed, recoloured or
-retextured: each `Sim` call that does so bumps `Sim.scene_version`): a copy whose recipe is
-unchanged is kept (the arm, and the whole static client, across episodes), others are removed
-or added, and each texture file is loaded once per client.
+read, so physics and replay are unchanged. The copies follow the scene when it changes (a body
+created, removed, recoloured or retextured: each `Sim` call that does so bumps
+`Sim.scene_version`): a copy whose recipe is unchanged is kept (the arm, and the whole static
+client, across episodes), others are removed or added, and each texture file is loaded once per
+client.
 """
 
 from __future__ import annotations
@@ -285,7 +286,8 @@ class LayeredRenderer:
         drawn before (so a camera drawn once, as a shifted camera is, costs no relighter), else
         drawn."""
         where = (width, height, tuple(view), tuple(proj))
-        if where in self._drawn_views and set(light) <= LIGHT_KEYS:
+        relightable = set(light) == LIGHT_KEYS and np.any(light["lightDirection"])
+        if where in self._drawn_views and relightable:
             if where not in self._relighters:
                 self._relighters[where] = StaticRelighter.build(
                     lambda lt: self._draw(self.static_client, width, height, view, proj, lt)

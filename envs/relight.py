@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-#: The lighting keywords a relit layer follows; a frame asked with any other is drawn.
+#: The lighting keywords a relit layer follows (all four given, the direction not zero); a frame
+#: asked otherwise is drawn.
 LIGHT_KEYS = frozenset(
     {"lightDirection", "lightAmbientCoeff", "lightDiffuseCoeff", "lightSpecularCoeff"}
 )
