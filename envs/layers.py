@@ -40,6 +40,14 @@ import numpy as np
 from envs._pybullet import p
 from envs.relight import LIGHT_KEYS, StaticRelighter
 
+#: The static layer relit per light (envs.relight), per (static scene, size, camera), shared by
+#: every env of the process (lanes of one worker build one); None where it cannot be relit.
+_RELIGHTERS: dict[tuple, StaticRelighter | None] = {}
+MAX_RELIGHTERS = 16
+#: (static scene, size, camera)s drawn once under some light: a relighter is built on the second
+#: (so a camera seen once, as a shifted camera is, costs none).
+_DRAWN_VIEWS: set[tuple] = set()
+
 
 @dataclass
 class VisualRecipe:
@@ -226,9 +234,6 @@ class LayeredRenderer:
         self._dynamic = Mirror(self.dynamic_client, select=lambda r: not r.static)
         # (key, RGBA pixels as uint32, depth) of the static layer
         self._static_frame: tuple[Any, np.ndarray, np.ndarray] | None = None
-        # the static layer relit per light (envs.relight), per (size, camera); None: cannot be
-        self._relighters: dict[tuple, StaticRelighter | None] = {}
-        self._drawn_views: set[tuple] = set()  # (size, camera)s drawn once under some light
         self.relit_layers = 0  # static layers relit rather than drawn (for tests and benchmarks)
 
     def close(self) -> None:
@@ -247,8 +252,6 @@ class LayeredRenderer:
             for recipe in static:
                 _create(self.static_client, recipe, self._static_textures)
             self._static_recipes, self._static_frame = static, None
-            self._relighters.clear()
-            self._drawn_views.clear()
 
     def render(self, recipes: dict[int, VisualRecipe], version: int, width: int, height: int,
                view: list, proj: list, light: dict[str, Any]) -> np.ndarray:  # fmt: skip
@@ -285,18 +288,20 @@ class LayeredRenderer:
         """The static layer under `light`: relit (envs.relight) where its size and camera were
         drawn before (so a camera drawn once, as a shifted camera is, costs no relighter), else
         drawn."""
-        where = (width, height, tuple(view), tuple(proj))
+        where = (repr(self._static_recipes), width, height, tuple(view), tuple(proj))
         relightable = set(light) == LIGHT_KEYS and np.any(light["lightDirection"])
-        if where in self._drawn_views and relightable:
-            if where not in self._relighters:
-                self._relighters[where] = StaticRelighter.build(
+        if where in _DRAWN_VIEWS and relightable:
+            if where not in _RELIGHTERS:
+                while len(_RELIGHTERS) >= MAX_RELIGHTERS:
+                    del _RELIGHTERS[next(iter(_RELIGHTERS))]  # the oldest
+                _RELIGHTERS[where] = StaticRelighter.build(
                     lambda lt: self._draw(self.static_client, width, height, view, proj, lt)
                 )
-            relighter = self._relighters[where]
+            relighter = _RELIGHTERS[where]
             if relighter is not None:
                 self.relit_layers += 1
                 return relighter.shade(light), relighter.depth
-        self._drawn_views.add(where)
+        _DRAWN_VIEWS.add(where)
         return self._draw(self.static_client, width, height, view, proj, light)
 
     @staticmethod

@@ -10,8 +10,8 @@ with l the light direction normalised. The static bodies (the table and the bin'
 axis-aligned boxes, so every pixel of the static layer has one of six normals and one of a few
 colours: the layer is a lookup of (colour, normal) pairs, shaded per light in float32 in the
 C++ code's order of operations. `StaticRelighter.build` finds each pixel's colour (a draw in
-ambient light alone) and normal (a draw lit along each axis), then checks two random lights
-against real draws bit for bit; it returns None where the layer is not of this kind (a rotated
+ambient light alone) and normal (two draws lit from directions each axis sees at its own
+angle), then checks a random light against a real draw bit for bit; it returns None where the layer is not of this kind (a rotated
 or curved static body, a shading the formula misses), and the layer is drawn as before.
 
 A draw of the static layer costs ~30 ms at 384² (the table fills the frame); a relit one ~0.3 ms.
@@ -36,6 +36,8 @@ _AXES = np.array(
     [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)], dtype=np.float32
 )
 _F32 = np.float32
+#: The coding light's direction: each axis normal sees it (or its opposite) at its own angle.
+CODE = np.array([1.0, 2.0, 4.0])
 
 #: draw(light) → (RGBA pixels as uint32, height × width; depth), as LayeredRenderer._draw.
 Draw = Callable[[dict[str, Any]], tuple[np.ndarray, np.ndarray]]
@@ -64,29 +66,37 @@ class StaticRelighter:
 
     @classmethod
     def build(cls, draw: Draw, seed: int = 0) -> StaticRelighter | None:
-        """Find each pixel's colour and normal with 7 draws, check 2 lights bit for bit.
+        """Find each pixel's colour and normal with 3 draws, check a random light bit for bit.
 
         Args:
             draw: draws the static layer under a light (TinyRenderer keywords).
-            seed: seed of the two check lights.
+            seed: seed of the check light.
 
         Returns:
             the relighter, or None where the layer cannot be relit exactly.
         """
         flat, depth = draw(_light((0.0, 0.0, 1.0), ambient=1.0, diffuse=0.0, specular=0.0))
-        # Lit along one axis (ambient 0, diffuse 1), a box face shows its colour c where that
-        # axis is its normal and black under the five others; the sky (the clear colour) shows
-        # the same under every light; a black texel is black under all of them.
-        axis_frames = np.stack(
-            [draw(_light(tuple(a), ambient=0.0, diffuse=1.0, specular=0.0))[0] for a in _AXES]
-        )
-        black = (_rgb(axis_frames)[..., :3] == 0).all(-1)  # 6 × h × w
-        n_shown = (~black).sum(0)
-        sky = (axis_frames == flat).all(0) & (n_shown == len(_AXES))
-        if not ((n_shown == 1) | (n_shown == 0) | sky).all():
-            return None  # a normal off the axes (lit from two sides) or a shading not modelled
+        colors, inverse = np.unique(flat.ravel(), return_inverse=True)  # the K colours drawn
+        color = _rgb(colors)[:, :3].astype(_F32)  # K × 3: c, as drawn in ambient light alone
+        # Lit from CODE and from -CODE (ambient 0, diffuse 1), a face of axis normal n shows
+        # int(max(0, n·l) c): each of the six axes gives its own pair of values for any colour
+        # the codes can tell apart; the sky (the clear colour) shows the same under every light.
+        coded = [
+            draw(_light(sign * CODE, ambient=0.0, diffuse=1.0, specular=0.0))[0] for sign in (1, -1)
+        ]
+        seen = _pack(*coded)  # each pixel's two coded colours as one int
+        unit = CODE / np.linalg.norm(CODE)
+        shows = [(np.maximum(_F32(0), _F32(sign * a @ unit)) * color).astype(np.uint8) for a in _AXES.astype(np.float64)
+                 for sign in (1, -1)]  # fmt: skip  # what each axis would show, per colour
+        match = np.stack([seen == _pack(_to_pixels(shows[2 * k]), _to_pixels(shows[2 * k + 1]))[inverse].reshape(flat.shape)
+                          for k in range(len(_AXES))])  # fmt: skip  # 6 × h × w
+        n_match = match.sum(0)
+        sky = (coded[0] == flat) & (coded[1] == flat)
+        black = (color == 0).all(-1)[inverse].reshape(flat.shape)
+        if not ((n_match == 1) | black | sky).all():
+            return None  # a normal off the axes, a colour too dark to tell its axis, a shading not modelled
         unshaded = len(_AXES)  # kept as drawn in ambient light: black or sky
-        axis = np.where(n_shown == 1, (~black).argmax(0), unshaded)
+        axis = np.where((n_match == 1) & ~black & ~sky, match.argmax(0), unshaded)
         # each pixel's (colour, axis) pair as one int: RGBA in the high bits, the axis in the low 3
         pairs = (flat.astype(np.int64) << 3) | axis
         unique, index = np.unique(pairs.ravel(), return_inverse=True)
@@ -95,12 +105,11 @@ class StaticRelighter:
         normals = np.concatenate([_AXES, np.zeros((1, 3), _F32)])[axes]
         relighter = cls(rgba, normals, axes == unshaded, index.reshape(axis.shape), depth)
         rng = np.random.default_rng(seed)
-        for _ in range(2):
-            az, el = rng.uniform(0, 2 * np.pi), rng.uniform(-1.3, 1.3)
-            light = _light((np.cos(az) * np.cos(el), np.sin(az) * np.cos(el), np.sin(el)),
-                           *rng.uniform([0.3, 0.1, 0.0], [0.8, 0.6, 0.3]))  # fmt: skip
-            if not np.array_equal(relighter.shade(light), draw(light)[0]):
-                return None
+        az, el = rng.uniform(0, 2 * np.pi), rng.uniform(-1.3, 1.3)
+        light = _light((np.cos(az) * np.cos(el), np.sin(az) * np.cos(el), np.sin(el)),
+                       *rng.uniform([0.3, 0.1, 0.0], [0.8, 0.6, 0.3]))  # fmt: skip
+        if not np.array_equal(relighter.shade(light), draw(light)[0]):
+            return None
         return relighter
 
     def shade(self, light: dict[str, Any]) -> np.ndarray:
@@ -123,6 +132,19 @@ class StaticRelighter:
         shaded = ~self._unshaded
         rgba[shaded, :3] = np.minimum(value[shaded].astype(np.int32), 255)
         return rgba.view(np.uint32)[:, 0][self._index]
+
+
+def _to_pixels(rgb: np.ndarray) -> np.ndarray:
+    """K × 3 uint8 colours → K uint32 RGBA pixels (alpha 0: only colours are compared)."""
+    rgba = np.zeros((len(rgb), 4), np.uint8)
+    rgba[:, :3] = rgb
+    return rgba.view(np.uint32)[:, 0]
+
+
+def _pack(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Two uint32 RGBA pixel arrays → one int64 per pixel of their colours (alpha dropped)."""
+    rgb = np.uint32(0x00FFFFFF)
+    return (first & rgb).astype(np.int64) << 24 | (second & rgb).astype(np.int64)
 
 
 def _light(

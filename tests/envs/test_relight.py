@@ -102,7 +102,8 @@ def test_episodes_after_the_first_are_relit_and_equal_one_pass():
             for env in envs.values():
                 env.reset(seed=seed)
             assert np.array_equal(envs["tiny"].render(), envs["tiny-layered"].render()), seed
-        assert envs["tiny-layered"].unwrapped.sim._layers.relit_layers == 2  # episodes 2 and 3
+        # episodes 2 and 3 at least (the first too where this process drew the view before)
+        assert envs["tiny-layered"].unwrapped.sim._layers.relit_layers >= 2
     finally:
         for env in envs.values():
             env.close()
