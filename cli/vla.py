@@ -31,6 +31,7 @@ DEMO_SETTINGS = (
     "noise_prob",
     "rigid_release",
     "handling_words",
+    "release_frames",
 )
 DAGGER_SETTINGS = (
     "dagger_rounds",
@@ -48,6 +49,7 @@ SETTINGS_ADDED_LATER = {
     "rigid_release": PLANNER_RIGID_RELEASE,
     "handling_words": "plain",
     "dagger_release": False,
+    "release_frames": False,
 }
 
 
@@ -89,6 +91,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the instructions' handling words, one per block of 16 episodes in turn, comma "
         "separated: 'plain' (no word) or envs.language's words (gently, carefully, firmly, ...); "
         "the oracle follows the word (default plain)",
+    )
+    p.add_argument(
+        "--release-frames",
+        action="store_true",
+        help="also keep every step's frame while the gripper is low over the bin (the gentle "
+        "release; rollouts.vla_demos.low_over_bin), in the demonstrations and the DAgger rounds "
+        "(default off: every --frame-every steps, as the shipped checkpoints were made)",
     )
     p.add_argument(
         "--demos",
@@ -212,7 +221,7 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
     parts = [cached(0, f"{args.episodes} noisy-oracle episodes", lambda: collect_demonstrations(
         args.episodes, seed=args.demo_seed, horizon=args.horizon, frame_every=args.frame_every,
         sigma=args.noise_sigma, prob=args.noise_prob, rigid_release=args.rigid_release,
-        handling_words=words))]  # fmt: skip
+        handling_words=words, release_frames=args.release_frames))]  # fmt: skip
     from agents.train_vla import train_vla
 
     # Each folder caches its frames' frozen image features (agents.vla_features): a DAgger round
@@ -230,7 +239,8 @@ def cmd_train_vla(args: argparse.Namespace) -> int:
                                                                     n_envs=args.dagger_envs,
                                                                     rigid_release=args.rigid_release,
                                                                     handling_words=words,
-                                                                    label_release=args.dagger_release)))  # fmt: skip
+                                                                    label_release=args.dagger_release,
+                                                                    release_frames=args.release_frames)))  # fmt: skip
         # Same seed: the held-out split is drawn from it, and must hold out the same episodes.
         round_cfg = replace(cfg, init=cfg.out_dir, epochs=args.dagger_epochs)
         report = train_vla(Demonstrations.concat(parts), round_cfg, log=console.print,

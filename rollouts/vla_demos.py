@@ -54,17 +54,23 @@ def oracle_profiles(rigid_release: float = RIGID_RELEASE) -> dict[str, HandlingP
 
 class DemoSteps(Recorder):
     """Per step: state, executed and clean actions, instruction; a frame on every one of the first
-    `dense_steps` steps (the approach, otherwise rare in the data) and every `frame_every` after."""
+    `dense_steps` steps (the approach, otherwise rare in the data) and every `frame_every` after;
+    with `release_frames`, also on every step the gripper is low over the bin (`low_over_bin`:
+    where a gentle release happens, a few steps per episode)."""
 
     name = "demo"
 
-    def __init__(self, frame_every: int, dense_steps: int = 16) -> None:
+    def __init__(
+        self, frame_every: int, dense_steps: int = 16, release_frames: bool = False
+    ) -> None:
         self.frame_every, self.dense_steps = frame_every, dense_steps
+        self.release_frames = release_frames
         self.rows: list[dict[str, Any]] = []
 
     def after_act(self, view: StepView) -> None:
         """Record the step (the frame only on kept steps)."""
         keep = view.step < self.dense_steps or view.step % self.frame_every == 0
+        keep = keep or (self.release_frames and low_over_bin(view.info))
         self.rows.append({
             "state": np.asarray(view.obs["state"], dtype=np.float32),
             "executed": np.asarray(view.action, dtype=np.float32),
@@ -82,7 +88,8 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
                            sigma: float = 0.3, prob: float = 0.5, image_size: int = 384, max_steps: int = 200,
                            progress: Any = None, agent: Any = None, n_envs: int = 1,
                            rigid_release: float = RIGID_RELEASE,
-                           handling_words: tuple[str | None, ...] = (None,)) -> Any:  # fmt: skip
+                           handling_words: tuple[str | None, ...] = (None,),
+                           release_frames: bool = False) -> Any:  # fmt: skip
     """Run `n_episodes` labelled episodes (env seeds seed..seed+n-1, balanced over the env's
     design blocks) and return agents.vla_data.Demonstrations of the kept steps.
 
@@ -101,6 +108,7 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
         handling_words: the instructions' handling words (envs.language; None: the plain
             instruction), one per block of 16 seeds in turn, so each word gets whole balanced
             blocks; the oracle follows the word (agents.protocol.ScriptedAgent).
+        release_frames: also keep every step low over the bin (DemoSteps).
     """
     from agents.protocol import NoisyOracle
     from agents.vla_data import Demonstrations, chunk_labels, previous_grip
@@ -119,7 +127,7 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
         else NoisyOracle(sigma, prob, profile_for=oracle_profiles(rigid_release))
     )
     loop = ClosedLoop(agent, n_envs=n_envs, image_size=image_size, max_steps=max_steps, record_decisions=False,
-                      recorders=lambda spec: [DemoSteps(frame_every)])  # fmt: skip
+                      recorders=lambda spec: [DemoSteps(frame_every, release_frames=release_frames)])  # fmt: skip
     rows, episodes = [], []
     try:
         for start in range(0, n_episodes, n_envs):
@@ -145,6 +153,22 @@ def collect_demonstrations(n_episodes: int, seed: int = 7_000_000, horizon: int 
         efforts=efforts[keep], labels=labels[keep], materials=np.array([r["material"] for r in kept]),
         episodes=episodes_arr[keep], instructions=np.array([r["instruction"] for r in kept]),
     )  # fmt: skip
+
+
+#: Height above the bin floor (m) below which `low_over_bin` holds: under the firm profile's
+#: release (0.15), above the gentle one's (0.05) by the lowering's last steps.
+LOW_OVER_BIN = 0.12
+
+
+def low_over_bin(info: dict[str, Any]) -> bool:
+    """The gripper is over the bin (within envs.expert.BIN_REACH in x, y) and less than
+    LOW_OVER_BIN above its floor: the lowering's last steps, a gentle release, the retreat's first."""
+    from envs.expert import BIN_REACH
+
+    ee, bin_pos = np.asarray(info["ee_pos"]), np.asarray(info["bin_pos"])
+    return bool(
+        np.linalg.norm(ee[:2] - bin_pos[:2]) < BIN_REACH and ee[2] - bin_pos[2] < LOW_OVER_BIN
+    )
 
 
 def handling_options(words: tuple[str | None, ...], index: int) -> dict[str, Any] | None:
@@ -175,14 +199,14 @@ def dagger_demonstrations(checkpoint: str, n_episodes: int, seed: int, horizon: 
                           n_envs: int = 4, max_steps: int = 200, progress: Any = None,
                           rigid_release: float = RIGID_RELEASE,
                           handling_words: tuple[str | None, ...] = (None,),
-                          label_release: bool = False) -> Any:  # fmt: skip
+                          label_release: bool = False, release_frames: bool = False) -> Any:  # fmt: skip
     """One DAgger round: the VLA at `checkpoint` drives `n_episodes` episodes (seeds seed..),
     the oracle labels every state it reaches (agents.dagger.DaggerAgent). The VLA decodes with
     the expectation rule, as the recipe always has, whatever VLAAgent's default. Returns
     agents.vla_data.Demonstrations, ready to join the earlier rounds' (Demonstrations.concat).
     The oracle releases rigid objects `rigid_release` m above the bin floor (`oracle_profiles`);
-    instructions carry `handling_words` as in `collect_demonstrations`; `label_release` as in
-    agents.dagger.DaggerAgent."""
+    instructions carry `handling_words` and `release_frames` as in `collect_demonstrations`;
+    `label_release` as in agents.dagger.DaggerAgent."""
     from agents.dagger import DaggerAgent
     from agents.protocol import ScriptedAgent
     from agents.vla_agent import VLAAgent
@@ -196,6 +220,6 @@ def dagger_demonstrations(checkpoint: str, n_episodes: int, seed: int, horizon: 
     try:
         return collect_demonstrations(n_episodes, seed=seed, horizon=horizon, frame_every=frame_every,
                                       agent=agent, n_envs=n_envs, max_steps=max_steps, progress=progress,
-                                      handling_words=handling_words)  # fmt: skip
+                                      handling_words=handling_words, release_frames=release_frames)  # fmt: skip
     finally:
         agent.close()

@@ -288,3 +288,30 @@ def test_handling_words_take_whole_blocks_of_seeds_and_the_oracle_follows_them()
     # the gentle profile closes the gripper at its gentle grip on rigid objects too
     closing = demos.labels[:, 0, 3]
     assert 0 < closing[rigid].max() < 0.5
+
+
+def test_release_frames_add_the_steps_low_over_the_bin():
+    """--release-frames keeps, beside every --frame-every step, every step the gripper spends low
+    over the bin (the gentle release); without it the demonstrations are what they were."""
+    from envs.expert import BIN_REACH
+    from rollouts.vla_demos import LOW_OVER_BIN, collect_demonstrations
+
+    kw = dict(seed=7_000_000, horizon=4, frame_every=3, image_size=64, handling_words=("gently",))
+    plain = collect_demonstrations(2, **kw)
+    dense = collect_demonstrations(2, **kw, release_frames=True)
+    assert len(dense) > len(plain)
+
+    def rows(d):
+        return {(int(e), s.tobytes()) for e, s in zip(d.episodes, d.states, strict=True)}
+
+    assert rows(plain) <= rows(dense)  # the same episodes, the same kept steps, and more
+    extra = [
+        s
+        for e, s in zip(dense.episodes, dense.states, strict=True)
+        if (int(e), s.tobytes()) not in rows(plain)
+    ]
+    for state in extra:  # state: ee position (0:3), bin position (13:16)
+        assert (
+            np.linalg.norm(state[:2] - state[13:15]) < BIN_REACH
+            and state[2] - state[15] < LOW_OVER_BIN
+        )
