@@ -11,8 +11,9 @@ axis-aligned boxes, so every pixel of the static layer has one of six normals an
 colours: the layer is a lookup of (colour, normal) pairs, shaded per light in float32 in the
 C++ code's order of operations. `StaticRelighter.build` finds each pixel's colour (a draw in
 ambient light alone) and normal (two draws lit from directions each axis sees at its own
-angle), then checks a random light against a real draw bit for bit; it returns None where the layer is not of this kind (a rotated
-or curved static body, a shading the formula misses), and the layer is drawn as before.
+angle), then checks a random light against a real draw bit for bit; it returns None where the
+layer is not of this kind (a rotated or curved static body, a colour too dark to tell its
+normal, a shading the formula misses), and the layer is drawn as before.
 
 A draw of the static layer costs ~30 ms at 384² (the table fills the frame); a relit one ~0.3 ms.
 Every episode draws its own light (envs.franka_pick), so without this the layered renderer drew
