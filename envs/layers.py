@@ -47,6 +47,7 @@ MAX_RELIGHTERS = 16
 #: (static scene, size, camera)s drawn once under some light: a relighter is built on the second
 #: (so a camera seen once, as a shifted camera is, costs none).
 _DRAWN_VIEWS: set[tuple] = set()
+MAX_DRAWN_VIEWS = 1024
 
 
 @dataclass
@@ -301,6 +302,8 @@ class LayeredRenderer:
             if relighter is not None:
                 self.relit_layers += 1
                 return relighter.shade(light), relighter.depth
+        if len(_DRAWN_VIEWS) >= MAX_DRAWN_VIEWS:
+            _DRAWN_VIEWS.clear()  # e.g. a camera shift draws a new camera every episode
         _DRAWN_VIEWS.add(where)
         return self._draw(self.static_client, width, height, view, proj, light)
 
