@@ -235,7 +235,7 @@ class LayeredRenderer:
         self._dynamic = Mirror(self.dynamic_client, select=lambda r: not r.static)
         # (key, RGBA pixels as uint32, depth) of the static layer
         self._static_frame: tuple[Any, np.ndarray, np.ndarray] | None = None
-        self.relit_layers = 0  # static layers relit rather than drawn (for tests and benchmarks)
+        self.relit_layers = 0  # static layers relit rather than drawn (tests read it)
 
     def close(self) -> None:
         """Disconnect the render clients."""

@@ -12,8 +12,9 @@ IMAGE_SIZE = 384  # frames of `physteer collect`
 
 
 class FrameRenderer:
-    """Re-renders collection frames (env seed + gentle expert steps, rollouts.frames.COLLECT_RENDERER)
-    with the object's pixel mask, through the one closed loop (rollouts.frames: an ExpertAgent and a FrameAndMask recorder)."""
+    """Re-renders collection frames (env seed + gentle expert steps, drawn with
+    rollouts.frames.COLLECT_RENDERER) with the object's pixel mask, through the one closed loop
+    (rollouts.frames: an ExpertAgent and a FrameAndMask recorder)."""
 
     def __init__(self, image_size: int = IMAGE_SIZE) -> None:
         from agents.protocol import ExpertAgent
